@@ -1,0 +1,87 @@
+//! The Matrix Client-Server API: `/_matrix/client/**` and `/.well-known/matrix/client`.
+//!
+//! Every route is one handler taking a ruma request through [`Ruma`] and returning a ruma
+//! response; routes are registered from ruma's own path metadata. Handlers translate between
+//! the wire types and the services of `sandcat-core`, and hold no logic of their own beyond that.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::Request,
+    handler::Handler,
+    response::{IntoResponse, Response},
+    routing::{on, MethodFilter},
+    Router,
+};
+use http::StatusCode;
+use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
+use sandcat_core::{
+    services::{accounts::Accounts, data::ClientData, rooms::Rooms, sync::Sync},
+    ServerConfig,
+};
+
+pub mod metrics;
+mod routes;
+pub mod ruma_wrapper;
+mod uiaa;
+
+pub use ruma_wrapper::{ApiError, Ruma, RumaResponse};
+
+/// The services the client API reaches. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub accounts: Arc<Accounts>,
+    pub rooms: Arc<Rooms>,
+    pub sync: Arc<Sync>,
+    pub data: Arc<ClientData>,
+    pub uiaa: Arc<uiaa::Sessions>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<ServerConfig>, accounts: Arc<Accounts>, rooms: Arc<Rooms>, sync: Arc<Sync>, data: Arc<ClientData>, metrics: Arc<metrics::Metrics>) -> Self {
+        AppState { config, accounts, rooms, sync, data, uiaa: Default::default(), metrics }
+    }
+}
+
+/// Registers a handler under every path ruma knows for the endpoint `R`.
+pub(crate) trait RumaRouter {
+    fn ruma<R, H, T>(self, handler: H) -> Self
+    where
+        R: Metadata,
+        H: Handler<T, AppState>,
+        T: 'static;
+}
+
+impl RumaRouter for Router<AppState> {
+    fn ruma<R, H, T>(mut self, handler: H) -> Self
+    where
+        R: Metadata,
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(R::METHOD).expect("Matrix endpoints use standard methods");
+        for path in R::PATH_BUILDER.all_paths() {
+            self = self.route(path, on(filter, handler.clone()));
+        }
+        self
+    }
+}
+
+/// The client API router (without the outer layers, which the binary adds).
+pub fn router(state: AppState) -> Router {
+    routes::routes()
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn unrecognized(req: Request) -> Response {
+    tracing::debug!(uri = %req.uri(), "unrecognized endpoint");
+    ruma_wrapper::error_response(StatusCode::NOT_FOUND, ErrorKind::Unrecognized, "unrecognized request".into())
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ruma_wrapper::error_response(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "method not allowed".into())
+}

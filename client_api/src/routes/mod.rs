@@ -1,0 +1,18 @@
+//! Route tables, one module per area of the API.
+
+mod account;
+mod data;
+pub(crate) mod rooms;
+mod server;
+mod sync;
+
+use crate::AppState;
+
+pub fn routes() -> axum::Router<AppState> {
+    let r = axum::Router::new();
+    let r = server::routes(r);
+    let r = account::routes(r);
+    let r = rooms::routes(r);
+    let r = sync::routes(r);
+    data::routes(r)
+}

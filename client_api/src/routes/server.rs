@@ -1,0 +1,49 @@
+//! Discovery: versions, well-known, capabilities.
+
+use std::collections::BTreeMap;
+
+use axum::{extract::State, response::IntoResponse, Json};
+use ruma::api::client::discovery::{get_capabilities, get_supported_versions};
+use sandcat_core::ServerConfig;
+use serde_json::json;
+
+use crate::{
+    ruma_wrapper::{ApiResult, Ruma, RumaResponse},
+    AppState, RumaRouter,
+};
+
+pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+    r.ruma::<get_supported_versions::Request, _, _>(versions)
+        .ruma::<get_capabilities::v3::Request, _, _>(capabilities)
+        .route("/.well-known/matrix/client", axum::routing::get(well_known))
+}
+
+/// GET /_matrix/client/versions
+async fn versions(_: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
+    let versions = ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
+    let mut resp = get_supported_versions::Response::new(versions.iter().map(|v| v.to_string()).collect());
+    resp.unstable_features = BTreeMap::from([("org.matrix.msc3827.stable".to_owned(), true)]);
+    Ok(RumaResponse(resp))
+}
+
+/// GET /.well-known/matrix/client
+async fn well_known(State(s): State<AppState>) -> impl IntoResponse {
+    Json(json!({ "m.homeserver": { "base_url": s.config.public_base_url } }))
+}
+
+/// GET /_matrix/client/v3/capabilities
+async fn capabilities(State(s): State<AppState>, _: Ruma<get_capabilities::v3::Request>) -> Result<axum::response::Response, crate::ApiError> {
+    let available: serde_json::Map<String, serde_json::Value> =
+        ServerConfig::supported_room_versions().iter().map(|v| (v.to_string(), json!("stable"))).collect();
+    Ok(Json(json!({
+        "capabilities": {
+            "m.change_password": { "enabled": true },
+            "m.room_versions": { "default": s.config.default_room_version, "available": available },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false },
+        }
+    }))
+    .into_response())
+}

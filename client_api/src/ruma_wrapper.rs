@@ -1,0 +1,187 @@
+//! The bridge between axum and ruma: the `Ruma<T>` extractor parses any ruma request type
+//! (path, query, body) and authenticates it as its metadata says; `RumaResponse` renders any
+//! ruma response; `ApiError` renders domain errors as Matrix error bodies.
+
+use std::any::TypeId;
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, FromRequestParts, Path, Request},
+    response::{IntoResponse, Response},
+};
+use bytes::BytesMut;
+use http::StatusCode;
+use ruma::api::{
+    auth_scheme::{AccessToken, AccessTokenOptional},
+    error::{ErrorKind, StandardErrorBody},
+    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+};
+use sandcat_core::{services::Session, Error, ErrorCode};
+
+use crate::AppState;
+
+/// Largest request body accepted (media uploads have their own limit).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A parsed, authenticated ruma request.
+pub struct Ruma<T> {
+    pub body: T,
+    /// The caller, for endpoints that take an access token.
+    pub session: Option<Session>,
+}
+
+impl<T> Ruma<T> {
+    /// The caller of an endpoint that requires authentication.
+    pub fn session(&self) -> &Session {
+        self.session.as_ref().expect("authenticated endpoints always carry a session")
+    }
+}
+
+fn access_token(parts: &http::request::Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+        if let Some(t) = h.strip_prefix("Bearer ") {
+            return Some(t.trim().to_owned());
+        }
+    }
+    parts.uri.query().and_then(|q| {
+        q.split('&').find_map(|kv| kv.strip_prefix("access_token=").map(|v| percent_decode(v)))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> = match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
+            Ok(Path(args)) => args,
+            Err(_) => Vec::new(),
+        };
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError(Error::matrix(ErrorCode::TooLarge, "request body too large")))?;
+
+        let auth = TypeId::of::<T::Authentication>();
+        let required = auth == TypeId::of::<AccessToken>();
+        let optional = auth == TypeId::of::<AccessTokenOptional>();
+        let session = if required || optional {
+            match access_token(&parts) {
+                Some(token) => Some(state.accounts.authenticate(&token).await?),
+                None if required => return Err(ApiError(Error::matrix(ErrorCode::MissingToken, "missing access token"))),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if let Some(s) = &session {
+            tracing::Span::current().record("user_id", tracing::field::display(&s.user_id));
+        }
+
+        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(ApiError(Error::matrix(ErrorCode::NotJson, "request body is not valid JSON")));
+        }
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let http_req = http::Request::from_parts(parts, &bytes[..]);
+        let body = T::try_from_http_request(http_req, &args).map_err(|e| {
+            let msg = e.to_string();
+            tracing::debug!(error = %msg, "request did not parse");
+            ApiError(Error::bad_json(msg))
+        })?;
+        Ok(Ruma { body, session })
+    }
+}
+
+/// Any ruma response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(res) => res.map(|b| Body::from(b.freeze())).into_response(),
+            Err(e) => ApiError(Error::internal(format!("response serialization: {e}"))).into_response(),
+        }
+    }
+}
+
+/// A domain error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub type ApiResult<T> = Result<RumaResponse<T>, ApiError>;
+
+/// Status and ruma kind of an error code.
+pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
+    use ErrorCode::*;
+    match code {
+        Forbidden => (StatusCode::FORBIDDEN, ErrorKind::Forbidden),
+        NotFound => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+        BadJson => (StatusCode::BAD_REQUEST, ErrorKind::BadJson),
+        NotJson => (StatusCode::BAD_REQUEST, ErrorKind::NotJson),
+        InvalidParam => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
+        MissingParam => (StatusCode::BAD_REQUEST, ErrorKind::MissingParam),
+        UnknownToken => (StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(Default::default())),
+        MissingToken => (StatusCode::UNAUTHORIZED, ErrorKind::MissingToken),
+        UserInUse => (StatusCode::BAD_REQUEST, ErrorKind::UserInUse),
+        InvalidUsername => (StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername),
+        Exclusive => (StatusCode::BAD_REQUEST, ErrorKind::Exclusive),
+        LimitExceeded => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(Default::default())),
+        TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
+        Unrecognized => (StatusCode::NOT_FOUND, ErrorKind::Unrecognized),
+        GuestAccessForbidden => (StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden),
+        RoomInUse => (StatusCode::BAD_REQUEST, ErrorKind::RoomInUse),
+        BadState => (StatusCode::BAD_REQUEST, ErrorKind::BadState),
+        UnsupportedRoomVersion => (StatusCode::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
+        UserDeactivated => (StatusCode::FORBIDDEN, ErrorKind::UserDeactivated),
+        BadAlias => (StatusCode::BAD_REQUEST, ErrorKind::BadAlias),
+        Unauthorized => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
+        Unknown => (StatusCode::BAD_REQUEST, ErrorKind::Unknown),
+    }
+}
+
+/// A Matrix error body with a status.
+pub fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Response {
+    let body = serde_json::to_vec(&StandardErrorBody::new(kind, message)).unwrap_or_else(|_| b"{\"errcode\":\"M_UNKNOWN\"}".to_vec());
+    (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Error::Matrix { code, message } => {
+                let (status, kind) = status_and_kind(code);
+                error_response(status, kind, message)
+            }
+            other => {
+                tracing::error!(error = %other, "request failed");
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "internal server error".into())
+            }
+        }
+    }
+}

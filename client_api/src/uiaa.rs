@@ -1,0 +1,85 @@
+//! User-interactive authentication: the 401 that lists flows, and its sessions.
+
+use std::collections::HashSet;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use ruma::api::client::uiaa::AuthData;
+use serde_json::json;
+
+use crate::ruma_wrapper::ApiError;
+
+#[derive(Default)]
+pub struct Sessions {
+    live: std::sync::Mutex<HashSet<String>>,
+}
+
+/// What the handler must do next.
+pub enum Uiaa {
+    /// The stage is complete.
+    Done,
+    /// Reply with this 401.
+    Challenge(Response),
+}
+
+impl Sessions {
+    /// A 401 listing one flow with one stage, with a fresh session id.
+    pub fn challenge(&self, stage: &str, error: Option<(&str, &str)>) -> Response {
+        let session = sandcat_core::token::random_string(16);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(session.clone());
+        let mut body = json!({
+            "flows": [{ "stages": [stage] }],
+            "params": {},
+            "session": session,
+        });
+        if let Some((code, msg)) = error {
+            body["errcode"] = json!(code);
+            body["error"] = json!(msg);
+        }
+        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+    }
+
+    /// `m.login.dummy`: any request carrying it passes.
+    pub fn dummy(&self, auth: &Option<AuthData>) -> Uiaa {
+        match auth {
+            Some(AuthData::Dummy(_)) => Uiaa::Done,
+            _ => Uiaa::Challenge(self.challenge("m.login.dummy", None)),
+        }
+    }
+}
+
+impl From<Uiaa> for Result<(), Response> {
+    fn from(u: Uiaa) -> Self {
+        match u {
+            Uiaa::Done => Ok(()),
+            Uiaa::Challenge(r) => Err(r),
+        }
+    }
+}
+
+/// Either a Matrix error or a UIA challenge.
+pub enum UiaaError {
+    Api(ApiError),
+    Challenge(Response),
+}
+
+impl From<ApiError> for UiaaError {
+    fn from(e: ApiError) -> Self {
+        UiaaError::Api(e)
+    }
+}
+
+impl From<sandcat_core::Error> for UiaaError {
+    fn from(e: sandcat_core::Error) -> Self {
+        UiaaError::Api(ApiError(e))
+    }
+}
+
+impl IntoResponse for UiaaError {
+    fn into_response(self) -> Response {
+        match self {
+            UiaaError::Api(e) => e.into_response(),
+            UiaaError::Challenge(r) => r,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Settings the domain needs; the binary reads them from the config file and environment.
+
+use ruma::{OwnedServerName, RoomVersionId};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub server_name: OwnedServerName,
+    /// Whether `/register` is open to anyone.
+    pub registration_enabled: bool,
+    /// Room version used by `createRoom` when the client names none.
+    pub default_room_version: RoomVersionId,
+    /// Largest `limit` honoured on timelines and pagination.
+    pub max_timeline_limit: usize,
+    /// Upper bound of a `/sync` long-poll.
+    pub max_sync_timeout_ms: u64,
+    /// The public base URL clients are told in `/.well-known/matrix/client`.
+    pub public_base_url: String,
+}
+
+impl ServerConfig {
+    pub fn for_tests(server_name: &str) -> Self {
+        ServerConfig {
+            server_name: server_name.try_into().expect("valid server name"),
+            registration_enabled: true,
+            default_room_version: RoomVersionId::V12,
+            max_timeline_limit: 500,
+            max_sync_timeout_ms: 60_000,
+            public_base_url: format!("http://{server_name}"),
+        }
+    }
+
+    /// The room versions this server creates and joins.
+    pub fn supported_room_versions() -> [RoomVersionId; 3] {
+        [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+    }
+}

@@ -1,0 +1,141 @@
+//! Data that never enters a room log: typing notifications and presence. Kept in memory with a
+//! counter of its own, which `/sync` tokens carry beside the stream position.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use crate::notifier::Notifier;
+
+#[derive(Debug, Clone)]
+pub struct PresenceRecord {
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: u64,
+    /// Ephemeral counter value at the last change.
+    pub serial: u64,
+}
+
+#[derive(Default)]
+struct Typing {
+    /// user → expiry (ms since epoch)
+    users: HashMap<OwnedUserId, u64>,
+    serial: u64,
+}
+
+pub struct Ephemeral {
+    counter: AtomicU64,
+    typing: Mutex<HashMap<OwnedRoomId, Typing>>,
+    presence: Mutex<HashMap<OwnedUserId, PresenceRecord>>,
+    notifier: Notifier,
+}
+
+impl Ephemeral {
+    pub fn new(notifier: Notifier) -> Self {
+        Ephemeral { counter: AtomicU64::new(1), typing: Mutex::default(), presence: Mutex::default(), notifier }
+    }
+
+    pub fn current(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
+    fn bump(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn set_typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool, timeout_ms: u64) {
+        let changed = {
+            let mut rooms = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+            let room = rooms.entry(room_id.to_owned()).or_default();
+            let changed = if typing {
+                room.users.insert(user_id.to_owned(), crate::now_ms() + timeout_ms.min(120_000)).is_none()
+            } else {
+                room.users.remove(user_id).is_some()
+            };
+            if changed {
+                room.serial = self.bump();
+            }
+            changed
+        };
+        if changed {
+            self.notifier.notify();
+        }
+    }
+
+    /// Drops expired typing entries; called periodically.
+    pub fn expire_typing(&self) {
+        let now = crate::now_ms();
+        let mut changed = false;
+        {
+            let mut rooms = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+            for room in rooms.values_mut() {
+                let before = room.users.len();
+                room.users.retain(|_, exp| *exp > now);
+                if room.users.len() != before {
+                    room.serial = self.bump();
+                    changed = true;
+                }
+            }
+            rooms.retain(|_, r| !r.users.is_empty() || r.serial > 0);
+        }
+        if changed {
+            self.notifier.notify();
+        }
+    }
+
+    /// Users typing in the room, if that changed after `since`.
+    pub fn typing_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
+        let rooms = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+        let room = rooms.get(room_id)?;
+        (room.serial > since).then(|| room.users.keys().cloned().collect())
+    }
+
+    pub fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<String>) {
+        let changed = {
+            let mut map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+            let now = crate::now_ms();
+            match map.get_mut(user_id) {
+                Some(rec) if rec.state == state && (status_msg.is_none() || rec.status_msg == status_msg) => {
+                    rec.last_active_ts = now;
+                    false
+                }
+                Some(rec) => {
+                    rec.state = state.to_owned();
+                    if status_msg.is_some() {
+                        rec.status_msg = status_msg;
+                    }
+                    rec.last_active_ts = now;
+                    rec.serial = self.bump();
+                    true
+                }
+                None => {
+                    let serial = self.bump();
+                    map.insert(user_id.to_owned(), PresenceRecord { state: state.to_owned(), status_msg, last_active_ts: now, serial });
+                    true
+                }
+            }
+        };
+        if changed {
+            self.notifier.notify();
+        }
+    }
+
+    pub fn presence(&self, user_id: &UserId) -> Option<PresenceRecord> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner()).get(user_id).cloned()
+    }
+
+    /// Presence of `users` that changed after `since`.
+    pub fn presence_since(&self, users: &[OwnedUserId], since: u64) -> Vec<(OwnedUserId, PresenceRecord)> {
+        let map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .filter_map(|u| map.get(u).filter(|r| r.serial > since).map(|r| (u.clone(), r.clone())))
+            .collect()
+    }
+}

@@ -1,0 +1,74 @@
+//! The one error type of the domain. Each variant maps to a Matrix error code in the protocol
+//! crates; internal causes are logged there and never shown to clients.
+
+/// Matrix-level error codes that the domain can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Forbidden,
+    NotFound,
+    BadJson,
+    NotJson,
+    InvalidParam,
+    MissingParam,
+    UnknownToken,
+    MissingToken,
+    UserInUse,
+    InvalidUsername,
+    Exclusive,
+    LimitExceeded,
+    TooLarge,
+    Unrecognized,
+    GuestAccessForbidden,
+    RoomInUse,
+    BadState,
+    UnsupportedRoomVersion,
+    UserDeactivated,
+    BadAlias,
+    Unauthorized,
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error the client caused and may read.
+    #[error("{code:?}: {message}")]
+    Matrix { code: ErrorCode, message: String },
+    /// A backend failed; the cause is logged, the client sees `M_UNKNOWN`.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A bug or an impossible state; the client sees `M_UNKNOWN`.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn matrix(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Matrix { code, message: message.into() }
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorCode::NotFound, message)
+    }
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorCode::InvalidParam, message)
+    }
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorCode::BadJson, message)
+    }
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Error::Internal(message.to_string())
+    }
+    pub fn storage(message: impl std::fmt::Display) -> Self {
+        Error::Storage(message.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("json: {e}"))
+    }
+}

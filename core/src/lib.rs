@@ -1,0 +1,29 @@
+//! Sandcat's domain: identifiers, events (PDUs), room state and auth, the room sequencer,
+//! sync, and the services that the protocol crates call.
+//!
+//! This crate does no I/O of its own: storage, the event bus and media reach it through the
+//! port traits in [`ports`], implemented in `sandcat-backends` and wired together by the binary.
+
+pub mod config;
+pub mod error;
+pub mod ephemeral;
+pub mod intent;
+pub mod notifier;
+pub mod pdu;
+pub mod ports;
+pub mod sequencer;
+pub mod services;
+pub mod state;
+pub mod token;
+
+pub use config::ServerConfig;
+pub use error::{Error, ErrorCode, Result};
+pub use pdu::{Pdu, StoredEvent};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,172 @@
+//! The ports: what the domain needs from storage and transport, shaped around domain
+//! operations. Each has an embedded implementation and a pipeline implementation in
+//! `sandcat-backends`; both pass the same contract tests.
+
+use async_trait::async_trait;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::Value;
+
+use crate::{intent::RoomBatch, Pdu, Result, StoredEvent};
+
+/// A user account.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user_id: OwnedUserId,
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub deactivated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ts: Option<u64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// Users, devices, access tokens and profiles.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates a user; `Err(M_USER_IN_USE)` if the id is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>>;
+    async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()>;
+    async fn set_profile(&self, user_id: &UserId, displayname: Option<Option<&str>>, avatar_url: Option<Option<&str>>) -> Result<()>;
+    /// Creates (or reuses) a device and gives it a new access token.
+    async fn add_device_token(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>, token: &str) -> Result<()>;
+    /// `(user, device)` for a valid access token.
+    async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>>;
+    async fn delete_token(&self, token: &str) -> Result<()>;
+    async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>>;
+    async fn update_device(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>) -> Result<bool>;
+    /// Deletes devices and their tokens; returns the tokens that stopped working.
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>>;
+    /// Deletes every token of a user except those of `keep_device`; returns them.
+    async fn delete_tokens_except(&self, user_id: &UserId, keep_device: Option<&str>) -> Result<Vec<String>>;
+    async fn touch_device(&self, user_id: &UserId, device_id: &str, ts: u64, ip: Option<&str>) -> Result<()>;
+    /// Users whose id or display name contains `term`.
+    async fn search_users(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>>;
+}
+
+/// A room's log head and current state, as the sequencer needs it to append.
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    pub version: RoomVersionId,
+    pub last_event_id: OwnedEventId,
+    pub depth: u64,
+    pub state: Vec<Pdu>,
+}
+
+/// An event ready to be appended, with everything the store must index.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub pdu: Pdu,
+    /// The canonical JSON of the PDU as signed.
+    pub json: String,
+    pub unsigned: Option<Value>,
+    pub txn: Option<(OwnedUserId, String, String)>,
+    /// Set on the create event: the room version.
+    pub room_version: Option<RoomVersionId>,
+    /// Set on a redaction: the target and its redacted JSON.
+    pub redaction: Option<(OwnedEventId, String)>,
+}
+
+/// Which way to read a timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// A membership of a user in a room, with the stream position where it was set.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub room_id: OwnedRoomId,
+    pub membership: String,
+    pub pos: i64,
+    pub event_id: OwnedEventId,
+}
+
+/// Events, room state, memberships, aliases and the public room directory.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
+    /// Appends sequenced events atomically (all or none), returning their stream positions.
+    async fn append(&self, events: &[NewEvent]) -> Result<Vec<i64>>;
+    async fn event(&self, event_id: &ruma::EventId) -> Result<Option<StoredEvent>>;
+    async fn txn_event(&self, user_id: &UserId, device_id: &str, txn_id: &str) -> Result<Option<OwnedEventId>>;
+    async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>>;
+    async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>>;
+    async fn state_event(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
+    /// The latest state event per (type, key) with a position in `(after, until]`.
+    async fn state_changes(&self, room_id: &RoomId, after: i64, until: i64) -> Result<Vec<StoredEvent>>;
+    async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>>;
+    /// Every room the user has a membership in (any kind), minus forgotten ones.
+    async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
+    /// `(user, membership)` of everyone with a membership in the room.
+    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>>;
+    /// Events with `after < pos <= until`, oldest first when `Forward`, newest first when
+    /// `Backward`; at most `limit`.
+    async fn timeline(&self, room_id: &RoomId, after: i64, until: i64, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>>;
+    /// Events related to `event_id` (by `m.relates_to`), filtered by relation type and event type.
+    async fn relations(&self, room_id: &RoomId, event_id: &ruma::EventId, rel_type: Option<&str>, event_type: Option<&str>, before: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+    async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()>;
+    /// Messages from others after `after` (for unread counts).
+    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId, after: i64) -> Result<u64>;
+    async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()>;
+    async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>>;
+    async fn delete_alias(&self, alias: &str) -> Result<bool>;
+    async fn aliases_of(&self, room_id: &RoomId) -> Result<Vec<String>>;
+    async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()>;
+    async fn is_public(&self, room_id: &RoomId) -> Result<bool>;
+    async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>>;
+}
+
+/// A read receipt as stored.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+    pub event_id: OwnedEventId,
+    pub ts: u64,
+    pub pos: i64,
+}
+
+/// Per-user client data: account data, filters, receipts.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: &Value) -> Result<i64>;
+    async fn account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Result<Option<Value>>;
+    /// `(room, type, content)` changed after `after`.
+    async fn account_data_since(&self, user_id: &UserId, after: i64) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>>;
+    async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String>;
+    async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Option<Value>>;
+    async fn set_receipt(&self, receipt: &Receipt) -> Result<i64>;
+    /// Receipts in the room with `pos > after`.
+    async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>>;
+    async fn receipt(&self, room_id: &RoomId, user_id: &UserId, receipt_type: &str) -> Result<Option<Receipt>>;
+}
+
+/// The stream position every persistent write takes a number from.
+pub trait StreamPosition: Send + Sync {
+    /// The highest position whose write has committed: `/sync` never reads past it.
+    fn current_pos(&self) -> i64;
+}
+
+/// The room log. `submit` returns once the batch is sequenced and persisted (or refused).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn submit(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
+    /// Stops accepting batches and waits for the ones in flight.
+    async fn shutdown(&self);
+}
+
+/// What the bus hands each batch to: the room sequencer.
+#[async_trait]
+pub trait BatchHandler: Send + Sync {
+    async fn handle(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
+}

@@ -1,0 +1,297 @@
+//! The room sequencer: the only code that appends to a room's log.
+//!
+//! It receives batches of [`EventIntent`]s from the event bus (one sequencer lane per room at a
+//! time), builds each PDU on top of the room's head (so the local DAG stays linear), hashes and
+//! signs it, checks it against the room version's authorization rules (`ruma::state_res`), and
+//! persists the whole batch atomically. Only then does the submitter get its event ids.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use ruma::{
+    canonical_json::{redact, CanonicalJsonObject, CanonicalJsonValue},
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    serde::Base64,
+    signatures::Ed25519KeyPair,
+    state_res, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
+};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    error::ErrorCode,
+    intent::{EventIntent, RoomBatch},
+    notifier::Notifier,
+    ports::{BatchHandler, NewEvent, RoomStore},
+    Error, Pdu, Result, StoredEvent,
+};
+
+/// The server's signing identity.
+pub struct SigningKey {
+    pub server_name: OwnedServerName,
+    pub key: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    /// The `ed25519:<version>` key id.
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.key.version())
+    }
+
+    /// The public key, unpadded base64.
+    pub fn public_key(&self) -> String {
+        Base64::<ruma::serde::base64::Standard, _>::new(self.key.public_key().to_vec()).encode()
+    }
+}
+
+type StateKey = (String, String);
+
+/// What the sequencer keeps of a room between batches.
+#[derive(Clone)]
+struct Head {
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    last_event_id: Option<OwnedEventId>,
+    depth: u64,
+    state: HashMap<StateKey, Pdu>,
+}
+
+pub struct Sequencer {
+    store: Arc<dyn RoomStore>,
+    signing: Arc<SigningKey>,
+    notifier: Notifier,
+    heads: std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<Head>>>>>,
+}
+
+impl Sequencer {
+    pub fn new(store: Arc<dyn RoomStore>, signing: Arc<SigningKey>, notifier: Notifier) -> Self {
+        Sequencer { store, signing, notifier, heads: Default::default() }
+    }
+
+    fn head_slot(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<Head>>> {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    async fn load_head(&self, room_id: &RoomId) -> Result<Option<Head>> {
+        let Some(snap) = self.store.load_room(room_id).await? else { return Ok(None) };
+        let rules = rules_for(&snap.version)?;
+        let state = snap
+            .state
+            .into_iter()
+            .filter_map(|p| p.state_key.clone().map(|k| ((p.kind.to_string(), k), p)))
+            .collect();
+        Ok(Some(Head { version: snap.version, rules, last_event_id: Some(snap.last_event_id), depth: snap.depth, state }))
+    }
+
+    async fn sequence(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+        let slot = self.head_slot(&batch.room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = self.load_head(&batch.room_id).await?;
+        }
+        let creating = batch.create_version.is_some();
+        let mut head = match (guard.take(), &batch.create_version) {
+            (Some(_), Some(_)) => return Err(Error::matrix(ErrorCode::RoomInUse, "room already exists")),
+            (Some(h), None) => h,
+            (None, Some(version)) => Head {
+                version: version.clone(),
+                rules: rules_for(version)?,
+                last_event_id: None,
+                depth: 0,
+                state: HashMap::new(),
+            },
+            (None, None) => return Err(Error::not_found("unknown room")),
+        };
+        let original = (!creating).then(|| head.clone());
+
+        let mut new_events = Vec::with_capacity(batch.events.len());
+        let mut replies: Vec<Option<StoredEvent>> = Vec::with_capacity(batch.events.len());
+        let result: Result<()> = async {
+            for intent in &batch.events {
+                if let Some((device, txn)) = &intent.txn {
+                    if let Some(existing) = self.store.txn_event(&intent.sender, device, txn).await? {
+                        let ev = self.store.event(&existing).await?.ok_or_else(|| Error::internal("txn maps to a missing event"))?;
+                        replies.push(Some(ev));
+                        continue;
+                    }
+                }
+                let ev = self.build_and_check(&batch.room_id, &mut head, intent).await?;
+                new_events.push(ev);
+                replies.push(None);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            *guard = original;
+            return Err(e);
+        }
+        if new_events.is_empty() {
+            *guard = Some(head);
+            return Ok(replies.into_iter().flatten().collect());
+        }
+        match self.store.append(&new_events).await {
+            Ok(positions) => {
+                *guard = Some(head);
+                drop(guard);
+                self.notifier.notify();
+                let mut fresh = new_events.into_iter().zip(positions).map(|(ne, pos)| StoredEvent {
+                    pos,
+                    pdu: ne.pdu,
+                    unsigned: ne.unsigned,
+                    redacted_because: None,
+                    txn: ne.txn,
+                });
+                Ok(replies.into_iter().map(|r| r.or_else(|| fresh.next())).collect::<Option<Vec<_>>>().unwrap_or_default())
+            }
+            Err(e) => {
+                // The head may be ahead of the store now: drop it, reload on next use.
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_and_check(&self, room_id: &RoomId, head: &mut Head, intent: &EventIntent) -> Result<NewEvent> {
+        let is_create = intent.kind == TimelineEventType::RoomCreate;
+        if is_create != head.last_event_id.is_none() {
+            return Err(Error::forbidden("m.room.create must be the first event of a room, and only it"));
+        }
+        let rules = head.rules.clone();
+        let auth_types = state_res::auth_types_for_event(
+            &intent.kind,
+            &intent.sender,
+            intent.state_key.as_deref(),
+            &serde_json::value::to_raw_value(&intent.content)?,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        let mut auth_events: Vec<OwnedEventId> = Vec::new();
+        for (ty, key) in &auth_types {
+            if *ty == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
+                continue;
+            }
+            if let Some(p) = head.state.get(&(ty.to_string(), key.clone())) {
+                if !auth_events.contains(&p.event_id) {
+                    auth_events.push(p.event_id.clone());
+                }
+            }
+        }
+        let prev_events: Vec<OwnedEventId> = head.last_event_id.iter().cloned().collect();
+        let depth = head.depth + 1;
+        let (pdu, json) = build_pdu(&self.signing, room_id, &rules, intent, prev_events, auth_events, depth)?;
+
+        // Authorization, against the current state of the room.
+        let by_id: HashMap<&ruma::EventId, &Pdu> = head.state.values().map(|p| (p.event_id.as_ref(), p)).collect();
+        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| by_id.get(id).copied())
+            .map_err(Error::forbidden)?;
+        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |ty, key| {
+            head.state.get(&(ty.to_string(), key.to_owned()))
+        })
+        .map_err(Error::forbidden)?;
+
+        let mut unsigned = None;
+        let mut redaction = None;
+        if let Some(target) = pdu.redacted_event() {
+            if let Some(ev) = self.store.event(&target).await? {
+                if ev.pdu.room_id() == room_id {
+                    let obj: CanonicalJsonObject = serde_json::from_str(&serde_json::to_string(&ev.pdu)?)?;
+                    let redacted = redact(obj, &rules.redaction, None).map_err(Error::internal)?;
+                    redaction = Some((target, serde_json::to_string(&redacted)?));
+                }
+            }
+        }
+        if let Some(key) = &pdu.state_key {
+            let k = (pdu.kind.to_string(), key.clone());
+            if let Some(prev) = head.state.get(&k) {
+                unsigned = Some(json!({
+                    "prev_content": prev.content_value(),
+                    "prev_sender": prev.sender,
+                    "replaces_state": prev.event_id,
+                }));
+            }
+            head.state.insert(k, pdu.clone());
+        }
+        head.last_event_id = Some(pdu.event_id.clone());
+        head.depth = depth;
+        let txn = intent.txn.as_ref().map(|(d, t)| (intent.sender.clone(), d.clone(), t.clone()));
+        let room_version = is_create.then(|| head.version.clone());
+        Ok(NewEvent { pdu, json, unsigned, txn, room_version, redaction })
+    }
+}
+
+#[async_trait]
+impl BatchHandler for Sequencer {
+    async fn handle(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+        self.sequence(batch).await
+    }
+}
+
+pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    version.rules().ok_or_else(|| Error::matrix(ErrorCode::UnsupportedRoomVersion, format!("room version {version} is not supported")))
+}
+
+/// Builds, hashes and signs a PDU. Pure: the same inputs give the same event id, which is how a
+/// v12 room id (the create event's reference hash) is known before the room exists.
+pub fn build_pdu(
+    signing: &SigningKey,
+    room_id: &RoomId,
+    rules: &RoomVersionRules,
+    intent: &EventIntent,
+    prev_events: Vec<OwnedEventId>,
+    auth_events: Vec<OwnedEventId>,
+    depth: u64,
+) -> Result<(Pdu, String)> {
+    let is_create = intent.kind == TimelineEventType::RoomCreate;
+    let mut content = intent.content.clone();
+    let mut obj = Map::new();
+    obj.insert("auth_events".into(), json!(auth_events));
+    obj.insert("depth".into(), json!(depth));
+    obj.insert("origin_server_ts".into(), json!(intent.origin_server_ts));
+    obj.insert("prev_events".into(), json!(prev_events));
+    if !(is_create && !rules.event_format.require_room_create_room_id) {
+        obj.insert("room_id".into(), json!(room_id));
+    }
+    obj.insert("sender".into(), json!(intent.sender));
+    if let Some(k) = &intent.state_key {
+        obj.insert("state_key".into(), json!(k));
+    }
+    obj.insert("type".into(), json!(intent.kind.to_string()));
+    if let Some(r) = &intent.redacts {
+        if rules.redaction.content_field_redacts {
+            if let Value::Object(c) = &mut content {
+                c.insert("redacts".into(), json!(r));
+            }
+        } else {
+            obj.insert("redacts".into(), json!(r));
+        }
+    }
+    obj.insert("content".into(), content);
+    let canonical = CanonicalJsonValue::try_from(Value::Object(obj))
+        .map_err(|e| Error::bad_json(format!("event is not canonical JSON: {e}")))?;
+    let CanonicalJsonValue::Object(mut object) = canonical else {
+        return Err(Error::internal("event object is not an object"));
+    };
+    ruma::signatures::hash_and_sign_event(signing.server_name.as_str(), &signing.key, &mut object, &rules.redaction)
+        .map_err(pdu_error)?;
+    let hash = ruma::signatures::reference_hash(&object, rules).map_err(pdu_error)?;
+    let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)?;
+    let json = serde_json::to_string(&object)?;
+    let mut pdu: Pdu = serde_json::from_str(&json)?;
+    pdu.event_id = event_id;
+    pdu.room_id = Some(room_id.to_owned());
+    Ok((pdu, json))
+}
+
+/// The room id of a v12 room: `!` + the create event's reference hash.
+pub fn room_id_from_create(event_id: &ruma::EventId) -> Result<OwnedRoomId> {
+    OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..])).map_err(Error::internal)
+}
+
+fn pdu_error(e: ruma::signatures::JsonError) -> Error {
+    match e {
+        ruma::signatures::JsonError::PduTooLarge => Error::matrix(ErrorCode::TooLarge, "event is larger than 65536 bytes"),
+        other => Error::bad_json(other.to_string()),
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-user client data around rooms: account data and tags, filters, receipts and read
+//! markers, typing, presence, push rules.
+
+use std::sync::Arc;
+
+use ruma::{push::Ruleset, EventId, RoomId, UserId};
+use serde_json::{json, Value};
+
+use crate::{
+    ephemeral::Ephemeral,
+    notifier::Notifier,
+    ports::{ClientStore, Receipt, RoomStore},
+    services::Session,
+    Error, Result,
+};
+
+pub struct ClientData {
+    store: Arc<dyn ClientStore>,
+    rooms: Arc<dyn RoomStore>,
+    ephemeral: Arc<Ephemeral>,
+    notifier: Notifier,
+}
+
+impl ClientData {
+    pub fn new(store: Arc<dyn ClientStore>, rooms: Arc<dyn RoomStore>, ephemeral: Arc<Ephemeral>, notifier: Notifier) -> Self {
+        ClientData { store, rooms, ephemeral, notifier }
+    }
+
+    pub fn ephemeral(&self) -> &Arc<Ephemeral> {
+        &self.ephemeral
+    }
+
+    async fn ensure_joined(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        match self.rooms.membership(room_id, user_id).await? {
+            Some(m) if m.membership == "join" => Ok(()),
+            _ => Err(Error::forbidden("you are not joined to this room")),
+        }
+    }
+
+    pub async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
+        if !content.is_object() {
+            return Err(Error::bad_json("account data content must be an object"));
+        }
+        if kind == "m.fully_read" || kind == "m.push_rules" {
+            return Err(Error::bad_json(format!("{kind} is managed by its own endpoint")));
+        }
+        self.store.set_account_data(user_id, room_id, kind, &content).await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    pub async fn account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Result<Value> {
+        self.store.account_data(user_id, room_id, kind).await?.ok_or_else(|| Error::not_found("account data not found"))
+    }
+
+    pub async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<Value> {
+        Ok(self.store.account_data(user_id, Some(room_id), "m.tag").await?.unwrap_or_else(|| json!({ "tags": {} })))
+    }
+
+    pub async fn set_tag(&self, user_id: &UserId, room_id: &RoomId, tag: &str, info: Option<Value>) -> Result<()> {
+        let mut tags = self.tags(user_id, room_id).await?;
+        if !tags.get("tags").is_some_and(Value::is_object) {
+            tags = json!({ "tags": {} });
+        }
+        let map = tags["tags"].as_object_mut().ok_or_else(|| Error::internal("tags"))?;
+        match info {
+            Some(i) => {
+                map.insert(tag.to_owned(), i);
+            }
+            None => {
+                map.remove(tag);
+            }
+        }
+        self.store.set_account_data(user_id, Some(room_id), "m.tag", &tags).await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    pub async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String> {
+        self.store.create_filter(user_id, filter).await
+    }
+
+    pub async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Value> {
+        self.store.filter(user_id, filter_id).await?.ok_or_else(|| Error::not_found("filter not found"))
+    }
+
+    /// `m.read`, `m.read.private` receipts, and the `m.fully_read` marker.
+    pub async fn receipt(&self, session: &Session, room_id: &RoomId, receipt_type: &str, event_id: &EventId, thread_id: Option<&str>) -> Result<()> {
+        self.ensure_joined(&session.user_id, room_id).await?;
+        let ev = self.rooms.event(event_id).await?.filter(|e| e.pdu.room_id() == room_id).ok_or_else(|| Error::not_found("event not found"))?;
+        match receipt_type {
+            "m.fully_read" => {
+                self.store.set_account_data(&session.user_id, Some(room_id), "m.fully_read", &json!({ "event_id": event_id })).await?;
+            }
+            "m.read" | "m.read.private" => {
+                // Receipts only move forward.
+                if let Some(old) = self.store.receipt(room_id, &session.user_id, receipt_type).await? {
+                    if old.thread_id.as_deref() == thread_id {
+                        if let Some(old_ev) = self.rooms.event(&old.event_id).await? {
+                            if old_ev.pos >= ev.pos {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                self.store
+                    .set_receipt(&Receipt {
+                        room_id: room_id.to_owned(),
+                        user_id: session.user_id.clone(),
+                        receipt_type: receipt_type.to_owned(),
+                        thread_id: thread_id.map(str::to_owned),
+                        event_id: event_id.to_owned(),
+                        ts: crate::now_ms(),
+                        pos: 0,
+                    })
+                    .await?;
+            }
+            other => return Err(Error::invalid_param(format!("unknown receipt type {other}"))),
+        }
+        self.notifier.notify();
+        Ok(())
+    }
+
+    pub async fn typing(&self, session: &Session, room_id: &RoomId, typing: bool, timeout_ms: u64) -> Result<()> {
+        self.ensure_joined(&session.user_id, room_id).await?;
+        self.ephemeral.set_typing(room_id, &session.user_id, typing, timeout_ms);
+        Ok(())
+    }
+
+    pub fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<String>) -> Result<()> {
+        if !matches!(state, "online" | "offline" | "unavailable" | "busy") {
+            return Err(Error::invalid_param("presence must be online, offline or unavailable"));
+        }
+        self.ephemeral.set_presence(user_id, state, status_msg);
+        Ok(())
+    }
+
+    pub fn presence(&self, user_id: &UserId) -> Value {
+        presence_content(user_id, self.ephemeral.presence(user_id).as_ref())
+    }
+
+    pub async fn push_rules(&self, user_id: &UserId) -> Result<Ruleset> {
+        match self.store.account_data(user_id, None, "m.push_rules").await? {
+            Some(v) => {
+                Ok(serde_json::from_value(v.get("global").cloned().unwrap_or(Value::Null)).unwrap_or_else(|_| Ruleset::server_default(user_id)))
+            }
+            None => Ok(Ruleset::server_default(user_id)),
+        }
+    }
+
+    pub async fn set_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> Result<()> {
+        self.store.set_account_data(user_id, None, "m.push_rules", &json!({ "global": rules })).await?;
+        self.notifier.notify();
+        Ok(())
+    }
+}
+
+/// The content of an `m.presence` event.
+pub fn presence_content(user_id: &UserId, rec: Option<&crate::ephemeral::PresenceRecord>) -> Value {
+    match rec {
+        Some(r) => {
+            let ago = crate::now_ms().saturating_sub(r.last_active_ts);
+            let mut v = json!({
+                "presence": r.state,
+                "last_active_ago": ago,
+                "currently_active": r.state == "online" && ago < 300_000,
+                "user_id": user_id,
+            });
+            if let Some(m) = &r.status_msg {
+                v["status_msg"] = json!(m);
+            }
+            v
+        }
+        None => json!({ "presence": "offline", "user_id": user_id }),
+    }
+}
+

@@ -1,0 +1,350 @@
+//! `/sync`: what changed for a user since a token, waiting for something to change when
+//! nothing has. Tokens are `s{stream position}_{ephemeral counter}`.
+
+use std::{collections::{BTreeMap, HashSet}, sync::Arc, time::Duration};
+
+use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    ephemeral::Ephemeral,
+    notifier::Notifier,
+    ports::{ClientStore, Direction, RoomStore, StreamPosition},
+    services::{data::presence_content, rooms::make_token, Session},
+    Error, Result, StoredEvent,
+};
+
+/// Which events a sync returns.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+fn glob(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+impl EventFilter {
+    pub fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
+        if self.not_types.iter().any(|p| glob(p, kind)) {
+            return false;
+        }
+        if let Some(types) = &self.types {
+            if !types.iter().any(|p| glob(p, kind)) {
+                return false;
+            }
+        }
+        if let Some(s) = sender {
+            if self.not_senders.iter().any(|p| p == s) {
+                return false;
+            }
+            if let Some(senders) = &self.senders {
+                if !senders.iter().any(|p| p == s) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn allows_event(&self, e: &StoredEvent) -> bool {
+        self.allows(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str()))
+    }
+}
+
+/// The parts of a Matrix filter that sync honours.
+#[derive(Debug, Clone)]
+pub struct SyncFilter {
+    pub timeline_limit: usize,
+    pub timeline: EventFilter,
+    pub state: EventFilter,
+    pub ephemeral: EventFilter,
+    pub room_account_data: EventFilter,
+    pub account_data: EventFilter,
+    pub presence: EventFilter,
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    pub include_leave: bool,
+}
+
+impl Default for SyncFilter {
+    fn default() -> Self {
+        SyncFilter {
+            timeline_limit: 10,
+            timeline: Default::default(),
+            state: Default::default(),
+            ephemeral: Default::default(),
+            room_account_data: Default::default(),
+            account_data: Default::default(),
+            presence: Default::default(),
+            rooms: None,
+            not_rooms: vec![],
+            include_leave: false,
+        }
+    }
+}
+
+impl SyncFilter {
+    fn allows_room(&self, room_id: &RoomId) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id.as_str()) && self.rooms.as_ref().is_none_or(|rs| rs.iter().any(|r| r == room_id.as_str()))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct JoinedRoomSync {
+    pub timeline: Vec<StoredEvent>,
+    pub limited: bool,
+    pub prev_batch: Option<String>,
+    pub state: Vec<StoredEvent>,
+    pub ephemeral: Vec<Value>,
+    pub account_data: Vec<Value>,
+    pub notification_count: u64,
+    pub highlight_count: u64,
+    pub heroes: Vec<OwnedUserId>,
+    pub joined_count: u64,
+    pub invited_count: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct LeftRoomSync {
+    pub timeline: Vec<StoredEvent>,
+    pub state: Vec<StoredEvent>,
+    pub prev_batch: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncOutput {
+    pub next_batch: String,
+    pub joined: BTreeMap<OwnedRoomId, JoinedRoomSync>,
+    pub invited: BTreeMap<OwnedRoomId, Vec<StoredEvent>>,
+    pub left: BTreeMap<OwnedRoomId, LeftRoomSync>,
+    pub account_data: Vec<Value>,
+    pub presence: Vec<Value>,
+}
+
+impl SyncOutput {
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.invited.is_empty() && self.left.is_empty() && self.account_data.is_empty() && self.presence.is_empty()
+    }
+}
+
+/// One sync request.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    pub since: Option<String>,
+    pub full_state: bool,
+    pub timeout_ms: u64,
+    pub filter: SyncFilter,
+    pub set_presence: Option<String>,
+}
+
+pub struct Sync {
+    rooms: Arc<dyn RoomStore>,
+    client: Arc<dyn ClientStore>,
+    stream: Arc<dyn StreamPosition>,
+    ephemeral: Arc<Ephemeral>,
+    notifier: Notifier,
+    max_timeout_ms: u64,
+}
+
+pub fn parse_since(token: &str) -> Result<(i64, u64)> {
+    let body = token.strip_prefix('s').ok_or_else(|| Error::invalid_param("invalid since token"))?;
+    let mut parts = body.split('_');
+    let pos = parts.next().and_then(|p| p.parse().ok());
+    let eph = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    pos.map(|p| (p, eph)).ok_or_else(|| Error::invalid_param("invalid since token"))
+}
+
+impl Sync {
+    pub fn new(rooms: Arc<dyn RoomStore>, client: Arc<dyn ClientStore>, stream: Arc<dyn StreamPosition>, ephemeral: Arc<Ephemeral>, notifier: Notifier, max_timeout_ms: u64) -> Self {
+        Sync { rooms, client, stream, ephemeral, notifier, max_timeout_ms }
+    }
+
+    pub async fn sync(&self, session: &Session, req: SyncRequest) -> Result<SyncOutput> {
+        let since = req.since.as_deref().map(parse_since).transpose()?;
+        if let Some(p) = &req.set_presence {
+            if matches!(p.as_str(), "online" | "unavailable" | "offline") {
+                self.ephemeral.set_presence(&session.user_id, p, None);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.min(self.max_timeout_ms));
+        let mut rx = self.notifier.subscribe();
+        loop {
+            let out = self.compute(session, since, &req).await?;
+            if !out.is_empty() || since.is_none() || req.full_state {
+                return Ok(out);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn compute(&self, session: &Session, since: Option<(i64, u64)>, req: &SyncRequest) -> Result<SyncOutput> {
+        let user = &session.user_id;
+        let now_pos = self.stream.current_pos();
+        let now_eph = self.ephemeral.current();
+        let (since_pos, since_eph) = since.unwrap_or((0, 0));
+        let initial = since.is_none();
+        let filter = &req.filter;
+        let mut out = SyncOutput { next_batch: format!("s{now_pos}_{now_eph}"), ..Default::default() };
+        let memberships = self.rooms.memberships(user).await?;
+        let mut joined_rooms = Vec::new();
+        for m in memberships {
+            if !filter.allows_room(&m.room_id) {
+                continue;
+            }
+            match m.membership.as_str() {
+                "join" => {
+                    joined_rooms.push(m.room_id.clone());
+                    let fresh = initial || req.full_state || m.pos > since_pos;
+                    let room = self.joined_room(user, &m.room_id, since_pos, since_eph, now_pos, fresh, initial, filter).await?;
+                    if let Some(room) = room {
+                        out.joined.insert(m.room_id, room);
+                    }
+                }
+                "invite" if initial || m.pos > since_pos => {
+                    if m.pos > now_pos {
+                        continue;
+                    }
+                    let state = self.rooms.current_state(&m.room_id).await?;
+                    let stripped: Vec<StoredEvent> = state
+                        .into_iter()
+                        .filter(|e| {
+                            matches!(
+                                e.pdu.kind.to_string().as_str(),
+                                "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias" | "m.room.encryption" | "m.room.topic"
+                            ) || (e.pdu.kind == TimelineEventType::RoomMember && (e.pdu.state_key.as_deref() == Some(user.as_str()) || e.pdu.event_id == m.event_id))
+                        })
+                        .collect();
+                    out.invited.insert(m.room_id, stripped);
+                }
+                "leave" | "ban" if (!initial && m.pos > since_pos && m.pos <= now_pos) || (initial && filter.include_leave) => {
+                    let after = if initial { 0 } else { since_pos };
+                    let mut timeline = self.rooms.timeline(&m.room_id, after, m.pos, Direction::Backward, filter.timeline_limit).await?;
+                    timeline.reverse();
+                    let prev_batch = timeline.first().map(|e| make_token(e.pos - 1));
+                    out.left.insert(m.room_id, LeftRoomSync { timeline, state: vec![], prev_batch });
+                }
+                _ => {}
+            }
+        }
+
+        for (room, kind, content) in self.client.account_data_since(user, if initial { 0 } else { since_pos }).await? {
+            if room.is_none() && filter.account_data.allows(&kind, None) {
+                out.account_data.push(json!({ "type": kind, "content": content }));
+            }
+        }
+        if initial && !out.account_data.iter().any(|e| e["type"] == "m.push_rules") {
+            out.account_data.push(json!({ "type": "m.push_rules", "content": { "global": ruma::push::Ruleset::server_default(user) } }));
+        }
+
+        if initial || since_eph < now_eph {
+            let mut peers: HashSet<OwnedUserId> = HashSet::new();
+            peers.insert(user.clone());
+            for room_id in &joined_rooms {
+                for (u, m) in self.rooms.members(room_id).await? {
+                    if m == "join" {
+                        peers.insert(u);
+                    }
+                }
+            }
+            let peers: Vec<OwnedUserId> = peers.into_iter().collect();
+            for (u, rec) in self.ephemeral.presence_since(&peers, since_eph) {
+                if filter.presence.allows("m.presence", Some(u.as_str())) {
+                    out.presence.push(json!({ "type": "m.presence", "sender": u, "content": presence_content(&u, Some(&rec)) }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn joined_room(&self, user: &UserId, room_id: &RoomId, since_pos: i64, since_eph: u64, now_pos: i64, fresh: bool, initial: bool, filter: &SyncFilter) -> Result<Option<JoinedRoomSync>> {
+        let limit = filter.timeline_limit;
+        let after = if fresh { 0 } else { since_pos };
+        let mut events = self.rooms.timeline(room_id, after, now_pos, Direction::Backward, limit + 1).await?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        let timeline_start = events.first().map(|e| e.pos);
+        let prev_batch = Some(make_token(timeline_start.map(|p| p - 1).unwrap_or(now_pos)));
+        let in_timeline: HashSet<_> = events.iter().map(|e| e.pdu.event_id.clone()).collect();
+        let state: Vec<StoredEvent> = if fresh {
+            self.rooms.current_state(room_id).await?.into_iter().filter(|e| !in_timeline.contains(&e.pdu.event_id) && e.pos <= now_pos).collect()
+        } else if limited {
+            let until = timeline_start.map(|p| p - 1).unwrap_or(now_pos);
+            self.rooms.state_changes(room_id, since_pos, until).await?
+        } else {
+            vec![]
+        };
+        let state: Vec<StoredEvent> = state.into_iter().filter(|e| filter.state.allows_event(e)).collect();
+        let timeline: Vec<StoredEvent> = events.into_iter().filter(|e| filter.timeline.allows_event(e)).collect();
+
+        let mut ephemeral = Vec::new();
+        let eph_since = if initial { 0 } else { since_eph };
+        if let Some(users) = self.ephemeral.typing_since(room_id, eph_since) {
+            if filter.ephemeral.allows("m.typing", None) {
+                ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+            }
+        }
+        let receipts = self.client.receipts_since(room_id, if fresh { 0 } else { since_pos }).await?;
+        let mut content: Map<String, Value> = Map::new();
+        for r in receipts.iter().filter(|r| r.receipt_type != "m.read.private" || r.user_id == user) {
+            let mut entry = json!({ "ts": r.ts });
+            if let Some(t) = &r.thread_id {
+                entry["thread_id"] = json!(t);
+            }
+            let ev = content.entry(r.event_id.to_string()).or_insert_with(|| json!({}));
+            ev[&r.receipt_type][r.user_id.as_str()] = entry;
+        }
+        if !content.is_empty() && filter.ephemeral.allows("m.receipt", None) {
+            ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+        }
+
+        let mut account_data = Vec::new();
+        for (room, kind, content) in self.client.account_data_since(user, if fresh { 0 } else { since_pos }).await? {
+            if room.as_deref() == Some(room_id) && filter.room_account_data.allows(&kind, None) {
+                account_data.push(json!({ "type": kind, "content": content }));
+            }
+        }
+
+        let changed = fresh || !timeline.is_empty() || !state.is_empty() || !ephemeral.is_empty() || !account_data.is_empty();
+        if !changed {
+            return Ok(None);
+        }
+        let mut read_pos = 0;
+        for t in ["m.read", "m.read.private"] {
+            if let Some(r) = self.client.receipt(room_id, user, t).await? {
+                if let Some(e) = self.rooms.event(&r.event_id).await? {
+                    read_pos = read_pos.max(e.pos);
+                }
+            }
+        }
+        let notification_count = self.rooms.count_unread(room_id, user, read_pos).await?;
+        let members = self.rooms.members(room_id).await?;
+        let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
+        let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
+        let heroes = members.iter().filter(|(u, m)| u != user && (m == "join" || m == "invite")).take(5).map(|(u, _)| u.clone()).collect();
+        Ok(Some(JoinedRoomSync {
+            timeline,
+            limited,
+            prev_batch,
+            state,
+            ephemeral,
+            account_data,
+            notification_count,
+            highlight_count: 0,
+            heroes,
+            joined_count,
+            invited_count,
+        }))
+    }
+}

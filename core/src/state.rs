@@ -1,0 +1,49 @@
+//! Reading room state: power levels and creators, as the services need them beyond the auth
+//! rules (which `ruma::state_res` applies in the sequencer).
+
+use ruma::{RoomVersionId, UserId};
+use serde_json::Value;
+
+use crate::StoredEvent;
+
+/// A user's power in a room; `i64::MAX` for the creators of a v12 room.
+pub fn power_level(version: &RoomVersionId, create: Option<&StoredEvent>, power: Option<&StoredEvent>, user: &UserId) -> i64 {
+    let privileged = version.rules().is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+    if privileged {
+        if let Some(create) = create {
+            if create.pdu.sender == user {
+                return i64::MAX;
+            }
+            let content = create.pdu.content_value();
+            if let Some(Value::Array(extra)) = content.get("additional_creators") {
+                if extra.iter().any(|v| v.as_str() == Some(user.as_str())) {
+                    return i64::MAX;
+                }
+            }
+        }
+    }
+    match power {
+        Some(p) => {
+            let c = p.pdu.content_value();
+            c.get("users")
+                .and_then(|u| u.get(user.as_str()))
+                .and_then(as_int)
+                .or_else(|| c.get("users_default").and_then(as_int))
+                .unwrap_or(0)
+        }
+        None => match create {
+            // Without power levels the creator has 100.
+            Some(c) if c.pdu.sender == user => 100,
+            _ => 0,
+        },
+    }
+}
+
+/// A named level from the power levels content (`redact`, `kick`, `ban`, `invite`, `state_default`…).
+pub fn required_level(power: Option<&StoredEvent>, name: &str, default: i64) -> i64 {
+    power.and_then(|p| p.pdu.content_value().get(name).and_then(as_int)).unwrap_or(default)
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}

@@ -1,0 +1,99 @@
+//! Configuration: one TOML file, every key overridable by a `SANDCAT_<KEY>` environment
+//! variable, defaults that run the embedded profile on a fresh machine.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name in user ids and room aliases (`@alice:<server_name>`).
+    pub server_name: String,
+    /// Address the HTTP listener binds to.
+    pub listen: SocketAddr,
+    /// Where the SQLite database, the signing key and media live.
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at, told in `/.well-known/matrix/client`.
+    /// Empty: `http://<listen>`.
+    pub public_base_url: String,
+    /// Whether anyone may register an account through `/register`.
+    pub registration_enabled: bool,
+    /// Room version for new rooms: 10, 11 or 12.
+    pub default_room_version: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sandcat=debug,info`.
+    pub log: String,
+    /// Number of lanes of the embedded event bus (rooms are hashed onto them).
+    pub bus_shards: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost".into(),
+            listen: "127.0.0.1:8008".parse().expect("static address"),
+            data_dir: PathBuf::from("./data"),
+            public_base_url: String::new(),
+            registration_enabled: false,
+            default_room_version: "12".into(),
+            log: "info".into(),
+            bus_shards: 16,
+        }
+    }
+}
+
+/// Every key with its environment variable, for `--help` and the example config.
+pub const ENV_KEYS: &[&str] = &[
+    "SANDCAT_SERVER_NAME",
+    "SANDCAT_LISTEN",
+    "SANDCAT_DATA_DIR",
+    "SANDCAT_PUBLIC_BASE_URL",
+    "SANDCAT_REGISTRATION_ENABLED",
+    "SANDCAT_DEFAULT_ROOM_VERSION",
+    "SANDCAT_LOG",
+    "SANDCAT_BUS_SHARDS",
+];
+
+impl Config {
+    /// Reads the file (if any), then applies environment overrides.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = get("SANDCAT_SERVER_NAME") {
+            self.server_name = v;
+        }
+        if let Some(v) = get("SANDCAT_LISTEN") {
+            self.listen = v.parse().context("SANDCAT_LISTEN must be an address like 127.0.0.1:8008")?;
+        }
+        if let Some(v) = get("SANDCAT_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("SANDCAT_PUBLIC_BASE_URL") {
+            self.public_base_url = v;
+        }
+        if let Some(v) = get("SANDCAT_REGISTRATION_ENABLED") {
+            self.registration_enabled = matches!(v.to_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SANDCAT_DEFAULT_ROOM_VERSION") {
+            self.default_room_version = v;
+        }
+        if let Some(v) = get("SANDCAT_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("SANDCAT_BUS_SHARDS") {
+            self.bus_shards = v.parse().context("SANDCAT_BUS_SHARDS must be a number")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The `sandcat` binary's library half: configuration and wiring. Only this crate knows every
+//! backend; it builds each port once and hands the services the handles they need.
+
+pub mod config;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
+use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
+use sandcat_client_api::{metrics::Metrics, AppState};
+use sandcat_core::{
+    ephemeral::Ephemeral,
+    notifier::Notifier,
+    ports::EventBus,
+    sequencer::{Sequencer, SigningKey},
+    services::{accounts::Accounts, data::ClientData, rooms::Rooms, sync::Sync},
+    ServerConfig,
+};
+use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
+
+pub use config::Config;
+
+/// A wired server: the router and what must be stopped with it.
+pub struct App {
+    pub router: Router,
+    pub accounts: Arc<Accounts>,
+    pub bus: Arc<dyn EventBus>,
+    pub ephemeral: Arc<Ephemeral>,
+}
+
+fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
+    let der = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(_) => {
+            let doc = Ed25519KeyPair::generate();
+            std::fs::write(path, &*doc).with_context(|| format!("writing {}", path.display()))?;
+            doc.to_vec()
+        }
+    };
+    Ed25519KeyPair::from_der(&der, "a_sndc".into()).map_err(|e| anyhow::anyhow!("reading signing key {}: {e}", path.display()))
+}
+
+/// Builds every part of the server from the configuration.
+pub async fn build(config: &Config) -> Result<App> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Arc::new(SqliteStore::open(&config.data_dir.join("sandcat.db")).await.context("opening the SQLite database")?);
+    let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
+    let server_name: ruma::OwnedServerName = config.server_name.as_str().try_into().context("server_name is not a valid Matrix server name")?;
+    let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str()).context("default_room_version")?;
+    if !ServerConfig::supported_room_versions().contains(&default_room_version) {
+        anyhow::bail!("default_room_version must be 10, 11 or 12");
+    }
+    let public_base_url = if config.public_base_url.is_empty() { format!("http://{}", config.listen) } else { config.public_base_url.clone() };
+    let server = Arc::new(ServerConfig {
+        server_name: server_name.clone(),
+        registration_enabled: config.registration_enabled,
+        default_room_version,
+        max_timeline_limit: 500,
+        max_sync_timeout_ms: 60_000,
+        public_base_url,
+    });
+    let signing = Arc::new(SigningKey { server_name, key });
+    let notifier = Notifier::default();
+    let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
+    let sequencer = Arc::new(Sequencer::new(store.clone(), signing.clone(), notifier.clone()));
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(sequencer, config.bus_shards));
+    let accounts = Arc::new(Accounts::new(store.clone(), server.clone()));
+    let rooms = Arc::new(Rooms::new(store.clone(), store.clone(), bus.clone(), signing, server.clone()));
+    let sync = Arc::new(Sync::new(store.clone(), store.clone(), store.clone(), ephemeral.clone(), notifier.clone(), server.max_sync_timeout_ms));
+    let data = Arc::new(ClientData::new(store.clone(), store.clone(), ephemeral.clone(), notifier));
+    let metrics = Arc::new(Metrics::default());
+    let state = AppState::new(server, accounts.clone(), rooms, sync, data, metrics.clone());
+
+    let router = sandcat_client_api::router(state)
+        .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(CatchPanicLayer::custom(|_| {
+            sandcat_client_api::ruma_wrapper::error_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                ruma::api::error::ErrorKind::Unknown,
+                "internal server error".into(),
+            )
+        }))
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = sandcat_core::token::random_string(6);
+            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path(), user_id = tracing::field::Empty)
+        }));
+
+    let eph = ephemeral.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            eph.expire_typing();
+        }
+    });
+    Ok(App { router, accounts, bus, ephemeral })
+}
+
+async fn render_metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+}
+
+async fn observe(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let res = next.run(req).await;
+    m.observe(start.elapsed().as_micros() as u64, res.status().is_server_error());
+    res
+}
+
+/// Serves until `shutdown` resolves, then drains requests in flight and the event bus.
+pub async fn serve(app: App, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    axum::serve(listener, app.router).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
+    app.bus.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `sandcat`: a Matrix homeserver that also serves Sandcat clients.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sandcat::Config;
+
+#[derive(Parser)]
+#[command(name = "sandcat", version, about, after_help = ENV_HELP)]
+struct Cli {
+    /// Config file (TOML). Every key can also be set with SANDCAT_<KEY>; see sandcat.example.toml.
+    #[arg(long, short, env = "SANDCAT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Create the database and apply migrations, then exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user with a password.
+    Create {
+        /// The localpart (`alice` for `@alice:server`).
+        username: String,
+        /// The password; read from SANDCAT_PASSWORD when omitted.
+        #[arg(long, env = "SANDCAT_PASSWORD")]
+        password: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("sandcat.toml");
+        default.exists().then_some(default)
+    });
+    let config = Config::load(path.as_deref())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = sandcat::build(&config).await?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+            tracing::info!(listen = %config.listen, server_name = %config.server_name, "sandcat is listening");
+            sandcat::serve(app, listener, shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::User { command: UserCommand::Create { username, password } } => {
+            let app = sandcat::build(&config).await?;
+            let user_id = app.accounts.create_user(&username, Some(&password)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created {user_id}");
+        }
+        Command::Migrate => {
+            sandcat::build(&config).await?;
+            println!("database ready in {}", config.data_dir.display());
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining requests and the event bus");
+}
