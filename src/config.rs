@@ -37,7 +37,7 @@ impl Default for Config {
             public_base_url: String::new(),
             registration_enabled: false,
             default_room_version: "12".into(),
-            log: "info".into(),
+            log: "info,ruma_state_res=warn".into(),
             bus_shards: 16,
         }
     }

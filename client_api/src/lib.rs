@@ -64,6 +64,11 @@ impl RumaRouter for Router<AppState> {
         let filter = MethodFilter::try_from(R::METHOD).expect("Matrix endpoints use standard methods");
         for path in R::PATH_BUILDER.all_paths() {
             self = self.route(path, on(filter, handler.clone()));
+            // An empty state key leaves the path ending in `/` (or nothing): route those too.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                self = self.route(prefix, on(filter, handler.clone()));
+                self = self.route(&format!("{prefix}/"), on(filter, handler.clone()));
+            }
         }
         self
     }

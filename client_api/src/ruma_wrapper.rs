@@ -14,7 +14,7 @@ use http::StatusCode;
 use ruma::api::{
     auth_scheme::{AccessToken, AccessTokenOptional},
     error::{ErrorKind, StandardErrorBody},
-    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+    path_builder::PathBuilder, IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
 use sandcat_core::{services::Session, Error, ErrorCode};
 
@@ -101,7 +101,12 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError(Error::matrix(ErrorCode::NotJson, "request body is not valid JSON")));
         }
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // Routes for an empty trailing state key carry one argument less.
+        let expected = T::PATH_BUILDER._path_parameters().len();
+        while args.len() < expected {
+            args.push("");
+        }
         let http_req = http::Request::from_parts(parts, &bytes[..]);
         let body = T::try_from_http_request(http_req, &args).map_err(|e| {
             let msg = e.to_string();

@@ -97,7 +97,12 @@ impl ruma::state_res::Event for Pdu {
         &self.event_id
     }
     fn room_id(&self) -> Option<&RoomId> {
-        self.room_id.as_deref()
+        // A v12 create event carries no room id: the room id is derived from its hash.
+        let id = self.room_id.as_deref()?;
+        if self.kind == TimelineEventType::RoomCreate && id.server_name().is_none() {
+            return None;
+        }
+        Some(id)
     }
     fn sender(&self) -> &UserId {
         &self.sender

@@ -1,0 +1,150 @@
+//! Test harness: a real server (the same wiring as the binary) on 127.0.0.1:0 with a real
+//! SQLite file in a temporary directory, and a small HTTP client speaking JSON to it.
+
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+
+pub struct Server {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut sandcat::Config)) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, tweak).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut sandcat::Config)) -> Server {
+        let mut config = sandcat::Config { data_dir: dir.path().to_path_buf(), registration_enabled: true, ..Default::default() };
+        tweak(&mut config);
+        let app = sandcat::build(&config).await.expect("server builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sandcat::serve(app, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Server { base, dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// Stops the server gracefully and hands back its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn anon(&self) -> Client {
+        Client { base: self.base.clone(), token: None, user_id: String::new(), http: reqwest::Client::new() }
+    }
+
+    /// Registers `name` with password `pw` and returns a logged-in client.
+    pub async fn register(&self, name: &str) -> Client {
+        let c = self.anon();
+        let (status, body) = c.post("/_matrix/client/v3/register", json!({ "username": name, "password": "pw-".to_owned() + name, "auth": { "type": "m.login.dummy" } })).await;
+        assert_eq!(status, 200, "register {name}: {body}");
+        Client {
+            base: self.base.clone(),
+            token: Some(body["access_token"].as_str().expect("token").to_owned()),
+            user_id: body["user_id"].as_str().expect("user id").to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: String,
+    pub http: reqwest::Client,
+}
+
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.raw(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.raw(reqwest::Method::POST, path, Some(body.to_string().into_bytes())).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.raw(reqwest::Method::PUT, path, Some(body.to_string().into_bytes())).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.raw(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn create_room(&self, body: Value) -> String {
+        let (s, b) = self.post("/_matrix/client/v3/createRoom", body).await;
+        assert_eq!(s, 200, "createRoom: {b}");
+        b["room_id"].as_str().expect("room id").to_owned()
+    }
+
+    pub async fn join(&self, room: &str) {
+        let (s, b) = self.post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({})).await;
+        assert_eq!(s, 200, "join: {b}");
+    }
+
+    pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
+        let (s, b) = self.put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)), json!({ "msgtype": "m.text", "body": text })).await;
+        assert_eq!(s, 200, "send: {b}");
+        b["event_id"].as_str().expect("event id").to_owned()
+    }
+
+    pub async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(s) = since {
+            path.push_str(&format!("&since={}", enc(s)));
+        }
+        let (s, b) = self.get(&path).await;
+        assert_eq!(s, 200, "sync: {b}");
+        b
+    }
+}
+
+/// Bodies of `m.room.message` events in a sync response's timeline for `room`.
+pub fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|evs| evs.iter().filter(|e| e["type"] == "m.room.message").filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
