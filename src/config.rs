@@ -60,8 +60,10 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Self> {
         let mut config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", p.display()))?
             }
             None => Config::default(),
         };
@@ -74,7 +76,9 @@ impl Config {
             self.server_name = v;
         }
         if let Some(v) = get("SANDCAT_LISTEN") {
-            self.listen = v.parse().context("SANDCAT_LISTEN must be an address like 127.0.0.1:8008")?;
+            self.listen = v
+                .parse()
+                .context("SANDCAT_LISTEN must be an address like 127.0.0.1:8008")?;
         }
         if let Some(v) = get("SANDCAT_DATA_DIR") {
             self.data_dir = v.into();
@@ -83,7 +87,8 @@ impl Config {
             self.public_base_url = v;
         }
         if let Some(v) = get("SANDCAT_REGISTRATION_ENABLED") {
-            self.registration_enabled = matches!(v.to_lowercase().as_str(), "1" | "true" | "yes" | "on");
+            self.registration_enabled =
+                matches!(v.to_lowercase().as_str(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = get("SANDCAT_DEFAULT_ROOM_VERSION") {
             self.default_room_version = v;

@@ -45,20 +45,35 @@ fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
             doc.to_vec()
         }
     };
-    Ed25519KeyPair::from_der(&der, "a_sndc".into()).map_err(|e| anyhow::anyhow!("reading signing key {}: {e}", path.display()))
+    Ed25519KeyPair::from_der(&der, "a_sndc".into())
+        .map_err(|e| anyhow::anyhow!("reading signing key {}: {e}", path.display()))
 }
 
 /// Builds every part of the server from the configuration.
 pub async fn build(config: &Config) -> Result<App> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(SqliteStore::open(&config.data_dir.join("sandcat.db")).await.context("opening the SQLite database")?);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Arc::new(
+        SqliteStore::open(&config.data_dir.join("sandcat.db"))
+            .await
+            .context("opening the SQLite database")?,
+    );
     let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
-    let server_name: ruma::OwnedServerName = config.server_name.as_str().try_into().context("server_name is not a valid Matrix server name")?;
-    let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str()).context("default_room_version")?;
+    let server_name: ruma::OwnedServerName = config
+        .server_name
+        .as_str()
+        .try_into()
+        .context("server_name is not a valid Matrix server name")?;
+    let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())
+        .context("default_room_version")?;
     if !ServerConfig::supported_room_versions().contains(&default_room_version) {
         anyhow::bail!("default_room_version must be 10, 11 or 12");
     }
-    let public_base_url = if config.public_base_url.is_empty() { format!("http://{}", config.listen) } else { config.public_base_url.clone() };
+    let public_base_url = if config.public_base_url.is_empty() {
+        format!("http://{}", config.listen)
+    } else {
+        config.public_base_url.clone()
+    };
     let server = Arc::new(ServerConfig {
         server_name: server_name.clone(),
         registration_enabled: config.registration_enabled,
@@ -70,12 +85,34 @@ pub async fn build(config: &Config) -> Result<App> {
     let signing = Arc::new(SigningKey { server_name, key });
     let notifier = Notifier::default();
     let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
-    let sequencer = Arc::new(Sequencer::new(store.clone(), signing.clone(), notifier.clone()));
+    let sequencer = Arc::new(Sequencer::new(
+        store.clone(),
+        signing.clone(),
+        notifier.clone(),
+    ));
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(sequencer, config.bus_shards));
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone()));
-    let rooms = Arc::new(Rooms::new(store.clone(), store.clone(), bus.clone(), signing, server.clone()));
-    let sync = Arc::new(Sync::new(store.clone(), store.clone(), store.clone(), ephemeral.clone(), notifier.clone(), server.max_sync_timeout_ms));
-    let data = Arc::new(ClientData::new(store.clone(), store.clone(), ephemeral.clone(), notifier));
+    let rooms = Arc::new(Rooms::new(
+        store.clone(),
+        store.clone(),
+        bus.clone(),
+        signing,
+        server.clone(),
+    ));
+    let sync = Arc::new(Sync::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        ephemeral.clone(),
+        notifier.clone(),
+        server.max_sync_timeout_ms,
+    ));
+    let data = Arc::new(ClientData::new(
+        store.clone(),
+        store.clone(),
+        ephemeral.clone(),
+        notifier,
+    ));
     let metrics = Arc::new(Metrics::default());
     let state = AppState::new(server, accounts.clone(), rooms, sync, data, metrics.clone());
 
@@ -103,23 +140,41 @@ pub async fn build(config: &Config) -> Result<App> {
             eph.expire_typing();
         }
     });
-    Ok(App { router, accounts, bus, ephemeral })
+    Ok(App {
+        router,
+        accounts,
+        bus,
+        ephemeral,
+    })
 }
 
 async fn render_metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
 }
 
 async fn observe(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let start = std::time::Instant::now();
     let res = next.run(req).await;
-    m.observe(start.elapsed().as_micros() as u64, res.status().is_server_error());
+    m.observe(
+        start.elapsed().as_micros() as u64,
+        res.status().is_server_error(),
+    );
     res
 }
 
 /// Serves until `shutdown` resolves, then drains requests in flight and the event bus.
-pub async fn serve(app: App, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
-    axum::serve(listener, app.router).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
     app.bus.shutdown().await;
     Ok(())
 }

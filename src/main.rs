@@ -52,19 +52,30 @@ async fn main() -> Result<()> {
     });
     let config = Config::load(path.as_deref())?;
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = sandcat::build(&config).await?;
-            let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
             tracing::info!(listen = %config.listen, server_name = %config.server_name, "sandcat is listening");
             sandcat::serve(app, listener, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
-        Command::User { command: UserCommand::Create { username, password } } => {
+        Command::User {
+            command: UserCommand::Create { username, password },
+        } => {
             let app = sandcat::build(&config).await?;
-            let user_id = app.accounts.create_user(&username, Some(&password)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user_id = app
+                .accounts
+                .create_user(&username, Some(&password))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("created {user_id}");
         }
         Command::Migrate => {

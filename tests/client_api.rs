@@ -15,7 +15,11 @@ async fn discovery_endpoints() {
     let c = srv.anon();
     let (s, b) = c.get("/_matrix/client/versions").await;
     assert_eq!(s, 200);
-    assert!(b["versions"].as_array().unwrap().iter().any(|v| v == "v1.12"));
+    assert!(b["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v == "v1.12"));
     let (s, b) = c.get("/.well-known/matrix/client").await;
     assert_eq!(s, 200);
     assert!(b["m.homeserver"]["base_url"].is_string());
@@ -33,7 +37,12 @@ async fn registration_flow_and_errors() {
     let srv = Server::start().await;
     let c = srv.anon();
     // Without auth: the UIA challenge.
-    let (s, b) = c.post("/_matrix/client/v3/register", json!({ "username": "carol", "password": "secret" })).await;
+    let (s, b) = c
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": "carol", "password": "secret" }),
+        )
+        .await;
     assert_eq!(s, 401);
     assert_eq!(b["flows"][0]["stages"][0], "m.login.dummy");
     assert!(b["session"].is_string());
@@ -42,22 +51,39 @@ async fn registration_flow_and_errors() {
     assert_eq!(b["user_id"], "@carol:localhost");
     assert!(b["access_token"].as_str().unwrap().len() >= 43);
     // Taken, invalid, guest.
-    let (s, b) = c.post("/_matrix/client/v3/register", json!({ "username": "carol", "password": "x", "auth": { "type": "m.login.dummy" } })).await;
+    let (s, b) = c
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": "carol", "password": "x", "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (400, "M_USER_IN_USE"));
     let (s, b) = c.post("/_matrix/client/v3/register", json!({ "username": "Bad Name!", "password": "x", "auth": { "type": "m.login.dummy" } })).await;
     assert_eq!((s, errcode(&b)), (400, "M_INVALID_USERNAME"));
-    let (s, b) = c.post("/_matrix/client/v3/register?kind=guest", json!({})).await;
+    let (s, b) = c
+        .post("/_matrix/client/v3/register?kind=guest", json!({}))
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_GUEST_ACCESS_FORBIDDEN"));
-    let (s, b) = c.get("/_matrix/client/v3/register/available?username=carol").await;
+    let (s, b) = c
+        .get("/_matrix/client/v3/register/available?username=carol")
+        .await;
     assert_eq!((s, errcode(&b)), (400, "M_USER_IN_USE"));
-    let (s, b) = c.get("/_matrix/client/v3/register/available?username=dave").await;
+    let (s, b) = c
+        .get("/_matrix/client/v3/register/available?username=dave")
+        .await;
     assert_eq!((s, b["available"].clone()), (200, json!(true)));
 }
 
 #[tokio::test]
 async fn registration_can_be_closed() {
     let srv = Server::start_with(|c| c.registration_enabled = false).await;
-    let (s, b) = srv.anon().post("/_matrix/client/v3/register", json!({ "username": "x", "password": "y", "auth": { "type": "m.login.dummy" } })).await;
+    let (s, b) = srv
+        .anon()
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": "x", "password": "y", "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
 }
 
@@ -93,24 +119,74 @@ async fn login_whoami_logout() {
 async fn bad_input_gets_matrix_errors() {
     let srv = Server::start().await;
     let alice = srv.register("alice").await;
-    let (s, b) = alice.raw(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(b"{not json".to_vec())).await;
+    let (s, b) = alice
+        .raw(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(b"{not json".to_vec()),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (400, "M_NOT_JSON"));
-    let (s, b) = alice.post("/_matrix/client/v3/createRoom", json!({ "invite": "not-a-list" })).await;
+    let (s, b) = alice
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({ "invite": "not-a-list" }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (400, "M_BAD_JSON"));
     let (s, b) = alice.get("/_matrix/client/v3/no/such/endpoint").await;
     assert_eq!((s, errcode(&b)), (404, "M_UNRECOGNIZED"));
-    let (s, b) = alice.raw(reqwest::Method::DELETE, "/_matrix/client/v3/createRoom", None).await;
+    let (s, b) = alice
+        .raw(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/createRoom",
+            None,
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (405, "M_UNRECOGNIZED"));
-    let big = format!("{{\"msgtype\":\"m.text\",\"body\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let big = format!(
+        "{{\"msgtype\":\"m.text\",\"body\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
     let room = alice.create_room(json!({})).await;
-    let (s, b) = alice.raw(reqwest::Method::PUT, &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/big", enc(&room)), Some(big.into_bytes())).await;
+    let (s, b) = alice
+        .raw(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/big",
+                enc(&room)
+            ),
+            Some(big.into_bytes()),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (413, "M_TOO_LARGE"));
     // An event over the 64 KiB PDU limit but under the body limit.
-    let (s, b) = alice.put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/big2", enc(&room)), json!({ "body": "y".repeat(70_000) })).await;
+    let (s, b) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/big2",
+                enc(&room)
+            ),
+            json!({ "body": "y".repeat(70_000) }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (413, "M_TOO_LARGE"));
-    let (s, b) = alice.post("/_matrix/client/v3/createRoom", json!({ "room_version": "1" })).await;
+    let (s, b) = alice
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({ "room_version": "1" }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (400, "M_UNSUPPORTED_ROOM_VERSION"));
-    let (s, b) = alice.put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t", enc("!nope:localhost")), json!({ "body": "x" })).await;
+    let (s, b) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/t",
+                enc("!nope:localhost")
+            ),
+            json!({ "body": "x" }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (404, "M_NOT_FOUND"));
 }
 
@@ -122,19 +198,38 @@ async fn rooms_in_every_supported_version() {
     for version in ["10", "11", "12"] {
         let room = alice.create_room(json!({ "room_version": version, "name": format!("v{version}"), "topic": "t", "invite": [bob.user_id] })).await;
         if version == "12" {
-            assert!(!room.contains(':'), "v12 room ids have no server part: {room}");
+            assert!(
+                !room.contains(':'),
+                "v12 room ids have no server part: {room}"
+            );
         } else {
             assert!(room.ends_with(":localhost"));
         }
         bob.join(&room).await;
         let ev = bob.send_text(&room, &format!("v{version}"), "hello").await;
-        let (s, b) = alice.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&ev))).await;
+        let (s, b) = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                enc(&room),
+                enc(&ev)
+            ))
+            .await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["content"]["body"], "hello");
-        let (s, b) = alice.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create/", enc(&room))).await;
+        let (s, b) = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.create/",
+                enc(&room)
+            ))
+            .await;
         assert_eq!(s, 200);
         assert_eq!(b["room_version"], version);
-        let (s, b) = alice.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room))).await;
+        let (s, b) = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                enc(&room)
+            ))
+            .await;
         assert_eq!((s, b["name"].clone()), (200, json!(format!("v{version}"))));
     }
 }
@@ -148,37 +243,92 @@ async fn membership_and_authorisation() {
     let room = alice.create_room(json!({ "preset": "private_chat" })).await;
     let r = enc(&room);
     // Not invited: cannot join an invite-only room, cannot send.
-    let (s, b) = eve.post(&format!("/_matrix/client/v3/rooms/{r}/join"), json!({})).await;
+    let (s, b) = eve
+        .post(&format!("/_matrix/client/v3/rooms/{r}/join"), json!({}))
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
-    let (s, b) = eve.put(&format!("/_matrix/client/v3/rooms/{r}/send/m.room.message/1"), json!({ "body": "x" })).await;
+    let (s, b) = eve
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/send/m.room.message/1"),
+            json!({ "body": "x" }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
-    let (s, b) = eve.get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=b")).await;
+    let (s, b) = eve
+        .get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=b"))
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
     // Invite, join.
-    let (s, _) = alice.post(&format!("/_matrix/client/v3/rooms/{r}/invite"), json!({ "user_id": bob.user_id })).await;
+    let (s, _) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/invite"),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
     assert_eq!(s, 200);
     bob.join(&room).await;
-    let (s, b) = bob.get(&format!("/_matrix/client/v3/rooms/{r}/joined_members")).await;
+    let (s, b) = bob
+        .get(&format!("/_matrix/client/v3/rooms/{r}/joined_members"))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["joined"].as_object().unwrap().len(), 2);
     // Bob has power 0: no power level changes, no kicks.
-    let (s, b) = bob.put(&format!("/_matrix/client/v3/rooms/{r}/state/m.room.power_levels/"), json!({ "users": { bob.user_id.clone(): 100 } })).await;
+    let (s, b) = bob
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/state/m.room.power_levels/"),
+            json!({ "users": { bob.user_id.clone(): 100 } }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
-    let (s, b) = bob.post(&format!("/_matrix/client/v3/rooms/{r}/kick"), json!({ "user_id": alice.user_id })).await;
+    let (s, b) = bob
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/kick"),
+            json!({ "user_id": alice.user_id }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
     // Alice kicks, bans and unbans Bob.
-    let (s, b) = alice.post(&format!("/_matrix/client/v3/rooms/{r}/kick"), json!({ "user_id": bob.user_id, "reason": "bye" })).await;
+    let (s, b) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/kick"),
+            json!({ "user_id": bob.user_id, "reason": "bye" }),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = bob.put(&format!("/_matrix/client/v3/rooms/{r}/send/m.room.message/2"), json!({ "body": "x" })).await;
+    let (s, b) = bob
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/send/m.room.message/2"),
+            json!({ "body": "x" }),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
-    let (s, _) = alice.post(&format!("/_matrix/client/v3/rooms/{r}/ban"), json!({ "user_id": bob.user_id })).await;
+    let (s, _) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/ban"),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, b) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/members?membership=ban")).await;
+    let (s, b) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/members?membership=ban"
+        ))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["chunk"].as_array().unwrap().len(), 1);
-    let (s, _) = alice.post(&format!("/_matrix/client/v3/rooms/{r}/invite"), json!({ "user_id": bob.user_id })).await;
+    let (s, _) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/invite"),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
     assert_eq!(s, 403);
-    let (s, _) = alice.post(&format!("/_matrix/client/v3/rooms/{r}/unban"), json!({ "user_id": bob.user_id })).await;
+    let (s, _) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/unban"),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
     assert_eq!(s, 200);
     // Public room: anyone joins; leave and forget.
     let public = alice.create_room(json!({ "preset": "public_chat", "room_alias_name": "town", "visibility": "public", "name": "Town" })).await;
@@ -186,11 +336,26 @@ async fn membership_and_authorisation() {
     let (s, b) = eve.get("/_matrix/client/v3/joined_rooms").await;
     assert_eq!(s, 200);
     assert_eq!(b["joined_rooms"], json!([public]));
-    let (s, b) = eve.post(&format!("/_matrix/client/v3/rooms/{}/forget", enc(&public)), json!({})).await;
+    let (s, b) = eve
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/forget", enc(&public)),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 400, "forget while joined: {b}");
-    let (s, _) = eve.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&public)), json!({})).await;
+    let (s, _) = eve
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&public)),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = eve.post(&format!("/_matrix/client/v3/rooms/{}/forget", enc(&public)), json!({})).await;
+    let (s, _) = eve
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/forget", enc(&public)),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
     let (s, b) = eve.get("/_matrix/client/v3/publicRooms").await;
     assert_eq!(s, 200);
@@ -208,27 +373,59 @@ async fn send_is_idempotent_and_history_pages() {
     let again = alice.send_text(&room, "same", "once").await;
     assert_eq!(first, again, "same txn id, same event");
     for i in 0..25 {
-        alice.send_text(&room, &format!("t{i}"), &format!("m{i}")).await;
+        alice
+            .send_text(&room, &format!("t{i}"), &format!("m{i}"))
+            .await;
     }
     // Backwards from the end, in pages of 10.
-    let (s, p1) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=b&limit=10")).await;
+    let (s, p1) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/messages?dir=b&limit=10"
+        ))
+        .await;
     assert_eq!(s, 200);
-    let bodies: Vec<&str> = p1["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    let bodies: Vec<&str> = p1["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
     assert_eq!(bodies[0], "m24");
     assert_eq!(bodies.len(), 10);
     let end = p1["end"].as_str().unwrap();
-    let (_, p2) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=b&limit=10&from={end}")).await;
+    let (_, p2) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/messages?dir=b&limit=10&from={end}"
+        ))
+        .await;
     assert_eq!(p2["chunk"][0]["content"]["body"], "m14");
     // Forwards from the start: the create event comes first.
-    let (_, f) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=f&limit=3")).await;
+    let (_, f) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/messages?dir=f&limit=3"
+        ))
+        .await;
     assert_eq!(f["chunk"][0]["type"], "m.room.create");
     // Filtered.
     let filter = enc(&json!({ "types": ["m.room.message"] }).to_string());
-    let (_, g) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/messages?dir=f&limit=50&filter={filter}")).await;
-    assert!(g["chunk"].as_array().unwrap().iter().all(|e| e["type"] == "m.room.message"));
+    let (_, g) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/messages?dir=f&limit=50&filter={filter}"
+        ))
+        .await;
+    assert!(g["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["type"] == "m.room.message"));
     assert_eq!(g["chunk"].as_array().unwrap().len(), 26);
     // Context around the first message.
-    let (s, ctx) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/context/{}?limit=4", enc(&first))).await;
+    let (s, ctx) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/context/{}?limit=4",
+            enc(&first)
+        ))
+        .await;
     assert_eq!(s, 200, "{ctx}");
     assert_eq!(ctx["event"]["event_id"], json!(first));
     assert_eq!(ctx["events_after"][0]["content"]["body"], "m0");
@@ -239,16 +436,31 @@ async fn sync_initial_incremental_and_long_poll() {
     let srv = Server::start().await;
     let alice = srv.register("alice").await;
     let bob = srv.register("bob").await;
-    let room = alice.create_room(json!({ "name": "chat", "invite": [bob.user_id], "is_direct": true })).await;
+    let room = alice
+        .create_room(json!({ "name": "chat", "invite": [bob.user_id], "is_direct": true }))
+        .await;
     // Bob sees the invite.
     let s0 = bob.sync(None, 0).await;
-    assert!(s0["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true));
+    assert!(s0["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true));
     bob.join(&room).await;
     let since = s0["next_batch"].as_str().unwrap().to_owned();
     let s1 = bob.sync(Some(&since), 0).await;
     let joined = &s1["rooms"]["join"][&room];
-    let seen = |section: &str| joined[section]["events"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.name");
-    assert!(seen("state") || seen("timeline"), "the room's name reaches a newly joined member: {s1}");
+    let seen = |section: &str| {
+        joined[section]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name")
+    };
+    assert!(
+        seen("state") || seen("timeline"),
+        "the room's name reaches a newly joined member: {s1}"
+    );
     // A long-poll returns as soon as Alice sends.
     let next = s1["next_batch"].as_str().unwrap().to_owned();
     let poll = {
@@ -260,27 +472,44 @@ async fn sync_initial_incremental_and_long_poll() {
     alice.send_text(&room, "lp", "wake up").await;
     let s2 = poll.await.unwrap();
     assert_eq!(timeline_bodies(&s2, &room), vec!["wake up"]);
-    assert_eq!(s2["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 1);
+    assert_eq!(
+        s2["rooms"]["join"][&room]["unread_notifications"]["notification_count"],
+        1
+    );
     // Nothing new: a zero-timeout sync is empty.
     let s3 = bob.sync(s2["next_batch"].as_str(), 0).await;
     assert!(s3["rooms"]["join"].as_object().unwrap().is_empty(), "{s3}");
     // Limited timeline with prev_batch.
     for i in 0..15 {
-        alice.send_text(&room, &format!("b{i}"), &format!("burst {i}")).await;
+        alice
+            .send_text(&room, &format!("b{i}"), &format!("burst {i}"))
+            .await;
     }
     let s4 = bob.sync(s3["next_batch"].as_str(), 0).await;
     let tl = &s4["rooms"]["join"][&room]["timeline"];
     assert_eq!(tl["limited"], true);
     assert_eq!(tl["events"].as_array().unwrap().len(), 10);
     let prev = tl["prev_batch"].as_str().unwrap();
-    let (_, older) = bob.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5&from={prev}", enc(&room))).await;
+    let (_, older) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5&from={prev}",
+            enc(&room)
+        ))
+        .await;
     assert_eq!(older["chunk"][0]["content"]["body"], "burst 4");
     // Transaction ids come back to the sending device only.
     let s5 = alice.sync(None, 0).await;
-    let evs = s5["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let evs = s5["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(evs.iter().any(|e| e["unsigned"]["transaction_id"] == "b14"));
     let s6 = bob.sync(None, 0).await;
-    assert!(s6["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().iter().all(|e| e["unsigned"].get("transaction_id").is_none()));
+    assert!(s6["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["unsigned"].get("transaction_id").is_none()));
 }
 
 #[tokio::test]
@@ -289,21 +518,44 @@ async fn sync_filters_by_id_and_inline() {
     let alice = srv.register("alice").await;
     let room = alice.create_room(json!({})).await;
     for i in 0..5 {
-        alice.send_text(&room, &format!("f{i}"), &format!("n{i}")).await;
+        alice
+            .send_text(&room, &format!("f{i}"), &format!("n{i}"))
+            .await;
     }
-    let (s, b) = alice.post(&format!("/_matrix/client/v3/user/{}/filter", enc(&alice.user_id)), json!({ "room": { "timeline": { "limit": 2 } } })).await;
+    let (s, b) = alice
+        .post(
+            &format!("/_matrix/client/v3/user/{}/filter", enc(&alice.user_id)),
+            json!({ "room": { "timeline": { "limit": 2 } } }),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     let id = b["filter_id"].as_str().unwrap().to_owned();
-    let (s, f) = alice.get(&format!("/_matrix/client/v3/user/{}/filter/{id}", enc(&alice.user_id))).await;
+    let (s, f) = alice
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/filter/{id}",
+            enc(&alice.user_id)
+        ))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(f["room"]["timeline"]["limit"], 2);
-    let (_, s1) = alice.get(&format!("/_matrix/client/v3/sync?filter={id}")).await;
+    let (_, s1) = alice
+        .get(&format!("/_matrix/client/v3/sync?filter={id}"))
+        .await;
     assert_eq!(timeline_bodies(&s1, &room), vec!["n3", "n4"]);
-    let inline = enc(&json!({ "room": { "timeline": { "limit": 3, "types": ["m.room.message"] } } }).to_string());
-    let (_, s2) = alice.get(&format!("/_matrix/client/v3/sync?filter={inline}")).await;
+    let inline = enc(
+        &json!({ "room": { "timeline": { "limit": 3, "types": ["m.room.message"] } } }).to_string(),
+    );
+    let (_, s2) = alice
+        .get(&format!("/_matrix/client/v3/sync?filter={inline}"))
+        .await;
     assert_eq!(timeline_bodies(&s2, &room), vec!["n2", "n3", "n4"]);
     let other = srv.register("other").await;
-    let (s, _) = other.get(&format!("/_matrix/client/v3/user/{}/filter/{id}", enc(&alice.user_id))).await;
+    let (s, _) = other
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/filter/{id}",
+            enc(&alice.user_id)
+        ))
+        .await;
     assert_eq!(s, 403);
 }
 
@@ -316,41 +568,112 @@ async fn typing_receipts_and_account_data_reach_sync() {
     bob.join(&room).await;
     let r = enc(&room);
     let ev = alice.send_text(&room, "1", "read me").await;
-    let since = bob.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned();
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/rooms/{r}/typing/{}", enc(&alice.user_id)), json!({ "typing": true, "timeout": 10000 })).await;
+    let since = bob.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{r}/typing/{}",
+                enc(&alice.user_id)
+            ),
+            json!({ "typing": true, "timeout": 10000 }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = bob.post(&format!("/_matrix/client/v3/rooms/{r}/receipt/m.read/{}", enc(&ev)), json!({})).await;
+    let (s, _) = bob
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/receipt/m.read/{}", enc(&ev)),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = bob.post(&format!("/_matrix/client/v3/rooms/{r}/read_markers"), json!({ "m.fully_read": ev, "m.read.private": ev })).await;
+    let (s, _) = bob
+        .post(
+            &format!("/_matrix/client/v3/rooms/{r}/read_markers"),
+            json!({ "m.fully_read": ev, "m.read.private": ev }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = bob.put(&format!("/_matrix/client/v3/user/{}/account_data/org.example.pref", enc(&bob.user_id)), json!({ "dark": true })).await;
+    let (s, _) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/org.example.pref",
+                enc(&bob.user_id)
+            ),
+            json!({ "dark": true }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = bob.put(&format!("/_matrix/client/v3/user/{}/rooms/{r}/tags/m.favourite", enc(&bob.user_id)), json!({ "order": 0.5 })).await;
+    let (s, _) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/rooms/{r}/tags/m.favourite",
+                enc(&bob.user_id)
+            ),
+            json!({ "order": 0.5 }),
+        )
+        .await;
     assert_eq!(s, 200);
     let s1 = bob.sync(Some(&since), 0).await;
     let joined = &s1["rooms"]["join"][&room];
     let eph = joined["ephemeral"]["events"].as_array().unwrap();
-    let typing = eph.iter().find(|e| e["type"] == "m.typing").expect("typing");
+    let typing = eph
+        .iter()
+        .find(|e| e["type"] == "m.typing")
+        .expect("typing");
     assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
-    let receipt = eph.iter().find(|e| e["type"] == "m.receipt").expect("receipt");
+    let receipt = eph
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("receipt");
     assert!(receipt["content"][&ev]["m.read"][&bob.user_id]["ts"].is_number());
     assert!(receipt["content"][&ev]["m.read.private"][&bob.user_id]["ts"].is_number());
     let room_data = joined["account_data"]["events"].as_array().unwrap();
-    assert!(room_data.iter().any(|e| e["type"] == "m.fully_read" && e["content"]["event_id"] == json!(ev)));
-    assert!(room_data.iter().any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5));
-    assert!(s1["account_data"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "org.example.pref"));
+    assert!(room_data
+        .iter()
+        .any(|e| e["type"] == "m.fully_read" && e["content"]["event_id"] == json!(ev)));
+    assert!(room_data
+        .iter()
+        .any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5));
+    assert!(s1["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "org.example.pref"));
     assert_eq!(joined["unread_notifications"]["notification_count"], 0);
     // Alice does not see Bob's private receipt.
     let a = alice.sync(None, 0).await;
-    let eph = a["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap();
-    let receipt = eph.iter().find(|e| e["type"] == "m.receipt").expect("receipt");
+    let eph = a["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap();
+    let receipt = eph
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("receipt");
     assert!(receipt["content"][&ev].get("m.read.private").is_none());
-    let (s, b) = bob.get(&format!("/_matrix/client/v3/user/{}/account_data/org.example.pref", enc(&bob.user_id))).await;
+    let (s, b) = bob
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/account_data/org.example.pref",
+            enc(&bob.user_id)
+        ))
+        .await;
     assert_eq!((s, b), (200, json!({ "dark": true })));
-    let (s, b) = bob.get(&format!("/_matrix/client/v3/user/{}/rooms/{r}/tags", enc(&bob.user_id))).await;
+    let (s, b) = bob
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/rooms/{r}/tags",
+            enc(&bob.user_id)
+        ))
+        .await;
     assert_eq!(s, 200);
     assert!(b["tags"]["m.favourite"].is_object());
-    let (s, _) = alice.get(&format!("/_matrix/client/v3/user/{}/account_data/org.example.pref", enc(&bob.user_id))).await;
+    let (s, _) = alice
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/account_data/org.example.pref",
+            enc(&bob.user_id)
+        ))
+        .await;
     assert_eq!(s, 403);
 }
 
@@ -365,16 +688,47 @@ async fn redaction_rules() {
     let a_ev = alice.send_text(&room, "1", "admin's").await;
     let b_ev = bob.send_text(&room, "2", "bob's secret").await;
     // Bob cannot redact Alice's event; he can redact his own; Alice (admin) can redact anything.
-    let (s, b) = bob.put(&format!("/_matrix/client/v3/rooms/{r}/redact/{}/x1", enc(&a_ev)), json!({})).await;
+    let (s, b) = bob
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/redact/{}/x1", enc(&a_ev)),
+            json!({}),
+        )
+        .await;
     assert_eq!((s, errcode(&b)), (403, "M_FORBIDDEN"));
-    let (s, b) = bob.put(&format!("/_matrix/client/v3/rooms/{r}/redact/{}/x2", enc(&b_ev)), json!({ "reason": "oops" })).await;
+    let (s, b) = bob
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/redact/{}/x2", enc(&b_ev)),
+            json!({ "reason": "oops" }),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
-    let (_, ev) = alice.get(&format!("/_matrix/client/v3/rooms/{r}/event/{}", enc(&b_ev))).await;
-    assert!(ev["content"].as_object().unwrap().is_empty(), "content is gone: {ev}");
-    assert_eq!(ev["unsigned"]["redacted_because"]["content"]["reason"], "oops");
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/rooms/{r}/redact/{}/x3", enc(&a_ev)), json!({})).await;
+    let (_, ev) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{r}/event/{}",
+            enc(&b_ev)
+        ))
+        .await;
+    assert!(
+        ev["content"].as_object().unwrap().is_empty(),
+        "content is gone: {ev}"
+    );
+    assert_eq!(
+        ev["unsigned"]["redacted_because"]["content"]["reason"],
+        "oops"
+    );
+    let (s, _) = alice
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/redact/{}/x3", enc(&a_ev)),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/rooms/{r}/redact/{}/x4", enc("$missing")), json!({})).await;
+    let (s, _) = alice
+        .put(
+            &format!("/_matrix/client/v3/rooms/{r}/redact/{}/x4", enc("$missing")),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, 404);
 }
 
@@ -388,36 +742,94 @@ async fn devices_profile_password() {
     let (s, b) = alice.get("/_matrix/client/v3/devices").await;
     assert_eq!(s, 200);
     let device = b["devices"][0]["device_id"].as_str().unwrap().to_owned();
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/devices/{device}"), json!({ "display_name": "laptop" })).await;
+    let (s, _) = alice
+        .put(
+            &format!("/_matrix/client/v3/devices/{device}"),
+            json!({ "display_name": "laptop" }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (_, d) = alice.get(&format!("/_matrix/client/v3/devices/{device}")).await;
+    let (_, d) = alice
+        .get(&format!("/_matrix/client/v3/devices/{device}"))
+        .await;
     assert_eq!(d["display_name"], "laptop");
     // Profile changes reach the rooms.
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id)), json!({ "displayname": "Alice A." })).await;
+    let (s, _) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            json!({ "displayname": "Alice A." }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (_, p) = bob.get(&format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id))).await;
+    let (_, p) = bob
+        .get(&format!(
+            "/_matrix/client/v3/profile/{}",
+            enc(&alice.user_id)
+        ))
+        .await;
     assert_eq!(p["displayname"], "Alice A.");
-    let (_, m) = bob.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&alice.user_id))).await;
+    let (_, m) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(&alice.user_id)
+        ))
+        .await;
     assert_eq!(m["displayname"], "Alice A.");
-    let (s, _) = bob.put(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id)), json!({ "displayname": "x" })).await;
+    let (s, _) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            json!({ "displayname": "x" }),
+        )
+        .await;
     assert_eq!(s, 403);
     // Password change needs the old password through UIA.
-    let (s, b) = alice.post("/_matrix/client/v3/account/password", json!({ "new_password": "new-pw" })).await;
+    let (s, b) = alice
+        .post(
+            "/_matrix/client/v3/account/password",
+            json!({ "new_password": "new-pw" }),
+        )
+        .await;
     assert_eq!(s, 401);
     assert_eq!(b["flows"][0]["stages"][0], "m.login.password");
     let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "pw-alice", "session": b["session"] });
-    let (s, b) = alice.post("/_matrix/client/v3/account/password", json!({ "new_password": "new-pw", "auth": auth })).await;
+    let (s, b) = alice
+        .post(
+            "/_matrix/client/v3/account/password",
+            json!({ "new_password": "new-pw", "auth": auth }),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     let login = |pw: &str| json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": pw });
-    let (s, _) = srv.anon().post("/_matrix/client/v3/login", login("pw-alice")).await;
+    let (s, _) = srv
+        .anon()
+        .post("/_matrix/client/v3/login", login("pw-alice"))
+        .await;
     assert_eq!(s, 403);
-    let (s, _) = srv.anon().post("/_matrix/client/v3/login", login("new-pw")).await;
+    let (s, _) = srv
+        .anon()
+        .post("/_matrix/client/v3/login", login("new-pw"))
+        .await;
     assert_eq!(s, 200);
     // Deleting a device needs UIA too, and ends its token.
-    let (s, _) = alice.delete(&format!("/_matrix/client/v3/devices/{device}")).await;
+    let (s, _) = alice
+        .delete(&format!("/_matrix/client/v3/devices/{device}"))
+        .await;
     assert_eq!(s, 401);
     let auth = json!({ "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "new-pw" } });
-    let (s, _) = alice.raw(reqwest::Method::DELETE, &format!("/_matrix/client/v3/devices/{device}"), Some(auth.to_string().into_bytes())).await;
+    let (s, _) = alice
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/_matrix/client/v3/devices/{device}"),
+            Some(auth.to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(s, 200);
     let (s, _) = alice.get("/_matrix/client/v3/account/whoami").await;
     assert_eq!(s, 401);
@@ -429,25 +841,60 @@ async fn aliases_directory_and_user_search() {
     let alice = srv.register("alice").await;
     let bob = srv.register("bob").await;
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let (s, _) = alice.put("/_matrix/client/v3/directory/room/%23lobby:localhost", json!({ "room_id": room })).await;
+    let (s, _) = alice
+        .put(
+            "/_matrix/client/v3/directory/room/%23lobby:localhost",
+            json!({ "room_id": room }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, b) = alice.put("/_matrix/client/v3/directory/room/%23lobby:localhost", json!({ "room_id": room })).await;
+    let (s, b) = alice
+        .put(
+            "/_matrix/client/v3/directory/room/%23lobby:localhost",
+            json!({ "room_id": room }),
+        )
+        .await;
     assert_eq!(s, 400, "{b}");
-    let (s, b) = bob.get("/_matrix/client/v3/directory/room/%23lobby:localhost").await;
+    let (s, b) = bob
+        .get("/_matrix/client/v3/directory/room/%23lobby:localhost")
+        .await;
     assert_eq!((s, b["room_id"].clone()), (200, json!(room)));
-    let (s, _) = bob.delete("/_matrix/client/v3/directory/room/%23lobby:localhost").await;
+    let (s, _) = bob
+        .delete("/_matrix/client/v3/directory/room/%23lobby:localhost")
+        .await;
     assert_eq!(s, 403);
-    let (s, _) = alice.delete("/_matrix/client/v3/directory/room/%23lobby:localhost").await;
+    let (s, _) = alice
+        .delete("/_matrix/client/v3/directory/room/%23lobby:localhost")
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = bob.get("/_matrix/client/v3/directory/room/%23lobby:localhost").await;
+    let (s, _) = bob
+        .get("/_matrix/client/v3/directory/room/%23lobby:localhost")
+        .await;
     assert_eq!(s, 404);
-    let (s, b) = alice.get(&format!("/_matrix/client/v3/directory/list/room/{}", enc(&room))).await;
+    let (s, b) = alice
+        .get(&format!(
+            "/_matrix/client/v3/directory/list/room/{}",
+            enc(&room)
+        ))
+        .await;
     assert_eq!((s, b["visibility"].clone()), (200, json!("private")));
-    let (s, _) = alice.put(&format!("/_matrix/client/v3/directory/list/room/{}", enc(&room)), json!({ "visibility": "public" })).await;
+    let (s, _) = alice
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{}", enc(&room)),
+            json!({ "visibility": "public" }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (_, pr) = bob.post("/_matrix/client/v3/publicRooms", json!({ "limit": 10 })).await;
+    let (_, pr) = bob
+        .post("/_matrix/client/v3/publicRooms", json!({ "limit": 10 }))
+        .await;
     assert_eq!(pr["chunk"][0]["room_id"], json!(room));
-    let (s, b) = alice.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": "bo" })).await;
+    let (s, b) = alice
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            json!({ "search_term": "bo" }),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["results"][0]["user_id"], "@bob:localhost");
 }
@@ -458,18 +905,40 @@ async fn push_rules_are_served_and_editable() {
     let alice = srv.register("alice").await;
     let (s, b) = alice.get("/_matrix/client/v3/pushrules/").await;
     assert_eq!(s, 200);
-    assert!(b["global"]["override"].as_array().unwrap().iter().any(|r| r["rule_id"] == ".m.rule.master"));
-    let (s, b) = alice.put("/_matrix/client/v3/pushrules/global/content/cats", json!({ "pattern": "cat", "actions": ["notify"] })).await;
+    assert!(b["global"]["override"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["rule_id"] == ".m.rule.master"));
+    let (s, b) = alice
+        .put(
+            "/_matrix/client/v3/pushrules/global/content/cats",
+            json!({ "pattern": "cat", "actions": ["notify"] }),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = alice.get("/_matrix/client/v3/pushrules/global/content/cats").await;
+    let (s, b) = alice
+        .get("/_matrix/client/v3/pushrules/global/content/cats")
+        .await;
     assert_eq!((s, b["pattern"].clone()), (200, json!("cat")));
-    let (s, _) = alice.put("/_matrix/client/v3/pushrules/global/content/cats/enabled", json!({ "enabled": false })).await;
+    let (s, _) = alice
+        .put(
+            "/_matrix/client/v3/pushrules/global/content/cats/enabled",
+            json!({ "enabled": false }),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (_, b) = alice.get("/_matrix/client/v3/pushrules/global/content/cats/enabled").await;
+    let (_, b) = alice
+        .get("/_matrix/client/v3/pushrules/global/content/cats/enabled")
+        .await;
     assert_eq!(b["enabled"], false);
-    let (s, _) = alice.delete("/_matrix/client/v3/pushrules/global/content/cats").await;
+    let (s, _) = alice
+        .delete("/_matrix/client/v3/pushrules/global/content/cats")
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = alice.get("/_matrix/client/v3/pushrules/global/content/cats").await;
+    let (s, _) = alice
+        .get("/_matrix/client/v3/pushrules/global/content/cats")
+        .await;
     assert_eq!(s, 404);
 }
 
@@ -483,12 +952,30 @@ async fn relations_and_threads() {
     assert_eq!(s, 200, "{b}");
     let (s, _) = alice.put(&format!("/_matrix/client/v3/rooms/{}/send/m.reaction/re1", enc(&room)), json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "👍" } })).await;
     assert_eq!(s, 200);
-    let (_, all) = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root))).await;
+    let (_, all) = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}",
+            enc(&room),
+            enc(&root)
+        ))
+        .await;
     assert_eq!(all["chunk"].as_array().unwrap().len(), 2);
-    let (_, th) = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread", enc(&room), enc(&root))).await;
+    let (_, th) = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/m.thread",
+            enc(&room),
+            enc(&root)
+        ))
+        .await;
     assert_eq!(th["chunk"].as_array().unwrap().len(), 1);
     assert_eq!(th["chunk"][0]["content"]["body"], "in thread");
-    let (_, re) = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.annotation/m.reaction", enc(&room), enc(&root))).await;
+    let (_, re) = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/m.annotation/m.reaction",
+            enc(&room),
+            enc(&root)
+        ))
+        .await;
     assert_eq!(re["chunk"].as_array().unwrap().len(), 1);
 }
 
@@ -503,7 +990,13 @@ async fn data_survives_a_restart() {
     let srv = Server::start_in(dir, |_| {}).await;
     let mut alice = srv.anon();
     alice.token = token;
-    let (s, b) = alice.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&ev))).await;
+    let (s, b) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(&room),
+            enc(&ev)
+        ))
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["content"]["body"], "kept");
     // The sequencer picks up the room's head from disk.

@@ -41,12 +41,17 @@ impl InProcessBus {
             }));
             senders.push(tx);
         }
-        InProcessBus { shards: Mutex::new(Some(senders)), tasks: Mutex::new(tasks) }
+        InProcessBus {
+            shards: Mutex::new(Some(senders)),
+            tasks: Mutex::new(tasks),
+        }
     }
 
     fn shard_for(&self, batch: &RoomBatch) -> Result<mpsc::Sender<Job>> {
         let guard = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        let shards = guard.as_ref().ok_or_else(|| Error::internal("the server is shutting down"))?;
+        let shards = guard
+            .as_ref()
+            .ok_or_else(|| Error::internal("the server is shutting down"))?;
         let mut h = DefaultHasher::new();
         batch.room_id.hash(&mut h);
         Ok(shards[(h.finish() % shards.len() as u64) as usize].clone())
@@ -58,14 +63,19 @@ impl EventBus for InProcessBus {
     async fn submit(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
         let shard = self.shard_for(&batch)?;
         let (tx, rx) = oneshot::channel();
-        shard.send((batch, tx)).await.map_err(|_| Error::internal("event bus stopped"))?;
-        rx.await.map_err(|_| Error::internal("sequencer dropped the batch"))?
+        shard
+            .send((batch, tx))
+            .await
+            .map_err(|_| Error::internal("event bus stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("sequencer dropped the batch"))?
     }
 
     async fn shutdown(&self) {
         // Dropping the senders lets each shard finish what it has queued, then end.
         self.shards.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             let _ = t.await;
         }

@@ -14,14 +14,16 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionI
 use sandcat_core::{
     error::ErrorCode,
     ports::{
-        ClientStore, DeviceRecord, Direction, Membership, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition,
-        UserRecord, UserStore,
+        ClientStore, DeviceRecord, Direction, Membership, NewEvent, Receipt, RoomSnapshot,
+        RoomStore, StreamPosition, UserRecord, UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
 use serde_json::Value;
 use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
     Row, SqlitePool,
 };
 
@@ -42,7 +44,8 @@ fn parse_id<T: TryFrom<String>>(s: String) -> Result<T> {
     T::try_from(s).map_err(|_| Error::storage("invalid identifier in database"))
 }
 
-const EVENT_COLUMNS: &str = "pos, event_id, room_id, json, unsigned, redacted_by, txn_user, txn_device, txn_id";
+const EVENT_COLUMNS: &str =
+    "pos, event_id, room_id, json, unsigned, redacted_by, txn_user, txn_device, txn_id";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
@@ -68,15 +71,28 @@ impl SqliteStore {
     }
 
     async fn connect_with(options: SqliteConnectOptions, max: u32) -> Result<Self> {
-        let pool = SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options).await.map_err(db)?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| Error::storage(format!("migration failed: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::storage(format!("migration failed: {e}")))?;
         let max_pos: i64 = sqlx::query_scalar(
             "SELECT MAX(p) FROM (SELECT COALESCE(MAX(pos),0) AS p FROM events UNION ALL SELECT COALESCE(MAX(pos),0) FROM account_data UNION ALL SELECT COALESCE(MAX(pos),0) FROM receipts)",
         )
         .fetch_one(&pool)
         .await
         .map_err(db)?;
-        Ok(SqliteStore { pool, next_pos: AtomicI64::new(max_pos + 1), committed: AtomicI64::new(max_pos), write: Default::default() })
+        Ok(SqliteStore {
+            pool,
+            next_pos: AtomicI64::new(max_pos + 1),
+            committed: AtomicI64::new(max_pos),
+            write: Default::default(),
+        })
     }
 
     fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
@@ -108,7 +124,13 @@ impl SqliteStore {
             let mut ev = Self::event_from_row(&row)?;
             let redacted_by: Option<String> = row.try_get("redacted_by").map_err(db)?;
             if let Some(r) = redacted_by {
-                let r = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?")).bind(r).fetch_optional(&self.pool).await.map_err(db)?;
+                let r = sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+                ))
+                .bind(r)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
                 if let Some(r) = r {
                     ev.redacted_because = Some(Box::new(Self::event_from_row(&r)?));
                 }
@@ -165,32 +187,64 @@ impl UserStore for SqliteStore {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(ErrorCode::UserInUse, "user id already taken")),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::matrix(ErrorCode::UserInUse, "user id already taken"))
+            }
             Err(e) => Err(db(e)),
         }
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM users WHERE user_id = ?").bind(user_id.as_str()).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = ?")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(password_hash).bind(user_id.as_str()).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("UPDATE users SET password_hash = ? WHERE user_id = ?")
+            .bind(password_hash)
+            .bind(user_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
-    async fn set_profile(&self, user_id: &UserId, displayname: Option<Option<&str>>, avatar_url: Option<Option<&str>>) -> Result<()> {
+    async fn set_profile(
+        &self,
+        user_id: &UserId,
+        displayname: Option<Option<&str>>,
+        avatar_url: Option<Option<&str>>,
+    ) -> Result<()> {
         if let Some(d) = displayname {
-            sqlx::query("UPDATE users SET displayname = ? WHERE user_id = ?").bind(d).bind(user_id.as_str()).execute(&self.pool).await.map_err(db)?;
+            sqlx::query("UPDATE users SET displayname = ? WHERE user_id = ?")
+                .bind(d)
+                .bind(user_id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         }
         if let Some(a) = avatar_url {
-            sqlx::query("UPDATE users SET avatar_url = ? WHERE user_id = ?").bind(a).bind(user_id.as_str()).execute(&self.pool).await.map_err(db)?;
+            sqlx::query("UPDATE users SET avatar_url = ? WHERE user_id = ?")
+                .bind(a)
+                .bind(user_id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         }
         Ok(())
     }
 
-    async fn add_device_token(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>, token: &str) -> Result<()> {
+    async fn add_device_token(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        token: &str,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
             .bind(user_id.as_str())
@@ -201,40 +255,81 @@ impl UserStore for SqliteStore {
             .await
             .map_err(db)?;
         // One token per device: logging in again on a device replaces its token.
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?").bind(user_id.as_str()).bind(device_id).execute(&mut *tx).await.map_err(db)?;
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES (?, ?, ?)").bind(token).bind(user_id.as_str()).bind(device_id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES (?, ?, ?)")
+            .bind(token)
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
     async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>> {
-        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = ?").bind(token).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = ?")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         match row {
-            Some(r) => Ok(Some((parse_id(r.try_get("user_id").map_err(db)?)?, r.try_get("device_id").map_err(db)?))),
+            Some(r) => Ok(Some((
+                parse_id(r.try_get("user_id").map_err(db)?)?,
+                r.try_get("device_id").map_err(db)?,
+            ))),
             None => Ok(None),
         }
     }
 
     async fn delete_token(&self, token: &str) -> Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token = ?").bind(token).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("DELETE FROM access_tokens WHERE token = ?")
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY device_id").bind(user_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY device_id")
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok(DeviceRecord {
                     device_id: r.try_get("device_id").map_err(db)?,
                     display_name: r.try_get("display_name").map_err(db)?,
-                    last_seen_ts: r.try_get::<Option<i64>, _>("last_seen_ts").map_err(db)?.map(|t| t as u64),
+                    last_seen_ts: r
+                        .try_get::<Option<i64>, _>("last_seen_ts")
+                        .map_err(db)?
+                        .map(|t| t as u64),
                     last_seen_ip: r.try_get("last_seen_ip").map_err(db)?,
                 })
             })
             .collect()
     }
 
-    async fn update_device(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>) -> Result<bool> {
-        let r = sqlx::query("UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?").bind(display_name).bind(user_id.as_str()).bind(device_id).execute(&self.pool).await.map_err(db)?;
+    async fn update_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool> {
+        let r =
+            sqlx::query("UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?")
+                .bind(display_name)
+                .bind(user_id.as_str())
+                .bind(device_id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -242,26 +337,58 @@ impl UserStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut tokens = Vec::new();
         for d in device_ids {
-            let rows: Vec<String> = sqlx::query_scalar("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ? RETURNING token").bind(user_id.as_str()).bind(d).fetch_all(&mut *tx).await.map_err(db)?;
+            let rows: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ? RETURNING token",
+            )
+            .bind(user_id.as_str())
+            .bind(d)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
             tokens.extend(rows);
-            sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id = ?").bind(user_id.as_str()).bind(d).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id = ?")
+                .bind(user_id.as_str())
+                .bind(d)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(tokens)
     }
 
-    async fn delete_tokens_except(&self, user_id: &UserId, keep_device: Option<&str>) -> Result<Vec<String>> {
-        let rows: Vec<String> = sqlx::query_scalar("DELETE FROM access_tokens WHERE user_id = ? AND device_id IS NOT ? RETURNING token").bind(user_id.as_str()).bind(keep_device).fetch_all(&self.pool).await.map_err(db)?;
+    async fn delete_tokens_except(
+        &self,
+        user_id: &UserId,
+        keep_device: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM access_tokens WHERE user_id = ? AND device_id IS NOT ? RETURNING token",
+        )
+        .bind(user_id.as_str())
+        .bind(keep_device)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(rows)
     }
 
-    async fn touch_device(&self, user_id: &UserId, device_id: &str, ts: u64, ip: Option<&str>) -> Result<()> {
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ts: u64,
+        ip: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip) WHERE user_id = ? AND device_id = ?").bind(ts as i64).bind(ip).bind(user_id.as_str()).bind(device_id).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
     async fn search_users(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>> {
-        let like = format!("%{}%", term.to_lowercase().replace('%', "").replace('_', "\\_"));
+        let like = format!(
+            "%{}%",
+            term.to_lowercase().replace('%', "").replace('_', "\\_")
+        );
         let rows = sqlx::query("SELECT * FROM users WHERE deactivated = 0 AND (lower(user_id) LIKE ? ESCAPE '\\' OR lower(displayname) LIKE ? ESCAPE '\\') ORDER BY user_id LIMIT ?")
             .bind(&like)
             .bind(&like)
@@ -277,19 +404,36 @@ impl UserStore for SqliteStore {
 fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
     let c = pdu.content_value();
     let rel = c.get("m.relates_to");
-    let target = rel.and_then(|r| r.get("event_id")).and_then(Value::as_str).map(str::to_owned);
-    let kind = rel.and_then(|r| r.get("rel_type")).and_then(Value::as_str).map(str::to_owned);
+    let target = rel
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let kind = rel
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     (target, kind)
 }
 
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>> {
-        let Some(row) = sqlx::query("SELECT room_version, last_event_id, depth FROM rooms WHERE room_id = ?").bind(room_id.as_str()).fetch_optional(&self.pool).await.map_err(db)? else {
+        let Some(row) =
+            sqlx::query("SELECT room_version, last_event_id, depth FROM rooms WHERE room_id = ?")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+        else {
             return Ok(None);
         };
         let version: String = row.try_get("room_version").map_err(db)?;
-        let state = self.current_state(room_id).await?.into_iter().map(|e| e.pdu).collect();
+        let state = self
+            .current_state(room_id)
+            .await?
+            .into_iter()
+            .map(|e| e.pdu)
+            .collect();
         Ok(Some(RoomSnapshot {
             version: RoomVersionId::try_from(version.as_str()).map_err(Error::storage)?,
             last_event_id: parse_id(row.try_get("last_event_id").map_err(db)?)?,
@@ -369,18 +513,43 @@ impl RoomStore for SqliteStore {
     }
 
     async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?")).bind(event_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        ))
+        .bind(event_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(self.events_from_rows(rows).await?.pop())
     }
 
-    async fn txn_event(&self, user_id: &UserId, device_id: &str, txn_id: &str) -> Result<Option<OwnedEventId>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT event_id FROM events WHERE txn_user = ? AND txn_device = ? AND txn_id = ?").bind(user_id.as_str()).bind(device_id).bind(txn_id).fetch_optional(&self.pool).await.map_err(db)?;
+    async fn txn_event(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM events WHERE txn_user = ? AND txn_device = ? AND txn_id = ?",
+        )
+        .bind(user_id.as_str())
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
         id.map(parse_id).transpose()
     }
 
     async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
-        let v: Option<String> = sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = ?").bind(room_id.as_str()).fetch_optional(&self.pool).await.map_err(db)?;
-        v.map(|v| RoomVersionId::try_from(v.as_str()).map_err(Error::storage)).transpose()
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = ?")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        v.map(|v| RoomVersionId::try_from(v.as_str()).map_err(Error::storage))
+            .transpose()
     }
 
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
@@ -392,7 +561,12 @@ impl RoomStore for SqliteStore {
         self.events_from_rows(rows).await
     }
 
-    async fn state_event(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<StoredEvent>> {
+    async fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>> {
         let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = ? AND s.type = ? AND s.state_key = ?")
             .bind(room_id.as_str())
             .bind(kind)
@@ -403,7 +577,12 @@ impl RoomStore for SqliteStore {
         Ok(self.events_from_rows(rows).await?.pop())
     }
 
-    async fn state_changes(&self, room_id: &RoomId, after: i64, until: i64) -> Result<Vec<StoredEvent>> {
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos > ? AND pos <= ? GROUP BY type, state_key) ORDER BY pos"
         ))
@@ -439,11 +618,25 @@ impl RoomStore for SqliteStore {
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>> {
         let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = ? AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
-            .map(|r| Ok((parse_id(r.try_get("state_key").map_err(db)?)?, r.try_get::<Option<String>, _>("membership").map_err(db)?.unwrap_or_default())))
+            .map(|r| {
+                Ok((
+                    parse_id(r.try_get("state_key").map_err(db)?)?,
+                    r.try_get::<Option<String>, _>("membership")
+                        .map_err(db)?
+                        .unwrap_or_default(),
+                ))
+            })
             .collect()
     }
 
-    async fn timeline(&self, room_id: &RoomId, after: i64, until: i64, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>> {
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let order = match dir {
             Direction::Forward => "ASC",
             Direction::Backward => "DESC",
@@ -459,7 +652,15 @@ impl RoomStore for SqliteStore {
         self.events_from_rows(rows).await
     }
 
-    async fn relations(&self, room_id: &RoomId, event_id: &EventId, rel_type: Option<&str>, event_type: Option<&str>, before: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+    async fn relations(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND relates_to = ? AND (? IS NULL OR rel_type = ?) AND (? IS NULL OR type = ?) AND pos <= ? ORDER BY pos DESC LIMIT ?"
         ))
@@ -478,7 +679,12 @@ impl RoomStore for SqliteStore {
     }
 
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)").bind(user_id.as_str()).bind(room_id.as_str()).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)")
+            .bind(user_id.as_str())
+            .bind(room_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -494,43 +700,78 @@ impl RoomStore for SqliteStore {
     }
 
     async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()> {
-        let r = sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)").bind(alias).bind(room_id.as_str()).bind(creator.as_str()).execute(&self.pool).await;
+        let r = sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)")
+            .bind(alias)
+            .bind(room_id.as_str())
+            .bind(creator.as_str())
+            .execute(&self.pool)
+            .await;
         match r {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(ErrorCode::RoomInUse, "room alias already exists")),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(
+                ErrorCode::RoomInUse,
+                "room alias already exists",
+            )),
             Err(e) => Err(db(e)),
         }
     }
 
     async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>> {
-        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = ?").bind(alias).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = ?")
+            .bind(alias)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         match row {
-            Some(r) => Ok(Some((parse_id(r.try_get("room_id").map_err(db)?)?, parse_id(r.try_get("creator").map_err(db)?)?))),
+            Some(r) => Ok(Some((
+                parse_id(r.try_get("room_id").map_err(db)?)?,
+                parse_id(r.try_get("creator").map_err(db)?)?,
+            ))),
             None => Ok(None),
         }
     }
 
     async fn delete_alias(&self, alias: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = ?").bind(alias).execute(&self.pool).await.map_err(db)?;
+        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = ?")
+            .bind(alias)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn aliases_of(&self, room_id: &RoomId) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)
+        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias")
+            .bind(room_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 
     async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
-        sqlx::query("UPDATE rooms SET is_public = ? WHERE room_id = ?").bind(public as i64).bind(room_id.as_str()).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("UPDATE rooms SET is_public = ? WHERE room_id = ?")
+            .bind(public as i64)
+            .bind(room_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     async fn is_public(&self, room_id: &RoomId) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = ?").bind(room_id.as_str()).fetch_optional(&self.pool).await.map_err(db)?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = ?")
+            .bind(room_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(v == Some(1))
     }
 
     async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1").fetch_all(&self.pool).await.map_err(db)?;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         ids.into_iter().map(parse_id).collect()
     }
 }
@@ -538,7 +779,10 @@ impl RoomStore for SqliteStore {
 fn membership_from_row(r: &SqliteRow) -> Result<Membership> {
     Ok(Membership {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
-        membership: r.try_get::<Option<String>, _>("membership").map_err(db)?.unwrap_or_default(),
+        membership: r
+            .try_get::<Option<String>, _>("membership")
+            .map_err(db)?
+            .unwrap_or_default(),
         pos: r.try_get("pos").map_err(db)?,
         event_id: parse_id(r.try_get("event_id").map_err(db)?)?,
     })
@@ -559,7 +803,13 @@ fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
 
 #[async_trait]
 impl ClientStore for SqliteStore {
-    async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: &Value) -> Result<i64> {
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: &Value,
+    ) -> Result<i64> {
         let content = content.to_string();
         self.with_positions(1, |pos| async move {
             sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos")
@@ -576,39 +826,78 @@ impl ClientStore for SqliteStore {
         .await
     }
 
-    async fn account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Result<Option<Value>> {
-        let c: Option<String> = sqlx::query_scalar("SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?")
-            .bind(user_id.as_str())
-            .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
-            .bind(kind)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Option<Value>> {
+        let c: Option<String> = sqlx::query_scalar(
+            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+        )
+        .bind(user_id.as_str())
+        .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(c.and_then(|c| serde_json::from_str(&c).ok()))
     }
 
-    async fn account_data_since(&self, user_id: &UserId, after: i64) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>> {
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        after: i64,
+    ) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>> {
         let rows = sqlx::query("SELECT room_id, type, content FROM account_data WHERE user_id = ? AND pos > ? ORDER BY pos").bind(user_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 let room: String = r.try_get("room_id").map_err(db)?;
-                let room = if room.is_empty() { None } else { Some(parse_id(room)?) };
+                let room = if room.is_empty() {
+                    None
+                } else {
+                    Some(parse_id(room)?)
+                };
                 let content: String = r.try_get("content").map_err(db)?;
-                Ok((room, r.try_get("type").map_err(db)?, serde_json::from_str(&content)?))
+                Ok((
+                    room,
+                    r.try_get("type").map_err(db)?,
+                    serde_json::from_str(&content)?,
+                ))
             })
             .collect()
     }
 
     async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String> {
         let _guard = self.write.lock().await;
-        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = ?").bind(user_id.as_str()).fetch_one(&self.pool).await.map_err(db)?;
-        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES (?, ?, ?)").bind(user_id.as_str()).bind(next).bind(filter.to_string()).execute(&self.pool).await.map_err(db)?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = ?",
+        )
+        .bind(user_id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES (?, ?, ?)")
+            .bind(user_id.as_str())
+            .bind(next)
+            .bind(filter.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(next.to_string())
     }
 
     async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Option<Value>> {
-        let Ok(id) = filter_id.parse::<i64>() else { return Ok(None) };
-        let j: Option<String> = sqlx::query_scalar("SELECT json FROM filters WHERE user_id = ? AND filter_id = ?").bind(user_id.as_str()).bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        let Ok(id) = filter_id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let j: Option<String> =
+            sqlx::query_scalar("SELECT json FROM filters WHERE user_id = ? AND filter_id = ?")
+                .bind(user_id.as_str())
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(j.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
@@ -631,11 +920,21 @@ impl ClientStore for SqliteStore {
     }
 
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>> {
-        let rows = sqlx::query("SELECT * FROM receipts WHERE room_id = ? AND pos > ? ORDER BY pos").bind(room_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query("SELECT * FROM receipts WHERE room_id = ? AND pos > ? ORDER BY pos")
+            .bind(room_id.as_str())
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(receipt_from_row).collect()
     }
 
-    async fn receipt(&self, room_id: &RoomId, user_id: &UserId, receipt_type: &str) -> Result<Option<Receipt>> {
+    async fn receipt(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        receipt_type: &str,
+    ) -> Result<Option<Receipt>> {
         let row = sqlx::query("SELECT * FROM receipts WHERE room_id = ? AND user_id = ? AND receipt_type = ? ORDER BY pos DESC LIMIT 1")
             .bind(room_id.as_str())
             .bind(user_id.as_str())

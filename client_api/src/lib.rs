@@ -40,8 +40,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<ServerConfig>, accounts: Arc<Accounts>, rooms: Arc<Rooms>, sync: Arc<Sync>, data: Arc<ClientData>, metrics: Arc<metrics::Metrics>) -> Self {
-        AppState { config, accounts, rooms, sync, data, uiaa: Default::default(), metrics }
+    pub fn new(
+        config: Arc<ServerConfig>,
+        accounts: Arc<Accounts>,
+        rooms: Arc<Rooms>,
+        sync: Arc<Sync>,
+        data: Arc<ClientData>,
+        metrics: Arc<metrics::Metrics>,
+    ) -> Self {
+        AppState {
+            config,
+            accounts,
+            rooms,
+            sync,
+            data,
+            uiaa: Default::default(),
+            metrics,
+        }
     }
 }
 
@@ -61,7 +76,8 @@ impl RumaRouter for Router<AppState> {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let filter = MethodFilter::try_from(R::METHOD).expect("Matrix endpoints use standard methods");
+        let filter =
+            MethodFilter::try_from(R::METHOD).expect("Matrix endpoints use standard methods");
         for path in R::PATH_BUILDER.all_paths() {
             self = self.route(path, on(filter, handler.clone()));
             // An empty state key leaves the path ending in `/` (or nothing): route those too.
@@ -84,9 +100,17 @@ pub fn router(state: AppState) -> Router {
 
 async fn unrecognized(req: Request) -> Response {
     tracing::debug!(uri = %req.uri(), "unrecognized endpoint");
-    ruma_wrapper::error_response(StatusCode::NOT_FOUND, ErrorKind::Unrecognized, "unrecognized request".into())
+    ruma_wrapper::error_response(
+        StatusCode::NOT_FOUND,
+        ErrorKind::Unrecognized,
+        "unrecognized request".into(),
+    )
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    ruma_wrapper::error_response(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "method not allowed".into())
+    ruma_wrapper::error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Unrecognized,
+        "method not allowed".into(),
+    )
 }

@@ -14,7 +14,8 @@ use http::StatusCode;
 use ruma::api::{
     auth_scheme::{AccessToken, AccessTokenOptional},
     error::{ErrorKind, StandardErrorBody},
-    path_builder::PathBuilder, IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+    path_builder::PathBuilder,
+    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
 use sandcat_core::{services::Session, Error, ErrorCode};
 
@@ -33,37 +34,27 @@ pub struct Ruma<T> {
 impl<T> Ruma<T> {
     /// The caller of an endpoint that requires authentication.
     pub fn session(&self) -> &Session {
-        self.session.as_ref().expect("authenticated endpoints always carry a session")
+        self.session
+            .as_ref()
+            .expect("authenticated endpoints always carry a session")
     }
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+    if let Some(h) = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
         if let Some(t) = h.strip_prefix("Bearer ") {
             return Some(t.trim().to_owned());
         }
     }
     parts.uri.query().and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("access_token=").map(|v| percent_decode(v)))
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -74,21 +65,35 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
-            Ok(Path(args)) => args,
-            Err(_) => Vec::new(),
-        };
+        let path_args: Vec<String> =
+            match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
+                Ok(Path(args)) => args,
+                Err(_) => Vec::new(),
+            };
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
             .map_err(|_| ApiError(Error::matrix(ErrorCode::TooLarge, "request body too large")))?;
 
+        // Clients send bodiless POSTs (e.g. join): read them as an empty object, as Synapse does.
+        let bytes = if bytes.is_empty()
+            && (parts.method == http::Method::POST || parts.method == http::Method::PUT)
+        {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let auth = TypeId::of::<T::Authentication>();
         let required = auth == TypeId::of::<AccessToken>();
         let optional = auth == TypeId::of::<AccessTokenOptional>();
         let session = if required || optional {
             match access_token(&parts) {
                 Some(token) => Some(state.accounts.authenticate(&token).await?),
-                None if required => return Err(ApiError(Error::matrix(ErrorCode::MissingToken, "missing access token"))),
+                None if required => {
+                    return Err(ApiError(Error::matrix(
+                        ErrorCode::MissingToken,
+                        "missing access token",
+                    )))
+                }
                 None => None,
             }
         } else {
@@ -99,7 +104,10 @@ where
         }
 
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-            return Err(ApiError(Error::matrix(ErrorCode::NotJson, "request body is not valid JSON")));
+            return Err(ApiError(Error::matrix(
+                ErrorCode::NotJson,
+                "request body is not valid JSON",
+            )));
         }
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // Routes for an empty trailing state key carry one argument less.
@@ -124,7 +132,9 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
     fn into_response(self) -> Response {
         match self.0.try_into_http_response::<BytesMut>() {
             Ok(res) => res.map(|b| Body::from(b.freeze())).into_response(),
-            Err(e) => ApiError(Error::internal(format!("response serialization: {e}"))).into_response(),
+            Err(e) => {
+                ApiError(Error::internal(format!("response serialization: {e}"))).into_response()
+            }
         }
     }
 }
@@ -151,12 +161,18 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         NotJson => (StatusCode::BAD_REQUEST, ErrorKind::NotJson),
         InvalidParam => (StatusCode::BAD_REQUEST, ErrorKind::InvalidParam),
         MissingParam => (StatusCode::BAD_REQUEST, ErrorKind::MissingParam),
-        UnknownToken => (StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(Default::default())),
+        UnknownToken => (
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownToken(Default::default()),
+        ),
         MissingToken => (StatusCode::UNAUTHORIZED, ErrorKind::MissingToken),
         UserInUse => (StatusCode::BAD_REQUEST, ErrorKind::UserInUse),
         InvalidUsername => (StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername),
         Exclusive => (StatusCode::BAD_REQUEST, ErrorKind::Exclusive),
-        LimitExceeded => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(Default::default())),
+        LimitExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitExceeded(Default::default()),
+        ),
         TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
         Unrecognized => (StatusCode::NOT_FOUND, ErrorKind::Unrecognized),
         GuestAccessForbidden => (StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden),
@@ -172,8 +188,14 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
 
 /// A Matrix error body with a status.
 pub fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Response {
-    let body = serde_json::to_vec(&StandardErrorBody::new(kind, message)).unwrap_or_else(|_| b"{\"errcode\":\"M_UNKNOWN\"}".to_vec());
-    (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    let body = serde_json::to_vec(&StandardErrorBody::new(kind, message))
+        .unwrap_or_else(|_| b"{\"errcode\":\"M_UNKNOWN\"}".to_vec());
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -185,7 +207,11 @@ impl IntoResponse for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "request failed");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "internal server error".into())
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Unknown,
+                    "internal server error".into(),
+                )
             }
         }
     }

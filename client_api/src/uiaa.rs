@@ -26,7 +26,10 @@ impl Sessions {
     /// A 401 listing one flow with one stage, with a fresh session id.
     pub fn challenge(&self, stage: &str, error: Option<(&str, &str)>) -> Response {
         let session = sandcat_core::token::random_string(16);
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(session.clone());
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.clone());
         let mut body = json!({
             "flows": [{ "stages": [stage] }],
             "params": {},

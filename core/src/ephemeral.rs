@@ -38,7 +38,12 @@ pub struct Ephemeral {
 
 impl Ephemeral {
     pub fn new(notifier: Notifier) -> Self {
-        Ephemeral { counter: AtomicU64::new(1), typing: Mutex::default(), presence: Mutex::default(), notifier }
+        Ephemeral {
+            counter: AtomicU64::new(1),
+            typing: Mutex::default(),
+            presence: Mutex::default(),
+            notifier,
+        }
     }
 
     pub fn current(&self) -> u64 {
@@ -54,7 +59,12 @@ impl Ephemeral {
             let mut rooms = self.typing.lock().unwrap_or_else(|e| e.into_inner());
             let room = rooms.entry(room_id.to_owned()).or_default();
             let changed = if typing {
-                room.users.insert(user_id.to_owned(), crate::now_ms() + timeout_ms.min(120_000)).is_none()
+                room.users
+                    .insert(
+                        user_id.to_owned(),
+                        crate::now_ms() + timeout_ms.min(120_000),
+                    )
+                    .is_none()
             } else {
                 room.users.remove(user_id).is_some()
             };
@@ -101,7 +111,10 @@ impl Ephemeral {
             let mut map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
             let now = crate::now_ms();
             match map.get_mut(user_id) {
-                Some(rec) if rec.state == state && (status_msg.is_none() || rec.status_msg == status_msg) => {
+                Some(rec)
+                    if rec.state == state
+                        && (status_msg.is_none() || rec.status_msg == status_msg) =>
+                {
                     rec.last_active_ts = now;
                     false
                 }
@@ -116,7 +129,15 @@ impl Ephemeral {
                 }
                 None => {
                     let serial = self.bump();
-                    map.insert(user_id.to_owned(), PresenceRecord { state: state.to_owned(), status_msg, last_active_ts: now, serial });
+                    map.insert(
+                        user_id.to_owned(),
+                        PresenceRecord {
+                            state: state.to_owned(),
+                            status_msg,
+                            last_active_ts: now,
+                            serial,
+                        },
+                    );
                     true
                 }
             }
@@ -127,15 +148,27 @@ impl Ephemeral {
     }
 
     pub fn presence(&self, user_id: &UserId) -> Option<PresenceRecord> {
-        self.presence.lock().unwrap_or_else(|e| e.into_inner()).get(user_id).cloned()
+        self.presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .cloned()
     }
 
     /// Presence of `users` that changed after `since`.
-    pub fn presence_since(&self, users: &[OwnedUserId], since: u64) -> Vec<(OwnedUserId, PresenceRecord)> {
+    pub fn presence_since(
+        &self,
+        users: &[OwnedUserId],
+        since: u64,
+    ) -> Vec<(OwnedUserId, PresenceRecord)> {
         let map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
         users
             .iter()
-            .filter_map(|u| map.get(u).filter(|r| r.serial > since).map(|r| (u.clone(), r.clone())))
+            .filter_map(|u| {
+                map.get(u)
+                    .filter(|r| r.serial > since)
+                    .map(|r| (u.clone(), r.clone()))
+            })
             .collect()
     }
 }

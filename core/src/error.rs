@@ -45,7 +45,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn matrix(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error::Matrix { code, message: message.into() }
+        Error::Matrix {
+            code,
+            message: message.into(),
+        }
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::matrix(ErrorCode::Forbidden, message)

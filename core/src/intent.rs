@@ -18,8 +18,21 @@ pub struct EventIntent {
 }
 
 impl EventIntent {
-    pub fn new(sender: OwnedUserId, kind: TimelineEventType, state_key: Option<String>, content: Value) -> Self {
-        EventIntent { sender, kind, state_key, content, origin_server_ts: crate::now_ms(), redacts: None, txn: None }
+    pub fn new(
+        sender: OwnedUserId,
+        kind: TimelineEventType,
+        state_key: Option<String>,
+        content: Value,
+    ) -> Self {
+        EventIntent {
+            sender,
+            kind,
+            state_key,
+            content,
+            origin_server_ts: crate::now_ms(),
+            redacts: None,
+            txn: None,
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 //! port traits in [`ports`], implemented in `sandcat-backends` and wired together by the binary.
 
 pub mod config;
-pub mod error;
 pub mod ephemeral;
+pub mod error;
 pub mod intent;
 pub mod notifier;
 pub mod pdu;

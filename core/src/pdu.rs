@@ -42,7 +42,11 @@ fn placeholder_event_id() -> OwnedEventId {
 
 impl Pdu {
     /// Parse a stored PDU and attach its event id and room id.
-    pub fn from_stored(json: &str, event_id: OwnedEventId, room_id: OwnedRoomId) -> crate::Result<Self> {
+    pub fn from_stored(
+        json: &str,
+        event_id: OwnedEventId,
+        room_id: OwnedRoomId,
+    ) -> crate::Result<Self> {
         let mut pdu: Pdu = serde_json::from_str(json)?;
         pdu.event_id = event_id;
         pdu.room_id = Some(room_id);
@@ -50,7 +54,9 @@ impl Pdu {
     }
 
     pub fn room_id(&self) -> &RoomId {
-        self.room_id.as_deref().expect("stored PDUs always carry their room id")
+        self.room_id
+            .as_deref()
+            .expect("stored PDUs always carry their room id")
     }
 
     pub fn is_state(&self) -> bool {
@@ -71,7 +77,9 @@ impl Pdu {
         if self.kind != TimelineEventType::RoomMember {
             return None;
         }
-        serde_json::from_str::<M>(self.content.get()).ok().map(|m| m.membership)
+        serde_json::from_str::<M>(self.content.get())
+            .ok()
+            .map(|m| m.membership)
     }
 
     /// The event this one redacts: top level before v11, in `content` since.
@@ -86,7 +94,9 @@ impl Pdu {
         struct R {
             redacts: Option<OwnedEventId>,
         }
-        serde_json::from_str::<R>(self.content.get()).ok().and_then(|r| r.redacts)
+        serde_json::from_str::<R>(self.content.get())
+            .ok()
+            .and_then(|r| r.redacts)
     }
 }
 
@@ -150,12 +160,19 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// The event in the client-server format. `with_room_id` is false inside `/sync`, where the
     /// room id is the key of the enclosing object.
-    pub fn to_client_value(&self, with_room_id: bool, viewer: Option<(&UserId, Option<&str>)>) -> Value {
+    pub fn to_client_value(
+        &self,
+        with_room_id: bool,
+        viewer: Option<(&UserId, Option<&str>)>,
+    ) -> Value {
         let pdu = &self.pdu;
         let mut obj = Map::new();
         obj.insert("content".into(), pdu.content_value());
         obj.insert("event_id".into(), Value::String(pdu.event_id.to_string()));
-        obj.insert("origin_server_ts".into(), serde_json::to_value(pdu.origin_server_ts).unwrap_or(Value::Null));
+        obj.insert(
+            "origin_server_ts".into(),
+            serde_json::to_value(pdu.origin_server_ts).unwrap_or(Value::Null),
+        );
         obj.insert("sender".into(), Value::String(pdu.sender.to_string()));
         obj.insert("type".into(), Value::String(pdu.kind.to_string()));
         if with_room_id {
@@ -174,7 +191,10 @@ impl StoredEvent {
         let age = crate::now_ms().saturating_sub(u64::from(pdu.origin_server_ts.0));
         unsigned.insert("age".into(), Value::from(age));
         if let Some(because) = &self.redacted_because {
-            unsigned.insert("redacted_because".into(), because.to_client_value(with_room_id, None));
+            unsigned.insert(
+                "redacted_because".into(),
+                because.to_client_value(with_room_id, None),
+            );
         }
         if let (Some((viewer, device)), Some((u, d, txn))) = (viewer, &self.txn) {
             if viewer == &**u && device.is_none_or(|dev| dev == d) {

@@ -33,19 +33,45 @@ pub trait UserStore: Send + Sync {
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>>;
     async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()>;
-    async fn set_profile(&self, user_id: &UserId, displayname: Option<Option<&str>>, avatar_url: Option<Option<&str>>) -> Result<()>;
+    async fn set_profile(
+        &self,
+        user_id: &UserId,
+        displayname: Option<Option<&str>>,
+        avatar_url: Option<Option<&str>>,
+    ) -> Result<()>;
     /// Creates (or reuses) a device and gives it a new access token.
-    async fn add_device_token(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>, token: &str) -> Result<()>;
+    async fn add_device_token(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        token: &str,
+    ) -> Result<()>;
     /// `(user, device)` for a valid access token.
     async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>>;
     async fn delete_token(&self, token: &str) -> Result<()>;
     async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>>;
-    async fn update_device(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>) -> Result<bool>;
+    async fn update_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool>;
     /// Deletes devices and their tokens; returns the tokens that stopped working.
     async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>>;
     /// Deletes every token of a user except those of `keep_device`; returns them.
-    async fn delete_tokens_except(&self, user_id: &UserId, keep_device: Option<&str>) -> Result<Vec<String>>;
-    async fn touch_device(&self, user_id: &UserId, device_id: &str, ts: u64, ip: Option<&str>) -> Result<()>;
+    async fn delete_tokens_except(
+        &self,
+        user_id: &UserId,
+        keep_device: Option<&str>,
+    ) -> Result<Vec<String>>;
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ts: u64,
+        ip: Option<&str>,
+    ) -> Result<()>;
     /// Users whose id or display name contains `term`.
     async fn search_users(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>>;
 }
@@ -96,12 +122,27 @@ pub trait RoomStore: Send + Sync {
     /// Appends sequenced events atomically (all or none), returning their stream positions.
     async fn append(&self, events: &[NewEvent]) -> Result<Vec<i64>>;
     async fn event(&self, event_id: &ruma::EventId) -> Result<Option<StoredEvent>>;
-    async fn txn_event(&self, user_id: &UserId, device_id: &str, txn_id: &str) -> Result<Option<OwnedEventId>>;
+    async fn txn_event(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>>;
     async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>>;
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>>;
-    async fn state_event(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
+    async fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>>;
     /// The latest state event per (type, key) with a position in `(after, until]`.
-    async fn state_changes(&self, room_id: &RoomId, after: i64, until: i64) -> Result<Vec<StoredEvent>>;
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StoredEvent>>;
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>>;
     /// Every room the user has a membership in (any kind), minus forgotten ones.
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
@@ -109,9 +150,24 @@ pub trait RoomStore: Send + Sync {
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>>;
     /// Events with `after < pos <= until`, oldest first when `Forward`, newest first when
     /// `Backward`; at most `limit`.
-    async fn timeline(&self, room_id: &RoomId, after: i64, until: i64, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>>;
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
     /// Events related to `event_id` (by `m.relates_to`), filtered by relation type and event type.
-    async fn relations(&self, room_id: &RoomId, event_id: &ruma::EventId, rel_type: Option<&str>, event_type: Option<&str>, before: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+    async fn relations(
+        &self,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()>;
     /// Messages from others after `after` (for unread counts).
     async fn count_unread(&self, room_id: &RoomId, user_id: &UserId, after: i64) -> Result<u64>;
@@ -139,16 +195,36 @@ pub struct Receipt {
 /// Per-user client data: account data, filters, receipts.
 #[async_trait]
 pub trait ClientStore: Send + Sync {
-    async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: &Value) -> Result<i64>;
-    async fn account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Result<Option<Value>>;
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: &Value,
+    ) -> Result<i64>;
+    async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Option<Value>>;
     /// `(room, type, content)` changed after `after`.
-    async fn account_data_since(&self, user_id: &UserId, after: i64) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>>;
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        after: i64,
+    ) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>>;
     async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String>;
     async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Option<Value>>;
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64>;
     /// Receipts in the room with `pos > after`.
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>>;
-    async fn receipt(&self, room_id: &RoomId, user_id: &UserId, receipt_type: &str) -> Result<Option<Receipt>>;
+    async fn receipt(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        receipt_type: &str,
+    ) -> Result<Option<Receipt>>;
 }
 
 /// The stream position every persistent write takes a number from.

@@ -65,7 +65,12 @@ pub struct Sequencer {
 
 impl Sequencer {
     pub fn new(store: Arc<dyn RoomStore>, signing: Arc<SigningKey>, notifier: Notifier) -> Self {
-        Sequencer { store, signing, notifier, heads: Default::default() }
+        Sequencer {
+            store,
+            signing,
+            notifier,
+            heads: Default::default(),
+        }
     }
 
     fn head_slot(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<Head>>> {
@@ -74,14 +79,22 @@ impl Sequencer {
     }
 
     async fn load_head(&self, room_id: &RoomId) -> Result<Option<Head>> {
-        let Some(snap) = self.store.load_room(room_id).await? else { return Ok(None) };
+        let Some(snap) = self.store.load_room(room_id).await? else {
+            return Ok(None);
+        };
         let rules = rules_for(&snap.version)?;
         let state = snap
             .state
             .into_iter()
             .filter_map(|p| p.state_key.clone().map(|k| ((p.kind.to_string(), k), p)))
             .collect();
-        Ok(Some(Head { version: snap.version, rules, last_event_id: Some(snap.last_event_id), depth: snap.depth, state }))
+        Ok(Some(Head {
+            version: snap.version,
+            rules,
+            last_event_id: Some(snap.last_event_id),
+            depth: snap.depth,
+            state,
+        }))
     }
 
     async fn sequence(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
@@ -92,7 +105,9 @@ impl Sequencer {
         }
         let creating = batch.create_version.is_some();
         let mut head = match (guard.take(), &batch.create_version) {
-            (Some(_), Some(_)) => return Err(Error::matrix(ErrorCode::RoomInUse, "room already exists")),
+            (Some(_), Some(_)) => {
+                return Err(Error::matrix(ErrorCode::RoomInUse, "room already exists"))
+            }
             (Some(h), None) => h,
             (None, Some(version)) => Head {
                 version: version.clone(),
@@ -110,13 +125,21 @@ impl Sequencer {
         let result: Result<()> = async {
             for intent in &batch.events {
                 if let Some((device, txn)) = &intent.txn {
-                    if let Some(existing) = self.store.txn_event(&intent.sender, device, txn).await? {
-                        let ev = self.store.event(&existing).await?.ok_or_else(|| Error::internal("txn maps to a missing event"))?;
+                    if let Some(existing) =
+                        self.store.txn_event(&intent.sender, device, txn).await?
+                    {
+                        let ev = self
+                            .store
+                            .event(&existing)
+                            .await?
+                            .ok_or_else(|| Error::internal("txn maps to a missing event"))?;
                         replies.push(Some(ev));
                         continue;
                     }
                 }
-                let ev = self.build_and_check(&batch.room_id, &mut head, intent).await?;
+                let ev = self
+                    .build_and_check(&batch.room_id, &mut head, intent)
+                    .await?;
                 new_events.push(ev);
                 replies.push(None);
             }
@@ -136,14 +159,22 @@ impl Sequencer {
                 *guard = Some(head);
                 drop(guard);
                 self.notifier.notify();
-                let mut fresh = new_events.into_iter().zip(positions).map(|(ne, pos)| StoredEvent {
-                    pos,
-                    pdu: ne.pdu,
-                    unsigned: ne.unsigned,
-                    redacted_because: None,
-                    txn: ne.txn,
-                });
-                Ok(replies.into_iter().map(|r| r.or_else(|| fresh.next())).collect::<Option<Vec<_>>>().unwrap_or_default())
+                let mut fresh =
+                    new_events
+                        .into_iter()
+                        .zip(positions)
+                        .map(|(ne, pos)| StoredEvent {
+                            pos,
+                            pdu: ne.pdu,
+                            unsigned: ne.unsigned,
+                            redacted_because: None,
+                            txn: ne.txn,
+                        });
+                Ok(replies
+                    .into_iter()
+                    .map(|r| r.or_else(|| fresh.next()))
+                    .collect::<Option<Vec<_>>>()
+                    .unwrap_or_default())
             }
             Err(e) => {
                 // The head may be ahead of the store now: drop it, reload on next use.
@@ -153,10 +184,17 @@ impl Sequencer {
         }
     }
 
-    async fn build_and_check(&self, room_id: &RoomId, head: &mut Head, intent: &EventIntent) -> Result<NewEvent> {
+    async fn build_and_check(
+        &self,
+        room_id: &RoomId,
+        head: &mut Head,
+        intent: &EventIntent,
+    ) -> Result<NewEvent> {
         let is_create = intent.kind == TimelineEventType::RoomCreate;
         if is_create != head.last_event_id.is_none() {
-            return Err(Error::forbidden("m.room.create must be the first event of a room, and only it"));
+            return Err(Error::forbidden(
+                "m.room.create must be the first event of a room, and only it",
+            ));
         }
         let rules = head.rules.clone();
         let auth_types = state_res::auth_types_for_event(
@@ -169,7 +207,9 @@ impl Sequencer {
         .map_err(Error::bad_json)?;
         let mut auth_events: Vec<OwnedEventId> = Vec::new();
         for (ty, key) in &auth_types {
-            if *ty == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
+            if *ty == StateEventType::RoomCreate
+                && !rules.event_format.allow_room_create_in_auth_events
+            {
                 continue;
             }
             if let Some(p) = head.state.get(&(ty.to_string(), key.clone())) {
@@ -180,12 +220,26 @@ impl Sequencer {
         }
         let prev_events: Vec<OwnedEventId> = head.last_event_id.iter().cloned().collect();
         let depth = head.depth + 1;
-        let (pdu, json) = build_pdu(&self.signing, room_id, &rules, intent, prev_events, auth_events, depth)?;
+        let (pdu, json) = build_pdu(
+            &self.signing,
+            room_id,
+            &rules,
+            intent,
+            prev_events,
+            auth_events,
+            depth,
+        )?;
 
         // Authorization, against the current state of the room.
-        let by_id: HashMap<&ruma::EventId, &Pdu> = head.state.values().map(|p| (p.event_id.as_ref(), p)).collect();
-        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| by_id.get(id).copied())
-            .map_err(Error::forbidden)?;
+        let by_id: HashMap<&ruma::EventId, &Pdu> = head
+            .state
+            .values()
+            .map(|p| (p.event_id.as_ref(), p))
+            .collect();
+        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+            by_id.get(id).copied()
+        })
+        .map_err(Error::forbidden)?;
         state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |ty, key| {
             head.state.get(&(ty.to_string(), key.to_owned()))
         })
@@ -196,7 +250,8 @@ impl Sequencer {
         if let Some(target) = pdu.redacted_event() {
             if let Some(ev) = self.store.event(&target).await? {
                 if ev.pdu.room_id() == room_id {
-                    let obj: CanonicalJsonObject = serde_json::from_str(&serde_json::to_string(&ev.pdu)?)?;
+                    let obj: CanonicalJsonObject =
+                        serde_json::from_str(&serde_json::to_string(&ev.pdu)?)?;
                     let redacted = redact(obj, &rules.redaction, None).map_err(Error::internal)?;
                     redaction = Some((target, serde_json::to_string(&redacted)?));
                 }
@@ -215,9 +270,19 @@ impl Sequencer {
         }
         head.last_event_id = Some(pdu.event_id.clone());
         head.depth = depth;
-        let txn = intent.txn.as_ref().map(|(d, t)| (intent.sender.clone(), d.clone(), t.clone()));
+        let txn = intent
+            .txn
+            .as_ref()
+            .map(|(d, t)| (intent.sender.clone(), d.clone(), t.clone()));
         let room_version = is_create.then(|| head.version.clone());
-        Ok(NewEvent { pdu, json, unsigned, txn, room_version, redaction })
+        Ok(NewEvent {
+            pdu,
+            json,
+            unsigned,
+            txn,
+            room_version,
+            redaction,
+        })
     }
 }
 
@@ -229,7 +294,12 @@ impl BatchHandler for Sequencer {
 }
 
 pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
-    version.rules().ok_or_else(|| Error::matrix(ErrorCode::UnsupportedRoomVersion, format!("room version {version} is not supported")))
+    version.rules().ok_or_else(|| {
+        Error::matrix(
+            ErrorCode::UnsupportedRoomVersion,
+            format!("room version {version} is not supported"),
+        )
+    })
 }
 
 /// Builds, hashes and signs a PDU. Pure: the same inputs give the same event id, which is how a
@@ -250,7 +320,7 @@ pub fn build_pdu(
     obj.insert("depth".into(), json!(depth));
     obj.insert("origin_server_ts".into(), json!(intent.origin_server_ts));
     obj.insert("prev_events".into(), json!(prev_events));
-    if !(is_create && !rules.event_format.require_room_create_room_id) {
+    if !is_create || rules.event_format.require_room_create_room_id {
         obj.insert("room_id".into(), json!(room_id));
     }
     obj.insert("sender".into(), json!(intent.sender));
@@ -273,8 +343,13 @@ pub fn build_pdu(
     let CanonicalJsonValue::Object(mut object) = canonical else {
         return Err(Error::internal("event object is not an object"));
     };
-    ruma::signatures::hash_and_sign_event(signing.server_name.as_str(), &signing.key, &mut object, &rules.redaction)
-        .map_err(pdu_error)?;
+    ruma::signatures::hash_and_sign_event(
+        signing.server_name.as_str(),
+        &signing.key,
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(pdu_error)?;
     let hash = ruma::signatures::reference_hash(&object, rules).map_err(pdu_error)?;
     let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)?;
     let json = serde_json::to_string(&object)?;
@@ -291,7 +366,9 @@ pub fn room_id_from_create(event_id: &ruma::EventId) -> Result<OwnedRoomId> {
 
 fn pdu_error(e: ruma::signatures::JsonError) -> Error {
     match e {
-        ruma::signatures::JsonError::PduTooLarge => Error::matrix(ErrorCode::TooLarge, "event is larger than 65536 bytes"),
+        ruma::signatures::JsonError::PduTooLarge => {
+            Error::matrix(ErrorCode::TooLarge, "event is larger than 65536 bytes")
+        }
         other => Error::bad_json(other.to_string()),
     }
 }

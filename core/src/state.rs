@@ -7,8 +7,15 @@ use serde_json::Value;
 use crate::StoredEvent;
 
 /// A user's power in a room; `i64::MAX` for the creators of a v12 room.
-pub fn power_level(version: &RoomVersionId, create: Option<&StoredEvent>, power: Option<&StoredEvent>, user: &UserId) -> i64 {
-    let privileged = version.rules().is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+pub fn power_level(
+    version: &RoomVersionId,
+    create: Option<&StoredEvent>,
+    power: Option<&StoredEvent>,
+    user: &UserId,
+) -> i64 {
+    let privileged = version
+        .rules()
+        .is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
     if privileged {
         if let Some(create) = create {
             if create.pdu.sender == user {
@@ -41,9 +48,12 @@ pub fn power_level(version: &RoomVersionId, create: Option<&StoredEvent>, power:
 
 /// A named level from the power levels content (`redact`, `kick`, `ban`, `invite`, `state_default`…).
 pub fn required_level(power: Option<&StoredEvent>, name: &str, default: i64) -> i64 {
-    power.and_then(|p| p.pdu.content_value().get(name).and_then(as_int)).unwrap_or(default)
+    power
+        .and_then(|p| p.pdu.content_value().get(name).and_then(as_int))
+        .unwrap_or(default)
 }
 
 fn as_int(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }

@@ -19,5 +19,7 @@ pub fn access_token() -> String {
 pub fn device_id() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..10).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect()
+    (0..10)
+        .map(|_| rng.gen_range(b'A'..=b'Z') as char)
+        .collect()
 }

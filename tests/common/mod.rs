@@ -22,11 +22,20 @@ impl Server {
         Self::start_in(dir, tweak).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut sandcat::Config)) -> Server {
-        let mut config = sandcat::Config { data_dir: dir.path().to_path_buf(), registration_enabled: true, ..Default::default() };
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut sandcat::Config),
+    ) -> Server {
+        let mut config = sandcat::Config {
+            data_dir: dir.path().to_path_buf(),
+            registration_enabled: true,
+            ..Default::default()
+        };
         tweak(&mut config);
         let app = sandcat::build(&config).await.expect("server builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -36,7 +45,12 @@ impl Server {
             .await
             .expect("serve");
         });
-        Server { base, dir, shutdown: Some(tx), task: Some(task) }
+        Server {
+            base,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Stops the server gracefully and hands back its data directory.
@@ -52,7 +66,12 @@ impl Server {
     }
 
     pub fn anon(&self) -> Client {
-        Client { base: self.base.clone(), token: None, user_id: String::new(), http: reqwest::Client::new() }
+        Client {
+            base: self.base.clone(),
+            token: None,
+            user_id: String::new(),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Registers `name` with password `pw` and returns a logged-in client.
@@ -80,14 +99,21 @@ pub struct Client {
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 impl Client {
-    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -98,16 +124,29 @@ impl Client {
         let res = req.send().await.expect("request");
         let status = res.status().as_u16();
         let text = res.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.raw(reqwest::Method::GET, path, None).await
     }
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw(reqwest::Method::POST, path, Some(body.to_string().into_bytes())).await
+        self.raw(
+            reqwest::Method::POST,
+            path,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
     }
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw(reqwest::Method::PUT, path, Some(body.to_string().into_bytes())).await
+        self.raw(
+            reqwest::Method::PUT,
+            path,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.raw(reqwest::Method::DELETE, path, None).await
@@ -120,12 +159,22 @@ impl Client {
     }
 
     pub async fn join(&self, room: &str) {
-        let (s, b) = self.post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({})).await;
+        let (s, b) = self
+            .post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({}))
+            .await;
         assert_eq!(s, 200, "join: {b}");
     }
 
     pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
-        let (s, b) = self.put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)), json!({ "msgtype": "m.text", "body": text })).await;
+        let (s, b) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                    enc(room)
+                ),
+                json!({ "msgtype": "m.text", "body": text }),
+            )
+            .await;
         assert_eq!(s, 200, "send: {b}");
         b["event_id"].as_str().expect("event id").to_owned()
     }
@@ -145,6 +194,11 @@ impl Client {
 pub fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
     sync["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
-        .map(|evs| evs.iter().filter(|e| e["type"] == "m.room.message").filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect())
+        .map(|evs| {
+            evs.iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -5,7 +5,9 @@ use ruma::{
     api::client::{
         account::{change_password, get_username_availability, register, whoami},
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
-        profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
+        profile::{
+            get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
+        },
         session::{get_login_types, login, logout, logout_all},
         uiaa::{AuthData, UserIdentifier},
     },
@@ -42,10 +44,17 @@ pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
 }
 
 /// POST /_matrix/client/v3/register
-async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -> Result<axum::response::Response, UiaaError> {
+async fn register(
+    State(s): State<AppState>,
+    req: Ruma<register::v3::Request>,
+) -> Result<axum::response::Response, UiaaError> {
     let body = req.body;
     if body.kind == register::RegistrationKind::Guest {
-        return Err(Error::matrix(ErrorCode::GuestAccessForbidden, "guest access is not enabled on this server").into());
+        return Err(Error::matrix(
+            ErrorCode::GuestAccessForbidden,
+            "guest access is not enabled on this server",
+        )
+        .into());
     }
     if !s.config.registration_enabled {
         return Err(Error::forbidden("registration is disabled on this server").into());
@@ -59,13 +68,21 @@ async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -
     if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
         return Err(UiaaError::Challenge(r));
     }
-    let password = body.password.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "password is required"))?;
+    let password = body
+        .password
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "password is required"))?;
     let user_id = s.accounts.create_user(&localpart, Some(password)).await?;
     let mut resp = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
         let login = s
             .accounts
-            .login_new_device(&user_id, body.device_id.map(|d| d.to_string()), body.initial_device_display_name.as_deref())
+            .login_new_device(
+                &user_id,
+                body.device_id.map(|d| d.to_string()),
+                body.initial_device_display_name.as_deref(),
+            )
             .await?;
         resp.access_token = Some(login.access_token);
         resp.device_id = Some(OwnedDeviceId::from(login.device_id));
@@ -74,15 +91,26 @@ async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -
 }
 
 /// GET /_matrix/client/v3/register/available
-async fn available(State(s): State<AppState>, req: Ruma<get_username_availability::v3::Request>) -> ApiResult<get_username_availability::v3::Response> {
-    s.accounts.check_available(&req.body.username.to_lowercase()).await?;
-    Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
+async fn available(
+    State(s): State<AppState>,
+    req: Ruma<get_username_availability::v3::Request>,
+) -> ApiResult<get_username_availability::v3::Response> {
+    s.accounts
+        .check_available(&req.body.username.to_lowercase())
+        .await?;
+    Ok(RumaResponse(get_username_availability::v3::Response::new(
+        true,
+    )))
 }
 
 /// GET /_matrix/client/v3/login
-async fn login_types(_: Ruma<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
+async fn login_types(
+    _: Ruma<get_login_types::v3::Request>,
+) -> ApiResult<get_login_types::v3::Response> {
     use get_login_types::v3::{LoginType, PasswordLoginType};
-    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())])))
+    Ok(RumaResponse(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+    ])))
 }
 
 fn identifier_user(id: &UserIdentifier) -> Option<&str> {
@@ -93,17 +121,33 @@ fn identifier_user(id: &UserIdentifier) -> Option<&str> {
 }
 
 /// POST /_matrix/client/v3/login
-async fn login(State(s): State<AppState>, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
+async fn login(
+    State(s): State<AppState>,
+    req: Ruma<login::v3::Request>,
+) -> ApiResult<login::v3::Response> {
     let body = req.body;
     let login::v3::LoginInfo::Password(p) = &body.login_info else {
         return Err(Error::matrix(ErrorCode::Unknown, "only m.login.password is supported").into());
     };
-    let user = p.identifier.as_ref().and_then(identifier_user).ok_or_else(|| Error::forbidden("invalid username or password"))?;
+    let user = p
+        .identifier
+        .as_ref()
+        .and_then(identifier_user)
+        .ok_or_else(|| Error::forbidden("invalid username or password"))?;
     let result = s
         .accounts
-        .login_password(user, &p.password, body.device_id.map(|d| d.to_string()), body.initial_device_display_name.as_deref())
+        .login_password(
+            user,
+            &p.password,
+            body.device_id.map(|d| d.to_string()),
+            body.initial_device_display_name.as_deref(),
+        )
         .await?;
-    let mut resp = login::v3::Response::new(result.user_id, result.access_token, OwnedDeviceId::from(result.device_id));
+    let mut resp = login::v3::Response::new(
+        result.user_id,
+        result.access_token,
+        OwnedDeviceId::from(result.device_id),
+    );
     #[allow(deprecated)]
     {
         resp.home_server = Some(s.config.server_name.clone());
@@ -112,13 +156,19 @@ async fn login(State(s): State<AppState>, req: Ruma<login::v3::Request>) -> ApiR
 }
 
 /// POST /_matrix/client/v3/logout
-async fn logout(State(s): State<AppState>, req: Ruma<logout::v3::Request>) -> ApiResult<logout::v3::Response> {
+async fn logout(
+    State(s): State<AppState>,
+    req: Ruma<logout::v3::Request>,
+) -> ApiResult<logout::v3::Response> {
     s.accounts.logout(req.session()).await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/logout/all
-async fn logout_all(State(s): State<AppState>, req: Ruma<logout_all::v3::Request>) -> ApiResult<logout_all::v3::Response> {
+async fn logout_all(
+    State(s): State<AppState>,
+    req: Ruma<logout_all::v3::Request>,
+) -> ApiResult<logout_all::v3::Response> {
     s.accounts.logout_all(&req.session().user_id).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }
@@ -132,28 +182,50 @@ async fn whoami(req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Respons
 }
 
 /// Checks an `m.login.password` UIA stage for the session's own user.
-async fn password_stage(s: &AppState, session: &Session, auth: &Option<AuthData>) -> Result<(), UiaaError> {
+async fn password_stage(
+    s: &AppState,
+    session: &Session,
+    auth: &Option<AuthData>,
+) -> Result<(), UiaaError> {
     match auth {
         Some(AuthData::Password(p)) => {
-            let claimed = identifier_user(&p.identifier).map(|u| s.accounts.user_id_from(u)).transpose()?;
+            let claimed = identifier_user(&p.identifier)
+                .map(|u| s.accounts.user_id_from(u))
+                .transpose()?;
             if claimed.is_some_and(|c| c != session.user_id) {
-                return Err(UiaaError::Challenge(s.uiaa.challenge("m.login.password", Some(("M_FORBIDDEN", "wrong user")))));
+                return Err(UiaaError::Challenge(s.uiaa.challenge(
+                    "m.login.password",
+                    Some(("M_FORBIDDEN", "wrong user")),
+                )));
             }
-            if s.accounts.check_password(&session.user_id, &p.password).await? {
+            if s.accounts
+                .check_password(&session.user_id, &p.password)
+                .await?
+            {
                 Ok(())
             } else {
-                Err(UiaaError::Challenge(s.uiaa.challenge("m.login.password", Some(("M_FORBIDDEN", "invalid password")))))
+                Err(UiaaError::Challenge(s.uiaa.challenge(
+                    "m.login.password",
+                    Some(("M_FORBIDDEN", "invalid password")),
+                )))
             }
         }
-        _ => Err(UiaaError::Challenge(s.uiaa.challenge("m.login.password", None))),
+        _ => Err(UiaaError::Challenge(
+            s.uiaa.challenge("m.login.password", None),
+        )),
     }
 }
 
 /// POST /_matrix/client/v3/account/password
-async fn change_password(State(s): State<AppState>, req: Ruma<change_password::v3::Request>) -> Result<axum::response::Response, UiaaError> {
+async fn change_password(
+    State(s): State<AppState>,
+    req: Ruma<change_password::v3::Request>,
+) -> Result<axum::response::Response, UiaaError> {
     let session = req.session().clone();
     password_stage(&s, &session, &req.body.auth).await?;
-    s.accounts.change_password(&session, &req.body.new_password, req.body.logout_devices).await?;
+    s.accounts
+        .change_password(&session, &req.body.new_password, req.body.logout_devices)
+        .await?;
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
 
@@ -161,39 +233,72 @@ fn device_out(d: DeviceRecord) -> Device {
     let mut dev = Device::new(OwnedDeviceId::from(d.device_id));
     dev.display_name = d.display_name;
     dev.last_seen_ip = d.last_seen_ip;
-    dev.last_seen_ts = d.last_seen_ts.and_then(|t| UInt::new(t)).map(MilliSecondsSinceUnixEpoch);
+    dev.last_seen_ts = d
+        .last_seen_ts
+        .and_then(UInt::new)
+        .map(MilliSecondsSinceUnixEpoch);
     dev
 }
 
 /// GET /_matrix/client/v3/devices
-async fn devices(State(s): State<AppState>, req: Ruma<get_devices::v3::Request>) -> ApiResult<get_devices::v3::Response> {
+async fn devices(
+    State(s): State<AppState>,
+    req: Ruma<get_devices::v3::Request>,
+) -> ApiResult<get_devices::v3::Response> {
     let list = s.accounts.devices(&req.session().user_id).await?;
-    Ok(RumaResponse(get_devices::v3::Response::new(list.into_iter().map(device_out).collect())))
+    Ok(RumaResponse(get_devices::v3::Response::new(
+        list.into_iter().map(device_out).collect(),
+    )))
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}
-async fn device(State(s): State<AppState>, req: Ruma<get_device::v3::Request>) -> ApiResult<get_device::v3::Response> {
-    let d = s.accounts.device(&req.session().user_id, req.body.device_id.as_str()).await?;
+async fn device(
+    State(s): State<AppState>,
+    req: Ruma<get_device::v3::Request>,
+) -> ApiResult<get_device::v3::Response> {
+    let d = s
+        .accounts
+        .device(&req.session().user_id, req.body.device_id.as_str())
+        .await?;
     Ok(RumaResponse(get_device::v3::Response::new(device_out(d))))
 }
 
 /// PUT /_matrix/client/v3/devices/{deviceId}
-async fn update_device(State(s): State<AppState>, req: Ruma<update_device::v3::Request>) -> ApiResult<update_device::v3::Response> {
-    s.accounts.update_device(&req.session().user_id, req.body.device_id.as_str(), req.body.display_name.as_deref()).await?;
+async fn update_device(
+    State(s): State<AppState>,
+    req: Ruma<update_device::v3::Request>,
+) -> ApiResult<update_device::v3::Response> {
+    s.accounts
+        .update_device(
+            &req.session().user_id,
+            req.body.device_id.as_str(),
+            req.body.display_name.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(update_device::v3::Response::new()))
 }
 
 /// DELETE /_matrix/client/v3/devices/{deviceId}
-async fn delete_device(State(s): State<AppState>, req: Ruma<delete_device::v3::Request>) -> Result<axum::response::Response, UiaaError> {
+async fn delete_device(
+    State(s): State<AppState>,
+    req: Ruma<delete_device::v3::Request>,
+) -> Result<axum::response::Response, UiaaError> {
     let session = req.session().clone();
-    s.accounts.device(&session.user_id, req.body.device_id.as_str()).await?;
+    s.accounts
+        .device(&session.user_id, req.body.device_id.as_str())
+        .await?;
     password_stage(&s, &session, &req.body.auth).await?;
-    s.accounts.delete_devices(&session.user_id, &[req.body.device_id.to_string()]).await?;
+    s.accounts
+        .delete_devices(&session.user_id, &[req.body.device_id.to_string()])
+        .await?;
     Ok(RumaResponse(delete_device::v3::Response::new()).into_response())
 }
 
 /// POST /_matrix/client/v3/delete_devices
-async fn delete_devices(State(s): State<AppState>, req: Ruma<delete_devices::v3::Request>) -> Result<axum::response::Response, UiaaError> {
+async fn delete_devices(
+    State(s): State<AppState>,
+    req: Ruma<delete_devices::v3::Request>,
+) -> Result<axum::response::Response, UiaaError> {
     let session = req.session().clone();
     password_stage(&s, &session, &req.body.auth).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
@@ -201,12 +306,21 @@ async fn delete_devices(State(s): State<AppState>, req: Ruma<delete_devices::v3:
     Ok(RumaResponse(delete_devices::v3::Response::new()).into_response())
 }
 
-async fn profile_of(s: &AppState, user_id: &UserId) -> Result<sandcat_core::ports::UserRecord, Error> {
-    s.accounts.user(user_id).await?.ok_or_else(|| Error::not_found("profile not found"))
+async fn profile_of(
+    s: &AppState,
+    user_id: &UserId,
+) -> Result<sandcat_core::ports::UserRecord, Error> {
+    s.accounts
+        .user(user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("profile not found"))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}
-async fn profile(State(s): State<AppState>, req: Ruma<get_profile::v3::Request>) -> Result<axum::response::Response, crate::ApiError> {
+async fn profile(
+    State(s): State<AppState>,
+    req: Ruma<get_profile::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
     let u = profile_of(&s, &req.body.user_id).await?;
     let mut body = json!({});
     if let Some(d) = u.displayname {
@@ -219,36 +333,56 @@ async fn profile(State(s): State<AppState>, req: Ruma<get_profile::v3::Request>)
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/displayname
-async fn displayname(State(s): State<AppState>, req: Ruma<get_display_name::v3::Request>) -> Result<axum::response::Response, crate::ApiError> {
+async fn displayname(
+    State(s): State<AppState>,
+    req: Ruma<get_display_name::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
     let u = profile_of(&s, &req.body.user_id).await?;
     Ok(axum::Json(json!({ "displayname": u.displayname })).into_response())
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/avatar_url
-async fn avatar_url(State(s): State<AppState>, req: Ruma<get_avatar_url::v3::Request>) -> Result<axum::response::Response, crate::ApiError> {
+async fn avatar_url(
+    State(s): State<AppState>,
+    req: Ruma<get_avatar_url::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
     let u = profile_of(&s, &req.body.user_id).await?;
     Ok(axum::Json(json!({ "avatar_url": u.avatar_url })).into_response())
 }
 
 /// PUT /_matrix/client/v3/profile/{userId}/displayname
-async fn set_displayname(State(s): State<AppState>, req: Ruma<set_display_name::v3::Request>) -> ApiResult<set_display_name::v3::Response> {
+async fn set_displayname(
+    State(s): State<AppState>,
+    req: Ruma<set_display_name::v3::Request>,
+) -> ApiResult<set_display_name::v3::Response> {
     let session = req.session().clone();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }
-    s.accounts.set_profile(&session.user_id, Some(req.body.displayname.as_deref()), None).await?;
+    s.accounts
+        .set_profile(
+            &session.user_id,
+            Some(req.body.displayname.as_deref()),
+            None,
+        )
+        .await?;
     s.rooms.propagate_profile(&session).await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }
 
 /// PUT /_matrix/client/v3/profile/{userId}/avatar_url
-async fn set_avatar_url(State(s): State<AppState>, req: Ruma<set_avatar_url::v3::Request>) -> ApiResult<set_avatar_url::v3::Response> {
+async fn set_avatar_url(
+    State(s): State<AppState>,
+    req: Ruma<set_avatar_url::v3::Request>,
+) -> ApiResult<set_avatar_url::v3::Response> {
     let session = req.session().clone();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }
     let url = req.body.avatar_url.as_ref().map(|u| u.to_string());
-    s.accounts.set_profile(&session.user_id, None, Some(url.as_deref())).await?;
+    s.accounts
+        .set_profile(&session.user_id, None, Some(url.as_deref()))
+        .await?;
     s.rooms.propagate_profile(&session).await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
 }

@@ -3,11 +3,15 @@
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::{
     api::client::{
-        config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data,
+            set_room_account_data,
+        },
         presence::{get_presence, set_presence},
         push::{
-            delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
-            get_pushrules_global_scope, set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+            delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+            get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
+            set_pushrule_actions, set_pushrule_enabled,
         },
         read_marker::set_read_marker,
         receipt::create_receipt,
@@ -65,98 +69,192 @@ fn content<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/account_data/{type}
-async fn set_global(State(s): State<AppState>, req: Ruma<set_global_account_data::v3::Request>) -> ApiResult<set_global_account_data::v3::Response> {
+async fn set_global(
+    State(s): State<AppState>,
+    req: Ruma<set_global_account_data::v3::Request>,
+) -> ApiResult<set_global_account_data::v3::Response> {
     own(req.session(), &req.body.user_id)?;
-    s.data.set_account_data(&req.body.user_id, None, &req.body.event_type.to_string(), content(&req.body.data)?).await?;
+    s.data
+        .set_account_data(
+            &req.body.user_id,
+            None,
+            &req.body.event_type.to_string(),
+            content(&req.body.data)?,
+        )
+        .await?;
     Ok(RumaResponse(set_global_account_data::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/account_data/{type}
-async fn get_global(State(s): State<AppState>, req: Ruma<get_global_account_data::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn get_global(
+    State(s): State<AppState>,
+    req: Ruma<get_global_account_data::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     own(req.session(), &req.body.user_id)?;
-    Ok(Json(s.data.account_data(&req.body.user_id, None, &req.body.event_type.to_string()).await?).into_response())
+    Ok(Json(
+        s.data
+            .account_data(&req.body.user_id, None, &req.body.event_type.to_string())
+            .await?,
+    )
+    .into_response())
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-async fn set_room(State(s): State<AppState>, req: Ruma<set_room_account_data::v3::Request>) -> ApiResult<set_room_account_data::v3::Response> {
+async fn set_room(
+    State(s): State<AppState>,
+    req: Ruma<set_room_account_data::v3::Request>,
+) -> ApiResult<set_room_account_data::v3::Response> {
     own(req.session(), &req.body.user_id)?;
-    s.data.set_account_data(&req.body.user_id, Some(&req.body.room_id), &req.body.event_type.to_string(), content(&req.body.data)?).await?;
+    s.data
+        .set_account_data(
+            &req.body.user_id,
+            Some(&req.body.room_id),
+            &req.body.event_type.to_string(),
+            content(&req.body.data)?,
+        )
+        .await?;
     Ok(RumaResponse(set_room_account_data::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-async fn get_room(State(s): State<AppState>, req: Ruma<get_room_account_data::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn get_room(
+    State(s): State<AppState>,
+    req: Ruma<get_room_account_data::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     own(req.session(), &req.body.user_id)?;
-    Ok(Json(s.data.account_data(&req.body.user_id, Some(&req.body.room_id), &req.body.event_type.to_string()).await?).into_response())
+    Ok(Json(
+        s.data
+            .account_data(
+                &req.body.user_id,
+                Some(&req.body.room_id),
+                &req.body.event_type.to_string(),
+            )
+            .await?,
+    )
+    .into_response())
 }
 
 /// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
-async fn tags(State(s): State<AppState>, req: Ruma<get_tags::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn tags(
+    State(s): State<AppState>,
+    req: Ruma<get_tags::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     own(req.session(), &req.body.user_id)?;
     Ok(Json(s.data.tags(&req.body.user_id, &req.body.room_id).await?).into_response())
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
-async fn put_tag(State(s): State<AppState>, req: Ruma<create_tag::v3::Request>) -> ApiResult<create_tag::v3::Response> {
+async fn put_tag(
+    State(s): State<AppState>,
+    req: Ruma<create_tag::v3::Request>,
+) -> ApiResult<create_tag::v3::Response> {
     own(req.session(), &req.body.user_id)?;
-    let info = serde_json::to_value(&req.body.tag_info).map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
-    s.data.set_tag(&req.body.user_id, &req.body.room_id, &req.body.tag, Some(info)).await?;
+    let info = serde_json::to_value(&req.body.tag_info)
+        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    s.data
+        .set_tag(
+            &req.body.user_id,
+            &req.body.room_id,
+            &req.body.tag,
+            Some(info),
+        )
+        .await?;
     Ok(RumaResponse(create_tag::v3::Response::new()))
 }
 
 /// DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
-async fn del_tag(State(s): State<AppState>, req: Ruma<delete_tag::v3::Request>) -> ApiResult<delete_tag::v3::Response> {
+async fn del_tag(
+    State(s): State<AppState>,
+    req: Ruma<delete_tag::v3::Request>,
+) -> ApiResult<delete_tag::v3::Response> {
     own(req.session(), &req.body.user_id)?;
-    s.data.set_tag(&req.body.user_id, &req.body.room_id, &req.body.tag, None).await?;
+    s.data
+        .set_tag(&req.body.user_id, &req.body.room_id, &req.body.tag, None)
+        .await?;
     Ok(RumaResponse(delete_tag::v3::Response::new()))
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-async fn typing(State(s): State<AppState>, req: Ruma<create_typing_event::v3::Request>) -> ApiResult<create_typing_event::v3::Response> {
+async fn typing(
+    State(s): State<AppState>,
+    req: Ruma<create_typing_event::v3::Request>,
+) -> ApiResult<create_typing_event::v3::Response> {
     own(req.session(), &req.body.user_id)?;
     let (on, timeout) = match &req.body.state {
         create_typing_event::v3::Typing::Yes(info) => (true, info.timeout.as_millis() as u64),
         _ => (false, 0),
     };
-    s.data.typing(req.session(), &req.body.room_id, on, timeout).await?;
+    s.data
+        .typing(req.session(), &req.body.room_id, on, timeout)
+        .await?;
     Ok(RumaResponse(create_typing_event::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
-async fn receipt(State(s): State<AppState>, req: Ruma<create_receipt::v3::Request>) -> ApiResult<create_receipt::v3::Response> {
+async fn receipt(
+    State(s): State<AppState>,
+    req: Ruma<create_receipt::v3::Request>,
+) -> ApiResult<create_receipt::v3::Response> {
     let b = &req.body;
     let thread = match &b.thread {
         ReceiptThread::Unthreaded => None,
         other => other.as_str().map(str::to_owned),
     };
-    s.data.receipt(req.session(), &b.room_id, b.receipt_type.as_str(), &b.event_id, thread.as_deref()).await?;
+    s.data
+        .receipt(
+            req.session(),
+            &b.room_id,
+            b.receipt_type.as_str(),
+            &b.event_id,
+            thread.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(create_receipt::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/read_markers
-async fn read_markers(State(s): State<AppState>, req: Ruma<set_read_marker::v3::Request>) -> ApiResult<set_read_marker::v3::Response> {
+async fn read_markers(
+    State(s): State<AppState>,
+    req: Ruma<set_read_marker::v3::Request>,
+) -> ApiResult<set_read_marker::v3::Response> {
     let b = &req.body;
     if let Some(e) = &b.fully_read {
-        s.data.receipt(req.session(), &b.room_id, "m.fully_read", e, None).await?;
+        s.data
+            .receipt(req.session(), &b.room_id, "m.fully_read", e, None)
+            .await?;
     }
     if let Some(e) = &b.read_receipt {
-        s.data.receipt(req.session(), &b.room_id, "m.read", e, None).await?;
+        s.data
+            .receipt(req.session(), &b.room_id, "m.read", e, None)
+            .await?;
     }
     if let Some(e) = &b.private_read_receipt {
-        s.data.receipt(req.session(), &b.room_id, "m.read.private", e, None).await?;
+        s.data
+            .receipt(req.session(), &b.room_id, "m.read.private", e, None)
+            .await?;
     }
     Ok(RumaResponse(set_read_marker::v3::Response::new()))
 }
 
 /// PUT /_matrix/client/v3/presence/{userId}/status
-async fn put_presence(State(s): State<AppState>, req: Ruma<set_presence::v3::Request>) -> ApiResult<set_presence::v3::Response> {
+async fn put_presence(
+    State(s): State<AppState>,
+    req: Ruma<set_presence::v3::Request>,
+) -> ApiResult<set_presence::v3::Response> {
     own(req.session(), &req.body.user_id)?;
-    s.data.set_presence(&req.body.user_id, req.body.presence.as_str(), req.body.status_msg.clone())?;
+    s.data.set_presence(
+        &req.body.user_id,
+        req.body.presence.as_str(),
+        req.body.status_msg.clone(),
+    )?;
     Ok(RumaResponse(set_presence::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/presence/{userId}/status
-async fn presence(State(s): State<AppState>, req: Ruma<get_presence::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn presence(
+    State(s): State<AppState>,
+    req: Ruma<get_presence::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     if s.accounts.user(&req.body.user_id).await?.is_none() {
         return Err(Error::not_found("unknown user").into());
     }
@@ -168,13 +266,23 @@ async fn presence(State(s): State<AppState>, req: Ruma<get_presence::v3::Request
 }
 
 /// GET /_matrix/client/v3/pushrules/
-async fn push_rules(State(s): State<AppState>, req: Ruma<get_pushrules_all::v3::Request>) -> ApiResult<get_pushrules_all::v3::Response> {
-    Ok(RumaResponse(get_pushrules_all::v3::Response::new(s.data.push_rules(&req.session().user_id).await?)))
+async fn push_rules(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrules_all::v3::Request>,
+) -> ApiResult<get_pushrules_all::v3::Response> {
+    Ok(RumaResponse(get_pushrules_all::v3::Response::new(
+        s.data.push_rules(&req.session().user_id).await?,
+    )))
 }
 
 /// GET /_matrix/client/v3/pushrules/global/
-async fn push_rules_global(State(s): State<AppState>, req: Ruma<get_pushrules_global_scope::v3::Request>) -> ApiResult<get_pushrules_global_scope::v3::Response> {
-    Ok(RumaResponse(get_pushrules_global_scope::v3::Response::new(s.data.push_rules(&req.session().user_id).await?)))
+async fn push_rules_global(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrules_global_scope::v3::Request>,
+) -> ApiResult<get_pushrules_global_scope::v3::Response> {
+    Ok(RumaResponse(get_pushrules_global_scope::v3::Response::new(
+        s.data.push_rules(&req.session().user_id).await?,
+    )))
 }
 
 fn no_rule() -> ApiError {
@@ -186,61 +294,113 @@ fn rule_error(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
-async fn push_rule(State(s): State<AppState>, req: Ruma<get_pushrule::v3::Request>) -> ApiResult<get_pushrule::v3::Response> {
+async fn push_rule(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule::v3::Request>,
+) -> ApiResult<get_pushrule::v3::Response> {
     let rules = s.data.push_rules(&req.session().user_id).await?;
-    let rule = rules.get(req.body.kind.clone(), &req.body.rule_id).ok_or_else(no_rule)?;
-    Ok(RumaResponse(get_pushrule::v3::Response::new(rule.to_owned().into())))
+    let rule = rules
+        .get(req.body.kind.clone(), &req.body.rule_id)
+        .ok_or_else(no_rule)?;
+    Ok(RumaResponse(get_pushrule::v3::Response::new(
+        rule.to_owned().into(),
+    )))
 }
 
 /// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
-async fn set_push_rule(State(s): State<AppState>, req: Ruma<set_pushrule::v3::Request>) -> ApiResult<set_pushrule::v3::Response> {
+async fn set_push_rule(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule::v3::Request>,
+) -> ApiResult<set_pushrule::v3::Response> {
     let user = &req.session().user_id;
     let mut rules = s.data.push_rules(user).await?;
-    rules.insert(req.body.rule.clone(), req.body.after.as_deref(), req.body.before.as_deref()).map_err(rule_error)?;
+    rules
+        .insert(
+            req.body.rule.clone(),
+            req.body.after.as_deref(),
+            req.body.before.as_deref(),
+        )
+        .map_err(rule_error)?;
     s.data.set_push_rules(user, &rules).await?;
     Ok(RumaResponse(set_pushrule::v3::Response::new()))
 }
 
 /// DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
-async fn delete_push_rule(State(s): State<AppState>, req: Ruma<delete_pushrule::v3::Request>) -> ApiResult<delete_pushrule::v3::Response> {
+async fn delete_push_rule(
+    State(s): State<AppState>,
+    req: Ruma<delete_pushrule::v3::Request>,
+) -> ApiResult<delete_pushrule::v3::Response> {
     let user = &req.session().user_id;
     let mut rules = s.data.push_rules(user).await?;
-    if rules.get(req.body.kind.clone(), &req.body.rule_id).is_none() {
+    if rules
+        .get(req.body.kind.clone(), &req.body.rule_id)
+        .is_none()
+    {
         return Err(no_rule());
     }
-    rules.remove(req.body.kind.clone(), &req.body.rule_id).map_err(rule_error)?;
+    rules
+        .remove(req.body.kind.clone(), &req.body.rule_id)
+        .map_err(rule_error)?;
     s.data.set_push_rules(user, &rules).await?;
     Ok(RumaResponse(delete_pushrule::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled
-async fn push_rule_enabled(State(s): State<AppState>, req: Ruma<get_pushrule_enabled::v3::Request>) -> ApiResult<get_pushrule_enabled::v3::Response> {
+async fn push_rule_enabled(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule_enabled::v3::Request>,
+) -> ApiResult<get_pushrule_enabled::v3::Response> {
     let rules = s.data.push_rules(&req.session().user_id).await?;
-    let rule = rules.get(req.body.kind.clone(), &req.body.rule_id).ok_or_else(no_rule)?;
-    Ok(RumaResponse(get_pushrule_enabled::v3::Response::new(rule.enabled())))
+    let rule = rules
+        .get(req.body.kind.clone(), &req.body.rule_id)
+        .ok_or_else(no_rule)?;
+    Ok(RumaResponse(get_pushrule_enabled::v3::Response::new(
+        rule.enabled(),
+    )))
 }
 
 /// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled
-async fn set_push_rule_enabled(State(s): State<AppState>, req: Ruma<set_pushrule_enabled::v3::Request>) -> ApiResult<set_pushrule_enabled::v3::Response> {
+async fn set_push_rule_enabled(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule_enabled::v3::Request>,
+) -> ApiResult<set_pushrule_enabled::v3::Response> {
     let user = &req.session().user_id;
     let mut rules = s.data.push_rules(user).await?;
-    rules.set_enabled(req.body.kind.clone(), &req.body.rule_id, req.body.enabled).map_err(|_| no_rule())?;
+    rules
+        .set_enabled(req.body.kind.clone(), &req.body.rule_id, req.body.enabled)
+        .map_err(|_| no_rule())?;
     s.data.set_push_rules(user, &rules).await?;
     Ok(RumaResponse(set_pushrule_enabled::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions
-async fn push_rule_actions(State(s): State<AppState>, req: Ruma<get_pushrule_actions::v3::Request>) -> ApiResult<get_pushrule_actions::v3::Response> {
+async fn push_rule_actions(
+    State(s): State<AppState>,
+    req: Ruma<get_pushrule_actions::v3::Request>,
+) -> ApiResult<get_pushrule_actions::v3::Response> {
     let rules = s.data.push_rules(&req.session().user_id).await?;
-    let rule = rules.get(req.body.kind.clone(), &req.body.rule_id).ok_or_else(no_rule)?;
-    Ok(RumaResponse(get_pushrule_actions::v3::Response::new(rule.actions().to_vec())))
+    let rule = rules
+        .get(req.body.kind.clone(), &req.body.rule_id)
+        .ok_or_else(no_rule)?;
+    Ok(RumaResponse(get_pushrule_actions::v3::Response::new(
+        rule.actions().to_vec(),
+    )))
 }
 
 /// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions
-async fn set_push_rule_actions(State(s): State<AppState>, req: Ruma<set_pushrule_actions::v3::Request>) -> ApiResult<set_pushrule_actions::v3::Response> {
+async fn set_push_rule_actions(
+    State(s): State<AppState>,
+    req: Ruma<set_pushrule_actions::v3::Request>,
+) -> ApiResult<set_pushrule_actions::v3::Response> {
     let user = &req.session().user_id;
     let mut rules = s.data.push_rules(user).await?;
-    rules.set_actions(req.body.kind.clone(), &req.body.rule_id, req.body.actions.clone()).map_err(|_| no_rule())?;
+    rules
+        .set_actions(
+            req.body.kind.clone(),
+            &req.body.rule_id,
+            req.body.actions.clone(),
+        )
+        .map_err(|_| no_rule())?;
     s.data.set_push_rules(user, &rules).await?;
     Ok(RumaResponse(set_pushrule_actions::v3::Response::new()))
 }
@@ -251,12 +411,17 @@ async fn pushers(_: Ruma<get_pushers::v3::Request>) -> ApiResult<get_pushers::v3
 }
 
 /// POST /_matrix/client/v3/pushers/set
-async fn set_pusher(_: Ruma<set_pusher::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn set_pusher(
+    _: Ruma<set_pusher::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     Err(Error::matrix(ErrorCode::Unknown, "push gateways are not supported yet").into())
 }
 
 /// POST /_matrix/client/v3/user_directory/search
-async fn search(State(s): State<AppState>, req: Ruma<search_users::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn search(
+    State(s): State<AppState>,
+    req: Ruma<search_users::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let limit = u64::from(req.body.limit).clamp(1, 100) as usize;
     let found = s.accounts.search(&req.body.search_term, limit + 1).await?;
     let limited = found.len() > limit;

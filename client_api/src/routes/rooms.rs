@@ -1,21 +1,26 @@
 //! Rooms: create, membership, send, state, redact, read history, aliases and directory.
 
-
-
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::{
     api::{
         client::{
             alias::{create_alias, delete_alias, get_alias},
             context::get_context,
-            directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+            directory::{
+                get_public_rooms, get_public_rooms_filtered, get_room_visibility,
+                set_room_visibility,
+            },
             membership::{
-                ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
-                joined_members, joined_rooms, kick_user, leave_room, unban_user,
+                ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+                join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
+                unban_user,
             },
             message::{get_message_events, send_message_event},
             redact::redact_event,
-            relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
+            relations::{
+                get_relating_events, get_relating_events_with_rel_type,
+                get_relating_events_with_rel_type_and_event_type,
+            },
             room::{create_room, get_room_event, Visibility},
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
@@ -58,7 +63,9 @@ pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_message_events::v3::Request, _, _>(messages)
         .ruma::<get_relating_events::v1::Request, _, _>(relations)
         .ruma::<get_relating_events_with_rel_type::v1::Request, _, _>(relations_rel)
-        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(relations_rel_type)
+        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            relations_rel_type,
+        )
         .ruma::<create_alias::v3::Request, _, _>(set_alias)
         .ruma::<get_alias::v3::Request, _, _>(get_alias)
         .ruma::<delete_alias::v3::Request, _, _>(delete_alias)
@@ -73,7 +80,10 @@ fn raw_json<T>(v: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
 }
 
 /// POST /_matrix/client/v3/createRoom
-async fn create_room(State(s): State<AppState>, req: Ruma<create_room::v3::Request>) -> ApiResult<create_room::v3::Response> {
+async fn create_room(
+    State(s): State<AppState>,
+    req: Ruma<create_room::v3::Request>,
+) -> ApiResult<create_room::v3::Response> {
     let session = req.session().clone();
     let b = req.body;
     let creation_content = match &b.creation_content {
@@ -86,7 +96,10 @@ async fn create_room(State(s): State<AppState>, req: Ruma<create_room::v3::Reque
     let mut initial_state = Vec::new();
     for ev in &b.initial_state {
         let v = raw_json(ev)?;
-        let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state events need a type"))?;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state events need a type"))?;
         let key = v.get("state_key").and_then(Value::as_str).unwrap_or("");
         let content = v.get("content").cloned().unwrap_or(json!({}));
         initial_state.push((kind.to_owned(), key.to_owned(), content));
@@ -94,7 +107,11 @@ async fn create_room(State(s): State<AppState>, req: Ruma<create_room::v3::Reque
     let power_level_content_override = match &b.power_level_content_override {
         Some(p) => match raw_json(p)? {
             Value::Object(m) => Some(m),
-            _ => return Err(Error::bad_json("power_level_content_override must be an object").into()),
+            _ => {
+                return Err(
+                    Error::bad_json("power_level_content_override must be an object").into(),
+                )
+            }
         },
         None => None,
     };
@@ -121,71 +138,160 @@ async fn create_room(State(s): State<AppState>, req: Ruma<create_room::v3::Reque
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/join
-async fn join_by_id(State(s): State<AppState>, req: Ruma<join_room_by_id::v3::Request>) -> ApiResult<join_room_by_id::v3::Response> {
-    s.rooms.join(req.session(), &req.body.room_id, req.body.reason.as_deref()).await?;
-    Ok(RumaResponse(join_room_by_id::v3::Response::new(req.body.room_id.clone())))
+async fn join_by_id(
+    State(s): State<AppState>,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<join_room_by_id::v3::Response> {
+    s.rooms
+        .join(req.session(), &req.body.room_id, req.body.reason.as_deref())
+        .await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(
+        req.body.room_id.clone(),
+    )))
 }
 
 /// POST /_matrix/client/v3/join/{roomIdOrAlias}
-async fn join_by_id_or_alias(State(s): State<AppState>, req: Ruma<join_room_by_id_or_alias::v3::Request>) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
+async fn join_by_id_or_alias(
+    State(s): State<AppState>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let room_id = s.rooms.resolve(req.body.room_id_or_alias.as_str()).await?;
-    s.rooms.join(req.session(), &room_id, req.body.reason.as_deref()).await?;
-    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+    s.rooms
+        .join(req.session(), &room_id, req.body.reason.as_deref())
+        .await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id,
+    )))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/invite
-async fn invite(State(s): State<AppState>, req: Ruma<invite_user::v3::Request>) -> ApiResult<invite_user::v3::Response> {
+async fn invite(
+    State(s): State<AppState>,
+    req: Ruma<invite_user::v3::Request>,
+) -> ApiResult<invite_user::v3::Response> {
     let invite_user::v3::InvitationRecipient::UserId(r) = &req.body.recipient else {
-        return Err(Error::matrix(sandcat_core::ErrorCode::Unknown, "third-party invites are not supported").into());
+        return Err(Error::matrix(
+            sandcat_core::ErrorCode::Unknown,
+            "third-party invites are not supported",
+        )
+        .into());
     };
-    s.rooms.set_membership(req.session(), &req.body.room_id, &r.user_id, "invite", r.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(
+            req.session(),
+            &req.body.room_id,
+            &r.user_id,
+            "invite",
+            r.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/leave
-async fn leave(State(s): State<AppState>, req: Ruma<leave_room::v3::Request>) -> ApiResult<leave_room::v3::Response> {
-    s.rooms.leave(req.session(), &req.body.room_id, req.body.reason.as_deref()).await?;
+async fn leave(
+    State(s): State<AppState>,
+    req: Ruma<leave_room::v3::Request>,
+) -> ApiResult<leave_room::v3::Response> {
+    s.rooms
+        .leave(req.session(), &req.body.room_id, req.body.reason.as_deref())
+        .await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/forget
-async fn forget(State(s): State<AppState>, req: Ruma<forget_room::v3::Request>) -> ApiResult<forget_room::v3::Response> {
+async fn forget(
+    State(s): State<AppState>,
+    req: Ruma<forget_room::v3::Request>,
+) -> ApiResult<forget_room::v3::Response> {
     s.rooms.forget(req.session(), &req.body.room_id).await?;
     Ok(RumaResponse(forget_room::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/kick
-async fn kick(State(s): State<AppState>, req: Ruma<kick_user::v3::Request>) -> ApiResult<kick_user::v3::Response> {
-    s.rooms.set_membership(req.session(), &req.body.room_id, &req.body.user_id, "leave", req.body.reason.as_deref()).await?;
+async fn kick(
+    State(s): State<AppState>,
+    req: Ruma<kick_user::v3::Request>,
+) -> ApiResult<kick_user::v3::Response> {
+    s.rooms
+        .set_membership(
+            req.session(),
+            &req.body.room_id,
+            &req.body.user_id,
+            "leave",
+            req.body.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/ban
-async fn ban(State(s): State<AppState>, req: Ruma<ban_user::v3::Request>) -> ApiResult<ban_user::v3::Response> {
-    s.rooms.set_membership(req.session(), &req.body.room_id, &req.body.user_id, "ban", req.body.reason.as_deref()).await?;
+async fn ban(
+    State(s): State<AppState>,
+    req: Ruma<ban_user::v3::Request>,
+) -> ApiResult<ban_user::v3::Response> {
+    s.rooms
+        .set_membership(
+            req.session(),
+            &req.body.room_id,
+            &req.body.user_id,
+            "ban",
+            req.body.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/unban
-async fn unban(State(s): State<AppState>, req: Ruma<unban_user::v3::Request>) -> ApiResult<unban_user::v3::Response> {
-    match s.rooms.store().membership(&req.body.room_id, &req.body.user_id).await? {
+async fn unban(
+    State(s): State<AppState>,
+    req: Ruma<unban_user::v3::Request>,
+) -> ApiResult<unban_user::v3::Response> {
+    match s
+        .rooms
+        .store()
+        .membership(&req.body.room_id, &req.body.user_id)
+        .await?
+    {
         Some(m) if m.membership == "ban" => {}
         _ => return Err(Error::forbidden("user is not banned").into()),
     }
-    s.rooms.set_membership(req.session(), &req.body.room_id, &req.body.user_id, "leave", req.body.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(
+            req.session(),
+            &req.body.room_id,
+            &req.body.user_id,
+            "leave",
+            req.body.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/joined_rooms
-async fn joined_rooms(State(s): State<AppState>, req: Ruma<joined_rooms::v3::Request>) -> ApiResult<joined_rooms::v3::Response> {
-    Ok(RumaResponse(joined_rooms::v3::Response::new(s.rooms.joined_rooms(&req.session().user_id).await?)))
+async fn joined_rooms(
+    State(s): State<AppState>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> ApiResult<joined_rooms::v3::Response> {
+    Ok(RumaResponse(joined_rooms::v3::Response::new(
+        s.rooms.joined_rooms(&req.session().user_id).await?,
+    )))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/joined_members
-async fn joined_members(State(s): State<AppState>, req: Ruma<joined_members::v3::Request>) -> Result<axum::response::Response, ApiError> {
-    let members = s.rooms.members(&req.session().user_id, &req.body.room_id).await?;
+async fn joined_members(
+    State(s): State<AppState>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let members = s
+        .rooms
+        .members(&req.session().user_id, &req.body.room_id)
+        .await?;
     let mut joined = Map::new();
-    for m in members.iter().filter(|m| m.pdu.membership().as_deref() == Some("join")) {
+    for m in members
+        .iter()
+        .filter(|m| m.pdu.membership().as_deref() == Some("join"))
+    {
         let c = m.pdu.content_value();
         joined.insert(
             m.pdu.state_key.clone().unwrap_or_default(),
@@ -196,78 +302,159 @@ async fn joined_members(State(s): State<AppState>, req: Ruma<joined_members::v3:
 }
 
 fn client_events(s: &ruma::UserId, evs: &[StoredEvent]) -> Vec<Value> {
-    evs.iter().map(|e| e.to_client_value(true, Some((s, None)))).collect()
+    evs.iter()
+        .map(|e| e.to_client_value(true, Some((s, None))))
+        .collect()
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/members
-async fn members(State(s): State<AppState>, req: Ruma<get_member_events::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn members(
+    State(s): State<AppState>,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
     let members = s.rooms.members(user, &req.body.room_id).await?;
     let want = req.body.membership.as_ref().map(|m| m.as_str().to_owned());
-    let not = req.body.not_membership.as_ref().map(|m| m.as_str().to_owned());
+    let not = req
+        .body
+        .not_membership
+        .as_ref()
+        .map(|m| m.as_str().to_owned());
     let chunk: Vec<StoredEvent> = members
         .into_iter()
         .filter(|m| {
             let ms = m.pdu.membership();
-            want.as_ref().is_none_or(|w| ms.as_ref() == Some(w)) && not.as_ref().is_none_or(|n| ms.as_ref() != Some(n))
+            want.as_ref().is_none_or(|w| ms.as_ref() == Some(w))
+                && not.as_ref().is_none_or(|n| ms.as_ref() != Some(n))
         })
         .collect();
     Ok(Json(json!({ "chunk": client_events(user, &chunk) })).into_response())
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
-async fn send(State(s): State<AppState>, req: Ruma<send_message_event::v3::Request>) -> ApiResult<send_message_event::v3::Response> {
+async fn send(
+    State(s): State<AppState>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> ApiResult<send_message_event::v3::Response> {
     let content = raw_json(&req.body.body)?;
     let event_id = s
         .rooms
-        .send(req.session(), &req.body.room_id, &req.body.event_type.to_string(), content, Some(req.body.txn_id.as_str()), None)
+        .send(
+            req.session(),
+            &req.body.room_id,
+            &req.body.event_type.to_string(),
+            content,
+            Some(req.body.txn_id.as_str()),
+            None,
+        )
         .await?;
-    s.metrics.events_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
+    s.metrics
+        .events_sent
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        event_id,
+    )))
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-async fn send_state(State(s): State<AppState>, req: Ruma<send_state_event::v3::Request>) -> ApiResult<send_state_event::v3::Response> {
+async fn send_state(
+    State(s): State<AppState>,
+    req: Ruma<send_state_event::v3::Request>,
+) -> ApiResult<send_state_event::v3::Response> {
     let content = raw_json(&req.body.body)?;
-    let event_id = s.rooms.send_state(req.session(), &req.body.room_id, &req.body.event_type.to_string(), &req.body.state_key, content).await?;
+    let event_id = s
+        .rooms
+        .send_state(
+            req.session(),
+            &req.body.room_id,
+            &req.body.event_type.to_string(),
+            &req.body.state_key,
+            content,
+        )
+        .await?;
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state
-async fn state(State(s): State<AppState>, req: Ruma<get_state_events::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn state(
+    State(s): State<AppState>,
+    req: Ruma<get_state_events::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
     let evs = s.rooms.state(user, &req.body.room_id).await?;
     Ok(Json(Value::Array(client_events(user, &evs))).into_response())
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-async fn state_event(State(s): State<AppState>, req: Ruma<get_state_event_for_key::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn state_event(
+    State(s): State<AppState>,
+    req: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
-    let ev = s.rooms.state_event(user, &req.body.room_id, &req.body.event_type.to_string(), &req.body.state_key).await?;
-    let full = matches!(req.body.format, get_state_event_for_key::v3::StateEventFormat::Event);
-    let body = if full { ev.to_client_value(true, Some((user, None))) } else { ev.pdu.content_value() };
+    let ev = s
+        .rooms
+        .state_event(
+            user,
+            &req.body.room_id,
+            &req.body.event_type.to_string(),
+            &req.body.state_key,
+        )
+        .await?;
+    let full = matches!(
+        req.body.format,
+        get_state_event_for_key::v3::StateEventFormat::Event
+    );
+    let body = if full {
+        ev.to_client_value(true, Some((user, None)))
+    } else {
+        ev.pdu.content_value()
+    };
     Ok(Json(body).into_response())
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
-async fn redact(State(s): State<AppState>, req: Ruma<redact_event::v3::Request>) -> ApiResult<redact_event::v3::Response> {
+async fn redact(
+    State(s): State<AppState>,
+    req: Ruma<redact_event::v3::Request>,
+) -> ApiResult<redact_event::v3::Response> {
     let b = &req.body;
-    let event_id = s.rooms.redact(req.session(), &b.room_id, &b.event_id, b.reason.as_deref(), b.txn_id.as_str()).await?;
+    let event_id = s
+        .rooms
+        .redact(
+            req.session(),
+            &b.room_id,
+            &b.event_id,
+            b.reason.as_deref(),
+            b.txn_id.as_str(),
+        )
+        .await?;
     Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
-async fn event(State(s): State<AppState>, req: Ruma<get_room_event::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn event(
+    State(s): State<AppState>,
+    req: Ruma<get_room_event::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
-    let ev = s.rooms.event(user, &req.body.room_id, &req.body.event_id).await?;
+    let ev = s
+        .rooms
+        .event(user, &req.body.room_id, &req.body.event_id)
+        .await?;
     Ok(Json(ev.to_client_value(true, Some((user, None)))).into_response())
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
-async fn context(State(s): State<AppState>, req: Ruma<get_context::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn context(
+    State(s): State<AppState>,
+    req: Ruma<get_context::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
     let limit = u64::from(req.body.limit) as usize;
-    let (ev, before, after, state) = s.rooms.context(user, &req.body.room_id, &req.body.event_id, limit).await?;
+    let (ev, before, after, state) = s
+        .rooms
+        .context(user, &req.body.room_id, &req.body.event_id, limit)
+        .await?;
     Ok(Json(json!({
         "event": ev.to_client_value(true, Some((user, None))),
         "events_before": client_events(user, &before.events),
@@ -283,22 +470,48 @@ pub(crate) fn event_filter(f: &ruma::api::client::filter::RoomEventFilter) -> Ev
     EventFilter {
         types: f.types.clone(),
         not_types: f.not_types.clone(),
-        senders: f.senders.as_ref().map(|v| v.iter().map(|u| u.to_string()).collect()),
+        senders: f
+            .senders
+            .as_ref()
+            .map(|v| v.iter().map(|u| u.to_string()).collect()),
         not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
     }
 }
 
-
 /// GET /_matrix/client/v3/rooms/{roomId}/messages
-async fn messages(State(s): State<AppState>, req: Ruma<get_message_events::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn messages(
+    State(s): State<AppState>,
+    req: Ruma<get_message_events::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let user = &req.session().user_id;
     let b = &req.body;
-    let dir = if b.dir == Direction::Backward { Dir::Backward } else { Dir::Forward };
+    let dir = if b.dir == Direction::Backward {
+        Dir::Backward
+    } else {
+        Dir::Forward
+    };
     let limit = u64::from(b.limit).min(1000) as usize;
-    let page = s.rooms.messages(user, &b.room_id, b.from.as_deref(), b.to.as_deref(), dir, limit).await?;
+    let page = s
+        .rooms
+        .messages(
+            user,
+            &b.room_id,
+            b.from.as_deref(),
+            b.to.as_deref(),
+            dir,
+            limit,
+        )
+        .await?;
     let filter = event_filter(&b.filter);
-    let chunk: Vec<StoredEvent> = page.events.into_iter().filter(|e| filter.allows(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str()))).collect();
-    let start = b.from.clone().unwrap_or_else(|| sandcat_core::services::rooms::make_token(i64::MAX));
+    let chunk: Vec<StoredEvent> = page
+        .events
+        .into_iter()
+        .filter(|e| filter.allows(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str())))
+        .collect();
+    let start = b
+        .from
+        .clone()
+        .unwrap_or_else(|| sandcat_core::services::rooms::make_token(i64::MAX));
     let mut body = json!({ "start": start, "chunk": client_events(user, &chunk) });
     if let Some(end) = page.end {
         body["end"] = json!(end);
@@ -306,9 +519,22 @@ async fn messages(State(s): State<AppState>, req: Ruma<get_message_events::v3::R
     Ok(Json(body).into_response())
 }
 
-async fn relations_common(s: &AppState, user: &ruma::UserId, room_id: &ruma::RoomId, event_id: &ruma::EventId, rel: Option<&str>, kind: Option<&str>, from: Option<&str>, limit: Option<UInt>) -> Result<axum::response::Response, ApiError> {
+#[allow(clippy::too_many_arguments)]
+async fn relations_common(
+    s: &AppState,
+    user: &ruma::UserId,
+    room_id: &ruma::RoomId,
+    event_id: &ruma::EventId,
+    rel: Option<&str>,
+    kind: Option<&str>,
+    from: Option<&str>,
+    limit: Option<UInt>,
+) -> Result<axum::response::Response, ApiError> {
     let limit = limit.map(|l| u64::from(l) as usize).unwrap_or(50);
-    let page = s.rooms.relations(user, room_id, event_id, rel, kind, from, limit).await?;
+    let page = s
+        .rooms
+        .relations(user, room_id, event_id, rel, kind, from, limit)
+        .await?;
     let mut body = json!({ "chunk": client_events(user, &page.events) });
     if let Some(end) = page.end {
         body["next_batch"] = json!(end);
@@ -317,46 +543,105 @@ async fn relations_common(s: &AppState, user: &ruma::UserId, room_id: &ruma::Roo
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}
-async fn relations(State(s): State<AppState>, req: Ruma<get_relating_events::v1::Request>) -> Result<axum::response::Response, ApiError> {
+async fn relations(
+    State(s): State<AppState>,
+    req: Ruma<get_relating_events::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let b = &req.body;
-    relations_common(&s, &req.session().user_id, &b.room_id, &b.event_id, None, None, b.from.as_deref(), b.limit).await
+    relations_common(
+        &s,
+        &req.session().user_id,
+        &b.room_id,
+        &b.event_id,
+        None,
+        None,
+        b.from.as_deref(),
+        b.limit,
+    )
+    .await
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}
-async fn relations_rel(State(s): State<AppState>, req: Ruma<get_relating_events_with_rel_type::v1::Request>) -> Result<axum::response::Response, ApiError> {
+async fn relations_rel(
+    State(s): State<AppState>,
+    req: Ruma<get_relating_events_with_rel_type::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let b = &req.body;
-    relations_common(&s, &req.session().user_id, &b.room_id, &b.event_id, Some(&b.rel_type.to_string()), None, b.from.as_deref(), b.limit).await
+    relations_common(
+        &s,
+        &req.session().user_id,
+        &b.room_id,
+        &b.event_id,
+        Some(b.rel_type.as_ref()),
+        None,
+        b.from.as_deref(),
+        b.limit,
+    )
+    .await
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}
-async fn relations_rel_type(State(s): State<AppState>, req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>) -> Result<axum::response::Response, ApiError> {
+async fn relations_rel_type(
+    State(s): State<AppState>,
+    req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let b = &req.body;
-    relations_common(&s, &req.session().user_id, &b.room_id, &b.event_id, Some(&b.rel_type.to_string()), Some(&b.event_type.to_string()), b.from.as_deref(), b.limit).await
+    relations_common(
+        &s,
+        &req.session().user_id,
+        &b.room_id,
+        &b.event_id,
+        Some(b.rel_type.as_ref()),
+        Some(&b.event_type.to_string()),
+        b.from.as_deref(),
+        b.limit,
+    )
+    .await
 }
 
 /// PUT /_matrix/client/v3/directory/room/{roomAlias}
-async fn set_alias(State(s): State<AppState>, req: Ruma<create_alias::v3::Request>) -> ApiResult<create_alias::v3::Response> {
-    s.rooms.set_alias(req.session(), req.body.room_alias.as_str(), &req.body.room_id).await?;
+async fn set_alias(
+    State(s): State<AppState>,
+    req: Ruma<create_alias::v3::Request>,
+) -> ApiResult<create_alias::v3::Response> {
+    s.rooms
+        .set_alias(
+            req.session(),
+            req.body.room_alias.as_str(),
+            &req.body.room_id,
+        )
+        .await?;
     Ok(RumaResponse(create_alias::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
-async fn get_alias(State(s): State<AppState>, req: Ruma<get_alias::v3::Request>) -> ApiResult<get_alias::v3::Response> {
+async fn get_alias(
+    State(s): State<AppState>,
+    req: Ruma<get_alias::v3::Request>,
+) -> ApiResult<get_alias::v3::Response> {
     let room_id: OwnedRoomId = s.rooms.resolve(req.body.room_alias.as_str()).await?;
     let servers: Vec<OwnedServerName> = vec![s.config.server_name.clone()];
     Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}
-async fn delete_alias(State(s): State<AppState>, req: Ruma<delete_alias::v3::Request>) -> ApiResult<delete_alias::v3::Response> {
-    s.rooms.delete_alias(req.session(), req.body.room_alias.as_str()).await?;
+async fn delete_alias(
+    State(s): State<AppState>,
+    req: Ruma<delete_alias::v3::Request>,
+) -> ApiResult<delete_alias::v3::Response> {
+    s.rooms
+        .delete_alias(req.session(), req.body.room_alias.as_str())
+        .await?;
     Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
 fn public_page(rooms: Vec<Value>, since: Option<&str>, limit: Option<UInt>) -> Value {
     let total = rooms.len();
     let start: usize = since.and_then(|s| s.parse().ok()).unwrap_or(0).min(total);
-    let limit = limit.map(|l| u64::from(l) as usize).unwrap_or(total.max(1)).max(1);
+    let limit = limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(total.max(1))
+        .max(1);
     let end = (start + limit).min(total);
     let mut body = json!({ "chunk": rooms[start..end], "total_room_count_estimate": total });
     if end < total {
@@ -369,29 +654,70 @@ fn public_page(rooms: Vec<Value>, since: Option<&str>, limit: Option<UInt>) -> V
 }
 
 /// GET /_matrix/client/v3/publicRooms
-async fn public_rooms(State(s): State<AppState>, req: Ruma<get_public_rooms::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn public_rooms(
+    State(s): State<AppState>,
+    req: Ruma<get_public_rooms::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let rooms = s.rooms.public_rooms(None).await?;
-    Ok(Json(public_page(rooms, req.body.since.as_deref(), req.body.limit)).into_response())
+    Ok(Json(public_page(
+        rooms,
+        req.body.since.as_deref(),
+        req.body.limit,
+    ))
+    .into_response())
 }
 
 /// POST /_matrix/client/v3/publicRooms
-async fn public_rooms_filtered(State(s): State<AppState>, req: Ruma<get_public_rooms_filtered::v3::Request>) -> Result<axum::response::Response, ApiError> {
-    let rooms = s.rooms.public_rooms(req.body.filter.generic_search_term.as_deref()).await?;
-    Ok(Json(public_page(rooms, req.body.since.as_deref(), req.body.limit)).into_response())
+async fn public_rooms_filtered(
+    State(s): State<AppState>,
+    req: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let rooms = s
+        .rooms
+        .public_rooms(req.body.filter.generic_search_term.as_deref())
+        .await?;
+    Ok(Json(public_page(
+        rooms,
+        req.body.since.as_deref(),
+        req.body.limit,
+    ))
+    .into_response())
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}
-async fn get_visibility(State(s): State<AppState>, req: Ruma<get_room_visibility::v3::Request>) -> ApiResult<get_room_visibility::v3::Response> {
-    if s.rooms.store().room_version(&req.body.room_id).await?.is_none() {
+async fn get_visibility(
+    State(s): State<AppState>,
+    req: Ruma<get_room_visibility::v3::Request>,
+) -> ApiResult<get_room_visibility::v3::Response> {
+    if s.rooms
+        .store()
+        .room_version(&req.body.room_id)
+        .await?
+        .is_none()
+    {
         return Err(Error::not_found("unknown room").into());
     }
     let public = s.rooms.store().is_public(&req.body.room_id).await?;
-    Ok(RumaResponse(get_room_visibility::v3::Response::new(if public { Visibility::Public } else { Visibility::Private })))
+    Ok(RumaResponse(get_room_visibility::v3::Response::new(
+        if public {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        },
+    )))
 }
 
 /// PUT /_matrix/client/v3/directory/list/room/{roomId}
-async fn set_visibility(State(s): State<AppState>, req: Ruma<set_room_visibility::v3::Request>) -> ApiResult<set_room_visibility::v3::Response> {
-    s.rooms.set_visibility(req.session(), &req.body.room_id, req.body.visibility == Visibility::Public).await?;
+async fn set_visibility(
+    State(s): State<AppState>,
+    req: Ruma<set_room_visibility::v3::Request>,
+) -> ApiResult<set_room_visibility::v3::Response> {
+    s.rooms
+        .set_visibility(
+            req.session(),
+            &req.body.room_id,
+            req.body.visibility == Visibility::Public,
+        )
+        .await?;
     Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
-

@@ -19,9 +19,15 @@ pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
 }
 
 /// GET /_matrix/client/versions
-async fn versions(_: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
-    let versions = ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
-    let mut resp = get_supported_versions::Response::new(versions.iter().map(|v| v.to_string()).collect());
+async fn versions(
+    _: Ruma<get_supported_versions::Request>,
+) -> ApiResult<get_supported_versions::Response> {
+    let versions = [
+        "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7",
+        "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+    ];
+    let mut resp =
+        get_supported_versions::Response::new(versions.iter().map(|v| v.to_string()).collect());
     resp.unstable_features = BTreeMap::from([("org.matrix.msc3827.stable".to_owned(), true)]);
     Ok(RumaResponse(resp))
 }
@@ -32,9 +38,15 @@ async fn well_known(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// GET /_matrix/client/v3/capabilities
-async fn capabilities(State(s): State<AppState>, _: Ruma<get_capabilities::v3::Request>) -> Result<axum::response::Response, crate::ApiError> {
+async fn capabilities(
+    State(s): State<AppState>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
     let available: serde_json::Map<String, serde_json::Value> =
-        ServerConfig::supported_room_versions().iter().map(|v| (v.to_string(), json!("stable"))).collect();
+        ServerConfig::supported_room_versions()
+            .iter()
+            .map(|v| (v.to_string(), json!("stable")))
+            .collect();
     Ok(Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },

@@ -27,7 +27,10 @@ fn plain_filter(f: &ruma::api::client::filter::Filter) -> EventFilter {
     EventFilter {
         types: f.types.clone(),
         not_types: f.not_types.clone(),
-        senders: f.senders.as_ref().map(|v| v.iter().map(|u| u.to_string()).collect()),
+        senders: f
+            .senders
+            .as_ref()
+            .map(|v| v.iter().map(|u| u.to_string()).collect()),
         not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
     }
 }
@@ -35,27 +38,37 @@ fn plain_filter(f: &ruma::api::client::filter::Filter) -> EventFilter {
 fn sync_filter(def: &FilterDefinition) -> SyncFilter {
     let room = &def.room;
     SyncFilter {
-        timeline_limit: room.timeline.limit.map(|l| u64::from(l).clamp(1, 500) as usize).unwrap_or(10),
+        timeline_limit: room
+            .timeline
+            .limit
+            .map(|l| u64::from(l).clamp(1, 500) as usize)
+            .unwrap_or(10),
         timeline: room_event_filter(&room.timeline),
         state: room_event_filter(&room.state),
         ephemeral: room_event_filter(&room.ephemeral),
         room_account_data: room_event_filter(&room.account_data),
         account_data: plain_filter(&def.account_data),
         presence: plain_filter(&def.presence),
-        rooms: room.rooms.as_ref().map(|r| r.iter().map(|r| r.to_string()).collect()),
+        rooms: room
+            .rooms
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.to_string()).collect()),
         not_rooms: room.not_rooms.iter().map(|r| r.to_string()).collect(),
         include_leave: room.include_leave,
     }
 }
 
 fn events(user: &ruma::UserId, device: &str, evs: &[StoredEvent]) -> Vec<Value> {
-    evs.iter().map(|e| e.to_client_value(false, Some((user, Some(device))))).collect()
+    evs.iter()
+        .map(|e| e.to_client_value(false, Some((user, Some(device)))))
+        .collect()
 }
 
 fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
     let mut join = Map::new();
     for (room_id, r) in out.joined {
-        let mut timeline = json!({ "events": events(user, device, &r.timeline), "limited": r.limited });
+        let mut timeline =
+            json!({ "events": events(user, device, &r.timeline), "limited": r.limited });
         if let Some(p) = r.prev_batch {
             timeline["prev_batch"] = json!(p);
         }
@@ -77,8 +90,15 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
     }
     let mut invite = Map::new();
     for (room_id, state) in out.invited {
-        let stripped: Vec<Value> = state.iter().map(|e| e.to_stripped_raw::<Value>()).map(|r| serde_json::from_str(r.json().get()).unwrap_or(Value::Null)).collect();
-        invite.insert(room_id.to_string(), json!({ "invite_state": { "events": stripped } }));
+        let stripped: Vec<Value> = state
+            .iter()
+            .map(|e| e.to_stripped_raw::<Value>())
+            .map(|r| serde_json::from_str(r.json().get()).unwrap_or(Value::Null))
+            .collect();
+        invite.insert(
+            room_id.to_string(),
+            json!({ "invite_state": { "events": stripped } }),
+        );
     }
     let mut leave = Map::new();
     for (room_id, r) in out.left {
@@ -86,7 +106,10 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
         if let Some(p) = r.prev_batch {
             timeline["prev_batch"] = json!(p);
         }
-        leave.insert(room_id.to_string(), json!({ "timeline": timeline, "state": { "events": events(user, device, &r.state) } }));
+        leave.insert(
+            room_id.to_string(),
+            json!({ "timeline": timeline, "state": { "events": events(user, device, &r.state) } }),
+        );
     }
     json!({
         "next_batch": out.next_batch,
@@ -100,7 +123,10 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
 }
 
 /// GET /_matrix/client/v3/sync
-async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) -> Result<axum::response::Response, ApiError> {
+async fn sync(
+    State(s): State<AppState>,
+    req: Ruma<sync_events::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
     let session = req.session().clone();
     let b = req.body;
     let filter = match &b.filter {
@@ -108,7 +134,8 @@ async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) ->
         Some(sync_events::v3::Filter::FilterDefinition(def)) => sync_filter(def),
         Some(sync_events::v3::Filter::FilterId(id)) => {
             let v = s.data.filter(&session.user_id, id).await?;
-            let def: FilterDefinition = serde_json::from_value(v).map_err(|e| Error::bad_json(e.to_string()))?;
+            let def: FilterDefinition =
+                serde_json::from_value(v).map_err(|e| Error::bad_json(e.to_string()))?;
             sync_filter(&def)
         }
         Some(_) => SyncFilter::default(),
@@ -125,23 +152,31 @@ async fn sync(State(s): State<AppState>, req: Ruma<sync_events::v3::Request>) ->
 }
 
 /// POST /_matrix/client/v3/user/{userId}/filter
-async fn create_filter(State(s): State<AppState>, req: Ruma<create_filter::v3::Request>) -> ApiResult<create_filter::v3::Response> {
+async fn create_filter(
+    State(s): State<AppState>,
+    req: Ruma<create_filter::v3::Request>,
+) -> ApiResult<create_filter::v3::Response> {
     let session = req.session();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only create filters for yourself").into());
     }
-    let v = serde_json::to_value(&req.body.filter).map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    let v = serde_json::to_value(&req.body.filter)
+        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     let id = s.data.create_filter(&session.user_id, &v).await?;
     Ok(RumaResponse(create_filter::v3::Response::new(id)))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/filter/{filterId}
-async fn get_filter(State(s): State<AppState>, req: Ruma<get_filter::v3::Request>) -> ApiResult<get_filter::v3::Response> {
+async fn get_filter(
+    State(s): State<AppState>,
+    req: Ruma<get_filter::v3::Request>,
+) -> ApiResult<get_filter::v3::Response> {
     let session = req.session();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only read your own filters").into());
     }
     let v = s.data.filter(&session.user_id, &req.body.filter_id).await?;
-    let def: FilterDefinition = serde_json::from_value(v).map_err(|e| ApiError(Error::internal(e)))?;
+    let def: FilterDefinition =
+        serde_json::from_value(v).map_err(|e| ApiError(Error::internal(e)))?;
     Ok(RumaResponse(get_filter::v3::Response::new(def)))
 }

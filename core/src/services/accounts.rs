@@ -32,7 +32,11 @@ pub struct LoginResult {
 
 impl Accounts {
     pub fn new(users: Arc<dyn UserStore>, config: Arc<ServerConfig>) -> Self {
-        Accounts { users, config, tokens: Default::default() }
+        Accounts {
+            users,
+            config,
+            tokens: Default::default(),
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -42,13 +46,17 @@ impl Accounts {
     /// Parses a localpart or full user id into a user id on this server.
     pub fn user_id_from(&self, input: &str) -> Result<OwnedUserId> {
         let id = if input.starts_with('@') {
-            UserId::parse(input).map_err(|_| Error::matrix(ErrorCode::InvalidUsername, "invalid user id"))?
+            UserId::parse(input)
+                .map_err(|_| Error::matrix(ErrorCode::InvalidUsername, "invalid user id"))?
         } else {
             UserId::parse_with_server_name(input.to_lowercase(), &self.config.server_name)
                 .map_err(|_| Error::matrix(ErrorCode::InvalidUsername, "invalid username"))?
         };
         if id.server_name() != self.config.server_name {
-            return Err(Error::matrix(ErrorCode::InvalidUsername, "user is not on this server"));
+            return Err(Error::matrix(
+                ErrorCode::InvalidUsername,
+                "user is not on this server",
+            ));
         }
         Ok(id)
     }
@@ -59,7 +67,10 @@ impl Accounts {
             && localpart.len() <= 200
             && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
         if !valid {
-            return Err(Error::matrix(ErrorCode::InvalidUsername, "user names may only contain a-z, 0-9, . _ = - / +"));
+            return Err(Error::matrix(
+                ErrorCode::InvalidUsername,
+                "user names may only contain a-z, 0-9, . _ = - / +",
+            ));
         }
         let user_id = self.user_id_from(localpart)?;
         if self.users.user(&user_id).await?.is_some() {
@@ -69,7 +80,11 @@ impl Accounts {
     }
 
     /// Creates a user (no device). Used by registration and the admin CLI.
-    pub async fn create_user(&self, localpart: &str, password: Option<&str>) -> Result<OwnedUserId> {
+    pub async fn create_user(
+        &self,
+        localpart: &str,
+        password: Option<&str>,
+    ) -> Result<OwnedUserId> {
         let user_id = self.check_available(localpart).await?;
         let password_hash = match password {
             Some(p) => Some(hash_password(p).await?),
@@ -88,31 +103,62 @@ impl Accounts {
         Ok(user_id)
     }
 
-    pub async fn login_new_device(&self, user_id: &UserId, device_id: Option<String>, display_name: Option<&str>) -> Result<LoginResult> {
+    pub async fn login_new_device(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        display_name: Option<&str>,
+    ) -> Result<LoginResult> {
         let device_id = device_id.unwrap_or_else(token::device_id);
         let access_token = token::access_token();
-        self.users.add_device_token(user_id, &device_id, display_name, &access_token).await?;
-        Ok(LoginResult { user_id: user_id.to_owned(), access_token, device_id })
+        self.users
+            .add_device_token(user_id, &device_id, display_name, &access_token)
+            .await?;
+        Ok(LoginResult {
+            user_id: user_id.to_owned(),
+            access_token,
+            device_id,
+        })
     }
 
     /// `m.login.password`: checks the password and opens a device.
-    pub async fn login_password(&self, user: &str, password: &str, device_id: Option<String>, display_name: Option<&str>) -> Result<LoginResult> {
-        let user_id = self.user_id_from(user).map_err(|_| Error::forbidden("invalid username or password"))?;
+    pub async fn login_password(
+        &self,
+        user: &str,
+        password: &str,
+        device_id: Option<String>,
+        display_name: Option<&str>,
+    ) -> Result<LoginResult> {
+        let user_id = self
+            .user_id_from(user)
+            .map_err(|_| Error::forbidden("invalid username or password"))?;
         if !self.check_password(&user_id, password).await? {
             return Err(Error::forbidden("invalid username or password"));
         }
-        self.login_new_device(&user_id, device_id, display_name).await
+        self.login_new_device(&user_id, device_id, display_name)
+            .await
     }
 
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
-        let Some(user) = self.users.user(user_id).await? else { return Ok(false) };
+        let Some(user) = self.users.user(user_id).await? else {
+            return Ok(false);
+        };
         if user.deactivated {
-            return Err(Error::matrix(ErrorCode::UserDeactivated, "this account has been deactivated"));
+            return Err(Error::matrix(
+                ErrorCode::UserDeactivated,
+                "this account has been deactivated",
+            ));
         }
-        let Some(hash) = user.password_hash else { return Ok(false) };
+        let Some(hash) = user.password_hash else {
+            return Ok(false);
+        };
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
         .await
         .map_err(Error::internal)
@@ -120,16 +166,27 @@ impl Accounts {
 
     /// The session behind an access token, or `M_UNKNOWN_TOKEN`.
     pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
-        if let Some(s) = self.tokens.read().unwrap_or_else(|e| e.into_inner()).get(access_token) {
+        if let Some(s) = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(access_token)
+        {
             return Ok(s.clone());
         }
         match self.users.find_token(access_token).await? {
             Some((user_id, device_id)) => {
                 let session = Session { user_id, device_id };
-                self.tokens.write().unwrap_or_else(|e| e.into_inner()).insert(access_token.to_owned(), session.clone());
+                self.tokens
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(access_token.to_owned(), session.clone());
                 Ok(session)
             }
-            None => Err(Error::matrix(ErrorCode::UnknownToken, "unknown or expired access token")),
+            None => Err(Error::matrix(
+                ErrorCode::UnknownToken,
+                "unknown or expired access token",
+            )),
         }
     }
 
@@ -141,21 +198,35 @@ impl Accounts {
     }
 
     pub async fn logout(&self, session: &Session) -> Result<()> {
-        let tokens = self.users.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
+        let tokens = self
+            .users
+            .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
+            .await?;
         self.forget_tokens(&tokens);
         Ok(())
     }
 
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         let tokens = self.users.delete_tokens_except(user_id, None).await?;
-        let devices: Vec<String> = self.users.devices(user_id).await?.into_iter().map(|d| d.device_id).collect();
+        let devices: Vec<String> = self
+            .users
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
         let more = self.users.delete_devices(user_id, &devices).await?;
         self.forget_tokens(&tokens);
         self.forget_tokens(&more);
         Ok(())
     }
 
-    pub async fn change_password(&self, session: &Session, new_password: &str, logout_devices: bool) -> Result<()> {
+    pub async fn change_password(
+        &self,
+        session: &Session,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> Result<()> {
         if new_password.is_empty() {
             return Err(Error::invalid_param("password must not be empty"));
         }
@@ -189,8 +260,17 @@ impl Accounts {
             .ok_or_else(|| Error::not_found("no such device"))
     }
 
-    pub async fn update_device(&self, user_id: &UserId, device_id: &str, display_name: Option<&str>) -> Result<()> {
-        if self.users.update_device(user_id, device_id, display_name).await? {
+    pub async fn update_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<()> {
+        if self
+            .users
+            .update_device(user_id, device_id, display_name)
+            .await?
+        {
             Ok(())
         } else {
             Err(Error::not_found("no such device"))
@@ -204,15 +284,24 @@ impl Accounts {
     }
 
     pub async fn touch(&self, session: &Session, ip: Option<&str>) -> Result<()> {
-        self.users.touch_device(&session.user_id, &session.device_id, crate::now_ms(), ip).await
+        self.users
+            .touch_device(&session.user_id, &session.device_id, crate::now_ms(), ip)
+            .await
     }
 
     pub async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
         self.users.user(user_id).await
     }
 
-    pub async fn set_profile(&self, user_id: &UserId, displayname: Option<Option<&str>>, avatar_url: Option<Option<&str>>) -> Result<()> {
-        self.users.set_profile(user_id, displayname, avatar_url).await
+    pub async fn set_profile(
+        &self,
+        user_id: &UserId,
+        displayname: Option<Option<&str>>,
+        avatar_url: Option<Option<&str>>,
+    ) -> Result<()> {
+        self.users
+            .set_profile(user_id, displayname, avatar_url)
+            .await
     }
 
     pub async fn search(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>> {
@@ -224,7 +313,10 @@ async fn hash_password(password: &str) -> Result<String> {
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(Error::internal)
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(Error::internal)
     })
     .await
     .map_err(Error::internal)?

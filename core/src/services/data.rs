@@ -22,8 +22,18 @@ pub struct ClientData {
 }
 
 impl ClientData {
-    pub fn new(store: Arc<dyn ClientStore>, rooms: Arc<dyn RoomStore>, ephemeral: Arc<Ephemeral>, notifier: Notifier) -> Self {
-        ClientData { store, rooms, ephemeral, notifier }
+    pub fn new(
+        store: Arc<dyn ClientStore>,
+        rooms: Arc<dyn RoomStore>,
+        ephemeral: Arc<Ephemeral>,
+        notifier: Notifier,
+    ) -> Self {
+        ClientData {
+            store,
+            rooms,
+            ephemeral,
+            notifier,
+        }
     }
 
     pub fn ephemeral(&self) -> &Arc<Ephemeral> {
@@ -37,32 +47,62 @@ impl ClientData {
         }
     }
 
-    pub async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: Value,
+    ) -> Result<()> {
         if !content.is_object() {
             return Err(Error::bad_json("account data content must be an object"));
         }
         if kind == "m.fully_read" || kind == "m.push_rules" {
-            return Err(Error::bad_json(format!("{kind} is managed by its own endpoint")));
+            return Err(Error::bad_json(format!(
+                "{kind} is managed by its own endpoint"
+            )));
         }
-        self.store.set_account_data(user_id, room_id, kind, &content).await?;
+        self.store
+            .set_account_data(user_id, room_id, kind, &content)
+            .await?;
         self.notifier.notify();
         Ok(())
     }
 
-    pub async fn account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Result<Value> {
-        self.store.account_data(user_id, room_id, kind).await?.ok_or_else(|| Error::not_found("account data not found"))
+    pub async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Value> {
+        self.store
+            .account_data(user_id, room_id, kind)
+            .await?
+            .ok_or_else(|| Error::not_found("account data not found"))
     }
 
     pub async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<Value> {
-        Ok(self.store.account_data(user_id, Some(room_id), "m.tag").await?.unwrap_or_else(|| json!({ "tags": {} })))
+        Ok(self
+            .store
+            .account_data(user_id, Some(room_id), "m.tag")
+            .await?
+            .unwrap_or_else(|| json!({ "tags": {} })))
     }
 
-    pub async fn set_tag(&self, user_id: &UserId, room_id: &RoomId, tag: &str, info: Option<Value>) -> Result<()> {
+    pub async fn set_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+        info: Option<Value>,
+    ) -> Result<()> {
         let mut tags = self.tags(user_id, room_id).await?;
         if !tags.get("tags").is_some_and(Value::is_object) {
             tags = json!({ "tags": {} });
         }
-        let map = tags["tags"].as_object_mut().ok_or_else(|| Error::internal("tags"))?;
+        let map = tags["tags"]
+            .as_object_mut()
+            .ok_or_else(|| Error::internal("tags"))?;
         match info {
             Some(i) => {
                 map.insert(tag.to_owned(), i);
@@ -71,7 +111,9 @@ impl ClientData {
                 map.remove(tag);
             }
         }
-        self.store.set_account_data(user_id, Some(room_id), "m.tag", &tags).await?;
+        self.store
+            .set_account_data(user_id, Some(room_id), "m.tag", &tags)
+            .await?;
         self.notifier.notify();
         Ok(())
     }
@@ -81,20 +123,46 @@ impl ClientData {
     }
 
     pub async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Value> {
-        self.store.filter(user_id, filter_id).await?.ok_or_else(|| Error::not_found("filter not found"))
+        self.store
+            .filter(user_id, filter_id)
+            .await?
+            .ok_or_else(|| Error::not_found("filter not found"))
     }
 
     /// `m.read`, `m.read.private` receipts, and the `m.fully_read` marker.
-    pub async fn receipt(&self, session: &Session, room_id: &RoomId, receipt_type: &str, event_id: &EventId, thread_id: Option<&str>) -> Result<()> {
+    pub async fn receipt(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        receipt_type: &str,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
         self.ensure_joined(&session.user_id, room_id).await?;
-        let ev = self.rooms.event(event_id).await?.filter(|e| e.pdu.room_id() == room_id).ok_or_else(|| Error::not_found("event not found"))?;
+        let ev = self
+            .rooms
+            .event(event_id)
+            .await?
+            .filter(|e| e.pdu.room_id() == room_id)
+            .ok_or_else(|| Error::not_found("event not found"))?;
         match receipt_type {
             "m.fully_read" => {
-                self.store.set_account_data(&session.user_id, Some(room_id), "m.fully_read", &json!({ "event_id": event_id })).await?;
+                self.store
+                    .set_account_data(
+                        &session.user_id,
+                        Some(room_id),
+                        "m.fully_read",
+                        &json!({ "event_id": event_id }),
+                    )
+                    .await?;
             }
             "m.read" | "m.read.private" => {
                 // Receipts only move forward.
-                if let Some(old) = self.store.receipt(room_id, &session.user_id, receipt_type).await? {
+                if let Some(old) = self
+                    .store
+                    .receipt(room_id, &session.user_id, receipt_type)
+                    .await?
+                {
                     if old.thread_id.as_deref() == thread_id {
                         if let Some(old_ev) = self.rooms.event(&old.event_id).await? {
                             if old_ev.pos >= ev.pos {
@@ -115,21 +183,39 @@ impl ClientData {
                     })
                     .await?;
             }
-            other => return Err(Error::invalid_param(format!("unknown receipt type {other}"))),
+            other => {
+                return Err(Error::invalid_param(format!(
+                    "unknown receipt type {other}"
+                )))
+            }
         }
         self.notifier.notify();
         Ok(())
     }
 
-    pub async fn typing(&self, session: &Session, room_id: &RoomId, typing: bool, timeout_ms: u64) -> Result<()> {
+    pub async fn typing(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        typing: bool,
+        timeout_ms: u64,
+    ) -> Result<()> {
         self.ensure_joined(&session.user_id, room_id).await?;
-        self.ephemeral.set_typing(room_id, &session.user_id, typing, timeout_ms);
+        self.ephemeral
+            .set_typing(room_id, &session.user_id, typing, timeout_ms);
         Ok(())
     }
 
-    pub fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<String>) -> Result<()> {
+    pub fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
         if !matches!(state, "online" | "offline" | "unavailable" | "busy") {
-            return Err(Error::invalid_param("presence must be online, offline or unavailable"));
+            return Err(Error::invalid_param(
+                "presence must be online, offline or unavailable",
+            ));
         }
         self.ephemeral.set_presence(user_id, state, status_msg);
         Ok(())
@@ -140,16 +226,23 @@ impl ClientData {
     }
 
     pub async fn push_rules(&self, user_id: &UserId) -> Result<Ruleset> {
-        match self.store.account_data(user_id, None, "m.push_rules").await? {
-            Some(v) => {
-                Ok(serde_json::from_value(v.get("global").cloned().unwrap_or(Value::Null)).unwrap_or_else(|_| Ruleset::server_default(user_id)))
-            }
+        match self
+            .store
+            .account_data(user_id, None, "m.push_rules")
+            .await?
+        {
+            Some(v) => Ok(
+                serde_json::from_value(v.get("global").cloned().unwrap_or(Value::Null))
+                    .unwrap_or_else(|_| Ruleset::server_default(user_id)),
+            ),
             None => Ok(Ruleset::server_default(user_id)),
         }
     }
 
     pub async fn set_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> Result<()> {
-        self.store.set_account_data(user_id, None, "m.push_rules", &json!({ "global": rules })).await?;
+        self.store
+            .set_account_data(user_id, None, "m.push_rules", &json!({ "global": rules }))
+            .await?;
         self.notifier.notify();
         Ok(())
     }
@@ -174,4 +267,3 @@ pub fn presence_content(user_id: &UserId, rec: Option<&crate::ephemeral::Presenc
         None => json!({ "presence": "offline", "user_id": user_id }),
     }
 }
-

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use ruma::{
-    events::TimelineEventType, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::TimelineEventType, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UserId,
 };
 use serde_json::{json, Map, Value};
 
@@ -51,8 +52,14 @@ pub struct Rooms {
 
 /// A pagination token: a boundary in the stream; events at or below it are "before".
 pub fn parse_token(token: &str) -> Result<i64> {
-    let body = token.strip_prefix('s').or_else(|| token.strip_prefix('t')).unwrap_or(token);
-    body.split('_').next().and_then(|p| p.parse().ok()).ok_or_else(|| Error::invalid_param("invalid pagination token"))
+    let body = token
+        .strip_prefix('s')
+        .or_else(|| token.strip_prefix('t'))
+        .unwrap_or(token);
+    body.split('_')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::invalid_param("invalid pagination token"))
 }
 
 pub fn make_token(pos: i64) -> String {
@@ -60,24 +67,52 @@ pub fn make_token(pos: i64) -> String {
 }
 
 impl Rooms {
-    pub fn new(store: Arc<dyn RoomStore>, users: Arc<dyn UserStore>, bus: Arc<dyn EventBus>, signing: Arc<SigningKey>, config: Arc<ServerConfig>) -> Self {
-        Rooms { store, users, bus, signing, config }
+    pub fn new(
+        store: Arc<dyn RoomStore>,
+        users: Arc<dyn UserStore>,
+        bus: Arc<dyn EventBus>,
+        signing: Arc<SigningKey>,
+        config: Arc<ServerConfig>,
+    ) -> Self {
+        Rooms {
+            store,
+            users,
+            bus,
+            signing,
+            config,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn RoomStore> {
         &self.store
     }
 
-    async fn submit(&self, room_id: &RoomId, intents: Vec<EventIntent>) -> Result<Vec<StoredEvent>> {
-        self.bus.submit(RoomBatch { room_id: room_id.to_owned(), create_version: None, events: intents }).await
+    async fn submit(
+        &self,
+        room_id: &RoomId,
+        intents: Vec<EventIntent>,
+    ) -> Result<Vec<StoredEvent>> {
+        self.bus
+            .submit(RoomBatch {
+                room_id: room_id.to_owned(),
+                create_version: None,
+                events: intents,
+            })
+            .await
     }
 
     async fn submit_one(&self, room_id: &RoomId, intent: EventIntent) -> Result<OwnedEventId> {
         let mut evs = self.submit(room_id, vec![intent]).await?;
-        evs.pop().map(|e| e.pdu.event_id).ok_or_else(|| Error::internal("sequencer returned no event"))
+        evs.pop()
+            .map(|e| e.pdu.event_id)
+            .ok_or_else(|| Error::internal("sequencer returned no event"))
     }
 
-    async fn member_content(&self, user_id: &UserId, membership: &str) -> Result<Map<String, Value>> {
+    async fn member_content(
+        &self,
+        user_id: &UserId,
+        membership: &str,
+    ) -> Result<Map<String, Value>> {
         let mut c = Map::new();
         c.insert("membership".into(), json!(membership));
         if let Some(u) = self.users.user(user_id).await? {
@@ -94,28 +129,46 @@ impl Rooms {
     /// `POST /createRoom`.
     pub async fn create_room(&self, session: &Session, req: CreateRoom) -> Result<OwnedRoomId> {
         let creator = &session.user_id;
-        let version = req.room_version.clone().unwrap_or_else(|| self.config.default_room_version.clone());
+        let version = req
+            .room_version
+            .clone()
+            .unwrap_or_else(|| self.config.default_room_version.clone());
         if !ServerConfig::supported_room_versions().contains(&version) {
-            return Err(Error::matrix(ErrorCode::UnsupportedRoomVersion, format!("room version {version} is not supported")));
+            return Err(Error::matrix(
+                ErrorCode::UnsupportedRoomVersion,
+                format!("room version {version} is not supported"),
+            ));
         }
         let rules = rules_for(&version)?;
         let alias = match &req.room_alias_name {
             Some(local) => {
                 let alias = format!("#{local}:{}", self.config.server_name);
-                ruma::RoomAliasId::parse(&alias).map_err(|_| Error::invalid_param("invalid room alias name"))?;
+                ruma::RoomAliasId::parse(&alias)
+                    .map_err(|_| Error::invalid_param("invalid room alias name"))?;
                 if self.store.alias(&alias).await?.is_some() {
-                    return Err(Error::matrix(ErrorCode::RoomInUse, "room alias already taken"));
+                    return Err(Error::matrix(
+                        ErrorCode::RoomInUse,
+                        "room alias already taken",
+                    ));
                 }
                 Some(alias)
             }
             None => None,
         };
         for invitee in &req.invite {
-            if invitee.server_name() == self.config.server_name && self.users.user(invitee).await?.is_none() {
+            if invitee.server_name() == self.config.server_name
+                && self.users.user(invitee).await?.is_none()
+            {
                 return Err(Error::not_found(format!("unknown user {invitee}")));
             }
         }
-        let preset = req.preset.clone().unwrap_or_else(|| if req.public { "public_chat".into() } else { "private_chat".into() });
+        let preset = req.preset.clone().unwrap_or_else(|| {
+            if req.public {
+                "public_chat".into()
+            } else {
+                "private_chat".into()
+            }
+        });
         let ev = |kind: TimelineEventType, key: Option<&str>, content: Value| {
             EventIntent::new(creator.clone(), kind, key.map(str::to_owned), content)
         };
@@ -127,17 +180,33 @@ impl Rooms {
         } else {
             create.remove("creator");
         }
-        let create_intent = ev(TimelineEventType::RoomCreate, Some(""), Value::Object(create));
+        let create_intent = ev(
+            TimelineEventType::RoomCreate,
+            Some(""),
+            Value::Object(create),
+        );
         let room_id = if rules.authorization.room_create_event_id_as_room_id {
             let placeholder = RoomId::parse("!placeholder:localhost").map_err(Error::internal)?;
-            let (pdu, _) = build_pdu(&self.signing, &placeholder, &rules, &create_intent, vec![], vec![], 1)?;
+            let (pdu, _) = build_pdu(
+                &self.signing,
+                &placeholder,
+                &rules,
+                &create_intent,
+                vec![],
+                vec![],
+                1,
+            )?;
             room_id_from_create(&pdu.event_id)?
         } else {
             RoomId::new_v1(&self.config.server_name)
         };
 
         let mut events = vec![create_intent];
-        events.push(ev(TimelineEventType::RoomMember, Some(creator.as_str()), Value::Object(self.member_content(creator, "join").await?)));
+        events.push(ev(
+            TimelineEventType::RoomMember,
+            Some(creator.as_str()),
+            Value::Object(self.member_content(creator, "join").await?),
+        ));
 
         let mut users = Map::new();
         if !rules.authorization.explicitly_privilege_room_creators {
@@ -166,19 +235,43 @@ impl Rooms {
         }
         events.push(ev(TimelineEventType::RoomPowerLevels, Some(""), power));
         if let Some(alias) = &alias {
-            events.push(ev(TimelineEventType::RoomCanonicalAlias, Some(""), json!({ "alias": alias })));
+            events.push(ev(
+                TimelineEventType::RoomCanonicalAlias,
+                Some(""),
+                json!({ "alias": alias }),
+            ));
         }
-        let join_rule = if preset == "public_chat" { "public" } else { "invite" };
-        events.push(ev(TimelineEventType::RoomJoinRules, Some(""), json!({ "join_rule": join_rule })));
-        events.push(ev(TimelineEventType::RoomHistoryVisibility, Some(""), json!({ "history_visibility": "shared" })));
+        let join_rule = if preset == "public_chat" {
+            "public"
+        } else {
+            "invite"
+        };
+        events.push(ev(
+            TimelineEventType::RoomJoinRules,
+            Some(""),
+            json!({ "join_rule": join_rule }),
+        ));
+        events.push(ev(
+            TimelineEventType::RoomHistoryVisibility,
+            Some(""),
+            json!({ "history_visibility": "shared" }),
+        ));
         if preset != "public_chat" {
-            events.push(ev(TimelineEventType::RoomGuestAccess, Some(""), json!({ "guest_access": "can_join" })));
+            events.push(ev(
+                TimelineEventType::RoomGuestAccess,
+                Some(""),
+                json!({ "guest_access": "can_join" }),
+            ));
         }
         for (kind, key, content) in &req.initial_state {
             if kind == "m.room.create" || kind == "m.room.member" {
-                return Err(Error::invalid_param(format!("{kind} may not be in initial_state")));
+                return Err(Error::invalid_param(format!(
+                    "{kind} may not be in initial_state"
+                )));
             }
-            let idx = events.iter().position(|e| e.kind.to_string() == *kind && e.state_key.as_deref() == Some(key));
+            let idx = events
+                .iter()
+                .position(|e| e.kind.to_string() == *kind && e.state_key.as_deref() == Some(key));
             let intent = ev(kind.as_str().into(), Some(key), content.clone());
             match idx {
                 Some(i) => events[i] = intent,
@@ -186,19 +279,37 @@ impl Rooms {
             }
         }
         if let Some(name) = &req.name {
-            events.push(ev(TimelineEventType::RoomName, Some(""), json!({ "name": name })));
+            events.push(ev(
+                TimelineEventType::RoomName,
+                Some(""),
+                json!({ "name": name }),
+            ));
         }
         if let Some(topic) = &req.topic {
-            events.push(ev(TimelineEventType::RoomTopic, Some(""), json!({ "topic": topic })));
+            events.push(ev(
+                TimelineEventType::RoomTopic,
+                Some(""),
+                json!({ "topic": topic }),
+            ));
         }
         for invitee in &req.invite {
             let mut c = self.member_content(invitee, "invite").await?;
             if req.is_direct {
                 c.insert("is_direct".into(), json!(true));
             }
-            events.push(ev(TimelineEventType::RoomMember, Some(invitee.as_str()), Value::Object(c)));
+            events.push(ev(
+                TimelineEventType::RoomMember,
+                Some(invitee.as_str()),
+                Value::Object(c),
+            ));
         }
-        self.bus.submit(RoomBatch { room_id: room_id.clone(), create_version: Some(version), events }).await?;
+        self.bus
+            .submit(RoomBatch {
+                room_id: room_id.clone(),
+                create_version: Some(version),
+                events,
+            })
+            .await?;
         if let Some(alias) = &alias {
             self.store.set_alias(alias, &room_id, creator).await?;
         }
@@ -221,7 +332,12 @@ impl Rooms {
         RoomId::parse(room_id_or_alias).map_err(|_| Error::invalid_param("invalid room id"))
     }
 
-    pub async fn join(&self, session: &Session, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+    pub async fn join(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
         if self.store.room_version(room_id).await?.is_none() {
             return Err(Error::not_found("no such room on this server"));
         }
@@ -234,21 +350,37 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        let intent = EventIntent::new(session.user_id.clone(), TimelineEventType::RoomMember, Some(session.user_id.to_string()), Value::Object(c));
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(session.user_id.to_string()),
+            Value::Object(c),
+        );
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
 
     /// Sets another user's membership: invite, kick (leave), ban, unban (leave).
-    pub async fn set_membership(&self, session: &Session, room_id: &RoomId, target: &UserId, membership: &str, reason: Option<&str>) -> Result<()> {
+    pub async fn set_membership(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.ensure_room(room_id).await?;
         let mut c = if membership == "invite" {
-            if target.server_name() == self.config.server_name && self.users.user(target).await?.is_none() {
+            if target.server_name() == self.config.server_name
+                && self.users.user(target).await?.is_none()
+            {
                 return Err(Error::not_found("unknown user"));
             }
             if let Some(m) = self.store.membership(room_id, target).await? {
                 if m.membership == "join" || m.membership == "ban" {
-                    return Err(Error::forbidden(format!("{target} is already in the room or banned")));
+                    return Err(Error::forbidden(format!(
+                        "{target} is already in the room or banned"
+                    )));
                 }
             }
             self.member_content(target, "invite").await?
@@ -267,15 +399,28 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        let intent = EventIntent::new(session.user_id.clone(), TimelineEventType::RoomMember, Some(target.to_string()), Value::Object(c));
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(target.to_string()),
+            Value::Object(c),
+        );
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
 
-    pub async fn leave(&self, session: &Session, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+    pub async fn leave(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.ensure_room(room_id).await?;
         match self.store.membership(room_id, &session.user_id).await? {
-            Some(m) if m.membership == "join" || m.membership == "invite" || m.membership == "knock" => {}
+            Some(m)
+                if m.membership == "join"
+                    || m.membership == "invite"
+                    || m.membership == "knock" => {}
             Some(m) if m.membership == "leave" => return Ok(()),
             _ => return Err(Error::forbidden("you are not in this room")),
         }
@@ -284,31 +429,50 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        let intent = EventIntent::new(session.user_id.clone(), TimelineEventType::RoomMember, Some(session.user_id.to_string()), Value::Object(c));
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(session.user_id.to_string()),
+            Value::Object(c),
+        );
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
 
     pub async fn forget(&self, session: &Session, room_id: &RoomId) -> Result<()> {
         match self.store.membership(room_id, &session.user_id).await? {
-            Some(m) if m.membership == "join" || m.membership == "invite" => {
-                Err(Error::matrix(ErrorCode::Unknown, "leave the room before forgetting it"))
-            }
+            Some(m) if m.membership == "join" || m.membership == "invite" => Err(Error::matrix(
+                ErrorCode::Unknown,
+                "leave the room before forgetting it",
+            )),
             _ => self.store.forget(room_id, &session.user_id).await,
         }
     }
 
     async fn ensure_room(&self, room_id: &RoomId) -> Result<RoomVersionId> {
-        self.store.room_version(room_id).await?.ok_or_else(|| Error::not_found("unknown room"))
+        self.store
+            .room_version(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("unknown room"))
     }
 
     /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
-    pub async fn send(&self, session: &Session, room_id: &RoomId, kind: &str, content: Value, txn_id: Option<&str>, ts: Option<u64>) -> Result<OwnedEventId> {
+    pub async fn send(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        kind: &str,
+        content: Value,
+        txn_id: Option<&str>,
+        ts: Option<u64>,
+    ) -> Result<OwnedEventId> {
         if !content.is_object() {
             return Err(Error::bad_json("content must be a JSON object"));
         }
         if kind == "m.room.redaction" || kind == "m.room.create" {
-            return Err(Error::invalid_param(format!("send {kind} through its own endpoint")));
+            return Err(Error::invalid_param(format!(
+                "send {kind} through its own endpoint"
+            )));
         }
         self.ensure_room(room_id).await?;
         let mut intent = EventIntent::new(session.user_id.clone(), kind.into(), None, content);
@@ -320,7 +484,14 @@ impl Rooms {
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
-    pub async fn send_state(&self, session: &Session, room_id: &RoomId, kind: &str, state_key: &str, content: Value) -> Result<OwnedEventId> {
+    pub async fn send_state(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<OwnedEventId> {
         if !content.is_object() {
             return Err(Error::bad_json("content must be a JSON object"));
         }
@@ -329,26 +500,60 @@ impl Rooms {
         }
         self.ensure_room(room_id).await?;
         if kind == "m.room.canonical_alias" {
-            for alias in content.get("alias").into_iter().chain(content.get("alt_aliases").and_then(|a| a.as_array()).into_iter().flatten()) {
-                let alias = alias.as_str().ok_or_else(|| Error::invalid_param("aliases must be strings"))?;
+            for alias in content.get("alias").into_iter().chain(
+                content
+                    .get("alt_aliases")
+                    .and_then(|a| a.as_array())
+                    .into_iter()
+                    .flatten(),
+            ) {
+                let alias = alias
+                    .as_str()
+                    .ok_or_else(|| Error::invalid_param("aliases must be strings"))?;
                 match self.store.alias(alias).await? {
                     Some((r, _)) if r == room_id => {}
-                    _ => return Err(Error::matrix(ErrorCode::BadAlias, format!("{alias} does not point to this room"))),
+                    _ => {
+                        return Err(Error::matrix(
+                            ErrorCode::BadAlias,
+                            format!("{alias} does not point to this room"),
+                        ))
+                    }
                 }
             }
         }
-        let intent = EventIntent::new(session.user_id.clone(), kind.into(), Some(state_key.to_owned()), content);
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            kind.into(),
+            Some(state_key.to_owned()),
+            content,
+        );
         self.submit_one(room_id, intent).await
     }
 
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
-    pub async fn redact(&self, session: &Session, room_id: &RoomId, target: &EventId, reason: Option<&str>, txn_id: &str) -> Result<OwnedEventId> {
+    pub async fn redact(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        target: &EventId,
+        reason: Option<&str>,
+        txn_id: &str,
+    ) -> Result<OwnedEventId> {
         let version = self.ensure_room(room_id).await?;
-        let ev = self.store.event(target).await?.filter(|e| e.pdu.room_id() == room_id).ok_or_else(|| Error::not_found("event not found"))?;
+        let ev = self
+            .store
+            .event(target)
+            .await?
+            .filter(|e| e.pdu.room_id() == room_id)
+            .ok_or_else(|| Error::not_found("event not found"))?;
         if ev.pdu.sender != session.user_id {
             let create = self.store.state_event(room_id, "m.room.create", "").await?;
-            let power = self.store.state_event(room_id, "m.room.power_levels", "").await?;
-            let have = state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
+            let power = self
+                .store
+                .state_event(room_id, "m.room.power_levels", "")
+                .await?;
+            let have =
+                state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
             if have < state::required_level(power.as_ref(), "redact", 50) {
                 return Err(Error::forbidden("you may only redact your own events"));
             }
@@ -357,7 +562,12 @@ impl Rooms {
             Some(r) => json!({ "reason": r }),
             None => json!({}),
         };
-        let mut intent = EventIntent::new(session.user_id.clone(), TimelineEventType::RoomRedaction, None, content);
+        let mut intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomRedaction,
+            None,
+            content,
+        );
         intent.redacts = Some(target.to_owned());
         intent.txn = Some((session.device_id.clone(), format!("redact:{txn_id}")));
         self.submit_one(room_id, intent).await
@@ -370,7 +580,12 @@ impl Rooms {
                 continue;
             }
             let c = self.member_content(&session.user_id, "join").await?;
-            let intent = EventIntent::new(session.user_id.clone(), TimelineEventType::RoomMember, Some(session.user_id.to_string()), Value::Object(c));
+            let intent = EventIntent::new(
+                session.user_id.clone(),
+                TimelineEventType::RoomMember,
+                Some(session.user_id.to_string()),
+                Value::Object(c),
+            );
             if let Err(e) = self.submit_one(&m.room_id, intent).await {
                 tracing::warn!(room_id = %m.room_id, error = %e, "could not update profile in room");
             }
@@ -384,7 +599,16 @@ impl Rooms {
         match self.store.membership(room_id, user_id).await? {
             Some(m) if m.membership == "join" => Ok(i64::MAX),
             Some(m) if m.membership == "leave" || m.membership == "ban" => {
-                if self.store.event(&m.event_id).await?.and_then(|e| e.unsigned).and_then(|u| u.get("prev_content").and_then(|p| p.get("membership")).cloned())
+                if self
+                    .store
+                    .event(&m.event_id)
+                    .await?
+                    .and_then(|e| e.unsigned)
+                    .and_then(|u| {
+                        u.get("prev_content")
+                            .and_then(|p| p.get("membership"))
+                            .cloned()
+                    })
                     == Some(json!("join"))
                 {
                     Ok(m.pos)
@@ -407,10 +631,17 @@ impl Rooms {
             .store
             .state_event(room_id, "m.room.history_visibility", "")
             .await?
-            .is_some_and(|e| e.pdu.content_value().get("history_visibility") == Some(&json!("world_readable"))))
+            .is_some_and(|e| {
+                e.pdu.content_value().get("history_visibility") == Some(&json!("world_readable"))
+            }))
     }
 
-    pub async fn event(&self, user_id: &UserId, room_id: &RoomId, event_id: &EventId) -> Result<StoredEvent> {
+    pub async fn event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<StoredEvent> {
         let until = self.visible_until(user_id, room_id).await?;
         self.store
             .event(event_id)
@@ -424,18 +655,41 @@ impl Rooms {
         self.store.current_state(room_id).await
     }
 
-    pub async fn state_event(&self, user_id: &UserId, room_id: &RoomId, kind: &str, key: &str) -> Result<StoredEvent> {
+    pub async fn state_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        kind: &str,
+        key: &str,
+    ) -> Result<StoredEvent> {
         self.visible_until(user_id, room_id).await?;
-        self.store.state_event(room_id, kind, key).await?.ok_or_else(|| Error::not_found("state event not found"))
+        self.store
+            .state_event(room_id, kind, key)
+            .await?
+            .ok_or_else(|| Error::not_found("state event not found"))
     }
 
     pub async fn members(&self, user_id: &UserId, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
         self.visible_until(user_id, room_id).await?;
-        Ok(self.store.current_state(room_id).await?.into_iter().filter(|e| e.pdu.kind == TimelineEventType::RoomMember).collect())
+        Ok(self
+            .store
+            .current_state(room_id)
+            .await?
+            .into_iter()
+            .filter(|e| e.pdu.kind == TimelineEventType::RoomMember)
+            .collect())
     }
 
     /// `GET /rooms/{roomId}/messages`. Tokens are stream boundaries (see [`parse_token`]).
-    pub async fn messages(&self, user_id: &UserId, room_id: &RoomId, from: Option<&str>, to: Option<&str>, dir: Direction, limit: usize) -> Result<Page> {
+    pub async fn messages(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        from: Option<&str>,
+        to: Option<&str>,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Page> {
         let until_visible = self.visible_until(user_id, room_id).await?;
         let limit = limit.clamp(1, self.config.max_timeline_limit);
         let now = i64::MAX;
@@ -448,11 +702,21 @@ impl Rooms {
         let events = match dir {
             Direction::Backward => {
                 let after = to.unwrap_or(0);
-                self.store.timeline(room_id, after, from.min(until_visible), Direction::Backward, limit).await?
+                self.store
+                    .timeline(
+                        room_id,
+                        after,
+                        from.min(until_visible),
+                        Direction::Backward,
+                        limit,
+                    )
+                    .await?
             }
             Direction::Forward => {
                 let until = to.unwrap_or(now).min(until_visible);
-                self.store.timeline(room_id, from, until, Direction::Forward, limit).await?
+                self.store
+                    .timeline(room_id, from, until, Direction::Forward, limit)
+                    .await?
             }
         };
         let end = if events.len() < limit {
@@ -467,55 +731,117 @@ impl Rooms {
     }
 
     /// `GET /rooms/{roomId}/context/{eventId}`: events before and after, and the state.
-    pub async fn context(&self, user_id: &UserId, room_id: &RoomId, event_id: &EventId, limit: usize) -> Result<(StoredEvent, Page, Page, Vec<StoredEvent>)> {
+    pub async fn context(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: usize,
+    ) -> Result<(StoredEvent, Page, Page, Vec<StoredEvent>)> {
         let ev = self.event(user_id, room_id, event_id).await?;
         let until = self.visible_until(user_id, room_id).await?;
         let half = (limit.min(self.config.max_timeline_limit) / 2).max(1);
-        let before = self.store.timeline(room_id, 0, ev.pos - 1, Direction::Backward, half).await?;
-        let after = self.store.timeline(room_id, ev.pos, until, Direction::Forward, half).await?;
+        let before = self
+            .store
+            .timeline(room_id, 0, ev.pos - 1, Direction::Backward, half)
+            .await?;
+        let after = self
+            .store
+            .timeline(room_id, ev.pos, until, Direction::Forward, half)
+            .await?;
         let start = make_token(before.last().map(|e| e.pos - 1).unwrap_or(ev.pos - 1));
         let end = make_token(after.last().map(|e| e.pos).unwrap_or(ev.pos));
         let state = self.store.current_state(room_id).await?;
-        Ok((ev, Page { events: before, end: Some(start) }, Page { events: after, end: Some(end) }, state))
+        Ok((
+            ev,
+            Page {
+                events: before,
+                end: Some(start),
+            },
+            Page {
+                events: after,
+                end: Some(end),
+            },
+            state,
+        ))
     }
 
-    pub async fn relations(&self, user_id: &UserId, room_id: &RoomId, event_id: &EventId, rel_type: Option<&str>, event_type: Option<&str>, from: Option<&str>, limit: usize) -> Result<Page> {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relations(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
         let until = self.visible_until(user_id, room_id).await?;
         let before = match from {
             Some(t) => parse_token(t)?.min(until),
             None => until,
         };
         let limit = limit.clamp(1, self.config.max_timeline_limit);
-        let events = self.store.relations(room_id, event_id, rel_type, event_type, before, limit).await?;
-        let end = (events.len() == limit).then(|| events.last().map(|e| make_token(e.pos - 1))).flatten();
+        let events = self
+            .store
+            .relations(room_id, event_id, rel_type, event_type, before, limit)
+            .await?;
+        let end = (events.len() == limit)
+            .then(|| events.last().map(|e| make_token(e.pos - 1)))
+            .flatten();
         Ok(Page { events, end })
     }
 
     pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
-        Ok(self.store.memberships(user_id).await?.into_iter().filter(|m| m.membership == "join").map(|m| m.room_id).collect())
+        Ok(self
+            .store
+            .memberships(user_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id)
+            .collect())
     }
 
     pub async fn set_alias(&self, session: &Session, alias: &str, room_id: &RoomId) -> Result<()> {
-        let parsed = ruma::RoomAliasId::parse(alias).map_err(|_| Error::invalid_param("invalid room alias"))?;
+        let parsed = ruma::RoomAliasId::parse(alias)
+            .map_err(|_| Error::invalid_param("invalid room alias"))?;
         if parsed.server_name() != self.config.server_name {
             return Err(Error::invalid_param("alias must be on this server"));
         }
         self.ensure_room(room_id).await?;
         if self.store.alias(alias).await?.is_some() {
-            return Err(Error::matrix(ErrorCode::RoomInUse, "room alias already exists"));
+            return Err(Error::matrix(
+                ErrorCode::RoomInUse,
+                "room alias already exists",
+            ));
         }
         self.store.set_alias(alias, room_id, &session.user_id).await
     }
 
     pub async fn delete_alias(&self, session: &Session, alias: &str) -> Result<()> {
-        let (room_id, creator) = self.store.alias(alias).await?.ok_or_else(|| Error::not_found("room alias not found"))?;
+        let (room_id, creator) = self
+            .store
+            .alias(alias)
+            .await?
+            .ok_or_else(|| Error::not_found("room alias not found"))?;
         if creator != session.user_id {
             let version = self.ensure_room(&room_id).await?;
-            let create = self.store.state_event(&room_id, "m.room.create", "").await?;
-            let power = self.store.state_event(&room_id, "m.room.power_levels", "").await?;
-            let level = state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
+            let create = self
+                .store
+                .state_event(&room_id, "m.room.create", "")
+                .await?;
+            let power = self
+                .store
+                .state_event(&room_id, "m.room.power_levels", "")
+                .await?;
+            let level =
+                state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
             if level < state::required_level(power.as_ref(), "state_default", 50) {
-                return Err(Error::forbidden("only the alias creator or a room admin can delete it"));
+                return Err(Error::forbidden(
+                    "only the alias creator or a room admin can delete it",
+                ));
             }
         }
         self.store.delete_alias(alias).await?;
@@ -526,9 +852,15 @@ impl Rooms {
     pub async fn summary(&self, room_id: &RoomId) -> Result<Value> {
         let state = self.store.current_state(room_id).await?;
         let get = |kind: &str, field: &str| -> Option<Value> {
-            state.iter().find(|e| e.pdu.kind.to_string() == kind && e.pdu.state_key.as_deref() == Some("")).and_then(|e| e.pdu.content_value().get(field).cloned())
+            state
+                .iter()
+                .find(|e| e.pdu.kind.to_string() == kind && e.pdu.state_key.as_deref() == Some(""))
+                .and_then(|e| e.pdu.content_value().get(field).cloned())
         };
-        let joined = state.iter().filter(|e| e.pdu.membership().as_deref() == Some("join")).count();
+        let joined = state
+            .iter()
+            .filter(|e| e.pdu.membership().as_deref() == Some("join"))
+            .count();
         let mut v = json!({
             "room_id": room_id,
             "num_joined_members": joined,
@@ -536,7 +868,13 @@ impl Rooms {
             "guest_can_join": get("m.room.guest_access", "guest_access") == Some(json!("can_join")),
             "join_rule": get("m.room.join_rules", "join_rule").unwrap_or(json!("invite")),
         });
-        for (kind, field, out) in [("m.room.name", "name", "name"), ("m.room.topic", "topic", "topic"), ("m.room.avatar", "url", "avatar_url"), ("m.room.canonical_alias", "alias", "canonical_alias"), ("m.room.create", "type", "room_type")] {
+        for (kind, field, out) in [
+            ("m.room.name", "name", "name"),
+            ("m.room.topic", "topic", "topic"),
+            ("m.room.avatar", "url", "avatar_url"),
+            ("m.room.canonical_alias", "alias", "canonical_alias"),
+            ("m.room.create", "type", "room_type"),
+        ] {
             if let Some(val) = get(kind, field) {
                 v[out] = val;
             }
@@ -549,7 +887,13 @@ impl Rooms {
         for room_id in self.store.public_rooms().await? {
             let s = self.summary(&room_id).await?;
             if let Some(term) = filter.map(str::to_lowercase).filter(|t| !t.is_empty()) {
-                let hay = format!("{} {} {}", s["name"].as_str().unwrap_or(""), s["topic"].as_str().unwrap_or(""), s["canonical_alias"].as_str().unwrap_or("")).to_lowercase();
+                let hay = format!(
+                    "{} {} {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["topic"].as_str().unwrap_or(""),
+                    s["canonical_alias"].as_str().unwrap_or("")
+                )
+                .to_lowercase();
                 if !hay.contains(&term) {
                     continue;
                 }
@@ -560,10 +904,18 @@ impl Rooms {
         Ok(out)
     }
 
-    pub async fn set_visibility(&self, session: &Session, room_id: &RoomId, public: bool) -> Result<()> {
+    pub async fn set_visibility(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        public: bool,
+    ) -> Result<()> {
         let version = self.ensure_room(room_id).await?;
         let create = self.store.state_event(room_id, "m.room.create", "").await?;
-        let power = self.store.state_event(room_id, "m.room.power_levels", "").await?;
+        let power = self
+            .store
+            .state_event(room_id, "m.room.power_levels", "")
+            .await?;
         let level = state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
         if level < state::required_level(power.as_ref(), "state_default", 50) {
             return Err(Error::forbidden("only room admins can publish the room"));

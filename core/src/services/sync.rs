@@ -1,7 +1,11 @@
 //! `/sync`: what changed for a user since a token, waiting for something to change when
 //! nothing has. Tokens are `s{stream position}_{ephemeral counter}`.
 
-use std::{collections::{BTreeMap, HashSet}, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
@@ -92,7 +96,11 @@ impl Default for SyncFilter {
 
 impl SyncFilter {
     fn allows_room(&self, room_id: &RoomId) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id.as_str()) && self.rooms.as_ref().is_none_or(|rs| rs.iter().any(|r| r == room_id.as_str()))
+        !self.not_rooms.iter().any(|r| r == room_id.as_str())
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rs| rs.iter().any(|r| r == room_id.as_str()))
     }
 }
 
@@ -130,7 +138,11 @@ pub struct SyncOutput {
 
 impl SyncOutput {
     pub fn is_empty(&self) -> bool {
-        self.joined.is_empty() && self.invited.is_empty() && self.left.is_empty() && self.account_data.is_empty() && self.presence.is_empty()
+        self.joined.is_empty()
+            && self.invited.is_empty()
+            && self.left.is_empty()
+            && self.account_data.is_empty()
+            && self.presence.is_empty()
     }
 }
 
@@ -154,16 +166,33 @@ pub struct Sync {
 }
 
 pub fn parse_since(token: &str) -> Result<(i64, u64)> {
-    let body = token.strip_prefix('s').ok_or_else(|| Error::invalid_param("invalid since token"))?;
+    let body = token
+        .strip_prefix('s')
+        .ok_or_else(|| Error::invalid_param("invalid since token"))?;
     let mut parts = body.split('_');
     let pos = parts.next().and_then(|p| p.parse().ok());
     let eph = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    pos.map(|p| (p, eph)).ok_or_else(|| Error::invalid_param("invalid since token"))
+    pos.map(|p| (p, eph))
+        .ok_or_else(|| Error::invalid_param("invalid since token"))
 }
 
 impl Sync {
-    pub fn new(rooms: Arc<dyn RoomStore>, client: Arc<dyn ClientStore>, stream: Arc<dyn StreamPosition>, ephemeral: Arc<Ephemeral>, notifier: Notifier, max_timeout_ms: u64) -> Self {
-        Sync { rooms, client, stream, ephemeral, notifier, max_timeout_ms }
+    pub fn new(
+        rooms: Arc<dyn RoomStore>,
+        client: Arc<dyn ClientStore>,
+        stream: Arc<dyn StreamPosition>,
+        ephemeral: Arc<Ephemeral>,
+        notifier: Notifier,
+        max_timeout_ms: u64,
+    ) -> Self {
+        Sync {
+            rooms,
+            client,
+            stream,
+            ephemeral,
+            notifier,
+            max_timeout_ms,
+        }
     }
 
     pub async fn sync(&self, session: &Session, req: SyncRequest) -> Result<SyncOutput> {
@@ -173,7 +202,8 @@ impl Sync {
                 self.ephemeral.set_presence(&session.user_id, p, None);
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.min(self.max_timeout_ms));
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(req.timeout_ms.min(self.max_timeout_ms));
         let mut rx = self.notifier.subscribe();
         loop {
             let out = self.compute(session, since, &req).await?;
@@ -187,14 +217,22 @@ impl Sync {
         }
     }
 
-    async fn compute(&self, session: &Session, since: Option<(i64, u64)>, req: &SyncRequest) -> Result<SyncOutput> {
+    async fn compute(
+        &self,
+        session: &Session,
+        since: Option<(i64, u64)>,
+        req: &SyncRequest,
+    ) -> Result<SyncOutput> {
         let user = &session.user_id;
         let now_pos = self.stream.current_pos();
         let now_eph = self.ephemeral.current();
         let (since_pos, since_eph) = since.unwrap_or((0, 0));
         let initial = since.is_none();
         let filter = &req.filter;
-        let mut out = SyncOutput { next_batch: format!("s{now_pos}_{now_eph}"), ..Default::default() };
+        let mut out = SyncOutput {
+            next_batch: format!("s{now_pos}_{now_eph}"),
+            ..Default::default()
+        };
         let memberships = self.rooms.memberships(user).await?;
         let mut joined_rooms = Vec::new();
         for m in memberships {
@@ -205,7 +243,11 @@ impl Sync {
                 "join" => {
                     joined_rooms.push(m.room_id.clone());
                     let fresh = initial || req.full_state || m.pos > since_pos;
-                    let room = self.joined_room(user, &m.room_id, since_pos, since_eph, now_pos, fresh, initial, filter).await?;
+                    let room = self
+                        .joined_room(
+                            user, &m.room_id, since_pos, since_eph, now_pos, fresh, initial, filter,
+                        )
+                        .await?;
                     if let Some(room) = room {
                         out.joined.insert(m.room_id, room);
                     }
@@ -220,26 +262,58 @@ impl Sync {
                         .filter(|e| {
                             matches!(
                                 e.pdu.kind.to_string().as_str(),
-                                "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias" | "m.room.encryption" | "m.room.topic"
-                            ) || (e.pdu.kind == TimelineEventType::RoomMember && (e.pdu.state_key.as_deref() == Some(user.as_str()) || e.pdu.event_id == m.event_id))
+                                "m.room.create"
+                                    | "m.room.join_rules"
+                                    | "m.room.name"
+                                    | "m.room.avatar"
+                                    | "m.room.canonical_alias"
+                                    | "m.room.encryption"
+                                    | "m.room.topic"
+                            ) || (e.pdu.kind == TimelineEventType::RoomMember
+                                && (e.pdu.state_key.as_deref() == Some(user.as_str())
+                                    || e.pdu.event_id == m.event_id))
                         })
                         .collect();
                     out.invited.insert(m.room_id, stripped);
                 }
-                "leave" | "ban" if (!initial && m.pos > since_pos && m.pos <= now_pos) || (initial && filter.include_leave) => {
+                "leave" | "ban"
+                    if (!initial && m.pos > since_pos && m.pos <= now_pos)
+                        || (initial && filter.include_leave) =>
+                {
                     let after = if initial { 0 } else { since_pos };
-                    let mut timeline = self.rooms.timeline(&m.room_id, after, m.pos, Direction::Backward, filter.timeline_limit).await?;
+                    let mut timeline = self
+                        .rooms
+                        .timeline(
+                            &m.room_id,
+                            after,
+                            m.pos,
+                            Direction::Backward,
+                            filter.timeline_limit,
+                        )
+                        .await?;
                     timeline.reverse();
                     let prev_batch = timeline.first().map(|e| make_token(e.pos - 1));
-                    out.left.insert(m.room_id, LeftRoomSync { timeline, state: vec![], prev_batch });
+                    out.left.insert(
+                        m.room_id,
+                        LeftRoomSync {
+                            timeline,
+                            state: vec![],
+                            prev_batch,
+                        },
+                    );
                 }
                 _ => {}
             }
         }
 
-        for (room, kind, content) in self.client.account_data_since(user, if initial { 0 } else { since_pos }).await? {
+        for (room, kind, content) in self
+            .client
+            .account_data_since(user, if initial { 0 } else { since_pos })
+            .await?
+        {
             if room.is_none() && filter.account_data.allows(&kind, None) {
-                out.account_data.push(json!({ "type": kind, "content": content }));
+                out.account_data
+                    .push(json!({ "type": kind, "content": content }));
             }
         }
         if initial && !out.account_data.iter().any(|e| e["type"] == "m.push_rules") {
@@ -267,10 +341,23 @@ impl Sync {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn joined_room(&self, user: &UserId, room_id: &RoomId, since_pos: i64, since_eph: u64, now_pos: i64, fresh: bool, initial: bool, filter: &SyncFilter) -> Result<Option<JoinedRoomSync>> {
+    async fn joined_room(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        since_pos: i64,
+        since_eph: u64,
+        now_pos: i64,
+        fresh: bool,
+        initial: bool,
+        filter: &SyncFilter,
+    ) -> Result<Option<JoinedRoomSync>> {
         let limit = filter.timeline_limit;
         let after = if fresh { 0 } else { since_pos };
-        let mut events = self.rooms.timeline(room_id, after, now_pos, Direction::Backward, limit + 1).await?;
+        let mut events = self
+            .rooms
+            .timeline(room_id, after, now_pos, Direction::Backward, limit + 1)
+            .await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
@@ -278,15 +365,26 @@ impl Sync {
         let prev_batch = Some(make_token(timeline_start.map(|p| p - 1).unwrap_or(now_pos)));
         let in_timeline: HashSet<_> = events.iter().map(|e| e.pdu.event_id.clone()).collect();
         let state: Vec<StoredEvent> = if fresh {
-            self.rooms.current_state(room_id).await?.into_iter().filter(|e| !in_timeline.contains(&e.pdu.event_id) && e.pos <= now_pos).collect()
+            self.rooms
+                .current_state(room_id)
+                .await?
+                .into_iter()
+                .filter(|e| !in_timeline.contains(&e.pdu.event_id) && e.pos <= now_pos)
+                .collect()
         } else if limited {
             let until = timeline_start.map(|p| p - 1).unwrap_or(now_pos);
             self.rooms.state_changes(room_id, since_pos, until).await?
         } else {
             vec![]
         };
-        let state: Vec<StoredEvent> = state.into_iter().filter(|e| filter.state.allows_event(e)).collect();
-        let timeline: Vec<StoredEvent> = events.into_iter().filter(|e| filter.timeline.allows_event(e)).collect();
+        let state: Vec<StoredEvent> = state
+            .into_iter()
+            .filter(|e| filter.state.allows_event(e))
+            .collect();
+        let timeline: Vec<StoredEvent> = events
+            .into_iter()
+            .filter(|e| filter.timeline.allows_event(e))
+            .collect();
 
         let mut ephemeral = Vec::new();
         let eph_since = if initial { 0 } else { since_eph };
@@ -295,14 +393,22 @@ impl Sync {
                 ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
             }
         }
-        let receipts = self.client.receipts_since(room_id, if fresh { 0 } else { since_pos }).await?;
+        let receipts = self
+            .client
+            .receipts_since(room_id, if fresh { 0 } else { since_pos })
+            .await?;
         let mut content: Map<String, Value> = Map::new();
-        for r in receipts.iter().filter(|r| r.receipt_type != "m.read.private" || r.user_id == user) {
+        for r in receipts
+            .iter()
+            .filter(|r| r.receipt_type != "m.read.private" || r.user_id == user)
+        {
             let mut entry = json!({ "ts": r.ts });
             if let Some(t) = &r.thread_id {
                 entry["thread_id"] = json!(t);
             }
-            let ev = content.entry(r.event_id.to_string()).or_insert_with(|| json!({}));
+            let ev = content
+                .entry(r.event_id.to_string())
+                .or_insert_with(|| json!({}));
             ev[&r.receipt_type][r.user_id.as_str()] = entry;
         }
         if !content.is_empty() && filter.ephemeral.allows("m.receipt", None) {
@@ -310,13 +416,21 @@ impl Sync {
         }
 
         let mut account_data = Vec::new();
-        for (room, kind, content) in self.client.account_data_since(user, if fresh { 0 } else { since_pos }).await? {
+        for (room, kind, content) in self
+            .client
+            .account_data_since(user, if fresh { 0 } else { since_pos })
+            .await?
+        {
             if room.as_deref() == Some(room_id) && filter.room_account_data.allows(&kind, None) {
                 account_data.push(json!({ "type": kind, "content": content }));
             }
         }
 
-        let changed = fresh || !timeline.is_empty() || !state.is_empty() || !ephemeral.is_empty() || !account_data.is_empty();
+        let changed = fresh
+            || !timeline.is_empty()
+            || !state.is_empty()
+            || !ephemeral.is_empty()
+            || !account_data.is_empty();
         if !changed {
             return Ok(None);
         }
@@ -332,7 +446,12 @@ impl Sync {
         let members = self.rooms.members(room_id).await?;
         let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
         let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
-        let heroes = members.iter().filter(|(u, m)| u != user && (m == "join" || m == "invite")).take(5).map(|(u, _)| u.clone()).collect();
+        let heroes = members
+            .iter()
+            .filter(|(u, m)| u != user && (m == "join" || m == "invite"))
+            .take(5)
+            .map(|(u, _)| u.clone())
+            .collect();
         Ok(Some(JoinedRoomSync {
             timeline,
             limited,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sandcat's test command: installs what the tests need on a Debian machine, then runs every
+# test — the Rust workspace (end-to-end tests on real SQLite files) and the interop test that
+# drives the real binary with matrix-nio, a third-party Matrix client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is not installed. Install Rust (1.89 or newer) with rustup: https://rustup.rs" >&2
+    exit 1
+fi
+
+# Python with venv, for the matrix-nio interop test.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
+    else
+        echo "python3 with venv is needed: sudo apt-get install python3 python3-venv" >&2
+        exit 1
+    fi
+fi
+VENV="${SANDCAT_TEST_VENV:-$ROOT/.venv}"
+if ! "$VENV/bin/python" -c 'import nio, aiohttp' >/dev/null 2>&1; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' aiohttp
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace
+
+echo "== interop: matrix-nio against the sandcat binary"
+cargo build --bin sandcat
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+DATA=$(mktemp -d)
+SANDCAT_LISTEN="127.0.0.1:$PORT" SANDCAT_DATA_DIR="$DATA" SANDCAT_REGISTRATION_ENABLED=true SANDCAT_LOG=warn \
+    "$CARGO_TARGET_DIR/debug/sandcat" serve > "$DATA/sandcat.log" 2>&1 &
+PID=$!
+cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    if "$VENV/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/_matrix/client/versions')" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+if ! "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT"; then
+    echo "--- sandcat log" >&2
+    cat "$DATA/sandcat.log" >&2
+    exit 1
+fi
