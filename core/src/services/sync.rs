@@ -467,3 +467,30 @@ impl Sync {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_tokens_parse_and_reject_garbage() {
+        assert_eq!(parse_since("s12_3").unwrap(), (12, 3));
+        assert_eq!(parse_since("s12").unwrap(), (12, 0));
+        assert!(parse_since("12_3").is_err());
+        assert!(parse_since("sx_1").is_err());
+    }
+
+    #[test]
+    fn event_filters_match_wildcards_and_senders() {
+        let f = EventFilter {
+            types: Some(vec!["m.room.*".into()]),
+            not_types: vec!["m.room.member".into()],
+            senders: None,
+            not_senders: vec!["@spam:x".into()],
+        };
+        assert!(f.allows("m.room.message", Some("@a:x")));
+        assert!(!f.allows("m.room.member", Some("@a:x")));
+        assert!(!f.allows("m.reaction", Some("@a:x")));
+        assert!(!f.allows("m.room.message", Some("@spam:x")));
+    }
+}
