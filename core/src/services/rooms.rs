@@ -539,24 +539,19 @@ impl Rooms {
         reason: Option<&str>,
         txn_id: &str,
     ) -> Result<OwnedEventId> {
-        let version = self.ensure_room(room_id).await?;
+        self.ensure_room(room_id).await?;
         let ev = self
             .store
             .event(target)
             .await?
             .filter(|e| e.pdu.room_id() == room_id)
             .ok_or_else(|| Error::not_found("event not found"))?;
-        if ev.pdu.sender != session.user_id {
-            let create = self.store.state_event(room_id, "m.room.create", "").await?;
-            let power = self
-                .store
-                .state_event(room_id, "m.room.power_levels", "")
-                .await?;
-            let have =
-                state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
-            if have < state::required_level(power.as_ref(), "redact", 50) {
-                return Err(Error::forbidden("you may only redact your own events"));
-            }
+        if ev.pdu.sender != session.user_id
+            && !self
+                .has_level(room_id, &session.user_id, "redact", 50)
+                .await?
+        {
+            return Err(Error::forbidden("you may only redact your own events"));
         }
         let content = match reason {
             Some(r) => json!({ "reason": r }),
@@ -826,23 +821,14 @@ impl Rooms {
             .alias(alias)
             .await?
             .ok_or_else(|| Error::not_found("room alias not found"))?;
-        if creator != session.user_id {
-            let version = self.ensure_room(&room_id).await?;
-            let create = self
-                .store
-                .state_event(&room_id, "m.room.create", "")
-                .await?;
-            let power = self
-                .store
-                .state_event(&room_id, "m.room.power_levels", "")
-                .await?;
-            let level =
-                state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
-            if level < state::required_level(power.as_ref(), "state_default", 50) {
-                return Err(Error::forbidden(
-                    "only the alias creator or a room admin can delete it",
-                ));
-            }
+        if creator != session.user_id
+            && !self
+                .has_level(&room_id, &session.user_id, "state_default", 50)
+                .await?
+        {
+            return Err(Error::forbidden(
+                "only the alias creator or a room admin can delete it",
+            ));
         }
         self.store.delete_alias(alias).await?;
         Ok(())
@@ -910,16 +896,30 @@ impl Rooms {
         room_id: &RoomId,
         public: bool,
     ) -> Result<()> {
+        if !self
+            .has_level(room_id, &session.user_id, "state_default", 50)
+            .await?
+        {
+            return Err(Error::forbidden("only room admins can publish the room"));
+        }
+        self.store.set_public(room_id, public).await
+    }
+
+    /// Whether the user's power in the room reaches the named level of its power levels.
+    async fn has_level(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        level: &str,
+        default: i64,
+    ) -> Result<bool> {
         let version = self.ensure_room(room_id).await?;
         let create = self.store.state_event(room_id, "m.room.create", "").await?;
         let power = self
             .store
             .state_event(room_id, "m.room.power_levels", "")
             .await?;
-        let level = state::power_level(&version, create.as_ref(), power.as_ref(), &session.user_id);
-        if level < state::required_level(power.as_ref(), "state_default", 50) {
-            return Err(Error::forbidden("only room admins can publish the room"));
-        }
-        self.store.set_public(room_id, public).await
+        let have = state::power_level(&version, create.as_ref(), power.as_ref(), user_id);
+        Ok(have >= state::required_level(power.as_ref(), level, default))
     }
 }
