@@ -21,7 +21,7 @@ use sandcat_core::{
     notifier::Notifier,
     ports::EventBus,
     sequencer::{Sequencer, SigningKey},
-    services::{accounts::Accounts, data::ClientData, rooms::Rooms, sync::Sync},
+    services::{accounts::Accounts, data::ClientData, keys::Keys, rooms::Rooms, sync::Sync},
     ServerConfig,
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
@@ -103,6 +103,7 @@ pub async fn build(config: &Config) -> Result<App> {
         store.clone(),
         store.clone(),
         store.clone(),
+        store.clone(),
         ephemeral.clone(),
         notifier.clone(),
         server.max_sync_timeout_ms,
@@ -111,10 +112,24 @@ pub async fn build(config: &Config) -> Result<App> {
         store.clone(),
         store.clone(),
         ephemeral.clone(),
-        notifier,
+        notifier.clone(),
+    ));
+    let keys = Arc::new(Keys::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        notifier.clone(),
     ));
     let metrics = Arc::new(Metrics::default());
-    let state = AppState::new(server, accounts.clone(), rooms, sync, data, metrics.clone());
+    let state = AppState::new(
+        server,
+        accounts.clone(),
+        rooms,
+        sync,
+        data,
+        keys,
+        metrics.clone(),
+    );
 
     let router = sandcat_client_api::router(state)
         .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))

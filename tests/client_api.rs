@@ -1015,3 +1015,157 @@ async fn health_and_metrics() {
     assert_eq!(s, 200);
     assert!(b.as_str().unwrap().contains("sandcat_http_requests_total"));
 }
+
+#[tokio::test]
+async fn e2ee_keys_and_to_device() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await;
+    let (_, who) = alice.get("/_matrix/client/v3/account/whoami").await;
+    let alice_dev = who["device_id"].as_str().unwrap().to_owned();
+    let (_, who) = bob.get("/_matrix/client/v3/account/whoami").await;
+    let bob_dev = who["device_id"].as_str().unwrap().to_owned();
+    let bob_since = bob.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let device_keys = json!({
+        "user_id": alice.user_id, "device_id": alice_dev,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": { format!("curve25519:{alice_dev}"): "curvekey", format!("ed25519:{alice_dev}"): "edkey" },
+        "signatures": { alice.user_id.clone(): { format!("ed25519:{alice_dev}"): "sig" } },
+    });
+    let otk = |n: u32| json!({ "key": format!("otk{n}"), "signatures": { alice.user_id.clone(): { format!("ed25519:{alice_dev}"): "sig" } } });
+    let (s, b) = alice
+        .post("/_matrix/client/v3/keys/upload", json!({
+            "device_keys": device_keys,
+            "one_time_keys": { "signed_curve25519:AAAA": otk(1), "signed_curve25519:AAAB": otk(2) },
+            "fallback_keys": { "signed_curve25519:FFFF": { "key": "fb", "fallback": true } },
+        }))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["one_time_key_counts"]["signed_curve25519"], 2);
+    // Someone else's device keys are refused.
+    let (s, _) = bob
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({ "device_keys": device_keys }),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // Bob learns that Alice's keys changed, queries and claims them.
+    let s1 = bob.sync(Some(&bob_since), 0).await;
+    assert!(
+        s1["device_lists"]["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(alice.user_id)),
+        "{s1}"
+    );
+    let (s, q) = bob
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { alice.user_id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        q["device_keys"][&alice.user_id][&alice_dev]["keys"][format!("ed25519:{alice_dev}")],
+        "edkey"
+    );
+    let claim = json!({ "one_time_keys": { alice.user_id.clone(): { alice_dev.clone(): "signed_curve25519" } } });
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (s, c) = bob
+            .post("/_matrix/client/v3/keys/claim", claim.clone())
+            .await;
+        assert_eq!(s, 200);
+        let keys = c["one_time_keys"][&alice.user_id][&alice_dev]
+            .as_object()
+            .unwrap()
+            .clone();
+        seen.push(
+            keys.values().next().unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["fb", "otk1", "otk2"],
+        "two one-time keys, then the fallback key"
+    );
+    let a = alice.sync(None, 0).await;
+    assert!(a["device_one_time_keys_count"]
+        .get("signed_curve25519")
+        .is_none_or(|v| v == 0));
+    assert_eq!(a["device_unused_fallback_key_types"], json!([]));
+
+    // To-device: delivered to the addressed device, kept until acknowledged, then gone.
+    let since = alice.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = bob
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/tx1",
+            json!({ "messages": { alice.user_id.clone(): { alice_dev.clone(): { "hello": 1 } } } }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = bob
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/tx1",
+            json!({ "messages": { alice.user_id.clone(): { alice_dev.clone(): { "hello": 1 } } } }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let t1 = alice.sync(Some(&since), 0).await;
+    let evs = t1["to_device"]["events"].as_array().unwrap();
+    assert_eq!(
+        evs.len(),
+        1,
+        "one message, the retry was deduplicated: {t1}"
+    );
+    assert_eq!(evs[0]["sender"], json!(bob.user_id));
+    assert_eq!(evs[0]["content"]["hello"], 1);
+    // The same since again (a lost response): delivered again.
+    let again = alice.sync(Some(&since), 0).await;
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 1);
+    // Acknowledged by the next token: gone.
+    let t2 = alice.sync(t1["next_batch"].as_str(), 0).await;
+    assert!(t2["to_device"]["events"].as_array().unwrap().is_empty());
+    let (s, _) = alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.dummy/tx2",
+            json!({ "messages": { bob.user_id.clone(): { "*": {} } } }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let b2 = bob.sync(None, 0).await;
+    assert_eq!(b2["to_device"]["events"][0]["type"], "m.dummy", "{bob_dev}");
+
+    // Cross-signing keys are served to others (user-signing only to the owner).
+    let master = json!({ "user_id": alice.user_id, "usage": ["master"], "keys": { "ed25519:MASTER": "MASTER" } });
+    let (s, _) = alice.post("/_matrix/client/v3/keys/device_signing/upload", json!({ "master_key": master, "user_signing_key": { "user_id": alice.user_id, "usage": ["user_signing"], "keys": { "ed25519:US": "US" } } })).await;
+    assert_eq!(s, 200);
+    let (_, q) = bob
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { alice.user_id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(
+        q["master_keys"][&alice.user_id]["keys"]["ed25519:MASTER"],
+        "MASTER"
+    );
+    assert!(q["user_signing_keys"].get(&alice.user_id).is_none());
+    let (s, b) = alice.get("/_matrix/client/v3/room_keys/version").await;
+    assert_eq!((s, errcode(&b)), (404, "M_NOT_FOUND"));
+}

@@ -16,7 +16,7 @@ use axum::{
 use http::StatusCode;
 use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
 use sandcat_core::{
-    services::{accounts::Accounts, data::ClientData, rooms::Rooms, sync::Sync},
+    services::{accounts::Accounts, data::ClientData, keys::Keys, rooms::Rooms, sync::Sync},
     ServerConfig,
 };
 
@@ -35,6 +35,7 @@ pub struct AppState {
     pub rooms: Arc<Rooms>,
     pub sync: Arc<Sync>,
     pub data: Arc<ClientData>,
+    pub keys: Arc<Keys>,
     pub uiaa: Arc<uiaa::Sessions>,
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -46,6 +47,7 @@ impl AppState {
         rooms: Arc<Rooms>,
         sync: Arc<Sync>,
         data: Arc<ClientData>,
+        keys: Arc<Keys>,
         metrics: Arc<metrics::Metrics>,
     ) -> Self {
         AppState {
@@ -53,6 +55,7 @@ impl AppState {
             accounts,
             rooms,
             sync,
+            keys,
             data,
             uiaa: Default::default(),
             metrics,

@@ -246,3 +246,63 @@ pub trait EventBus: Send + Sync {
 pub trait BatchHandler: Send + Sync {
     async fn handle(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
 }
+
+/// One to-device message for one device.
+#[derive(Debug, Clone)]
+pub struct ToDevice {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    /// The event as delivered: `{sender, type, content}`.
+    pub event: Value,
+}
+
+/// End-to-end encryption keys and the to-device inbox.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn set_device_keys(&self, user_id: &UserId, device_id: &str, keys: &Value) -> Result<()>;
+    /// `(device_id, keys)` of every device of the user that uploaded keys.
+    async fn device_keys(&self, user_id: &UserId) -> Result<Vec<(String, Value)>>;
+    /// Adds one-time keys (`fallback` false) or replaces the fallback keys (`fallback` true).
+    async fn add_one_time_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, Value)],
+        fallback: bool,
+    ) -> Result<()>;
+    /// Unclaimed one-time keys per algorithm.
+    async fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<(String, u64)>>;
+    async fn unused_fallback_algorithms(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<String>>;
+    /// Takes one one-time key of the algorithm, or else the fallback key: `(key id, key)`.
+    async fn claim_key(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, Value)>>;
+    async fn set_cross_signing_key(&self, user_id: &UserId, kind: &str, key: &Value) -> Result<()>;
+    /// `(kind, key)`: `master`, `self_signing`, `user_signing`.
+    async fn cross_signing_keys(&self, user_id: &UserId) -> Result<Vec<(String, Value)>>;
+    /// Users whose device or cross-signing keys changed in `(after, until]`.
+    async fn key_changes(&self, after: i64, until: i64) -> Result<Vec<OwnedUserId>>;
+    async fn add_to_device(&self, messages: &[ToDevice]) -> Result<()>;
+    /// Messages for the device with a position in `(after, until]`, oldest first.
+    async fn to_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Value)>>;
+    /// Drops messages the device has acknowledged (positions up to `up_to`).
+    async fn ack_to_device(&self, user_id: &UserId, device_id: &str, up_to: i64) -> Result<()>;
+}

@@ -2,6 +2,7 @@
 
 mod account;
 mod data;
+mod keys;
 pub(crate) mod rooms;
 mod server;
 mod sync;
@@ -14,5 +15,6 @@ pub fn routes() -> axum::Router<AppState> {
     let r = account::routes(r);
     let r = rooms::routes(r);
     let r = sync::routes(r);
+    let r = keys::routes(r);
     data::routes(r)
 }

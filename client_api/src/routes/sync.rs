@@ -116,9 +116,10 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
         "account_data": { "events": out.account_data },
         "presence": { "events": out.presence },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
+        "to_device": { "events": out.to_device },
+        "device_lists": { "changed": out.device_lists_changed, "left": [] },
+        "device_one_time_keys_count": out.one_time_key_counts,
+        "device_unused_fallback_key_types": out.unused_fallback_key_types,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod data;
+pub mod keys;
 pub mod rooms;
 pub mod sync;
 

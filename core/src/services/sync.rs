@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{ClientStore, Direction, RoomStore, StreamPosition},
+    ports::{ClientStore, Direction, KeyStore, RoomStore, StreamPosition},
     services::{data::presence_content, rooms::make_token, Session},
     Error, Result, StoredEvent,
 };
@@ -134,11 +134,17 @@ pub struct SyncOutput {
     pub left: BTreeMap<OwnedRoomId, LeftRoomSync>,
     pub account_data: Vec<Value>,
     pub presence: Vec<Value>,
+    pub to_device: Vec<Value>,
+    pub device_lists_changed: Vec<OwnedUserId>,
+    pub one_time_key_counts: BTreeMap<String, u64>,
+    pub unused_fallback_key_types: Vec<String>,
 }
 
 impl SyncOutput {
     pub fn is_empty(&self) -> bool {
-        self.joined.is_empty()
+        self.to_device.is_empty()
+            && self.device_lists_changed.is_empty()
+            && self.joined.is_empty()
             && self.invited.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
@@ -159,20 +165,25 @@ pub struct SyncRequest {
 pub struct Sync {
     rooms: Arc<dyn RoomStore>,
     client: Arc<dyn ClientStore>,
+    keys: Arc<dyn KeyStore>,
     stream: Arc<dyn StreamPosition>,
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
     max_timeout_ms: u64,
 }
 
-pub fn parse_since(token: &str) -> Result<(i64, u64)> {
+/// A since token: `(stream position, ephemeral counter, last to-device position delivered)`.
+pub type SinceToken = (i64, u64, i64);
+
+pub fn parse_since(token: &str) -> Result<SinceToken> {
     let body = token
         .strip_prefix('s')
         .ok_or_else(|| Error::invalid_param("invalid since token"))?;
     let mut parts = body.split('_');
     let pos = parts.next().and_then(|p| p.parse().ok());
     let eph = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    pos.map(|p| (p, eph))
+    let to_device = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    pos.map(|p| (p, eph, to_device))
         .ok_or_else(|| Error::invalid_param("invalid since token"))
 }
 
@@ -180,6 +191,7 @@ impl Sync {
     pub fn new(
         rooms: Arc<dyn RoomStore>,
         client: Arc<dyn ClientStore>,
+        keys: Arc<dyn KeyStore>,
         stream: Arc<dyn StreamPosition>,
         ephemeral: Arc<Ephemeral>,
         notifier: Notifier,
@@ -188,6 +200,7 @@ impl Sync {
         Sync {
             rooms,
             client,
+            keys,
             stream,
             ephemeral,
             notifier,
@@ -220,17 +233,29 @@ impl Sync {
     async fn compute(
         &self,
         session: &Session,
-        since: Option<(i64, u64)>,
+        since: Option<SinceToken>,
         req: &SyncRequest,
     ) -> Result<SyncOutput> {
         let user = &session.user_id;
         let now_pos = self.stream.current_pos();
         let now_eph = self.ephemeral.current();
-        let (since_pos, since_eph) = since.unwrap_or((0, 0));
+        let (since_pos, since_eph, since_to_device) = since.unwrap_or((0, 0, 0));
         let initial = since.is_none();
         let filter = &req.filter;
+        // To-device messages stay until a later sync acknowledges them by its since token.
+        if since.is_some() && since_to_device > 0 {
+            self.keys
+                .ack_to_device(user, &session.device_id, since_to_device)
+                .await?;
+        }
+        let pending = self
+            .keys
+            .to_device(user, &session.device_id, 0, now_pos, 100)
+            .await?;
+        let last_to_device = pending.last().map(|(p, _)| *p).unwrap_or(since_to_device);
         let mut out = SyncOutput {
-            next_batch: format!("s{now_pos}_{now_eph}"),
+            next_batch: format!("s{now_pos}_{now_eph}_{last_to_device}"),
+            to_device: pending.into_iter().map(|(_, v)| v).collect(),
             ..Default::default()
         };
         let memberships = self.rooms.memberships(user).await?;
@@ -305,6 +330,32 @@ impl Sync {
                 _ => {}
             }
         }
+
+        if !initial {
+            let joined: HashSet<&OwnedRoomId> = joined_rooms.iter().collect();
+            for other in self.keys.key_changes(since_pos, now_pos).await? {
+                let shares = other == *user
+                    || self
+                        .rooms
+                        .memberships(&other)
+                        .await?
+                        .iter()
+                        .any(|m| m.membership == "join" && joined.contains(&m.room_id));
+                if shares {
+                    out.device_lists_changed.push(other);
+                }
+            }
+        }
+        out.one_time_key_counts = self
+            .keys
+            .one_time_key_counts(user, &session.device_id)
+            .await?
+            .into_iter()
+            .collect();
+        out.unused_fallback_key_types = self
+            .keys
+            .unused_fallback_algorithms(user, &session.device_id)
+            .await?;
 
         for (room, kind, content) in self
             .client
@@ -474,8 +525,9 @@ mod tests {
 
     #[test]
     fn since_tokens_parse_and_reject_garbage() {
-        assert_eq!(parse_since("s12_3").unwrap(), (12, 3));
-        assert_eq!(parse_since("s12").unwrap(), (12, 0));
+        assert_eq!(parse_since("s12_3_7").unwrap(), (12, 3, 7));
+        assert_eq!(parse_since("s12_3").unwrap(), (12, 3, 0));
+        assert_eq!(parse_since("s12").unwrap(), (12, 0, 0));
         assert!(parse_since("12_3").is_err());
         assert!(parse_since("sx_1").is_err());
     }

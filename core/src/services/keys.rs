@@ -1,0 +1,312 @@
+//! End-to-end encryption plumbing: device and cross-signing keys, one-time key claims, and
+//! to-device messages. The server stores and relays; it never sees plaintext.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{OwnedUserId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    notifier::Notifier,
+    ports::{KeyStore, RoomStore, ToDevice, UserStore},
+    services::Session,
+    Error, Result,
+};
+
+pub struct Keys {
+    keys: Arc<dyn KeyStore>,
+    users: Arc<dyn UserStore>,
+    rooms: Arc<dyn RoomStore>,
+    notifier: Notifier,
+    /// `(user, device, txn id)` of to-device sends already accepted.
+    seen_txns: std::sync::Mutex<std::collections::HashSet<(OwnedUserId, String, String)>>,
+}
+
+impl Keys {
+    pub fn new(
+        keys: Arc<dyn KeyStore>,
+        users: Arc<dyn UserStore>,
+        rooms: Arc<dyn RoomStore>,
+        notifier: Notifier,
+    ) -> Self {
+        Keys {
+            keys,
+            users,
+            rooms,
+            notifier,
+            seen_txns: Default::default(),
+        }
+    }
+
+    /// `GET /keys/changes`: users sharing a room with `user_id` whose keys changed.
+    pub async fn changes(&self, user_id: &UserId, from: i64, to: i64) -> Result<Vec<OwnedUserId>> {
+        let mine: Vec<_> = self
+            .rooms
+            .memberships(user_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id)
+            .collect();
+        let mut out = Vec::new();
+        for other in self.keys.key_changes(from, to).await? {
+            let shares = other == user_id
+                || self
+                    .rooms
+                    .memberships(&other)
+                    .await?
+                    .iter()
+                    .any(|m| m.membership == "join" && mine.contains(&m.room_id));
+            if shares {
+                out.push(other);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /keys/upload`: returns the unclaimed one-time key counts.
+    pub async fn upload(
+        &self,
+        session: &Session,
+        device_keys: Option<Value>,
+        one_time: Vec<(String, Value)>,
+        fallback: Vec<(String, Value)>,
+    ) -> Result<BTreeMap<String, u64>> {
+        if let Some(keys) = device_keys {
+            if keys.get("user_id").and_then(Value::as_str) != Some(session.user_id.as_str())
+                || keys.get("device_id").and_then(Value::as_str) != Some(session.device_id.as_str())
+            {
+                return Err(Error::invalid_param(
+                    "device_keys must name your user and device",
+                ));
+            }
+            self.keys
+                .set_device_keys(&session.user_id, &session.device_id, &keys)
+                .await?;
+            self.notifier.notify();
+        }
+        if !one_time.is_empty() {
+            self.keys
+                .add_one_time_keys(&session.user_id, &session.device_id, &one_time, false)
+                .await?;
+        }
+        if !fallback.is_empty() {
+            self.keys
+                .add_one_time_keys(&session.user_id, &session.device_id, &fallback, true)
+                .await?;
+        }
+        self.counts(&session.user_id, &session.device_id).await
+    }
+
+    pub async fn counts(&self, user_id: &UserId, device_id: &str) -> Result<BTreeMap<String, u64>> {
+        Ok(self
+            .keys
+            .one_time_key_counts(user_id, device_id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    pub async fn unused_fallback_algorithms(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<String>> {
+        self.keys
+            .unused_fallback_algorithms(user_id, device_id)
+            .await
+    }
+
+    /// `POST /keys/query`: the response body.
+    pub async fn query(
+        &self,
+        requester: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<String>>,
+    ) -> Result<Value> {
+        let mut device_keys = Map::new();
+        let mut master = Map::new();
+        let mut self_signing = Map::new();
+        let mut user_signing = Map::new();
+        for (user, devices) in wanted {
+            let mut found = Map::new();
+            for (device, keys) in self.keys.device_keys(user).await? {
+                if devices.is_empty() || devices.contains(&device) {
+                    found.insert(device, keys);
+                }
+            }
+            device_keys.insert(user.to_string(), Value::Object(found));
+            for (kind, key) in self.keys.cross_signing_keys(user).await? {
+                match kind.as_str() {
+                    "master" => {
+                        master.insert(user.to_string(), key);
+                    }
+                    "self_signing" => {
+                        self_signing.insert(user.to_string(), key);
+                    }
+                    "user_signing" if user == requester => {
+                        user_signing.insert(user.to_string(), key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(json!({
+            "failures": {},
+            "device_keys": device_keys,
+            "master_keys": master,
+            "self_signing_keys": self_signing,
+            "user_signing_keys": user_signing,
+        }))
+    }
+
+    /// `POST /keys/claim`: the response body.
+    pub async fn claim(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> Result<Value> {
+        let mut out = Map::new();
+        for (user, devices) in wanted {
+            let mut per_device = Map::new();
+            for (device, algorithm) in devices {
+                if let Some((id, key)) = self.keys.claim_key(user, device, algorithm).await? {
+                    per_device.insert(device.clone(), json!({ id: key }));
+                }
+            }
+            if !per_device.is_empty() {
+                out.insert(user.to_string(), Value::Object(per_device));
+            }
+        }
+        Ok(json!({ "failures": {}, "one_time_keys": out }))
+    }
+
+    /// `POST /keys/device_signing/upload`.
+    pub async fn upload_cross_signing(
+        &self,
+        session: &Session,
+        keys: &[(&str, Option<Value>)],
+    ) -> Result<()> {
+        for (kind, key) in keys {
+            if let Some(k) = key {
+                self.keys
+                    .set_cross_signing_key(&session.user_id, kind, k)
+                    .await?;
+            }
+        }
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// `POST /keys/signatures/upload`: merges signatures into the stored keys.
+    pub async fn upload_signatures(
+        &self,
+        session: &Session,
+        signed: &Map<String, Value>,
+    ) -> Result<()> {
+        for (user, keys) in signed {
+            let Ok(user_id) = UserId::parse(user) else {
+                continue;
+            };
+            let Some(keys) = keys.as_object() else {
+                continue;
+            };
+            let devices = self.keys.device_keys(&user_id).await?;
+            let cross = self.keys.cross_signing_keys(&user_id).await?;
+            for (key_id, signed_key) in keys {
+                let sigs = signed_key
+                    .get("signatures")
+                    .and_then(|s| s.get(session.user_id.as_str()))
+                    .cloned();
+                let Some(Value::Object(sigs)) = sigs else {
+                    continue;
+                };
+                if let Some((device, mut stored)) =
+                    devices.iter().find(|(d, _)| d == key_id).cloned()
+                {
+                    merge_signatures(&mut stored, session.user_id.as_str(), &sigs);
+                    self.keys
+                        .set_device_keys(&user_id, &device, &stored)
+                        .await?;
+                } else if let Some((kind, mut stored)) = cross
+                    .iter()
+                    .find(|(_, k)| {
+                        k.get("keys")
+                            .and_then(|k| k.as_object())
+                            .is_some_and(|m| m.keys().any(|id| id.ends_with(key_id.as_str())))
+                    })
+                    .cloned()
+                {
+                    merge_signatures(&mut stored, session.user_id.as_str(), &sigs);
+                    self.keys
+                        .set_cross_signing_key(&user_id, &kind, &stored)
+                        .await?;
+                }
+            }
+        }
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// `PUT /sendToDevice/{type}/{txnId}`; `*` addresses every device of a user.
+    pub async fn send_to_device(
+        &self,
+        session: &Session,
+        kind: &str,
+        txn_id: &str,
+        messages: &BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+    ) -> Result<()> {
+        let key = (
+            session.user_id.clone(),
+            session.device_id.clone(),
+            txn_id.to_owned(),
+        );
+        if self
+            .seen_txns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for (user, devices) in messages {
+            for (device, content) in devices {
+                let event = json!({ "sender": session.user_id, "type": kind, "content": content });
+                if device == "*" {
+                    for d in self.users.devices(user).await? {
+                        out.push(ToDevice {
+                            user_id: user.clone(),
+                            device_id: d.device_id,
+                            event: event.clone(),
+                        });
+                    }
+                } else {
+                    out.push(ToDevice {
+                        user_id: user.clone(),
+                        device_id: device.clone(),
+                        event,
+                    });
+                }
+            }
+        }
+        self.keys.add_to_device(&out).await?;
+        self.seen_txns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        self.notifier.notify();
+        Ok(())
+    }
+}
+
+fn merge_signatures(stored: &mut Value, signer: &str, sigs: &Map<String, Value>) {
+    if !stored.get("signatures").is_some_and(Value::is_object) {
+        stored["signatures"] = json!({});
+    }
+    let entry = &mut stored["signatures"][signer];
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    for (k, v) in sigs {
+        entry[k] = v.clone();
+    }
+}
