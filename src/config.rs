@@ -26,6 +26,11 @@ pub struct Config {
     pub log: String,
     /// Number of lanes of the embedded event bus (rooms are hashed onto them).
     pub bus_shards: usize,
+    /// Sustained rate of rate-limited requests (sending, joining, login, register, …) per
+    /// user, or per address before login. 0 turns rate limiting off.
+    pub rate_limit_per_second: f64,
+    /// Requests a user may make in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for Config {
@@ -39,21 +44,11 @@ impl Default for Config {
             default_room_version: "12".into(),
             log: "info,ruma_state_res=warn".into(),
             bus_shards: 16,
+            rate_limit_per_second: 10.0,
+            rate_limit_burst: 50,
         }
     }
 }
-
-/// Every key with its environment variable, for `--help` and the example config.
-pub const ENV_KEYS: &[&str] = &[
-    "SANDCAT_SERVER_NAME",
-    "SANDCAT_LISTEN",
-    "SANDCAT_DATA_DIR",
-    "SANDCAT_PUBLIC_BASE_URL",
-    "SANDCAT_REGISTRATION_ENABLED",
-    "SANDCAT_DEFAULT_ROOM_VERSION",
-    "SANDCAT_LOG",
-    "SANDCAT_BUS_SHARDS",
-];
 
 impl Config {
     /// Reads the file (if any), then applies environment overrides.
@@ -98,6 +93,16 @@ impl Config {
         }
         if let Some(v) = get("SANDCAT_BUS_SHARDS") {
             self.bus_shards = v.parse().context("SANDCAT_BUS_SHARDS must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_RATE_LIMIT_PER_SECOND") {
+            self.rate_limit_per_second = v
+                .parse()
+                .context("SANDCAT_RATE_LIMIT_PER_SECOND must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_RATE_LIMIT_BURST") {
+            self.rate_limit_burst = v
+                .parse()
+                .context("SANDCAT_RATE_LIMIT_BURST must be a number")?;
         }
         Ok(())
     }

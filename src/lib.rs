@@ -129,7 +129,8 @@ pub async fn build(config: &Config) -> Result<App> {
         data,
         keys,
         metrics.clone(),
-    );
+    )
+    .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 
     let router = sandcat_client_api::router(state)
         .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))
@@ -186,10 +187,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("HTTP server")?;
     app.bus.shutdown().await;
     Ok(())
 }

@@ -1169,3 +1169,35 @@ async fn e2ee_keys_and_to_device() {
     let (s, b) = alice.get("/_matrix/client/v3/room_keys/version").await;
     assert_eq!((s, errcode(&b)), (404, "M_NOT_FOUND"));
 }
+
+#[tokio::test]
+async fn rate_limits_answer_m_limit_exceeded() {
+    let srv = Server::start_with(|c| {
+        c.rate_limit_per_second = 0.1;
+        c.rate_limit_burst = 8;
+    })
+    .await;
+    let alice = srv.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let mut limited = None;
+    for i in 0..10 {
+        let (s, b) = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/r{i}",
+                    enc(&room)
+                ),
+                json!({ "body": "x" }),
+            )
+            .await;
+        if s != 200 {
+            limited = Some((s, b));
+            break;
+        }
+    }
+    let (s, b) = limited.expect("the burst runs out");
+    assert_eq!((s, errcode(&b)), (429, "M_LIMIT_EXCEEDED"));
+    // Endpoints that are not rate-limited still answer.
+    let (s, _) = alice.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(s, 200);
+}

@@ -21,6 +21,7 @@ use sandcat_core::{
 };
 
 pub mod metrics;
+pub mod ratelimit;
 mod routes;
 pub mod ruma_wrapper;
 mod uiaa;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub data: Arc<ClientData>,
     pub keys: Arc<Keys>,
     pub uiaa: Arc<uiaa::Sessions>,
+    pub limiter: Arc<ratelimit::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -58,8 +60,17 @@ impl AppState {
             keys,
             data,
             uiaa: Default::default(),
+            limiter: Arc::new(ratelimit::Limiter::new(0.0, 0)),
             metrics,
         }
+    }
+}
+
+impl AppState {
+    /// Replaces the rate limiter (the default lets everything through).
+    pub fn with_rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.limiter = Arc::new(ratelimit::Limiter::new(per_second, burst));
+        self
     }
 }
 

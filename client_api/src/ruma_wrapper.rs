@@ -2,11 +2,11 @@
 //! (path, query, body) and authenticates it as its metadata says; `RumaResponse` renders any
 //! ruma response; `ApiError` renders domain errors as Matrix error bodies.
 
-use std::any::TypeId;
+use std::{any::TypeId, net::SocketAddr};
 
 use axum::{
     body::Body,
-    extract::{FromRequest, FromRequestParts, Path, Request},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request},
     response::{IntoResponse, Response},
 };
 use bytes::BytesMut;
@@ -19,7 +19,7 @@ use ruma::api::{
 };
 use sandcat_core::{services::Session, Error, ErrorCode};
 
-use crate::AppState;
+use crate::{ratelimit::Key, AppState};
 
 /// Largest request body accepted (media uploads have their own limit).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -102,6 +102,23 @@ where
         if let Some(s) = &session {
             tracing::Span::current().record("user_id", tracing::field::display(&s.user_id));
         }
+        if T::RATE_LIMITED || writes_events::<T>() {
+            let key = match &session {
+                Some(s) => Some(Key::User(s.user_id.to_string())),
+                None => parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| Key::Address(c.0.ip())),
+            };
+            if let Some(key) = key {
+                if let Err(wait) = state.limiter.check(key) {
+                    return Err(ApiError(Error::matrix(
+                        ErrorCode::LimitExceeded,
+                        format!("too many requests; retry in {} ms", wait.as_millis()),
+                    )));
+                }
+            }
+        }
 
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError(Error::matrix(
@@ -123,6 +140,20 @@ where
         })?;
         Ok(Ruma { body, session })
     }
+}
+
+/// Event-writing endpoints, limited like Synapse's `rc_message` although the spec's metadata
+/// does not mark them.
+fn writes_events<T: 'static>() -> bool {
+    use ruma::api::client::{
+        message::send_message_event, redact::redact_event, room::create_room,
+        state::send_state_event,
+    };
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<send_message_event::v3::Request>()
+        || t == TypeId::of::<send_state_event::v3::Request>()
+        || t == TypeId::of::<redact_event::v3::Request>()
+        || t == TypeId::of::<create_room::v3::Request>()
 }
 
 /// Any ruma response.

@@ -29,6 +29,7 @@ impl Server {
         let mut config = sandcat::Config {
             data_dir: dir.path().to_path_buf(),
             registration_enabled: true,
+            rate_limit_per_second: 0.0,
             ..Default::default()
         };
         tweak(&mut config);
