@@ -27,14 +27,28 @@ if ! "$VENV/bin/python" -c 'import nio, aiohttp' >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' aiohttp
 fi
 
+# Node.js, for the matrix-js-sdk interop test (the SDK under Element Web).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "Node.js 20 and npm are needed: sudo apt-get install nodejs npm" >&2
+        exit 1
+    fi
+fi
+if [ ! -d tests/interop/js/node_modules/matrix-js-sdk ]; then
+    (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "== cargo test --workspace"
 cargo test --workspace
 
-echo "== interop: matrix-nio against the sandcat binary"
+echo "== interop: matrix-nio and matrix-js-sdk against the sandcat binary"
 cargo build --bin sandcat
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA=$(mktemp -d)
 SANDCAT_LISTEN="127.0.0.1:$PORT" SANDCAT_DATA_DIR="$DATA" SANDCAT_REGISTRATION_ENABLED=true SANDCAT_LOG=warn \
+    SANDCAT_RATE_LIMIT_PER_SECOND=0 \
     "$CARGO_TARGET_DIR/debug/sandcat" serve > "$DATA/sandcat.log" 2>&1 &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
@@ -43,8 +57,10 @@ for _ in $(seq 1 100); do
     if "$VENV/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/_matrix/client/versions')" 2>/dev/null; then break; fi
     sleep 0.1
 done
-if ! "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT"; then
+fail() {
     echo "--- sandcat log" >&2
     cat "$DATA/sandcat.log" >&2
     exit 1
-fi
+}
+"$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT" || fail
+(cd tests/interop/js && node js_sdk_interop.mjs "http://127.0.0.1:$PORT" 2>&1 | grep -v 'MatrixRTCSessionManager\|default global .* push rule') || fail

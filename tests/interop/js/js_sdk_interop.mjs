@@ -1,0 +1,98 @@
+// Interop test: matrix-js-sdk, the SDK Element Web is built on, drives a running sandcat.
+// Registers two users, creates a room, invites, joins through the sync loop, exchanges
+// messages both ways with the client's live timeline, and checks the read receipt and
+// typing notification Element would show. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
+import * as sdk from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+logger.setLevel("warn");
+const hs = process.argv[2] ?? "http://127.0.0.1:8008";
+const run = Math.random().toString(36).slice(2, 8);
+let passed = 0;
+
+function check(cond, what) {
+  if (!cond) {
+    console.log(`FAIL: ${what}`);
+    process.exit(1);
+  }
+  passed++;
+  console.log(`ok: ${what}`);
+}
+
+async function account(name) {
+  const anon = sdk.createClient({ baseUrl: hs });
+  let session;
+  try {
+    await anon.registerRequest({ username: name, password: "pw-" + name });
+  } catch (e) {
+    session = e.data?.session;
+    check(e.httpStatus === 401 && e.data?.flows?.[0]?.stages?.[0] === "m.login.dummy", `UIA flows for ${name}`);
+  }
+  const reg = await anon.registerRequest({ username: name, password: "pw-" + name, auth: { type: "m.login.dummy", session } });
+  check(reg.user_id === `@${name}:localhost`, `register ${name}`);
+  const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: name }, password: "pw-" + name });
+  check(!!login.access_token, `login ${name}`);
+  return sdk.createClient({ baseUrl: hs, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+}
+
+function waitFor(client, event, pred, what, ms = 15000) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => check(false, what), ms);
+    const handler = (...args) => {
+      const hit = pred(...args);
+      if (hit) {
+        clearTimeout(timer);
+        client.removeListener(event, handler);
+        check(true, what);
+        resolve(hit);
+      }
+    };
+    client.on(event, handler);
+  });
+}
+
+function started(client) {
+  return new Promise((resolve) => {
+    client.once(sdk.ClientEvent.Sync, (state) => resolve(state));
+    client.startClient({ initialSyncLimit: 10 });
+  });
+}
+
+const alice = await account(`alice${run}`);
+const bob = await account(`bob${run}`);
+check((await started(alice)) === "PREPARED", "alice's client syncs");
+check((await started(bob)) === "PREPARED", "bob's client syncs");
+
+const invited = waitFor(bob, sdk.RoomEvent.MyMembership, (room, membership) => membership === "invite" && room, "bob sees the invite");
+const { room_id: roomId } = await alice.createRoom({ name: "js room", invite: [bob.getUserId()] });
+check(roomId.startsWith("!"), "alice creates a room");
+await invited;
+await bob.joinRoom(roomId);
+await waitFor(alice, sdk.RoomStateEvent.Members, (ev, state, member) => member.userId === bob.getUserId() && member.membership === "join" && member, "alice sees bob join");
+
+const atBob = waitFor(bob, sdk.RoomEvent.Timeline, (ev, room) => room?.roomId === roomId && ev.getType() === "m.room.message" && ev.getContent().body === "hello from js" && ev, "bob's timeline shows alice's message");
+const sent = await alice.sendTextMessage(roomId, "hello from js");
+check(sent.event_id.startsWith("$"), "alice sends");
+const ev = await atBob;
+check(ev.getSender() === alice.getUserId(), "sender is alice");
+
+const atAlice = waitFor(alice, sdk.RoomEvent.Timeline, (e, room) => room?.roomId === roomId && e.getContent().body === "hi from bob" && e, "alice's timeline shows bob's reply");
+await bob.sendTextMessage(roomId, "hi from bob");
+await atAlice;
+
+const typing = waitFor(alice, sdk.RoomMemberEvent.Typing, (e, member) => member.userId === bob.getUserId() && member.typing && member, "alice sees bob typing");
+await bob.sendTyping(roomId, true, 10000);
+await typing;
+
+const receipt = waitFor(alice, sdk.RoomEvent.Receipt, (e, room) => room.roomId === roomId && e.getContent()[ev.getId()]?.["m.read"]?.[bob.getUserId()] && room, "alice sees bob's read receipt");
+await bob.sendReadReceipt(ev);
+await receipt;
+
+const room = alice.getRoom(roomId);
+check(room.name === "js room", "room name from state");
+check(room.getJoinedMemberCount() === 2, "two joined members");
+
+alice.stopClient();
+bob.stopClient();
+console.log(`${passed} passed, 0 failed`);
+process.exit(0);
