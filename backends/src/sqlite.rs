@@ -688,14 +688,18 @@ impl RoomStore for SqliteStore {
         Ok(())
     }
 
-    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId, after: i64) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE room_id = ? AND pos > ? AND sender != ? AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL")
-            .bind(room_id.as_str())
-            .bind(after)
-            .bind(user_id.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE room_id = ?1 AND sender != ?2 \
+             AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
+             AND pos > COALESCE((SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
+                                 WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(n as u64)
     }
 

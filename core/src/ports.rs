@@ -169,8 +169,8 @@ pub trait RoomStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredEvent>>;
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()>;
-    /// Messages from others after `after` (for unread counts).
-    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId, after: i64) -> Result<u64>;
+    /// Messages from others after the user's latest read receipt (public or private).
+    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64>;
     async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()>;
     async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;

@@ -259,6 +259,11 @@ impl Sync {
             ..Default::default()
         };
         let memberships = self.rooms.memberships(user).await?;
+        // Account data changed since the token, read once for the global and every room section.
+        let changed_data = self
+            .client
+            .account_data_since(user, if initial { 0 } else { since_pos })
+            .await?;
         let mut joined_rooms = Vec::new();
         for m in memberships {
             if !filter.allows_room(&m.room_id) {
@@ -268,9 +273,36 @@ impl Sync {
                 "join" => {
                     joined_rooms.push(m.room_id.clone());
                     let fresh = initial || req.full_state || m.pos > since_pos;
+                    // A room joined since the token gets all its account data, not only changes.
+                    let room_data = if fresh && !initial {
+                        self.client.account_data_since(user, 0).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let source = if fresh && !initial {
+                        &room_data
+                    } else {
+                        &changed_data
+                    };
+                    let account_data: Vec<Value> = source
+                        .iter()
+                        .filter(|(room, kind, _)| {
+                            room.as_deref() == Some(&*m.room_id)
+                                && filter.room_account_data.allows(kind, None)
+                        })
+                        .map(|(_, kind, content)| json!({ "type": kind, "content": content }))
+                        .collect();
                     let room = self
                         .joined_room(
-                            user, &m.room_id, since_pos, since_eph, now_pos, fresh, initial, filter,
+                            user,
+                            &m.room_id,
+                            since_pos,
+                            since_eph,
+                            now_pos,
+                            fresh,
+                            initial,
+                            filter,
+                            account_data,
                         )
                         .await?;
                     if let Some(room) = room {
@@ -357,11 +389,7 @@ impl Sync {
             .unused_fallback_algorithms(user, &session.device_id)
             .await?;
 
-        for (room, kind, content) in self
-            .client
-            .account_data_since(user, if initial { 0 } else { since_pos })
-            .await?
-        {
+        for (room, kind, content) in changed_data {
             if room.is_none() && filter.account_data.allows(&kind, None) {
                 out.account_data
                     .push(json!({ "type": kind, "content": content }));
@@ -402,6 +430,7 @@ impl Sync {
         fresh: bool,
         initial: bool,
         filter: &SyncFilter,
+        account_data: Vec<Value>,
     ) -> Result<Option<JoinedRoomSync>> {
         let limit = filter.timeline_limit;
         let after = if fresh { 0 } else { since_pos };
@@ -466,17 +495,6 @@ impl Sync {
             ephemeral.push(json!({ "type": "m.receipt", "content": content }));
         }
 
-        let mut account_data = Vec::new();
-        for (room, kind, content) in self
-            .client
-            .account_data_since(user, if fresh { 0 } else { since_pos })
-            .await?
-        {
-            if room.as_deref() == Some(room_id) && filter.room_account_data.allows(&kind, None) {
-                account_data.push(json!({ "type": kind, "content": content }));
-            }
-        }
-
         let changed = fresh
             || !timeline.is_empty()
             || !state.is_empty()
@@ -485,15 +503,7 @@ impl Sync {
         if !changed {
             return Ok(None);
         }
-        let mut read_pos = 0;
-        for t in ["m.read", "m.read.private"] {
-            if let Some(r) = self.client.receipt(room_id, user, t).await? {
-                if let Some(e) = self.rooms.event(&r.event_id).await? {
-                    read_pos = read_pos.max(e.pos);
-                }
-            }
-        }
-        let notification_count = self.rooms.count_unread(room_id, user, read_pos).await?;
+        let notification_count = self.rooms.count_unread(room_id, user).await?;
         let members = self.rooms.members(room_id).await?;
         let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
         let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
