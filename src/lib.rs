@@ -21,7 +21,13 @@ use sandcat_core::{
     notifier::Notifier,
     ports::EventBus,
     sequencer::{Sequencer, SigningKey},
-    services::{accounts::Accounts, data::ClientData, keys::Keys, rooms::Rooms, sync::Sync},
+    services::{
+        accounts::Accounts,
+        data::ClientData,
+        keys::Keys,
+        rooms::Rooms,
+        sync::{Sync, SyncStores},
+    },
     ServerConfig,
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
@@ -99,11 +105,15 @@ pub async fn build(config: &Config) -> Result<App> {
         signing,
         server.clone(),
     ));
+    let stores = SyncStores {
+        rooms: store.clone(),
+        client: store.clone(),
+        keys: store.clone(),
+        stream: store.clone(),
+        changes: store.changes(),
+    };
     let sync = Arc::new(Sync::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
+        stores,
         ephemeral.clone(),
         notifier.clone(),
         server.max_sync_timeout_ms,

@@ -6,12 +6,16 @@
 use std::{
     path::Path,
     str::FromStr,
-    sync::atomic::{AtomicI64, Ordering},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
 };
 
 use async_trait::async_trait;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use sandcat_core::{
+    changes::{Change, ChangeLog},
     error::ErrorCode,
     ports::{
         ClientStore, DeviceRecord, Direction, KeyStore, Membership, NewEvent, Receipt,
@@ -34,6 +38,7 @@ pub struct SqliteStore {
     /// Highest committed position.
     committed: AtomicI64,
     write: tokio::sync::Mutex<()>,
+    changes: Arc<ChangeLog>,
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -92,6 +97,7 @@ impl SqliteStore {
             next_pos: AtomicI64::new(max_pos + 1),
             committed: AtomicI64::new(max_pos),
             write: Default::default(),
+            changes: Arc::new(ChangeLog::starting_at(max_pos)),
         })
     }
 
@@ -142,7 +148,7 @@ impl SqliteStore {
 
     /// Runs `f` with the write lock held and a batch of `n` positions reserved; publishes the
     /// positions as committed once `f` has succeeded.
-    async fn with_positions<T, F, Fut>(&self, n: i64, f: F) -> Result<T>
+    async fn with_positions<T, F, Fut>(&self, n: i64, changes: Vec<Change>, f: F) -> Result<T>
     where
         F: FnOnce(i64) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -151,10 +157,18 @@ impl SqliteStore {
         let first = self.next_pos.load(Ordering::SeqCst);
         let result = f(first).await;
         if result.is_ok() {
+            let last = first + n - 1;
+            // Mark before publishing: whoever reads `last` also sees what changed.
+            self.changes.mark(changes, last);
             self.next_pos.store(first + n, Ordering::SeqCst);
-            self.committed.store(first + n - 1, Ordering::SeqCst);
+            self.committed.store(last, Ordering::SeqCst);
         }
         result
+    }
+
+    /// The change log this store marks on every positioned write.
+    pub fn changes(&self) -> Arc<ChangeLog> {
+        self.changes.clone()
     }
 }
 
@@ -444,7 +458,16 @@ impl RoomStore for SqliteStore {
 
     async fn append(&self, events: &[NewEvent]) -> Result<Vec<i64>> {
         let n = events.len() as i64;
-        self.with_positions(n, |first| async move {
+        let mut changes = Vec::new();
+        for ev in events {
+            changes.push(Change::Room(ev.pdu.room_id().to_owned()));
+            if let (Some(key), Some(_)) = (&ev.pdu.state_key, ev.pdu.membership()) {
+                if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
+                    changes.push(Change::User(user));
+                }
+            }
+        }
+        self.with_positions(n, changes, |first| async move {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let mut positions = Vec::with_capacity(events.len());
             for (i, ev) in events.iter().enumerate() {
@@ -815,7 +838,7 @@ impl ClientStore for SqliteStore {
         content: &Value,
     ) -> Result<i64> {
         let content = content.to_string();
-        self.with_positions(1, |pos| async move {
+        self.with_positions(1, vec![Change::User(user_id.to_owned())], |pos| async move {
             sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos")
                 .bind(user_id.as_str())
                 .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
@@ -906,7 +929,7 @@ impl ClientStore for SqliteStore {
     }
 
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64> {
-        self.with_positions(1, |pos| async move {
+        self.with_positions(1, vec![Change::Room(receipt.room_id.clone())], |pos| async move {
             sqlx::query("INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos")
                 .bind(receipt.room_id.as_str())
                 .bind(receipt.user_id.as_str())
@@ -954,7 +977,7 @@ impl ClientStore for SqliteStore {
 impl KeyStore for SqliteStore {
     async fn set_device_keys(&self, user_id: &UserId, device_id: &str, keys: &Value) -> Result<()> {
         let json = keys.to_string();
-        self.with_positions(1, |pos| async move {
+        self.with_positions(1, vec![Change::Keys], |pos| async move {
             sqlx::query("INSERT INTO device_keys (user_id, device_id, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos")
                 .bind(user_id.as_str())
                 .bind(device_id)
@@ -1082,7 +1105,7 @@ impl KeyStore for SqliteStore {
 
     async fn set_cross_signing_key(&self, user_id: &UserId, kind: &str, key: &Value) -> Result<()> {
         let json = key.to_string();
-        self.with_positions(1, |pos| async move {
+        self.with_positions(1, vec![Change::Keys], |pos| async move {
             sqlx::query("INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos")
                 .bind(user_id.as_str())
                 .bind(kind)
@@ -1128,7 +1151,11 @@ impl KeyStore for SqliteStore {
         if messages.is_empty() {
             return Ok(());
         }
-        self.with_positions(messages.len() as i64, |first| async move {
+        let changes = messages
+            .iter()
+            .map(|m| Change::User(m.user_id.clone()))
+            .collect();
+        self.with_positions(messages.len() as i64, changes, |first| async move {
             let mut tx = self.pool.begin().await.map_err(db)?;
             for (i, m) in messages.iter().enumerate() {
                 sqlx::query(

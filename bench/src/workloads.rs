@@ -327,10 +327,10 @@ async fn fanout(args: &RunArgs, tag: &str) -> Result<Value> {
     let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for r in receivers.iter().cloned() {
+    for r in receivers {
         let (acks, done, room) = (acks.clone(), done.clone(), room.clone());
-        let (_, first) = (0, r.sync(None, 0, MESSAGES_ONLY).await?);
-        let mut since = first.0["next_batch"]
+        let (first, _) = r.sync(None, 0, MESSAGES_ONLY).await?;
+        let mut since = first["next_batch"]
             .as_str()
             .context("next_batch")?
             .to_owned();

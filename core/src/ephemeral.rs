@@ -155,6 +155,15 @@ impl Ephemeral {
             .cloned()
     }
 
+    /// Everyone whose presence changed after `since`.
+    pub fn presence_changed_since(&self, since: u64) -> Vec<(OwnedUserId, PresenceRecord)> {
+        let map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|(_, r)| r.serial > since)
+            .map(|(u, r)| (u.clone(), r.clone()))
+            .collect()
+    }
+
     /// Presence of `users` that changed after `since`.
     pub fn presence_since(
         &self,

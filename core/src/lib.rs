@@ -4,6 +4,7 @@
 //! This crate does no I/O of its own: storage, the event bus and media reach it through the
 //! port traits in [`ports`], implemented in `sandcat-backends` and wired together by the binary.
 
+pub mod changes;
 pub mod config;
 pub mod ephemeral;
 pub mod error;

@@ -80,11 +80,11 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
                 "ephemeral": { "events": r.ephemeral },
                 "account_data": { "events": r.account_data },
                 "unread_notifications": { "notification_count": r.notification_count, "highlight_count": r.highlight_count },
-                "summary": {
-                    "m.heroes": r.heroes,
-                    "m.joined_member_count": r.joined_count,
-                    "m.invited_member_count": r.invited_count,
-                },
+                                "summary": r.summary.map(|s| json!({
+                    "m.heroes": s.heroes,
+                    "m.joined_member_count": s.joined_count,
+                    "m.invited_member_count": s.invited_count,
+                })).unwrap_or_else(|| json!({})),
             }),
         );
     }

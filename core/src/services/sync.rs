@@ -11,6 +11,7 @@ use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::{
+    changes::{Change, ChangeLog},
     ephemeral::Ephemeral,
     notifier::Notifier,
     ports::{ClientStore, Direction, KeyStore, RoomStore, StreamPosition},
@@ -114,6 +115,12 @@ pub struct JoinedRoomSync {
     pub account_data: Vec<Value>,
     pub notification_count: u64,
     pub highlight_count: u64,
+    /// Present when membership may have changed.
+    pub summary: Option<RoomSummary>,
+}
+
+#[derive(Debug, Default)]
+pub struct RoomSummary {
     pub heroes: Vec<OwnedUserId>,
     pub joined_count: u64,
     pub invited_count: u64,
@@ -167,6 +174,7 @@ pub struct Sync {
     client: Arc<dyn ClientStore>,
     keys: Arc<dyn KeyStore>,
     stream: Arc<dyn StreamPosition>,
+    changes: Arc<ChangeLog>,
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
     max_timeout_ms: u64,
@@ -187,21 +195,35 @@ pub fn parse_since(token: &str) -> Result<SinceToken> {
         .ok_or_else(|| Error::invalid_param("invalid since token"))
 }
 
+/// The stores sync reads.
+pub struct SyncStores {
+    pub rooms: Arc<dyn RoomStore>,
+    pub client: Arc<dyn ClientStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub stream: Arc<dyn StreamPosition>,
+    pub changes: Arc<ChangeLog>,
+}
+
 impl Sync {
     pub fn new(
-        rooms: Arc<dyn RoomStore>,
-        client: Arc<dyn ClientStore>,
-        keys: Arc<dyn KeyStore>,
-        stream: Arc<dyn StreamPosition>,
+        stores: SyncStores,
         ephemeral: Arc<Ephemeral>,
         notifier: Notifier,
         max_timeout_ms: u64,
     ) -> Self {
+        let SyncStores {
+            rooms,
+            client,
+            keys,
+            stream,
+            changes,
+        } = stores;
         Sync {
             rooms,
             client,
             keys,
             stream,
+            changes,
             ephemeral,
             notifier,
             max_timeout_ms,
@@ -248,11 +270,23 @@ impl Sync {
                 .ack_to_device(user, &session.device_id, since_to_device)
                 .await?;
         }
-        let pending = self
-            .keys
-            .to_device(user, &session.device_id, 0, now_pos, 100)
-            .await?;
-        let last_to_device = pending.last().map(|(p, _)| *p).unwrap_or(since_to_device);
+        const TO_DEVICE_LIMIT: usize = 100;
+        let pending = if initial
+            || self
+                .changes
+                .has_changed(&Change::User(user.clone()), since_to_device)
+        {
+            self.keys
+                .to_device(user, &session.device_id, 0, now_pos, TO_DEVICE_LIMIT)
+                .await?
+        } else {
+            Vec::new()
+        };
+        // Everything up to now_pos was delivered unless the page was full.
+        let last_to_device = match pending.last() {
+            Some((p, _)) if pending.len() == TO_DEVICE_LIMIT => *p,
+            _ => now_pos,
+        };
         let mut out = SyncOutput {
             next_batch: format!("s{now_pos}_{now_eph}_{last_to_device}"),
             to_device: pending.into_iter().map(|(_, v)| v).collect(),
@@ -260,10 +294,17 @@ impl Sync {
         };
         let memberships = self.rooms.memberships(user).await?;
         // Account data changed since the token, read once for the global and every room section.
-        let changed_data = self
-            .client
-            .account_data_since(user, if initial { 0 } else { since_pos })
-            .await?;
+        let changed_data = if initial
+            || self
+                .changes
+                .has_changed(&Change::User(user.clone()), since_pos)
+        {
+            self.client
+                .account_data_since(user, if initial { 0 } else { since_pos })
+                .await?
+        } else {
+            Vec::new()
+        };
         let mut joined_rooms = Vec::new();
         for m in memberships {
             if !filter.allows_room(&m.room_id) {
@@ -273,6 +314,17 @@ impl Sync {
                 "join" => {
                     joined_rooms.push(m.room_id.clone());
                     let fresh = initial || req.full_state || m.pos > since_pos;
+                    let quiet = !fresh
+                        && !self
+                            .changes
+                            .has_changed(&Change::Room(m.room_id.clone()), since_pos)
+                        && self.ephemeral.typing_since(&m.room_id, since_eph).is_none()
+                        && !changed_data
+                            .iter()
+                            .any(|(r, _, _)| r.as_deref() == Some(&*m.room_id));
+                    if quiet {
+                        continue;
+                    }
                     // A room joined since the token gets all its account data, not only changes.
                     let room_data = if fresh && !initial {
                         self.client.account_data_since(user, 0).await?
@@ -363,8 +415,8 @@ impl Sync {
             }
         }
 
-        if !initial {
-            let joined: HashSet<&OwnedRoomId> = joined_rooms.iter().collect();
+        let joined: HashSet<&OwnedRoomId> = joined_rooms.iter().collect();
+        if !initial && self.changes.has_changed(&Change::Keys, since_pos) {
             for other in self.keys.key_changes(since_pos, now_pos).await? {
                 let shares = other == *user
                     || self
@@ -400,18 +452,15 @@ impl Sync {
         }
 
         if initial || since_eph < now_eph {
-            let mut peers: HashSet<OwnedUserId> = HashSet::new();
-            peers.insert(user.clone());
-            for room_id in &joined_rooms {
-                for (u, m) in self.rooms.members(room_id).await? {
-                    if m == "join" {
-                        peers.insert(u);
-                    }
-                }
-            }
-            let peers: Vec<OwnedUserId> = peers.into_iter().collect();
-            for (u, rec) in self.ephemeral.presence_since(&peers, since_eph) {
-                if filter.presence.allows("m.presence", Some(u.as_str())) {
+            for (u, rec) in self.ephemeral.presence_changed_since(since_eph) {
+                let shares = u == *user
+                    || self
+                        .rooms
+                        .memberships(&u)
+                        .await?
+                        .iter()
+                        .any(|m| m.membership == "join" && joined.contains(&m.room_id));
+                if shares && filter.presence.allows("m.presence", Some(u.as_str())) {
                     out.presence.push(json!({ "type": "m.presence", "sender": u, "content": presence_content(&u, Some(&rec)) }));
                 }
             }
@@ -504,15 +553,29 @@ impl Sync {
             return Ok(None);
         }
         let notification_count = self.rooms.count_unread(room_id, user).await?;
-        let members = self.rooms.members(room_id).await?;
-        let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
-        let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
-        let heroes = members
-            .iter()
-            .filter(|(u, m)| u != user && (m == "join" || m == "invite"))
-            .take(5)
-            .map(|(u, _)| u.clone())
-            .collect();
+        let members_changed = fresh
+            || timeline
+                .iter()
+                .chain(state.iter())
+                .any(|e| e.pdu.kind == TimelineEventType::RoomMember);
+        let summary = if members_changed {
+            let members = self.rooms.members(room_id).await?;
+            let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
+            let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
+            let heroes = members
+                .iter()
+                .filter(|(u, m)| u != user && (m == "join" || m == "invite"))
+                .take(5)
+                .map(|(u, _)| u.clone())
+                .collect();
+            Some(RoomSummary {
+                heroes,
+                joined_count,
+                invited_count,
+            })
+        } else {
+            None
+        };
         Ok(Some(JoinedRoomSync {
             timeline,
             limited,
@@ -522,9 +585,7 @@ impl Sync {
             account_data,
             notification_count,
             highlight_count: 0,
-            heroes,
-            joined_count,
-            invited_count,
+            summary,
         }))
     }
 }
