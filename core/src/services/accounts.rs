@@ -20,6 +20,7 @@ pub struct Accounts {
     config: Arc<ServerConfig>,
     /// token → session; filled on first use, cleared on logout.
     tokens: std::sync::RwLock<HashMap<String, Session>>,
+    hasher: HashPool,
 }
 
 /// What a successful login or registration hands the client.
@@ -32,10 +33,15 @@ pub struct LoginResult {
 
 impl Accounts {
     pub fn new(users: Arc<dyn UserStore>, config: Arc<ServerConfig>) -> Self {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(4);
         Accounts {
             users,
             config,
             tokens: Default::default(),
+            hasher: HashPool::new(threads),
         }
     }
 
@@ -87,7 +93,7 @@ impl Accounts {
     ) -> Result<OwnedUserId> {
         let user_id = self.check_available(localpart).await?;
         let password_hash = match password {
-            Some(p) => Some(hash_password(p).await?),
+            Some(p) => Some(self.hasher.hash(p).await?),
             None => None,
         };
         self.users
@@ -153,15 +159,15 @@ impl Accounts {
             return Ok(false);
         };
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
+        self.hasher
+            .run(move || {
+                PasswordHash::new(&hash).is_ok_and(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
             })
-        })
-        .await
-        .map_err(Error::internal)
+            .await
     }
 
     /// The session behind an access token, or `M_UNKNOWN_TOKEN`.
@@ -230,7 +236,7 @@ impl Accounts {
         if new_password.is_empty() {
             return Err(Error::invalid_param("password must not be empty"));
         }
-        let hash = hash_password(new_password).await?;
+        let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(&session.user_id, &hash).await?;
         if logout_devices {
             let others: Vec<String> = self
@@ -309,15 +315,54 @@ impl Accounts {
     }
 }
 
-async fn hash_password(password: &str) -> Result<String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(Error::internal)
-    })
-    .await
-    .map_err(Error::internal)?
+/// The threads that do all password hashing. Argon2 takes 19 MiB per hash; running it on a
+/// fixed pair of threads bounds that memory (the allocator keeps freed memory per thread).
+struct HashPool {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for _ in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("password-hash".into())
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password hashing thread");
+            }
+        }
+        HashPool { jobs }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| Error::internal("password hashing stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("password hashing failed"))
+    }
+
+    async fn hash(&self, password: &str) -> Result<String> {
+        let password = password.to_owned();
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(Error::internal)
+        })
+        .await?
+    }
 }
