@@ -1201,3 +1201,56 @@ async fn rate_limits_answer_m_limit_exceeded() {
     let (s, _) = alice.get("/_matrix/client/v3/joined_rooms").await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn history_visibility_joined_hides_earlier_history() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let carol = srv.register("carol").await;
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "initial_state": [
+            { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } }
+        ] }))
+        .await;
+    let shared = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let secret = alice.send_text(&room, "h1", "before bob").await;
+    alice.send_text(&shared, "h2", "before bob, shared").await;
+    bob.join(&room).await;
+    bob.join(&shared).await;
+    alice.send_text(&room, "h3", "after bob").await;
+    // "joined": Bob sees only what came after his join, in /messages, /event and /sync.
+    let (_, page) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            enc(&room)
+        ))
+        .await;
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["after bob"]);
+    let (s, _) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(&room),
+            enc(&secret)
+        ))
+        .await;
+    assert_eq!(s, 404);
+    let s1 = bob.sync(None, 0).await;
+    assert_eq!(timeline_bodies(&s1, &room), vec!["after bob"]);
+    // "shared": the whole history.
+    assert_eq!(timeline_bodies(&s1, &shared), vec!["before bob, shared"]);
+    // Carol, never a member, reads neither.
+    let (s, _) = carol
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(s, 403);
+}

@@ -16,6 +16,7 @@ pub mod sequencer;
 pub mod services;
 pub mod state;
 pub mod token;
+pub mod visibility;
 
 pub use config::ServerConfig;
 pub use error::{Error, ErrorCode, Result};

@@ -591,6 +591,21 @@ impl Rooms {
     /// The highest stream position the user may read in the room, or `M_FORBIDDEN`.
     /// Members read everything ("shared" history); former members read up to their leaving.
     pub async fn visible_until(&self, user_id: &UserId, room_id: &RoomId) -> Result<i64> {
+        self.membership_until(user_id, room_id).await
+    }
+
+    /// `(floor, until)`: the member reads positions in `(floor, until]` (history visibility
+    /// and departure both apply).
+    pub async fn visible_range(&self, user_id: &UserId, room_id: &RoomId) -> Result<(i64, i64)> {
+        let until = self.membership_until(user_id, room_id).await?;
+        let floor = match self.store.membership(room_id, user_id).await? {
+            Some(m) => crate::visibility::floor(self.store.as_ref(), room_id, &m).await?,
+            None => 0,
+        };
+        Ok((floor, until))
+    }
+
+    async fn membership_until(&self, user_id: &UserId, room_id: &RoomId) -> Result<i64> {
         match self.store.membership(room_id, user_id).await? {
             Some(m) if m.membership == "join" => Ok(i64::MAX),
             Some(m) if m.membership == "leave" || m.membership == "ban" => {
@@ -637,11 +652,11 @@ impl Rooms {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<StoredEvent> {
-        let until = self.visible_until(user_id, room_id).await?;
+        let (floor, until) = self.visible_range(user_id, room_id).await?;
         self.store
             .event(event_id)
             .await?
-            .filter(|e| e.pdu.room_id() == room_id && e.pos <= until)
+            .filter(|e| e.pdu.room_id() == room_id && e.pos > floor && e.pos <= until)
             .ok_or_else(|| Error::not_found("event not found"))
     }
 
@@ -685,7 +700,7 @@ impl Rooms {
         dir: Direction,
         limit: usize,
     ) -> Result<Page> {
-        let until_visible = self.visible_until(user_id, room_id).await?;
+        let (floor, until_visible) = self.visible_range(user_id, room_id).await?;
         let limit = limit.clamp(1, self.config.max_timeline_limit);
         let now = i64::MAX;
         let from = match from {
@@ -696,7 +711,7 @@ impl Rooms {
         let to = to.map(parse_token).transpose()?;
         let events = match dir {
             Direction::Backward => {
-                let after = to.unwrap_or(0);
+                let after = to.unwrap_or(0).max(floor);
                 self.store
                     .timeline(
                         room_id,
@@ -710,7 +725,7 @@ impl Rooms {
             Direction::Forward => {
                 let until = to.unwrap_or(now).min(until_visible);
                 self.store
-                    .timeline(room_id, from, until, Direction::Forward, limit)
+                    .timeline(room_id, from.max(floor), until, Direction::Forward, limit)
                     .await?
             }
         };
@@ -734,11 +749,11 @@ impl Rooms {
         limit: usize,
     ) -> Result<(StoredEvent, Page, Page, Vec<StoredEvent>)> {
         let ev = self.event(user_id, room_id, event_id).await?;
-        let until = self.visible_until(user_id, room_id).await?;
+        let (floor, until) = self.visible_range(user_id, room_id).await?;
         let half = (limit.min(self.config.max_timeline_limit) / 2).max(1);
         let before = self
             .store
-            .timeline(room_id, 0, ev.pos - 1, Direction::Backward, half)
+            .timeline(room_id, floor, ev.pos - 1, Direction::Backward, half)
             .await?;
         let after = self
             .store

@@ -344,6 +344,11 @@ impl Sync {
                         })
                         .map(|(_, kind, content)| json!({ "type": kind, "content": content }))
                         .collect();
+                    let floor = if fresh {
+                        crate::visibility::floor(self.rooms.as_ref(), &m.room_id, &m).await?
+                    } else {
+                        0
+                    };
                     let room = self
                         .joined_room(
                             user,
@@ -355,6 +360,7 @@ impl Sync {
                             initial,
                             filter,
                             account_data,
+                            floor,
                         )
                         .await?;
                     if let Some(room) = room {
@@ -480,9 +486,10 @@ impl Sync {
         initial: bool,
         filter: &SyncFilter,
         account_data: Vec<Value>,
+        floor: i64,
     ) -> Result<Option<JoinedRoomSync>> {
         let limit = filter.timeline_limit;
-        let after = if fresh { 0 } else { since_pos };
+        let after = if fresh { floor } else { since_pos };
         let mut events = self
             .rooms
             .timeline(room_id, after, now_pos, Direction::Backward, limit + 1)
