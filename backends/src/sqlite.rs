@@ -166,6 +166,29 @@ impl SqliteStore {
         result
     }
 
+    /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.
+    async fn put_key(
+        &self,
+        sql: &'static str,
+        user_id: &UserId,
+        name: &str,
+        key: &Value,
+    ) -> Result<()> {
+        let json = key.to_string();
+        self.with_positions(1, vec![Change::Keys], |pos| async move {
+            sqlx::query(sql)
+                .bind(user_id.as_str())
+                .bind(name)
+                .bind(&json)
+                .bind(pos)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The change log this store marks on every positioned write.
     pub fn changes(&self) -> Arc<ChangeLog> {
         self.changes.clone()
@@ -976,18 +999,12 @@ impl ClientStore for SqliteStore {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn set_device_keys(&self, user_id: &UserId, device_id: &str, keys: &Value) -> Result<()> {
-        let json = keys.to_string();
-        self.with_positions(1, vec![Change::Keys], |pos| async move {
-            sqlx::query("INSERT INTO device_keys (user_id, device_id, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos")
-                .bind(user_id.as_str())
-                .bind(device_id)
-                .bind(&json)
-                .bind(pos)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        self.put_key(
+            "INSERT INTO device_keys (user_id, device_id, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            user_id,
+            device_id,
+            keys,
+        )
         .await
     }
 
@@ -1104,18 +1121,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn set_cross_signing_key(&self, user_id: &UserId, kind: &str, key: &Value) -> Result<()> {
-        let json = key.to_string();
-        self.with_positions(1, vec![Change::Keys], |pos| async move {
-            sqlx::query("INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos")
-                .bind(user_id.as_str())
-                .bind(kind)
-                .bind(&json)
-                .bind(pos)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
+        self.put_key(
+            "INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            user_id,
+            kind,
+            key,
+        )
         .await
     }
 

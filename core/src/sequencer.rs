@@ -116,7 +116,15 @@ impl Sequencer {
                 depth: 0,
                 state: HashMap::new(),
             },
-            (None, None) => return Err(Error::not_found("unknown room")),
+            (None, None) => {
+                drop(guard);
+                // Keep no slot for a room that does not exist.
+                self.heads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&batch.room_id);
+                return Err(Error::not_found("unknown room"));
+            }
         };
         let original = (!creating).then(|| head.clone());
 

@@ -474,7 +474,7 @@ impl Rooms {
                 "send {kind} through its own endpoint"
             )));
         }
-        self.ensure_room(room_id).await?;
+        // The sequencer answers M_NOT_FOUND for an unknown room: no lookup here.
         let mut intent = EventIntent::new(session.user_id.clone(), kind.into(), None, content);
         if let Some(ts) = ts {
             intent.origin_server_ts = ts;
@@ -498,7 +498,6 @@ impl Rooms {
         if kind == "m.room.create" {
             return Err(Error::forbidden("m.room.create cannot be sent"));
         }
-        self.ensure_room(room_id).await?;
         if kind == "m.room.canonical_alias" {
             for alias in content.get("alias").into_iter().chain(
                 content
