@@ -31,6 +31,9 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Requests a user may make in a burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Directory of application service registration files (`*.yaml`), re-read while running.
+    /// Empty: `<data_dir>/appservices`.
+    pub appservice_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             bus_shards: 16,
             rate_limit_per_second: 10.0,
             rate_limit_burst: 50,
+            appservice_dir: PathBuf::new(),
         }
     }
 }
@@ -104,6 +108,18 @@ impl Config {
                 .parse()
                 .context("SANDCAT_RATE_LIMIT_BURST must be a number")?;
         }
+        if let Some(v) = get("SANDCAT_APPSERVICE_DIR") {
+            self.appservice_dir = v.into();
+        }
         Ok(())
+    }
+
+    /// Where application service registrations live.
+    pub fn appservice_dir(&self) -> PathBuf {
+        if self.appservice_dir.as_os_str().is_empty() {
+            self.data_dir.join("appservices")
+        } else {
+            self.appservice_dir.clone()
+        }
     }
 }

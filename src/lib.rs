@@ -14,6 +14,7 @@ use axum::{
     Router,
 };
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
+use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
@@ -40,6 +41,17 @@ pub struct App {
     pub accounts: Arc<Accounts>,
     pub bus: Arc<dyn EventBus>,
     pub ephemeral: Arc<Ephemeral>,
+    /// Application service transaction pushers; started by [`serve`].
+    pub pushers: Arc<Pushers>,
+}
+
+/// The configured server name, checked.
+pub fn server_name(config: &Config) -> Result<ruma::OwnedServerName> {
+    config
+        .server_name
+        .as_str()
+        .try_into()
+        .context("server_name is not a valid Matrix server name")
 }
 
 fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
@@ -65,11 +77,11 @@ pub async fn build(config: &Config) -> Result<App> {
             .context("opening the SQLite database")?,
     );
     let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
-    let server_name: ruma::OwnedServerName = config
-        .server_name
-        .as_str()
-        .try_into()
-        .context("server_name is not a valid Matrix server name")?;
+    let server_name = server_name(config)?;
+    let registry = Arc::new(
+        Registry::load(Some(&config.appservice_dir()), server_name.clone())
+            .context("loading application service registrations")?,
+    );
     let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())
         .context("default_room_version")?;
     if !ServerConfig::supported_room_versions().contains(&default_room_version) {
@@ -118,18 +130,37 @@ pub async fn build(config: &Config) -> Result<App> {
         notifier.clone(),
         server.max_sync_timeout_ms,
     ));
-    let data = Arc::new(ClientData::new(
+    let appservices = Arc::new(Appservices::new(registry, store.clone()));
+    appservices
+        .ensure_senders()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating application service senders: {e}"))?;
+    let pushers = Arc::new(Pushers::new(
+        appservices.clone(),
         store.clone(),
         store.clone(),
-        ephemeral.clone(),
+        store.clone(),
         notifier.clone(),
+        Backoff::default(),
     ));
-    let keys = Arc::new(Keys::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        notifier.clone(),
-    ));
+    let data = Arc::new(
+        ClientData::new(
+            store.clone(),
+            store.clone(),
+            ephemeral.clone(),
+            notifier.clone(),
+        )
+        .with_edu_sink(pushers.clone()),
+    );
+    let keys = Arc::new(
+        Keys::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            notifier.clone(),
+        )
+        .with_edu_sink(pushers.clone()),
+    );
     let metrics = Arc::new(Metrics::default());
     let state = AppState::new(
         server,
@@ -138,6 +169,7 @@ pub async fn build(config: &Config) -> Result<App> {
         sync,
         data,
         keys,
+        appservices,
         metrics.clone(),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
@@ -171,6 +203,7 @@ pub async fn build(config: &Config) -> Result<App> {
         accounts,
         bus,
         ephemeral,
+        pushers,
     })
 }
 
@@ -197,14 +230,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(
+    app.pushers.start(Duration::from_secs(2));
+    let served = axum::serve(
         listener,
         app.router
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
-    .context("HTTP server")?;
+    .context("HTTP server");
+    app.pushers.stop();
     app.bus.shutdown().await;
-    Ok(())
+    served
 }

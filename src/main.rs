@@ -22,7 +22,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST";
+const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST, SANDCAT_APPSERVICE_DIR";
 
 #[derive(Subcommand)]
 enum Command {
@@ -33,8 +33,25 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage application services (bridges and bots).
+    Appservice {
+        #[command(subcommand)]
+        command: AppserviceCommand,
+    },
     /// Create the database and apply migrations, then exit.
     Migrate,
+}
+
+#[derive(Subcommand)]
+enum AppserviceCommand {
+    /// Validate a registration file and add it to the registration directory; a running
+    /// server picks it up within seconds.
+    Register {
+        /// The registration file (YAML).
+        file: PathBuf,
+    },
+    /// List the registered application services.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +100,28 @@ async fn main() -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("created {user_id}");
+        }
+        Command::Appservice {
+            command: AppserviceCommand::Register { file },
+        } => {
+            let dir = config.appservice_dir();
+            let server_name = sandcat::server_name(&config)?;
+            let path = sandcat_appservice::registry::register_file(&dir, &file, &server_name)?;
+            println!("registered: {}", path.display());
+        }
+        Command::Appservice {
+            command: AppserviceCommand::List,
+        } => {
+            let server_name = sandcat::server_name(&config)?;
+            for a in sandcat_appservice::registry::scan_dir(&config.appservice_dir(), &server_name)?
+            {
+                println!(
+                    "{}\t{}\t{}",
+                    a.id(),
+                    a.sender,
+                    a.registration.url.as_deref().unwrap_or("-")
+                );
+            }
         }
         Command::Migrate => {
             sandcat::build(&config).await?;

@@ -18,8 +18,9 @@ use sandcat_core::{
     changes::{Change, ChangeLog},
     error::ErrorCode,
     ports::{
-        ClientStore, DeviceRecord, Direction, KeyStore, Membership, NewEvent, Receipt,
-        RoomSnapshot, RoomStore, StreamPosition, ToDevice, UserRecord, UserStore,
+        AppserviceState, AppserviceStore, ClientStore, DeviceRecord, Direction, KeyStore,
+        Membership, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition, ToDevice,
+        UserRecord, UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
@@ -823,6 +824,65 @@ impl RoomStore for SqliteStore {
             .await
             .map_err(db)?;
         ids.into_iter().map(parse_id).collect()
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ? ORDER BY pos ASC LIMIT ?"
+        ))
+        .bind(after)
+        .bind(until)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+}
+
+#[async_trait]
+impl AppserviceStore for SqliteStore {
+    async fn appservice_state(&self, id: &str) -> Result<Option<AppserviceState>> {
+        let row = sqlx::query("SELECT last_pos, next_txn, pending_txn, pending_upto, pending_body FROM appservice_state WHERE appservice_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let txn: Option<i64> = r.try_get("pending_txn").map_err(db)?;
+        let upto: Option<i64> = r.try_get("pending_upto").map_err(db)?;
+        let body: Option<String> = r.try_get("pending_body").map_err(db)?;
+        Ok(Some(AppserviceState {
+            last_pos: r.try_get("last_pos").map_err(db)?,
+            next_txn: r.try_get::<i64, _>("next_txn").map_err(db)? as u64,
+            pending: match (txn, upto, body) {
+                (Some(t), Some(u), Some(b)) => Some((t as u64, u, b)),
+                _ => None,
+            },
+        }))
+    }
+
+    async fn set_appservice_state(&self, id: &str, state: &AppserviceState) -> Result<()> {
+        let (txn, upto, body) = match &state.pending {
+            Some((t, u, b)) => (Some(*t as i64), Some(*u), Some(b.as_str())),
+            None => (None, None, None),
+        };
+        sqlx::query("INSERT INTO appservice_state (appservice_id, last_pos, next_txn, pending_txn, pending_upto, pending_body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (appservice_id) DO UPDATE SET last_pos = excluded.last_pos, next_txn = excluded.next_txn, pending_txn = excluded.pending_txn, pending_upto = excluded.pending_upto, pending_body = excluded.pending_body")
+            .bind(id)
+            .bind(state.last_pos)
+            .bind(state.next_txn as i64)
+            .bind(txn)
+            .bind(upto)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use axum::{
 };
 use http::StatusCode;
 use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
+use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{accounts::Accounts, data::ClientData, keys::Keys, rooms::Rooms, sync::Sync},
     ServerConfig,
@@ -37,12 +38,14 @@ pub struct AppState {
     pub sync: Arc<Sync>,
     pub data: Arc<ClientData>,
     pub keys: Arc<Keys>,
+    pub appservices: Arc<Appservices>,
     pub uiaa: Arc<uiaa::Sessions>,
     pub limiter: Arc<ratelimit::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<ServerConfig>,
         accounts: Arc<Accounts>,
@@ -50,6 +53,7 @@ impl AppState {
         sync: Arc<Sync>,
         data: Arc<ClientData>,
         keys: Arc<Keys>,
+        appservices: Arc<Appservices>,
         metrics: Arc<metrics::Metrics>,
     ) -> Self {
         AppState {
@@ -59,6 +63,7 @@ impl AppState {
             sync,
             keys,
             data,
+            appservices,
             uiaa: Default::default(),
             limiter: Arc::new(ratelimit::Limiter::new(0.0, 0)),
             metrics,

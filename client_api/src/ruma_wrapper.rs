@@ -12,7 +12,7 @@ use axum::{
 use bytes::BytesMut;
 use http::StatusCode;
 use ruma::api::{
-    auth_scheme::{AccessToken, AccessTokenOptional},
+    auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional},
     error::{ErrorKind, StandardErrorBody},
     path_builder::PathBuilder,
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
@@ -40,6 +40,36 @@ impl<T> Ruma<T> {
     }
 }
 
+fn query_param(parts: &http::request::Parts, name: &str) -> Option<String> {
+    parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+/// The session of an application service's `as_token`, acting as the asserted user (and
+/// device), or `None` when the token is not an `as_token`.
+async fn appservice_session(
+    state: &AppState,
+    parts: &http::request::Parts,
+    token: &str,
+    must_exist: bool,
+) -> Result<Option<Session>, ApiError> {
+    let Some(asv) = state.appservices.registry().by_token(token) else {
+        return Ok(None);
+    };
+    let user_id = query_param(parts, "user_id");
+    let device_id = query_param(parts, "org.matrix.msc3202.device_id")
+        .or_else(|| query_param(parts, "device_id"));
+    Ok(Some(
+        state
+            .appservices
+            .session(&asv, user_id.as_deref(), device_id.as_deref(), must_exist)
+            .await?,
+    ))
+}
+
 fn access_token(parts: &http::request::Parts) -> Option<String> {
     if let Some(h) = parts
         .headers
@@ -50,11 +80,7 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
             return Some(t.trim().to_owned());
         }
     }
-    parts.uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    })
+    query_param(parts, "access_token")
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -85,24 +111,52 @@ where
         let auth = TypeId::of::<T::Authentication>();
         let required = auth == TypeId::of::<AccessToken>();
         let optional = auth == TypeId::of::<AccessTokenOptional>();
-        let session = if required || optional {
-            match access_token(&parts) {
-                Some(token) => Some(state.accounts.authenticate(&token).await?),
-                None if required => {
-                    return Err(ApiError(Error::matrix(
-                        ErrorCode::MissingToken,
-                        "missing access token",
-                    )))
-                }
-                None => None,
+        let as_required = auth == TypeId::of::<AppserviceToken>();
+        let as_optional = auth == TypeId::of::<AppserviceTokenOptional>();
+        let token = access_token(&parts);
+        let session = match (&token, required || as_required) {
+            (None, true) => {
+                return Err(ApiError(Error::matrix(
+                    ErrorCode::MissingToken,
+                    "missing access token",
+                )))
             }
-        } else {
-            None
+            (None, false) => None,
+            (Some(token), _) if required || optional => {
+                match appservice_session(state, &parts, token, true).await? {
+                    Some(s) => Some(s),
+                    None => Some(state.accounts.authenticate(token).await?),
+                }
+            }
+            (Some(token), _) if as_required || as_optional => {
+                match appservice_session(state, &parts, token, false).await? {
+                    Some(s) => Some(s),
+                    None if as_required => {
+                        // A user's token where only an application service may call.
+                        state.accounts.authenticate(token).await?;
+                        return Err(ApiError(Error::forbidden(
+                            "only an application service may call this endpoint",
+                        )));
+                    }
+                    // Registration and login ignore a stale user token.
+                    None => None,
+                }
+            }
+            (Some(_), _) => None,
         };
         if let Some(s) = &session {
             tracing::Span::current().record("user_id", tracing::field::display(&s.user_id));
         }
-        if T::RATE_LIMITED || writes_events::<T>() {
+        let exempt = session.as_ref().is_some_and(|s| {
+            s.appservice.as_deref().is_some_and(|id| {
+                state
+                    .appservices
+                    .registry()
+                    .by_id(id)
+                    .is_none_or(|a| !a.rate_limits(&s.user_id))
+            })
+        });
+        if (T::RATE_LIMITED || writes_events::<T>()) && !exempt {
             let key = match &session {
                 Some(s) => Some(Key::User(s.user_id.to_string())),
                 None => parts
@@ -213,6 +267,13 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         UserDeactivated => (StatusCode::FORBIDDEN, ErrorKind::UserDeactivated),
         BadAlias => (StatusCode::BAD_REQUEST, ErrorKind::BadAlias),
         Unauthorized => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
+        UrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),
+        ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
+        ConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
+        BadStatus => (
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::BadStatus(Default::default()),
+        ),
         Unknown => (StatusCode::BAD_REQUEST, ErrorKind::Unknown),
     }
 }

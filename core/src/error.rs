@@ -25,6 +25,11 @@ pub enum ErrorCode {
     UserDeactivated,
     BadAlias,
     Unauthorized,
+    /// An application service call: no url, no answer in time, not reachable, error status.
+    UrlNotSet,
+    ConnectionTimeout,
+    ConnectionFailed,
+    BadStatus,
     Unknown,
 }
 

@@ -178,6 +178,13 @@ pub trait RoomStore: Send + Sync {
     async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()>;
     async fn is_public(&self, room_id: &RoomId) -> Result<bool>;
     async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>>;
+    /// Events of every room with `after < pos <= until`, oldest first; at most `limit`.
+    async fn events_between(
+        &self,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
 }
 
 /// A read receipt as stored.
@@ -305,4 +312,33 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<(i64, Value)>>;
     /// Drops messages the device has acknowledged (positions up to `up_to`).
     async fn ack_to_device(&self, user_id: &UserId, device_id: &str, up_to: i64) -> Result<()>;
+}
+
+/// Where an application service's transaction stream stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppserviceState {
+    /// Every event at or below this position was pushed (or was of no interest).
+    pub last_pos: i64,
+    /// The id the next new transaction takes.
+    pub next_txn: u64,
+    /// A transaction built but not yet acknowledged: `(txn id, up to position, body)`. It is
+    /// sent again, unchanged, until the application service accepts it.
+    pub pending: Option<(u64, i64, String)>,
+}
+
+/// Persistent transaction state of application services.
+#[async_trait]
+pub trait AppserviceStore: Send + Sync {
+    async fn appservice_state(&self, id: &str) -> Result<Option<AppserviceState>>;
+    async fn set_appservice_state(&self, id: &str, state: &AppserviceState) -> Result<()>;
+}
+
+/// Receives ephemeral data as it happens, for pushers such as application services.
+pub trait EduSink: Send + Sync {
+    /// A room EDU (`m.typing`, `m.receipt`) in client format with `room_id`.
+    fn room_edu(&self, room_id: &RoomId, edu: Value);
+    /// An `m.presence` event of `user_id`.
+    fn presence(&self, user_id: &UserId, edu: Value);
+    /// To-device messages as queued for their devices.
+    fn to_device(&self, messages: &[ToDevice]);
 }

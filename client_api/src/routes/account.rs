@@ -48,6 +48,7 @@ async fn register(
     State(s): State<AppState>,
     req: Ruma<register::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
+    let session = req.session;
     let body = req.body;
     if body.kind == register::RegistrationKind::Guest {
         return Err(Error::matrix(
@@ -56,7 +57,15 @@ async fn register(
         )
         .into());
     }
-    if !s.config.registration_enabled {
+    let appservice = session.as_ref().and_then(|s| s.appservice.clone());
+    let as_login = body.login_type == Some(register::LoginType::ApplicationService);
+    if as_login && appservice.is_none() {
+        return Err(Error::forbidden(
+            "m.login.application_service needs an application service's token",
+        )
+        .into());
+    }
+    if !as_login && !s.config.registration_enabled {
         return Err(Error::forbidden("registration is disabled on this server").into());
     }
     let localpart = match &body.username {
@@ -64,16 +73,33 @@ async fn register(
         None => sandcat_core::token::device_id().to_lowercase(),
     };
     // Check the name before asking for authentication, as Synapse does.
-    s.accounts.check_available(&localpart).await?;
-    if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
-        return Err(UiaaError::Challenge(r));
-    }
-    let password = body
-        .password
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "password is required"))?;
-    let user_id = s.accounts.create_user(&localpart, Some(password)).await?;
+    let wanted = s.accounts.check_available(&localpart).await?;
+    let user_id = if let (true, Some(as_id)) = (as_login, appservice.as_deref()) {
+        let asv = s
+            .appservices
+            .registry()
+            .by_id(as_id)
+            .ok_or_else(|| Error::forbidden("unknown application service"))?;
+        if !asv.owns_user(&wanted) {
+            return Err(Error::matrix(
+                ErrorCode::Exclusive,
+                format!("{wanted} is outside the namespace of the application service"),
+            )
+            .into());
+        }
+        s.accounts.create_user(&localpart, None).await?
+    } else {
+        s.appservices.check_user_claim(&wanted, None)?;
+        if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
+            return Err(UiaaError::Challenge(r));
+        }
+        let password = body
+            .password
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "password is required"))?;
+        s.accounts.create_user(&localpart, Some(password)).await?
+    };
     let mut resp = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
         let login = s
@@ -95,9 +121,11 @@ async fn available(
     State(s): State<AppState>,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> ApiResult<get_username_availability::v3::Response> {
-    s.accounts
+    let user_id = s
+        .accounts
         .check_available(&req.body.username.to_lowercase())
         .await?;
+    s.appservices.check_user_claim(&user_id, None)?;
     Ok(RumaResponse(get_username_availability::v3::Response::new(
         true,
     )))
@@ -107,9 +135,10 @@ async fn available(
 async fn login_types(
     _: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    use get_login_types::v3::{LoginType, PasswordLoginType};
+    use get_login_types::v3::{ApplicationServiceLoginType, LoginType, PasswordLoginType};
     Ok(RumaResponse(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
+        LoginType::ApplicationService(ApplicationServiceLoginType::new()),
     ])))
 }
 
@@ -125,24 +154,58 @@ async fn login(
     State(s): State<AppState>,
     req: Ruma<login::v3::Request>,
 ) -> ApiResult<login::v3::Response> {
+    let session = req.session;
     let body = req.body;
-    let login::v3::LoginInfo::Password(p) = &body.login_info else {
-        return Err(Error::matrix(ErrorCode::Unknown, "only m.login.password is supported").into());
+    let device_id = body.device_id.map(|d| d.to_string());
+    let display_name = body.initial_device_display_name.as_deref();
+    let result = match &body.login_info {
+        login::v3::LoginInfo::Password(p) => {
+            let user = p
+                .identifier
+                .as_ref()
+                .and_then(identifier_user)
+                .ok_or_else(|| Error::forbidden("invalid username or password"))?;
+            s.accounts
+                .login_password(user, &p.password, device_id, display_name)
+                .await?
+        }
+        login::v3::LoginInfo::ApplicationService(a) => {
+            let asv = session
+                .as_ref()
+                .and_then(|s| s.appservice.as_deref())
+                .and_then(|id| s.appservices.registry().by_id(id))
+                .ok_or_else(|| {
+                    Error::forbidden(
+                        "m.login.application_service needs an application service's token",
+                    )
+                })?;
+            let user = a
+                .identifier
+                .as_ref()
+                .and_then(identifier_user)
+                .ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "identifier is required"))?;
+            let user_id = s.accounts.user_id_from(user)?;
+            if !asv.owns_user(&user_id) {
+                return Err(Error::forbidden(format!(
+                    "{user_id} is outside the namespace of the application service"
+                ))
+                .into());
+            }
+            if !s.accounts.exists(&user_id).await? {
+                return Err(Error::forbidden(format!("{user_id} is not registered")).into());
+            }
+            s.accounts
+                .login_new_device(&user_id, device_id, display_name)
+                .await?
+        }
+        _ => {
+            return Err(Error::matrix(
+                ErrorCode::Unknown,
+                "only m.login.password and m.login.application_service are supported",
+            )
+            .into())
+        }
     };
-    let user = p
-        .identifier
-        .as_ref()
-        .and_then(identifier_user)
-        .ok_or_else(|| Error::forbidden("invalid username or password"))?;
-    let result = s
-        .accounts
-        .login_password(
-            user,
-            &p.password,
-            body.device_id.map(|d| d.to_string()),
-            body.initial_device_display_name.as_deref(),
-        )
-        .await?;
     let mut resp = login::v3::Response::new(
         result.user_id,
         result.access_token,
@@ -177,7 +240,7 @@ async fn logout_all(
 async fn whoami(req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
     let s = req.session();
     let mut resp = whoami::v3::Response::new(s.user_id.clone(), false);
-    resp.device_id = Some(OwnedDeviceId::from(s.device_id.clone()));
+    resp.device_id = (!s.device_id.is_empty()).then(|| OwnedDeviceId::from(s.device_id.clone()));
     Ok(RumaResponse(resp))
 }
 
@@ -310,6 +373,10 @@ async fn profile_of(
     s: &AppState,
     user_id: &UserId,
 ) -> Result<sandcat_core::ports::UserRecord, Error> {
+    if let Some(u) = s.accounts.user(user_id).await? {
+        return Ok(u);
+    }
+    super::appservice::user_known(s, user_id).await?;
     s.accounts
         .user(user_id)
         .await?

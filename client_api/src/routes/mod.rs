@@ -1,6 +1,7 @@
 //! Route tables, one module per area of the API.
 
 mod account;
+pub(crate) mod appservice;
 mod data;
 mod keys;
 pub(crate) mod rooms;
@@ -16,5 +17,6 @@ pub fn routes() -> axum::Router<AppState> {
     let r = rooms::routes(r);
     let r = sync::routes(r);
     let r = keys::routes(r);
+    let r = appservice::routes(r);
     data::routes(r)
 }

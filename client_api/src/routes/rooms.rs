@@ -86,6 +86,15 @@ async fn create_room(
 ) -> ApiResult<create_room::v3::Response> {
     let session = req.session().clone();
     let b = req.body;
+    if let Some(name) = &b.room_alias_name {
+        if let Ok(alias) = ruma::RoomAliasId::parse(format!("#{name}:{}", s.config.server_name)) {
+            s.appservices
+                .check_alias_claim(&alias, session.appservice.as_deref())?;
+        }
+    }
+    for user in &b.invite {
+        super::appservice::user_known(&s, user).await?;
+    }
     let creation_content = match &b.creation_content {
         Some(c) => match raw_json(c)? {
             Value::Object(m) => Some(m),
@@ -155,7 +164,7 @@ async fn join_by_id_or_alias(
     State(s): State<AppState>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
-    let room_id = s.rooms.resolve(req.body.room_id_or_alias.as_str()).await?;
+    let room_id = super::appservice::resolve_room(&s, req.body.room_id_or_alias.as_str()).await?;
     s.rooms
         .join(req.session(), &room_id, req.body.reason.as_deref())
         .await?;
@@ -176,6 +185,7 @@ async fn invite(
         )
         .into());
     };
+    super::appservice::user_known(&s, &r.user_id).await?;
     s.rooms
         .set_membership(
             req.session(),
@@ -345,7 +355,7 @@ async fn send(
             &req.body.event_type.to_string(),
             content,
             Some(req.body.txn_id.as_str()),
-            None,
+            massaged_ts(req.session(), req.body.timestamp),
         )
         .await?;
     s.metrics
@@ -370,9 +380,19 @@ async fn send_state(
             &req.body.event_type.to_string(),
             &req.body.state_key,
             content,
+            massaged_ts(req.session(), req.body.timestamp),
         )
         .await?;
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
+}
+
+/// `?ts=`: only application services may set an event's timestamp (for imported history).
+fn massaged_ts(
+    session: &sandcat_core::services::Session,
+    ts: Option<ruma::MilliSecondsSinceUnixEpoch>,
+) -> Option<u64> {
+    session.appservice.as_ref()?;
+    ts.map(|t| u64::from(t.get()))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state
@@ -604,6 +624,8 @@ async fn set_alias(
     State(s): State<AppState>,
     req: Ruma<create_alias::v3::Request>,
 ) -> ApiResult<create_alias::v3::Response> {
+    s.appservices
+        .check_alias_claim(&req.body.room_alias, req.session().appservice.as_deref())?;
     s.rooms
         .set_alias(
             req.session(),
@@ -619,7 +641,8 @@ async fn get_alias(
     State(s): State<AppState>,
     req: Ruma<get_alias::v3::Request>,
 ) -> ApiResult<get_alias::v3::Response> {
-    let room_id: OwnedRoomId = s.rooms.resolve(req.body.room_alias.as_str()).await?;
+    let room_id: OwnedRoomId =
+        super::appservice::resolve_room(&s, req.body.room_alias.as_str()).await?;
     let servers: Vec<OwnedServerName> = vec![s.config.server_name.clone()];
     Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }

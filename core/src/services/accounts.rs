@@ -145,6 +145,10 @@ impl Accounts {
             .await
     }
 
+    pub async fn exists(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.users.user(user_id).await?.is_some())
+    }
+
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
         let Some(user) = self.users.user(user_id).await? else {
             return Ok(false);
@@ -182,7 +186,7 @@ impl Accounts {
         }
         match self.users.find_token(access_token).await? {
             Some((user_id, device_id)) => {
-                let session = Session { user_id, device_id };
+                let session = Session::new(user_id, device_id);
                 self.tokens
                     .write()
                     .unwrap_or_else(|e| e.into_inner())

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::{
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{ClientStore, Receipt, RoomStore},
+    ports::{ClientStore, EduSink, Receipt, RoomStore},
     services::Session,
     Error, Result,
 };
@@ -19,6 +19,7 @@ pub struct ClientData {
     rooms: Arc<dyn RoomStore>,
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
+    edus: Option<Arc<dyn EduSink>>,
 }
 
 impl ClientData {
@@ -33,7 +34,14 @@ impl ClientData {
             rooms,
             ephemeral,
             notifier,
+            edus: None,
         }
+    }
+
+    /// Also hands typing, public receipts and presence to `sink` as they happen.
+    pub fn with_edu_sink(mut self, sink: Arc<dyn EduSink>) -> Self {
+        self.edus = Some(sink);
+        self
     }
 
     pub fn ephemeral(&self) -> &Arc<Ephemeral> {
@@ -182,6 +190,20 @@ impl ClientData {
                         pos: 0,
                     })
                     .await?;
+                if let (Some(sink), "m.read") = (&self.edus, receipt_type) {
+                    let mut read = json!({ "ts": crate::now_ms() });
+                    if let Some(t) = thread_id {
+                        read["thread_id"] = json!(t);
+                    }
+                    sink.room_edu(
+                        room_id,
+                        json!({
+                            "type": "m.receipt",
+                            "room_id": room_id,
+                            "content": { event_id.as_str(): { "m.read": { session.user_id.as_str(): read } } },
+                        }),
+                    );
+                }
             }
             other => {
                 return Err(Error::invalid_param(format!(
@@ -203,6 +225,13 @@ impl ClientData {
         self.ensure_joined(&session.user_id, room_id).await?;
         self.ephemeral
             .set_typing(room_id, &session.user_id, typing, timeout_ms);
+        if let Some(sink) = &self.edus {
+            let users = self.ephemeral.typing_since(room_id, 0).unwrap_or_default();
+            sink.room_edu(
+                room_id,
+                json!({ "type": "m.typing", "room_id": room_id, "content": { "user_ids": users } }),
+            );
+        }
         Ok(())
     }
 
@@ -218,6 +247,12 @@ impl ClientData {
             ));
         }
         self.ephemeral.set_presence(user_id, state, status_msg);
+        if let Some(sink) = &self.edus {
+            sink.presence(
+                user_id,
+                json!({ "type": "m.presence", "sender": user_id, "content": self.presence(user_id) }),
+            );
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     notifier::Notifier,
-    ports::{KeyStore, RoomStore, ToDevice, UserStore},
+    ports::{EduSink, KeyStore, RoomStore, ToDevice, UserStore},
     services::Session,
     Error, Result,
 };
@@ -20,6 +20,7 @@ pub struct Keys {
     notifier: Notifier,
     /// `(user, device, txn id)` of to-device sends already accepted.
     seen_txns: std::sync::Mutex<std::collections::HashSet<(OwnedUserId, String, String)>>,
+    edus: Option<Arc<dyn EduSink>>,
 }
 
 impl Keys {
@@ -35,7 +36,14 @@ impl Keys {
             rooms,
             notifier,
             seen_txns: Default::default(),
+            edus: None,
         }
+    }
+
+    /// Also hands to-device messages to `sink` as they are queued.
+    pub fn with_edu_sink(mut self, sink: Arc<dyn EduSink>) -> Self {
+        self.edus = Some(sink);
+        self
     }
 
     /// `GET /keys/changes`: users sharing a room with `user_id` whose keys changed.
@@ -289,6 +297,9 @@ impl Keys {
             }
         }
         self.keys.add_to_device(&out).await?;
+        if let Some(sink) = &self.edus {
+            sink.to_device(&out);
+        }
         self.seen_txns
             .lock()
             .unwrap_or_else(|e| e.into_inner())

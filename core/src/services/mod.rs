@@ -10,5 +10,18 @@ pub mod sync;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user_id: ruma::OwnedUserId,
+    /// Empty for an application service acting without a device.
     pub device_id: String,
+    /// The application service acting for the user, if the token was an `as_token`.
+    pub appservice: Option<String>,
+}
+
+impl Session {
+    pub fn new(user_id: ruma::OwnedUserId, device_id: String) -> Self {
+        Session {
+            user_id,
+            device_id,
+            appservice: None,
+        }
+    }
 }

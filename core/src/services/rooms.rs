@@ -491,6 +491,7 @@ impl Rooms {
         kind: &str,
         state_key: &str,
         content: Value,
+        ts: Option<u64>,
     ) -> Result<OwnedEventId> {
         if !content.is_object() {
             return Err(Error::bad_json("content must be a JSON object"));
@@ -520,12 +521,15 @@ impl Rooms {
                 }
             }
         }
-        let intent = EventIntent::new(
+        let mut intent = EventIntent::new(
             session.user_id.clone(),
             kind.into(),
             Some(state_key.to_owned()),
             content,
         );
+        if let Some(ts) = ts {
+            intent.origin_server_ts = ts;
+        }
         self.submit_one(room_id, intent).await
     }
 
