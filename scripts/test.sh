@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sandcat's test command: installs what the tests need on a Debian machine, then runs every
-# test — the Rust workspace (end-to-end tests on real SQLite files) and the interop test that
-# drives the real binary with matrix-nio, a third-party Matrix client.
+# test — the Rust workspace (end-to-end tests on real SQLite files) and the interop tests that
+# drive the real binary with third-party software: matrix-nio and matrix-js-sdk (clients) and
+# mautrix (the application service framework of the mautrix bridges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,7 +13,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Python with venv, for the matrix-nio interop test.
+# Python with venv, for the matrix-nio and mautrix interop tests.
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
@@ -22,9 +23,9 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >
     fi
 fi
 VENV="${SANDCAT_TEST_VENV:-$ROOT/.venv}"
-if ! "$VENV/bin/python" -c 'import nio, aiohttp' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import nio, aiohttp, mautrix' >/dev/null 2>&1; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' aiohttp
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' 'mautrix>=0.21,<0.22' aiohttp
 fi
 
 # Node.js, for the matrix-js-sdk interop test (the SDK under Element Web).
@@ -43,7 +44,7 @@ fi
 echo "== cargo test --workspace"
 cargo test --workspace
 
-echo "== interop: matrix-nio and matrix-js-sdk against the sandcat binary"
+echo "== interop: matrix-nio, matrix-js-sdk and mautrix against the sandcat binary"
 cargo build --bin sandcat
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA=$(mktemp -d)
@@ -64,3 +65,4 @@ fail() {
 }
 "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT" || fail
 (cd tests/interop/js && node js_sdk_interop.mjs "http://127.0.0.1:$PORT" 2>&1 | grep -v 'MatrixRTCSessionManager\|default global .* push rule') || fail
+"$VENV/bin/python" tests/interop/mautrix_echo.py "http://127.0.0.1:$PORT" "$CARGO_TARGET_DIR/debug/sandcat" "$DATA" || fail

@@ -621,6 +621,37 @@ async fn transactions_in_order_with_ephemeral_data() {
     })
     .await;
 
+    // To-device messages for the service's users arrive in the transaction (MSC2409/MSC4203).
+    let (s, b) = as_client(&server.base, None)
+        .post("/_matrix/client/v3/login", json!({ "type": "m.login.application_service", "identifier": { "type": "m.id.user", "user": "_bridge_carol" }, "device_id": "CAROLDEV" }))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.test.ping/td1",
+            json!({ "messages": { puppet: { "CAROLDEV": { "hello": "device" } } } }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually("to-device delivered", || {
+        let acc = seen.accepted.lock().unwrap();
+        acc.iter()
+            .flat_map(|(_, b)| {
+                b["de.sorunome.msc2409.to_device"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .any(|e| {
+                e["type"] == "m.test.ping"
+                    && e["to_user_id"] == puppet
+                    && e["to_device_id"] == "CAROLDEV"
+                    && e["sender"] == alice.user_id
+                    && e["content"]["hello"] == "device"
+            })
+    })
+    .await;
+
     // Transaction ids are distinct and increasing.
     let ids: Vec<u64> = seen
         .accepted
