@@ -21,7 +21,7 @@ case "${1:-}" in
     *) echo "usage: bench/run.sh [--quick|--smoke]" >&2; exit 2 ;;
 esac
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release --bin sandcat -p sandcat -p sandcat-bench >&2
+cargo build --release -p sandcat -p sandcat-bench --bin sandcat --bin sandcat-bench >&2
 BIN="$CARGO_TARGET_DIR/release"
 WORK=$(mktemp -d)
 PIDS=()

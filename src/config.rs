@@ -34,6 +34,9 @@ pub struct Config {
     /// Directory of application service registration files (`*.yaml`), re-read while running.
     /// Empty: `<data_dir>/appservices`.
     pub appservice_dir: PathBuf,
+    /// Secret that signs the Sandcat native API's JWTs. Empty: a random secret kept in
+    /// `<data_dir>/jwt.secret`.
+    pub jwt_secret: String,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             rate_limit_per_second: 10.0,
             rate_limit_burst: 50,
             appservice_dir: PathBuf::new(),
+            jwt_secret: String::new(),
         }
     }
 }
@@ -107,6 +111,9 @@ impl Config {
             self.rate_limit_burst = v
                 .parse()
                 .context("SANDCAT_RATE_LIMIT_BURST must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_JWT_SECRET") {
+            self.jwt_secret = v;
         }
         if let Some(v) = get("SANDCAT_APPSERVICE_DIR") {
             self.appservice_dir = v.into();

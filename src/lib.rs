@@ -14,6 +14,7 @@ use axum::{
     Router,
 };
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
+use sandcat_api::{Jwt, LogMailer, Mailer, NativeState};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
 use sandcat_client_api::{metrics::Metrics, AppState};
@@ -43,6 +44,26 @@ pub struct App {
     pub ephemeral: Arc<Ephemeral>,
     /// Application service transaction pushers; started by [`serve`].
     pub pushers: Arc<Pushers>,
+    /// The Sandcat native API's state (its connection hub, mailer, tokens).
+    pub native: NativeState,
+}
+
+/// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
+/// directory.
+fn jwt_secret(config: &Config) -> Result<Vec<u8>> {
+    if !config.jwt_secret.is_empty() {
+        return Ok(config.jwt_secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt.secret");
+    match std::fs::read(&path) {
+        Ok(s) if s.len() >= 32 => Ok(s),
+        _ => {
+            let secret = sandcat_core::token::random_string(48).into_bytes();
+            std::fs::write(&path, &secret)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(secret)
+        }
+    }
 }
 
 /// The configured server name, checked.
@@ -69,6 +90,11 @@ fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
 
 /// Builds every part of the server from the configuration.
 pub async fn build(config: &Config) -> Result<App> {
+    build_with(config, Arc::new(LogMailer)).await
+}
+
+/// Builds the server with a given mailer for Sandcat verification codes.
+pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Arc::new(
@@ -161,6 +187,19 @@ pub async fn build(config: &Config) -> Result<App> {
         )
         .with_edu_sink(pushers.clone()),
     );
+    let native = NativeState::new(
+        server.clone(),
+        accounts.clone(),
+        rooms.clone(),
+        data.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        notifier.clone(),
+        Jwt::new(&jwt_secret(config)?),
+        mailer,
+        config.data_dir.join("files"),
+    );
     let metrics = Arc::new(Metrics::default());
     let state = AppState::new(
         server,
@@ -175,6 +214,7 @@ pub async fn build(config: &Config) -> Result<App> {
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 
     let router = sandcat_client_api::router(state)
+        .merge(sandcat_api::router(native.clone()))
         .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(CatchPanicLayer::custom(|_| {
@@ -204,6 +244,7 @@ pub async fn build(config: &Config) -> Result<App> {
         bus,
         ephemeral,
         pushers,
+        native,
     })
 }
 

@@ -18,9 +18,9 @@ use sandcat_core::{
     changes::{Change, ChangeLog},
     error::ErrorCode,
     ports::{
-        AppserviceState, AppserviceStore, ClientStore, DeviceRecord, Direction, KeyStore,
-        Membership, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition, ToDevice,
-        UserRecord, UserStore,
+        AppserviceState, AppserviceStore, ClientStore, DeviceRecord, Direction, FriendRow,
+        Friendship, KeyStore, Membership, NativeProfile, NativeStore, NewEvent, Receipt,
+        RoomSnapshot, RoomStore, StreamPosition, ToDevice, UserRecord, UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
@@ -1281,5 +1281,210 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+fn profile_from_row(r: &SqliteRow) -> Result<NativeProfile> {
+    Ok(NativeProfile {
+        user_id: r.try_get("user_id").map_err(db)?,
+        email: r.try_get("email").map_err(db)?,
+        phone: r.try_get("phone").map_err(db)?,
+        gender: r.try_get("gender").map_err(db)?,
+        age: r.try_get::<i64, _>("age").map_err(db)? as i32,
+        region: r.try_get("region").map_err(db)?,
+        address: r.try_get("address").map_err(db)?,
+        birthday: r.try_get("birthday").map_err(db)?,
+        signature: r.try_get("signature").map_err(db)?,
+        create_time: r.try_get("create_time").map_err(db)?,
+        update_time: r.try_get("update_time").map_err(db)?,
+    })
+}
+
+fn friendship_from_row(r: &SqliteRow) -> Result<Friendship> {
+    Ok(Friendship {
+        fs_id: r.try_get("fs_id").map_err(db)?,
+        user_id: r.try_get("user_id").map_err(db)?,
+        friend_id: r.try_get("friend_id").map_err(db)?,
+        status: r.try_get::<i64, _>("status").map_err(db)? as i32,
+        apply_msg: r.try_get("apply_msg").map_err(db)?,
+        req_remark: r.try_get("req_remark").map_err(db)?,
+        resp_msg: r.try_get("resp_msg").map_err(db)?,
+        resp_remark: r.try_get("resp_remark").map_err(db)?,
+        source: r.try_get("source").map_err(db)?,
+        create_time: r.try_get("create_time").map_err(db)?,
+        update_time: r.try_get("update_time").map_err(db)?,
+    })
+}
+
+fn friend_from_row(r: &SqliteRow) -> Result<FriendRow> {
+    Ok(FriendRow {
+        user_id: r.try_get("user_id").map_err(db)?,
+        friend_id: r.try_get("friend_id").map_err(db)?,
+        fs_id: r.try_get("fs_id").map_err(db)?,
+        status: r.try_get::<i64, _>("status").map_err(db)? as i32,
+        remark: r.try_get("remark").map_err(db)?,
+        source: r.try_get("source").map_err(db)?,
+        room_id: r.try_get("room_id").map_err(db)?,
+        create_time: r.try_get("create_time").map_err(db)?,
+        update_time: r.try_get("update_time").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl NativeStore for SqliteStore {
+    async fn native_profile(&self, user_id: &str) -> Result<Option<NativeProfile>> {
+        let row = sqlx::query("SELECT * FROM native_profiles WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
+
+    async fn put_native_profile(&self, p: &NativeProfile) -> Result<()> {
+        let res = sqlx::query("INSERT INTO native_profiles (user_id, email, phone, gender, age, region, address, birthday, signature, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, phone = excluded.phone, gender = excluded.gender, age = excluded.age, region = excluded.region, address = excluded.address, birthday = excluded.birthday, signature = excluded.signature, update_time = excluded.update_time")
+            .bind(&p.user_id)
+            .bind(&p.email)
+            .bind(&p.phone)
+            .bind(&p.gender)
+            .bind(p.age as i64)
+            .bind(&p.region)
+            .bind(&p.address)
+            .bind(p.birthday)
+            .bind(&p.signature)
+            .bind(p.create_time)
+            .bind(p.update_time)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(
+                ErrorCode::UserInUse,
+                "that email or phone belongs to another user",
+            )),
+            other => other.map(|_| ()).map_err(db),
+        }
+    }
+
+    async fn user_by_contact(&self, contact: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT user_id FROM native_profiles WHERE email = ? OR phone = ?")
+            .bind(contact)
+            .bind(contact)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn put_friendship(&self, f: &Friendship) -> Result<()> {
+        sqlx::query("INSERT INTO native_friendships (fs_id, user_id, friend_id, status, apply_msg, req_remark, resp_msg, resp_remark, source, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fs_id) DO UPDATE SET status = excluded.status, apply_msg = excluded.apply_msg, req_remark = excluded.req_remark, resp_msg = excluded.resp_msg, resp_remark = excluded.resp_remark, update_time = excluded.update_time")
+            .bind(&f.fs_id)
+            .bind(&f.user_id)
+            .bind(&f.friend_id)
+            .bind(f.status as i64)
+            .bind(&f.apply_msg)
+            .bind(&f.req_remark)
+            .bind(&f.resp_msg)
+            .bind(&f.resp_remark)
+            .bind(&f.source)
+            .bind(f.create_time)
+            .bind(f.update_time)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn friendship(&self, fs_id: &str) -> Result<Option<Friendship>> {
+        let row = sqlx::query("SELECT * FROM native_friendships WHERE fs_id = ?")
+            .bind(fs_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(friendship_from_row).transpose()
+    }
+
+    async fn friendships_to(
+        &self,
+        user_id: &str,
+        status: i32,
+        since: i64,
+    ) -> Result<Vec<Friendship>> {
+        let rows = sqlx::query("SELECT * FROM native_friendships WHERE friend_id = ? AND status = ? AND update_time > ? ORDER BY create_time")
+            .bind(user_id)
+            .bind(status as i64)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(friendship_from_row).collect()
+    }
+
+    async fn put_friend(&self, f: &FriendRow) -> Result<()> {
+        sqlx::query("INSERT INTO native_friends (user_id, friend_id, fs_id, status, remark, source, room_id, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, friend_id) DO UPDATE SET fs_id = excluded.fs_id, status = excluded.status, remark = excluded.remark, source = excluded.source, room_id = excluded.room_id, update_time = excluded.update_time")
+            .bind(&f.user_id)
+            .bind(&f.friend_id)
+            .bind(&f.fs_id)
+            .bind(f.status as i64)
+            .bind(&f.remark)
+            .bind(&f.source)
+            .bind(&f.room_id)
+            .bind(f.create_time)
+            .bind(f.update_time)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn friend(&self, user_id: &str, friend_id: &str) -> Result<Option<FriendRow>> {
+        let row = sqlx::query("SELECT * FROM native_friends WHERE user_id = ? AND friend_id = ?")
+            .bind(user_id)
+            .bind(friend_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(friend_from_row).transpose()
+    }
+
+    async fn friends(&self, user_id: &str, since: i64) -> Result<Vec<FriendRow>> {
+        let rows = sqlx::query("SELECT * FROM native_friends WHERE user_id = ? AND update_time > ? ORDER BY create_time")
+            .bind(user_id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(friend_from_row).collect()
+    }
+
+    async fn friends_in_room(&self, room_id: &str) -> Result<Vec<FriendRow>> {
+        let rows = sqlx::query("SELECT * FROM native_friends WHERE room_id = ?")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(friend_from_row).collect()
+    }
+
+    async fn delete_inbox(&self, user_id: &str, positions: &[i64]) -> Result<()> {
+        for pos in positions {
+            sqlx::query("INSERT OR IGNORE INTO native_deleted (user_id, pos) VALUES (?, ?)")
+                .bind(user_id)
+                .bind(pos)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn deleted_inbox(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "SELECT pos FROM native_deleted WHERE user_id = ? AND pos > ? AND pos <= ?",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
     }
 }

@@ -342,3 +342,75 @@ pub trait EduSink: Send + Sync {
     /// To-device messages as queued for their devices.
     fn to_device(&self, messages: &[ToDevice]);
 }
+
+/// What Sandcat clients know about a user beyond the Matrix profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NativeProfile {
+    pub user_id: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub gender: String,
+    pub age: i32,
+    pub region: Option<String>,
+    pub address: Option<String>,
+    pub birthday: Option<i64>,
+    pub signature: String,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// A friend request. Status: 0 pending, 1 accepted, 2 rejected, 3 blacked, 4 deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Friendship {
+    pub fs_id: String,
+    pub user_id: String,
+    pub friend_id: String,
+    pub status: i32,
+    pub apply_msg: Option<String>,
+    pub req_remark: Option<String>,
+    pub resp_msg: Option<String>,
+    pub resp_remark: Option<String>,
+    pub source: String,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// One direction of a friendship, with the DM room that carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FriendRow {
+    pub user_id: String,
+    pub friend_id: String,
+    pub fs_id: String,
+    pub status: i32,
+    pub remark: Option<String>,
+    pub source: String,
+    pub room_id: String,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// Storage of the Sandcat native API (user ids here are Matrix localparts).
+#[async_trait]
+pub trait NativeStore: Send + Sync {
+    async fn native_profile(&self, user_id: &str) -> Result<Option<NativeProfile>>;
+    async fn put_native_profile(&self, profile: &NativeProfile) -> Result<()>;
+    /// The user with this email or phone.
+    async fn user_by_contact(&self, contact: &str) -> Result<Option<String>>;
+    async fn put_friendship(&self, fs: &Friendship) -> Result<()>;
+    async fn friendship(&self, fs_id: &str) -> Result<Option<Friendship>>;
+    /// Requests sent to `user_id` with the status, updated after `since`.
+    async fn friendships_to(
+        &self,
+        user_id: &str,
+        status: i32,
+        since: i64,
+    ) -> Result<Vec<Friendship>>;
+    async fn put_friend(&self, row: &FriendRow) -> Result<()>;
+    async fn friend(&self, user_id: &str, friend_id: &str) -> Result<Option<FriendRow>>;
+    /// Friend rows of `user_id` updated after `since`.
+    async fn friends(&self, user_id: &str, since: i64) -> Result<Vec<FriendRow>>;
+    /// Friend rows (both directions) whose DM is this room.
+    async fn friends_in_room(&self, room_id: &str) -> Result<Vec<FriendRow>>;
+    async fn delete_inbox(&self, user_id: &str, positions: &[i64]) -> Result<()>;
+    async fn deleted_inbox(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<i64>>;
+}

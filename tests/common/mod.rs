@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 
 pub struct Server {
     pub base: String,
+    /// Verification codes the Sandcat API "mailed".
+    pub outbox: std::sync::Arc<sandcat_api::Outbox>,
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -32,12 +34,16 @@ impl Server {
             rate_limit_per_second: 0.0,
             ..Default::default()
         };
-        tweak(&mut config);
-        let app = sandcat::build(&config).await.expect("server builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        config.public_base_url = base.clone();
+        tweak(&mut config);
+        let outbox = std::sync::Arc::new(sandcat_api::Outbox::default());
+        let app = sandcat::build_with(&config, outbox.clone())
+            .await
+            .expect("server builds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             sandcat::serve(app, listener, async {
@@ -48,6 +54,7 @@ impl Server {
         });
         Server {
             base,
+            outbox,
             dir,
             shutdown: Some(tx),
             task: Some(task),

@@ -1,0 +1,425 @@
+//! `/group/*`: a Sandcat group is a Matrix room and its id is the room id. Name, avatar,
+//! description (topic) and announcement (`org.sandcat.announcement`) are room state; roles are
+//! power levels: owner 100, admin 50, member 0.
+
+use axum::{extract::State, Json};
+use ruma::{OwnedRoomId, RoomId};
+use sandcat_core::{services::rooms::CreateRoom, StoredEvent};
+use serde_json::{json, Value};
+
+use crate::{
+    friends::{bin, notice},
+    mapping::{avatar_from_mxc, avatar_to_mxc, sandcat_id},
+    model::{
+        msg_type, DeleteGroupRequest, GetMemberReq, GroupCreate, GroupInfo, GroupInvitation,
+        GroupInviteNew, GroupMember, GroupUpdate, Msg, RemoveMemberRequest,
+    },
+    ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
+};
+
+const ANNOUNCEMENT: &str = "org.sandcat.announcement";
+
+fn room_id(id: &str) -> ApiResult<OwnedRoomId> {
+    RoomId::parse(id).map_err(|_| ApiError::bad_request(format!("invalid group id {id}")))
+}
+
+fn state_of<'a>(state: &'a [StoredEvent], kind: &str) -> Option<&'a StoredEvent> {
+    state
+        .iter()
+        .find(|e| e.pdu.kind.to_string() == kind && e.pdu.state_key.as_deref() == Some(""))
+}
+
+/// The group as a member sees it.
+async fn info(
+    s: &NativeState,
+    user: &str,
+    room: &RoomId,
+) -> ApiResult<(GroupInfo, Vec<StoredEvent>)> {
+    let state = s.rooms.state(&s.matrix_id(user)?, room).await?;
+    let field = |kind: &str, f: &str| {
+        state_of(&state, kind)
+            .and_then(|e| e.pdu.content_value()[f].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let create = state_of(&state, "m.room.create");
+    let update_time = ["m.room.name", "m.room.avatar", "m.room.topic", ANNOUNCEMENT]
+        .iter()
+        .filter_map(|k| state_of(&state, k))
+        .map(|e| e.pdu.origin_server_ts.get().into())
+        .max()
+        .unwrap_or_default();
+    let info = GroupInfo {
+        id: room.to_string(),
+        owner: create
+            .map(|e| sandcat_id(s, &e.pdu.sender))
+            .unwrap_or_default(),
+        name: field("m.room.name", "name"),
+        avatar: avatar_from_mxc(s, Some(&field("m.room.avatar", "url"))),
+        description: field("m.room.topic", "topic"),
+        announcement: field(ANNOUNCEMENT, "text"),
+        create_time: create
+            .map(|e| e.pdu.origin_server_ts.get().into())
+            .unwrap_or_default(),
+        update_time,
+    };
+    Ok((info, state))
+}
+
+/// The joined members with their roles.
+async fn members_of(
+    s: &NativeState,
+    info: &GroupInfo,
+    state: &[StoredEvent],
+) -> ApiResult<Vec<GroupMember>> {
+    let power = state_of(state, "m.room.power_levels").map(|e| e.pdu.content_value());
+    let mut out = Vec::new();
+    for ev in state
+        .iter()
+        .filter(|e| e.pdu.membership().as_deref() == Some("join"))
+    {
+        let Some(uid) = ev
+            .pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| ruma::UserId::parse(k).ok())
+        else {
+            continue;
+        };
+        let id = sandcat_id(s, &uid);
+        let level = power
+            .as_ref()
+            .and_then(|p| p["users"][uid.as_str()].as_i64())
+            .unwrap_or(0);
+        let role = if id == info.owner || level >= 100 {
+            0
+        } else if level >= 50 {
+            1
+        } else {
+            2
+        };
+        let c = ev.pdu.content_value();
+        let p = s.store.native_profile(&id).await?.unwrap_or_default();
+        out.push(GroupMember {
+            age: p.age,
+            group_id: info.id.clone(),
+            user_id: id,
+            group_name: c["displayname"].as_str().unwrap_or_default().to_owned(),
+            avatar: avatar_from_mxc(s, c["avatar_url"].as_str()),
+            joined_at: ev.pdu.origin_server_ts.get().into(),
+            region: p.region,
+            gender: p.gender,
+            remark: None,
+            signature: p.signature,
+            role,
+        });
+    }
+    Ok(out)
+}
+
+fn group_notice(from: &str, group: &str, kind: i32, content: Vec<u8>) -> Msg {
+    let mut m = notice(from, group, kind, content);
+    m.group_id = group.to_owned();
+    m
+}
+
+fn push_all(s: &NativeState, members: &[String], msg: &Msg) {
+    for m in members {
+        s.hub.push(m, msg.clone());
+    }
+}
+
+/// Invites and joins users into the group, as Sandcat groups add members directly.
+async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -> ApiResult<()> {
+    let session = s.session(by)?;
+    for id in ids {
+        let uid = s.matrix_id(id)?;
+        if s.users.user(&uid).await?.is_none() {
+            return Err(ApiError::not_found(format!("no user {id}")));
+        }
+        match s.room_store().membership(room, &uid).await? {
+            Some(m) if m.membership == "join" => continue,
+            Some(m) if m.membership == "invite" => {}
+            _ => {
+                s.rooms
+                    .set_membership(&session, room, &uid, "invite", None)
+                    .await?
+            }
+        }
+        s.rooms.join(&s.session(id)?, room, None).await?;
+    }
+    Ok(())
+}
+
+/// POST /group/{user_id}
+pub async fn create(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs(user_id): PathArgs<String>,
+    Body(req): Body<GroupCreate>,
+) -> ApiResult<Json<GroupInvitation>> {
+    auth.check(&user_id)?;
+    if !req.owner.is_empty() {
+        auth.check(&req.owner)?;
+    }
+    let mut initial_state = Vec::new();
+    if let Some(url) = avatar_to_mxc(&s, &req.avatar) {
+        initial_state.push((
+            "m.room.avatar".to_owned(),
+            String::new(),
+            json!({ "url": url }),
+        ));
+    }
+    let members: Vec<String> = req
+        .members_id
+        .iter()
+        .filter(|m| **m != user_id)
+        .cloned()
+        .collect();
+    for m in &members {
+        if s.users.user(&s.matrix_id(m)?).await?.is_none() {
+            return Err(ApiError::not_found(format!("no user {m}")));
+        }
+    }
+    let room = s
+        .rooms
+        .create_room(
+            &s.session(&user_id)?,
+            CreateRoom {
+                preset: Some("private_chat".into()),
+                name: Some(req.group_name.clone()).filter(|n| !n.is_empty()),
+                initial_state,
+                ..Default::default()
+            },
+        )
+        .await?;
+    add_members(&s, &user_id, &room, &members).await?;
+    let (info, state) = info(&s, &user_id, &room).await?;
+    let invitation = GroupInvitation {
+        members: members_of(&s, &info, &state).await?,
+        info: Some(info),
+    };
+    push_all(
+        &s,
+        &members,
+        &group_notice(
+            &user_id,
+            room.as_str(),
+            msg_type::GROUP_INVITATION,
+            bin(&invitation),
+        ),
+    );
+    Ok(Json(invitation))
+}
+
+/// PUT /group/{user_id}
+pub async fn update(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs(user_id): PathArgs<String>,
+    Body(req): Body<GroupUpdate>,
+) -> ApiResult<Json<GroupInfo>> {
+    auth.check(&user_id)?;
+    let room = room_id(&req.id)?;
+    let (before, _) = info(&s, &user_id, &room).await?;
+    let session = s.session(&user_id)?;
+    let mut changes: Vec<(&str, Value)> = Vec::new();
+    if req.name != before.name {
+        changes.push(("m.room.name", json!({ "name": req.name })));
+    }
+    if req.avatar != before.avatar {
+        changes.push((
+            "m.room.avatar",
+            json!({ "url": avatar_to_mxc(&s, &req.avatar) }),
+        ));
+    }
+    if req.description != before.description {
+        changes.push(("m.room.topic", json!({ "topic": req.description })));
+    }
+    if req.announcement != before.announcement {
+        changes.push((ANNOUNCEMENT, json!({ "text": req.announcement })));
+    }
+    for (kind, content) in changes {
+        s.rooms
+            .send_state(&session, &room, kind, "", content, None)
+            .await?;
+    }
+    let (info, state) = info(&s, &user_id, &room).await?;
+    let others: Vec<String> = members_of(&s, &info, &state)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .filter(|m| *m != user_id)
+        .collect();
+    push_all(
+        &s,
+        &others,
+        &group_notice(&user_id, room.as_str(), msg_type::GROUP_UPDATE, bin(&info)),
+    );
+    Ok(Json(info))
+}
+
+/// GET /group/{user_id}/{group_id}
+pub async fn get(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs((user_id, group_id)): PathArgs<(String, String)>,
+) -> ApiResult<Json<GroupInfo>> {
+    auth.check(&user_id)?;
+    Ok(Json(info(&s, &user_id, &room_id(&group_id)?).await?.0))
+}
+
+/// GET /group/member/{user_id}/{group_id}
+pub async fn with_members(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs((user_id, group_id)): PathArgs<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    auth.check(&user_id)?;
+    let (info, state) = info(&s, &user_id, &room_id(&group_id)?).await?;
+    let members = members_of(&s, &info, &state).await?;
+    Ok(Json(json!({ "group": info, "members": members })))
+}
+
+/// POST /group/member
+pub async fn members(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<GetMemberReq>,
+) -> ApiResult<Json<Vec<GroupMember>>> {
+    auth.check(&req.user_id)?;
+    let (info, state) = info(&s, &req.user_id, &room_id(&req.group_id)?).await?;
+    let all = members_of(&s, &info, &state).await?;
+    Ok(Json(if req.mem_ids.is_empty() {
+        all
+    } else {
+        all.into_iter()
+            .filter(|m| req.mem_ids.contains(&m.user_id))
+            .collect()
+    }))
+}
+
+/// PUT /group/invite
+pub async fn invite(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<GroupInviteNew>,
+) -> ApiResult<()> {
+    auth.check(&req.user_id)?;
+    let room = room_id(&req.group_id)?;
+    let (before, state) = info(&s, &req.user_id, &room).await?;
+    let existing: Vec<String> = members_of(&s, &before, &state)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect();
+    let new: Vec<String> = req
+        .members
+        .into_iter()
+        .filter(|m| !existing.contains(m))
+        .collect();
+    add_members(&s, &req.user_id, &room, &new).await?;
+    let (info, state) = info(&s, &req.user_id, &room).await?;
+    let invitation = GroupInvitation {
+        members: members_of(&s, &info, &state).await?,
+        info: Some(info),
+    };
+    let others: Vec<String> = existing.into_iter().filter(|m| *m != req.user_id).collect();
+    push_all(
+        &s,
+        &others,
+        &group_notice(
+            &req.user_id,
+            room.as_str(),
+            msg_type::GROUP_INVITE_NEW,
+            bin(&new),
+        ),
+    );
+    push_all(
+        &s,
+        &new,
+        &group_notice(
+            &req.user_id,
+            room.as_str(),
+            msg_type::GROUP_INVITATION,
+            bin(&invitation),
+        ),
+    );
+    Ok(())
+}
+
+/// DELETE /group/member
+pub async fn remove(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<RemoveMemberRequest>,
+) -> ApiResult<()> {
+    auth.check(&req.user_id)?;
+    let room = room_id(&req.group_id)?;
+    let (info, state) = info(&s, &req.user_id, &room).await?;
+    let everyone: Vec<String> = members_of(&s, &info, &state)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect();
+    let session = s.session(&req.user_id)?;
+    for m in &req.mem_id {
+        s.rooms
+            .set_membership(&session, &room, &s.matrix_id(m)?, "leave", None)
+            .await?;
+    }
+    let others: Vec<String> = everyone.into_iter().filter(|m| *m != req.user_id).collect();
+    push_all(
+        &s,
+        &others,
+        &group_notice(
+            &req.user_id,
+            room.as_str(),
+            msg_type::GROUP_REMOVE_MEMBER,
+            bin(&req.mem_id),
+        ),
+    );
+    Ok(())
+}
+
+/// DELETE /group — the owner dismisses the group (everyone leaves); anyone else leaves it.
+pub async fn leave_or_dismiss(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<DeleteGroupRequest>,
+) -> ApiResult<()> {
+    auth.check(&req.user_id)?;
+    let room = room_id(&req.group_id)?;
+    let (info, state) = info(&s, &req.user_id, &room).await?;
+    let others: Vec<String> = members_of(&s, &info, &state)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .filter(|m| *m != req.user_id)
+        .collect();
+    let session = s.session(&req.user_id)?;
+    let kind = if req.is_dismiss && info.owner == req.user_id {
+        for m in &others {
+            s.rooms
+                .set_membership(
+                    &session,
+                    &room,
+                    &s.matrix_id(m)?,
+                    "leave",
+                    Some("group dismissed"),
+                )
+                .await?;
+        }
+        msg_type::GROUP_DISMISS
+    } else if req.is_dismiss {
+        return Err(ApiError::forbidden("only the owner can dismiss the group"));
+    } else {
+        msg_type::GROUP_MEMBER_EXIT
+    };
+    s.rooms.leave(&session, &room, None).await?;
+    push_all(
+        &s,
+        &others,
+        &group_notice(&req.user_id, room.as_str(), kind, Vec::new()),
+    );
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The Sandcat native API: the REST + WebSocket protocol of Sandcat clients, served on the
+//! same users, rooms and events as the Matrix API. A Sandcat user is the Matrix user
+//! `@{id}:{server_name}`; a friendship is a DM room; a group is a room; a message is one
+//! `m.room.message` event. Every request and frame is bound to the user of its token.
+
+use std::{path::PathBuf, sync::Arc};
+
+use axum::{
+    extract::{FromRequestParts, Request},
+    http::{request::Parts, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post, put},
+    Json, Router,
+};
+use ruma::OwnedUserId;
+use sandcat_core::{
+    notifier::Notifier,
+    ports::{NativeStore, RoomStore, StreamPosition, UserStore},
+    services::{accounts::Accounts, data::ClientData, rooms::Rooms, Session},
+    Error as CoreError, ErrorCode, ServerConfig,
+};
+use serde::{Deserialize, Serialize};
+
+mod files;
+mod friends;
+mod groups;
+pub mod jwt;
+mod mapping;
+pub mod model;
+mod users;
+mod ws;
+
+pub use jwt::Jwt;
+pub use ws::Hub;
+
+/// Where verification codes go. The default writes them to the log; tests read an outbox.
+pub trait Mailer: Send + Sync {
+    fn send_code(&self, email: &str, code: &str);
+}
+
+/// Writes codes to the server log (no mail relay is configured).
+pub struct LogMailer;
+
+impl Mailer for LogMailer {
+    fn send_code(&self, email: &str, code: &str) {
+        tracing::info!(email, code, "verification code (no mail relay configured)");
+    }
+}
+
+/// Keeps the codes it was asked to send, for tests and tools.
+#[derive(Default)]
+pub struct Outbox(pub std::sync::Mutex<Vec<(String, String)>>);
+
+impl Mailer for Outbox {
+    fn send_code(&self, email: &str, code: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((email.to_owned(), code.to_owned()));
+    }
+}
+
+/// Everything the native API reaches. Cheap to clone.
+#[derive(Clone)]
+pub struct NativeState {
+    pub config: Arc<ServerConfig>,
+    pub accounts: Arc<Accounts>,
+    pub rooms: Arc<Rooms>,
+    pub data: Arc<ClientData>,
+    pub users: Arc<dyn UserStore>,
+    pub store: Arc<dyn NativeStore>,
+    pub stream: Arc<dyn StreamPosition>,
+    pub notifier: Notifier,
+    pub jwt: Arc<Jwt>,
+    pub hub: Arc<Hub>,
+    pub mailer: Arc<dyn Mailer>,
+    pub codes: Arc<users::Codes>,
+    /// Files and avatars uploaded through `/file/*`.
+    pub files_dir: PathBuf,
+}
+
+impl NativeState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<ServerConfig>,
+        accounts: Arc<Accounts>,
+        rooms: Arc<Rooms>,
+        data: Arc<ClientData>,
+        users: Arc<dyn UserStore>,
+        store: Arc<dyn NativeStore>,
+        stream: Arc<dyn StreamPosition>,
+        notifier: Notifier,
+        jwt: Jwt,
+        mailer: Arc<dyn Mailer>,
+        files_dir: PathBuf,
+    ) -> Self {
+        NativeState {
+            config,
+            accounts,
+            rooms,
+            data,
+            users,
+            store,
+            stream,
+            notifier,
+            jwt: Arc::new(jwt),
+            hub: Arc::default(),
+            mailer,
+            codes: Arc::default(),
+            files_dir,
+        }
+    }
+
+    fn room_store(&self) -> &Arc<dyn RoomStore> {
+        self.rooms.store()
+    }
+
+    /// The Matrix user of a Sandcat id.
+    fn matrix_id(&self, id: &str) -> Result<OwnedUserId, ApiError> {
+        ruma::UserId::parse_with_server_name(id, &self.config.server_name)
+            .map_err(|_| ApiError::bad_request(format!("invalid user id {id}")))
+    }
+
+    /// The session Sandcat actions of `user` run as in the Matrix services.
+    fn session(&self, user: &str) -> Result<Session, ApiError> {
+        Ok(Session::new(self.matrix_id(user)?, "SANDCAT".into()))
+    }
+}
+
+/// An error in Sandcat's shape: `{"kind": "...", "details": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub details: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorBody {
+    kind: String,
+    details: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, details: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            details: details.into(),
+        }
+    }
+    pub fn bad_request(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", details)
+    }
+    pub fn unauthorized(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UnAuthorized", details)
+    }
+    /// A valid token acting on someone else's behalf.
+    pub fn forbidden(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "UnAuthorized", details)
+    }
+    pub fn not_found(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", details)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Matrix { code, message } => match code {
+                ErrorCode::NotFound => ApiError::not_found(message),
+                ErrorCode::Forbidden => ApiError::forbidden(message),
+                ErrorCode::UnknownToken | ErrorCode::MissingToken | ErrorCode::Unauthorized => {
+                    ApiError::unauthorized(message)
+                }
+                ErrorCode::LimitExceeded => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "BadRequest", message)
+                }
+                ErrorCode::TooLarge => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", message)
+                }
+                _ => ApiError::bad_request(message),
+            },
+            other => {
+                tracing::error!(error = %other, "native API request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServer",
+                    "internal server error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                kind: self.kind.to_owned(),
+                details: Some(self.details),
+            }),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The user of a valid `Authorization: Bearer <JWT>`.
+pub struct Auth(pub String);
+
+impl Auth {
+    /// Refuses acting for anyone else.
+    pub fn check(&self, user_id: &str) -> ApiResult<()> {
+        if self.0 == user_id {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "the token's user may only act for itself",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<NativeState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &NativeState) -> ApiResult<Self> {
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+        Ok(Auth(state.jwt.verify(token.trim())?))
+    }
+}
+
+/// JSON body with Sandcat's error on bad input.
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<NativeState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &NativeState) -> ApiResult<Self> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BodyParsing", e.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BodyParsing", e.to_string()))
+    }
+}
+
+/// Path parameters with Sandcat's error on bad input.
+pub struct PathArgs<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<NativeState> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &NativeState) -> ApiResult<Self> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathArgs(p.0))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PathParsing", e.to_string()))
+    }
+}
+
+/// Largest file accepted by `/file/upload`.
+pub const MAX_FILE: usize = 50 * 1024 * 1024;
+
+fn routes() -> Router<NativeState> {
+    Router::new()
+        .route("/user/mail/send", post(users::send_code))
+        .route("/user", post(users::register).put(users::update))
+        .route("/user/login", post(users::login))
+        .route(
+            "/user/refresh_token/{token}/{is_refresh}",
+            get(users::refresh),
+        )
+        .route("/user/pwd", put(users::change_password))
+        .route("/user/{id}", get(users::get_user).delete(users::logout))
+        .route("/user/{user_id}/search/{pattern}", get(users::search))
+        .route("/user/logout/{uuid}", delete(users::logout))
+        .route("/friend", post(friends::request).delete(friends::delete))
+        .route("/friend/{id}/{offline_time}", get(friends::list))
+        .route("/friend/{id}/apply", get(friends::applications))
+        .route("/friend/agree", put(friends::agree))
+        .route("/friend/remark", put(friends::remark))
+        .route("/friend/query/{user_id}", get(friends::query))
+        .route("/group/{user_id}", post(groups::create).put(groups::update))
+        .route("/group/{user_id}/{group_id}", get(groups::get))
+        .route(
+            "/group/member/{user_id}/{group_id}",
+            get(groups::with_members),
+        )
+        .route(
+            "/group/member",
+            post(groups::members).delete(groups::remove),
+        )
+        .route("/group/invite", put(groups::invite))
+        .route("/group", delete(groups::leave_or_dismiss))
+        .route("/message", post(mapping::pull).delete(mapping::delete))
+        .route("/message/seq/{user_id}", get(mapping::seq))
+        .route(
+            "/file/upload",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::max(MAX_FILE)),
+        )
+        .route(
+            "/file/avatar/upload",
+            post(files::upload_avatar).layer(axum::extract::DefaultBodyLimit::max(MAX_FILE)),
+        )
+        .route("/file/get/{name}", get(files::get))
+        .route("/file/avatar/get/{name}", get(files::get_avatar))
+        .route(
+            "/ws/{user_id}/conn/{pointer_id}/{platform}/{token}",
+            get(ws::connect),
+        )
+}
+
+/// The native API, at the root and under `/api`.
+pub fn router(state: NativeState) -> Router {
+    Router::new()
+        .merge(routes())
+        .nest("/api", routes())
+        .with_state(state)
+}
+
+/// Milliseconds since the epoch, as Sandcat's timestamps.
+pub(crate) fn now() -> i64 {
+    sandcat_core::now_ms() as i64
+}

@@ -1,0 +1,333 @@
+//! Between Sandcat messages and Matrix events, and the message routes built on it: a Sandcat
+//! `Msg` is one `m.room.message` event; a user's `seq` and `send_seq` are stream positions of
+//! the events they received and sent, so offline pull and Matrix `/sync` read the same events.
+
+use std::collections::HashMap;
+
+use axum::{extract::State, Json};
+use ruma::{OwnedRoomId, RoomId};
+use sandcat_core::{ports::Direction, StoredEvent};
+use serde_json::{json, Value};
+
+use crate::{
+    model::{content_type as ct, msg_type, DelMsgRequest, GetDbMessagesRequest, Msg, Seq},
+    ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
+};
+
+/// Most messages one pull returns.
+const MAX_PULL: usize = 5000;
+
+/// `mxc://{server}/{name}` for a Sandcat file or avatar name; URLs pass through.
+pub(crate) fn avatar_to_mxc(s: &NativeState, name: &str) -> Option<String> {
+    if name.is_empty() {
+        None
+    } else if name.contains("://") {
+        Some(name.to_owned())
+    } else {
+        Some(format!("mxc://{}/{name}", s.config.server_name))
+    }
+}
+
+/// The Sandcat file name of a local `mxc://` URL; other URLs as they are.
+pub(crate) fn avatar_from_mxc(s: &NativeState, url: Option<&str>) -> String {
+    let Some(url) = url else { return String::new() };
+    url.strip_prefix(&format!("mxc://{}/", s.config.server_name))
+        .unwrap_or(url)
+        .to_owned()
+}
+
+/// The Sandcat id of a Matrix user: the localpart on this server, the full id elsewhere.
+pub(crate) fn sandcat_id(s: &NativeState, user: &ruma::UserId) -> String {
+    if user.server_name() == s.config.server_name {
+        user.localpart().to_owned()
+    } else {
+        user.to_string()
+    }
+}
+
+/// What a room is to Sandcat: a friendship between two users, or a group.
+#[derive(Clone)]
+pub(crate) enum RoomKind {
+    Direct(Vec<String>),
+    Group,
+}
+
+/// Room kinds, looked up once per request or connection.
+#[derive(Default)]
+pub(crate) struct Kinds(HashMap<OwnedRoomId, RoomKind>);
+
+impl Kinds {
+    pub(crate) async fn of(&mut self, s: &NativeState, room: &RoomId) -> ApiResult<RoomKind> {
+        if let Some(k) = self.0.get(room) {
+            return Ok(k.clone());
+        }
+        let rows = s.store.friends_in_room(room.as_str()).await?;
+        let kind = if rows.is_empty() {
+            RoomKind::Group
+        } else {
+            let mut users: Vec<String> = rows.into_iter().map(|r| r.user_id).collect();
+            users.sort();
+            users.dedup();
+            RoomKind::Direct(users)
+        };
+        self.0.insert(room.to_owned(), kind.clone());
+        Ok(kind)
+    }
+
+    pub(crate) fn forget(&mut self, room: &RoomId) {
+        self.0.remove(room);
+    }
+}
+
+/// The Matrix content of a Sandcat chat message.
+pub(crate) fn msg_to_content(s: &NativeState, msg: &Msg) -> ApiResult<Value> {
+    let text = || String::from_utf8_lossy(&msg.content).into_owned();
+    let mxc = |name: &str| format!("mxc://{}/{name}", s.config.server_name);
+    let mut c = match msg.content_type {
+        ct::IMAGE | ct::VIDEO => {
+            let name = text();
+            let kind = if msg.content_type == ct::IMAGE {
+                "m.image"
+            } else {
+                "m.video"
+            };
+            json!({ "msgtype": kind, "body": name, "url": mxc(&name) })
+        }
+        ct::AUDIO => {
+            let (dur, name) = match msg.content.split_first() {
+                Some((d, rest)) => (*d as u64, String::from_utf8_lossy(rest).into_owned()),
+                None => return Err(ApiError::bad_request("audio content is empty")),
+            };
+            json!({ "msgtype": "m.audio", "body": name, "url": mxc(&name), "info": { "duration": dur * 1000 } })
+        }
+        ct::FILE => {
+            let t = text();
+            let parts: Vec<&str> = t.split("||").collect();
+            let [server_name, name, size, ext] = parts[..] else {
+                return Err(ApiError::bad_request(
+                    "file content must be server_name||name||size||ext",
+                ));
+            };
+            json!({ "msgtype": "m.file", "body": name, "url": mxc(server_name),
+                    "info": { "size": size.parse::<u64>().unwrap_or(0) }, "org.sandcat.ext": ext })
+        }
+        ct::DEFAULT | ct::TEXT | ct::EMOJI => json!({ "msgtype": "m.text", "body": text() }),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "content type {other} cannot be sent as a message"
+            )))
+        }
+    };
+    c["org.sandcat.content_type"] = json!(msg.content_type);
+    c["org.sandcat.local_id"] = json!(msg.local_id);
+    c["org.sandcat.platform"] = json!(msg.platform);
+    if msg.create_time > 0 {
+        c["org.sandcat.create_time"] = json!(msg.create_time);
+    }
+    if let Some(r) = &msg.related_msg_id {
+        c["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": r } });
+    }
+    Ok(c)
+}
+
+/// Sandcat content type and bytes of a Matrix message content.
+fn content_of(s: &NativeState, c: &Value) -> (i32, Vec<u8>) {
+    let body = c["body"].as_str().unwrap_or_default();
+    let name = || avatar_from_mxc(s, c["url"].as_str());
+    let declared = c["org.sandcat.content_type"].as_i64().map(|v| v as i32);
+    match c["msgtype"].as_str().unwrap_or_default() {
+        "m.image" => (ct::IMAGE, name().into_bytes()),
+        "m.video" => (ct::VIDEO, name().into_bytes()),
+        "m.audio" => {
+            let secs = (c["info"]["duration"].as_u64().unwrap_or(0) / 1000).min(255) as u8;
+            let mut v = vec![secs];
+            v.extend(name().into_bytes());
+            (ct::AUDIO, v)
+        }
+        "m.file" => {
+            let ext = c["org.sandcat.ext"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    body.rsplit_once('.')
+                        .map(|(_, e)| e.to_owned())
+                        .unwrap_or_default()
+                });
+            let size = c["info"]["size"].as_u64().unwrap_or(0);
+            (
+                ct::FILE,
+                format!("{}||{body}||{size}||{ext}", name()).into_bytes(),
+            )
+        }
+        _ => (
+            declared
+                .filter(|d| matches!(*d, ct::DEFAULT | ct::EMOJI))
+                .unwrap_or(ct::TEXT),
+            body.as_bytes().to_vec(),
+        ),
+    }
+}
+
+/// The Sandcat message of an `m.room.message` event as `me` sees it.
+pub(crate) async fn event_to_msg(
+    s: &NativeState,
+    kinds: &mut Kinds,
+    ev: &StoredEvent,
+    me: &str,
+) -> ApiResult<Option<Msg>> {
+    if ev.pdu.kind.to_string() != "m.room.message" || ev.redacted_because.is_some() {
+        return Ok(None);
+    }
+    let c = ev.pdu.content_value();
+    let sender = sandcat_id(s, &ev.pdu.sender);
+    let room = ev.pdu.room_id();
+    let (msg_type, receiver_id, group_id) = match kinds.of(s, room).await? {
+        RoomKind::Direct(users) => {
+            let receiver = if sender == me {
+                users.into_iter().find(|u| *u != sender).unwrap_or_default()
+            } else {
+                me.to_owned()
+            };
+            (msg_type::SINGLE, receiver, String::new())
+        }
+        RoomKind::Group => (msg_type::GROUP, room.to_string(), room.to_string()),
+    };
+    let (content_type, content) = content_of(s, &c);
+    let profile = s.users.user(&ev.pdu.sender).await?;
+    let ts = i64::from(ev.pdu.origin_server_ts.get());
+    Ok(Some(Msg {
+        send_id: sender,
+        receiver_id,
+        local_id: c["org.sandcat.local_id"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| ev.pdu.event_id.to_string()),
+        server_id: ev.pdu.event_id.to_string(),
+        create_time: c["org.sandcat.create_time"].as_i64().unwrap_or(ts),
+        send_time: ts,
+        seq: ev.pos,
+        msg_type,
+        content_type,
+        content,
+        is_read: false,
+        group_id,
+        platform: c["org.sandcat.platform"].as_i64().unwrap_or(0) as i32,
+        avatar: avatar_from_mxc(s, profile.as_ref().and_then(|p| p.avatar_url.as_deref())),
+        nickname: profile.and_then(|p| p.displayname).unwrap_or_default(),
+        related_msg_id: c["m.relates_to"]["m.in_reply_to"]["event_id"]
+            .as_str()
+            .map(str::to_owned),
+        send_seq: ev.pos,
+    }))
+}
+
+/// Rooms the user is joined to.
+pub(crate) async fn joined_rooms(s: &NativeState, me: &str) -> ApiResult<Vec<OwnedRoomId>> {
+    Ok(s.rooms.joined_rooms(&s.matrix_id(me)?).await?)
+}
+
+/// POST /message — received messages with `seq ∈ (start, end]` and sent ones with
+/// `send_seq ∈ (send_start, send_end]`, in stream order.
+pub async fn pull(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<GetDbMessagesRequest>,
+) -> ApiResult<Json<Vec<Msg>>> {
+    auth.check(&req.user_id)?;
+    let me = req.user_id.as_str();
+    let current = s.stream.current_pos();
+    let end = if req.end <= 0 {
+        current
+    } else {
+        req.end.min(current)
+    };
+    let send_end = if req.send_end <= 0 {
+        current
+    } else {
+        req.send_end.min(current)
+    };
+    let lo = req.start.min(req.send_start).max(0);
+    let hi = end.max(send_end);
+    let deleted = s.store.deleted_inbox(me, lo, hi).await?;
+    let mut kinds = Kinds::default();
+    let mut out = Vec::new();
+    for room in joined_rooms(&s, me).await? {
+        let events = s
+            .room_store()
+            .timeline(&room, lo, hi, Direction::Forward, MAX_PULL)
+            .await?;
+        for ev in events {
+            if deleted.contains(&ev.pos) {
+                continue;
+            }
+            let mine = sandcat_id(&s, &ev.pdu.sender) == me;
+            let wanted = if mine {
+                ev.pos > req.send_start && ev.pos <= send_end
+            } else {
+                ev.pos > req.start && ev.pos <= end
+            };
+            if wanted {
+                if let Some(m) = event_to_msg(&s, &mut kinds, &ev, me).await? {
+                    out.push(m);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|m| m.seq);
+    out.truncate(MAX_PULL);
+    Ok(Json(out))
+}
+
+/// GET /message/seq/{user_id} — the latest received and sent positions.
+pub async fn seq(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs(user_id): PathArgs<String>,
+) -> ApiResult<Json<Seq>> {
+    auth.check(&user_id)?;
+    let current = s.stream.current_pos();
+    let mut out = Seq::default();
+    for room in joined_rooms(&s, &user_id).await? {
+        let mut before = current;
+        let (mut got_received, mut got_sent) = (false, false);
+        // Walk back until the room's latest received and sent messages are found.
+        loop {
+            let page = s
+                .room_store()
+                .timeline(&room, 0, before, Direction::Backward, 200)
+                .await?;
+            for ev in &page {
+                if ev.pdu.kind.to_string() != "m.room.message" {
+                    continue;
+                }
+                if sandcat_id(&s, &ev.pdu.sender) == user_id {
+                    if !got_sent {
+                        out.send_seq = out.send_seq.max(ev.pos);
+                        got_sent = true;
+                    }
+                } else if !got_received {
+                    out.seq = out.seq.max(ev.pos);
+                    got_received = true;
+                }
+            }
+            match page.last() {
+                Some(last) if !(got_received && got_sent) && page.len() == 200 => {
+                    before = last.pos - 1
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(Json(out))
+}
+
+/// DELETE /message — hides messages (by seq) from the user's pulls.
+pub async fn delete(
+    State(s): State<NativeState>,
+    auth: Auth,
+    Body(req): Body<DelMsgRequest>,
+) -> ApiResult<()> {
+    auth.check(&req.user_id)?;
+    s.store.delete_inbox(&req.user_id, &req.msg_id).await?;
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The WebSocket of Sandcat clients: `/ws/{user_id}/conn/{pointer_id}/{platform}/{token}`.
+//!
+//! Frames are bincode `Msg` (JSON text frames are accepted from clients). One connection per
+//! (user, platform): a newer one closes the older with 4001; a bad token closes with 4002.
+//! Messages in the user's rooms are read from the event stream as it grows, so a message sent
+//! from a Matrix client reaches the Sandcat client; messages the client sends become
+//! `m.room.message` events and are acknowledged with `MsgRecResp` on every connection of the
+//! sender. Call signalling (14–22) is relayed between live connections and never stored.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::Response,
+};
+use ruma::{OwnedRoomId, RoomId};
+use tokio::sync::mpsc;
+
+use crate::{
+    friends::{random_id, ACCEPTED},
+    mapping::{event_to_msg, joined_rooms, msg_to_content, sandcat_id, Kinds},
+    model::{content_type, msg_type, Msg, MsgRead},
+    now, ApiError, NativeState, PathArgs,
+};
+
+pub const KNOCKED_OFF: u16 = 4001;
+pub const UNAUTHORIZED: u16 = 4002;
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+enum Out {
+    Msg(Box<Msg>),
+    Close(u16, &'static str),
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::UnboundedSender<Out>,
+}
+
+/// The live connections of this instance, by user and platform.
+#[derive(Default)]
+pub struct Hub {
+    conns: Mutex<HashMap<String, HashMap<i32, Conn>>>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    /// Sends a frame to every connection of the user (none if offline).
+    pub fn push(&self, user: &str, msg: Msg) {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = conns.get(user) {
+            for c in map.values() {
+                let _ = c.tx.send(Out::Msg(Box::new(msg.clone())));
+            }
+        }
+    }
+
+    pub fn connections(&self, user: &str) -> usize {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.get(user).map_or(0, HashMap::len)
+    }
+
+    fn register(&self, user: &str, platform: i32, tx: mpsc::UnboundedSender<Out>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = conns
+            .entry(user.to_owned())
+            .or_default()
+            .insert(platform, Conn { id, tx })
+        {
+            let _ = old.tx.send(Out::Close(KNOCKED_OFF, "signed in elsewhere"));
+        }
+        id
+    }
+
+    fn unregister(&self, user: &str, platform: i32, id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = conns.get_mut(user) {
+            if map.get(&platform).is_some_and(|c| c.id == id) {
+                map.remove(&platform);
+            }
+            if map.is_empty() {
+                conns.remove(user);
+            }
+        }
+    }
+}
+
+/// GET /ws/{user_id}/conn/{pointer_id}/{platform}/{token}
+pub async fn connect(
+    State(s): State<NativeState>,
+    PathArgs((user_id, _pointer_id, platform, token)): PathArgs<(String, String, i32, String)>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        Connection::run(s, socket, user_id, platform, token).await;
+    })
+}
+
+struct Connection {
+    s: NativeState,
+    me: String,
+    platform: i32,
+    rooms: HashSet<OwnedRoomId>,
+    kinds: Kinds,
+    pos: i64,
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+fn encode(msg: &Msg) -> Message {
+    Message::Binary(bincode::serialize(msg).unwrap_or_default().into())
+}
+
+impl Connection {
+    async fn run(
+        s: NativeState,
+        mut socket: WebSocket,
+        user_id: String,
+        platform: i32,
+        token: String,
+    ) {
+        match s.jwt.verify(&token) {
+            Ok(sub) if sub == user_id => {}
+            _ => return close(&mut socket, UNAUTHORIZED, "unauthorized").await,
+        }
+        let pos = s.stream.current_pos();
+        let rooms = match joined_rooms(&s, &user_id).await {
+            Ok(r) => r.into_iter().collect(),
+            Err(_) => return close(&mut socket, 1011, "internal error").await,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = s.hub.register(&user_id, platform, tx);
+        let mut conn = Connection {
+            s: s.clone(),
+            me: user_id.clone(),
+            platform,
+            rooms,
+            kinds: Kinds::default(),
+            pos,
+        };
+        let mut wake = s.notifier.subscribe();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        tracing::debug!(user = %user_id, platform, "sandcat connection open");
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(Out::Msg(m)) => {
+                        if socket.send(encode(&m)).await.is_err() { break; }
+                    }
+                    Some(Out::Close(code, reason)) => { close(&mut socket, code, reason).await; break; }
+                    None => break,
+                },
+                _ = wake.changed() => {
+                    match conn.new_messages().await {
+                        Ok(msgs) => {
+                            let mut failed = false;
+                            for m in msgs {
+                                if socket.send(encode(&m)).await.is_err() { failed = true; break; }
+                            }
+                            if failed { break; }
+                        }
+                        Err(e) => tracing::warn!(user = %user_id, error = ?e, "reading new messages"),
+                    }
+                }
+                _ = ping.tick() => {
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+                frame = socket.recv() => match frame {
+                    Some(Ok(Message::Binary(b))) => {
+                        let parsed = bincode::deserialize::<Msg>(&b).map_err(|e| e.to_string());
+                        conn.handle(parsed).await;
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        let parsed = serde_json::from_str::<Msg>(&t).map_err(|e| e.to_string());
+                        conn.handle(parsed).await;
+                    }
+                    Some(Ok(Message::Ping(p))) => {
+                        if socket.send(Message::Pong(p)).await.is_err() { break; }
+                    }
+                    Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                },
+            }
+        }
+        s.hub.unregister(&user_id, platform, id);
+        tracing::debug!(user = %user_id, platform, "sandcat connection closed");
+    }
+
+    /// Messages in the user's rooms after the last position this connection delivered.
+    async fn new_messages(&mut self) -> Result<Vec<Msg>, ApiError> {
+        let until = self.s.stream.current_pos();
+        let mut out = Vec::new();
+        while self.pos < until {
+            let events = self
+                .s
+                .room_store()
+                .events_between(self.pos, until, 500)
+                .await?;
+            let Some(last) = events.last() else {
+                self.pos = until;
+                break;
+            };
+            let last_pos = last.pos;
+            for ev in &events {
+                let room = ev.pdu.room_id();
+                if ev.pdu.kind.to_string() == "m.room.member"
+                    && ev.pdu.state_key.as_deref() == Some(self.s.matrix_id(&self.me)?.as_str())
+                {
+                    if ev.pdu.membership().as_deref() == Some("join") {
+                        self.rooms.insert(room.to_owned());
+                    } else {
+                        self.rooms.remove(room);
+                    }
+                    self.kinds.forget(room);
+                    continue;
+                }
+                if !self.rooms.contains(room) {
+                    continue;
+                }
+                let from_this_api = sandcat_id(&self.s, &ev.pdu.sender) == self.me
+                    && ev.pdu.content_value().get("org.sandcat.local_id").is_some();
+                if from_this_api {
+                    // Its sender was acknowledged with MsgRecResp on every connection.
+                    continue;
+                }
+                if let Some(m) = event_to_msg(&self.s, &mut self.kinds, ev, &self.me).await? {
+                    out.push(m);
+                }
+            }
+            self.pos = last_pos;
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges `msg` (or refuses it with an error text) on every connection of the user.
+    fn reply(&self, msg: &Msg, result: Result<(String, i64, i64), ApiError>) {
+        let mut r = msg.clone();
+        r.msg_type = msg_type::REC_RESP;
+        r.content = Vec::new();
+        match result {
+            Ok((server_id, send_time, seq)) => {
+                r.server_id = server_id;
+                r.send_time = send_time;
+                r.send_seq = seq;
+                r.seq = seq;
+            }
+            Err(e) => {
+                r.content_type = content_type::ERROR;
+                r.content = e.details.into_bytes();
+            }
+        }
+        self.s.hub.push(&self.me, r);
+    }
+
+    async fn handle(&mut self, parsed: Result<Msg, String>) {
+        let msg = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                let bad = Msg {
+                    send_id: self.me.clone(),
+                    platform: self.platform,
+                    ..Default::default()
+                };
+                return self.reply(
+                    &bad,
+                    Err(ApiError::bad_request(format!("unreadable frame: {e}"))),
+                );
+            }
+        };
+        if msg.send_id != self.me {
+            return self.reply(
+                &msg,
+                Err(ApiError::forbidden("send_id is not the token's user")),
+            );
+        }
+        let result = match msg.msg_type {
+            msg_type::SINGLE | msg_type::GROUP => self.send(&msg).await,
+            msg_type::CALL_FIRST..=msg_type::CALL_LAST => {
+                match self.s.store.friend(&self.me, &msg.receiver_id).await {
+                    Ok(Some(f)) if f.status == ACCEPTED => {
+                        self.s.hub.push(&msg.receiver_id, msg.clone());
+                        return;
+                    }
+                    Ok(_) => Err(ApiError::forbidden("calls are between friends")),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            msg_type::READ => match self.read(&msg).await {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
+            other => Err(ApiError::bad_request(format!(
+                "message type {other} cannot be sent"
+            ))),
+        };
+        self.reply(&msg, result);
+    }
+
+    /// The room a chat message goes to.
+    async fn room_of(&self, msg: &Msg) -> Result<OwnedRoomId, ApiError> {
+        if msg.msg_type == msg_type::SINGLE {
+            let f = self
+                .s
+                .store
+                .friend(&self.me, &msg.receiver_id)
+                .await?
+                .filter(|f| f.status == ACCEPTED)
+                .ok_or_else(|| ApiError::forbidden("not friends"))?;
+            RoomId::parse(&f.room_id).map_err(|_| ApiError::not_found("the friendship has no room"))
+        } else {
+            let id = if msg.group_id.is_empty() {
+                &msg.receiver_id
+            } else {
+                &msg.group_id
+            };
+            RoomId::parse(id).map_err(|_| ApiError::bad_request("invalid group id"))
+        }
+    }
+
+    async fn send(&self, msg: &Msg) -> Result<(String, i64, i64), ApiError> {
+        let room = self.room_of(msg).await?;
+        let mut msg = msg.clone();
+        if msg.local_id.is_empty() {
+            msg.local_id = random_id();
+        }
+        let content = msg_to_content(&self.s, &msg)?;
+        let session = self.s.session(&self.me)?;
+        let event_id = self
+            .s
+            .rooms
+            .send(
+                &session,
+                &room,
+                "m.room.message",
+                content,
+                Some(&format!("sc:{}", msg.local_id)),
+                None,
+            )
+            .await?;
+        let ev = self.s.room_store().event(&event_id).await?;
+        let (ts, pos) = ev
+            .map(|e| (i64::from(e.pdu.origin_server_ts.get()), e.pos))
+            .unwrap_or((now(), 0));
+        Ok((event_id.to_string(), ts, pos))
+    }
+
+    /// `MsgTypeRead`: a read receipt on the latest of the listed messages.
+    async fn read(&self, msg: &Msg) -> Result<(), ApiError> {
+        let read: MsgRead = bincode::deserialize(&msg.content)
+            .or_else(|_| serde_json::from_slice(&msg.content))
+            .map_err(|e| ApiError::bad_request(format!("read content: {e}")))?;
+        let Some(seq) = read.msg_seq.iter().copied().max() else {
+            return Ok(());
+        };
+        let ev = self
+            .s
+            .room_store()
+            .events_between(seq - 1, seq, 1)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found("no message with that seq"))?;
+        self.s
+            .data
+            .receipt(
+                &self.s.session(&self.me)?,
+                ev.pdu.room_id(),
+                "m.read",
+                &ev.pdu.event_id,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+}

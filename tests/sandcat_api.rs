@@ -1,0 +1,743 @@
+//! The Sandcat native API end to end: a Sandcat-protocol client (REST + bincode WebSocket,
+//! written here from the protocol description) and Matrix clients in the same conversations.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::{engine::general_purpose, Engine};
+use common::{enc, Client, Server};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The `Msg` frame, field for field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Msg {
+    send_id: String,
+    receiver_id: String,
+    local_id: String,
+    server_id: String,
+    create_time: i64,
+    send_time: i64,
+    seq: i64,
+    msg_type: i32,
+    content_type: i32,
+    content: Vec<u8>,
+    is_read: bool,
+    group_id: String,
+    platform: i32,
+    avatar: String,
+    nickname: String,
+    related_msg_id: Option<String>,
+    send_seq: i64,
+}
+
+#[derive(Serialize)]
+struct MsgRead {
+    msg_seq: Vec<i64>,
+    user_id: String,
+}
+
+/// A Sandcat client: REST with its JWT, and WebSocket connections.
+struct Native {
+    base: String,
+    id: String,
+    token: String,
+    ws_addr: String,
+    http: reqwest::Client,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Native {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn connect(&self, platform: i32) -> Ws {
+        let url = format!(
+            "{}/{}/conn/{}/{platform}/{}",
+            self.ws_addr, self.id, self.id, self.token
+        );
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket")
+            .0
+    }
+}
+
+/// Registers through the mail-code flow and logs in.
+async fn sandcat_user(server: &Server, name: &str) -> Native {
+    let http = reqwest::Client::new();
+    let email = format!("{name}@example.org");
+    let res = http
+        .post(format!("{}/api/user/mail/send", server.base))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let code = server
+        .outbox
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(e, _)| *e == email)
+        .map(|(_, c)| c.clone())
+        .expect("a code was sent");
+    let res = http
+        .post(format!("{}/api/user", server.base))
+        .json(&json!({ "avatar": "", "name": name, "password": format!("pw-{name}"), "email": email, "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let user: Value = res.json().await.unwrap();
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["account"], id);
+    assert_eq!(user["password"], "", "never sent back");
+    login(server, &email, &format!("pw-{name}")).await
+}
+
+async fn login(server: &Server, account: &str, password: &str) -> Native {
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/api/user/login", server.base))
+        .json(&json!({ "account": account, "password": general_purpose::STANDARD_NO_PAD.encode(password) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "login {account}");
+    let t: Value = res.json().await.unwrap();
+    let ws_addr = t["ws_addr"].as_str().unwrap().to_owned();
+    assert!(
+        ws_addr.starts_with("ws://") && ws_addr.ends_with("/ws"),
+        "{ws_addr}"
+    );
+    Native {
+        base: server.base.clone(),
+        id: t["user"]["id"].as_str().unwrap().to_owned(),
+        token: t["token"].as_str().unwrap().to_owned(),
+        ws_addr,
+        http,
+    }
+}
+
+async fn send_frame(ws: &mut Ws, msg: &Msg) {
+    ws.send(Message::Binary(bincode::serialize(msg).unwrap().into()))
+        .await
+        .unwrap();
+}
+
+/// The next `Msg` frame (skipping pings), within 10 s.
+async fn next_msg(ws: &mut Ws) -> Msg {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        match frame {
+            Message::Binary(b) => return bincode::deserialize(&b).expect("bincode Msg"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The next frame of a message type.
+async fn next_of(ws: &mut Ws, kind: i32) -> Msg {
+    loop {
+        let m = next_msg(ws).await;
+        if m.msg_type == kind {
+            return m;
+        }
+    }
+}
+
+fn text(from: &str, to: &str, local: &str, body: &str, msg_type: i32) -> Msg {
+    Msg {
+        send_id: from.into(),
+        receiver_id: to.into(),
+        local_id: local.into(),
+        msg_type,
+        content_type: 1,
+        content: body.as_bytes().to_vec(),
+        create_time: 1,
+        ..Default::default()
+    }
+}
+
+/// Waits for a message body from `sender` in `room` through Matrix `/sync`.
+async fn matrix_sees(client: &Client, room: &str, sender: &str, body: &str) -> Value {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let s = client.sync(since.as_deref(), 2000).await;
+        if let Some(evs) = s["rooms"]["join"][room]["timeline"]["events"].as_array() {
+            if let Some(e) = evs
+                .iter()
+                .find(|e| e["sender"] == sender && e["content"]["body"] == body)
+            {
+                return e.clone();
+            }
+        }
+        since = s["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("{body} never reached the Matrix client");
+}
+
+#[tokio::test]
+async fn sandcat_and_matrix_clients_share_conversations() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    // Bob registered through Matrix; the same password logs him into the Sandcat API.
+    let bob_mx = server.register("bob").await;
+    let bob = login(&server, "bob", "pw-bob").await;
+    assert_eq!(bob.id, "bob");
+
+    let mut alice_ws = alice.connect(0).await;
+    let mut bob_ws = bob.connect(0).await;
+
+    // Friend request and acceptance, live on both sockets.
+    let (s, fs) = alice
+        .call(reqwest::Method::POST, "/api/friend", Some(json!({ "user_id": alice.id, "friend_id": "bob", "apply_msg": "hi", "source": "search" })))
+        .await;
+    assert_eq!(s, 200, "{fs}");
+    let req_frame = next_of(&mut bob_ws, 10).await;
+    assert_eq!(req_frame.send_id, alice.id);
+    let (s, apply) = bob
+        .call(reqwest::Method::GET, "/friend/bob/apply", None)
+        .await;
+    assert_eq!(s, 200, "{apply}");
+    let fs_id = apply[0]["fs_id"].as_str().unwrap().to_owned();
+    assert_eq!(apply[0]["user_id"], alice.id);
+    let (s, friend) = bob
+        .call(
+            reqwest::Method::PUT,
+            "/friend/agree",
+            Some(json!({ "fs_id": fs_id, "resp_remark": "Alice" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{friend}");
+    assert_eq!(friend["friend_id"], alice.id);
+    assert_eq!(friend["status"], 1);
+    let resp = next_of(&mut alice_ws, 11).await;
+    assert_eq!(resp.send_id, "bob");
+    let (_, list) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/friend/{}/0", alice.id),
+            None,
+        )
+        .await;
+    assert_eq!(list["friends"][0]["friend_id"], "bob", "{list}");
+
+    // The friendship is a Matrix DM room that Bob's Matrix client has joined, marked direct.
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    let dm = rooms["joined_rooms"][0]
+        .as_str()
+        .expect("a DM room")
+        .to_owned();
+    let (_, direct) = bob_mx
+        .get(&format!(
+            "/_matrix/client/v3/user/{}/account_data/m.direct",
+            enc(&bob_mx.user_id)
+        ))
+        .await;
+    assert_eq!(
+        direct[format!("@{}:localhost", alice.id)][0],
+        dm,
+        "{direct}"
+    );
+
+    // Sandcat → Matrix: acknowledged with server id and send_seq, seen by /sync.
+    send_frame(
+        &mut alice_ws,
+        &text(&alice.id, "bob", "l1", "hello from sandcat", 0),
+    )
+    .await;
+    let ack = next_of(&mut alice_ws, 24).await;
+    assert_eq!(ack.local_id, "l1");
+    assert!(
+        ack.server_id.starts_with('$') && ack.send_seq > 0 && ack.send_time > 0,
+        "{ack:?}"
+    );
+    assert!(ack.content.is_empty());
+    let ev = matrix_sees(
+        &bob_mx,
+        &dm,
+        &format!("@{}:localhost", alice.id),
+        "hello from sandcat",
+    )
+    .await;
+    assert_eq!(ev["event_id"], ack.server_id);
+    assert_eq!(ev["content"]["msgtype"], "m.text");
+    // Bob's Sandcat socket gets it too, as a single message.
+    let got = next_of(&mut bob_ws, 0).await;
+    assert_eq!(
+        (got.send_id.as_str(), got.receiver_id.as_str()),
+        (alice.id.as_str(), "bob")
+    );
+    assert_eq!(got.content, b"hello from sandcat");
+
+    // Matrix → Sandcat, to two connections of Alice (desktop and mobile).
+    let mut alice_mobile = alice.connect(1).await;
+    bob_mx.send_text(&dm, "m1", "hello from matrix").await;
+    for ws in [&mut alice_ws, &mut alice_mobile] {
+        let m = next_of(ws, 0).await;
+        assert_eq!(
+            (m.send_id.as_str(), m.receiver_id.as_str()),
+            ("bob", alice.id.as_str())
+        );
+        assert_eq!(m.content, b"hello from matrix");
+        assert_eq!(m.content_type, 1);
+    }
+
+    // A read receipt from Sandcat is an m.read receipt for Matrix.
+    let last = next_of(&mut bob_ws, 0).await; // Bob's own message seen from his Sandcat socket
+    let read = Msg {
+        send_id: alice.id.clone(),
+        receiver_id: "bob".into(),
+        msg_type: 23,
+        content: bincode::serialize(&MsgRead {
+            msg_seq: vec![last.seq],
+            user_id: alice.id.clone(),
+        })
+        .unwrap(),
+        ..Default::default()
+    };
+    send_frame(&mut alice_ws, &read).await;
+    let mut since: Option<String> = None;
+    let mut receipt = false;
+    for _ in 0..20 {
+        let s = bob_mx.sync(since.as_deref(), 1000).await;
+        if s["rooms"]["join"][&dm]["ephemeral"]
+            .to_string()
+            .contains(&format!("@{}:localhost", alice.id))
+        {
+            receipt = true;
+            break;
+        }
+        since = s["next_batch"].as_str().map(str::to_owned);
+    }
+    assert!(receipt, "Alice's read receipt reached Matrix");
+
+    // A newer desktop connection knocks the older one off with 4001.
+    let mut alice_desktop2 = alice.connect(0).await;
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(10), alice_ws.next())
+            .await
+            .unwrap();
+        match f {
+            Some(Ok(Message::Close(Some(c)))) => {
+                assert_eq!(u16::from(c.code), 4001);
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a 4001 close, got {other:?}"),
+        }
+    }
+
+    // Offline: Alice disconnects; Bob sends three messages; Alice pulls exactly those by seq.
+    let (_, before) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/message/seq/{}", alice.id),
+            None,
+        )
+        .await;
+    let seen = before["seq"].as_i64().unwrap();
+    drop(alice_desktop2.close(None).await);
+    drop(alice_mobile.close(None).await);
+    for i in 0..3 {
+        bob_mx
+            .send_text(&dm, &format!("off{i}"), &format!("offline {i}"))
+            .await;
+    }
+    let (_, after) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/message/seq/{}", alice.id),
+            None,
+        )
+        .await;
+    let end = after["seq"].as_i64().unwrap();
+    assert!(end > seen, "{before} {after}");
+    let (s, pulled) = alice
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": end })))
+        .await;
+    assert_eq!(s, 200, "{pulled}");
+    let pulled: Vec<Msg> = serde_json::from_value(pulled).unwrap();
+    let bodies: Vec<String> = pulled
+        .iter()
+        .map(|m| String::from_utf8(m.content.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["offline 0", "offline 1", "offline 2"],
+        "nothing lost, nothing twice"
+    );
+    assert!(
+        pulled.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seq strictly increasing"
+    );
+    // Her own sent messages come back by send_seq.
+    let (_, sent) = alice
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": 0, "send_end": after["send_seq"], "start": end, "end": end })))
+        .await;
+    assert_eq!(
+        sent[0]["content"],
+        json!(b"hello from sandcat".to_vec()),
+        "{sent}"
+    );
+    // Deleted messages leave her pulls.
+    let (s, _) = alice
+        .call(
+            reqwest::Method::DELETE,
+            "/message",
+            Some(json!({ "user_id": alice.id, "msg_id": [pulled[0].seq] })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, again) = alice
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": end })))
+        .await;
+    assert_eq!(again.as_array().unwrap().len(), 2);
+
+    // Groups are rooms: members added directly, messages both ways.
+    let mut alice_ws = alice.connect(0).await;
+    let (s, inv) = alice
+        .call(reqwest::Method::POST, &format!("/group/{}", alice.id), Some(json!({ "id": "", "owner": alice.id, "avatar": "", "group_name": "Cats", "members_id": ["bob"] })))
+        .await;
+    assert_eq!(s, 200, "{inv}");
+    let group = inv["info"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(inv["info"]["name"], "Cats");
+    assert_eq!(inv["info"]["owner"], alice.id);
+    let roles: Vec<(String, i64)> = inv["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user_id"].as_str().unwrap().to_owned(),
+                m["role"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&(alice.id.clone(), 0)) && roles.contains(&("bob".into(), 2)),
+        "{roles:?}"
+    );
+    let note = next_of(&mut bob_ws, 2).await;
+    assert_eq!(note.group_id, group);
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    assert!(
+        rooms["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| *r == group),
+        "Bob's Matrix client is in the group"
+    );
+    let (_, name) = bob_mx
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            enc(&group)
+        ))
+        .await;
+    assert_eq!(name["name"], "Cats");
+    bob_mx.send_text(&group, "g1", "meow from matrix").await;
+    let m = next_of(&mut alice_ws, 1).await;
+    assert_eq!(
+        (
+            m.group_id.as_str(),
+            m.receiver_id.as_str(),
+            m.send_id.as_str()
+        ),
+        (group.as_str(), group.as_str(), "bob")
+    );
+    let mut gm = text(&alice.id, &group, "g-l1", "purr from sandcat", 1);
+    gm.group_id = group.clone();
+    send_frame(&mut alice_ws, &gm).await;
+    let ack = next_of(&mut alice_ws, 24).await;
+    assert_eq!(ack.content_type, 1, "acknowledged, not refused: {ack:?}");
+    matrix_sees(
+        &bob_mx,
+        &group,
+        &format!("@{}:localhost", alice.id),
+        "purr from sandcat",
+    )
+    .await;
+    // The owner updates the group; the announcement is room state.
+    let (s, info) = alice
+        .call(reqwest::Method::PUT, &format!("/group/{}", alice.id), Some(json!({ "id": group, "name": "Big cats", "avatar": "", "description": "roar", "announcement": "no dogs" })))
+        .await;
+    assert_eq!(s, 200, "{info}");
+    assert_eq!(
+        (info["name"].as_str(), info["announcement"].as_str()),
+        (Some("Big cats"), Some("no dogs"))
+    );
+    let (_, topic) = bob_mx
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+            enc(&group)
+        ))
+        .await;
+    assert_eq!(topic["topic"], "roar");
+    // Bob leaves; the owner sees him gone.
+    let (s, _) = bob
+        .call(
+            reqwest::Method::DELETE,
+            "/group",
+            Some(json!({ "user_id": "bob", "group_id": group, "is_dismiss": false })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, members) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/group/member/{}/{}", alice.id, enc(&group)),
+            None,
+        )
+        .await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+}
+
+#[tokio::test]
+async fn every_request_and_frame_is_bound_to_its_token() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let _bob_mx = server.register("bob").await;
+    let bob = login(&server, "bob", "pw-bob").await;
+
+    // REST: acting for someone else, no token, bad tokens, bad bodies.
+    let (s, b) = alice
+        .call(reqwest::Method::GET, "/message/seq/bob", None)
+        .await;
+    assert_eq!((s, b["kind"].as_str()), (403, Some("UnAuthorized")), "{b}");
+    let (s, b) = alice
+        .call(
+            reqwest::Method::POST,
+            "/friend",
+            Some(json!({ "user_id": "bob", "friend_id": alice.id, "source": "x" })),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let anon = reqwest::Client::new();
+    let res = anon
+        .get(format!("{}/api/message/seq/{}", server.base, alice.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["kind"], "UnAuthorized");
+    let res = anon
+        .get(format!("{}/user/{}", server.base, alice.id))
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = anon
+        .post(format!("{}/friend", server.base))
+        .bearer_auth(&alice.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["kind"], "BodyParsing");
+    let (s, b) = alice
+        .call(reqwest::Method::GET, "/user/nobody-here", None)
+        .await;
+    assert_eq!((s, b["kind"].as_str()), (404, Some("NotFound")));
+    let res = anon
+        .post(format!("{}/api/user/login", server.base))
+        .json(&json!({ "account": "bob", "password": general_purpose::STANDARD_NO_PAD.encode("wrong") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = anon
+        .post(format!("{}/api/user", server.base))
+        .json(&json!({ "avatar": "", "name": "eve", "password": "pw", "email": "eve@example.org", "code": "000000" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "no code was sent");
+
+    // Refresh: a valid token buys a new one; a bad one does not.
+    let res = anon
+        .get(format!(
+            "{}/api/user/refresh_token/{}/true",
+            server.base, alice.token
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let fresh = res.text().await.unwrap();
+    assert_eq!(fresh.split('.').count(), 3, "a JWT: {fresh}");
+    let res = anon
+        .get(format!(
+            "{}/api/user/refresh_token/garbage/false",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // WebSocket: a token for another user is closed with 4002.
+    let url = format!("{}/bob/conn/bob/0/{}", alice.ws_addr, alice.token);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 4002),
+        other => panic!("expected 4002, got {other:?}"),
+    }
+
+    // Befriend, then: a forged send_id is refused and the connection stays usable.
+    let (_, _) = alice
+        .call(
+            reqwest::Method::POST,
+            "/friend",
+            Some(json!({ "user_id": alice.id, "friend_id": "bob", "source": "x" })),
+        )
+        .await;
+    let (_, apply) = bob
+        .call(reqwest::Method::GET, "/friend/bob/apply", None)
+        .await;
+    let (s, _) = bob
+        .call(
+            reqwest::Method::PUT,
+            "/friend/agree",
+            Some(json!({ "fs_id": apply[0]["fs_id"] })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut alice_ws = alice.connect(0).await;
+    let mut bob_ws = bob.connect(0).await;
+    send_frame(
+        &mut alice_ws,
+        &text("bob", &alice.id, "forged", "I am bob", 0),
+    )
+    .await;
+    let refused = next_of(&mut alice_ws, 24).await;
+    assert_eq!(refused.content_type, 9, "{refused:?}");
+    alice_ws
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let refused = next_of(&mut alice_ws, 24).await;
+    assert_eq!(refused.content_type, 9);
+    // A JSON text frame is accepted too.
+    let json_frame = serde_json::to_string(&text(&alice.id, "bob", "j1", "json frame", 0)).unwrap();
+    alice_ws
+        .send(Message::Text(json_frame.into()))
+        .await
+        .unwrap();
+    let ok = next_of(&mut alice_ws, 24).await;
+    assert_eq!((ok.local_id.as_str(), ok.content_type), ("j1", 1), "{ok:?}");
+    let got = next_of(&mut bob_ws, 0).await;
+    assert_eq!(got.content, b"json frame");
+
+    // Call signalling is relayed between live connections and never stored.
+    let invite = Msg {
+        send_id: alice.id.clone(),
+        receiver_id: "bob".into(),
+        local_id: "c1".into(),
+        msg_type: 14,
+        content_type: 7,
+        ..Default::default()
+    };
+    send_frame(&mut alice_ws, &invite).await;
+    let call = next_of(&mut bob_ws, 14).await;
+    assert_eq!(call.send_id, alice.id);
+    let (_, seq) = bob
+        .call(reqwest::Method::GET, "/message/seq/bob", None)
+        .await;
+    let (_, msgs) = bob
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": "bob", "send_start": 0, "send_end": 0, "start": 0, "end": seq["seq"] })))
+        .await;
+    assert!(
+        msgs.as_array().unwrap().iter().all(|m| m["msg_type"] == 0),
+        "no call in history: {msgs}"
+    );
+    // Calls go to friends only.
+    let stranger = sandcat_user(&server, "carol").await;
+    let mut carol_ws = stranger.connect(0).await;
+    let call = Msg {
+        send_id: stranger.id.clone(),
+        receiver_id: "bob".into(),
+        msg_type: 14,
+        ..Default::default()
+    };
+    send_frame(&mut carol_ws, &call).await;
+    assert_eq!(next_of(&mut carol_ws, 24).await.content_type, 9);
+}
+
+#[tokio::test]
+async fn files_round_trip() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"hello file".to_vec()).file_name("note.txt"),
+    );
+    let res = alice
+        .http
+        .post(format!("{}/api/file/upload", server.base))
+        .bearer_auth(&alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let name = res.text().await.unwrap();
+    assert!(name.ends_with(".txt"), "{name}");
+    let res = reqwest::get(format!("{}/api/file/get/{name}", server.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "private, max-age=31536000");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello file");
+    let res = reqwest::get(format!("{}/api/file/get/..%2Fsandcat.db", server.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = reqwest::get(format!("{}/api/file/get/missing.txt", server.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/file/upload", server.base))
+        .multipart(reqwest::multipart::Form::new().text("x", "y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "uploads need a token");
+}
