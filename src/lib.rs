@@ -14,14 +14,14 @@ use axum::{
     Router,
 };
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
-use sandcat_api::{Jwt, LogMailer, Mailer, NativeState};
+use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState, ReadReceipts};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::EventBus,
+    ports::{EduFanout, EventBus},
     sequencer::{Sequencer, SigningKey},
     services::{
         accounts::Accounts,
@@ -169,6 +169,12 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         notifier.clone(),
         Backoff::default(),
     ));
+    let hub = Arc::new(Hub::default());
+    let receipts = Arc::new(ReadReceipts::new(
+        hub.clone(),
+        store.clone(),
+        server.server_name.clone(),
+    ));
     let data = Arc::new(
         ClientData::new(
             store.clone(),
@@ -176,7 +182,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             ephemeral.clone(),
             notifier.clone(),
         )
-        .with_edu_sink(pushers.clone()),
+        .with_edu_sink(Arc::new(EduFanout(vec![pushers.clone(), receipts]))),
     );
     let keys = Arc::new(
         Keys::new(
@@ -197,6 +203,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         store.clone(),
         notifier.clone(),
         Jwt::new(&jwt_secret(config)?),
+        hub,
         mailer,
         config.data_dir.join("files"),
     );

@@ -325,6 +325,13 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         ..Default::default()
     };
     send_frame(&mut alice_ws, &read).await;
+    // Bob's Sandcat socket learns his message was read.
+    let seen_by = next_of(&mut bob_ws, 23).await;
+    assert_eq!(seen_by.send_id, alice.id);
+    assert_eq!(
+        seen_by.related_msg_id.as_deref(),
+        Some(last.server_id.as_str())
+    );
     let mut since: Option<String> = None;
     let mut receipt = false;
     for _ in 0..20 {
@@ -339,6 +346,25 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         since = s["next_batch"].as_str().map(str::to_owned);
     }
     assert!(receipt, "Alice's read receipt reached Matrix");
+
+    // A Matrix read receipt reaches the Sandcat sender as MsgTypeRead.
+    let (s, _) = bob_mx
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&dm),
+                enc(&ack.server_id)
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let read_by_bob = next_of(&mut alice_ws, 23).await;
+    assert_eq!(read_by_bob.send_id, "bob");
+    assert_eq!(
+        read_by_bob.related_msg_id.as_deref(),
+        Some(ack.server_id.as_str())
+    );
 
     // A newer desktop connection knocks the older one off with 4001.
     let mut alice_desktop2 = alice.connect(0).await;
@@ -740,4 +766,105 @@ async fn files_round_trip() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401, "uploads need a token");
+}
+
+#[tokio::test]
+async fn a_friendship_can_end_and_resume_in_the_same_room() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let bob_mx = server.register("bob").await;
+    let bob = login(&server, "bob", "pw-bob").await;
+    let befriend = || async {
+        let (s, b) = alice
+            .call(
+                reqwest::Method::POST,
+                "/friend",
+                Some(json!({ "user_id": alice.id, "friend_id": "bob", "source": "x" })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (_, apply) = bob
+            .call(reqwest::Method::GET, "/friend/bob/apply", None)
+            .await;
+        let (s, b) = bob
+            .call(
+                reqwest::Method::PUT,
+                "/friend/agree",
+                Some(json!({ "fs_id": apply[0]["fs_id"] })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    };
+    befriend().await;
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    let dm = rooms["joined_rooms"][0].as_str().unwrap().to_owned();
+    let (s, _) = alice
+        .call(
+            reqwest::Method::POST,
+            "/friend",
+            Some(json!({ "user_id": alice.id, "friend_id": "bob", "source": "x" })),
+        )
+        .await;
+    assert_eq!(s, 400, "already friends");
+    let (s, b) = bob
+        .call(
+            reqwest::Method::DELETE,
+            "/friend",
+            Some(json!({ "user_id": "bob", "friend_id": alice.id, "fs_id": "" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    assert!(
+        rooms["joined_rooms"].as_array().unwrap().is_empty(),
+        "deleting the friend left the DM: {rooms}"
+    );
+    let (_, list) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/friend/{}/0", alice.id),
+            None,
+        )
+        .await;
+    assert_eq!(list["friends"][0]["status"], 4, "{list}");
+    befriend().await;
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(rooms["joined_rooms"], json!([dm]), "the same DM room again");
+    let (s, _) = alice
+        .call(
+            reqwest::Method::PUT,
+            "/friend/remark",
+            Some(json!({ "user_id": alice.id, "friend_id": "bob", "remark": "Bobby" })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, list) = alice
+        .call(
+            reqwest::Method::GET,
+            &format!("/friend/{}/0", alice.id),
+            None,
+        )
+        .await;
+    assert_eq!(list["friends"][0]["remark"], "Bobby");
+    // Search by account and by email.
+    let (_, found) = bob
+        .call(
+            reqwest::Method::GET,
+            &format!("/user/bob/search/{}", alice.id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (found["match_type"].as_str(), found["is_friend"].as_bool()),
+        (Some("account"), Some(true)),
+        "{found}"
+    );
+    let (_, found) = bob
+        .call(
+            reqwest::Method::GET,
+            "/user/bob/search/alice@example.org",
+            None,
+        )
+        .await;
+    assert_eq!(found["match_type"], "email", "{found}");
 }

@@ -414,3 +414,24 @@ pub trait NativeStore: Send + Sync {
     async fn delete_inbox(&self, user_id: &str, positions: &[i64]) -> Result<()>;
     async fn deleted_inbox(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<i64>>;
 }
+
+/// Hands ephemeral data to several sinks.
+pub struct EduFanout(pub Vec<std::sync::Arc<dyn EduSink>>);
+
+impl EduSink for EduFanout {
+    fn room_edu(&self, room_id: &RoomId, edu: Value) {
+        for s in &self.0 {
+            s.room_edu(room_id, edu.clone());
+        }
+    }
+    fn presence(&self, user_id: &UserId, edu: Value) {
+        for s in &self.0 {
+            s.presence(user_id, edu.clone());
+        }
+    }
+    fn to_device(&self, messages: &[ToDevice]) {
+        for s in &self.0 {
+            s.to_device(messages);
+        }
+    }
+}

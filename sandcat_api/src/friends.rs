@@ -206,6 +206,33 @@ async fn mark_direct(s: &NativeState, user: &str, other: &str, room: &str) -> Ap
     Ok(())
 }
 
+/// The DM room of an earlier friendship of the two, brought back: whoever left is invited by
+/// the one who stayed and joins again. `None` if there is none or both left.
+async fn reusable_room(s: &NativeState, a: &str, b: &str) -> ApiResult<Option<ruma::OwnedRoomId>> {
+    let Some(old) = s.store.friend(a, b).await? else {
+        return Ok(None);
+    };
+    let Ok(room) = ruma::RoomId::parse(&old.room_id) else {
+        return Ok(None);
+    };
+    let joined =
+        |m: Option<sandcat_core::ports::Membership>| m.is_some_and(|m| m.membership == "join");
+    let (ua, ub) = (s.matrix_id(a)?, s.matrix_id(b)?);
+    let a_in = joined(s.room_store().membership(&room, &ua).await?);
+    let b_in = joined(s.room_store().membership(&room, &ub).await?);
+    let (stayed, left, left_id) = match (a_in, b_in) {
+        (true, true) => return Ok(Some(room)),
+        (true, false) => (a, b, ub),
+        (false, true) => (b, a, ua),
+        (false, false) => return Ok(None),
+    };
+    s.rooms
+        .set_membership(&s.session(stayed)?, &room, &left_id, "invite", None)
+        .await?;
+    s.rooms.join(&s.session(left)?, &room, None).await?;
+    Ok(Some(room))
+}
+
 /// PUT /friend/agree
 pub async fn agree(
     State(s): State<NativeState>,
@@ -224,20 +251,26 @@ pub async fn agree(
             return Ok(Json(friend_view(&s, &row).await?));
         }
     }
-    // The requester opens the DM; the acceptor joins it.
-    let room = s
-        .rooms
-        .create_room(
-            &s.session(&requester)?,
-            CreateRoom {
-                preset: Some("trusted_private_chat".into()),
-                invite: vec![s.matrix_id(&acceptor)?],
-                is_direct: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    s.rooms.join(&s.session(&acceptor)?, &room, None).await?;
+    let room = match reusable_room(&s, &requester, &acceptor).await? {
+        Some(room) => room,
+        None => {
+            // The requester opens the DM; the acceptor joins it.
+            let room = s
+                .rooms
+                .create_room(
+                    &s.session(&requester)?,
+                    CreateRoom {
+                        preset: Some("trusted_private_chat".into()),
+                        invite: vec![s.matrix_id(&acceptor)?],
+                        is_direct: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            s.rooms.join(&s.session(&acceptor)?, &room, None).await?;
+            room
+        }
+    };
     mark_direct(&s, &requester, &acceptor, room.as_str()).await?;
     mark_direct(&s, &acceptor, &requester, room.as_str()).await?;
     let t = now();

@@ -31,7 +31,7 @@ mod users;
 mod ws;
 
 pub use jwt::Jwt;
-pub use ws::Hub;
+pub use ws::{Hub, ReadReceipts};
 
 /// Where verification codes go. The default writes them to the log; tests read an outbox.
 pub trait Mailer: Send + Sync {
@@ -91,6 +91,7 @@ impl NativeState {
         stream: Arc<dyn StreamPosition>,
         notifier: Notifier,
         jwt: Jwt,
+        hub: Arc<Hub>,
         mailer: Arc<dyn Mailer>,
         files_dir: PathBuf,
     ) -> Self {
@@ -104,7 +105,7 @@ impl NativeState {
             stream,
             notifier,
             jwt: Arc::new(jwt),
-            hub: Arc::default(),
+            hub,
             mailer,
             codes: Arc::default(),
             files_dir,

@@ -392,3 +392,90 @@ impl Connection {
         Ok(())
     }
 }
+
+/// Read receipts from anyone (Matrix or Sandcat) reach the sender of the read message on their
+/// Sandcat connections as `MsgTypeRead`.
+pub struct ReadReceipts {
+    hub: std::sync::Arc<Hub>,
+    rooms: std::sync::Arc<dyn sandcat_core::ports::RoomStore>,
+    server_name: ruma::OwnedServerName,
+}
+
+impl ReadReceipts {
+    pub fn new(
+        hub: std::sync::Arc<Hub>,
+        rooms: std::sync::Arc<dyn sandcat_core::ports::RoomStore>,
+        server_name: ruma::OwnedServerName,
+    ) -> Self {
+        ReadReceipts {
+            hub,
+            rooms,
+            server_name,
+        }
+    }
+}
+
+impl sandcat_core::ports::EduSink for ReadReceipts {
+    fn room_edu(&self, room_id: &RoomId, edu: serde_json::Value) {
+        if edu["type"] != "m.receipt" {
+            return;
+        }
+        let (hub, rooms, server) = (
+            self.hub.clone(),
+            self.rooms.clone(),
+            self.server_name.clone(),
+        );
+        tracing::trace!(%room_id, "receipt for sandcat connections");
+        tokio::spawn(async move {
+            let Some(content) = edu["content"].as_object() else {
+                return;
+            };
+            for (event_id, by_type) in content {
+                let Ok(event_id) = ruma::EventId::parse(event_id) else {
+                    continue;
+                };
+                let Ok(Some(ev)) = rooms.event(&event_id).await else {
+                    continue;
+                };
+                if ev.pdu.sender.server_name() != server {
+                    continue;
+                }
+                let sender = ev.pdu.sender.localpart().to_owned();
+                if hub.connections(&sender) == 0 {
+                    continue;
+                }
+                for reader in by_type["m.read"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
+                    let Ok(reader) = ruma::UserId::parse(reader) else {
+                        continue;
+                    };
+                    let reader = if reader.server_name() == server {
+                        reader.localpart().to_owned()
+                    } else {
+                        reader.to_string()
+                    };
+                    if reader == sender {
+                        continue;
+                    }
+                    let read = MsgRead {
+                        msg_seq: vec![ev.pos],
+                        user_id: reader.clone(),
+                    };
+                    let mut m = crate::friends::notice(
+                        &reader,
+                        &sender,
+                        msg_type::READ,
+                        bincode::serialize(&read).unwrap_or_default(),
+                    );
+                    m.related_msg_id = Some(ev.pdu.event_id.to_string());
+                    hub.push(&sender, m);
+                }
+            }
+        });
+    }
+    fn presence(&self, _: &ruma::UserId, _: serde_json::Value) {}
+    fn to_device(&self, _: &[sandcat_core::ports::ToDevice]) {}
+}
