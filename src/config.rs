@@ -37,6 +37,8 @@ pub struct Config {
     /// Secret that signs the Sandcat native API's JWTs. Empty: a random secret kept in
     /// `<data_dir>/jwt.secret`.
     pub jwt_secret: String,
+    /// Largest media upload in bytes (Matrix media and Sandcat files); larger gets M_TOO_LARGE.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             rate_limit_burst: 50,
             appservice_dir: PathBuf::new(),
             jwt_secret: String::new(),
+            max_upload_bytes: 50 * 1024 * 1024,
         }
     }
 }
@@ -111,6 +114,11 @@ impl Config {
             self.rate_limit_burst = v
                 .parse()
                 .context("SANDCAT_RATE_LIMIT_BURST must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_MAX_UPLOAD_BYTES") {
+            self.max_upload_bytes = v
+                .parse()
+                .context("SANDCAT_MAX_UPLOAD_BYTES must be a number")?;
         }
         if let Some(v) = get("SANDCAT_JWT_SECRET") {
             self.jwt_secret = v;

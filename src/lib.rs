@@ -16,7 +16,7 @@ use axum::{
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
 use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState, ReadReceipts};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
-use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
+use sandcat_backends::{bus::InProcessBus, fs_media::FsMediaStore, sqlite::SqliteStore};
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
@@ -27,6 +27,7 @@ use sandcat_core::{
         accounts::Accounts,
         data::ClientData,
         keys::Keys,
+        media::Media,
         rooms::Rooms,
         sync::{Sync, SyncStores},
     },
@@ -193,6 +194,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         )
         .with_edu_sink(pushers.clone()),
     );
+    let media = Arc::new(Media::new(
+        Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
+        store.clone(),
+        config.max_upload_bytes,
+    ));
     let native = NativeState::new(
         server.clone(),
         accounts.clone(),
@@ -205,7 +211,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         Jwt::new(&jwt_secret(config)?),
         hub,
         mailer,
-        config.data_dir.join("files"),
+        media.clone(),
     );
     let metrics = Arc::new(Metrics::default());
     let state = AppState::new(
@@ -216,6 +222,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         data,
         keys,
         appservices,
+        media,
         metrics.clone(),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);

@@ -298,6 +298,26 @@ async fn sandcat_and_matrix_clients_share_conversations() {
     );
     assert_eq!(got.content, b"hello from sandcat");
 
+    // An image from Sandcat is an m.image with an mxc URL; its file name comes back intact.
+    let mut image = text(&alice.id, "bob", "img1", "AbCdEf123.png", 0);
+    image.content_type = 2;
+    send_frame(&mut alice_ws, &image).await;
+    assert_eq!(next_of(&mut alice_ws, 24).await.content_type, 2);
+    let ev = matrix_sees(
+        &bob_mx,
+        &dm,
+        &format!("@{}:localhost", alice.id),
+        "AbCdEf123.png",
+    )
+    .await;
+    assert_eq!(ev["content"]["msgtype"], "m.image");
+    assert_eq!(ev["content"]["url"], "mxc://localhost/AbCdEf123");
+    let got = next_of(&mut bob_ws, 0).await;
+    assert_eq!(
+        (got.content_type, got.content.as_slice()),
+        (2, b"AbCdEf123.png".as_slice())
+    );
+
     // Matrix → Sandcat, to two connections of Alice (desktop and mobile).
     let mut alice_mobile = alice.connect(1).await;
     bob_mx.send_text(&dm, "m1", "hello from matrix").await;
@@ -754,7 +774,49 @@ async fn files_round_trip() {
     let res = reqwest::get(format!("{}/api/file/get/..%2Fsandcat.db", server.base))
         .await
         .unwrap();
-    assert_eq!(res.status(), 400);
+    assert_eq!(res.status(), 404);
+    // The file is Matrix media: a Matrix client downloads it by its mxc URI.
+    let bob = server.register("bob").await;
+    let id = name.split('.').next().unwrap();
+    let res = bob
+        .http
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/localhost/{id}",
+            server.base
+        ))
+        .bearer_auth(bob.token.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/plain");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello file");
+    // And a Matrix upload is a Sandcat file.
+    let res = bob
+        .http
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=pic.png",
+            server.base
+        ))
+        .bearer_auth(bob.token.as_deref().unwrap())
+        .header("content-type", "image/png")
+        .body(b"png bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let uri: Value = res.json().await.unwrap();
+    let mx_id = uri["content_uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let res = reqwest::get(format!("{}/api/file/get/{mx_id}.png", server.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"png bytes");
     let res = reqwest::get(format!("{}/api/file/get/missing.txt", server.base))
         .await
         .unwrap();

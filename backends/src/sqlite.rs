@@ -19,8 +19,9 @@ use sandcat_core::{
     error::ErrorCode,
     ports::{
         AppserviceState, AppserviceStore, ClientStore, DeviceRecord, Direction, FriendRow,
-        Friendship, KeyStore, Membership, NativeProfile, NativeStore, NewEvent, Receipt,
-        RoomSnapshot, RoomStore, StreamPosition, ToDevice, UserRecord, UserStore,
+        Friendship, KeyStore, MediaIndex, MediaRecord, Membership, NativeProfile, NativeStore,
+        NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition, ToDevice, UserRecord,
+        UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
@@ -1486,5 +1487,41 @@ impl NativeStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)
+    }
+}
+
+#[async_trait]
+impl MediaIndex for SqliteStore {
+    async fn put_media(&self, m: &MediaRecord) -> Result<()> {
+        sqlx::query("INSERT INTO media (media_id, uploader, content_type, filename, size, created_ts, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (media_id) DO UPDATE SET content_type = excluded.content_type, filename = excluded.filename, size = excluded.size, uploaded = excluded.uploaded")
+            .bind(&m.media_id)
+            .bind(&m.uploader)
+            .bind(&m.content_type)
+            .bind(&m.filename)
+            .bind(m.size as i64)
+            .bind(m.created_ts as i64)
+            .bind(m.uploaded as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>> {
+        let row = sqlx::query("SELECT * FROM media WHERE media_id = ?")
+            .bind(media_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(MediaRecord {
+            media_id: r.try_get("media_id").map_err(db)?,
+            uploader: r.try_get("uploader").map_err(db)?,
+            content_type: r.try_get("content_type").map_err(db)?,
+            filename: r.try_get("filename").map_err(db)?,
+            size: r.try_get::<i64, _>("size").map_err(db)? as u64,
+            created_ts: r.try_get::<i64, _>("created_ts").map_err(db)? as u64,
+            uploaded: r.try_get::<i64, _>("uploaded").map_err(db)? != 0,
+        }))
     }
 }

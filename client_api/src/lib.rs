@@ -17,7 +17,9 @@ use http::StatusCode;
 use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
 use sandcat_appservice::Appservices;
 use sandcat_core::{
-    services::{accounts::Accounts, data::ClientData, keys::Keys, rooms::Rooms, sync::Sync},
+    services::{
+        accounts::Accounts, data::ClientData, keys::Keys, media::Media, rooms::Rooms, sync::Sync,
+    },
     ServerConfig,
 };
 
@@ -39,6 +41,7 @@ pub struct AppState {
     pub data: Arc<ClientData>,
     pub keys: Arc<Keys>,
     pub appservices: Arc<Appservices>,
+    pub media: Arc<Media>,
     pub uiaa: Arc<uiaa::Sessions>,
     pub limiter: Arc<ratelimit::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
@@ -54,6 +57,7 @@ impl AppState {
         data: Arc<ClientData>,
         keys: Arc<Keys>,
         appservices: Arc<Appservices>,
+        media: Arc<Media>,
         metrics: Arc<metrics::Metrics>,
     ) -> Self {
         AppState {
@@ -64,6 +68,7 @@ impl AppState {
             keys,
             data,
             appservices,
+            media,
             uiaa: Default::default(),
             limiter: Arc::new(ratelimit::Limiter::new(0.0, 0)),
             metrics,

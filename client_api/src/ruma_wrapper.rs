@@ -96,12 +96,19 @@ where
                 Ok(Path(args)) => args,
                 Err(_) => Vec::new(),
             };
-        let bytes = axum::body::to_bytes(body, MAX_BODY)
+        let upload = is_upload::<T>();
+        let limit = if upload {
+            state.media.max_bytes()
+        } else {
+            MAX_BODY
+        };
+        let bytes = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| ApiError(Error::matrix(ErrorCode::TooLarge, "request body too large")))?;
 
         // Clients send bodiless POSTs (e.g. join): read them as an empty object, as Synapse does.
         let bytes = if bytes.is_empty()
+            && !upload
             && (parts.method == http::Method::POST || parts.method == http::Method::PUT)
         {
             bytes::Bytes::from_static(b"{}")
@@ -174,7 +181,10 @@ where
             }
         }
 
-        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        if !upload
+            && !bytes.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err()
+        {
             return Err(ApiError(Error::matrix(
                 ErrorCode::NotJson,
                 "request body is not valid JSON",
@@ -194,6 +204,14 @@ where
         })?;
         Ok(Ruma { body, session })
     }
+}
+
+/// Media uploads: raw bytes, not JSON, up to the media size limit.
+fn is_upload<T: 'static>() -> bool {
+    use ruma::api::client::media::{create_content, create_content_async};
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<create_content::v3::Request>()
+        || t == TypeId::of::<create_content_async::v3::Request>()
 }
 
 /// Event-writing endpoints, limited like Synapse's `rc_message` although the spec's metadata
@@ -268,6 +286,7 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         BadAlias => (StatusCode::BAD_REQUEST, ErrorKind::BadAlias),
         Unauthorized => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
         UrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),
+        CannotOverwriteMedia => (StatusCode::CONFLICT, ErrorKind::CannotOverwriteMedia),
         ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
         ConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
         BadStatus => (

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     ConnectionTimeout,
     ConnectionFailed,
     BadStatus,
+    CannotOverwriteMedia,
     Unknown,
 }
 

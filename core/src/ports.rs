@@ -435,3 +435,31 @@ impl EduSink for EduFanout {
         }
     }
 }
+
+/// A content URI of this server and what is known about its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaRecord {
+    pub media_id: String,
+    pub uploader: String,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: u64,
+    pub created_ts: u64,
+    /// False for an id created with `/create` whose bytes have not arrived.
+    pub uploaded: bool,
+}
+
+/// Media metadata (the database side).
+#[async_trait]
+pub trait MediaIndex: Send + Sync {
+    /// Inserts or replaces a record.
+    async fn put_media(&self, record: &MediaRecord) -> Result<()>;
+    async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>>;
+}
+
+/// Media bytes (local files or S3), by key.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+}

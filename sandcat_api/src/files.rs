@@ -1,6 +1,6 @@
-//! `/file/*`: files and avatars on local disk under the data directory (the pipeline's S3
-//! media store replaces this with the media backend). Stored names are random, with the
-//! uploaded file's extension, and are the names clients fetch them by.
+//! `/file/*`: files and avatars are Matrix media. A Sandcat file name is `{media_id}.{ext}`,
+//! so a file a Sandcat client uploads is `mxc://{server_name}/{media_id}` for Matrix clients,
+//! and an image a Matrix client sends is fetched by Sandcat clients as `{media_id}.{ext}`.
 
 use axum::{
     extract::{Multipart, State},
@@ -8,28 +8,47 @@ use axum::{
     response::IntoResponse,
 };
 
-use crate::{friends::random_id, ApiError, ApiResult, Auth, NativeState, PathArgs};
+use crate::{ApiError, ApiResult, Auth, NativeState, PathArgs};
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+/// The media id of a Sandcat file name.
+pub(crate) fn media_id(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
 }
 
-async fn store(s: &NativeState, kind: &str, mut form: Multipart) -> ApiResult<String> {
+fn content_type_of(ext: &str) -> Option<&'static str> {
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "txt" => "text/plain",
+        "pdf" => "application/pdf",
+        _ => return None,
+    })
+}
+
+async fn store(s: &NativeState, user: &str, mut form: Multipart) -> ApiResult<String> {
     let field = form
         .next_field()
         .await
         .map_err(|e| ApiError::bad_request(format!("multipart: {e}")))?
         .ok_or_else(|| ApiError::bad_request("no file in the form"))?;
-    let ext: String = field
-        .file_name()
+    let filename = field.file_name().map(str::to_owned);
+    let ext: String = filename
+        .as_deref()
         .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_owned()))
         .filter(|e| !e.is_empty() && e.len() <= 10 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or_default();
+    let content_type = field
+        .content_type()
+        .filter(|c| *c != "application/octet-stream")
+        .map(str::to_owned)
+        .or_else(|| content_type_of(&ext).map(str::to_owned));
     let bytes = field.bytes().await.map_err(|e| {
         ApiError::new(
             http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -37,77 +56,58 @@ async fn store(s: &NativeState, kind: &str, mut form: Multipart) -> ApiResult<St
             e.to_string(),
         )
     })?;
-    let name = if ext.is_empty() {
-        random_id()
+    let uploader = s.matrix_id(user)?;
+    let id = s
+        .media
+        .upload(uploader.as_str(), &bytes, content_type, filename)
+        .await?;
+    Ok(if ext.is_empty() {
+        id
     } else {
-        format!("{}.{ext}", random_id())
-    };
-    let dir = s.files_dir.join(kind);
-    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-    tokio::fs::write(dir.join(&name), &bytes)
-        .await
-        .map_err(io)?;
-    Ok(name)
+        format!("{id}.{ext}")
+    })
 }
 
-fn io(e: std::io::Error) -> ApiError {
-    tracing::error!(error = %e, "file store");
-    ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "IOError",
-        "file store failed",
-    )
-}
-
-async fn fetch(s: &NativeState, kind: &str, name: &str) -> ApiResult<impl IntoResponse> {
-    if !valid_name(name) {
-        return Err(ApiError::bad_request("invalid file name"));
-    }
-    match tokio::fs::read(s.files_dir.join(kind).join(name)).await {
-        Ok(bytes) => Ok((
-            [
-                (header::CACHE_CONTROL, "private, max-age=31536000"),
-                (header::CONTENT_TYPE, "application/octet-stream"),
-            ],
-            bytes,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::not_found("no such file"))
-        }
-        Err(e) => Err(io(e)),
-    }
+async fn fetch(s: &NativeState, name: &str) -> ApiResult<impl IntoResponse> {
+    let (rec, bytes) = s.media.download(media_id(name)).await?;
+    Ok((
+        [
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000".to_owned(),
+            ),
+            (
+                header::CONTENT_TYPE,
+                rec.content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            ),
+        ],
+        bytes,
+    ))
 }
 
 /// POST /file/upload
 pub async fn upload(
     State(s): State<NativeState>,
-    _auth: Auth,
+    auth: Auth,
     form: Multipart,
 ) -> ApiResult<String> {
-    store(&s, "files", form).await
+    store(&s, &auth.0, form).await
 }
 
 /// POST /file/avatar/upload
 pub async fn upload_avatar(
     State(s): State<NativeState>,
-    _auth: Auth,
+    auth: Auth,
     form: Multipart,
 ) -> ApiResult<String> {
-    store(&s, "avatars", form).await
+    store(&s, &auth.0, form).await
 }
 
-/// GET /file/get/{name}
+/// GET /file/get/{name}, GET /file/avatar/get/{name}
 pub async fn get(
     State(s): State<NativeState>,
     PathArgs(name): PathArgs<String>,
 ) -> ApiResult<impl IntoResponse> {
-    fetch(&s, "files", &name).await
-}
-
-/// GET /file/avatar/get/{name}
-pub async fn get_avatar(
-    State(s): State<NativeState>,
-    PathArgs(name): PathArgs<String>,
-) -> ApiResult<impl IntoResponse> {
-    fetch(&s, "avatars", &name).await
+    fetch(&s, &name).await
 }

@@ -3,7 +3,7 @@
 //! `@{id}:{server_name}`; a friendship is a DM room; a group is a room; a message is one
 //! `m.room.message` event. Every request and frame is bound to the user of its token.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     extract::{FromRequestParts, Request},
@@ -16,7 +16,7 @@ use ruma::OwnedUserId;
 use sandcat_core::{
     notifier::Notifier,
     ports::{NativeStore, RoomStore, StreamPosition, UserStore},
-    services::{accounts::Accounts, data::ClientData, rooms::Rooms, Session},
+    services::{accounts::Accounts, data::ClientData, media::Media, rooms::Rooms, Session},
     Error as CoreError, ErrorCode, ServerConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -75,8 +75,8 @@ pub struct NativeState {
     pub hub: Arc<Hub>,
     pub mailer: Arc<dyn Mailer>,
     pub codes: Arc<users::Codes>,
-    /// Files and avatars uploaded through `/file/*`.
-    pub files_dir: PathBuf,
+    /// Files and avatars of `/file/*` are Matrix media.
+    pub media: Arc<Media>,
 }
 
 impl NativeState {
@@ -93,7 +93,7 @@ impl NativeState {
         jwt: Jwt,
         hub: Arc<Hub>,
         mailer: Arc<dyn Mailer>,
-        files_dir: PathBuf,
+        media: Arc<Media>,
     ) -> Self {
         NativeState {
             config,
@@ -108,7 +108,7 @@ impl NativeState {
             hub,
             mailer,
             codes: Arc::default(),
-            files_dir,
+            media,
         }
     }
 
@@ -269,8 +269,8 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<NativeState> for Pa
     }
 }
 
-/// Largest file accepted by `/file/upload`.
-pub const MAX_FILE: usize = 50 * 1024 * 1024;
+/// Body limit of `/file/*` uploads (the media service applies the configured limit).
+const MAX_FILE: usize = 1024 * 1024 * 1024;
 
 fn routes() -> Router<NativeState> {
     Router::new()
@@ -314,7 +314,7 @@ fn routes() -> Router<NativeState> {
             post(files::upload_avatar).layer(axum::extract::DefaultBodyLimit::max(MAX_FILE)),
         )
         .route("/file/get/{name}", get(files::get))
-        .route("/file/avatar/get/{name}", get(files::get_avatar))
+        .route("/file/avatar/get/{name}", get(files::get))
         .route(
             "/ws/{user_id}/conn/{pointer_id}/{platform}/{token}",
             get(ws::connect),

@@ -17,14 +17,18 @@ use crate::{
 /// Most messages one pull returns.
 const MAX_PULL: usize = 5000;
 
-/// `mxc://{server}/{name}` for a Sandcat file or avatar name; URLs pass through.
+/// `mxc://{server}/{media_id}` for a Sandcat file or avatar name; URLs pass through.
 pub(crate) fn avatar_to_mxc(s: &NativeState, name: &str) -> Option<String> {
     if name.is_empty() {
         None
     } else if name.contains("://") {
         Some(name.to_owned())
     } else {
-        Some(format!("mxc://{}/{name}", s.config.server_name))
+        Some(format!(
+            "mxc://{}/{}",
+            s.config.server_name,
+            crate::files::media_id(name)
+        ))
     }
 }
 
@@ -82,7 +86,7 @@ impl Kinds {
 /// The Matrix content of a Sandcat chat message.
 pub(crate) fn msg_to_content(s: &NativeState, msg: &Msg) -> ApiResult<Value> {
     let text = || String::from_utf8_lossy(&msg.content).into_owned();
-    let mxc = |name: &str| format!("mxc://{}/{name}", s.config.server_name);
+    let mxc = |name: &str| avatar_to_mxc(s, name).unwrap_or_default();
     let mut c = match msg.content_type {
         ct::IMAGE | ct::VIDEO => {
             let name = text();
@@ -133,7 +137,16 @@ pub(crate) fn msg_to_content(s: &NativeState, msg: &Msg) -> ApiResult<Value> {
 /// Sandcat content type and bytes of a Matrix message content.
 fn content_of(s: &NativeState, c: &Value) -> (i32, Vec<u8>) {
     let body = c["body"].as_str().unwrap_or_default();
-    let name = || avatar_from_mxc(s, c["url"].as_str());
+    // `{media_id}.{ext}`, the extension taken from the file name in `body`.
+    let name = || {
+        let id = avatar_from_mxc(s, c["url"].as_str());
+        match body.rsplit_once('.') {
+            Some((_, ext)) if !id.contains('.') && !ext.is_empty() && ext.len() <= 10 => {
+                format!("{id}.{ext}")
+            }
+            _ => id,
+        }
+    };
     let declared = c["org.sandcat.content_type"].as_i64().map(|v| v as i32);
     match c["msgtype"].as_str().unwrap_or_default() {
         "m.image" => (ct::IMAGE, name().into_bytes()),

@@ -4,6 +4,7 @@ mod account;
 pub(crate) mod appservice;
 mod data;
 mod keys;
+mod media;
 pub(crate) mod rooms;
 mod server;
 mod sync;
@@ -18,5 +19,6 @@ pub fn routes() -> axum::Router<AppState> {
     let r = sync::routes(r);
     let r = keys::routes(r);
     let r = appservice::routes(r);
+    let r = media::routes(r);
     data::routes(r)
 }

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod data;
 pub mod keys;
+pub mod media;
 pub mod rooms;
 pub mod sync;
 

@@ -1,0 +1,248 @@
+//! The media repository: `/_matrix/media/v3/*` (upload, create, download, thumbnail, config) and
+//! the authenticated `/_matrix/client/v1/media/*`. The unauthenticated v3 downloads are
+//! deprecated since Matrix 1.11 but still served: older clients (matrix-nio among them) use them.
+#![allow(deprecated)]
+
+use axum::extract::State;
+use ruma::{
+    api::client::{
+        authenticated_media as auth,
+        media::{
+            create_content, create_content_async, create_mxc_uri, get_content,
+            get_content_as_filename, get_content_thumbnail, get_media_config,
+        },
+    },
+    http_headers::{ContentDisposition, ContentDispositionType},
+    media::Method,
+    OwnedMxcUri, ServerName, UInt,
+};
+use sandcat_core::{ports::MediaRecord, Error};
+
+use crate::{
+    ruma_wrapper::{ApiResult, Ruma, RumaResponse},
+    AppState, RumaRouter,
+};
+
+pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+    r.ruma::<create_content::v3::Request, _, _>(upload)
+        .ruma::<create_mxc_uri::v1::Request, _, _>(create)
+        .ruma::<create_content_async::v3::Request, _, _>(upload_to)
+        .ruma::<get_content::v3::Request, _, _>(download_legacy)
+        .ruma::<get_content_as_filename::v3::Request, _, _>(download_named_legacy)
+        .ruma::<get_content_thumbnail::v3::Request, _, _>(thumbnail_legacy)
+        .ruma::<get_media_config::v3::Request, _, _>(config_legacy)
+        .ruma::<auth::get_content::v1::Request, _, _>(download)
+        .ruma::<auth::get_content_as_filename::v1::Request, _, _>(download_named)
+        .ruma::<auth::get_content_thumbnail::v1::Request, _, _>(thumbnail)
+        .ruma::<auth::get_media_config::v1::Request, _, _>(config)
+}
+
+fn mxc(s: &AppState, media_id: &str) -> OwnedMxcUri {
+    OwnedMxcUri::from(format!("mxc://{}/{media_id}", s.config.server_name))
+}
+
+/// Media of other servers is not fetched (no federation yet).
+fn ours(s: &AppState, server: &ServerName) -> Result<(), Error> {
+    if server == s.config.server_name {
+        Ok(())
+    } else {
+        Err(Error::not_found("media of other servers is not available"))
+    }
+}
+
+/// Inline for types a browser shows safely, attachment otherwise.
+fn disposition(rec: &MediaRecord, filename: Option<String>) -> ContentDisposition {
+    let inline = rec.content_type.as_deref().is_some_and(|t| {
+        [
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+            "image/webp",
+            "text/plain",
+        ]
+        .contains(&t)
+            || t.starts_with("video/")
+            || t.starts_with("audio/")
+    });
+    let kind = if inline {
+        ContentDispositionType::Inline
+    } else {
+        ContentDispositionType::Attachment
+    };
+    ContentDisposition::new(kind).with_filename(filename.or_else(|| rec.filename.clone()))
+}
+
+fn content_type(rec: &MediaRecord) -> String {
+    rec.content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into())
+}
+
+/// POST /_matrix/media/v3/upload
+async fn upload(
+    State(s): State<AppState>,
+    req: Ruma<create_content::v3::Request>,
+) -> ApiResult<create_content::v3::Response> {
+    let uploader = req.session().user_id.to_string();
+    let b = req.body;
+    let id = s
+        .media
+        .upload(&uploader, &b.file, b.content_type, b.filename)
+        .await?;
+    Ok(RumaResponse(create_content::v3::Response::new(mxc(
+        &s, &id,
+    ))))
+}
+
+/// POST /_matrix/media/v1/create
+async fn create(
+    State(s): State<AppState>,
+    req: Ruma<create_mxc_uri::v1::Request>,
+) -> ApiResult<create_mxc_uri::v1::Response> {
+    let id = s.media.create(req.session().user_id.as_str()).await?;
+    Ok(RumaResponse(create_mxc_uri::v1::Response::new(mxc(
+        &s, &id,
+    ))))
+}
+
+/// PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
+async fn upload_to(
+    State(s): State<AppState>,
+    req: Ruma<create_content_async::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
+    let uploader = req.session().user_id.to_string();
+    let b = req.body;
+    ours(&s, &b.server_name)?;
+    s.media
+        .upload_to(&uploader, &b.media_id, &b.file, b.content_type, b.filename)
+        .await?;
+    // ruma's response type has no public constructor: the body is an empty object.
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        serde_json::json!({}),
+    )))
+}
+
+async fn fetch(
+    s: &AppState,
+    server: &ServerName,
+    media_id: &str,
+    filename: Option<String>,
+) -> Result<(Vec<u8>, String, ContentDisposition), Error> {
+    ours(s, server)?;
+    let (rec, bytes) = s.media.download(media_id).await?;
+    Ok((bytes, content_type(&rec), disposition(&rec, filename)))
+}
+
+async fn thumb(
+    s: &AppState,
+    server: &ServerName,
+    media_id: &str,
+    width: UInt,
+    height: UInt,
+    method: Option<Method>,
+) -> Result<(Vec<u8>, String, ContentDisposition), Error> {
+    ours(s, server)?;
+    let crop = !matches!(method, Some(Method::Scale));
+    let (ct, bytes) = s
+        .media
+        .thumbnail(
+            media_id,
+            u32::try_from(u64::from(width)).unwrap_or(u32::MAX),
+            u32::try_from(u64::from(height)).unwrap_or(u32::MAX),
+            crop,
+        )
+        .await?;
+    Ok((
+        bytes,
+        ct,
+        ContentDisposition::new(ContentDispositionType::Inline),
+    ))
+}
+
+/// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}
+async fn download(
+    State(s): State<AppState>,
+    req: Ruma<auth::get_content::v1::Request>,
+) -> ApiResult<auth::get_content::v1::Response> {
+    let (f, ct, cd) = fetch(&s, &req.body.server_name, &req.body.media_id, None).await?;
+    Ok(RumaResponse(auth::get_content::v1::Response::new(
+        f, ct, cd,
+    )))
+}
+
+/// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}
+async fn download_named(
+    State(s): State<AppState>,
+    req: Ruma<auth::get_content_as_filename::v1::Request>,
+) -> ApiResult<auth::get_content_as_filename::v1::Response> {
+    let b = req.body;
+    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, Some(b.filename)).await?;
+    Ok(RumaResponse(
+        auth::get_content_as_filename::v1::Response::new(f, ct, cd),
+    ))
+}
+
+/// GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
+async fn thumbnail(
+    State(s): State<AppState>,
+    req: Ruma<auth::get_content_thumbnail::v1::Request>,
+) -> ApiResult<auth::get_content_thumbnail::v1::Response> {
+    let b = req.body;
+    let (f, ct, cd) = thumb(&s, &b.server_name, &b.media_id, b.width, b.height, b.method).await?;
+    Ok(RumaResponse(
+        auth::get_content_thumbnail::v1::Response::new(f, ct, cd),
+    ))
+}
+
+/// GET /_matrix/client/v1/media/config
+async fn config(
+    State(s): State<AppState>,
+    _: Ruma<auth::get_media_config::v1::Request>,
+) -> ApiResult<auth::get_media_config::v1::Response> {
+    Ok(RumaResponse(auth::get_media_config::v1::Response::new(
+        UInt::try_from(s.media.max_bytes() as u64).unwrap_or(UInt::MAX),
+    )))
+}
+
+/// GET /_matrix/media/v3/download/{serverName}/{mediaId}
+async fn download_legacy(
+    State(s): State<AppState>,
+    req: Ruma<get_content::v3::Request>,
+) -> ApiResult<get_content::v3::Response> {
+    let (f, ct, cd) = fetch(&s, &req.body.server_name, &req.body.media_id, None).await?;
+    Ok(RumaResponse(get_content::v3::Response::new(f, ct, cd)))
+}
+
+/// GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}
+async fn download_named_legacy(
+    State(s): State<AppState>,
+    req: Ruma<get_content_as_filename::v3::Request>,
+) -> ApiResult<get_content_as_filename::v3::Response> {
+    let b = req.body;
+    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, Some(b.filename)).await?;
+    Ok(RumaResponse(get_content_as_filename::v3::Response::new(
+        f, ct, cd,
+    )))
+}
+
+/// GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}
+async fn thumbnail_legacy(
+    State(s): State<AppState>,
+    req: Ruma<get_content_thumbnail::v3::Request>,
+) -> ApiResult<get_content_thumbnail::v3::Response> {
+    let b = req.body;
+    let (f, ct, cd) = thumb(&s, &b.server_name, &b.media_id, b.width, b.height, b.method).await?;
+    Ok(RumaResponse(get_content_thumbnail::v3::Response::new(
+        f, ct, cd,
+    )))
+}
+
+/// GET /_matrix/media/v3/config
+async fn config_legacy(
+    State(s): State<AppState>,
+    _: Ruma<get_media_config::v3::Request>,
+) -> ApiResult<get_media_config::v3::Response> {
+    Ok(RumaResponse(get_media_config::v3::Response::new(
+        UInt::try_from(s.media.max_bytes() as u64).unwrap_or(UInt::MAX),
+    )))
+}
