@@ -41,6 +41,9 @@ if [ ! -d tests/interop/js/node_modules/matrix-js-sdk ]; then
     (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+echo "== services the tests talk to (reused when already running)"
+scripts/services.sh
+
 echo "== cargo test --workspace"
 cargo test --workspace
 

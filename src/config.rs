@@ -39,6 +39,34 @@ pub struct Config {
     pub jwt_secret: String,
     /// Largest media upload in bytes (Matrix media and Sandcat files); larger gets M_TOO_LARGE.
     pub max_upload_bytes: usize,
+    /// Where media bytes live.
+    pub media: MediaConfig,
+}
+
+/// `[media]`: `backend = "embedded"` (files under `<data_dir>/media`) or `"s3"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    pub backend: String,
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:9000` (MinIO); path-style addressing.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_bucket: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            backend: "embedded".into(),
+            s3_endpoint: "http://127.0.0.1:9000".into(),
+            s3_region: "us-east-1".into(),
+            s3_bucket: "sandcat-media".into(),
+            s3_access_key: String::new(),
+            s3_secret_key: String::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +85,7 @@ impl Default for Config {
             appservice_dir: PathBuf::new(),
             jwt_secret: String::new(),
             max_upload_bytes: 50 * 1024 * 1024,
+            media: MediaConfig::default(),
         }
     }
 }
@@ -119,6 +148,18 @@ impl Config {
             self.max_upload_bytes = v
                 .parse()
                 .context("SANDCAT_MAX_UPLOAD_BYTES must be a number")?;
+        }
+        for (key, field) in [
+            ("SANDCAT_MEDIA_BACKEND", &mut self.media.backend),
+            ("SANDCAT_MEDIA_S3_ENDPOINT", &mut self.media.s3_endpoint),
+            ("SANDCAT_MEDIA_S3_REGION", &mut self.media.s3_region),
+            ("SANDCAT_MEDIA_S3_BUCKET", &mut self.media.s3_bucket),
+            ("SANDCAT_MEDIA_S3_ACCESS_KEY", &mut self.media.s3_access_key),
+            ("SANDCAT_MEDIA_S3_SECRET_KEY", &mut self.media.s3_secret_key),
+        ] {
+            if let Some(v) = get(key) {
+                *field = v;
+            }
         }
         if let Some(v) = get("SANDCAT_JWT_SECRET") {
             self.jwt_secret = v;

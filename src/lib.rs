@@ -16,7 +16,12 @@ use axum::{
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
 use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState, ReadReceipts};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
-use sandcat_backends::{bus::InProcessBus, fs_media::FsMediaStore, sqlite::SqliteStore};
+use sandcat_backends::{
+    bus::InProcessBus,
+    fs_media::FsMediaStore,
+    s3_media::{S3Config, S3MediaStore},
+    sqlite::SqliteStore,
+};
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
@@ -194,11 +199,25 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         )
         .with_edu_sink(pushers.clone()),
     );
-    let media = Arc::new(Media::new(
-        Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
-        store.clone(),
-        config.max_upload_bytes,
-    ));
+    let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend.as_str() {
+        "embedded" => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
+        "s3" => {
+            let m = &config.media;
+            Arc::new(
+                S3MediaStore::connect(&S3Config {
+                    endpoint: m.s3_endpoint.clone(),
+                    region: m.s3_region.clone(),
+                    bucket: m.s3_bucket.clone(),
+                    access_key: m.s3_access_key.clone(),
+                    secret_key: m.s3_secret_key.clone(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("[media] backend = \"s3\": {e}"))?,
+            )
+        }
+        other => anyhow::bail!("[media] backend must be \"embedded\" or \"s3\", not {other:?}"),
+    };
+    let media = Arc::new(Media::new(blobs, store.clone(), config.max_upload_bytes));
     let native = NativeState::new(
         server.clone(),
         accounts.clone(),

@@ -3,7 +3,9 @@
 //! - [`sqlite`]: `UserStore`, `RoomStore`, `ClientStore` on SQLite (the embedded default).
 //! - [`bus`]: the in-process `EventBus`, one tokio task per shard of rooms.
 //! - [`fs_media`]: the `MediaStore` on local files.
+//! - [`s3_media`]: the `MediaStore` on S3 (MinIO or any S3 service), for the pipeline.
 
 pub mod bus;
 pub mod fs_media;
+pub mod s3_media;
 pub mod sqlite;
