@@ -471,11 +471,15 @@ async fn sandcat_and_matrix_clients_share_conversations() {
     // Groups are rooms: members added directly, messages both ways.
     let mut alice_ws = alice.connect(0).await;
     let (s, inv) = alice
-        .call(reqwest::Method::POST, &format!("/group/{}", alice.id), Some(json!({ "id": "", "owner": alice.id, "avatar": "", "group_name": "Cats", "members_id": ["bob"] })))
+        .call(reqwest::Method::POST, &format!("/group/{}", alice.id), Some(json!({ "id": "", "owner": alice.id, "avatar": "a1.png,b2.png", "group_name": "Cats", "members_id": ["bob"] })))
         .await;
     assert_eq!(s, 200, "{inv}");
     let group = inv["info"]["id"].as_str().unwrap().to_owned();
     assert_eq!(inv["info"]["name"], "Cats");
+    assert_eq!(
+        inv["info"]["avatar"], "a1.png,b2.png",
+        "the client's avatar list comes back"
+    );
     assert_eq!(inv["info"]["owner"], alice.id);
     let roles: Vec<(String, i64)> = inv["members"]
         .as_array()
@@ -510,6 +514,16 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         ))
         .await;
     assert_eq!(name["name"], "Cats");
+    let (_, avatar) = bob_mx
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.avatar/",
+            enc(&group)
+        ))
+        .await;
+    assert_eq!(
+        avatar["url"], "mxc://localhost/a1",
+        "Matrix sees the first avatar"
+    );
     bob_mx.send_text(&group, "g1", "meow from matrix").await;
     let m = next_of(&mut alice_ws, 1).await;
     assert_eq!(
@@ -538,8 +552,12 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         .await;
     assert_eq!(s, 200, "{info}");
     assert_eq!(
-        (info["name"].as_str(), info["announcement"].as_str()),
-        (Some("Big cats"), Some("no dogs"))
+        (
+            info["name"].as_str(),
+            info["announcement"].as_str(),
+            info["avatar"].as_str()
+        ),
+        (Some("Big cats"), Some("no dogs"), Some(""))
     );
     let (_, topic) = bob_mx
         .get(&format!(

@@ -18,6 +18,20 @@ use crate::{
 };
 
 const ANNOUNCEMENT: &str = "org.sandcat.announcement";
+/// Sandcat clients give a group the comma-joined avatars of its first members; Matrix gets the
+/// first as `m.room.avatar`, and the whole list is kept here.
+const AVATARS: &str = "org.sandcat.avatar";
+
+/// The avatar state events for a Sandcat group avatar string.
+fn avatar_state(s: &NativeState, avatar: &str) -> Vec<(&'static str, Value)> {
+    let Some(first) = avatar.split(',').find(|a| !a.is_empty()) else {
+        // No avatar: both cleared.
+        return vec![("m.room.avatar", json!({})), (AVATARS, json!({}))];
+    };
+    let mut out = vec![("m.room.avatar", json!({ "url": avatar_to_mxc(s, first) }))];
+    out.push((AVATARS, json!({ "avatar": avatar })));
+    out
+}
 
 fn room_id(id: &str) -> ApiResult<OwnedRoomId> {
     RoomId::parse(id).map_err(|_| ApiError::bad_request(format!("invalid group id {id}")))
@@ -54,7 +68,9 @@ async fn info(
             .map(|e| sandcat_id(s, &e.pdu.sender))
             .unwrap_or_default(),
         name: field("m.room.name", "name"),
-        avatar: avatar_from_mxc(s, Some(&field("m.room.avatar", "url"))),
+        avatar: Some(field(AVATARS, "avatar"))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| avatar_from_mxc(s, Some(&field("m.room.avatar", "url")))),
         description: field("m.room.topic", "topic"),
         announcement: field(ANNOUNCEMENT, "text"),
         create_time: create
@@ -161,14 +177,14 @@ pub async fn create(
     if !req.owner.is_empty() {
         auth.check(&req.owner)?;
     }
-    let mut initial_state = Vec::new();
-    if let Some(url) = avatar_to_mxc(&s, &req.avatar) {
-        initial_state.push((
-            "m.room.avatar".to_owned(),
-            String::new(),
-            json!({ "url": url }),
-        ));
-    }
+    let initial_state = if req.avatar.is_empty() {
+        Vec::new()
+    } else {
+        avatar_state(&s, &req.avatar)
+            .into_iter()
+            .map(|(k, c)| (k.to_owned(), String::new(), c))
+            .collect()
+    };
     let members: Vec<String> = req
         .members_id
         .iter()
@@ -227,10 +243,7 @@ pub async fn update(
         changes.push(("m.room.name", json!({ "name": req.name })));
     }
     if req.avatar != before.avatar {
-        changes.push((
-            "m.room.avatar",
-            json!({ "url": avatar_to_mxc(&s, &req.avatar) }),
-        ));
+        changes.extend(avatar_state(&s, &req.avatar));
     }
     if req.description != before.description {
         changes.push(("m.room.topic", json!({ "topic": req.description })));
