@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts, on loopback, the pipeline services the tests talk to — reusing any that already run.
 # Idempotent: run it as often as you like. Today the tests need:
+#   Redis redis-server (Debian package) on 127.0.0.1:6379; SANDCAT_TEST_REDIS overrides.
 #   S3    s3s-fs 0.14 (an S3 server over a folder, from crates.io) on 127.0.0.1:9000,
 #         keys minioadmin/minioadmin. Production uses MinIO or any S3; the media store was
 #         tested against s3s-fs here. Set SANDCAT_TEST_S3 to use another S3 server instead.
@@ -24,6 +25,26 @@ wait_port() { # port name
     echo "$2 did not start on 127.0.0.1:$1; see $DIR/$2.log" >&2
     exit 1
 }
+
+# --- Redis
+if [ -n "${SANDCAT_TEST_REDIS:-}" ]; then
+    echo "Redis: using $SANDCAT_TEST_REDIS"
+elif port_open 6379; then
+    echo "Redis: already listening on 127.0.0.1:6379"
+else
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+        else
+            echo "Redis is needed: sudo apt-get install redis-server (or set SANDCAT_TEST_REDIS)" >&2
+            exit 1
+        fi
+    fi
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+        --logfile "$DIR/redis.log"
+    wait_port 6379 redis
+    echo "Redis: started on 127.0.0.1:6379"
+fi
 
 # --- S3 (s3s-fs)
 if [ -n "${SANDCAT_TEST_S3:-}" ]; then

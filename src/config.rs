@@ -41,6 +41,26 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Where media bytes live.
     pub media: MediaConfig,
+    /// Cross-instance wake-ups.
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: `backend = "embedded"` (one process) or `"redis"` (wake-ups of `/sync` and
+/// WebSockets on every instance through Redis pub/sub).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub backend: String,
+    pub url: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            backend: "embedded".into(),
+            url: "redis://127.0.0.1:6379".into(),
+        }
+    }
 }
 
 /// `[media]`: `backend = "embedded"` (files under `<data_dir>/media`) or `"s3"`.
@@ -86,6 +106,7 @@ impl Default for Config {
             jwt_secret: String::new(),
             max_upload_bytes: 50 * 1024 * 1024,
             media: MediaConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -156,6 +177,8 @@ impl Config {
             ("SANDCAT_MEDIA_S3_BUCKET", &mut self.media.s3_bucket),
             ("SANDCAT_MEDIA_S3_ACCESS_KEY", &mut self.media.s3_access_key),
             ("SANDCAT_MEDIA_S3_SECRET_KEY", &mut self.media.s3_secret_key),
+            ("SANDCAT_CACHE_BACKEND", &mut self.cache.backend),
+            ("SANDCAT_CACHE_URL", &mut self.cache.url),
         ] {
             if let Some(v) = get(key) {
                 *field = v;

@@ -19,6 +19,7 @@ use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{
     bus::InProcessBus,
     fs_media::FsMediaStore,
+    redis_wake::RedisWake,
     s3_media::{S3Config, S3MediaStore},
     sqlite::SqliteStore,
 };
@@ -52,6 +53,8 @@ pub struct App {
     pub pushers: Arc<Pushers>,
     /// The Sandcat native API's state (its connection hub, mailer, tokens).
     pub native: NativeState,
+    /// Cross-instance wake-ups, when `[cache] backend = "redis"`.
+    pub wake: Option<RedisWake>,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -134,6 +137,19 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     });
     let signing = Arc::new(SigningKey { server_name, key });
     let notifier = Notifier::default();
+    let wake = match config.cache.backend.as_str() {
+        "embedded" => None,
+        "redis" => Some(
+            RedisWake::start(
+                &config.cache.url,
+                &format!("sandcat:{}:wake", config.server_name),
+                notifier.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("[cache] backend = \"redis\": {e}"))?,
+        ),
+        other => anyhow::bail!("[cache] backend must be \"embedded\" or \"redis\", not {other:?}"),
+    };
     let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
     let sequencer = Arc::new(Sequencer::new(
         store.clone(),
@@ -278,6 +294,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         ephemeral,
         pushers,
         native,
+        wake,
     })
 }
 

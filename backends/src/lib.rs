@@ -4,8 +4,10 @@
 //! - [`bus`]: the in-process `EventBus`, one tokio task per shard of rooms.
 //! - [`fs_media`]: the `MediaStore` on local files.
 //! - [`s3_media`]: the `MediaStore` on S3 (MinIO or any S3 service), for the pipeline.
+//! - [`redis_wake`]: cross-instance wake-ups over Redis pub/sub, for the pipeline.
 
 pub mod bus;
 pub mod fs_media;
+pub mod redis_wake;
 pub mod s3_media;
 pub mod sqlite;

@@ -1,0 +1,97 @@
+//! Cross-instance wake-ups over Redis pub/sub: every local write is published on a channel,
+//! and every instance's subscriber wakes its own `/sync` long-polls and WebSockets when another
+//! instance writes. Both directions reconnect with backoff when Redis goes away.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use sandcat_core::{notifier::Notifier, Error, Result};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+fn redis_err(what: &str, e: redis::RedisError) -> Error {
+    Error::Storage(format!("redis {what}: {e}"))
+}
+
+/// The publisher and subscriber tasks of one instance.
+pub struct RedisWake {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RedisWake {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl RedisWake {
+    /// Connects (failing fast when Redis is unreachable) and links `notifier` to `channel`.
+    pub async fn start(url: &str, channel: &str, notifier: Notifier) -> Result<RedisWake> {
+        let client = redis::Client::open(url).map_err(|e| redis_err("url", e))?;
+        let mut publish = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| redis_err(&format!("connecting to {url}"), e))?;
+        let _: () = redis::cmd("PING")
+            .query_async(&mut publish)
+            .await
+            .map_err(|e| redis_err(&format!("ping {url}"), e))?;
+        let instance = sandcat_core::token::random_string(12);
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        if !notifier.forward_to(tx) {
+            return Err(Error::internal("the notifier already forwards elsewhere"));
+        }
+
+        let (ch, me) = (channel.to_owned(), instance.clone());
+        let publisher = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Many writes between two publishes need one wake-up.
+                while rx.try_recv().is_ok() {}
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match publish.publish::<_, _, i64>(&ch, &me).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "redis publish failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        });
+
+        let ch = channel.to_owned();
+        let subscriber = tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if let Err(e) = pubsub.subscribe(&ch).await {
+                            tracing::warn!(error = %e, "redis subscribe failed");
+                        } else {
+                            delay = Duration::from_millis(100);
+                            // Anything may have happened while unsubscribed.
+                            notifier.notify_local();
+                            let mut stream = pubsub.on_message();
+                            while let Some(msg) = stream.next().await {
+                                let from: String = msg.get_payload().unwrap_or_default();
+                                if from != instance {
+                                    notifier.notify_local();
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "redis pubsub connection failed"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
+        Ok(RedisWake {
+            tasks: vec![publisher, subscriber],
+        })
+    }
+}

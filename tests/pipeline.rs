@@ -1,0 +1,80 @@
+//! The pipeline parts that exist so far, wired into the real server: `[cache] backend =
+//! "redis"` announces writes to other instances; bad backend names stop start-up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+use sandcat_backends::redis_wake::RedisWake;
+use sandcat_core::notifier::Notifier;
+use serde_json::json;
+
+fn redis_url() -> String {
+    std::env::var("SANDCAT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn writes_wake_other_instances_through_redis() {
+    let server_name = format!(
+        "wake{}.test",
+        sandcat_core::token::random_string(4)
+            .to_lowercase()
+            .replace(['_', '-'], "x")
+    );
+    let name = server_name.clone();
+    let server = Server::start_with(move |c| {
+        c.server_name = name;
+        c.cache.backend = "redis".into();
+        c.cache.url = redis_url();
+    })
+    .await;
+    // Another instance listening on the same channel.
+    let other = Notifier::default();
+    let _wake = RedisWake::start(
+        &redis_url(),
+        &format!("sandcat:{server_name}:wake"),
+        other.clone(),
+    )
+    .await
+    .expect("Redis is running (scripts/services.sh)");
+    let mut rx = other.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("subscribed")
+        .unwrap();
+    let mut rx = other.subscribe();
+    let alice = server.register("alice").await;
+    alice.create_room(json!({ "name": "wake" })).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("the other instance woke")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_backends_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (section, set) in [
+        (
+            "[cache]",
+            (|c: &mut sandcat::Config| c.cache.backend = "memcached".into())
+                as fn(&mut sandcat::Config),
+        ),
+        ("[media]", |c: &mut sandcat::Config| {
+            c.media.backend = "ftp".into()
+        }),
+        ("[cache]", |c: &mut sandcat::Config| {
+            c.cache.backend = "redis".into();
+            c.cache.url = "redis://127.0.0.1:9".into();
+        }),
+    ] {
+        let mut config = sandcat::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        set(&mut config);
+        let err = sandcat::build(&config).await.err().expect("refused");
+        assert!(format!("{err:#}").contains(section), "{err:#}");
+    }
+}
