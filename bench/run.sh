@@ -79,7 +79,7 @@ run_bench() { # name url pid [extra args...]
 PORT=$(free_port)
 read -r PID COLD < <(start_server "http://127.0.0.1:$PORT" env SANDCAT_LISTEN="127.0.0.1:$PORT" SANDCAT_DATA_DIR="$WORK/sandcat" \
     SANDCAT_REGISTRATION_ENABLED=true SANDCAT_RATE_LIMIT_PER_SECOND=0 SANDCAT_LOG=warn "$BIN/sandcat" serve)
-run_bench sandcat "http://127.0.0.1:$PORT" "$PID"
+run_bench sandcat "http://127.0.0.1:$PORT" "$PID" --workloads versions,send,fanout,initial-sync,login,register,join,native
 add_cold_start "$OUT/sandcat.json" "$COLD"
 stop_server "$PID"
 FILES=("$OUT/sandcat.json")

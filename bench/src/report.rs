@@ -50,6 +50,16 @@ const METRICS: &[(&str, &[&str], bool)] = &[
         &["workloads", "initial-sync", "response_bytes"],
         false,
     ),
+    (
+        "Matrix send→Sandcat WebSocket p50 (ms)",
+        &["workloads", "native", "p50_ms"],
+        false,
+    ),
+    (
+        "Matrix send→Sandcat WebSocket p99 (ms)",
+        &["workloads", "native", "p99_ms"],
+        false,
+    ),
     ("login (req/s)", &["workloads", "login", "throughput"], true),
     (
         "register (req/s)",

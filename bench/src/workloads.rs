@@ -1,5 +1,6 @@
-//! The workloads: send, fanout, initial-sync, login/register, join, versions; plus resource use
-//! read from /proc for the server's process.
+//! The workloads: send, fanout, initial-sync, login/register, join, versions, and (Sandcat
+//! only) native — Matrix send to Sandcat WebSocket delivery; plus resource use read from /proc
+//! for the server's process.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +30,8 @@ pub struct RunArgs {
     /// Process id of the server, to read its memory and CPU use.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Comma-separated workloads: versions,send,fanout,initial-sync,login,register,join.
+    /// Comma-separated workloads: versions,send,fanout,initial-sync,login,register,join,native
+    /// (native: Sandcat's own API, not in the default set).
     #[arg(
         long,
         default_value = "versions,send,fanout,initial-sync,login,register,join"
@@ -132,6 +134,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             "login" => logins(&args, &tag).await,
             "register" => registers(&args, &tag).await,
             "join" => joins(&args, &tag).await,
+            "native" => native(&args, &tag).await,
             other => Err(anyhow::anyhow!("unknown workload {other}")),
         };
         match outcome {
@@ -517,4 +520,84 @@ async fn joins(args: &RunArgs, tag: &str) -> Result<Value> {
         "joined": joined,
         "ok": joined == ids.len() + 2,
     }))
+}
+
+/// `fanout_messages` messages from a Matrix client into a friendship's DM room, one at a time;
+/// the latency is from the `PUT /send` to the frame on the friend's Sandcat WebSocket.
+async fn native(args: &RunArgs, tag: &str) -> Result<Value> {
+    use base64::Engine;
+    use futures::StreamExt;
+    let http = http();
+    let us = users(&http, &args.url, &format!("n{tag}u"), 2).await?;
+    let (a, b) = (&us[0], &us[1]);
+    let localpart = |c: &Client| {
+        c.user_id[1..]
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut sessions = Vec::new();
+    for c in [a, b] {
+        let password = base64::engine::general_purpose::STANDARD_NO_PAD.encode("bench-password");
+        let r = http
+            .post(format!("{}/user/login", args.url))
+            .json(&json!({ "account": localpart(c), "password": password }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "native login: {}", r.status());
+        sessions.push(r.json::<Value>().await?);
+    }
+    let token = |i: usize| sessions[i]["token"].as_str().unwrap_or_default().to_owned();
+    let (ida, idb) = (localpart(a), localpart(b));
+    let r = http
+        .post(format!("{}/friend", args.url))
+        .bearer_auth(token(0))
+        .json(&json!({ "user_id": ida, "friend_id": idb, "source": "bench" }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "friend request: {}", r.status());
+    let apply: Value = http
+        .get(format!("{}/friend/{idb}/apply", args.url))
+        .bearer_auth(token(1))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let r = http
+        .put(format!("{}/friend/agree", args.url))
+        .bearer_auth(token(1))
+        .json(&json!({ "fs_id": apply[0]["fs_id"] }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "friend agree: {}", r.status());
+    let (_, rooms) = b.get("/_matrix/client/v3/joined_rooms").await?;
+    let dm = rooms["joined_rooms"][0]
+        .as_str()
+        .context("the friendship's room")?
+        .to_owned();
+    let ws_addr = sessions[0]["ws_addr"].as_str().unwrap_or_default();
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("{ws_addr}/{ida}/conn/{ida}/0/{}", token(0)))
+            .await?;
+    let (_, mut frames) = ws.split();
+    let mut h = hist();
+    for i in 0..args.fanout_messages {
+        let start = Instant::now();
+        b.send(&dm, &format!("n{tag}t{i}"), &format!("native {i}"))
+            .await?;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), frames.next())
+                .await
+                .context("no frame within 10 s")?
+                .context("websocket closed")??;
+            if frame.is_binary() {
+                break;
+            }
+        }
+        h.record(start.elapsed().as_micros().max(1) as u64)?;
+    }
+    let mut v = summary(&h);
+    v["ok"] = json!(h.len() as usize == args.fanout_messages);
+    Ok(v)
 }

@@ -97,14 +97,36 @@ impl Hub {
 }
 
 /// GET /ws/{user_id}/conn/{pointer_id}/{platform}/{token}
+///
+/// A valid connection is registered, and its stream position taken, before the handshake is
+/// answered: whatever is written or pushed after the client sees the socket open reaches it.
+/// A bad token still gets the upgrade, then close code 4002, as Sandcat clients expect.
 pub async fn connect(
     State(s): State<NativeState>,
     PathArgs((user_id, _pointer_id, platform, token)): PathArgs<(String, String, i32, String)>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| async move {
-        Connection::run(s, socket, user_id, platform, token).await;
-    })
+    let valid = matches!(s.jwt.verify(&token), Ok(sub) if sub == user_id);
+    if !valid {
+        return ws.on_upgrade(|mut socket| async move {
+            close(&mut socket, UNAUTHORIZED, "unauthorized").await;
+        });
+    }
+    let pos = s.stream.current_pos();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = s.hub.register(&user_id, platform, tx);
+    let (hub, user) = (s.hub.clone(), user_id.clone());
+    ws.on_failed_upgrade(move |_| hub.unregister(&user, platform, id))
+        .on_upgrade(move |socket| async move {
+            Connection::run(s, socket, user_id, platform, Registered { id, rx, pos }).await;
+        })
+}
+
+/// A connection's place in the hub and in the stream, taken before the handshake answer.
+struct Registered {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Out>,
+    pos: i64,
 }
 
 struct Connection {
@@ -135,19 +157,17 @@ impl Connection {
         mut socket: WebSocket,
         user_id: String,
         platform: i32,
-        token: String,
+        reg: Registered,
     ) {
-        match s.jwt.verify(&token) {
-            Ok(sub) if sub == user_id => {}
-            _ => return close(&mut socket, UNAUTHORIZED, "unauthorized").await,
-        }
-        let pos = s.stream.current_pos();
+        let Registered { id, mut rx, pos } = reg;
+        let mut wake = s.notifier.subscribe();
         let rooms = match joined_rooms(&s, &user_id).await {
             Ok(r) => r.into_iter().collect(),
-            Err(_) => return close(&mut socket, 1011, "internal error").await,
+            Err(_) => {
+                s.hub.unregister(&user_id, platform, id);
+                return close(&mut socket, 1011, "internal error").await;
+            }
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let id = s.hub.register(&user_id, platform, tx);
         let mut conn = Connection {
             s: s.clone(),
             me: user_id.clone(),
@@ -156,7 +176,8 @@ impl Connection {
             kinds: Kinds::default(),
             pos,
         };
-        let mut wake = s.notifier.subscribe();
+        // What was written while the connection was being set up.
+        wake.mark_changed();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         tracing::debug!(user = %user_id, platform, "sandcat connection open");
