@@ -38,21 +38,22 @@ impl From<CallError> for Error {
     }
 }
 
-/// The HTTP client all calls to application services share.
-#[derive(Clone)]
+/// The HTTP client all calls to application services share, built on first use (a server
+/// without application services never pays for its TLS setup).
+#[derive(Clone, Default)]
 pub struct AsClient {
-    http: reqwest::Client,
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
-impl Default for AsClient {
-    fn default() -> Self {
-        AsClient {
-            http: reqwest::Client::builder()
+impl AsClient {
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .pool_idle_timeout(Duration::from_secs(60))
                 .build()
-                .unwrap_or_default(),
-        }
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -72,7 +73,7 @@ impl AsClient {
         timeout: Duration,
     ) -> Result<http::Response<Vec<u8>>, CallError> {
         let res = tokio::time::timeout(timeout, async {
-            let res = self.http.execute(req).await?;
+            let res = self.http().execute(req).await?;
             let status = res.status();
             let body = res.bytes().await?;
             Ok::<_, reqwest::Error>((status, body))
@@ -131,7 +132,7 @@ impl AsClient {
     ) -> Result<(), CallError> {
         let url = format!("{}/_matrix/app/v1/transactions/{txn_id}", base_url(asv)?);
         let req = self
-            .http
+            .http()
             .put(url)
             .bearer_auth(&asv.registration.hs_token)
             .header(http::header::CONTENT_TYPE, "application/json")
