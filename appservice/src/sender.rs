@@ -135,17 +135,19 @@ impl Pushers {
         let this = self.clone();
         let supervisor = tokio::spawn(async move {
             let mut changes = this.services.registry().subscribe();
+            // Senders are created at start-up; a changed set may bring new ones.
+            let mut changed = false;
             loop {
-                if let Err(e) = this.services.ensure_senders().await {
-                    tracing::warn!(error = %e, "creating application service senders");
+                if changed {
+                    if let Err(e) = this.services.ensure_senders().await {
+                        tracing::warn!(error = %e, "creating application service senders");
+                    }
                 }
                 this.reconcile();
-                tokio::select! {
-                    _ = tokio::time::sleep(rescan) => {
-                        this.services.registry().reload();
-                    }
-                    _ = changes.changed() => {}
-                }
+                changed = tokio::select! {
+                    _ = tokio::time::sleep(rescan) => this.services.registry().reload(),
+                    _ = changes.changed() => true,
+                };
             }
         });
         *self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(supervisor);
@@ -470,8 +472,9 @@ impl<'a> Interest<'a> {
     }
 }
 
-impl EduSink for Pushers {
-    fn room_edu(&self, room_id: &RoomId, edu: Value) {
+impl Pushers {
+    /// Queues an ephemeral item for every service that asked for ephemeral data.
+    fn queue_ephemeral(&self, edu: impl Fn() -> Edu) {
         for asv in self
             .services
             .registry()
@@ -479,22 +482,18 @@ impl EduSink for Pushers {
             .iter()
             .filter(|a| a.push_ephemeral)
         {
-            self.queue(asv.id())
-                .push(Edu::Room(room_id.to_owned(), edu.clone()));
+            self.queue(asv.id()).push(edu());
         }
+    }
+}
+
+impl EduSink for Pushers {
+    fn room_edu(&self, room_id: &RoomId, edu: Value) {
+        self.queue_ephemeral(|| Edu::Room(room_id.to_owned(), edu.clone()));
     }
 
     fn presence(&self, user_id: &UserId, edu: Value) {
-        for asv in self
-            .services
-            .registry()
-            .all()
-            .iter()
-            .filter(|a| a.push_ephemeral)
-        {
-            self.queue(asv.id())
-                .push(Edu::Presence(user_id.to_owned(), edu.clone()));
-        }
+        self.queue_ephemeral(|| Edu::Presence(user_id.to_owned(), edu.clone()));
     }
 
     fn to_device(&self, messages: &[ToDevice]) {

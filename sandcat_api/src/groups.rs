@@ -132,6 +132,21 @@ async fn members_of(
     Ok(out)
 }
 
+/// The ids of the group's joined members other than `me`.
+async fn others(
+    s: &NativeState,
+    info: &GroupInfo,
+    state: &[StoredEvent],
+    me: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(members_of(s, info, state)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .filter(|m| m != me)
+        .collect())
+}
+
 fn group_notice(from: &str, group: &str, kind: i32, content: Vec<u8>) -> Msg {
     let mut m = notice(from, group, kind, content);
     m.group_id = group.to_owned();
@@ -257,12 +272,7 @@ pub async fn update(
             .await?;
     }
     let (info, state) = info(&s, &user_id, &room).await?;
-    let others: Vec<String> = members_of(&s, &info, &state)
-        .await?
-        .into_iter()
-        .map(|m| m.user_id)
-        .filter(|m| *m != user_id)
-        .collect();
+    let others = others(&s, &info, &state, &user_id).await?;
     push_all(
         &s,
         &others,
@@ -369,18 +379,13 @@ pub async fn remove(
     auth.check(&req.user_id)?;
     let room = room_id(&req.group_id)?;
     let (info, state) = info(&s, &req.user_id, &room).await?;
-    let everyone: Vec<String> = members_of(&s, &info, &state)
-        .await?
-        .into_iter()
-        .map(|m| m.user_id)
-        .collect();
+    let others = others(&s, &info, &state, &req.user_id).await?;
     let session = s.session(&req.user_id)?;
     for m in &req.mem_id {
         s.rooms
             .set_membership(&session, &room, &s.matrix_id(m)?, "leave", None)
             .await?;
     }
-    let others: Vec<String> = everyone.into_iter().filter(|m| *m != req.user_id).collect();
     push_all(
         &s,
         &others,
@@ -403,12 +408,7 @@ pub async fn leave_or_dismiss(
     auth.check(&req.user_id)?;
     let room = room_id(&req.group_id)?;
     let (info, state) = info(&s, &req.user_id, &room).await?;
-    let others: Vec<String> = members_of(&s, &info, &state)
-        .await?
-        .into_iter()
-        .map(|m| m.user_id)
-        .filter(|m| *m != req.user_id)
-        .collect();
+    let others = others(&s, &info, &state, &req.user_id).await?;
     let session = s.session(&req.user_id)?;
     let kind = if req.is_dismiss && info.owner == req.user_id {
         for m in &others {
