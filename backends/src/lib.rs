@@ -1,6 +1,7 @@
 //! Implementations of the ports of `sandcat-core`.
 //!
-//! - [`sqlite`]: `UserStore`, `RoomStore`, `ClientStore` on SQLite (the embedded default).
+//! - [`sql`]: every storage port on SQLite (the embedded default) or PostgreSQL (the pipeline).
+//! - [`kafka_bus`]: the `EventBus` on Kafka, sequencers as one consumer group (the pipeline).
 //! - [`bus`]: the in-process `EventBus`, one tokio task per shard of rooms.
 //! - [`fs_media`]: the `MediaStore` on local files.
 //! - [`s3_media`]: the `MediaStore` on S3 (MinIO or any S3 service), for the pipeline.
@@ -8,6 +9,7 @@
 
 pub mod bus;
 pub mod fs_media;
+pub mod kafka_bus;
 pub mod redis_wake;
 pub mod s3_media;
-pub mod sqlite;
+pub mod sql;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::sync::Arc;
+
+use futures::{future::BoxFuture, StreamExt};
 use redis::AsyncCommands;
 use sandcat_core::{notifier::Notifier, Error, Result};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -12,6 +14,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 fn redis_err(what: &str, e: redis::RedisError) -> Error {
     Error::Storage(format!("redis {what}: {e}"))
 }
+
+/// What runs before local readers are woken for another instance's write (e.g. catching up
+/// with the shared store, so that the readers see the write).
+pub type BeforeWake = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The publisher and subscriber tasks of one instance.
 pub struct RedisWake {
@@ -28,7 +34,12 @@ impl Drop for RedisWake {
 
 impl RedisWake {
     /// Connects (failing fast when Redis is unreachable) and links `notifier` to `channel`.
-    pub async fn start(url: &str, channel: &str, notifier: Notifier) -> Result<RedisWake> {
+    pub async fn start(
+        url: &str,
+        channel: &str,
+        notifier: Notifier,
+        before_wake: Option<BeforeWake>,
+    ) -> Result<RedisWake> {
         let client = redis::Client::open(url).map_err(|e| redis_err("url", e))?;
         let mut publish = client
             .get_multiplexed_async_connection()
@@ -74,11 +85,17 @@ impl RedisWake {
                         } else {
                             delay = Duration::from_millis(100);
                             // Anything may have happened while unsubscribed.
+                            if let Some(hook) = &before_wake {
+                                hook().await;
+                            }
                             notifier.notify_local();
                             let mut stream = pubsub.on_message();
                             while let Some(msg) = stream.next().await {
                                 let from: String = msg.get_payload().unwrap_or_default();
                                 if from != instance {
+                                    if let Some(hook) = &before_wake {
+                                        hook().await;
+                                    }
                                     notifier.notify_local();
                                 }
                             }

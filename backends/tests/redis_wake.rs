@@ -22,14 +22,16 @@ async fn a_write_on_one_instance_wakes_the_others() {
     let channel = format!("sandcat-test-{}", sandcat_core::token::random_string(6));
     let (a, b) = (Notifier::default(), Notifier::default());
     let mut b_rx = b.subscribe();
-    let _wa = match RedisWake::start(&url(), &channel, a.clone()).await {
+    let _wa = match RedisWake::start(&url(), &channel, a.clone(), None).await {
         Ok(w) => w,
         Err(e) => panic!(
             "no Redis at {} ({e}); start one with scripts/services.sh",
             url()
         ),
     };
-    let _wb = RedisWake::start(&url(), &channel, b.clone()).await.unwrap();
+    let _wb = RedisWake::start(&url(), &channel, b.clone(), None)
+        .await
+        .unwrap();
     // Each subscriber announces its (re)subscription locally; wait for B's.
     assert!(woken(&mut b_rx).await, "B subscribed");
     let mut a_rx = a.subscribe();
@@ -45,7 +47,7 @@ async fn a_write_on_one_instance_wakes_the_others() {
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast() {
-    let err = RedisWake::start("redis://127.0.0.1:9", "x", Notifier::default())
+    let err = RedisWake::start("redis://127.0.0.1:9", "x", Notifier::default(), None)
         .await
         .err()
         .expect("unreachable");

@@ -2,7 +2,7 @@
 //! crates; internal causes are logged there and never shown to clients.
 
 /// Matrix-level error codes that the domain can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     Forbidden,
     NotFound,
@@ -42,6 +42,10 @@ pub enum Error {
     /// A backend failed; the cause is logged, the client sees `M_UNKNOWN`.
     #[error("storage: {0}")]
     Storage(String),
+    /// Another sequencer appended to the room first (a stale head after a rebalance, or two
+    /// instances sequencing one room): the batch is rebuilt on the new head.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A bug or an impossible state; the client sees `M_UNKNOWN`.
     #[error("internal: {0}")]
     Internal(String),

@@ -99,6 +99,13 @@ pub struct NewEvent {
     pub redaction: Option<(OwnedEventId, String)>,
 }
 
+/// What became of a batch: the ids of its events, or the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Appended(Vec<OwnedEventId>),
+    Refused(crate::error::ErrorCode, String),
+}
+
 /// Which way to read a timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -120,7 +127,25 @@ pub struct Membership {
 pub trait RoomStore: Send + Sync {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
     /// Appends sequenced events atomically (all or none), returning their stream positions.
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<i64>>;
+    /// Each event must extend the room's stored head (its first prev event): otherwise
+    /// nothing is written and `Error::Conflict` tells the sequencer to rebuild on the new head.
+    /// `batch_id` (a batch from a bus that may redeliver) is recorded with the event ids in
+    /// the same transaction.
+    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>>;
+    /// What became of a batch of the bus, if it was sequenced.
+    async fn batch_outcome(&self, batch_id: &str) -> Result<Option<BatchOutcome>>;
+    /// Records the outcome of a batch that appended nothing (refused, or only replays).
+    async fn record_batch_outcome(&self, batch_id: &str, outcome: &BatchOutcome) -> Result<()>;
+    /// The outcomes known among `batch_ids`.
+    async fn batch_outcomes(&self, batch_ids: &[String]) -> Result<Vec<(String, BatchOutcome)>> {
+        let mut out = Vec::new();
+        for id in batch_ids {
+            if let Some(o) = self.batch_outcome(id).await? {
+                out.push((id.clone(), o));
+            }
+        }
+        Ok(out)
+    }
     async fn event(&self, event_id: &ruma::EventId) -> Result<Option<StoredEvent>>;
     async fn txn_event(
         &self,
@@ -252,6 +277,11 @@ pub trait EventBus: Send + Sync {
 #[async_trait]
 pub trait BatchHandler: Send + Sync {
     async fn handle(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
+    /// Handles a batch that may be delivered more than once: the first delivery sequences it
+    /// and records the outcome under `batch_id`; later ones return that outcome.
+    async fn handle_once(&self, batch_id: &str, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
+    /// Forgets cached room heads (the rooms this instance sequences changed).
+    fn reset(&self) {}
 }
 
 /// One to-device message for one device.

@@ -22,7 +22,7 @@ use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{BatchHandler, NewEvent, RoomStore},
+    ports::{BatchHandler, BatchOutcome, NewEvent, RoomStore},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -97,7 +97,26 @@ impl Sequencer {
         }))
     }
 
-    async fn sequence(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+    /// Sequences a batch, rebuilding it on a fresh head when another sequencer appended to the
+    /// room first.
+    async fn sequence_retrying(
+        &self,
+        batch: RoomBatch,
+        batch_id: Option<&str>,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut attempt = 0;
+        loop {
+            match self.sequence(batch.clone(), batch_id).await {
+                Err(Error::Conflict(why)) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(room = %batch.room_id, %why, attempt, "room head moved; rebuilding the batch");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn sequence(&self, batch: RoomBatch, batch_id: Option<&str>) -> Result<Vec<StoredEvent>> {
         let slot = self.head_slot(&batch.room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -160,9 +179,16 @@ impl Sequencer {
         }
         if new_events.is_empty() {
             *guard = Some(head);
-            return Ok(replies.into_iter().flatten().collect());
+            let replies: Vec<StoredEvent> = replies.into_iter().flatten().collect();
+            if let Some(id) = batch_id {
+                let ids = replies.iter().map(|e| e.pdu.event_id.clone()).collect();
+                self.store
+                    .record_batch_outcome(id, &BatchOutcome::Appended(ids))
+                    .await?;
+            }
+            return Ok(replies);
         }
-        match self.store.append(&new_events).await {
+        match self.store.append(&new_events, batch_id).await {
             Ok(positions) => {
                 *guard = Some(head);
                 drop(guard);
@@ -297,7 +323,56 @@ impl Sequencer {
 #[async_trait]
 impl BatchHandler for Sequencer {
     async fn handle(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
-        self.sequence(batch).await
+        self.sequence_retrying(batch, None).await
+    }
+
+    async fn handle_once(&self, batch_id: &str, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+        if let Some(outcome) = self.store.batch_outcome(batch_id).await? {
+            return self.outcome_events(outcome).await;
+        }
+        match self.sequence_retrying(batch, Some(batch_id)).await {
+            Err(Error::Matrix { code, message }) => {
+                // A refusal is final: a redelivery gets the same answer without re-checking.
+                self.store
+                    .record_batch_outcome(batch_id, &BatchOutcome::Refused(code, message.clone()))
+                    .await?;
+                Err(Error::Matrix { code, message })
+            }
+            other => other,
+        }
+    }
+
+    fn reset(&self) {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Sequencer {
+    /// The events (or the refusal) a recorded outcome stands for.
+    pub async fn outcome_events(&self, outcome: BatchOutcome) -> Result<Vec<StoredEvent>> {
+        outcome_events(self.store.as_ref(), outcome).await
+    }
+}
+
+/// The events (or the refusal) a recorded batch outcome stands for.
+pub async fn outcome_events(
+    store: &dyn RoomStore,
+    outcome: BatchOutcome,
+) -> Result<Vec<StoredEvent>> {
+    match outcome {
+        BatchOutcome::Refused(code, message) => Err(Error::Matrix { code, message }),
+        BatchOutcome::Appended(ids) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(
+                    store
+                        .event(&id)
+                        .await?
+                        .ok_or_else(|| Error::internal("a recorded batch event is missing"))?,
+                );
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -1,26 +1,94 @@
-//! Contract tests of the storage ports, run against the SQLite backend on a real file.
+//! Contract tests of the storage ports, run against both SQL backends: SQLite on a real file
+//! and PostgreSQL (a fresh schema per test on the server `SANDCAT_TEST_POSTGRES` names, by
+//! default the one `scripts/services.sh` starts).
 
 use std::sync::Arc;
 
 use ruma::{
     events::TimelineEventType, room_id, signatures::Ed25519KeyPair, user_id, RoomVersionId,
 };
-use sandcat_backends::{bus::InProcessBus, sqlite::SqliteStore};
+use sandcat_backends::{
+    bus::InProcessBus,
+    sql::{create_schema, SqlStore},
+};
 use sandcat_core::{
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{ClientStore, Direction, EventBus, RoomStore, StreamPosition},
+    ports::{
+        BatchHandler, BatchOutcome, ClientStore, Direction, EventBus, RoomStore, StreamPosition,
+    },
     sequencer::{Sequencer, SigningKey},
 };
 use serde_json::json;
 
-async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-    (dir, Arc::new(store))
+/// Where a test's database lives.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
 }
 
-fn sequencer(store: Arc<SqliteStore>) -> Arc<Sequencer> {
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Db {
+        let base = std::env::var("SANDCAT_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sandcat_test".into());
+        let schema = format!(
+            "t_{}",
+            sandcat_core::token::random_string(12)
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let url = create_schema(&base, &schema).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is needed ({e}); start it with scripts/services.sh")
+        });
+        Db::Postgres(url)
+    }
+
+    /// Opens the store (again: a reopened store is a restarted instance).
+    async fn open(&self) -> Arc<SqlStore> {
+        Arc::new(match self {
+            Db::Sqlite(dir) => SqlStore::open(&dir.path().join("t.db")).await.unwrap(),
+            Db::Postgres(url) => SqlStore::postgres(url, 4).await.unwrap(),
+        })
+    }
+}
+
+/// Runs each listed contract test on SQLite and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Db::sqlite()).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Db::postgres().await).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    batches_append_all_or_nothing_in_stream_order,
+    transaction_ids_make_sends_idempotent,
+    a_restarted_sequencer_continues_the_room,
+    account_data_and_receipts_share_the_stream,
+    redelivered_batches_are_sequenced_once,
+);
+
+/// Several instances share one PostgreSQL database (one SQLite file has one process).
+#[tokio::test]
+async fn postgres_two_instances_append_to_one_room() {
+    two_instances_append_to_one_room(Db::postgres().await).await
+}
+
+fn sequencer(store: Arc<SqlStore>) -> Arc<Sequencer> {
     let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
     let signing = Arc::new(SigningKey {
         server_name: "localhost".try_into().unwrap(),
@@ -62,9 +130,8 @@ fn create_batch() -> RoomBatch {
     }
 }
 
-#[tokio::test]
-async fn batches_append_all_or_nothing_in_stream_order() {
-    let (_dir, store) = store().await;
+async fn batches_append_all_or_nothing_in_stream_order(db: Db) {
+    let store = db.open().await;
     let bus = InProcessBus::new(sequencer(store.clone()), 4);
     let before = store.current_pos();
     let evs = bus.submit(create_batch()).await.unwrap();
@@ -129,9 +196,8 @@ async fn batches_append_all_or_nothing_in_stream_order() {
     bus.shutdown().await;
 }
 
-#[tokio::test]
-async fn transaction_ids_make_sends_idempotent() {
-    let (_dir, store) = store().await;
+async fn transaction_ids_make_sends_idempotent(db: Db) {
+    let store = db.open().await;
     let bus = InProcessBus::new(sequencer(store.clone()), 2);
     bus.submit(create_batch()).await.unwrap();
     let room = room_id!("!room:localhost");
@@ -169,15 +235,14 @@ async fn transaction_ids_make_sends_idempotent() {
     );
 }
 
-#[tokio::test]
-async fn a_restarted_sequencer_continues_the_room() {
-    let (dir, store) = store().await;
+async fn a_restarted_sequencer_continues_the_room(db: Db) {
+    let store = db.open().await;
     let bus = InProcessBus::new(sequencer(store.clone()), 1);
     let evs = bus.submit(create_batch()).await.unwrap();
     bus.shutdown().await;
     drop(bus);
     drop(store);
-    let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+    let store = db.open().await;
     assert_eq!(
         store.current_pos(),
         evs[3].pos,
@@ -202,9 +267,8 @@ async fn a_restarted_sequencer_continues_the_room() {
     assert_eq!(u64::from(more[0].pdu.depth), 5);
 }
 
-#[tokio::test]
-async fn account_data_and_receipts_share_the_stream() {
-    let (_dir, store) = store().await;
+async fn account_data_and_receipts_share_the_stream(db: Db) {
+    let store = db.open().await;
     let alice = user_id!("@alice:localhost");
     let p1 = store
         .set_account_data(alice, None, "a", &json!({ "n": 1 }))
@@ -240,4 +304,100 @@ async fn account_data_and_receipts_share_the_stream() {
         Some(json!({ "presence": {} }))
     );
     assert_eq!(store.filter(alice, "999").await.unwrap(), None);
+}
+
+fn message(body: &str) -> RoomBatch {
+    RoomBatch {
+        room_id: room_id!("!room:localhost").to_owned(),
+        create_version: None,
+        events: vec![EventIntent::new(
+            user_id!("@alice:localhost").to_owned(),
+            "m.room.message".into(),
+            None,
+            json!({ "body": body }),
+        )],
+    }
+}
+
+async fn redelivered_batches_are_sequenced_once(db: Db) {
+    let store = db.open().await;
+    let seq = sequencer(store.clone());
+    seq.handle_once("b-create", create_batch()).await.unwrap();
+    let first = seq.handle_once("b-1", message("once")).await.unwrap();
+    let pos = store.current_pos();
+    // The same batch again (a bus redelivery): the recorded events, nothing appended.
+    let again = seq.handle_once("b-1", message("once")).await.unwrap();
+    assert_eq!(first[0].pdu.event_id, again[0].pdu.event_id);
+    assert_eq!(store.current_pos(), pos, "nothing appended on redelivery");
+    // Also from another sequencer that never saw it (the partition moved).
+    let other = sequencer(store.clone());
+    let third = other.handle_once("b-1", message("once")).await.unwrap();
+    assert_eq!(first[0].pdu.event_id, third[0].pdu.event_id);
+    assert_eq!(
+        store.batch_outcome("b-1").await.unwrap(),
+        Some(BatchOutcome::Appended(vec![first[0].pdu.event_id.clone()]))
+    );
+    // A refusal is recorded and given again.
+    let mut bad = message("x");
+    bad.events[0].sender = user_id!("@eve:localhost").to_owned();
+    assert!(seq.handle_once("b-2", bad.clone()).await.is_err());
+    assert!(matches!(
+        store.batch_outcome("b-2").await.unwrap(),
+        Some(BatchOutcome::Refused(..))
+    ));
+    assert!(other.handle_once("b-2", bad).await.is_err());
+    assert_eq!(store.current_pos(), pos);
+    let timeline = store
+        .timeline(
+            room_id!("!room:localhost"),
+            0,
+            i64::MAX,
+            Direction::Forward,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(timeline.len(), 5);
+}
+
+/// Two instances, each with its own store handle and sequencer, append to one room in turn:
+/// each notices the other's appends (a stale head is rebuilt, never forked), positions stay
+/// unique and ordered, and each instance learns the other's changes before showing them.
+async fn two_instances_append_to_one_room(db: Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let (seq_a, seq_b) = (sequencer(a.clone()), sequencer(b.clone()));
+    seq_a.handle(create_batch()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let seq = if i % 2 == 0 { &seq_a } else { &seq_b };
+        let ev = seq.handle(message(&format!("m{i}"))).await.unwrap();
+        ids.push(ev[0].pdu.event_id.clone());
+    }
+    b.refresh().await.unwrap();
+    a.refresh().await.unwrap();
+    assert_eq!(a.current_pos(), b.current_pos());
+    let room = room_id!("!room:localhost");
+    let timeline = a
+        .timeline(room, 0, i64::MAX, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(timeline.len(), 10);
+    assert!(
+        timeline
+            .windows(2)
+            .all(|w| w[1].pdu.prev_events == vec![w[0].pdu.event_id.clone()]),
+        "one linear DAG"
+    );
+    let got: Vec<_> = timeline[4..]
+        .iter()
+        .map(|e| e.pdu.event_id.clone())
+        .collect();
+    assert_eq!(got, ids, "in the order they were acknowledged");
+    let changes = b.changes();
+    let since = timeline[8].pos;
+    assert!(
+        changes.has_changed(&sandcat_core::changes::Change::Room(room.to_owned()), since),
+        "the other instance's last append is known to this one"
+    );
 }

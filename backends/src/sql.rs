@@ -1,15 +1,21 @@
-//! The embedded store: users, rooms, events, state and client data in one SQLite file.
+//! The SQL store: users, rooms, events, state and client data, on SQLite (the embedded
+//! default, one file) or PostgreSQL (the pipeline, shared by every instance). One code base:
+//! the queries are written once in the SQL both understand (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`) and run through sqlx's `Any` driver; each dialect has its own migrations.
 //!
-//! Writes that take a stream position go through one lock, so positions commit in order and
-//! [`StreamPosition::current_pos`] never runs ahead of what readers can see.
+//! Every write that takes a stream position bumps the one-row `stream_pos` table inside its
+//! own transaction. The row lock orders writers — across instances too — so positions commit in
+//! order, and [`StreamPosition::current_pos`] never runs ahead of what readers can see. On
+//! PostgreSQL each such write also records what it changed (`stream_changes`), so that an
+//! instance learns the writes of the others ([`SqlStore::refresh`]) before it shows them.
 
 use std::{
     path::Path,
-    str::FromStr,
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -18,28 +24,34 @@ use sandcat_core::{
     changes::{Change, ChangeLog},
     error::ErrorCode,
     ports::{
-        AppserviceState, AppserviceStore, ClientStore, DeviceRecord, Direction, FriendRow,
-        Friendship, KeyStore, MediaIndex, MediaRecord, Membership, NativeProfile, NativeStore,
-        NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition, ToDevice, UserRecord,
-        UserStore,
+        AppserviceState, AppserviceStore, BatchOutcome, ClientStore, DeviceRecord, Direction,
+        FriendRow, Friendship, KeyStore, MediaIndex, MediaRecord, Membership, NativeProfile,
+        NativeStore, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition, ToDevice,
+        UserRecord, UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
 use serde_json::Value;
 use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
-    Row, SqlitePool,
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    AnyConnection, AnyPool, Executor, Row,
 };
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// Next position to hand out.
-    next_pos: AtomicI64,
-    /// Highest committed position.
+/// Which SQL database a [`SqlStore`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// Highest position whose write has committed and whose changes are marked.
     committed: AtomicI64,
+    /// Positioned writes of this process, one at a time.
     write: tokio::sync::Mutex<()>,
+    refreshing: tokio::sync::Mutex<()>,
     changes: Arc<ChangeLog>,
 }
 
@@ -54,56 +66,118 @@ fn parse_id<T: TryFrom<String>>(s: String) -> Result<T> {
 const EVENT_COLUMNS: &str =
     "pos, event_id, room_id, json, unsigned, redacted_by, txn_user, txn_device, txn_id";
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .pragma("cache_size", "-16000");
-        Self::connect(options).await
+/// A change as `stream_changes` keeps it.
+fn encode_change(c: &Change) -> String {
+    match c {
+        Change::Room(r) => format!("r{r}"),
+        Change::User(u) => format!("u{u}"),
+        Change::Keys => "k".to_owned(),
     }
+}
 
-    /// An in-memory database, for tests of single slices.
-    pub async fn memory() -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?;
-        Self::connect_with(options, 1).await
+fn decode_change(s: &str) -> Option<Change> {
+    match s.split_at_checked(1)? {
+        ("r", r) => OwnedRoomId::try_from(r).ok().map(Change::Room),
+        ("u", u) => OwnedUserId::try_from(u).ok().map(Change::User),
+        ("k", _) => Some(Change::Keys),
+        _ => None,
     }
+}
 
-    async fn connect(options: SqliteConnectOptions) -> Result<Self> {
-        Self::connect_with(options, 8).await
+/// Creates (if needed) a schema in the PostgreSQL database at `base_url` and returns a URL
+/// whose connections use it: one server, several isolated Sandcat databases (tests use one per
+/// test).
+pub async fn create_schema(base_url: &str, schema: &str) -> Result<String> {
+    use sqlx::Connection;
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::storage("schema names are letters, digits and _"));
     }
-
-    async fn connect_with(options: SqliteConnectOptions, max: u32) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(db)?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::storage(format!("migration failed: {e}")))?;
-        let max_pos: i64 = sqlx::query_scalar(
-            "SELECT MAX(p) FROM (SELECT COALESCE(MAX(pos),0) AS p FROM events UNION ALL SELECT COALESCE(MAX(pos),0) FROM account_data UNION ALL SELECT COALESCE(MAX(pos),0) FROM receipts UNION ALL SELECT COALESCE(MAX(pos),0) FROM device_keys UNION ALL SELECT COALESCE(MAX(pos),0) FROM cross_signing_keys UNION ALL SELECT COALESCE(MAX(pos),0) FROM to_device)",
-        )
-        .fetch_one(&pool)
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(base_url)
+        .await
+        .map_err(|e| Error::storage(format!("connecting to the database: {e}")))?;
+    conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
         .await
         .map_err(db)?;
-        Ok(SqliteStore {
+    let sep = if base_url.contains('?') { '&' } else { '?' };
+    Ok(format!("{base_url}{sep}options[search_path]={schema}"))
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) an SQLite database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect_with(&url, Dialect::Sqlite, 8).await
+    }
+
+    /// An in-memory SQLite database, for tests of single slices.
+    pub async fn memory() -> Result<Self> {
+        Self::connect_with("sqlite::memory:", Dialect::Sqlite, 1).await
+    }
+
+    /// Connects to PostgreSQL (`postgres://…`) and applies migrations. Fails at once when the
+    /// server cannot be reached; later outages are retried by the pool on each query.
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, Dialect::Postgres, max_connections).await
+    }
+
+    async fn connect_with(url: &str, dialect: Dialect, max: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| Error::storage(format!("database URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; \
+                             PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::storage(format!("connecting to the database: {e}")))?;
+        let migrated = match dialect {
+            Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await,
+            Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await,
+        };
+        migrated.map_err(|e| Error::storage(format!("migration failed: {e}")))?;
+        let pos: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?;
+        Ok(SqlStore {
             pool,
-            next_pos: AtomicI64::new(max_pos + 1),
-            committed: AtomicI64::new(max_pos),
+            dialect,
+            committed: AtomicI64::new(pos),
             write: Default::default(),
-            changes: Arc::new(ChangeLog::starting_at(max_pos)),
+            refreshing: Default::default(),
+            changes: Arc::new(ChangeLog::starting_at(pos)),
         })
     }
 
-    fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool, for other parts of the pipeline that keep their tables in this database.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
         let event_id: OwnedEventId = parse_id(row.try_get("event_id").map_err(db)?)?;
         let room_id: OwnedRoomId = parse_id(row.try_get("room_id").map_err(db)?)?;
         let json: String = row.try_get("json").map_err(db)?;
@@ -126,14 +200,14 @@ impl SqliteStore {
     }
 
     /// Rows to events, attaching the redaction event of redacted ones.
-    async fn events_from_rows(&self, rows: Vec<SqliteRow>) -> Result<Vec<StoredEvent>> {
+    async fn events_from_rows(&self, rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut ev = Self::event_from_row(&row)?;
             let redacted_by: Option<String> = row.try_get("redacted_by").map_err(db)?;
             if let Some(r) = redacted_by {
                 let r = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
                 ))
                 .bind(r)
                 .fetch_optional(&self.pool)
@@ -148,24 +222,89 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Runs `f` with the write lock held and a batch of `n` positions reserved; publishes the
-    /// positions as committed once `f` has succeeded.
-    async fn with_positions<T, F, Fut>(&self, n: i64, changes: Vec<Change>, f: F) -> Result<T>
-    where
-        F: FnOnce(i64) -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
+    /// Runs `f` in a transaction that has taken `n` positions (the first is passed to `f`),
+    /// then publishes them as committed with what they changed.
+    async fn with_positions<T>(
+        &self,
+        n: i64,
+        changes: Vec<Change>,
+        f: impl AsyncFnOnce(&mut AnyConnection, i64) -> Result<T>,
+    ) -> Result<T> {
         let _guard = self.write.lock().await;
-        let first = self.next_pos.load(Ordering::SeqCst);
-        let result = f(first).await;
-        if result.is_ok() {
-            let last = first + n - 1;
-            // Mark before publishing: whoever reads `last` also sees what changed.
-            self.changes.mark(changes, last);
-            self.next_pos.store(first + n, Ordering::SeqCst);
-            self.committed.store(last, Ordering::SeqCst);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let last: i64 = sqlx::query_scalar("UPDATE stream_pos SET pos = pos + $1 RETURNING pos")
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let first = last - n + 1;
+        let value = f(&mut *tx, first).await?;
+        let mut changes = changes;
+        changes.sort_by_key(encode_change);
+        changes.dedup();
+        if self.dialect == Dialect::Postgres {
+            for c in &changes {
+                sqlx::query("INSERT INTO stream_changes (pos, change) VALUES ($1, $2)")
+                    .bind(last)
+                    .bind(encode_change(c))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            if last % 10_000 == 0 {
+                // Instances read changes from where they stand; nobody stands this far back.
+                sqlx::query("DELETE FROM stream_changes WHERE pos < $1")
+                    .bind(last - 1_000_000)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
         }
-        result
+        tx.commit().await.map_err(db)?;
+        // Mark before publishing: whoever reads `last` also sees what changed.
+        self.changes.mark(changes, last);
+        if self.committed.load(Ordering::SeqCst) == first - 1 {
+            self.committed.fetch_max(last, Ordering::SeqCst);
+        } else {
+            // Other instances wrote in between: learn what they changed before showing it.
+            self.refresh().await?;
+        }
+        Ok(value)
+    }
+
+    /// Catches up with positions written by other instances sharing the database: marks what
+    /// they changed, then publishes them. Call it before waking local readers for a remote
+    /// write. A no-op on SQLite, which has one writer process.
+    pub async fn refresh(&self) -> Result<()> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(());
+        }
+        let _guard = self.refreshing.lock().await;
+        let seen = self.committed.load(Ordering::SeqCst);
+        let head: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if head <= seen {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT pos, change FROM stream_changes WHERE pos > $1 AND pos <= $2 ORDER BY pos",
+        )
+        .bind(seen)
+        .bind(head)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        for r in rows {
+            let pos: i64 = r.try_get("pos").map_err(db)?;
+            let change: String = r.try_get("change").map_err(db)?;
+            if let Some(c) = decode_change(&change) {
+                self.changes.mark([c], pos);
+            }
+        }
+        self.committed.fetch_max(head, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.
@@ -177,13 +316,13 @@ impl SqliteStore {
         key: &Value,
     ) -> Result<()> {
         let json = key.to_string();
-        self.with_positions(1, vec![Change::Keys], |pos| async move {
+        self.with_positions(1, vec![Change::Keys], async |conn, pos| {
             sqlx::query(sql)
                 .bind(user_id.as_str())
                 .bind(name)
                 .bind(&json)
                 .bind(pos)
-                .execute(&self.pool)
+                .execute(conn)
                 .await
                 .map_err(db)?;
             Ok(())
@@ -197,13 +336,13 @@ impl SqliteStore {
     }
 }
 
-impl StreamPosition for SqliteStore {
+impl StreamPosition for SqlStore {
     fn current_pos(&self) -> i64 {
         self.committed.load(Ordering::SeqCst)
     }
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
+fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
     Ok(UserRecord {
         user_id: parse_id(row.try_get("user_id").map_err(db)?)?,
         password_hash: row.try_get("password_hash").map_err(db)?,
@@ -214,9 +353,9 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
 }
 
 #[async_trait]
-impl UserStore for SqliteStore {
+impl UserStore for SqlStore {
     async fn create_user(&self, user: &UserRecord) -> Result<()> {
-        let r = sqlx::query("INSERT INTO users (user_id, password_hash, displayname, avatar_url, deactivated, created_ts) VALUES (?, ?, ?, ?, 0, ?)")
+        let r = sqlx::query("INSERT INTO users (user_id, password_hash, displayname, avatar_url, deactivated, created_ts) VALUES ($1, $2, $3, $4, 0, $5)")
             .bind(user.user_id.as_str())
             .bind(&user.password_hash)
             .bind(&user.displayname)
@@ -234,7 +373,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM users WHERE user_id = ?")
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = $1")
             .bind(user_id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -243,7 +382,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE user_id = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(password_hash)
             .bind(user_id.as_str())
             .execute(&self.pool)
@@ -259,7 +398,7 @@ impl UserStore for SqliteStore {
         avatar_url: Option<Option<&str>>,
     ) -> Result<()> {
         if let Some(d) = displayname {
-            sqlx::query("UPDATE users SET displayname = ? WHERE user_id = ?")
+            sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
                 .bind(d)
                 .bind(user_id.as_str())
                 .execute(&self.pool)
@@ -267,7 +406,7 @@ impl UserStore for SqliteStore {
                 .map_err(db)?;
         }
         if let Some(a) = avatar_url {
-            sqlx::query("UPDATE users SET avatar_url = ? WHERE user_id = ?")
+            sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
                 .bind(a)
                 .bind(user_id.as_str())
                 .execute(&self.pool)
@@ -285,7 +424,7 @@ impl UserStore for SqliteStore {
         token: &str,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
+        sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
             .bind(user_id.as_str())
             .bind(device_id)
             .bind(display_name)
@@ -294,13 +433,13 @@ impl UserStore for SqliteStore {
             .await
             .map_err(db)?;
         // One token per device: logging in again on a device replaces its token.
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?")
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id.as_str())
             .bind(device_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
             .bind(token)
             .bind(user_id.as_str())
             .bind(device_id)
@@ -311,7 +450,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>> {
-        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = ?")
+        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = $1")
             .bind(token)
             .fetch_optional(&self.pool)
             .await
@@ -326,7 +465,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_token(&self, token: &str) -> Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token = ?")
+        sqlx::query("DELETE FROM access_tokens WHERE token = $1")
             .bind(token)
             .execute(&self.pool)
             .await
@@ -335,7 +474,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
-        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY device_id")
+        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = $1 ORDER BY device_id")
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
             .await
@@ -361,14 +500,15 @@ impl UserStore for SqliteStore {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool> {
-        let r =
-            sqlx::query("UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?")
-                .bind(display_name)
-                .bind(user_id.as_str())
-                .bind(device_id)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+        let r = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(display_name)
+        .bind(user_id.as_str())
+        .bind(device_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -377,7 +517,7 @@ impl UserStore for SqliteStore {
         let mut tokens = Vec::new();
         for d in device_ids {
             let rows: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ? RETURNING token",
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 RETURNING token",
             )
             .bind(user_id.as_str())
             .bind(d)
@@ -385,7 +525,7 @@ impl UserStore for SqliteStore {
             .await
             .map_err(db)?;
             tokens.extend(rows);
-            sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id = ?")
+            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id.as_str())
                 .bind(d)
                 .execute(&mut *tx)
@@ -402,7 +542,7 @@ impl UserStore for SqliteStore {
         keep_device: Option<&str>,
     ) -> Result<Vec<String>> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM access_tokens WHERE user_id = ? AND device_id IS NOT ? RETURNING token",
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id IS DISTINCT FROM $2 RETURNING token",
         )
         .bind(user_id.as_str())
         .bind(keep_device)
@@ -419,7 +559,7 @@ impl UserStore for SqliteStore {
         ts: u64,
         ip: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip) WHERE user_id = ? AND device_id = ?").bind(ts as i64).bind(ip).bind(user_id.as_str()).bind(device_id).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("UPDATE devices SET last_seen_ts = $1, last_seen_ip = COALESCE($2, last_seen_ip) WHERE user_id = $3 AND device_id = $4").bind(ts as i64).bind(ip).bind(user_id.as_str()).bind(device_id).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
@@ -428,7 +568,7 @@ impl UserStore for SqliteStore {
             "%{}%",
             term.to_lowercase().replace('%', "").replace('_', "\\_")
         );
-        let rows = sqlx::query("SELECT * FROM users WHERE deactivated = 0 AND (lower(user_id) LIKE ? ESCAPE '\\' OR lower(displayname) LIKE ? ESCAPE '\\') ORDER BY user_id LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM users WHERE deactivated = 0 AND (lower(user_id) LIKE $1 ESCAPE '\\' OR lower(displayname) LIKE $2 ESCAPE '\\') ORDER BY user_id LIMIT $3")
             .bind(&like)
             .bind(&like)
             .bind(limit as i64)
@@ -455,10 +595,10 @@ fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
 }
 
 #[async_trait]
-impl RoomStore for SqliteStore {
+impl RoomStore for SqlStore {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>> {
         let Some(row) =
-            sqlx::query("SELECT room_version, last_event_id, depth FROM rooms WHERE room_id = ?")
+            sqlx::query("SELECT room_version, last_event_id, depth FROM rooms WHERE room_id = $1")
                 .bind(room_id.as_str())
                 .fetch_optional(&self.pool)
                 .await
@@ -481,7 +621,7 @@ impl RoomStore for SqliteStore {
         }))
     }
 
-    async fn append(&self, events: &[NewEvent]) -> Result<Vec<i64>> {
+    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>> {
         let n = events.len() as i64;
         let mut changes = Vec::new();
         for ev in events {
@@ -492,8 +632,7 @@ impl RoomStore for SqliteStore {
                 }
             }
         }
-        self.with_positions(n, changes, |first| async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+        self.with_positions(n, changes, async |tx, first| {
             let mut positions = Vec::with_capacity(events.len());
             for (i, ev) in events.iter().enumerate() {
                 let pos = first + i as i64;
@@ -504,7 +643,7 @@ impl RoomStore for SqliteStore {
                     Some((u, d, t)) => (Some(u.as_str()), Some(d.as_str()), Some(t.as_str())),
                     None => (None, None, None),
                 };
-                sqlx::query("INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
                     .bind(pos)
                     .bind(pdu.event_id.as_str())
                     .bind(room_id)
@@ -522,7 +661,7 @@ impl RoomStore for SqliteStore {
                     .await
                     .map_err(db)?;
                 if let Some(version) = &ev.room_version {
-                    sqlx::query("INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES (?, ?, ?, ?)")
+                    sqlx::query("INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES ($1, $2, $3, $4)")
                         .bind(room_id)
                         .bind(version.as_str())
                         .bind(pdu.event_id.as_str())
@@ -531,11 +670,24 @@ impl RoomStore for SqliteStore {
                         .await
                         .map_err(db)?;
                 } else {
-                    sqlx::query("UPDATE rooms SET last_event_id = ?, depth = ? WHERE room_id = ?").bind(pdu.event_id.as_str()).bind(u64::from(pdu.depth) as i64).bind(room_id).execute(&mut *tx).await.map_err(db)?;
+                    // Only on top of the head the sequencer built on: another sequencer may
+                    // have appended to this room since it loaded it.
+                    let prev = pdu.prev_events.first().map(|e| e.as_str()).unwrap_or("");
+                    let moved = sqlx::query("UPDATE rooms SET last_event_id = $1, depth = $2 WHERE room_id = $3 AND last_event_id = $4")
+                        .bind(pdu.event_id.as_str())
+                        .bind(u64::from(pdu.depth) as i64)
+                        .bind(room_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if moved.rows_affected() == 0 {
+                        return Err(Error::Conflict(format!("{room_id} has moved past {prev}")));
+                    }
                 }
                 if let Some(key) = &pdu.state_key {
                     let membership = pdu.membership();
-                    sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
+                    sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
                         .bind(room_id)
                         .bind(pdu.kind.to_string())
                         .bind(key)
@@ -546,23 +698,69 @@ impl RoomStore for SqliteStore {
                         .await
                         .map_err(db)?;
                     if membership.as_deref() == Some("join") || membership.as_deref() == Some("invite") {
-                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?").bind(key).bind(room_id).execute(&mut *tx).await.map_err(db)?;
+                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2").bind(key).bind(room_id).execute(&mut *tx).await.map_err(db)?;
                     }
                 }
                 if let Some((target, redacted_json)) = &ev.redaction {
-                    sqlx::query("UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?").bind(redacted_json).bind(pdu.event_id.as_str()).bind(target.as_str()).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3").bind(redacted_json).bind(pdu.event_id.as_str()).bind(target.as_str()).execute(&mut *tx).await.map_err(db)?;
                 }
                 positions.push(pos);
             }
-            tx.commit().await.map_err(db)?;
+            if let Some(id) = batch_id {
+                let ids: Vec<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
+                sqlx::query("INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES ($1, $2, NULL, $3)")
+                    .bind(id)
+                    .bind(serde_json::to_string(&ids)?)
+                    .bind(sandcat_core::now_ms() as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
             Ok(positions)
         })
         .await
     }
 
+    async fn batch_outcome(&self, batch_id: &str) -> Result<Option<BatchOutcome>> {
+        let row = sqlx::query("SELECT event_ids, error FROM bus_batches WHERE batch_id = $1")
+            .bind(batch_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let ids: Option<String> = r.try_get("event_ids").map_err(db)?;
+        let error: Option<String> = r.try_get("error").map_err(db)?;
+        Ok(Some(match (ids, error) {
+            (Some(ids), _) => BatchOutcome::Appended(serde_json::from_str(&ids)?),
+            (None, Some(e)) => {
+                let (code, message): (ErrorCode, String) = serde_json::from_str(&e)?;
+                BatchOutcome::Refused(code, message)
+            }
+            (None, None) => return Err(Error::storage("a batch outcome without content")),
+        }))
+    }
+
+    async fn record_batch_outcome(&self, batch_id: &str, outcome: &BatchOutcome) -> Result<()> {
+        let (ids, error) = match outcome {
+            BatchOutcome::Appended(ids) => (Some(serde_json::to_string(ids)?), None),
+            BatchOutcome::Refused(code, message) => {
+                (None, Some(serde_json::to_string(&(code, message))?))
+            }
+        };
+        sqlx::query("INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(batch_id)
+            .bind(ids)
+            .bind(error)
+            .bind(sandcat_core::now_ms() as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
         ))
         .bind(event_id.as_str())
         .fetch_all(&self.pool)
@@ -578,7 +776,7 @@ impl RoomStore for SqliteStore {
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM events WHERE txn_user = ? AND txn_device = ? AND txn_id = ?",
+            "SELECT event_id FROM events WHERE txn_user = $1 AND txn_device = $2 AND txn_id = $3",
         )
         .bind(user_id.as_str())
         .bind(device_id)
@@ -591,7 +789,7 @@ impl RoomStore for SqliteStore {
 
     async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
         let v: Option<String> =
-            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = ?")
+            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
                 .bind(room_id.as_str())
                 .fetch_optional(&self.pool)
                 .await
@@ -601,7 +799,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = ? ORDER BY e.pos")
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 ORDER BY e.pos")
             .bind(room_id.as_str())
             .fetch_all(&self.pool)
             .await
@@ -615,7 +813,7 @@ impl RoomStore for SqliteStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<StoredEvent>> {
-        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = ? AND s.type = ? AND s.state_key = ?")
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3")
             .bind(room_id.as_str())
             .bind(kind)
             .bind(state_key)
@@ -632,7 +830,7 @@ impl RoomStore for SqliteStore {
         until: i64,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos > ? AND pos <= ? GROUP BY type, state_key) ORDER BY pos"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos > $2 AND pos <= $3 GROUP BY type, state_key) ORDER BY pos"
         ))
         .bind(room_id.as_str())
         .bind(after)
@@ -644,7 +842,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
-        let row = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE room_id = ? AND type = 'm.room.member' AND state_key = ?")
+        let row = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2")
             .bind(room_id.as_str())
             .bind(user_id.as_str())
             .fetch_optional(&self.pool)
@@ -654,7 +852,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>> {
-        let rows = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE state_key = ? AND type = 'm.room.member' AND room_id NOT IN (SELECT room_id FROM forgotten_rooms WHERE user_id = ?) ORDER BY pos")
+        let rows = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE state_key = $1 AND type = 'm.room.member' AND room_id NOT IN (SELECT room_id FROM forgotten_rooms WHERE user_id = $2) ORDER BY pos")
             .bind(user_id.as_str())
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
@@ -664,7 +862,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>> {
-        let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = ? AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -689,7 +887,7 @@ impl RoomStore for SqliteStore {
             Direction::Forward => "ASC",
             Direction::Backward => "DESC",
         };
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND pos > ? AND pos <= ? ORDER BY pos {order} LIMIT ?"))
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"))
             .bind(room_id.as_str())
             .bind(after)
             .bind(until)
@@ -710,7 +908,7 @@ impl RoomStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? AND relates_to = ? AND (? IS NULL OR rel_type = ?) AND (? IS NULL OR type = ?) AND pos <= ? ORDER BY pos DESC LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos <= $7 ORDER BY pos DESC LIMIT $8"
         ))
         .bind(room_id.as_str())
         .bind(event_id.as_str())
@@ -727,21 +925,23 @@ impl RoomStore for SqliteStore {
     }
 
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)")
-            .bind(user_id.as_str())
-            .bind(room_id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id.as_str())
+        .bind(room_id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
     async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = ?1 AND sender != ?2 \
+            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender != $2 \
              AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
              AND pos > COALESCE((SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
-                                 WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
+                                 WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
         )
         .bind(room_id.as_str())
         .bind(user_id.as_str())
@@ -752,12 +952,13 @@ impl RoomStore for SqliteStore {
     }
 
     async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()> {
-        let r = sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)")
-            .bind(alias)
-            .bind(room_id.as_str())
-            .bind(creator.as_str())
-            .execute(&self.pool)
-            .await;
+        let r =
+            sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)")
+                .bind(alias)
+                .bind(room_id.as_str())
+                .bind(creator.as_str())
+                .execute(&self.pool)
+                .await;
         match r {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(
@@ -769,7 +970,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>> {
-        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = ?")
+        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
             .bind(alias)
             .fetch_optional(&self.pool)
             .await
@@ -784,7 +985,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn delete_alias(&self, alias: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = ?")
+        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
             .bind(alias)
             .execute(&self.pool)
             .await
@@ -793,7 +994,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn aliases_of(&self, room_id: &RoomId) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias")
+        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
             .bind(room_id.as_str())
             .fetch_all(&self.pool)
             .await
@@ -801,7 +1002,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
-        sqlx::query("UPDATE rooms SET is_public = ? WHERE room_id = ?")
+        sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
             .bind(public as i64)
             .bind(room_id.as_str())
             .execute(&self.pool)
@@ -811,7 +1012,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn is_public(&self, room_id: &RoomId) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = ?")
+        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = $1")
             .bind(room_id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -834,7 +1035,7 @@ impl RoomStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ? ORDER BY pos ASC LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos ASC LIMIT $3"
         ))
         .bind(after)
         .bind(until)
@@ -847,9 +1048,9 @@ impl RoomStore for SqliteStore {
 }
 
 #[async_trait]
-impl AppserviceStore for SqliteStore {
+impl AppserviceStore for SqlStore {
     async fn appservice_state(&self, id: &str) -> Result<Option<AppserviceState>> {
-        let row = sqlx::query("SELECT last_pos, next_txn, pending_txn, pending_upto, pending_body FROM appservice_state WHERE appservice_id = ?")
+        let row = sqlx::query("SELECT last_pos, next_txn, pending_txn, pending_upto, pending_body FROM appservice_state WHERE appservice_id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -873,7 +1074,7 @@ impl AppserviceStore for SqliteStore {
             Some((t, u, b)) => (Some(*t as i64), Some(*u), Some(b.as_str())),
             None => (None, None, None),
         };
-        sqlx::query("INSERT INTO appservice_state (appservice_id, last_pos, next_txn, pending_txn, pending_upto, pending_body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (appservice_id) DO UPDATE SET last_pos = excluded.last_pos, next_txn = excluded.next_txn, pending_txn = excluded.pending_txn, pending_upto = excluded.pending_upto, pending_body = excluded.pending_body")
+        sqlx::query("INSERT INTO appservice_state (appservice_id, last_pos, next_txn, pending_txn, pending_upto, pending_body) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appservice_id) DO UPDATE SET last_pos = excluded.last_pos, next_txn = excluded.next_txn, pending_txn = excluded.pending_txn, pending_upto = excluded.pending_upto, pending_body = excluded.pending_body")
             .bind(id)
             .bind(state.last_pos)
             .bind(state.next_txn as i64)
@@ -887,7 +1088,7 @@ impl AppserviceStore for SqliteStore {
     }
 }
 
-fn membership_from_row(r: &SqliteRow) -> Result<Membership> {
+fn membership_from_row(r: &AnyRow) -> Result<Membership> {
     Ok(Membership {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
         membership: r
@@ -899,7 +1100,7 @@ fn membership_from_row(r: &SqliteRow) -> Result<Membership> {
     })
 }
 
-fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
+fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
     let thread: String = r.try_get("thread_id").map_err(db)?;
     Ok(Receipt {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
@@ -913,7 +1114,7 @@ fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
 }
 
 #[async_trait]
-impl ClientStore for SqliteStore {
+impl ClientStore for SqlStore {
     async fn set_account_data(
         &self,
         user_id: &UserId,
@@ -922,14 +1123,14 @@ impl ClientStore for SqliteStore {
         content: &Value,
     ) -> Result<i64> {
         let content = content.to_string();
-        self.with_positions(1, vec![Change::User(user_id.to_owned())], |pos| async move {
-            sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos")
+        self.with_positions(1, vec![Change::User(user_id.to_owned())], async |conn, pos| {
+            sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos")
                 .bind(user_id.as_str())
                 .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
                 .bind(kind)
                 .bind(&content)
                 .bind(pos)
-                .execute(&self.pool)
+                .execute(conn)
                 .await
                 .map_err(db)?;
             Ok(pos)
@@ -944,7 +1145,7 @@ impl ClientStore for SqliteStore {
         kind: &str,
     ) -> Result<Option<Value>> {
         let c: Option<String> = sqlx::query_scalar(
-            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
         )
         .bind(user_id.as_str())
         .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
@@ -960,7 +1161,7 @@ impl ClientStore for SqliteStore {
         user_id: &UserId,
         after: i64,
     ) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>> {
-        let rows = sqlx::query("SELECT room_id, type, content FROM account_data WHERE user_id = ? AND pos > ? ORDER BY pos").bind(user_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query("SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND pos > $2 ORDER BY pos").bind(user_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 let room: String = r.try_get("room_id").map_err(db)?;
@@ -980,22 +1181,25 @@ impl ClientStore for SqliteStore {
     }
 
     async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String> {
-        let _guard = self.write.lock().await;
-        let next: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = ?",
-        )
-        .bind(user_id.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES (?, ?, ?)")
+        // One statement, so that concurrent instances cannot hand out the same id; a lost
+        // race is a unique violation, retried.
+        let mut attempt = 0;
+        loop {
+            let r: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+                "INSERT INTO filters (user_id, filter_id, json) SELECT $1, COALESCE(MAX(filter_id), -1) + 1, $2 FROM filters WHERE user_id = $1 RETURNING filter_id",
+            )
             .bind(user_id.as_str())
-            .bind(next)
             .bind(filter.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(next.to_string())
+            .fetch_one(&self.pool)
+            .await;
+            match r {
+                Ok(id) => return Ok(id.to_string()),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 10 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
     }
 
     async fn filter(&self, user_id: &UserId, filter_id: &str) -> Result<Option<Value>> {
@@ -1003,7 +1207,7 @@ impl ClientStore for SqliteStore {
             return Ok(None);
         };
         let j: Option<String> =
-            sqlx::query_scalar("SELECT json FROM filters WHERE user_id = ? AND filter_id = ?")
+            sqlx::query_scalar("SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2")
                 .bind(user_id.as_str())
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -1013,8 +1217,8 @@ impl ClientStore for SqliteStore {
     }
 
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64> {
-        self.with_positions(1, vec![Change::Room(receipt.room_id.clone())], |pos| async move {
-            sqlx::query("INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos")
+        self.with_positions(1, vec![Change::Room(receipt.room_id.clone())], async |conn, pos| {
+            sqlx::query("INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos")
                 .bind(receipt.room_id.as_str())
                 .bind(receipt.user_id.as_str())
                 .bind(&receipt.receipt_type)
@@ -1022,7 +1226,7 @@ impl ClientStore for SqliteStore {
                 .bind(receipt.event_id.as_str())
                 .bind(receipt.ts as i64)
                 .bind(pos)
-                .execute(&self.pool)
+                .execute(conn)
                 .await
                 .map_err(db)?;
             Ok(pos)
@@ -1031,12 +1235,13 @@ impl ClientStore for SqliteStore {
     }
 
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>> {
-        let rows = sqlx::query("SELECT * FROM receipts WHERE room_id = ? AND pos > ? ORDER BY pos")
-            .bind(room_id.as_str())
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows =
+            sqlx::query("SELECT * FROM receipts WHERE room_id = $1 AND pos > $2 ORDER BY pos")
+                .bind(room_id.as_str())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         rows.iter().map(receipt_from_row).collect()
     }
 
@@ -1046,7 +1251,7 @@ impl ClientStore for SqliteStore {
         user_id: &UserId,
         receipt_type: &str,
     ) -> Result<Option<Receipt>> {
-        let row = sqlx::query("SELECT * FROM receipts WHERE room_id = ? AND user_id = ? AND receipt_type = ? ORDER BY pos DESC LIMIT 1")
+        let row = sqlx::query("SELECT * FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 ORDER BY pos DESC LIMIT 1")
             .bind(room_id.as_str())
             .bind(user_id.as_str())
             .bind(receipt_type)
@@ -1058,10 +1263,10 @@ impl ClientStore for SqliteStore {
 }
 
 #[async_trait]
-impl KeyStore for SqliteStore {
+impl KeyStore for SqlStore {
     async fn set_device_keys(&self, user_id: &UserId, device_id: &str, keys: &Value) -> Result<()> {
         self.put_key(
-            "INSERT INTO device_keys (user_id, device_id, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            "INSERT INTO device_keys (user_id, device_id, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos",
             user_id,
             device_id,
             keys,
@@ -1070,7 +1275,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn device_keys(&self, user_id: &UserId) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query("SELECT device_id, json FROM device_keys WHERE user_id = ? AND device_id IN (SELECT device_id FROM devices WHERE user_id = ?)")
+        let rows = sqlx::query("SELECT device_id, json FROM device_keys WHERE user_id = $1 AND device_id IN (SELECT device_id FROM devices WHERE user_id = $2)")
             .bind(user_id.as_str())
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
@@ -1096,7 +1301,7 @@ impl KeyStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         if fallback {
             sqlx::query(
-                "DELETE FROM one_time_keys WHERE user_id = ? AND device_id = ? AND fallback = 1",
+                "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND fallback = 1",
             )
             .bind(user_id.as_str())
             .bind(device_id)
@@ -1106,7 +1311,7 @@ impl KeyStore for SqliteStore {
         }
         for (id, key) in keys {
             let (algorithm, key_id) = id.split_once(':').unwrap_or((id.as_str(), ""));
-            sqlx::query("INSERT OR REPLACE INTO one_time_keys (user_id, device_id, algorithm, key_id, json, fallback, used) VALUES (?, ?, ?, ?, ?, ?, 0)")
+            sqlx::query("INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, json, fallback, used) VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT (user_id, device_id, algorithm, key_id, fallback) DO UPDATE SET json = excluded.json, used = 0")
                 .bind(user_id.as_str())
                 .bind(device_id)
                 .bind(algorithm)
@@ -1125,7 +1330,7 @@ impl KeyStore for SqliteStore {
         user_id: &UserId,
         device_id: &str,
     ) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query("SELECT algorithm, COUNT(*) AS n FROM one_time_keys WHERE user_id = ? AND device_id = ? AND fallback = 0 GROUP BY algorithm").bind(user_id.as_str()).bind(device_id).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query("SELECT algorithm, COUNT(*) AS n FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND fallback = 0 GROUP BY algorithm").bind(user_id.as_str()).bind(device_id).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -1141,7 +1346,7 @@ impl KeyStore for SqliteStore {
         user_id: &UserId,
         device_id: &str,
     ) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT DISTINCT algorithm FROM one_time_keys WHERE user_id = ? AND device_id = ? AND fallback = 1 AND used = 0").bind(user_id.as_str()).bind(device_id).fetch_all(&self.pool).await.map_err(db)
+        sqlx::query_scalar("SELECT DISTINCT algorithm FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND fallback = 1 AND used = 0").bind(user_id.as_str()).bind(device_id).fetch_all(&self.pool).await.map_err(db)
     }
 
     async fn claim_key(
@@ -1151,7 +1356,7 @@ impl KeyStore for SqliteStore {
         algorithm: &str,
     ) -> Result<Option<(String, Value)>> {
         let _guard = self.write.lock().await;
-        let row = sqlx::query("DELETE FROM one_time_keys WHERE rowid = (SELECT rowid FROM one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND fallback = 0 LIMIT 1) RETURNING key_id, json")
+        let row = sqlx::query("DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND fallback = 0 AND key_id = (SELECT MIN(key_id) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND fallback = 0) RETURNING key_id, json")
             .bind(user_id.as_str())
             .bind(device_id)
             .bind(algorithm)
@@ -1160,7 +1365,7 @@ impl KeyStore for SqliteStore {
             .map_err(db)?;
         let row = match row {
             Some(r) => Some(r),
-            None => sqlx::query("UPDATE one_time_keys SET used = 1 WHERE rowid = (SELECT rowid FROM one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND fallback = 1 LIMIT 1) RETURNING key_id, json")
+            None => sqlx::query("UPDATE one_time_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND fallback = 1 AND key_id = (SELECT MIN(key_id) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND fallback = 1) RETURNING key_id, json")
                 .bind(user_id.as_str())
                 .bind(device_id)
                 .bind(algorithm)
@@ -1183,7 +1388,7 @@ impl KeyStore for SqliteStore {
 
     async fn set_cross_signing_key(&self, user_id: &UserId, kind: &str, key: &Value) -> Result<()> {
         self.put_key(
-            "INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            "INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos",
             user_id,
             kind,
             key,
@@ -1192,7 +1397,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn cross_signing_keys(&self, user_id: &UserId) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query("SELECT kind, json FROM cross_signing_keys WHERE user_id = ?")
+        let rows = sqlx::query("SELECT kind, json FROM cross_signing_keys WHERE user_id = $1")
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
             .await
@@ -1208,7 +1413,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn key_changes(&self, after: i64, until: i64) -> Result<Vec<OwnedUserId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT user_id FROM device_keys WHERE pos > ? AND pos <= ? UNION SELECT user_id FROM cross_signing_keys WHERE pos > ? AND pos <= ?")
+        let ids: Vec<String> = sqlx::query_scalar("SELECT user_id FROM device_keys WHERE pos > $1 AND pos <= $2 UNION SELECT user_id FROM cross_signing_keys WHERE pos > $3 AND pos <= $4")
             .bind(after)
             .bind(until)
             .bind(after)
@@ -1227,11 +1432,10 @@ impl KeyStore for SqliteStore {
             .iter()
             .map(|m| Change::User(m.user_id.clone()))
             .collect();
-        self.with_positions(messages.len() as i64, changes, |first| async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+        self.with_positions(messages.len() as i64, changes, async |tx, first| {
             for (i, m) in messages.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO to_device (pos, user_id, device_id, json) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO to_device (pos, user_id, device_id, json) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(first + i as i64)
                 .bind(m.user_id.as_str())
@@ -1241,7 +1445,7 @@ impl KeyStore for SqliteStore {
                 .await
                 .map_err(db)?;
             }
-            tx.commit().await.map_err(db)
+            Ok(())
         })
         .await
     }
@@ -1254,7 +1458,7 @@ impl KeyStore for SqliteStore {
         until: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Value)>> {
-        let rows = sqlx::query("SELECT pos, json FROM to_device WHERE user_id = ? AND device_id = ? AND pos > ? AND pos <= ? ORDER BY pos LIMIT ?")
+        let rows = sqlx::query("SELECT pos, json FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos > $3 AND pos <= $4 ORDER BY pos LIMIT $5")
             .bind(user_id.as_str())
             .bind(device_id)
             .bind(after)
@@ -1274,7 +1478,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn ack_to_device(&self, user_id: &UserId, device_id: &str, up_to: i64) -> Result<()> {
-        sqlx::query("DELETE FROM to_device WHERE user_id = ? AND device_id = ? AND pos <= ?")
+        sqlx::query("DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $3")
             .bind(user_id.as_str())
             .bind(device_id)
             .bind(up_to)
@@ -1285,7 +1489,7 @@ impl KeyStore for SqliteStore {
     }
 }
 
-fn profile_from_row(r: &SqliteRow) -> Result<NativeProfile> {
+fn profile_from_row(r: &AnyRow) -> Result<NativeProfile> {
     Ok(NativeProfile {
         user_id: r.try_get("user_id").map_err(db)?,
         email: r.try_get("email").map_err(db)?,
@@ -1301,7 +1505,7 @@ fn profile_from_row(r: &SqliteRow) -> Result<NativeProfile> {
     })
 }
 
-fn friendship_from_row(r: &SqliteRow) -> Result<Friendship> {
+fn friendship_from_row(r: &AnyRow) -> Result<Friendship> {
     Ok(Friendship {
         fs_id: r.try_get("fs_id").map_err(db)?,
         user_id: r.try_get("user_id").map_err(db)?,
@@ -1317,7 +1521,7 @@ fn friendship_from_row(r: &SqliteRow) -> Result<Friendship> {
     })
 }
 
-fn friend_from_row(r: &SqliteRow) -> Result<FriendRow> {
+fn friend_from_row(r: &AnyRow) -> Result<FriendRow> {
     Ok(FriendRow {
         user_id: r.try_get("user_id").map_err(db)?,
         friend_id: r.try_get("friend_id").map_err(db)?,
@@ -1332,9 +1536,9 @@ fn friend_from_row(r: &SqliteRow) -> Result<FriendRow> {
 }
 
 #[async_trait]
-impl NativeStore for SqliteStore {
+impl NativeStore for SqlStore {
     async fn native_profile(&self, user_id: &str) -> Result<Option<NativeProfile>> {
-        let row = sqlx::query("SELECT * FROM native_profiles WHERE user_id = ?")
+        let row = sqlx::query("SELECT * FROM native_profiles WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await
@@ -1343,7 +1547,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn put_native_profile(&self, p: &NativeProfile) -> Result<()> {
-        let res = sqlx::query("INSERT INTO native_profiles (user_id, email, phone, gender, age, region, address, birthday, signature, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, phone = excluded.phone, gender = excluded.gender, age = excluded.age, region = excluded.region, address = excluded.address, birthday = excluded.birthday, signature = excluded.signature, update_time = excluded.update_time")
+        let res = sqlx::query("INSERT INTO native_profiles (user_id, email, phone, gender, age, region, address, birthday, signature, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, phone = excluded.phone, gender = excluded.gender, age = excluded.age, region = excluded.region, address = excluded.address, birthday = excluded.birthday, signature = excluded.signature, update_time = excluded.update_time")
             .bind(&p.user_id)
             .bind(&p.email)
             .bind(&p.phone)
@@ -1367,7 +1571,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn user_by_contact(&self, contact: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT user_id FROM native_profiles WHERE email = ? OR phone = ?")
+        sqlx::query_scalar("SELECT user_id FROM native_profiles WHERE email = $1 OR phone = $2")
             .bind(contact)
             .bind(contact)
             .fetch_optional(&self.pool)
@@ -1376,7 +1580,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn put_friendship(&self, f: &Friendship) -> Result<()> {
-        sqlx::query("INSERT INTO native_friendships (fs_id, user_id, friend_id, status, apply_msg, req_remark, resp_msg, resp_remark, source, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fs_id) DO UPDATE SET status = excluded.status, apply_msg = excluded.apply_msg, req_remark = excluded.req_remark, resp_msg = excluded.resp_msg, resp_remark = excluded.resp_remark, update_time = excluded.update_time")
+        sqlx::query("INSERT INTO native_friendships (fs_id, user_id, friend_id, status, apply_msg, req_remark, resp_msg, resp_remark, source, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (fs_id) DO UPDATE SET status = excluded.status, apply_msg = excluded.apply_msg, req_remark = excluded.req_remark, resp_msg = excluded.resp_msg, resp_remark = excluded.resp_remark, update_time = excluded.update_time")
             .bind(&f.fs_id)
             .bind(&f.user_id)
             .bind(&f.friend_id)
@@ -1395,7 +1599,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn friendship(&self, fs_id: &str) -> Result<Option<Friendship>> {
-        let row = sqlx::query("SELECT * FROM native_friendships WHERE fs_id = ?")
+        let row = sqlx::query("SELECT * FROM native_friendships WHERE fs_id = $1")
             .bind(fs_id)
             .fetch_optional(&self.pool)
             .await
@@ -1409,7 +1613,7 @@ impl NativeStore for SqliteStore {
         status: i32,
         since: i64,
     ) -> Result<Vec<Friendship>> {
-        let rows = sqlx::query("SELECT * FROM native_friendships WHERE friend_id = ? AND status = ? AND update_time > ? ORDER BY create_time")
+        let rows = sqlx::query("SELECT * FROM native_friendships WHERE friend_id = $1 AND status = $2 AND update_time > $3 ORDER BY create_time")
             .bind(user_id)
             .bind(status as i64)
             .bind(since)
@@ -1420,7 +1624,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn put_friend(&self, f: &FriendRow) -> Result<()> {
-        sqlx::query("INSERT INTO native_friends (user_id, friend_id, fs_id, status, remark, source, room_id, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, friend_id) DO UPDATE SET fs_id = excluded.fs_id, status = excluded.status, remark = excluded.remark, source = excluded.source, room_id = excluded.room_id, update_time = excluded.update_time")
+        sqlx::query("INSERT INTO native_friends (user_id, friend_id, fs_id, status, remark, source, room_id, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, friend_id) DO UPDATE SET fs_id = excluded.fs_id, status = excluded.status, remark = excluded.remark, source = excluded.source, room_id = excluded.room_id, update_time = excluded.update_time")
             .bind(&f.user_id)
             .bind(&f.friend_id)
             .bind(&f.fs_id)
@@ -1437,7 +1641,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn friend(&self, user_id: &str, friend_id: &str) -> Result<Option<FriendRow>> {
-        let row = sqlx::query("SELECT * FROM native_friends WHERE user_id = ? AND friend_id = ?")
+        let row = sqlx::query("SELECT * FROM native_friends WHERE user_id = $1 AND friend_id = $2")
             .bind(user_id)
             .bind(friend_id)
             .fetch_optional(&self.pool)
@@ -1447,7 +1651,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn friends(&self, user_id: &str, since: i64) -> Result<Vec<FriendRow>> {
-        let rows = sqlx::query("SELECT * FROM native_friends WHERE user_id = ? AND update_time > ? ORDER BY create_time")
+        let rows = sqlx::query("SELECT * FROM native_friends WHERE user_id = $1 AND update_time > $2 ORDER BY create_time")
             .bind(user_id)
             .bind(since)
             .fetch_all(&self.pool)
@@ -1457,7 +1661,7 @@ impl NativeStore for SqliteStore {
     }
 
     async fn friends_in_room(&self, room_id: &str) -> Result<Vec<FriendRow>> {
-        let rows = sqlx::query("SELECT * FROM native_friends WHERE room_id = ?")
+        let rows = sqlx::query("SELECT * FROM native_friends WHERE room_id = $1")
             .bind(room_id)
             .fetch_all(&self.pool)
             .await
@@ -1467,19 +1671,21 @@ impl NativeStore for SqliteStore {
 
     async fn delete_inbox(&self, user_id: &str, positions: &[i64]) -> Result<()> {
         for pos in positions {
-            sqlx::query("INSERT OR IGNORE INTO native_deleted (user_id, pos) VALUES (?, ?)")
-                .bind(user_id)
-                .bind(pos)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO native_deleted (user_id, pos) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(pos)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         }
         Ok(())
     }
 
     async fn deleted_inbox(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<i64>> {
         sqlx::query_scalar(
-            "SELECT pos FROM native_deleted WHERE user_id = ? AND pos > ? AND pos <= ?",
+            "SELECT pos FROM native_deleted WHERE user_id = $1 AND pos > $2 AND pos <= $3",
         )
         .bind(user_id)
         .bind(after)
@@ -1491,9 +1697,9 @@ impl NativeStore for SqliteStore {
 }
 
 #[async_trait]
-impl MediaIndex for SqliteStore {
+impl MediaIndex for SqlStore {
     async fn put_media(&self, m: &MediaRecord) -> Result<()> {
-        sqlx::query("INSERT INTO media (media_id, uploader, content_type, filename, size, created_ts, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (media_id) DO UPDATE SET content_type = excluded.content_type, filename = excluded.filename, size = excluded.size, uploaded = excluded.uploaded")
+        sqlx::query("INSERT INTO media (media_id, uploader, content_type, filename, size, created_ts, uploaded) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (media_id) DO UPDATE SET content_type = excluded.content_type, filename = excluded.filename, size = excluded.size, uploaded = excluded.uploaded")
             .bind(&m.media_id)
             .bind(&m.uploader)
             .bind(&m.content_type)
@@ -1508,7 +1714,7 @@ impl MediaIndex for SqliteStore {
     }
 
     async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>> {
-        let row = sqlx::query("SELECT * FROM media WHERE media_id = ?")
+        let row = sqlx::query("SELECT * FROM media WHERE media_id = $1")
             .bind(media_id)
             .fetch_optional(&self.pool)
             .await

@@ -1,0 +1,357 @@
+//! The pipeline event bus: Kafka. Every batch is produced to one topic with the room id as its
+//! key, so a room's batches land on one partition in order. The sequencers of all instances
+//! form one consumer group: each partition — and so each room — has one sequencer cluster-wide,
+//! and partitions move to the surviving instances when one dies.
+//!
+//! Delivery is at least once: an offset is stored only after its batch is sequenced and
+//! persisted, and the sequencer records each batch id with its events in the same transaction
+//! ([`BatchHandler::handle_once`]), so a redelivered batch returns the recorded outcome instead
+//! of appending twice. The submitter waits for that outcome: handed over in memory when its
+//! own instance sequenced the batch, read from the store (on every wake-up of the notifier)
+//! when another instance did.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord},
+    types::RDKafkaErrorCode,
+    ClientContext, Message,
+};
+use sandcat_core::{
+    intent::RoomBatch,
+    notifier::Notifier,
+    ports::{BatchHandler, EventBus, RoomStore},
+    sequencer::outcome_events,
+    Error, Result, StoredEvent,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
+
+/// Where the bus runs.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the topic when it has to be created.
+    pub partitions: i32,
+    /// Consumer group of the sequencers.
+    pub group: String,
+}
+
+/// One message on the topic.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    id: String,
+    /// The instance whose client is waiting.
+    origin: String,
+    batch: RoomBatch,
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Vec<StoredEvent>>>>>>;
+
+fn kafka(what: &str, e: KafkaError) -> Error {
+    Error::Storage(format!("kafka {what}: {e}"))
+}
+
+/// How long a submitter waits for its batch to be sequenced before giving up (the batch may
+/// still be sequenced later; a client retrying with the same transaction id gets that event).
+const WAIT: Duration = Duration::from_secs(30);
+
+pub struct KafkaBus {
+    producer: FutureProducer,
+    topic: String,
+    instance: String,
+    waiters: Waiters,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Drops cached room heads whenever partitions move.
+struct Rebalancing(Arc<dyn BatchHandler>);
+
+impl ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "event bus partitions rebalanced");
+        self.0.reset();
+    }
+}
+
+fn common(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "10000");
+    c
+}
+
+impl KafkaBus {
+    /// Connects (failing fast when no broker answers), creates the topic if needed, and starts
+    /// this instance's sequencer in the consumer group.
+    pub async fn start(
+        config: &KafkaConfig,
+        handler: Arc<dyn BatchHandler>,
+        store: Arc<dyn RoomStore>,
+        notifier: Notifier,
+    ) -> Result<KafkaBus> {
+        let admin: AdminClient<DefaultClientContext> = common(config)
+            .create()
+            .map_err(|e| kafka("admin client", e))?;
+        let brokers = config.brokers.clone();
+        let admin = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| admin)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| kafka(&format!("no broker answers at {brokers}"), e))?;
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(
+                    &config.topic,
+                    config.partitions.max(1),
+                    TopicReplication::Fixed(1),
+                )],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .map_err(|e| kafka("creating the topic", e))?;
+        for r in created {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Storage(format!("kafka topic {topic}: {code}")))
+                }
+            }
+        }
+
+        let producer: FutureProducer = common(config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .map_err(|e| kafka("producer", e))?;
+        let consumer: StreamConsumer<Rebalancing> = common(config)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
+            .set("enable.partition.eof", "false")
+            .create_with_context(Rebalancing(handler.clone()))
+            .map_err(|e| kafka("consumer", e))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(|e| kafka("subscribe", e))?;
+
+        let instance = sandcat_core::token::random_string(16);
+        let waiters: Waiters = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let sequencer = tokio::spawn(consume(
+            consumer,
+            handler,
+            instance.clone(),
+            waiters.clone(),
+            stopped.clone(),
+        ));
+        let watcher = tokio::spawn(watch_outcomes(store, notifier, waiters.clone(), stopped));
+        Ok(KafkaBus {
+            producer,
+            topic: config.topic.clone(),
+            instance,
+            waiters,
+            stop,
+            tasks: Mutex::new(vec![sequencer, watcher]),
+        })
+    }
+}
+
+/// This instance's sequencer: batches of the partitions assigned to it, one at a time.
+async fn consume(
+    consumer: StreamConsumer<Rebalancing>,
+    handler: Arc<dyn BatchHandler>,
+    instance: String,
+    waiters: Waiters,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = stopped.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "event bus: receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
+        let envelope: Option<Envelope> = msg.payload().and_then(|p| serde_json::from_slice(p).ok());
+        drop(msg);
+        let Some(env) = envelope else {
+            tracing::error!(partition, offset, "event bus: unreadable message skipped");
+            let _ = consumer.store_offset(&topic, partition, offset);
+            continue;
+        };
+        let mut delay = Duration::from_millis(100);
+        let result = loop {
+            match handler.handle_once(&env.id, env.batch.clone()).await {
+                // The store is away: keep the offset, try again.
+                Err(Error::Storage(e)) => {
+                    tracing::warn!(error = %e, room = %env.batch.room_id, "event bus: sequencing failed; retrying");
+                    if *stopped.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+            tracing::warn!(error = %e, "event bus: storing the offset failed");
+        }
+        if env.origin == instance {
+            let waiter = waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&env.id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(result);
+            }
+        }
+    }
+    // Commit what was stored before leaving the group.
+    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    consumer.unsubscribe();
+}
+
+/// Answers submitters whose batches other instances sequenced: on every wake-up (and every
+/// 200 ms, in case one was missed) the store is asked for the outcomes of the waiting batches.
+async fn watch_outcomes(
+    store: Arc<dyn RoomStore>,
+    notifier: Notifier,
+    waiters: Waiters,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut wake = notifier.subscribe();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = wake.changed() => {},
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+        }
+        let ids: Vec<String> = waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let outcomes = match store.batch_outcomes(&ids).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "event bus: reading batch outcomes failed");
+                continue;
+            }
+        };
+        for (id, outcome) in outcomes {
+            let waiter = waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(outcome_events(store.as_ref(), outcome).await);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaBus {
+    async fn submit(&self, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+        if *self.stop.borrow() {
+            return Err(Error::internal("the server is shutting down"));
+        }
+        let env = Envelope {
+            id: format!(
+                "{}-{}",
+                self.instance,
+                sandcat_core::token::random_string(16)
+            ),
+            origin: self.instance.clone(),
+            batch,
+        };
+        let payload = serde_json::to_vec(&env)?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(env.id.clone(), tx);
+        let forget = || {
+            self.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&env.id);
+        };
+        let sent = self
+            .producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(env.batch.room_id.as_str())
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await;
+        if let Err((e, _)) = sent {
+            forget();
+            return Err(kafka("producing a batch", e));
+        }
+        match tokio::time::timeout(WAIT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::internal("the event bus stopped")),
+            Err(_) => {
+                forget();
+                Err(Error::Storage(
+                    "the batch was not sequenced in time; retry with the same transaction id"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
