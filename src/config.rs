@@ -39,10 +39,63 @@ pub struct Config {
     pub jwt_secret: String,
     /// Largest media upload in bytes (Matrix media and Sandcat files); larger gets M_TOO_LARGE.
     pub max_upload_bytes: usize,
+    /// Where users, rooms and events live.
+    pub storage: StorageConfig,
+    /// How room events reach their sequencer.
+    pub bus: BusConfig,
     /// Where media bytes live.
     pub media: MediaConfig,
     /// Cross-instance wake-ups.
     pub cache: CacheConfig,
+}
+
+/// `[storage]`: `backend = "embedded"` (SQLite in `<data_dir>/sandcat.db`) or `"postgres"`
+/// (shared by every instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: String,
+    /// `postgres://user:password@host:port/database`
+    pub url: String,
+    /// Connections of this instance's pool.
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "embedded".into(),
+            url: "postgres://postgres@127.0.0.1:5432/sandcat".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+/// `[bus]`: `backend = "embedded"` (in-process lanes) or `"kafka"` (one topic of room
+/// batches keyed by room id; the instances' sequencers form one consumer group).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    pub backend: String,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the topic when this server creates it.
+    pub partitions: i32,
+    /// Consumer group of the sequencers.
+    pub group: String,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            backend: "embedded".into(),
+            brokers: "127.0.0.1:9092".into(),
+            topic: "sandcat.rooms".into(),
+            partitions: 8,
+            group: "sandcat-sequencers".into(),
+        }
+    }
 }
 
 /// `[cache]`: `backend = "embedded"` (one process) or `"redis"` (wake-ups of `/sync` and
@@ -105,6 +158,8 @@ impl Default for Config {
             appservice_dir: PathBuf::new(),
             jwt_secret: String::new(),
             max_upload_bytes: 50 * 1024 * 1024,
+            storage: StorageConfig::default(),
+            bus: BusConfig::default(),
             media: MediaConfig::default(),
             cache: CacheConfig::default(),
         }
@@ -170,7 +225,23 @@ impl Config {
                 .parse()
                 .context("SANDCAT_MAX_UPLOAD_BYTES must be a number")?;
         }
+        if let Some(v) = get("SANDCAT_STORAGE_MAX_CONNECTIONS") {
+            self.storage.max_connections = v
+                .parse()
+                .context("SANDCAT_STORAGE_MAX_CONNECTIONS must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_BUS_PARTITIONS") {
+            self.bus.partitions = v
+                .parse()
+                .context("SANDCAT_BUS_PARTITIONS must be a number")?;
+        }
         for (key, field) in [
+            ("SANDCAT_STORAGE_BACKEND", &mut self.storage.backend),
+            ("SANDCAT_STORAGE_URL", &mut self.storage.url),
+            ("SANDCAT_BUS_BACKEND", &mut self.bus.backend),
+            ("SANDCAT_BUS_BROKERS", &mut self.bus.brokers),
+            ("SANDCAT_BUS_TOPIC", &mut self.bus.topic),
+            ("SANDCAT_BUS_GROUP", &mut self.bus.group),
             ("SANDCAT_MEDIA_BACKEND", &mut self.media.backend),
             ("SANDCAT_MEDIA_S3_ENDPOINT", &mut self.media.s3_endpoint),
             ("SANDCAT_MEDIA_S3_REGION", &mut self.media.s3_region),

@@ -19,15 +19,16 @@ use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{
     bus::InProcessBus,
     fs_media::FsMediaStore,
-    redis_wake::RedisWake,
+    kafka_bus::{KafkaBus, KafkaConfig},
+    redis_wake::{BeforeWake, RedisWake},
     s3_media::{S3Config, S3MediaStore},
-    sqlite::SqliteStore,
+    sql::{Dialect, SqlStore},
 };
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{EduFanout, EventBus},
+    ports::{EduFanout, EventBus, StreamPosition},
     sequencer::{Sequencer, SigningKey},
     services::{
         accounts::Accounts,
@@ -75,6 +76,18 @@ fn jwt_secret(config: &Config) -> Result<Vec<u8>> {
     }
 }
 
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The configured server name, checked.
 pub fn server_name(config: &Config) -> Result<ruma::OwnedServerName> {
     config
@@ -106,11 +119,22 @@ pub async fn build(config: &Config) -> Result<App> {
 pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(
-        SqliteStore::open(&config.data_dir.join("sandcat.db"))
+    let store = Arc::new(match config.storage.backend.as_str() {
+        "embedded" => SqlStore::open(&config.data_dir.join("sandcat.db"))
             .await
             .context("opening the SQLite database")?,
-    );
+        "postgres" => SqlStore::postgres(&config.storage.url, config.storage.max_connections)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "[storage] backend = \"postgres\" at {}: {e}",
+                    redact_url(&config.storage.url)
+                )
+            })?,
+        other => {
+            anyhow::bail!("[storage] backend must be \"embedded\" or \"postgres\", not {other:?}")
+        }
+    });
     let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
     let server_name = server_name(config)?;
     let registry = Arc::new(
@@ -137,6 +161,37 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     });
     let signing = Arc::new(SigningKey { server_name, key });
     let notifier = Notifier::default();
+    let shared = store.dialect() == Dialect::Postgres;
+    if shared {
+        // Other instances may write to the same database: catch up now and then, even if a
+        // wake-up was missed.
+        let (s, n) = (store.clone(), notifier.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let before = s.current_pos();
+                match s.refresh().await {
+                    Ok(()) if s.current_pos() > before => n.notify_local(),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "catching up with the shared store failed")
+                    }
+                }
+            }
+        });
+    }
+    let before_wake: Option<BeforeWake> = shared.then(|| {
+        let s = store.clone();
+        Arc::new(move || {
+            let s = s.clone();
+            Box::pin(async move {
+                if let Err(e) = s.refresh().await {
+                    tracing::warn!(error = %e, "catching up with the shared store failed");
+                }
+            }) as futures::future::BoxFuture<'static, ()>
+        }) as BeforeWake
+    });
     let wake = match config.cache.backend.as_str() {
         "embedded" => None,
         "redis" => Some(
@@ -144,6 +199,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 &config.cache.url,
                 &format!("sandcat:{}:wake", config.server_name),
                 notifier.clone(),
+                before_wake,
             )
             .await
             .map_err(|e| anyhow::anyhow!("[cache] backend = \"redis\": {e}"))?,
@@ -156,7 +212,31 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         signing.clone(),
         notifier.clone(),
     ));
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(sequencer, config.bus_shards));
+    let bus: Arc<dyn EventBus> = match config.bus.backend.as_str() {
+        "embedded" => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
+        "kafka" => {
+            if !shared || wake.is_none() {
+                anyhow::bail!("[bus] backend = \"kafka\" needs [storage] backend = \"postgres\" and [cache] backend = \"redis\" (the instances share them)");
+            }
+            let b = &config.bus;
+            Arc::new(
+                KafkaBus::start(
+                    &KafkaConfig {
+                        brokers: b.brokers.clone(),
+                        topic: b.topic.clone(),
+                        partitions: b.partitions,
+                        group: b.group.clone(),
+                    },
+                    sequencer,
+                    store.clone(),
+                    notifier.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("[bus] backend = \"kafka\": {e}"))?,
+            )
+        }
+        other => anyhow::bail!("[bus] backend must be \"embedded\" or \"kafka\", not {other:?}"),
+    };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone()));
     let rooms = Arc::new(Rooms::new(
         store.clone(),

@@ -46,7 +46,8 @@ async fn get_bytes(
 
 #[tokio::test]
 async fn upload_download_and_thumbnails() {
-    let server = Server::start().await;
+    // The bytes on local disk, whichever profile the rest runs on.
+    let server = Server::start_with(|c| c.media.backend = "embedded".into()).await;
     media_flow(&server, true).await;
 }
 

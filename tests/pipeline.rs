@@ -35,6 +35,7 @@ async fn writes_wake_other_instances_through_redis() {
         &redis_url(),
         &format!("sandcat:{server_name}:wake"),
         other.clone(),
+        None,
     )
     .await
     .expect("Redis is running (scripts/services.sh)");

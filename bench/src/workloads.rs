@@ -24,7 +24,8 @@ pub struct RunArgs {
     /// Name of the target in the report, e.g. "sandcat" or "synapse-postgres".
     #[arg(long)]
     pub name: String,
-    /// Base URL of the homeserver.
+    /// Base URL of the homeserver. `send` also takes several, comma-separated: instances of
+    /// one server sharing a pipeline; its clients are spread over them.
     #[arg(long)]
     pub url: String,
     /// Process id of the server, to read its memory and CPU use.
@@ -212,7 +213,11 @@ async fn users(http: &reqwest::Client, base: &str, prefix: &str, n: usize) -> Re
 /// C clients send into R rooms for T seconds; every acknowledged event must be in its room.
 async fn send(args: &RunArgs, tag: &str) -> Result<Value> {
     let http = http();
-    let clients = users(&http, &args.url, &format!("s{tag}u"), args.clients).await?;
+    let urls: Vec<&str> = args.url.split(',').map(str::trim).collect();
+    let mut clients = users(&http, urls[0], &format!("s{tag}u"), args.clients).await?;
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.base = urls[i % urls.len()].to_owned();
+    }
     let owner = &clients[0];
     let mut rooms = Vec::new();
     for r in 0..args.rooms {

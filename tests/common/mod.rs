@@ -1,5 +1,10 @@
 //! Test harness: a real server (the same wiring as the binary) on 127.0.0.1:0 with a real
 //! SQLite file in a temporary directory, and a small HTTP client speaking JSON to it.
+//!
+//! With `SANDCAT_TEST_PROFILE=pipeline` every server of a test runs on the pipeline instead:
+//! PostgreSQL (a fresh schema), Kafka (a fresh topic and consumer group), Redis and S3 — the
+//! services `scripts/services.sh` starts (each overridable: `SANDCAT_TEST_POSTGRES`,
+//! `SANDCAT_TEST_KAFKA`, `SANDCAT_TEST_REDIS`, `SANDCAT_TEST_S3`).
 
 #![allow(dead_code)]
 
@@ -12,6 +17,57 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether the tests run on the pipeline services.
+pub fn pipeline_profile() -> bool {
+    std::env::var("SANDCAT_TEST_PROFILE").as_deref() == Ok("pipeline")
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Points the config at the pipeline services. The names of the test's schema, topic and
+/// bucket are kept in its data directory, so a restarted server finds its data again.
+pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
+    let file = dir.join("pipeline-profile");
+    let name = match std::fs::read_to_string(&file) {
+        Ok(n) => n,
+        Err(_) => {
+            let n = format!(
+                "t{}",
+                sandcat_core::token::random_string(12)
+                    .to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            );
+            std::fs::write(&file, &n).expect("write profile");
+            n
+        }
+    };
+    let base = env_or(
+        "SANDCAT_TEST_POSTGRES",
+        "postgres://postgres@127.0.0.1:5432/sandcat_test",
+    );
+    config.storage.backend = "postgres".into();
+    config.storage.max_connections = 4;
+    config.storage.url = sandcat_backends::sql::create_schema(&base, &name)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is needed ({e}); run scripts/services.sh")
+        });
+    config.bus.backend = "kafka".into();
+    config.bus.brokers = env_or("SANDCAT_TEST_KAFKA", "127.0.0.1:9092");
+    config.bus.topic = format!("sandcat.{name}");
+    config.bus.group = format!("sequencers.{name}");
+    config.bus.partitions = 4;
+    config.cache.backend = "redis".into();
+    config.cache.url = env_or("SANDCAT_TEST_REDIS", "redis://127.0.0.1:6379");
+    config.media.backend = "s3".into();
+    config.media.s3_endpoint = env_or("SANDCAT_TEST_S3", "http://127.0.0.1:9000");
+    config.media.s3_bucket = format!("media-{name}");
+    config.media.s3_access_key = env_or("SANDCAT_TEST_S3_KEY", "minioadmin");
+    config.media.s3_secret_key = env_or("SANDCAT_TEST_S3_SECRET", "minioadmin");
 }
 
 impl Server {
@@ -39,6 +95,9 @@ impl Server {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         config.public_base_url = base.clone();
+        if pipeline_profile() {
+            use_pipeline(&mut config, dir.path()).await;
+        }
         tweak(&mut config);
         let outbox = std::sync::Arc::new(sandcat_api::Outbox::default());
         let app = sandcat::build_with(&config, outbox.clone())

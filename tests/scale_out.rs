@@ -1,0 +1,277 @@
+//! Scale-out: two `sandcat` processes (the real binary) share one PostgreSQL, Kafka, Redis and
+//! S3 — the services `scripts/services.sh` starts. A message sent through instance A reaches a
+//! `/sync` long-poll on instance B; instance A is killed with SIGKILL in the middle of a burst
+//! of sends, and every send that was acknowledged is there afterwards, exactly once, in order
+//! within its room.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{enc, timeline_bodies, use_pipeline, Client};
+use serde_json::json;
+
+/// One `sandcat serve` process.
+struct Instance {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(config: &sandcat::Config, data: &std::path::Path, name: &str) -> Instance {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(data.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sandcat"))
+        .arg("serve")
+        .env("SANDCAT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SANDCAT_PUBLIC_BASE_URL", &base)
+        .env("SANDCAT_DATA_DIR", data)
+        .env("SANDCAT_SERVER_NAME", "scale.test")
+        .env("SANDCAT_REGISTRATION_ENABLED", "true")
+        .env("SANDCAT_RATE_LIMIT_PER_SECOND", "0")
+        .env("SANDCAT_LOG", "warn,sandcat_backends=info")
+        .env("SANDCAT_STORAGE_BACKEND", "postgres")
+        .env("SANDCAT_STORAGE_URL", &config.storage.url)
+        .env("SANDCAT_BUS_BACKEND", "kafka")
+        .env("SANDCAT_BUS_BROKERS", &config.bus.brokers)
+        .env("SANDCAT_BUS_TOPIC", &config.bus.topic)
+        .env("SANDCAT_BUS_GROUP", &config.bus.group)
+        .env("SANDCAT_BUS_PARTITIONS", "4")
+        .env("SANDCAT_CACHE_BACKEND", "redis")
+        .env("SANDCAT_CACHE_URL", &config.cache.url)
+        .env("SANDCAT_MEDIA_BACKEND", "s3")
+        .env("SANDCAT_MEDIA_S3_ENDPOINT", &config.media.s3_endpoint)
+        .env("SANDCAT_MEDIA_S3_BUCKET", &config.media.s3_bucket)
+        .env("SANDCAT_MEDIA_S3_ACCESS_KEY", &config.media.s3_access_key)
+        .env("SANDCAT_MEDIA_S3_SECRET_KEY", &config.media.s3_secret_key)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sandcat");
+    let mut instance = Instance { base, child };
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{}/health", instance.base)).send().await {
+            if r.status().is_success() {
+                return instance;
+            }
+        }
+        if let Ok(Some(status)) = instance.child.try_wait() {
+            let log = std::fs::read_to_string(data.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name} exited with {status}:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} did not answer on {}", instance.base);
+}
+
+fn on(instance: &Instance, c: &Client) -> Client {
+    Client {
+        base: instance.base.clone(),
+        ..c.clone()
+    }
+}
+
+async fn register(instance: &Instance, name: &str) -> Client {
+    let anon = Client {
+        base: instance.base.clone(),
+        token: None,
+        user_id: String::new(),
+        http: reqwest::Client::new(),
+    };
+    let (status, body) = anon
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": name, "password": "pw-scale", "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "register {name}: {body}");
+    Client {
+        token: Some(body["access_token"].as_str().unwrap().to_owned()),
+        user_id: body["user_id"].as_str().unwrap().to_owned(),
+        ..anon
+    }
+}
+
+/// Every `m.room.message` body of a room, oldest first, read with `/messages`.
+async fn bodies(c: &Client, room: &str) -> Vec<String> {
+    let (s, b) = c
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000",
+            enc(room)
+        ))
+        .await;
+    assert_eq!(s, 200, "messages: {b}");
+    b["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_pipeline_and_survive_a_kill() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = sandcat::Config::default();
+    use_pipeline(&mut config, data.path()).await;
+    // A creates the signing key and token secret in the shared data directory; B reads them.
+    let a = start(&config, data.path(), "a").await;
+    let b = start(&config, data.path(), "b").await;
+
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let rooms = [
+        alice.create_room(json!({ "preset": "public_chat" })).await,
+        alice.create_room(json!({ "preset": "public_chat" })).await,
+    ];
+    for r in &rooms {
+        bob.join(r).await;
+    }
+
+    // A send on A wakes a long-poll on B.
+    let first = bob.sync(None, 0).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let poll = {
+        let (bob, room) = (bob.clone(), rooms[0].clone());
+        tokio::spawn(async move {
+            let mut since = since;
+            loop {
+                let s = bob.sync(Some(&since), 20_000).await;
+                if timeline_bodies(&s, &room).contains(&"hello from A".to_owned()) {
+                    return;
+                }
+                since = s["next_batch"].as_str().unwrap().to_owned();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send_text(&rooms[0], "hello", "hello from A").await;
+    tokio::time::timeout(Duration::from_secs(15), poll)
+        .await
+        .expect("the long-poll on B returned the event sent on A")
+        .unwrap();
+
+    // A burst of sends through A, alternating rooms; A is killed in the middle of it.
+    let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let unacked: Arc<Mutex<Vec<(usize, String, String)>>> = Arc::default();
+    let sender = {
+        let (alice, rooms, acked, unacked) =
+            (alice.clone(), rooms.clone(), acked.clone(), unacked.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            for i in 0..400 {
+                let room = i % 2;
+                let (txn, body) = (format!("burst{i}"), format!("burst {i}"));
+                sent += 1;
+                let res = alice
+                    .http
+                    .put(format!(
+                        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                        alice.base,
+                        enc(&rooms[room])
+                    ))
+                    .bearer_auth(alice.token.as_deref().unwrap())
+                    .json(&json!({ "msgtype": "m.text", "body": body }))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        acked.lock().unwrap().push((room, body));
+                    }
+                    _ => {
+                        // The instance is gone: this send is in doubt.
+                        unacked.lock().unwrap().push((room, txn, body));
+                        break;
+                    }
+                }
+            }
+            sent
+        })
+    };
+    while acked.lock().unwrap().len() < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(a); // SIGKILL
+    let sent = sender.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let unacked = unacked.lock().unwrap().clone();
+
+    // The client retries its send in doubt on B, with the same transaction id.
+    let alice_b = on(&b, &alice);
+    for (room, txn, body) in &unacked {
+        let (s, r) = alice_b
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                    enc(&rooms[*room])
+                ),
+                json!({ "msgtype": "m.text", "body": body }),
+            )
+            .await;
+        assert_eq!(s, 200, "retry on B: {r}");
+    }
+
+    // Everything acknowledged (and the retried send) is on B once, in order per room.
+    let mut found = 0;
+    let mut duplicates = 0;
+    for (room_index, room) in rooms.iter().enumerate() {
+        let have: Vec<String> = bodies(&bob, room)
+            .await
+            .into_iter()
+            .filter(|b| b.starts_with("burst "))
+            .collect();
+        let mut want: Vec<String> = acked
+            .iter()
+            .filter(|(r, _)| *r == room_index)
+            .map(|(_, b)| b.clone())
+            .collect();
+        want.extend(
+            unacked
+                .iter()
+                .filter(|(r, ..)| *r == room_index)
+                .map(|(.., b)| b.clone()),
+        );
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for h in &have {
+            *counts.entry(h).or_default() += 1;
+        }
+        duplicates += counts.values().filter(|n| **n > 1).count();
+        found += want
+            .iter()
+            .filter(|w| counts.contains_key(w.as_str()))
+            .count();
+        assert_eq!(
+            have, want,
+            "room {room_index}: every acknowledged send once, in order"
+        );
+    }
+    println!(
+        "scale-out kill: sent {sent}, acknowledged {}, in doubt {} (retried on B), found {found}, duplicates {duplicates}",
+        acked.len(),
+        unacked.len()
+    );
+    assert_eq!(duplicates, 0);
+    assert_eq!(found, acked.len() + unacked.len());
+}
