@@ -56,6 +56,8 @@ pub struct App {
     pub native: NativeState,
     /// Cross-instance wake-ups, when `[cache] backend = "redis"`.
     pub wake: Option<RedisWake>,
+    /// The store, which decides which instance runs the application service pushers.
+    pub store: Arc<SqlStore>,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -226,6 +228,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                         topic: b.topic.clone(),
                         partitions: b.partitions,
                         group: b.group.clone(),
+                        lanes: config.bus_shards,
                     },
                     sequencer,
                     store.clone(),
@@ -375,6 +378,30 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         pushers,
         native,
         wake,
+        store,
+    })
+}
+
+/// Runs the application service pushers on one instance cluster-wide: whichever holds the
+/// `appservice-pushers` role; the others wait to take it over when that instance goes away.
+fn lead_pushers(store: Arc<SqlStore>, pushers: Arc<Pushers>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match store.try_lead("appservice-pushers").await {
+                Ok(Some(mut lead)) => {
+                    tracing::info!("this instance runs the application service pushers");
+                    pushers.start(Duration::from_secs(2));
+                    while lead.alive().await {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    tracing::warn!("lost the application service pushers role");
+                    pushers.stop();
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "taking the application service pushers role"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     })
 }
 
@@ -401,7 +428,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    app.pushers.start(Duration::from_secs(2));
+    let leading = lead_pushers(app.store.clone(), app.pushers.clone());
     let served = axum::serve(
         listener,
         app.router
@@ -410,6 +437,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
     .context("HTTP server");
+    leading.abort();
     app.pushers.stop();
     app.bus.shutdown().await;
     served

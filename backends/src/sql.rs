@@ -84,6 +84,22 @@ fn decode_change(s: &str) -> Option<Change> {
     }
 }
 
+/// A cluster-wide role held by this instance (a PostgreSQL session advisory lock on a
+/// connection of its own): released when dropped, or when the instance or its connection dies.
+pub struct Leadership {
+    conn: Option<AnyConnection>,
+}
+
+impl Leadership {
+    /// Whether the role is still held (the connection that holds the lock still answers).
+    pub async fn alive(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(c) => sqlx::query("SELECT 1").execute(&mut *c).await.is_ok(),
+        }
+    }
+}
+
 /// Creates (if needed) a schema in the PostgreSQL database at `base_url` and returns a URL
 /// whose connections use it: one server, several isolated Sandcat databases (tests use one per
 /// test).
@@ -166,6 +182,25 @@ impl SqlStore {
             refreshing: Default::default(),
             changes: Arc::new(ChangeLog::starting_at(pos)),
         })
+    }
+
+    /// Takes the cluster-wide role `name` if no other instance holds it. On SQLite (one
+    /// process) the role is always this instance's.
+    pub async fn try_lead(&self, name: &str) -> Result<Option<Leadership>> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(Leadership { conn: None }));
+        }
+        // A connection of its own, closed (not pooled) when dropped, which releases the lock.
+        // The lock is per schema: several Sandcat databases may share one PostgreSQL database.
+        let mut conn = self.pool.acquire().await.map_err(db)?.detach();
+        let got: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':' || $1))",
+        )
+        .bind(format!("sandcat:{name}"))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(db)?;
+        Ok(got.then_some(Leadership { conn: Some(conn) }))
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -579,6 +614,18 @@ impl UserStore for SqlStore {
     }
 }
 
+/// A `bus_batches` row as an outcome.
+fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome> {
+    Ok(match (ids, error) {
+        (Some(ids), _) => BatchOutcome::Appended(serde_json::from_str(&ids)?),
+        (None, Some(e)) => {
+            let (code, message): (ErrorCode, String) = serde_json::from_str(&e)?;
+            BatchOutcome::Refused(code, message)
+        }
+        (None, None) => return Err(Error::storage("a batch outcome without content")),
+    })
+}
+
 /// `(event_id, rel_type)` of an event's `m.relates_to`.
 fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
     let c = pdu.content_value();
@@ -730,14 +777,29 @@ impl RoomStore for SqlStore {
         let Some(r) = row else { return Ok(None) };
         let ids: Option<String> = r.try_get("event_ids").map_err(db)?;
         let error: Option<String> = r.try_get("error").map_err(db)?;
-        Ok(Some(match (ids, error) {
-            (Some(ids), _) => BatchOutcome::Appended(serde_json::from_str(&ids)?),
-            (None, Some(e)) => {
-                let (code, message): (ErrorCode, String) = serde_json::from_str(&e)?;
-                BatchOutcome::Refused(code, message)
+        outcome_of(ids, error).map(Some)
+    }
+
+    async fn batch_outcomes(&self, batch_ids: &[String]) -> Result<Vec<(String, BatchOutcome)>> {
+        let mut out = Vec::new();
+        for chunk in batch_ids.chunks(500) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT batch_id, event_ids, error FROM bus_batches WHERE batch_id IN ({})",
+                params.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
             }
-            (None, None) => return Err(Error::storage("a batch outcome without content")),
-        }))
+            for r in q.fetch_all(&self.pool).await.map_err(db)? {
+                let id: String = r.try_get("batch_id").map_err(db)?;
+                let ids: Option<String> = r.try_get("event_ids").map_err(db)?;
+                let error: Option<String> = r.try_get("error").map_err(db)?;
+                out.push((id, outcome_of(ids, error)?));
+            }
+        }
+        Ok(out)
     }
 
     async fn record_batch_outcome(&self, batch_id: &str, outcome: &BatchOutcome) -> Result<()> {

@@ -82,6 +82,33 @@ on_both_backends!(
     redelivered_batches_are_sequenced_once,
 );
 
+/// A cluster-wide role is held by one instance at a time and passes on when it lets go.
+#[tokio::test]
+async fn postgres_one_instance_leads_at_a_time() {
+    let db = Db::postgres().await;
+    let (a, b) = (db.open().await, db.open().await);
+    let mut lead = a.try_lead("pushers").await.unwrap().expect("a leads");
+    assert!(lead.alive().await);
+    assert!(
+        b.try_lead("pushers").await.unwrap().is_none(),
+        "b must wait"
+    );
+    assert!(
+        b.try_lead("other-role").await.unwrap().is_some(),
+        "roles are independent"
+    );
+    drop(lead);
+    let mut taken = None;
+    for _ in 0..50 {
+        taken = b.try_lead("pushers").await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(taken.is_some(), "b takes over once a let go");
+}
+
 /// Several instances share one PostgreSQL database (one SQLite file has one process).
 #[tokio::test]
 async fn postgres_two_instances_append_to_one_room() {
