@@ -1,19 +1,22 @@
 //! The pipeline event bus: Kafka. Every batch is produced to one topic with the room id as its
 //! key, so a room's batches land on one partition in order. The sequencers of all instances
 //! form one consumer group: each partition — and so each room — has one sequencer cluster-wide,
-//! and partitions move to the surviving instances when one dies.
+//! and partitions move to the surviving instances when one dies. Within an instance, batches
+//! are spread over lanes by room, so different rooms are sequenced in parallel.
 //!
-//! Delivery is at least once: an offset is stored only after its batch is sequenced and
-//! persisted, and the sequencer records each batch id with its events in the same transaction
+//! Delivery is at least once: an offset is stored only once its batch and every earlier one of its
+//! partition are sequenced and persisted, and the sequencer records each batch id with its events
+//! in the same transaction
 //! ([`BatchHandler::handle_once`]), so a redelivered batch returns the recorded outcome instead
 //! of appending twice. The submitter waits for that outcome: handed over in memory when its
 //! own instance sequenced the batch, read from the store (on every wake-up of the notifier)
 //! when another instance did.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -36,7 +39,7 @@ use sandcat_core::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{oneshot, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -50,6 +53,8 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Consumer group of the sequencers.
     pub group: String,
+    /// Batches of different rooms this instance sequences at once.
+    pub lanes: usize,
 }
 
 /// One message on the topic.
@@ -61,7 +66,12 @@ struct Envelope {
     batch: RoomBatch,
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Vec<StoredEvent>>>>>>;
+/// Submitters waiting for their batches, with when they started waiting.
+type Waiters = Arc<Mutex<HashMap<String, (Instant, oneshot::Sender<Result<Vec<StoredEvent>>>)>>>;
+
+/// Batches of this instance's own partitions are answered in memory; the store is asked only
+/// about batches waiting longer than this (another instance sequences them).
+const REMOTE_AFTER: Duration = Duration::from_millis(15);
 
 fn kafka(what: &str, e: KafkaError) -> Error {
     Error::Storage(format!("kafka {what}: {e}"))
@@ -170,10 +180,12 @@ impl KafkaBus {
         let waiters: Waiters = Arc::default();
         let (stop, stopped) = watch::channel(false);
         let sequencer = tokio::spawn(consume(
+            config.topic.clone(),
             consumer,
             handler,
             instance.clone(),
             waiters.clone(),
+            config.lanes,
             stopped.clone(),
         ));
         let watcher = tokio::spawn(watch_outcomes(store, notifier, waiters.clone(), stopped));
@@ -188,14 +200,52 @@ impl KafkaBus {
     }
 }
 
-/// This instance's sequencer: batches of the partitions assigned to it, one at a time.
+/// Which offsets of one partition are still being sequenced: the offset stored for commit is
+/// the highest one below which everything is done.
+#[derive(Default)]
+struct Progress {
+    inflight: BTreeSet<i64>,
+    done: i64,
+}
+
+type Partitions = Arc<Mutex<HashMap<i32, Progress>>>;
+
+/// One batch handed to a lane.
+struct Job {
+    env: Envelope,
+    partition: i32,
+    offset: i64,
+}
+
+/// This instance's sequencer: batches of the partitions assigned to it, spread over `lanes`
+/// tasks by room (a room's batches stay in order on one lane), sequenced in parallel.
 async fn consume(
+    topic: String,
     consumer: StreamConsumer<Rebalancing>,
     handler: Arc<dyn BatchHandler>,
     instance: String,
     waiters: Waiters,
+    lanes: usize,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let consumer = Arc::new(consumer);
+    let progress: Partitions = Arc::default();
+    let mut senders = Vec::with_capacity(lanes);
+    let mut tasks = Vec::with_capacity(lanes);
+    for _ in 0..lanes.max(1) {
+        let (tx, rx) = mpsc::channel::<Job>(256);
+        senders.push(tx);
+        tasks.push(tokio::spawn(lane(
+            topic.clone(),
+            rx,
+            consumer.clone(),
+            handler.clone(),
+            instance.clone(),
+            waiters.clone(),
+            progress.clone(),
+            stopped.clone(),
+        )));
+    }
     loop {
         let msg = tokio::select! {
             _ = stopped.changed() => break,
@@ -209,14 +259,89 @@ async fn consume(
                 continue;
             }
         };
-        let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
+        let (partition, offset) = (msg.partition(), msg.offset());
         let envelope: Option<Envelope> = msg.payload().and_then(|p| serde_json::from_slice(p).ok());
         drop(msg);
+        {
+            let mut parts = progress.lock().unwrap_or_else(|e| e.into_inner());
+            let p = parts.entry(partition).or_default();
+            if offset <= p.done || p.inflight.contains(&offset) {
+                // Delivered again (the partition came back after a rebalance): start over.
+                *p = Progress::default();
+            }
+            p.inflight.insert(offset);
+        }
         let Some(env) = envelope else {
             tracing::error!(partition, offset, "event bus: unreadable message skipped");
-            let _ = consumer.store_offset(&topic, partition, offset);
+            finish(&consumer, &topic, &progress, partition, offset);
             continue;
         };
+        let mut h = DefaultHasher::new();
+        env.batch.room_id.hash(&mut h);
+        let lane = (h.finish() % senders.len() as u64) as usize;
+        if senders[lane]
+            .send(Job {
+                env,
+                partition,
+                offset,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(senders);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Commit what was stored before leaving the group.
+    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    consumer.unsubscribe();
+}
+
+/// Marks an offset done and stores the highest offset below which all are done.
+fn finish(
+    consumer: &StreamConsumer<Rebalancing>,
+    topic: &str,
+    progress: &Partitions,
+    partition: i32,
+    offset: i64,
+) {
+    let safe = {
+        let mut parts = progress.lock().unwrap_or_else(|e| e.into_inner());
+        let p = parts.entry(partition).or_default();
+        p.inflight.remove(&offset);
+        p.done = p.done.max(offset);
+        match p.inflight.first() {
+            Some(first) => first - 1,
+            None => p.done,
+        }
+    };
+    if safe >= 0 {
+        if let Err(e) = consumer.store_offset(topic, partition, safe) {
+            tracing::debug!(error = %e, partition, "event bus: storing the offset failed");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lane(
+    topic: String,
+    mut jobs: mpsc::Receiver<Job>,
+    consumer: Arc<StreamConsumer<Rebalancing>>,
+    handler: Arc<dyn BatchHandler>,
+    instance: String,
+    waiters: Waiters,
+    progress: Partitions,
+    stopped: watch::Receiver<bool>,
+) {
+    while let Some(Job {
+        env,
+        partition,
+        offset,
+    }) = jobs.recv().await
+    {
         let mut delay = Duration::from_millis(100);
         let result = loop {
             match handler.handle_once(&env.id, env.batch.clone()).await {
@@ -232,22 +357,17 @@ async fn consume(
                 other => break other,
             }
         };
-        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-            tracing::warn!(error = %e, "event bus: storing the offset failed");
-        }
+        finish(&consumer, &topic, &progress, partition, offset);
         if env.origin == instance {
             let waiter = waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&env.id);
-            if let Some(tx) = waiter {
+            if let Some((_, tx)) = waiter {
                 let _ = tx.send(result);
             }
         }
     }
-    // Commit what was stored before leaving the group.
-    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-    consumer.unsubscribe();
 }
 
 /// Answers submitters whose batches other instances sequenced: on every wake-up (and every
@@ -265,11 +385,14 @@ async fn watch_outcomes(
             _ = wake.changed() => {},
             _ = tokio::time::sleep(Duration::from_millis(200)) => {},
         }
+        // Many wake-ups in a row need one look.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let ids: Vec<String> = waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= REMOTE_AFTER)
+            .map(|(id, _)| id.clone())
             .collect();
         if ids.is_empty() {
             continue;
@@ -286,7 +409,7 @@ async fn watch_outcomes(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            if let Some(tx) = waiter {
+            if let Some((_, tx)) = waiter {
                 let _ = tx.send(outcome_events(store.as_ref(), outcome).await);
             }
         }
@@ -313,7 +436,7 @@ impl EventBus for KafkaBus {
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(env.id.clone(), tx);
+            .insert(env.id.clone(), (Instant::now(), tx));
         let forget = || {
             self.waiters
                 .lock()
