@@ -1,5 +1,6 @@
-//! The pipeline parts that exist so far, wired into the real server: `[cache] backend =
-//! "redis"` announces writes to other instances; bad backend names stop start-up.
+//! The pipeline wired into the real server: `[cache] backend = "redis"` announces writes to
+//! other instances; bad backend names and unreachable services stop start-up, naming the
+//! section.
 
 mod common;
 
@@ -69,6 +70,20 @@ async fn unknown_backends_stop_start_up() {
             c.cache.backend = "redis".into();
             c.cache.url = "redis://127.0.0.1:9".into();
         }),
+        ("[storage]", |c: &mut sandcat::Config| {
+            c.storage.backend = "mysql".into()
+        }),
+        ("[storage]", |c: &mut sandcat::Config| {
+            c.storage.backend = "postgres".into();
+            c.storage.url = "postgres://postgres@127.0.0.1:9/sandcat".into();
+        }),
+        ("[bus]", |c: &mut sandcat::Config| {
+            c.bus.backend = "amqp".into()
+        }),
+        // Kafka needs the shared store and wake-ups.
+        ("[bus]", |c: &mut sandcat::Config| {
+            c.bus.backend = "kafka".into()
+        }),
     ] {
         let mut config = sandcat::Config {
             data_dir: dir.path().to_path_buf(),
@@ -78,4 +93,22 @@ async fn unknown_backends_stop_start_up() {
         let err = sandcat::build(&config).await.err().expect("refused");
         assert!(format!("{err:#}").contains(section), "{err:#}");
     }
+}
+
+/// A Kafka bus whose brokers do not answer stops start-up, naming the section.
+#[tokio::test]
+async fn an_unreachable_kafka_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandcat::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    common::use_pipeline(&mut config, dir.path()).await;
+    config.bus.brokers = "127.0.0.1:9".into();
+    let err = sandcat::build(&config).await.err().expect("refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("[bus]") && text.contains("127.0.0.1:9"),
+        "{text}"
+    );
 }
