@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
         Command::User {
             command: UserCommand::Create { username, password },
         } => {
-            let app = sandcat::build(&config).await?;
+            let app = sandcat::build(&offline(&config)).await?;
             let user_id = app
                 .accounts
                 .create_user(&username, Some(&password))
@@ -124,11 +124,22 @@ async fn main() -> Result<()> {
             }
         }
         Command::Migrate => {
-            sandcat::build(&config).await?;
-            println!("database ready in {}", config.data_dir.display());
+            sandcat::build(&offline(&config)).await?;
+            match config.storage.backend.as_str() {
+                "postgres" => println!("database ready ([storage] postgres)"),
+                _ => println!("database ready in {}", config.data_dir.display()),
+            }
         }
     }
     Ok(())
+}
+
+/// The configuration for a command that does not serve: it must not join the sequencers'
+/// consumer group of a running cluster (that would move rooms to a process about to exit).
+fn offline(config: &Config) -> Config {
+    let mut c = config.clone();
+    c.bus.backend = "embedded".into();
+    c
 }
 
 async fn shutdown_signal() {
