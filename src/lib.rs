@@ -194,6 +194,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             }) as futures::future::BoxFuture<'static, ()>
         }) as BeforeWake
     });
+    let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
     let wake = match config.cache.backend.as_str() {
         "embedded" => None,
         "redis" => Some(
@@ -202,13 +203,13 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 &format!("sandcat:{}:wake", config.server_name),
                 notifier.clone(),
                 before_wake,
+                Some(ephemeral.clone()),
             )
             .await
             .map_err(|e| anyhow::anyhow!("[cache] backend = \"redis\": {e}"))?,
         ),
         other => anyhow::bail!("[cache] backend must be \"embedded\" or \"redis\", not {other:?}"),
     };
-    let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
     let sequencer = Arc::new(Sequencer::new(
         store.clone(),
         signing.clone(),

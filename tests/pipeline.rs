@@ -37,6 +37,7 @@ async fn writes_wake_other_instances_through_redis() {
         &format!("sandcat:{server_name}:wake"),
         other.clone(),
         None,
+        None,
     )
     .await
     .expect("Redis is running (scripts/services.sh)");

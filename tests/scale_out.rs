@@ -1,6 +1,6 @@
 //! Scale-out: two `sandcat` processes (the real binary) share one PostgreSQL, Kafka, Redis and
 //! S3 — the services `scripts/services.sh` starts. A message sent through instance A reaches a
-//! `/sync` long-poll on instance B; instance A is killed with SIGKILL in the middle of a burst
+//! `/sync` long-poll on instance B, and so does a typing notification; instance A is killed with SIGKILL in the middle of a burst
 //! of sends, and every send that was acknowledged is there afterwards, exactly once, in order
 //! within its room.
 
@@ -172,6 +172,41 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
         .await
         .expect("the long-poll on B returned the event sent on A")
         .unwrap();
+
+    // Typing on A shows in a /sync on B.
+    let mut since = bob.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, r) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&rooms[1]),
+                enc(&alice.user_id)
+            ),
+            json!({ "typing": true, "timeout": 30000 }),
+        )
+        .await;
+    assert_eq!(s, 200, "typing: {r}");
+    let typing_seen = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let s = bob.sync(Some(&since), 10_000).await;
+            let typing = s["rooms"]["join"][&rooms[1]]["ephemeral"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["type"] == "m.typing" && e["content"]["user_ids"] == json!([alice.user_id])
+                });
+            if typing {
+                return;
+            }
+            since = s["next_batch"].as_str().unwrap().to_owned();
+        }
+    })
+    .await;
+    assert!(typing_seen.is_ok(), "B's /sync shows alice typing on A");
 
     // A burst of sends through A, alternating rooms; A is killed in the middle of it.
     let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();

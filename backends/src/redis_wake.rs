@@ -1,6 +1,8 @@
 //! Cross-instance wake-ups over Redis pub/sub: every local write is published on a channel,
 //! and every instance's subscriber wakes its own `/sync` long-polls and WebSockets when another
-//! instance writes. Both directions reconnect with backoff when Redis goes away.
+//! instance writes. Typing and presence changes ride on the same channel and are applied to
+//! every other instance's ephemeral state. Both directions reconnect with backoff when Redis
+//! goes away.
 
 use std::time::Duration;
 
@@ -8,7 +10,12 @@ use std::sync::Arc;
 
 use futures::{future::BoxFuture, StreamExt};
 use redis::AsyncCommands;
-use sandcat_core::{notifier::Notifier, Error, Result};
+use sandcat_core::{
+    ephemeral::{Ephemeral, EphemeralUpdate},
+    notifier::Notifier,
+    Error, Result,
+};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 fn redis_err(what: &str, e: redis::RedisError) -> Error {
@@ -18,6 +25,13 @@ fn redis_err(what: &str, e: redis::RedisError) -> Error {
 /// What runs before local readers are woken for another instance's write (e.g. catching up
 /// with the shared store, so that the readers see the write).
 pub type BeforeWake = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// One message on the channel: a write happened (`eph` empty), or an ephemeral change.
+#[derive(Serialize, Deserialize)]
+struct Announcement {
+    from: String,
+    eph: Option<EphemeralUpdate>,
+}
 
 /// The publisher and subscriber tasks of one instance.
 pub struct RedisWake {
@@ -39,6 +53,7 @@ impl RedisWake {
         channel: &str,
         notifier: Notifier,
         before_wake: Option<BeforeWake>,
+        ephemeral: Option<Arc<Ephemeral>>,
     ) -> Result<RedisWake> {
         let client = redis::Client::open(url).map_err(|e| redis_err("url", e))?;
         let mut publish = client
@@ -55,14 +70,32 @@ impl RedisWake {
             return Err(Error::internal("the notifier already forwards elsewhere"));
         }
 
+        let (eph_tx, mut eph_rx) = mpsc::unbounded_channel::<EphemeralUpdate>();
+        if let Some(e) = &ephemeral {
+            if !e.forward_to(eph_tx) {
+                return Err(Error::internal("ephemeral changes already go elsewhere"));
+            }
+        }
+
         let (ch, me) = (channel.to_owned(), instance.clone());
         let publisher = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Many writes between two publishes need one wake-up.
-                while rx.try_recv().is_ok() {}
+            loop {
+                let eph = tokio::select! {
+                    w = rx.recv() => match w {
+                        // Many writes between two publishes need one wake-up.
+                        Some(()) => { while rx.try_recv().is_ok() {} None }
+                        None => break,
+                    },
+                    Some(u) = eph_rx.recv() => Some(u),
+                };
+                let payload = serde_json::to_string(&Announcement {
+                    from: me.clone(),
+                    eph,
+                })
+                .unwrap_or_default();
                 let mut delay = Duration::from_millis(100);
                 loop {
-                    match publish.publish::<_, _, i64>(&ch, &me).await {
+                    match publish.publish::<_, _, i64>(&ch, &payload).await {
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "redis publish failed; retrying");
@@ -91,12 +124,22 @@ impl RedisWake {
                             notifier.notify_local();
                             let mut stream = pubsub.on_message();
                             while let Some(msg) = stream.next().await {
-                                let from: String = msg.get_payload().unwrap_or_default();
-                                if from != instance {
-                                    if let Some(hook) = &before_wake {
-                                        hook().await;
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                let Ok(a) = serde_json::from_str::<Announcement>(&payload) else {
+                                    continue;
+                                };
+                                if a.from == instance {
+                                    continue;
+                                }
+                                match (a.eph, &ephemeral) {
+                                    (Some(u), Some(e)) => e.apply(u),
+                                    (Some(_), None) => {}
+                                    (None, _) => {
+                                        if let Some(hook) = &before_wake {
+                                            hook().await;
+                                        }
+                                        notifier.notify_local();
                                     }
-                                    notifier.notify_local();
                                 }
                             }
                         }

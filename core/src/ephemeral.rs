@@ -1,15 +1,22 @@
 //! Data that never enters a room log: typing notifications and presence. Kept in memory with a
 //! counter of its own, which `/sync` tokens carry beside the stream position.
+//!
+//! The counter is a hybrid clock (microseconds since the epoch, kept strictly increasing), so
+//! the counters of several instances — and of one instance across restarts — are comparable.
+//! Changes made here are handed to [`Ephemeral::forward_to`]'s channel; a cross-instance
+//! backend carries them to the other instances, which [`Ephemeral::apply`] them.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Mutex, OnceLock,
     },
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::notifier::Notifier;
 
@@ -29,20 +36,48 @@ struct Typing {
     serial: u64,
 }
 
+/// A change of ephemeral state, as other instances receive it: the whole new state of one
+/// room's typing or of one user's presence, with its counter value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EphemeralUpdate {
+    Typing {
+        room_id: OwnedRoomId,
+        /// `(user, expiry in ms since the epoch)`
+        users: Vec<(OwnedUserId, u64)>,
+        serial: u64,
+    },
+    Presence {
+        user_id: OwnedUserId,
+        state: String,
+        status_msg: Option<String>,
+        last_active_ts: u64,
+        serial: u64,
+    },
+}
+
 pub struct Ephemeral {
     counter: AtomicU64,
     typing: Mutex<HashMap<OwnedRoomId, Typing>>,
     presence: Mutex<HashMap<OwnedUserId, PresenceRecord>>,
     notifier: Notifier,
+    forward: OnceLock<mpsc::UnboundedSender<EphemeralUpdate>>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Ephemeral {
     pub fn new(notifier: Notifier) -> Self {
         Ephemeral {
-            counter: AtomicU64::new(1),
+            counter: AtomicU64::new(now_us()),
             typing: Mutex::default(),
             presence: Mutex::default(),
             notifier,
+            forward: OnceLock::new(),
         }
     }
 
@@ -50,8 +85,71 @@ impl Ephemeral {
         self.counter.load(Ordering::SeqCst)
     }
 
+    /// The next counter value: after every value seen, and not behind the clock.
     fn bump(&self) -> u64 {
-        self.counter.fetch_add(1, Ordering::SeqCst) + 1
+        let mut cur = self.counter.load(Ordering::SeqCst);
+        loop {
+            let next = (cur + 1).max(now_us());
+            match self
+                .counter
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Hands every later local change to `tx`, for the other instances (set once).
+    pub fn forward_to(&self, tx: mpsc::UnboundedSender<EphemeralUpdate>) -> bool {
+        self.forward.set(tx).is_ok()
+    }
+
+    fn forward(&self, update: EphemeralUpdate) {
+        if let Some(f) = self.forward.get() {
+            let _ = f.send(update);
+        }
+    }
+
+    /// A change made on another instance: kept if newer than what is here, and readers woken.
+    pub fn apply(&self, update: EphemeralUpdate) {
+        match update {
+            EphemeralUpdate::Typing {
+                room_id,
+                users,
+                serial,
+            } => {
+                self.counter.fetch_max(serial, Ordering::SeqCst);
+                let mut rooms = self.typing.lock().unwrap_or_else(|e| e.into_inner());
+                let room = rooms.entry(room_id).or_default();
+                if serial > room.serial {
+                    room.users = users.into_iter().collect();
+                    room.serial = serial;
+                }
+            }
+            EphemeralUpdate::Presence {
+                user_id,
+                state,
+                status_msg,
+                last_active_ts,
+                serial,
+            } => {
+                self.counter.fetch_max(serial, Ordering::SeqCst);
+                let mut map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+                if map.get(&user_id).is_none_or(|r| serial > r.serial) {
+                    map.insert(
+                        user_id,
+                        PresenceRecord {
+                            state,
+                            status_msg,
+                            last_active_ts,
+                            serial,
+                        },
+                    );
+                }
+            }
+        }
+        self.notifier.notify_local();
     }
 
     pub fn set_typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool, timeout_ms: u64) {
@@ -70,6 +168,11 @@ impl Ephemeral {
             };
             if changed {
                 room.serial = self.bump();
+                self.forward(EphemeralUpdate::Typing {
+                    room_id: room_id.to_owned(),
+                    users: room.users.iter().map(|(u, e)| (u.clone(), *e)).collect(),
+                    serial: room.serial,
+                });
             }
             changed
         };
@@ -143,6 +246,15 @@ impl Ephemeral {
             }
         };
         if changed {
+            if let Some(r) = self.presence(user_id) {
+                self.forward(EphemeralUpdate::Presence {
+                    user_id: user_id.to_owned(),
+                    state: r.state,
+                    status_msg: r.status_msg,
+                    last_active_ts: r.last_active_ts,
+                    serial: r.serial,
+                });
+            }
             self.notifier.notify();
         }
     }
