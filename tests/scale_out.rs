@@ -249,6 +249,7 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(a); // SIGKILL
+    let killed = std::time::Instant::now();
     let sent = sender.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     let unacked = unacked.lock().unwrap().clone();
@@ -267,6 +268,14 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
             .await;
         assert_eq!(s, 200, "retry on B: {r}");
     }
+    // A new send on B into each room: answered once the rooms' partitions have a sequencer
+    // again (the group notices the dead member after its session timeout).
+    for (i, room) in rooms.iter().enumerate() {
+        alice_b
+            .send_text(room, &format!("after{i}"), &format!("after the kill {i}"))
+            .await;
+    }
+    let recovered_ms = killed.elapsed().as_millis();
 
     // Everything acknowledged (and the retried send) is on B once, in order per room.
     let mut found = 0;
@@ -303,7 +312,7 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
         );
     }
     println!(
-        "scale-out kill: sent {sent}, acknowledged {}, in doubt {} (retried on B), found {found}, duplicates {duplicates}",
+        "scale-out kill: sent {sent}, acknowledged {}, in doubt {} (retried on B), found {found}, duplicates {duplicates}; sends into both rooms answered on B {recovered_ms} ms after the kill",
         acked.len(),
         unacked.len()
     );
