@@ -78,6 +78,15 @@ fn jwt_secret(config: &Config) -> Result<Vec<u8>> {
     }
 }
 
+/// Learns the writes other instances made to the shared store; whether there were any.
+async fn catch_up(store: &SqlStore) -> bool {
+    let before = store.current_pos();
+    if let Err(e) = store.refresh().await {
+        tracing::warn!(error = %e, "catching up with the shared store failed");
+    }
+    store.current_pos() > before
+}
+
 /// A database URL without its password, for messages.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -172,13 +181,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let before = s.current_pos();
-                match s.refresh().await {
-                    Ok(()) if s.current_pos() > before => n.notify_local(),
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "catching up with the shared store failed")
-                    }
+                if catch_up(&s).await {
+                    n.notify_local();
                 }
             }
         });
@@ -188,9 +192,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         Arc::new(move || {
             let s = s.clone();
             Box::pin(async move {
-                if let Err(e) = s.refresh().await {
-                    tracing::warn!(error = %e, "catching up with the shared store failed");
-                }
+                catch_up(&s).await;
             }) as futures::future::BoxFuture<'static, ()>
         }) as BeforeWake
     });

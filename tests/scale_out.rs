@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{enc, timeline_bodies, use_pipeline, Client};
+use common::{enc, register_at, timeline_bodies, use_pipeline, Client};
 use serde_json::json;
 
 /// One `sandcat serve` process.
@@ -92,27 +92,6 @@ fn on(instance: &Instance, c: &Client) -> Client {
     }
 }
 
-async fn register(instance: &Instance, name: &str) -> Client {
-    let anon = Client {
-        base: instance.base.clone(),
-        token: None,
-        user_id: String::new(),
-        http: reqwest::Client::new(),
-    };
-    let (status, body) = anon
-        .post(
-            "/_matrix/client/v3/register",
-            json!({ "username": name, "password": "pw-scale", "auth": { "type": "m.login.dummy" } }),
-        )
-        .await;
-    assert_eq!(status, 200, "register {name}: {body}");
-    Client {
-        token: Some(body["access_token"].as_str().unwrap().to_owned()),
-        user_id: body["user_id"].as_str().unwrap().to_owned(),
-        ..anon
-    }
-}
-
 /// Every `m.room.message` body of a room, oldest first, read with `/messages`.
 async fn bodies(c: &Client, room: &str) -> Vec<String> {
     let (s, b) = c
@@ -140,8 +119,8 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
     let a = start(&config, data.path(), "a").await;
     let b = start(&config, data.path(), "b").await;
 
-    let alice = register(&a, "alice").await;
-    let bob = register(&b, "bob").await;
+    let alice = register_at(&a.base, "alice").await;
+    let bob = register_at(&b.base, "bob").await;
     let rooms = [
         alice.create_room(json!({ "preset": "public_chat" })).await,
         alice.create_room(json!({ "preset": "public_chat" })).await,

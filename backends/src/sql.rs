@@ -278,16 +278,24 @@ impl SqlStore {
         changes.sort_by_key(encode_change);
         changes.dedup();
         if self.dialect == Dialect::Postgres {
-            for c in &changes {
-                sqlx::query("INSERT INTO stream_changes (pos, change) VALUES ($1, $2)")
-                    .bind(last)
-                    .bind(encode_change(c))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            if !changes.is_empty() {
+                // One statement for all of them: this is on every write's path.
+                let rows: Vec<String> = (0..changes.len())
+                    .map(|i| format!("($1, ${})", i + 2))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO stream_changes (pos, change) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(last);
+                for c in &changes {
+                    q = q.bind(encode_change(c));
+                }
+                q.execute(&mut *tx).await.map_err(db)?;
             }
-            if last % 10_000 == 0 {
-                // Instances read changes from where they stand; nobody stands this far back.
+            if last / 10_000 != (first - 1) / 10_000 {
+                // Every 10,000 positions: instances read changes from where they stand, and
+                // nobody stands this far back.
                 sqlx::query("DELETE FROM stream_changes WHERE pos < $1")
                     .bind(last - 1_000_000)
                     .execute(&mut *tx)

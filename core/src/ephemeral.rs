@@ -213,7 +213,7 @@ impl Ephemeral {
         let changed = {
             let mut map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
             let now = crate::now_ms();
-            match map.get_mut(user_id) {
+            let changed = match map.get_mut(user_id) {
                 Some(rec)
                     if rec.state == state
                         && (status_msg.is_none() || rec.status_msg == status_msg) =>
@@ -243,18 +243,18 @@ impl Ephemeral {
                     );
                     true
                 }
-            }
+            };
+            // The new record, as the other instances are told it.
+            changed.then(|| map.get(user_id).cloned()).flatten()
         };
-        if changed {
-            if let Some(r) = self.presence(user_id) {
-                self.forward(EphemeralUpdate::Presence {
-                    user_id: user_id.to_owned(),
-                    state: r.state,
-                    status_msg: r.status_msg,
-                    last_active_ts: r.last_active_ts,
-                    serial: r.serial,
-                });
-            }
+        if let Some(r) = changed {
+            self.forward(EphemeralUpdate::Presence {
+                user_id: user_id.to_owned(),
+                state: r.state,
+                status_msg: r.status_msg,
+                last_active_ts: r.last_active_ts,
+                serial: r.serial,
+            });
             self.notifier.notify();
         }
     }

@@ -106,7 +106,7 @@ impl Sequencer {
     ) -> Result<Vec<StoredEvent>> {
         let mut attempt = 0;
         loop {
-            match self.sequence(batch.clone(), batch_id).await {
+            match self.sequence(&batch, batch_id).await {
                 Err(Error::Conflict(why)) if attempt < 8 => {
                     attempt += 1;
                     tracing::debug!(room = %batch.room_id, %why, attempt, "room head moved; rebuilding the batch");
@@ -116,7 +116,11 @@ impl Sequencer {
         }
     }
 
-    async fn sequence(&self, batch: RoomBatch, batch_id: Option<&str>) -> Result<Vec<StoredEvent>> {
+    async fn sequence(
+        &self,
+        batch: &RoomBatch,
+        batch_id: Option<&str>,
+    ) -> Result<Vec<StoredEvent>> {
         let slot = self.head_slot(&batch.room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -328,7 +332,7 @@ impl BatchHandler for Sequencer {
 
     async fn handle_once(&self, batch_id: &str, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
         if let Some(outcome) = self.store.batch_outcome(batch_id).await? {
-            return self.outcome_events(outcome).await;
+            return outcome_events(self.store.as_ref(), outcome).await;
         }
         match self.sequence_retrying(batch, Some(batch_id)).await {
             Err(Error::Matrix { code, message }) => {
@@ -344,13 +348,6 @@ impl BatchHandler for Sequencer {
 
     fn reset(&self) {
         self.heads.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-impl Sequencer {
-    /// The events (or the refusal) a recorded outcome stands for.
-    pub async fn outcome_events(&self, outcome: BatchOutcome) -> Result<Vec<StoredEvent>> {
-        outcome_events(self.store.as_ref(), outcome).await
     }
 }
 

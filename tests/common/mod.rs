@@ -133,25 +133,34 @@ impl Server {
     }
 
     pub fn anon(&self) -> Client {
-        Client {
-            base: self.base.clone(),
-            token: None,
-            user_id: String::new(),
-            http: reqwest::Client::new(),
-        }
+        anon_at(&self.base)
     }
 
     /// Registers `name` with password `pw` and returns a logged-in client.
     pub async fn register(&self, name: &str) -> Client {
-        let c = self.anon();
-        let (status, body) = c.post("/_matrix/client/v3/register", json!({ "username": name, "password": "pw-".to_owned() + name, "auth": { "type": "m.login.dummy" } })).await;
-        assert_eq!(status, 200, "register {name}: {body}");
-        Client {
-            base: self.base.clone(),
-            token: Some(body["access_token"].as_str().expect("token").to_owned()),
-            user_id: body["user_id"].as_str().expect("user id").to_owned(),
-            http: reqwest::Client::new(),
-        }
+        register_at(&self.base, name).await
+    }
+}
+
+/// A client of the server at `base`, not logged in.
+pub fn anon_at(base: &str) -> Client {
+    Client {
+        base: base.to_owned(),
+        token: None,
+        user_id: String::new(),
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Registers `name` (password `pw-<name>`) on the server at `base`; a logged-in client.
+pub async fn register_at(base: &str, name: &str) -> Client {
+    let c = anon_at(base);
+    let (status, body) = c.post("/_matrix/client/v3/register", json!({ "username": name, "password": "pw-".to_owned() + name, "auth": { "type": "m.login.dummy" } })).await;
+    assert_eq!(status, 200, "register {name}: {body}");
+    Client {
+        token: Some(body["access_token"].as_str().expect("token").to_owned()),
+        user_id: body["user_id"].as_str().expect("user id").to_owned(),
+        ..c
     }
 }
 
