@@ -20,7 +20,7 @@ def need(cond, msg):
 
 
 services = compose.get("services", {})
-for name in ["postgres", "kafka", "redis", "minio", "sandcat-1", "sandcat-2", "gateway"]:
+for name in ["postgres", "kafka", "mongo", "redis", "minio", "sandcat-1", "sandcat-2", "gateway"]:
     need(name in services, f"service {name} is missing")
 need("KAFKA_PROCESS_ROLES" in services.get("kafka", {}).get("environment", {}), "kafka is not in KRaft mode")
 for name in ["sandcat-1", "sandcat-2"]:
@@ -32,9 +32,10 @@ for name in ["sandcat-1", "sandcat-2"]:
         ("SANDCAT_BUS_BACKEND", "kafka"),
         ("SANDCAT_CACHE_BACKEND", "redis"),
         ("SANDCAT_MEDIA_BACKEND", "s3"),
+        ("SANDCAT_INBOX_BACKEND", "mongodb"),
     ]:
         need(env.get(key) == value, f"{name}: {key} should be {value}")
-    for key in ["SANDCAT_STORAGE_URL", "SANDCAT_BUS_BROKERS", "SANDCAT_CACHE_URL", "SANDCAT_MEDIA_S3_ENDPOINT"]:
+    for key in ["SANDCAT_STORAGE_URL", "SANDCAT_BUS_BROKERS", "SANDCAT_CACHE_URL", "SANDCAT_MEDIA_S3_ENDPOINT", "SANDCAT_INBOX_URL"]:
         host = str(env.get(key, "")).split("//")[-1].split("@")[-1].split(":")[0]
         need(host in services, f"{name}: {key} points at {host!r}, which is not a service")
 ports = services.get("gateway", {}).get("ports", [])

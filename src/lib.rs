@@ -20,6 +20,7 @@ use sandcat_backends::{
     bus::InProcessBus,
     fs_media::FsMediaStore,
     kafka_bus::{KafkaBus, KafkaConfig},
+    mongo_inbox::MongoInbox,
     redis_wake::{BeforeWake, RedisWake},
     s3_media::{S3Config, S3MediaStore},
     sql::{Dialect, SqlStore},
@@ -27,8 +28,9 @@ use sandcat_backends::{
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
+    inbox::InboxIndexer,
     notifier::Notifier,
-    ports::{EduFanout, EventBus, StreamPosition},
+    ports::{EduFanout, EventBus, Inbox, StreamPosition},
     sequencer::{Sequencer, SigningKey},
     services::{
         accounts::Accounts,
@@ -56,8 +58,12 @@ pub struct App {
     pub native: NativeState,
     /// Cross-instance wake-ups, when `[cache] backend = "redis"`.
     pub wake: Option<RedisWake>,
-    /// The store, which decides which instance runs the application service pushers.
+    /// The store, which decides which instance runs the application service pushers and the
+    /// inbox indexer.
     pub store: Arc<SqlStore>,
+    /// Fills the per-user inboxes from the event stream; started by [`serve`].
+    pub indexer: Arc<InboxIndexer>,
+    pub notifier: Notifier,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -320,6 +326,28 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         other => anyhow::bail!("[media] backend must be \"embedded\" or \"s3\", not {other:?}"),
     };
     let media = Arc::new(Media::new(blobs, store.clone(), config.max_upload_bytes));
+    let inbox: Arc<dyn Inbox> = match config.inbox.backend.as_str() {
+        "embedded" => store.clone(),
+        "mongodb" => Arc::new(
+            MongoInbox::connect(&config.inbox.url, &config.inbox.database)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "[inbox] backend = \"mongodb\" at {}: {e}",
+                        redact_url(&config.inbox.url)
+                    )
+                })?,
+        ),
+        other => {
+            anyhow::bail!("[inbox] backend must be \"embedded\" or \"mongodb\", not {other:?}")
+        }
+    };
+    let indexer = Arc::new(InboxIndexer::new(
+        store.clone(),
+        store.clone(),
+        inbox.clone(),
+        server.server_name.clone(),
+    ));
     let native = NativeState::new(
         server.clone(),
         accounts.clone(),
@@ -333,6 +361,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         hub,
         mailer,
         media.clone(),
+        inbox,
     );
     let metrics = Arc::new(Metrics::default());
     let state = AppState::new(
@@ -382,26 +411,45 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         native,
         wake,
         store,
+        indexer,
+        notifier,
     })
 }
 
-/// Runs the application service pushers on one instance cluster-wide: whichever holds the
-/// `appservice-pushers` role; the others wait to take it over when that instance goes away.
-fn lead_pushers(store: Arc<SqlStore>, pushers: Arc<Pushers>) -> tokio::task::JoinHandle<()> {
+/// Runs its closure when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Runs a background duty on one instance cluster-wide: whichever holds `role` runs it
+/// (`start` returns what stops it); the others wait to take it over when that instance goes
+/// away. With SQLite the one process always holds every role.
+fn lead<S: FnOnce() + Send + 'static>(
+    store: Arc<SqlStore>,
+    role: &'static str,
+    start: impl Fn() -> S + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match store.try_lead("appservice-pushers").await {
+            match store.try_lead(role).await {
                 Ok(Some(mut lead)) => {
-                    tracing::info!("this instance runs the application service pushers");
-                    pushers.start(Duration::from_secs(2));
+                    tracing::info!(role, "this instance took the role");
+                    // Stopped when the role is lost, and when this task is aborted.
+                    let running = OnDrop(Some(start()));
                     while lead.alive().await {
                         tokio::time::sleep(Duration::from_secs(2)).await;
                     }
-                    tracing::warn!("lost the application service pushers role");
-                    pushers.stop();
+                    tracing::warn!(role, "lost the role");
+                    drop(running);
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "taking the application service pushers role"),
+                Err(e) => tracing::warn!(role, error = %e, "taking the role"),
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -431,7 +479,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let leading = lead_pushers(app.store.clone(), app.pushers.clone());
+    let pushers = app.pushers.clone();
+    let leading_pushers = lead(app.store.clone(), "appservice-pushers", move || {
+        pushers.start(Duration::from_secs(2));
+        let pushers = pushers.clone();
+        move || pushers.stop()
+    });
+    let (indexer, notifier) = (app.indexer.clone(), app.notifier.clone());
+    let leading_indexer = lead(app.store.clone(), "inbox-indexer", move || {
+        let (indexer, notifier) = (indexer.clone(), notifier.clone());
+        let task = tokio::spawn(async move { indexer.run(notifier).await });
+        move || task.abort()
+    });
     let served = axum::serve(
         listener,
         app.router
@@ -440,7 +499,8 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
     .context("HTTP server");
-    leading.abort();
+    leading_pushers.abort();
+    leading_indexer.abort();
     app.pushers.stop();
     app.bus.shutdown().await;
     served

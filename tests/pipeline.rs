@@ -81,6 +81,13 @@ async fn unknown_backends_stop_start_up() {
         ("[bus]", |c: &mut sandcat::Config| {
             c.bus.backend = "amqp".into()
         }),
+        ("[inbox]", |c: &mut sandcat::Config| {
+            c.inbox.backend = "cassandra".into()
+        }),
+        ("[inbox]", |c: &mut sandcat::Config| {
+            c.inbox.backend = "mongodb".into();
+            c.inbox.url = "mongodb://127.0.0.1:9".into();
+        }),
         // Kafka needs the shared store and wake-ups.
         ("[bus]", |c: &mut sandcat::Config| {
             c.bus.backend = "kafka".into()

@@ -467,6 +467,28 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": end })))
         .await;
     assert_eq!(again.as_array().unwrap().len(), 2);
+    // A message its sender redacts (from Matrix) leaves the receiver's inbox too.
+    let (s, r) = bob_mx
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/undo1",
+                enc(&dm),
+                enc(&pulled[1].server_id)
+            ),
+            json!({ "reason": "typo" }),
+        )
+        .await;
+    assert_eq!(s, 200, "redact: {r}");
+    let (_, again) = alice
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": 0 })))
+        .await;
+    let left: Vec<Msg> = serde_json::from_value(again).unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|m| String::from_utf8(m.content.clone()).unwrap())
+            .collect::<Vec<_>>(),
+        ["offline 2"]
+    );
 
     // Groups are rooms: members added directly, messages both ways.
     let mut alice_ws = alice.connect(0).await;

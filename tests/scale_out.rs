@@ -1,8 +1,9 @@
-//! Scale-out: two `sandcat` processes (the real binary) share one PostgreSQL, Kafka, Redis and
-//! S3 — the services `scripts/services.sh` starts. A message sent through instance A reaches a
-//! `/sync` long-poll on instance B, and so does a typing notification; instance A is killed with SIGKILL in the middle of a burst
-//! of sends, and every send that was acknowledged is there afterwards, exactly once, in order
-//! within its room.
+//! Scale-out: two `sandcat` processes (the real binary) share one PostgreSQL, Kafka, Redis,
+//! MongoDB and S3 — the services `scripts/services.sh` starts. A message sent through instance
+//! A reaches a `/sync` long-poll on instance B, and so does a typing notification; instance A
+//! is killed with SIGKILL in the middle of a burst of sends, and every send that was
+//! acknowledged is there afterwards, exactly once, in order within its room — in the room
+//! logs and in the receiver's inbox.
 
 mod common;
 
@@ -64,6 +65,9 @@ async fn start(config: &sandcat::Config, data: &std::path::Path, name: &str) -> 
         .env("SANDCAT_MEDIA_S3_BUCKET", &config.media.s3_bucket)
         .env("SANDCAT_MEDIA_S3_ACCESS_KEY", &config.media.s3_access_key)
         .env("SANDCAT_MEDIA_S3_SECRET_KEY", &config.media.s3_secret_key)
+        .env("SANDCAT_INBOX_BACKEND", "mongodb")
+        .env("SANDCAT_INBOX_URL", &config.inbox.url)
+        .env("SANDCAT_INBOX_DATABASE", &config.inbox.database)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -297,4 +301,73 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
     );
     assert_eq!(duplicates, 0);
     assert_eq!(found, acked.len() + unacked.len());
+
+    // Bob's inbox (MongoDB), read through the Sandcat API on B: the same messages, once each,
+    // in order — whichever instance indexed them.
+    let http = reqwest::Client::new();
+    let (token, inbox_ms) = (
+        sandcat_login(&http, &b, "bob").await,
+        std::time::Instant::now(),
+    );
+    let mut last = Vec::new();
+    for _ in 0..60 {
+        let pulled = http
+            .post(format!("{}/api/message", b.base))
+            .bearer_auth(&token)
+            .json(
+                &json!({ "user_id": "bob", "start": 0, "end": 0, "send_start": 0, "send_end": 0 }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pulled.status(), 200);
+        let msgs: Vec<serde_json::Value> = pulled.json().await.unwrap();
+        last = rooms
+            .iter()
+            .map(|room| {
+                msgs.iter()
+                    .filter(|m| m["group_id"] == json!(room))
+                    .map(|m| {
+                        let bytes: Vec<u8> = serde_json::from_value(m["content"].clone()).unwrap();
+                        String::from_utf8(bytes).unwrap()
+                    })
+                    .filter(|b| b.starts_with("burst "))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if last.iter().map(Vec::len).sum::<usize>() >= found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (room_index, got) in last.iter().enumerate() {
+        assert_eq!(
+            got,
+            &bodies(&bob, &rooms[room_index])
+                .await
+                .into_iter()
+                .filter(|b| b.starts_with("burst "))
+                .collect::<Vec<_>>(),
+            "room {room_index}: bob's inbox holds what the room log holds"
+        );
+    }
+    println!(
+        "scale-out inbox: {} of {found} messages in bob's inbox, read on B {} ms after the check began",
+        last.iter().map(Vec::len).sum::<usize>(),
+        inbox_ms.elapsed().as_millis()
+    );
+}
+
+/// A Sandcat token for a user registered through Matrix (password `pw-{name}`).
+async fn sandcat_login(http: &reqwest::Client, instance: &Instance, name: &str) -> String {
+    use base64::Engine;
+    let res = http
+        .post(format!("{}/api/user/login", instance.base))
+        .json(&json!({ "account": name, "password": base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("pw-{name}")) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "sandcat login {name}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
 }

@@ -1,6 +1,8 @@
 //! Implementations of the ports of `sandcat-core`.
 //!
 //! - [`sql`]: every storage port on SQLite (the embedded default) or PostgreSQL (the pipeline).
+//! - [`sql_inbox`] / [`mongo_inbox`]: the per-user `Inbox` in the SQL store, or on MongoDB (the
+//!   pipeline).
 //! - [`kafka_bus`]: the `EventBus` on Kafka, sequencers as one consumer group (the pipeline).
 //! - [`bus`]: the in-process `EventBus`, one tokio task per shard of rooms.
 //! - [`fs_media`]: the `MediaStore` on local files.
@@ -10,6 +12,8 @@
 pub mod bus;
 pub mod fs_media;
 pub mod kafka_bus;
+pub mod mongo_inbox;
 pub mod redis_wake;
 pub mod s3_media;
 pub mod sql;
+pub mod sql_inbox;

@@ -1738,32 +1738,6 @@ impl NativeStore for SqlStore {
             .map_err(db)?;
         rows.iter().map(friend_from_row).collect()
     }
-
-    async fn delete_inbox(&self, user_id: &str, positions: &[i64]) -> Result<()> {
-        for pos in positions {
-            sqlx::query(
-                "INSERT INTO native_deleted (user_id, pos) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(user_id)
-            .bind(pos)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        }
-        Ok(())
-    }
-
-    async fn deleted_inbox(&self, user_id: &str, after: i64, until: i64) -> Result<Vec<i64>> {
-        sqlx::query_scalar(
-            "SELECT pos FROM native_deleted WHERE user_id = $1 AND pos > $2 AND pos <= $3",
-        )
-        .bind(user_id)
-        .bind(after)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
-    }
 }
 
 #[async_trait]

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod config;
 pub mod ephemeral;
 pub mod error;
+pub mod inbox;
 pub mod intent;
 pub mod notifier;
 pub mod pdu;

@@ -15,7 +15,7 @@ use axum::{
 use ruma::OwnedUserId;
 use sandcat_core::{
     notifier::Notifier,
-    ports::{NativeStore, RoomStore, StreamPosition, UserStore},
+    ports::{Inbox, NativeStore, RoomStore, StreamPosition, UserStore},
     services::{accounts::Accounts, data::ClientData, media::Media, rooms::Rooms, Session},
     Error as CoreError, ErrorCode, ServerConfig,
 };
@@ -77,6 +77,8 @@ pub struct NativeState {
     pub codes: Arc<users::Codes>,
     /// Files and avatars of `/file/*` are Matrix media.
     pub media: Arc<Media>,
+    /// Per-user message inboxes: offline pull and `seq`.
+    pub inbox: Arc<dyn Inbox>,
 }
 
 impl NativeState {
@@ -94,6 +96,7 @@ impl NativeState {
         hub: Arc<Hub>,
         mailer: Arc<dyn Mailer>,
         media: Arc<Media>,
+        inbox: Arc<dyn Inbox>,
     ) -> Self {
         NativeState {
             config,
@@ -109,6 +112,7 @@ impl NativeState {
             mailer,
             codes: Arc::default(),
             media,
+            inbox,
         }
     }
 

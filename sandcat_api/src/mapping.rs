@@ -2,11 +2,14 @@
 //! `Msg` is one `m.room.message` event; a user's `seq` and `send_seq` are stream positions of
 //! the events they received and sent, so offline pull and Matrix `/sync` read the same events.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use axum::{extract::State, Json};
 use ruma::{OwnedRoomId, RoomId};
-use sandcat_core::{ports::Direction, StoredEvent};
+use sandcat_core::StoredEvent;
 use serde_json::{json, Value};
 
 use crate::{
@@ -16,6 +19,9 @@ use crate::{
 
 /// Most messages one pull returns.
 const MAX_PULL: usize = 5000;
+
+/// How long a pull waits for the inbox indexer to catch up with the stream.
+const INDEX_WAIT: Duration = Duration::from_secs(5);
 
 /// `mxc://{server}/{media_id}` for a Sandcat file or avatar name; URLs pass through.
 pub(crate) fn avatar_to_mxc(s: &NativeState, name: &str) -> Option<String> {
@@ -239,8 +245,31 @@ pub(crate) async fn joined_rooms(s: &NativeState, me: &str) -> ApiResult<Vec<Own
     Ok(s.rooms.joined_rooms(&s.matrix_id(me)?).await?)
 }
 
+/// The position up to which the inbox can be read: it waits (a little) for the inbox indexer
+/// to reach the stream position of this instance, so that a message acknowledged before the
+/// request is in the answer; past the wait, what is indexed.
+async fn indexed(s: &NativeState) -> ApiResult<i64> {
+    let target = s.stream.current_pos();
+    let deadline = Instant::now() + INDEX_WAIT;
+    loop {
+        let at = s.inbox.indexed().await?;
+        if at >= target {
+            return Ok(target);
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                indexed = at,
+                stream = target,
+                "the inbox lags behind the stream"
+            );
+            return Ok(at);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// POST /message — received messages with `seq ∈ (start, end]` and sent ones with
-/// `send_seq ∈ (send_start, send_end]`, in stream order.
+/// `send_seq ∈ (send_start, send_end]`, in stream order, from the user's inbox.
 pub async fn pull(
     State(s): State<NativeState>,
     auth: Auth,
@@ -248,46 +277,29 @@ pub async fn pull(
 ) -> ApiResult<Json<Vec<Msg>>> {
     auth.check(&req.user_id)?;
     let me = req.user_id.as_str();
-    let current = s.stream.current_pos();
-    let end = if req.end <= 0 {
-        current
-    } else {
-        req.end.min(current)
-    };
-    let send_end = if req.send_end <= 0 {
-        current
-    } else {
-        req.send_end.min(current)
-    };
+    let indexed = indexed(&s).await?;
+    let clamp = |end: i64| if end <= 0 { indexed } else { end.min(indexed) };
+    let (end, send_end) = (clamp(req.end), clamp(req.send_end));
     let lo = req.start.min(req.send_start).max(0);
     let hi = end.max(send_end);
-    let deleted = s.store.deleted_inbox(me, lo, hi).await?;
+    let entries = s
+        .inbox
+        .pull(s.matrix_id(me)?.as_str(), lo, hi, MAX_PULL)
+        .await?;
     let mut kinds = Kinds::default();
     let mut out = Vec::new();
-    for room in joined_rooms(&s, me).await? {
-        let events = s
-            .room_store()
-            .timeline(&room, lo, hi, Direction::Forward, MAX_PULL)
-            .await?;
-        for ev in events {
-            if deleted.contains(&ev.pos) {
-                continue;
-            }
-            let mine = sandcat_id(&s, &ev.pdu.sender) == me;
-            let wanted = if mine {
-                ev.pos > req.send_start && ev.pos <= send_end
-            } else {
-                ev.pos > req.start && ev.pos <= end
-            };
-            if wanted {
-                if let Some(m) = event_to_msg(&s, &mut kinds, &ev, me).await? {
-                    out.push(m);
-                }
+    for entry in entries {
+        let wanted = if entry.sent {
+            entry.seq > req.send_start && entry.seq <= send_end
+        } else {
+            entry.seq > req.start && entry.seq <= end
+        };
+        if wanted {
+            if let Some(m) = event_to_msg(&s, &mut kinds, &entry.stored_event()?, me).await? {
+                out.push(m);
             }
         }
     }
-    out.sort_by_key(|m| m.seq);
-    out.truncate(MAX_PULL);
     Ok(Json(out))
 }
 
@@ -298,49 +310,20 @@ pub async fn seq(
     PathArgs(user_id): PathArgs<String>,
 ) -> ApiResult<Json<Seq>> {
     auth.check(&user_id)?;
-    let current = s.stream.current_pos();
-    let mut out = Seq::default();
-    for room in joined_rooms(&s, &user_id).await? {
-        let mut before = current;
-        let (mut got_received, mut got_sent) = (false, false);
-        // Walk back until the room's latest received and sent messages are found.
-        loop {
-            let page = s
-                .room_store()
-                .timeline(&room, 0, before, Direction::Backward, 200)
-                .await?;
-            for ev in &page {
-                if ev.pdu.kind.to_string() != "m.room.message" {
-                    continue;
-                }
-                if sandcat_id(&s, &ev.pdu.sender) == user_id {
-                    if !got_sent {
-                        out.send_seq = out.send_seq.max(ev.pos);
-                        got_sent = true;
-                    }
-                } else if !got_received {
-                    out.seq = out.seq.max(ev.pos);
-                    got_received = true;
-                }
-            }
-            match page.last() {
-                Some(last) if !(got_received && got_sent) && page.len() == 200 => {
-                    before = last.pos - 1
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok(Json(out))
+    indexed(&s).await?;
+    let (seq, send_seq) = s.inbox.latest(s.matrix_id(&user_id)?.as_str()).await?;
+    Ok(Json(Seq { seq, send_seq }))
 }
 
-/// DELETE /message — hides messages (by seq) from the user's pulls.
+/// DELETE /message — removes messages (by seq) from the user's inbox.
 pub async fn delete(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<DelMsgRequest>,
 ) -> ApiResult<()> {
     auth.check(&req.user_id)?;
-    s.store.delete_inbox(&req.user_id, &req.msg_id).await?;
+    s.inbox
+        .remove(s.matrix_id(&req.user_id)?.as_str(), &req.msg_id)
+        .await?;
     Ok(())
 }

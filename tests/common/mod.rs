@@ -28,8 +28,8 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
 }
 
-/// Points the config at the pipeline services. The names of the test's schema, topic and
-/// bucket are kept in its data directory, so a restarted server finds its data again.
+/// Points the config at the pipeline services. The names of the test's schema, topic, bucket
+/// and inbox database are kept in its data directory, so a restarted server finds its data again.
 pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
     let file = dir.join("pipeline-profile");
     let name = match std::fs::read_to_string(&file) {
@@ -68,6 +68,9 @@ pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
     config.media.s3_bucket = format!("media-{name}");
     config.media.s3_access_key = env_or("SANDCAT_TEST_S3_KEY", "minioadmin");
     config.media.s3_secret_key = env_or("SANDCAT_TEST_S3_SECRET", "minioadmin");
+    config.inbox.backend = "mongodb".into();
+    config.inbox.url = env_or("SANDCAT_TEST_MONGO", "mongodb://127.0.0.1:27017");
+    config.inbox.database = name;
 }
 
 impl Server {

@@ -1,0 +1,150 @@
+//! The inbox indexer: follows the event stream and copies each room message into the inbox of
+//! every local member of its room (and of its sender), at the event's stream position. A
+//! redaction removes the copies of the event it redacts. One indexer runs cluster-wide; the
+//! inbox records how far it got, so a restart (or another instance taking over) resumes
+//! there, and an entry written twice is kept once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use ruma::{events::TimelineEventType, OwnedRoomId, OwnedServerName};
+
+use crate::{
+    notifier::Notifier,
+    ports::{Inbox, InboxEntry, RoomStore, StreamPosition},
+    Result, StoredEvent,
+};
+
+/// Events read from the stream per step.
+const BATCH: usize = 500;
+
+pub struct InboxIndexer {
+    rooms: Arc<dyn RoomStore>,
+    stream: Arc<dyn StreamPosition>,
+    inbox: Arc<dyn Inbox>,
+    server_name: OwnedServerName,
+}
+
+impl InboxIndexer {
+    pub fn new(
+        rooms: Arc<dyn RoomStore>,
+        stream: Arc<dyn StreamPosition>,
+        inbox: Arc<dyn Inbox>,
+        server_name: OwnedServerName,
+    ) -> Self {
+        InboxIndexer {
+            rooms,
+            stream,
+            inbox,
+            server_name,
+        }
+    }
+
+    /// Indexes the stream up to the current position; returns the position reached.
+    pub async fn step(&self) -> Result<i64> {
+        let mut from = self.inbox.indexed().await?;
+        let until = self.stream.current_pos();
+        let mut members: HashMap<OwnedRoomId, HashSet<String>> = HashMap::new();
+        while from < until {
+            let events = self.rooms.events_between(from, until, BATCH).await?;
+            let upto = match events.last() {
+                Some(last) if events.len() == BATCH => last.pos,
+                _ => until,
+            };
+            let mut entries = Vec::new();
+            let mut redacted = Vec::new();
+            for ev in &events {
+                match ev.pdu.kind {
+                    TimelineEventType::RoomMessage if ev.redacted_because.is_none() => {
+                        let room = ev.pdu.room_id();
+                        if !members.contains_key(room) {
+                            members.insert(room.to_owned(), self.local_members(room).await?);
+                        }
+                        entries.extend(self.copies(ev, &members[room]));
+                    }
+                    TimelineEventType::RoomRedaction => {
+                        if let Some(target) = redacts(ev) {
+                            redacted.push(target);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.inbox.put(&entries, &redacted, upto).await?;
+            from = upto;
+        }
+        Ok(from)
+    }
+
+    /// Indexes whenever the stream moves, until the task is dropped; storage errors are
+    /// retried with backoff.
+    pub async fn run(&self, notifier: Notifier) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut wake = notifier.subscribe();
+            match self.step().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "indexing the inbox failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Local users joined to the room now — not at the event: the indexer runs right behind
+    /// the stream, as the application service pushers do.
+    async fn local_members(&self, room: &ruma::RoomId) -> Result<HashSet<String>> {
+        Ok(self
+            .rooms
+            .members(room)
+            .await?
+            .into_iter()
+            .filter(|(user, membership)| {
+                membership == "join" && user.server_name() == self.server_name
+            })
+            .map(|(user, _)| user.to_string())
+            .collect())
+    }
+
+    /// One entry per local member, plus the sender's own copy.
+    fn copies(&self, ev: &StoredEvent, members: &HashSet<String>) -> Vec<InboxEntry> {
+        let sender = ev.pdu.sender.as_str();
+        let Ok(event) = serde_json::to_string(&ev.pdu) else {
+            return Vec::new();
+        };
+        let mut users: Vec<&str> = members.iter().map(String::as_str).collect();
+        if ev.pdu.sender.server_name() == self.server_name && !members.contains(sender) {
+            users.push(sender);
+        }
+        users
+            .into_iter()
+            .map(|user| InboxEntry {
+                user: user.to_owned(),
+                seq: ev.pos,
+                room: ev.pdu.room_id().to_string(),
+                event_id: ev.pdu.event_id.to_string(),
+                sent: user == sender,
+                event: event.clone(),
+                ts: i64::from(ev.pdu.origin_server_ts.get()),
+            })
+            .collect()
+    }
+}
+
+/// The event a redaction redacts: the top-level `redacts` of older room versions, or the
+/// content's `redacts` of version 11 and later.
+fn redacts(ev: &StoredEvent) -> Option<String> {
+    ev.pdu.redacts.as_ref().map(|r| r.to_string()).or_else(|| {
+        ev.pdu.content_value()["redacts"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
