@@ -18,6 +18,7 @@ use sandcat_core::{
     ports::{EventBus, Inbox, InboxEntry, StreamPosition},
     sequencer::{Sequencer, SigningKey},
     token::random_string,
+    StoredEvent,
 };
 use serde_json::json;
 
@@ -231,6 +232,30 @@ fn intent(
     EventIntent::new(sender.clone(), kind.into(), key.map(str::to_owned), content)
 }
 
+fn join(user: &OwnedUserId) -> EventIntent {
+    let content = json!({ "membership": "join" });
+    intent(user, "m.room.member", Some(user.as_str()), content)
+}
+
+fn text(user: &OwnedUserId, body: &str) -> EventIntent {
+    intent(
+        user,
+        "m.room.message",
+        None,
+        json!({ "msgtype": "m.text", "body": body }),
+    )
+}
+
+/// Appends one event to the test room.
+async fn append(bus: &InProcessBus, event: EventIntent) -> StoredEvent {
+    let batch = RoomBatch {
+        room_id: room_id!("!room:localhost").to_owned(),
+        create_version: None,
+        events: vec![event],
+    };
+    bus.submit(batch).await.unwrap().remove(0)
+}
+
 /// The indexer over a real room log (SQLite), writing to the inbox under test.
 async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
     let dir = tempfile::tempdir().unwrap();
@@ -254,13 +279,6 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
     let bob = user_id!("@bob:localhost").to_owned();
     let carol = user_id!("@carol:localhost").to_owned();
     let room = room_id!("!room:localhost");
-    let submit = |events: Vec<EventIntent>| {
-        bus.submit(RoomBatch {
-            room_id: room.to_owned(),
-            create_version: None,
-            events,
-        })
-    };
     bus.submit(RoomBatch {
         room_id: room.to_owned(),
         create_version: Some(RoomVersionId::V11),
@@ -293,40 +311,11 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
     })
     .await
     .unwrap();
-    submit(vec![intent(
-        &bob,
-        "m.room.member",
-        Some(bob.as_str()),
-        json!({ "membership": "join" }),
-    )])
-    .await
-    .unwrap();
-    let m1 = submit(vec![intent(
-        &alice,
-        "m.room.message",
-        None,
-        json!({ "msgtype": "m.text", "body": "one" }),
-    )])
-    .await
-    .unwrap()
-    .remove(0);
-    let m2 = submit(vec![intent(
-        &bob,
-        "m.room.message",
-        None,
-        json!({ "msgtype": "m.text", "body": "two" }),
-    )])
-    .await
-    .unwrap()
-    .remove(0);
-    submit(vec![intent(
-        &alice,
-        "m.room.redaction",
-        None,
-        json!({ "redacts": m1.pdu.event_id }),
-    )])
-    .await
-    .unwrap();
+    append(&bus, join(&bob)).await;
+    let m1 = append(&bus, text(&alice, "one")).await;
+    let m2 = append(&bus, text(&bob, "two")).await;
+    let redaction = json!({ "redacts": m1.pdu.event_id });
+    append(&bus, intent(&alice, "m.room.redaction", None, redaction)).await;
 
     assert_eq!(indexer.step().await.unwrap(), store.current_pos());
     assert_eq!(inbox.indexed().await.unwrap(), store.current_pos());
@@ -351,23 +340,8 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
 
     // Carol joins; a later message reaches her, earlier ones do not. A second indexer (after
     // a restart) continues where the first stopped.
-    submit(vec![intent(
-        &carol,
-        "m.room.member",
-        Some(carol.as_str()),
-        json!({ "membership": "join" }),
-    )])
-    .await
-    .unwrap();
-    let m3 = submit(vec![intent(
-        &alice,
-        "m.room.message",
-        None,
-        json!({ "msgtype": "m.text", "body": "three" }),
-    )])
-    .await
-    .unwrap()
-    .remove(0);
+    append(&bus, join(&carol)).await;
+    let m3 = append(&bus, text(&alice, "three")).await;
     let restarted = InboxIndexer::new(
         store.clone(),
         store.clone(),
