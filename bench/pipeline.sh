@@ -6,7 +6,8 @@
 #   bench/pipeline.sh --quick    5 s per target, 32 clients in 8 rooms
 #
 # Uses the services scripts/services.sh starts (PostgreSQL, Kafka, Redis on loopback); each
-# target gets a fresh PostgreSQL schema and Kafka topic. Writes bench/results/pipeline-*.json
+# target gets a fresh PostgreSQL schema and Kafka topic. The inbox stays in PostgreSQL
+# ([inbox] embedded): the MongoDB stand-in of the tests slows down as a collection grows. Writes bench/results/pipeline-*.json
 # and prints a table.
 set -euo pipefail
 cd "$(dirname "$0")/.."

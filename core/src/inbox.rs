@@ -21,6 +21,9 @@ use crate::{
 /// Events read from the stream per step.
 const BATCH: usize = 500;
 
+/// How long the indexer waits after a wake-up before it steps.
+const LINGER: Duration = Duration::from_millis(50);
+
 pub struct InboxIndexer {
     rooms: Arc<dyn RoomStore>,
     stream: Arc<dyn StreamPosition>,
@@ -80,7 +83,9 @@ impl InboxIndexer {
     }
 
     /// Indexes whenever the stream moves, until the task is dropped; storage errors are
-    /// retried with backoff.
+    /// retried with backoff. After a wake-up it lingers a moment, so that under load one step
+    /// (one write to the inbox) covers many messages: on SQLite the indexer shares the one
+    /// writer with the sequencers.
     pub async fn run(&self, notifier: Notifier) {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -89,6 +94,7 @@ impl InboxIndexer {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
+                    tokio::time::sleep(LINGER).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "indexing the inbox failed");
