@@ -127,6 +127,9 @@ impl Default for BusConfig {
 pub struct CacheConfig {
     pub backend: String,
     pub url: String,
+    /// Prefix of this deployment's Redis channel (`{prefix}:{server_name}:wake`), so that
+    /// deployments sharing one Redis do not hear each other.
+    pub prefix: String,
 }
 
 impl Default for CacheConfig {
@@ -134,6 +137,7 @@ impl Default for CacheConfig {
         CacheConfig {
             backend: "embedded".into(),
             url: "redis://127.0.0.1:6379".into(),
+            prefix: "sandcat".into(),
         }
     }
 }
@@ -273,6 +277,7 @@ impl Config {
             ("SANDCAT_MEDIA_S3_SECRET_KEY", &mut self.media.s3_secret_key),
             ("SANDCAT_CACHE_BACKEND", &mut self.cache.backend),
             ("SANDCAT_CACHE_URL", &mut self.cache.url),
+            ("SANDCAT_CACHE_PREFIX", &mut self.cache.prefix),
             ("SANDCAT_INBOX_BACKEND", &mut self.inbox.backend),
             ("SANDCAT_INBOX_URL", &mut self.inbox.url),
             ("SANDCAT_INBOX_DATABASE", &mut self.inbox.database),

@@ -208,7 +208,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         "redis" => Some(
             RedisWake::start(
                 &config.cache.url,
-                &format!("sandcat:{}:wake", config.server_name),
+                &format!("{}:{}:wake", config.cache.prefix, config.server_name),
                 notifier.clone(),
                 before_wake,
                 Some(ephemeral.clone()),

@@ -471,7 +471,7 @@ async fn sync_initial_incremental_and_long_poll() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     alice.send_text(&room, "lp", "wake up").await;
     let s2 = poll.await.unwrap();
-    assert_eq!(timeline_bodies(&s2, &room), vec!["wake up"]);
+    assert_eq!(timeline_bodies(&s2, &room), vec!["wake up"], "{s2}");
     assert_eq!(
         s2["rooms"]["join"][&room]["unread_notifications"]["notification_count"],
         1

@@ -60,6 +60,7 @@ async fn start(config: &sandcat::Config, data: &std::path::Path, name: &str) -> 
         .env("SANDCAT_BUS_PARTITIONS", "4")
         .env("SANDCAT_CACHE_BACKEND", "redis")
         .env("SANDCAT_CACHE_URL", &config.cache.url)
+        .env("SANDCAT_CACHE_PREFIX", &config.cache.prefix)
         .env("SANDCAT_MEDIA_BACKEND", "s3")
         .env("SANDCAT_MEDIA_S3_ENDPOINT", &config.media.s3_endpoint)
         .env("SANDCAT_MEDIA_S3_BUCKET", &config.media.s3_bucket)

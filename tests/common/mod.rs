@@ -63,6 +63,8 @@ pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
     config.bus.partitions = 4;
     config.cache.backend = "redis".into();
     config.cache.url = env_or("SANDCAT_TEST_REDIS", "redis://127.0.0.1:6379");
+    // Tests running side by side share Redis and the server name: one channel per test.
+    config.cache.prefix = format!("sandcat-{name}");
     config.media.backend = "s3".into();
     config.media.s3_endpoint = env_or("SANDCAT_TEST_S3", "http://127.0.0.1:9000");
     config.media.s3_bucket = format!("media-{name}");
