@@ -21,8 +21,10 @@ use crate::{
 /// Events read from the stream per step.
 const BATCH: usize = 500;
 
-/// How long the indexer waits after a wake-up before it steps.
-const LINGER: Duration = Duration::from_millis(50);
+/// How long the indexer waits after a wake-up before it steps: one step then covers many
+/// messages (measured: embedded sends at 396 events/s stepping on every wake-up, ~740 at
+/// 50 ms, ~900 at 250 ms). A pull waits for the step, so this bounds how stale it can be.
+const LINGER: Duration = Duration::from_millis(250);
 
 pub struct InboxIndexer {
     rooms: Arc<dyn RoomStore>,
