@@ -8,8 +8,8 @@ use std::{
 };
 
 use axum::{extract::State, Json};
-use ruma::{OwnedRoomId, RoomId};
-use sandcat_core::StoredEvent;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use sandcat_core::{ports::UserRecord, StoredEvent};
 use serde_json::{json, Value};
 
 use crate::{
@@ -86,6 +86,21 @@ impl Kinds {
 
     pub(crate) fn forget(&mut self, room: &RoomId) {
         self.0.remove(room);
+    }
+}
+
+/// Senders' profiles, looked up once per pull or batch of deliveries.
+#[derive(Default)]
+pub(crate) struct Profiles(HashMap<OwnedUserId, Option<UserRecord>>);
+
+impl Profiles {
+    async fn of(&mut self, s: &NativeState, user: &UserId) -> ApiResult<Option<UserRecord>> {
+        if let Some(p) = self.0.get(user) {
+            return Ok(p.clone());
+        }
+        let profile = s.users.user(user).await?;
+        self.0.insert(user.to_owned(), profile.clone());
+        Ok(profile)
     }
 }
 
@@ -191,6 +206,7 @@ fn content_of(s: &NativeState, c: &Value) -> (i32, Vec<u8>) {
 pub(crate) async fn event_to_msg(
     s: &NativeState,
     kinds: &mut Kinds,
+    profiles: &mut Profiles,
     ev: &StoredEvent,
     me: &str,
 ) -> ApiResult<Option<Msg>> {
@@ -212,7 +228,7 @@ pub(crate) async fn event_to_msg(
         RoomKind::Group => (msg_type::GROUP, room.to_string(), room.to_string()),
     };
     let (content_type, content) = content_of(s, &c);
-    let profile = s.users.user(&ev.pdu.sender).await?;
+    let profile = profiles.of(s, &ev.pdu.sender).await?;
     let ts = i64::from(ev.pdu.origin_server_ts.get());
     Ok(Some(Msg {
         send_id: sender,
@@ -286,7 +302,7 @@ pub async fn pull(
         .inbox
         .pull(s.matrix_id(me)?.as_str(), lo, hi, MAX_PULL)
         .await?;
-    let mut kinds = Kinds::default();
+    let (mut kinds, mut profiles) = (Kinds::default(), Profiles::default());
     let mut out = Vec::new();
     for entry in entries {
         let wanted = if entry.sent {
@@ -295,7 +311,9 @@ pub async fn pull(
             entry.seq > req.start && entry.seq <= end
         };
         if wanted {
-            if let Some(m) = event_to_msg(&s, &mut kinds, &entry.stored_event()?, me).await? {
+            if let Some(m) =
+                event_to_msg(&s, &mut kinds, &mut profiles, &entry.stored_event()?, me).await?
+            {
                 out.push(m);
             }
         }

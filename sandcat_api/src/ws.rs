@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     friends::{random_id, ACCEPTED},
-    mapping::{event_to_msg, joined_rooms, msg_to_content, sandcat_id, Kinds},
+    mapping::{event_to_msg, joined_rooms, msg_to_content, sandcat_id, Kinds, Profiles},
     model::{content_type, msg_type, Msg, MsgRead},
     now, ApiError, NativeState, PathArgs,
 };
@@ -241,6 +241,7 @@ impl Connection {
                 break;
             };
             let last_pos = last.pos;
+            let mut profiles = Profiles::default();
             for ev in &events {
                 let room = ev.pdu.room_id();
                 if ev.pdu.kind.to_string() == "m.room.member"
@@ -263,7 +264,9 @@ impl Connection {
                     // Its sender was acknowledged with MsgRecResp on every connection.
                     continue;
                 }
-                if let Some(m) = event_to_msg(&self.s, &mut self.kinds, ev, &self.me).await? {
+                if let Some(m) =
+                    event_to_msg(&self.s, &mut self.kinds, &mut profiles, ev, &self.me).await?
+                {
                     out.push(m);
                 }
             }
