@@ -55,8 +55,16 @@ pub struct SqlStore {
     changes: Arc<ChangeLog>,
 }
 
-fn db(e: sqlx::Error) -> Error {
+pub(crate) fn db(e: sqlx::Error) -> Error {
     Error::storage(e)
+}
+
+/// `$from, $from+1, …`: `n` numbered parameters, for statements built per batch.
+pub(crate) fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn parse_id<T: TryFrom<String>>(s: String) -> Result<T> {
@@ -791,10 +799,9 @@ impl RoomStore for SqlStore {
     async fn batch_outcomes(&self, batch_ids: &[String]) -> Result<Vec<(String, BatchOutcome)>> {
         let mut out = Vec::new();
         for chunk in batch_ids.chunks(500) {
-            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT batch_id, event_ids, error FROM bus_batches WHERE batch_id IN ({})",
-                params.join(", ")
+                params(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {

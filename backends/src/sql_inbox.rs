@@ -4,18 +4,14 @@
 use async_trait::async_trait;
 use sandcat_core::{
     ports::{Inbox, InboxEntry},
-    Error, Result,
+    Result,
 };
 use sqlx::{any::AnyRow, Row};
 
-use crate::sql::SqlStore;
+use crate::sql::{db, params, SqlStore};
 
-/// Rows per insert statement (7 parameters each, well below SQLite's limit).
+/// Rows per statement (7 parameters each at most, well below SQLite's limit).
 const ROWS_PER_INSERT: usize = 500;
-
-fn db(e: sqlx::Error) -> Error {
-    Error::storage(e)
-}
 
 fn entry(r: &AnyRow) -> Result<InboxEntry> {
     Ok(InboxEntry {
@@ -35,19 +31,7 @@ impl Inbox for SqlStore {
         let mut tx = self.pool().begin().await.map_err(db)?;
         for chunk in entries.chunks(ROWS_PER_INSERT) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7
-                    )
-                })
+                .map(|i| format!("({})", params(i * 7 + 1, 7)))
                 .collect();
             let sql = format!(
                 "INSERT INTO inbox (user_id, seq, room_id, event_id, sent, event, ts) VALUES {} ON CONFLICT (user_id, seq) DO NOTHING",
@@ -124,15 +108,17 @@ impl Inbox for SqlStore {
     }
 
     async fn remove(&self, user: &str, seqs: &[i64]) -> Result<()> {
-        let mut tx = self.pool().begin().await.map_err(db)?;
-        for seq in seqs {
-            sqlx::query("DELETE FROM inbox WHERE user_id = $1 AND seq = $2")
-                .bind(user)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+        for chunk in seqs.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "DELETE FROM inbox WHERE user_id = $1 AND seq IN ({})",
+                params(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(user);
+            for seq in chunk {
+                q = q.bind(seq);
+            }
+            q.execute(self.pool()).await.map_err(db)?;
         }
-        tx.commit().await.map_err(db)
+        Ok(())
     }
 }
