@@ -31,6 +31,10 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Requests a user may make in a burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Wrong passwords an account may get (Matrix and Sandcat logins together) before its
+    /// logins are refused for `login_lockout_secs`; 0 turns the lockout off.
+    pub max_login_failures: u32,
+    pub login_lockout_secs: u64,
     /// Directory of application service registration files (`*.yaml`), re-read while running.
     /// Empty: `<data_dir>/appservices`.
     pub appservice_dir: PathBuf,
@@ -39,6 +43,11 @@ pub struct Config {
     pub jwt_secret: String,
     /// Largest media upload in bytes (Matrix media and Sandcat files); larger gets M_TOO_LARGE.
     pub max_upload_bytes: usize,
+    /// Open HTTP connections at most; more wait until one closes.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after as long.
+    pub header_timeout_secs: u64,
     /// Where users, rooms and events live.
     pub storage: StorageConfig,
     /// How room events reach their sequencer.
@@ -181,9 +190,13 @@ impl Default for Config {
             bus_shards: 16,
             rate_limit_per_second: 10.0,
             rate_limit_burst: 50,
+            max_login_failures: 5,
+            login_lockout_secs: 60,
             appservice_dir: PathBuf::new(),
             jwt_secret: String::new(),
             max_upload_bytes: 50 * 1024 * 1024,
+            max_connections: 4096,
+            header_timeout_secs: 15,
             storage: StorageConfig::default(),
             bus: BusConfig::default(),
             media: MediaConfig::default(),
@@ -247,10 +260,30 @@ impl Config {
                 .parse()
                 .context("SANDCAT_RATE_LIMIT_BURST must be a number")?;
         }
+        if let Some(v) = get("SANDCAT_MAX_LOGIN_FAILURES") {
+            self.max_login_failures = v
+                .parse()
+                .context("SANDCAT_MAX_LOGIN_FAILURES must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_LOGIN_LOCKOUT_SECS") {
+            self.login_lockout_secs = v
+                .parse()
+                .context("SANDCAT_LOGIN_LOCKOUT_SECS must be a number")?;
+        }
         if let Some(v) = get("SANDCAT_MAX_UPLOAD_BYTES") {
             self.max_upload_bytes = v
                 .parse()
                 .context("SANDCAT_MAX_UPLOAD_BYTES must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_MAX_CONNECTIONS") {
+            self.max_connections = v
+                .parse()
+                .context("SANDCAT_MAX_CONNECTIONS must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_HEADER_TIMEOUT_SECS") {
+            self.header_timeout_secs = v
+                .parse()
+                .context("SANDCAT_HEADER_TIMEOUT_SECS must be a number")?;
         }
         if let Some(v) = get("SANDCAT_STORAGE_MAX_CONNECTIONS") {
             self.storage.max_connections = v

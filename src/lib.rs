@@ -2,6 +2,7 @@
 //! backend; it builds each port once and hands the services the handles they need.
 
 pub mod config;
+pub mod listener;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -35,6 +36,7 @@ use sandcat_core::{
     services::{
         accounts::Accounts,
         data::ClientData,
+        deactivation::Deactivation,
         keys::Keys,
         media::Media,
         rooms::Rooms,
@@ -49,6 +51,8 @@ pub use config::Config;
 /// A wired server: the router and what must be stopped with it.
 pub struct App {
     pub router: Router,
+    /// The listener's connection limits.
+    pub limits: listener::Limits,
     pub accounts: Arc<Accounts>,
     pub bus: Arc<dyn EventBus>,
     pub ephemeral: Arc<Ephemeral>,
@@ -175,6 +179,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         max_timeline_limit: 500,
         max_sync_timeout_ms: 60_000,
         public_base_url,
+        max_login_failures: config.max_login_failures,
+        login_lockout_secs: config.login_lockout_secs,
     });
     let signing = Arc::new(SigningKey { server_name, key });
     let notifier = Notifier::default();
@@ -249,7 +255,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }
         other => anyhow::bail!("[bus] backend must be \"embedded\" or \"kafka\", not {other:?}"),
     };
-    let accounts = Arc::new(Accounts::new(store.clone(), server.clone()));
+    let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
     let rooms = Arc::new(Rooms::new(
         store.clone(),
         store.clone(),
@@ -362,8 +368,14 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         mailer,
         media.clone(),
         inbox,
-    );
+    )
+    .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let metrics = Arc::new(Metrics::default());
+    let deactivation = Arc::new(Deactivation::new(
+        accounts.clone(),
+        rooms.clone(),
+        store.clone(),
+    ));
     let state = AppState::new(
         server,
         accounts.clone(),
@@ -374,6 +386,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         appservices,
         media,
         metrics.clone(),
+        deactivation,
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 
@@ -381,6 +394,15 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         .merge(sandcat_api::router(native.clone()))
         .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_PIECE_TIMEOUT))
+        .layer(axum::middleware::from_fn(time_limit))
+        .layer(axum::middleware::from_fn(safe_content))
+        .layer(axum::middleware::from_fn_with_state(
+            // The largest body an endpoint takes: an upload, with room for a form around it.
+            (config.max_upload_bytes as u64).max(sandcat_client_api::ruma_wrapper::MAX_BODY as u64)
+                + 64 * 1024,
+            declared_size_limit,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             sandcat_client_api::ruma_wrapper::error_response(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -404,6 +426,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     });
     Ok(App {
         router,
+        limits: listener::Limits {
+            max_connections: config.max_connections,
+            header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+            ..Default::default()
+        },
         accounts,
         bus,
         ephemeral,
@@ -491,17 +518,68 @@ pub async fn serve(
         let task = tokio::spawn(async move { indexer.run(notifier).await });
         move || task.abort()
     });
-    let served = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("HTTP server");
+    listener::serve(listener, app.router, &app.limits, shutdown).await;
     leading_pushers.abort();
     leading_indexer.abort();
     app.pushers.stop();
     app.bus.shutdown().await;
-    served
+    Ok(())
+}
+
+/// Longest a request may take, body included; longer than the longest `/sync` long-poll.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the next piece of a request body.
+const BODY_PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Answers a request that outlives [`REQUEST_TIMEOUT`] with a Matrix error.
+async fn time_limit(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => sandcat_client_api::ruma_wrapper::error_response(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            ruma::api::error::ErrorKind::Unknown,
+            "the request took too long".into(),
+        ),
+    }
+}
+
+/// Served files never run as pages of this origin, and no response's type is guessed.
+async fn safe_content(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let media = path.starts_with("/_matrix/media/")
+        || path.starts_with("/_matrix/client/v1/media/")
+        || path.contains("/file/get/")
+        || path.contains("/file/avatar/get/");
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    if media {
+        headers.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(
+                "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; media-src 'self'; object-src 'self';",
+            ),
+        );
+    }
+    res
+}
+
+/// Refuses, before reading it, a body declared larger than any endpoint takes.
+async fn declared_size_limit(State(max): State<u64>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return sandcat_client_api::ruma_wrapper::error_response(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            ruma::api::error::ErrorKind::TooLarge,
+            format!("request bodies are at most {max} bytes"),
+        );
+    }
+    next.run(req).await
 }

@@ -18,13 +18,14 @@ use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
 use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{
-        accounts::Accounts, data::ClientData, keys::Keys, media::Media, rooms::Rooms, sync::Sync,
+        accounts::Accounts, data::ClientData, deactivation::Deactivation, keys::Keys, media::Media,
+        rooms::Rooms, sync::Sync,
     },
     ServerConfig,
 };
 
 pub mod metrics;
-pub mod ratelimit;
+pub use sandcat_core::ratelimit;
 mod routes;
 pub mod ruma_wrapper;
 mod uiaa;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub uiaa: Arc<uiaa::Sessions>,
     pub limiter: Arc<ratelimit::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
+    pub deactivation: Arc<Deactivation>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
         appservices: Arc<Appservices>,
         media: Arc<Media>,
         metrics: Arc<metrics::Metrics>,
+        deactivation: Arc<Deactivation>,
     ) -> Self {
         AppState {
             config,
@@ -72,6 +75,7 @@ impl AppState {
             uiaa: Default::default(),
             limiter: Arc::new(ratelimit::Limiter::new(0.0, 0)),
             metrics,
+            deactivation,
         }
     }
 }

@@ -17,7 +17,7 @@ use ruma::api::{
     path_builder::PathBuilder,
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
-use sandcat_core::{services::Session, Error, ErrorCode};
+use sandcat_core::{input, services::Session, Error, ErrorCode};
 
 use crate::{ratelimit::Key, AppState};
 
@@ -70,6 +70,21 @@ async fn appservice_session(
     ))
 }
 
+/// The `Content-Length` a request declares.
+fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn query_has_nul(parts: &http::request::Parts) -> bool {
+    parts.uri.query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| input::has_nul(&k) || input::has_nul(&v))
+    })
+}
+
 fn access_token(parts: &http::request::Parts) -> Option<String> {
     if let Some(h) = parts
         .headers
@@ -102,15 +117,25 @@ where
         } else {
             MAX_BODY
         };
+        // A body declared too large is refused before a byte of it is read.
+        if declared_length(&parts).is_some_and(|n| n > limit as u64) {
+            return Err(ApiError(Error::matrix(
+                ErrorCode::TooLarge,
+                "request body too large",
+            )));
+        }
+        if path_args.iter().any(|a| input::has_nul(a)) || query_has_nul(&parts) {
+            return Err(ApiError(Error::invalid_param(
+                "NUL characters are not accepted",
+            )));
+        }
         let bytes = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| ApiError(Error::matrix(ErrorCode::TooLarge, "request body too large")))?;
 
-        // Clients send bodiless POSTs (e.g. join): read them as an empty object, as Synapse does.
-        let bytes = if bytes.is_empty()
-            && !upload
-            && (parts.method == http::Method::POST || parts.method == http::Method::PUT)
-        {
+        // Clients send bodiless POSTs (e.g. join): read them as an empty object, as Synapse
+        // does. A PUT carries what it stores (an event, account data), so it needs a body.
+        let bytes = if bytes.is_empty() && !upload && parts.method == http::Method::POST {
             bytes::Bytes::from_static(b"{}")
         } else {
             bytes
@@ -190,6 +215,15 @@ where
                 "request body is not valid JSON",
             )));
         }
+        if !upload && bytes.is_empty() && parts.method == http::Method::PUT {
+            return Err(ApiError(Error::matrix(
+                ErrorCode::NotJson,
+                "this request needs a JSON body",
+            )));
+        }
+        if !upload && input::json_has_nul(&bytes) {
+            return Err(ApiError(Error::bad_json("NUL characters are not accepted")));
+        }
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // Routes for an empty trailing state key carry one argument less.
         let expected = T::PATH_BUILDER._path_parameters().len();
@@ -197,7 +231,14 @@ where
             args.push("");
         }
         let http_req = http::Request::from_parts(parts, &bytes[..]);
-        let body = T::try_from_http_request(http_req, &args).map_err(|e| {
+        // ruma's deserializers can panic on some inputs (e.g. a login body without `type`,
+        // ruma-client-api 0.25.2 `session/login.rs` indexes the map): a panic while parsing
+        // is bad input, not a server error.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(http_req, &args)
+        }))
+        .map_err(|_| ApiError(Error::bad_json("request body does not parse")))?;
+        let body = parsed.map_err(|e| {
             let msg = e.to_string();
             tracing::debug!(error = %msg, "request did not parse");
             ApiError(Error::bad_json(msg))

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use ruma::api::client::uiaa::AuthData;
+use ruma::api::client::uiaa::{AuthData, UserIdentifier};
+use sandcat_core::services::Session;
 use serde_json::json;
 
 use crate::ruma_wrapper::ApiError;
@@ -84,5 +85,47 @@ impl IntoResponse for UiaaError {
             UiaaError::Api(e) => e.into_response(),
             UiaaError::Challenge(r) => r,
         }
+    }
+}
+
+/// Checks an `m.login.password` UIA stage for the session's own user.
+pub(crate) async fn password_stage(
+    s: &crate::AppState,
+    session: &Session,
+    auth: &Option<AuthData>,
+) -> Result<(), UiaaError> {
+    match auth {
+        Some(AuthData::Password(p)) => {
+            let claimed = identifier_user(&p.identifier)
+                .map(|u| s.accounts.user_id_from(u))
+                .transpose()?;
+            if claimed.is_some_and(|c| c != session.user_id) {
+                return Err(UiaaError::Challenge(s.uiaa.challenge(
+                    "m.login.password",
+                    Some(("M_FORBIDDEN", "wrong user")),
+                )));
+            }
+            if s.accounts
+                .check_password(&session.user_id, &p.password)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(UiaaError::Challenge(s.uiaa.challenge(
+                    "m.login.password",
+                    Some(("M_FORBIDDEN", "invalid password")),
+                )))
+            }
+        }
+        _ => Err(UiaaError::Challenge(
+            s.uiaa.challenge("m.login.password", None),
+        )),
+    }
+}
+
+pub(crate) fn identifier_user(id: &UserIdentifier) -> Option<&str> {
+    match id {
+        UserIdentifier::Matrix(m) => Some(&m.user),
+        _ => None,
     }
 }

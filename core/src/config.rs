@@ -15,6 +15,10 @@ pub struct ServerConfig {
     pub max_sync_timeout_ms: u64,
     /// The public base URL clients are told in `/.well-known/matrix/client`.
     pub public_base_url: String,
+    /// Wrong passwords an account may get within `login_lockout_secs` before every login
+    /// of it is refused until that window ends; 0 turns the lockout off.
+    pub max_login_failures: u32,
+    pub login_lockout_secs: u64,
 }
 
 impl ServerConfig {
@@ -26,6 +30,8 @@ impl ServerConfig {
             max_timeline_limit: 500,
             max_sync_timeout_ms: 60_000,
             public_base_url: format!("http://{server_name}"),
+            max_login_failures: 0,
+            login_lockout_secs: 60,
         }
     }
 

@@ -47,6 +47,31 @@ pub trait UserStore: Send + Sync {
         display_name: Option<&str>,
         token: &str,
     ) -> Result<()>;
+    /// Creates a device without an access token (a Sandcat session, whose JWTs name the
+    /// device); an existing device is kept.
+    async fn add_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<()>;
+    /// Whether the device exists (a session that was not revoked).
+    async fn has_device(&self, user_id: &UserId, device_id: &str) -> Result<bool>;
+    /// Stores a refresh token of a device.
+    async fn add_refresh_token(&self, user_id: &UserId, device_id: &str, token: &str)
+        -> Result<()>;
+    /// `(user, device)` of a valid refresh token.
+    async fn find_refresh_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>>;
+    /// Replaces a refresh token by a new one, atomically: `None` when `old` was not (or no
+    /// longer) valid, so each refresh token is used once.
+    async fn replace_refresh_token(
+        &self,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<(OwnedUserId, String)>>;
+    /// Marks the account deactivated, for good: every device, access and refresh token gone
+    /// and the profile cleared; the id stays taken. Returns the tokens that stopped working.
+    async fn deactivate_user(&self, user_id: &UserId) -> Result<Vec<String>>;
     /// `(user, device)` for a valid access token.
     async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>>;
     async fn delete_token(&self, token: &str) -> Result<()>;
@@ -57,7 +82,8 @@ pub trait UserStore: Send + Sync {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool>;
-    /// Deletes devices and their tokens; returns the tokens that stopped working.
+    /// Deletes devices and their access and refresh tokens; returns the access tokens that
+    /// stopped working.
     async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>>;
     /// Deletes every token of a user except those of `keep_device`; returns them.
     async fn delete_tokens_except(
@@ -419,11 +445,45 @@ pub struct FriendRow {
     pub update_time: i64,
 }
 
+/// The outcome of trying an emailed verification code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// The right code: it is used up.
+    Accepted,
+    /// A wrong code; the code stays valid for the tries left.
+    Wrong,
+    /// Older than its lifetime, or used up by too many wrong tries (it is gone).
+    Expired,
+    /// No code was sent to this address (or it was used).
+    Missing,
+}
+
 /// Storage of the Sandcat native API (user ids here are Matrix localparts).
 #[async_trait]
 pub trait NativeStore: Send + Sync {
+    /// Stores a new code for `email`, issued at `now_ms`, replacing an earlier one issued at
+    /// least `min_interval_ms` before; `false` (nothing stored) when the earlier one is newer.
+    async fn put_code(
+        &self,
+        email: &str,
+        code: &str,
+        now_ms: i64,
+        min_interval_ms: i64,
+    ) -> Result<bool>;
+    /// Counts a try of `code` for `email`, atomically, cluster-wide: a code is accepted once,
+    /// within `ttl_ms` of being issued, and only among its first `max_tries` tries.
+    async fn try_code(
+        &self,
+        email: &str,
+        code: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        max_tries: i64,
+    ) -> Result<CodeCheck>;
     async fn native_profile(&self, user_id: &str) -> Result<Option<NativeProfile>>;
     async fn put_native_profile(&self, profile: &NativeProfile) -> Result<()>;
+    /// Forgets what Sandcat kept about a user (an erased account).
+    async fn delete_native_profile(&self, user_id: &str) -> Result<()>;
     /// The user with this email or phone.
     async fn user_by_contact(&self, contact: &str) -> Result<Option<String>>;
     async fn put_friendship(&self, fs: &Friendship) -> Result<()>;

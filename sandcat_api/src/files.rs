@@ -92,7 +92,7 @@ pub async fn upload(
     auth: Auth,
     form: Multipart,
 ) -> ApiResult<String> {
-    store(&s, &auth.0, form).await
+    store(&s, &auth.user, form).await
 }
 
 /// POST /file/avatar/upload
@@ -101,7 +101,7 @@ pub async fn upload_avatar(
     auth: Auth,
     form: Multipart,
 ) -> ApiResult<String> {
-    store(&s, &auth.0, form).await
+    store(&s, &auth.user, form).await
 }
 
 /// GET /file/get/{name}, GET /file/avatar/get/{name}

@@ -16,6 +16,7 @@ use ruma::OwnedUserId;
 use sandcat_core::{
     notifier::Notifier,
     ports::{Inbox, NativeStore, RoomStore, StreamPosition, UserStore},
+    ratelimit::{Key, Limiter},
     services::{accounts::Accounts, data::ClientData, media::Media, rooms::Rooms, Session},
     Error as CoreError, ErrorCode, ServerConfig,
 };
@@ -74,7 +75,8 @@ pub struct NativeState {
     pub jwt: Arc<Jwt>,
     pub hub: Arc<Hub>,
     pub mailer: Arc<dyn Mailer>,
-    pub codes: Arc<users::Codes>,
+    /// Requests per client address of the login and code endpoints.
+    pub limiter: Arc<Limiter>,
     /// Files and avatars of `/file/*` are Matrix media.
     pub media: Arc<Media>,
     /// Per-user message inboxes: offline pull and `seq`.
@@ -110,10 +112,28 @@ impl NativeState {
             jwt: Arc::new(jwt),
             hub,
             mailer,
-            codes: Arc::default(),
+            limiter: Arc::new(Limiter::new(0.0, 0)),
             media,
             inbox,
         }
+    }
+
+    /// Replaces the rate limiter of the login and code endpoints (the default lets
+    /// everything through).
+    pub fn with_rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.limiter = Arc::new(Limiter::new(per_second, burst));
+        self
+    }
+
+    /// `429` when the key is over its rate.
+    fn limit(&self, key: Key) -> ApiResult<()> {
+        self.limiter.check(key).map_err(|wait| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "BadRequest",
+                format!("too many requests; retry in {} ms", wait.as_millis()),
+            )
+        })
     }
 
     fn room_store(&self) -> &Arc<dyn RoomStore> {
@@ -121,9 +141,21 @@ impl NativeState {
     }
 
     /// The Matrix user of a Sandcat id.
-    fn matrix_id(&self, id: &str) -> Result<OwnedUserId, ApiError> {
+    pub(crate) fn matrix_id(&self, id: &str) -> Result<OwnedUserId, ApiError> {
         ruma::UserId::parse_with_server_name(id, &self.config.server_name)
             .map_err(|_| ApiError::bad_request(format!("invalid user id {id}")))
+    }
+
+    /// The session of an access token: signed by this server, unexpired, and its device not
+    /// deleted (on any instance).
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Auth> {
+        let claims = self.jwt.verify(token, jwt::TokenUse::Access)?;
+        let uid = self.matrix_id(&claims.sub)?;
+        self.accounts.device_session(&uid, &claims.sid).await?;
+        Ok(Auth {
+            user: claims.sub,
+            device: claims.sid,
+        })
     }
 
     /// The session Sandcat actions of `user` run as in the Matrix services.
@@ -213,13 +245,18 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The user of a valid `Authorization: Bearer <JWT>`.
-pub struct Auth(pub String);
+/// The session of a valid `Authorization: Bearer <JWT>` access token.
+pub struct Auth {
+    /// The Sandcat user id.
+    pub user: String,
+    /// The device the token names.
+    pub device: String,
+}
 
 impl Auth {
     /// Refuses acting for anyone else.
     pub fn check(&self, user_id: &str) -> ApiResult<()> {
-        if self.0 == user_id {
+        if self.user == user_id {
             Ok(())
         } else {
             Err(ApiError::forbidden(
@@ -239,7 +276,7 @@ impl FromRequestParts<NativeState> for Auth {
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-        Ok(Auth(state.jwt.verify(token.trim())?))
+        state.authenticate(token.trim()).await
     }
 }
 
@@ -249,10 +286,32 @@ pub struct Body<T>(pub T);
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<NativeState> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &NativeState) -> ApiResult<Self> {
-        let bytes = axum::body::Bytes::from_request(req, state)
+    async fn from_request(req: Request, _: &NativeState) -> ApiResult<Self> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BodyParsing",
+                format!("a request body is at most {MAX_JSON} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BodyParsing", e.to_string()))?;
+            .map_err(|_| too_large())?;
+        if sandcat_core::input::json_has_nul(&bytes) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BodyParsing",
+                "NUL characters are not accepted",
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BodyParsing", e.to_string()))
@@ -266,12 +325,22 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<NativeState> for Pa
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &NativeState) -> ApiResult<Self> {
+        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "PathParsing", e);
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        if raw.iter().any(|(_, v)| sandcat_core::input::has_nul(v)) {
+            return Err(bad("NUL characters are not accepted".into()));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathArgs(p.0))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "PathParsing", e.to_string()))
+            .map_err(|e| bad(e.to_string()))
     }
 }
+
+/// Largest JSON request body.
+const MAX_JSON: usize = 1024 * 1024;
 
 /// Body limit of `/file/*` uploads (the media service applies the configured limit).
 const MAX_FILE: usize = 1024 * 1024 * 1024;
@@ -288,7 +357,7 @@ fn routes() -> Router<NativeState> {
         .route("/user/pwd", put(users::change_password))
         .route("/user/{id}", get(users::get_user).delete(users::logout))
         .route("/user/{user_id}/search/{pattern}", get(users::search))
-        .route("/user/logout/{uuid}", delete(users::logout))
+        .route("/user/logout/{uuid}", delete(users::logout_session))
         .route("/friend", post(friends::request).delete(friends::delete))
         .route("/friend/{id}/{offline_time}", get(friends::list))
         .route("/friend/{id}/apply", get(friends::applications))

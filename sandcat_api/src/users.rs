@@ -1,15 +1,22 @@
 //! `/user/*`: verification codes, registration, login (JWT), refresh, profile, password,
 //! search. A Sandcat user id is the Matrix localpart; one password serves both logins.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use axum::{extract::State, http::HeaderMap, Json};
+use axum::{
+    extract::{ConnectInfo, State},
+    http::HeaderMap,
+    Json,
+};
 use base64::{engine::general_purpose, Engine};
 use rand::Rng;
-use sandcat_core::ports::NativeProfile;
+use sandcat_core::{
+    ports::{CodeCheck, NativeProfile},
+    ratelimit::Key,
+};
 
 use crate::{
-    jwt::{ACCESS_SECS, REFRESH_EXTRA_SECS},
+    jwt::TokenUse,
     mapping::{avatar_from_mxc, avatar_to_mxc},
     model::{
         Email, LoginRequest, ModifyPwdRequest, Token, User, UserRegister, UserUpdate,
@@ -18,48 +25,67 @@ use crate::{
     now, ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
 };
 
+/// How long an emailed code is valid.
 const CODE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Tries a code survives; the next one, right or wrong, finds it gone.
+const CODE_TRIES: i64 = 5;
+/// Least time between two codes sent to one address.
+const CODE_RESEND: Duration = Duration::from_secs(30);
 
-/// Verification codes by email, each valid for five minutes.
-#[derive(Default)]
-pub struct Codes(Mutex<HashMap<String, (String, std::time::Instant)>>);
-
-impl Codes {
-    fn issue(&self, email: &str) -> String {
-        let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (_, at)| at.elapsed() < CODE_TTL);
-        map.insert(
-            email.to_lowercase(),
-            (code.clone(), std::time::Instant::now()),
-        );
-        code
+/// Emailed verification codes, kept in the store so that every instance counts the same tries.
+pub(crate) async fn issue_code(s: &NativeState, email: &str) -> ApiResult<String> {
+    let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
+    let issued = s
+        .store
+        .put_code(
+            &email.to_lowercase(),
+            &code,
+            now(),
+            CODE_RESEND.as_millis() as i64,
+        )
+        .await?;
+    if !issued {
+        return Err(ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "BadRequest",
+            format!(
+                "a code was sent to this address less than {} s ago",
+                CODE_RESEND.as_secs()
+            ),
+        ));
     }
+    Ok(code)
+}
 
-    /// Checks and consumes a code.
-    fn take(&self, email: &str, code: &str) -> ApiResult<()> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&email.to_lowercase()) {
-            Some((_, at)) if at.elapsed() >= CODE_TTL => Err(ApiError::new(
-                http::StatusCode::BAD_REQUEST,
-                "CodeIsExpired",
-                "code is expired",
-            )),
-            Some((c, _)) if c == code => {
-                map.remove(&email.to_lowercase());
-                Ok(())
-            }
-            Some(_) => Err(ApiError::new(
-                http::StatusCode::BAD_REQUEST,
-                "CodeIsInvalid",
-                "code is invalid",
-            )),
-            None => Err(ApiError::new(
-                http::StatusCode::BAD_REQUEST,
-                "CodeIsExpired",
-                "no code was sent to this email",
-            )),
-        }
+/// Checks and uses up a code: it is accepted once, within its lifetime, among its first tries.
+pub(crate) async fn take_code(s: &NativeState, email: &str, code: &str) -> ApiResult<()> {
+    let check = s
+        .store
+        .try_code(
+            &email.to_lowercase(),
+            code,
+            now(),
+            CODE_TTL.as_millis() as i64,
+            CODE_TRIES,
+        )
+        .await?;
+    match check {
+        CodeCheck::Accepted => Ok(()),
+        CodeCheck::Wrong => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "CodeIsInvalid",
+            "code is invalid",
+        )),
+        CodeCheck::Expired => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "CodeIsExpired",
+            "code is expired or was tried too often; ask for a new one",
+        )),
+        CodeCheck::Missing => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "CodeIsExpired",
+            "no code was sent to this email",
+        )),
     }
 }
 
@@ -97,20 +123,45 @@ pub(crate) async fn user_view(s: &NativeState, id: &str) -> ApiResult<User> {
 }
 
 /// POST /user/mail/send
-pub async fn send_code(State(s): State<NativeState>, Body(req): Body<Email>) -> ApiResult<()> {
+///
+/// With registration closed, codes go only to addresses of existing users (for password
+/// changes): a code for a new address could only serve a registration.
+pub async fn send_code(
+    State(s): State<NativeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(req): Body<Email>,
+) -> ApiResult<()> {
+    s.limit(Key::Address(peer.ip()))?;
     if !valid_email(&req.email) {
         return Err(ApiError::bad_request("a valid email is required"));
     }
-    let code = s.codes.issue(&req.email);
+    if !s.config.registration_enabled
+        && s.store
+            .user_by_contact(&req.email.to_lowercase())
+            .await?
+            .is_none()
+    {
+        return Err(registration_closed());
+    }
+    let code = issue_code(&s, &req.email).await?;
     s.mailer.send_code(&req.email, &code);
     Ok(())
+}
+
+fn registration_closed() -> ApiError {
+    ApiError::forbidden("registration is closed on this server")
 }
 
 /// POST /user
 pub async fn register(
     State(s): State<NativeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<UserRegister>,
 ) -> ApiResult<Json<User>> {
+    if !s.config.registration_enabled {
+        return Err(registration_closed());
+    }
+    s.limit(Key::Address(peer.ip()))?;
     if req.password.is_empty() || req.name.trim().is_empty() || !valid_email(&req.email) {
         return Err(ApiError::bad_request(
             "name, password and a valid email are required",
@@ -119,7 +170,7 @@ pub async fn register(
     if s.store.user_by_contact(&req.email).await?.is_some() {
         return Err(ApiError::bad_request("this email is already registered"));
     }
-    s.codes.take(&req.email, &req.code)?;
+    take_code(&s, &req.email, &req.code).await?;
     let id: String = {
         let mut rng = rand::thread_rng();
         (0..12)
@@ -182,11 +233,16 @@ fn ws_addr(s: &NativeState, headers: &HeaderMap) -> String {
 }
 
 /// POST /user/login — `password` is base64 without padding.
+///
+/// Each login opens a session: a Matrix device (listed with the user's other sessions, and
+/// signed out like them) that its JWTs name.
 pub async fn login(
     State(s): State<NativeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<Token>> {
+    s.limit(Key::Address(peer.ip()))?;
     if req.account.is_empty() || req.password.is_empty() {
         return Err(ApiError::bad_request("account and password are required"));
     }
@@ -199,17 +255,20 @@ pub async fn login(
         )
     };
     let id = resolve_account(&s, &req.account).await?.ok_or_else(wrong)?;
-    if !s
-        .accounts
-        .check_password(&s.matrix_id(&id)?, &password)
-        .await?
-    {
+    let uid = s.matrix_id(&id)?;
+    if !s.accounts.check_password(&uid, &password).await? {
         return Err(wrong());
     }
+    let session = s
+        .accounts
+        .open_device_session(&uid, "Sandcat client")
+        .await?;
     Ok(Json(Token {
         user: user_view(&s, &id).await?,
-        token: s.jwt.issue(&id, ACCESS_SECS)?,
-        refresh_token: s.jwt.issue(&id, ACCESS_SECS + REFRESH_EXTRA_SECS)?,
+        token: s.jwt.issue_access(&id, &session.device_id)?,
+        refresh_token: s
+            .jwt
+            .issue_refresh(&id, &session.device_id, &session.refresh_token)?,
         ws_addr: ws_addr(&s, &headers),
     }))
 }
@@ -221,18 +280,32 @@ fn decode_password(b64: &str) -> ApiResult<String> {
     String::from_utf8(bytes).map_err(|_| ApiError::bad_request("password must be UTF-8"))
 }
 
-/// GET /user/refresh_token/{token}/{is_refresh} — a new token for a valid one, as text.
+/// GET /user/refresh_token/{refresh_token}/{is_refresh}, as text: a new access token
+/// (`false`), or a new refresh token in place of this one, which then stops working (`true`).
+/// Only a refresh token of a live session refreshes.
 pub async fn refresh(
     State(s): State<NativeState>,
     PathArgs((token, is_refresh)): PathArgs<(String, bool)>,
 ) -> ApiResult<String> {
-    let id = s.jwt.verify(&token)?;
-    let secs = if is_refresh {
-        ACCESS_SECS + REFRESH_EXTRA_SECS
+    let claims = s.jwt.verify(&token, TokenUse::Refresh)?;
+    let rid = claims.rid.as_deref().unwrap_or_default();
+    let (session, token) = if is_refresh {
+        let (session, new_rid) = s.accounts.rotate_refresh_token(rid).await?;
+        let token = s
+            .jwt
+            .issue_refresh(&claims.sub, &session.device_id, &new_rid)?;
+        (session, token)
     } else {
-        ACCESS_SECS
+        let session = s.accounts.refresh_session(rid).await?;
+        let token = s.jwt.issue_access(&claims.sub, &session.device_id)?;
+        (session, token)
     };
-    s.jwt.issue(&id, secs)
+    if session.user_id.localpart() != claims.sub || session.device_id != claims.sid {
+        return Err(ApiError::unauthorized(
+            "the refresh token is not this session's",
+        ));
+    }
+    Ok(token)
 }
 
 /// PUT /user
@@ -279,13 +352,14 @@ pub async fn update(
     Ok(Json(user_view(&s, &req.id).await?))
 }
 
-/// PUT /user/pwd — with a code sent to the user's own email.
+/// PUT /user/pwd — proven by a code sent to the user's own email (Sandcat clients send no
+/// token here). Every session of the user ends, on every instance.
 pub async fn change_password(
     State(s): State<NativeState>,
-    auth: Auth,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<ModifyPwdRequest>,
 ) -> ApiResult<()> {
-    auth.check(&req.user_id)?;
+    s.limit(Key::Address(peer.ip()))?;
     let p = s
         .store
         .native_profile(&req.user_id)
@@ -294,10 +368,10 @@ pub async fn change_password(
     if p.email.as_deref() != Some(req.email.to_lowercase().as_str()) {
         return Err(ApiError::bad_request("that is not this user's email"));
     }
-    s.codes.take(&req.email, &req.code)?;
     let pwd = decode_password(&req.pwd)?;
+    take_code(&s, &req.email, &req.code).await?;
     s.accounts
-        .change_password(&s.session(&req.user_id)?, &pwd, false)
+        .reset_password(&s.matrix_id(&req.user_id)?, &pwd)
         .await?;
     Ok(())
 }
@@ -361,9 +435,24 @@ pub async fn search(
     })))
 }
 
-/// DELETE /user/logout/{uuid}, DELETE /user/{id} — the client signs out; JWTs expire on
-/// their own.
-pub async fn logout(auth: Auth, PathArgs(id): PathArgs<String>) -> ApiResult<()> {
+/// DELETE /user/{id} — the client signs out: its session (device) ends, and with it every
+/// token naming it.
+pub async fn logout(
+    State(s): State<NativeState>,
+    auth: Auth,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<()> {
     auth.check(&id)?;
+    logout_session(State(s), auth).await
+}
+
+/// DELETE /user/logout/{uuid} — the same, for the session of the token.
+pub async fn logout_session(State(s): State<NativeState>, auth: Auth) -> ApiResult<()> {
+    s.accounts
+        .logout(&sandcat_core::services::Session::new(
+            s.matrix_id(&auth.user)?,
+            auth.device,
+        ))
+        .await?;
     Ok(())
 }

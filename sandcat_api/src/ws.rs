@@ -36,6 +36,8 @@ use crate::{
 pub const KNOCKED_OFF: u16 = 4001;
 pub const UNAUTHORIZED: u16 = 4002;
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Largest frame or message a client may send (a chat message is far smaller).
+const MAX_FRAME: usize = 256 * 1024;
 
 enum Out {
     Msg(Box<Msg>),
@@ -106,19 +108,28 @@ pub async fn connect(
     PathArgs((user_id, _pointer_id, platform, token)): PathArgs<(String, String, i32, String)>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let valid = matches!(s.jwt.verify(&token), Ok(sub) if sub == user_id);
-    if !valid {
-        return ws.on_upgrade(|mut socket| async move {
-            close(&mut socket, UNAUTHORIZED, "unauthorized").await;
-        });
-    }
+    let ws = ws.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME);
+    let device = match s.authenticate(&token).await {
+        Ok(auth) if auth.user == user_id => auth.device,
+        _ => {
+            return ws.on_upgrade(|mut socket| async move {
+                close(&mut socket, UNAUTHORIZED, "unauthorized").await;
+            })
+        }
+    };
     let pos = s.stream.current_pos();
     let (tx, rx) = mpsc::unbounded_channel();
     let id = s.hub.register(&user_id, platform, tx);
     let (hub, user) = (s.hub.clone(), user_id.clone());
     ws.on_failed_upgrade(move |_| hub.unregister(&user, platform, id))
         .on_upgrade(move |socket| async move {
-            Connection::run(s, socket, user_id, platform, Registered { id, rx, pos }).await;
+            let reg = Registered {
+                id,
+                rx,
+                pos,
+                device,
+            };
+            Connection::run(s, socket, user_id, platform, reg).await;
         })
 }
 
@@ -127,6 +138,8 @@ struct Registered {
     id: u64,
     rx: mpsc::UnboundedReceiver<Out>,
     pos: i64,
+    /// The session's device: when it is deleted, the connection closes with 4002.
+    device: String,
 }
 
 struct Connection {
@@ -159,7 +172,12 @@ impl Connection {
         platform: i32,
         reg: Registered,
     ) {
-        let Registered { id, mut rx, pos } = reg;
+        let Registered {
+            id,
+            mut rx,
+            pos,
+            device,
+        } = reg;
         let mut wake = s.notifier.subscribe();
         let rooms = match joined_rooms(&s, &user_id).await {
             Ok(r) => r.into_iter().collect(),
@@ -203,6 +221,13 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
+                    // A session revoked elsewhere ends its open connections too.
+                    if let Ok(uid) = s.matrix_id(&user_id) {
+                        if let Err(sandcat_core::Error::Matrix { .. }) = s.accounts.device_session(&uid, &device).await {
+                            close(&mut socket, UNAUTHORIZED, "session ended").await;
+                            break;
+                        }
+                    }
                     if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
                 }
                 frame = socket.recv() => match frame {

@@ -3,13 +3,16 @@
 use axum::{extract::State, response::IntoResponse};
 use ruma::{
     api::client::{
-        account::{change_password, get_username_availability, register, whoami},
+        account::{
+            change_password, deactivate, get_username_availability, register, whoami,
+            ThirdPartyIdRemovalStatus,
+        },
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
         profile::{
             get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
         },
         session::{get_login_types, login, logout, logout_all},
-        uiaa::{AuthData, UserIdentifier},
+        uiaa::AuthData,
     },
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId,
 };
@@ -18,7 +21,7 @@ use serde_json::json;
 
 use crate::{
     ruma_wrapper::{ApiResult, Ruma, RumaResponse},
-    uiaa::{Uiaa, UiaaError},
+    uiaa::{self, identifier_user, Uiaa, UiaaError},
     AppState, RumaRouter,
 };
 
@@ -31,6 +34,7 @@ pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<logout_all::v3::Request, _, _>(logout_all)
         .ruma::<whoami::v3::Request, _, _>(whoami)
         .ruma::<change_password::v3::Request, _, _>(change_password)
+        .ruma::<deactivate::v3::Request, _, _>(deactivate_account)
         .ruma::<get_devices::v3::Request, _, _>(devices)
         .ruma::<get_device::v3::Request, _, _>(device)
         .ruma::<update_device::v3::Request, _, _>(update_device)
@@ -142,13 +146,6 @@ async fn login_types(
     ])))
 }
 
-fn identifier_user(id: &UserIdentifier) -> Option<&str> {
-    match id {
-        UserIdentifier::Matrix(m) => Some(&m.user),
-        _ => None,
-    }
-}
-
 /// POST /_matrix/client/v3/login
 async fn login(
     State(s): State<AppState>,
@@ -244,39 +241,43 @@ async fn whoami(req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Respons
     Ok(RumaResponse(resp))
 }
 
-/// Checks an `m.login.password` UIA stage for the session's own user.
-async fn password_stage(
-    s: &AppState,
-    session: &Session,
-    auth: &Option<AuthData>,
-) -> Result<(), UiaaError> {
-    match auth {
-        Some(AuthData::Password(p)) => {
-            let claimed = identifier_user(&p.identifier)
-                .map(|u| s.accounts.user_id_from(u))
-                .transpose()?;
-            if claimed.is_some_and(|c| c != session.user_id) {
-                return Err(UiaaError::Challenge(s.uiaa.challenge(
-                    "m.login.password",
-                    Some(("M_FORBIDDEN", "wrong user")),
-                )));
-            }
-            if s.accounts
-                .check_password(&session.user_id, &p.password)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(UiaaError::Challenge(s.uiaa.challenge(
-                    "m.login.password",
-                    Some(("M_FORBIDDEN", "invalid password")),
-                )))
-            }
+/// POST /_matrix/client/v3/account/deactivate — with the access token and the password
+/// stage, or with the password stage alone naming the user. An application service
+/// deactivates its users without one.
+async fn deactivate_account(
+    State(s): State<AppState>,
+    req: Ruma<deactivate::v3::Request>,
+) -> Result<axum::response::Response, UiaaError> {
+    let session = match req.session.clone() {
+        Some(session) if session.appservice.is_some() => session,
+        Some(session) => {
+            uiaa::password_stage(&s, &session, &req.body.auth).await?;
+            session
         }
-        _ => Err(UiaaError::Challenge(
-            s.uiaa.challenge("m.login.password", None),
-        )),
-    }
+        None => {
+            let user = match &req.body.auth {
+                Some(AuthData::Password(p)) => identifier_user(&p.identifier)
+                    .map(|u| s.accounts.user_id_from(u))
+                    .transpose()?,
+                _ => None,
+            };
+            let Some(user) = user else {
+                return Err(UiaaError::Challenge(
+                    s.uiaa.challenge("m.login.password", None),
+                ));
+            };
+            let session = Session::new(user, String::new());
+            uiaa::password_stage(&s, &session, &req.body.auth).await?;
+            session
+        }
+    };
+    s.deactivation
+        .deactivate(&session.user_id, req.body.erase)
+        .await?;
+    Ok(RumaResponse(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
+    .into_response())
 }
 
 /// POST /_matrix/client/v3/account/password
@@ -285,7 +286,7 @@ async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
     let session = req.session().clone();
-    password_stage(&s, &session, &req.body.auth).await?;
+    uiaa::password_stage(&s, &session, &req.body.auth).await?;
     s.accounts
         .change_password(&session, &req.body.new_password, req.body.logout_devices)
         .await?;
@@ -350,7 +351,7 @@ async fn delete_device(
     s.accounts
         .device(&session.user_id, req.body.device_id.as_str())
         .await?;
-    password_stage(&s, &session, &req.body.auth).await?;
+    uiaa::password_stage(&s, &session, &req.body.auth).await?;
     s.accounts
         .delete_devices(&session.user_id, &[req.body.device_id.to_string()])
         .await?;
@@ -363,7 +364,7 @@ async fn delete_devices(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
     let session = req.session().clone();
-    password_stage(&s, &session, &req.body.auth).await?;
+    uiaa::password_stage(&s, &session, &req.body.auth).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
     s.accounts.delete_devices(&session.user_id, &ids).await?;
     Ok(RumaResponse(delete_devices::v3::Response::new()).into_response())

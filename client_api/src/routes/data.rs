@@ -428,7 +428,7 @@ async fn search(
     let results: Vec<Value> = found
         .into_iter()
         .take(limit)
-        .map(|u| json!({ "user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url }))
+        .map(|u| crate::routes::present(json!({ "user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url })))
         .collect();
     Ok(Json(json!({ "results": results, "limited": limited })).into_response())
 }

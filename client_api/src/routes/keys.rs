@@ -123,7 +123,7 @@ fn parse_token_pos(t: &str) -> Result<i64, ApiError> {
 async fn upload_cross_signing(
     State(s): State<AppState>,
     req: Ruma<upload_signing_keys::v3::Request>,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response, crate::uiaa::UiaaError> {
     let b = &req.body;
     let keys = [
         ("master", b.master_key.as_ref().map(json).transpose()?),
@@ -136,7 +136,14 @@ async fn upload_cross_signing(
             b.user_signing_key.as_ref().map(json).transpose()?,
         ),
     ];
-    s.keys.upload_cross_signing(req.session(), &keys).await?;
+    let session = req.session();
+    if s.keys
+        .replaces_master_key(&session.user_id, keys[0].1.as_ref())
+        .await?
+    {
+        crate::uiaa::password_stage(&s, session, &b.auth).await?;
+    }
+    s.keys.upload_cross_signing(session, &keys).await?;
     Ok(RumaResponse(upload_signing_keys::v3::Response::new()).into_response())
 }
 

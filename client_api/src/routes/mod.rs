@@ -22,3 +22,11 @@ pub fn routes() -> axum::Router<AppState> {
     let r = media::routes(r);
     data::routes(r)
 }
+
+/// An object without its `null` fields: the spec leaves absent what is not known.
+pub(crate) fn present(mut v: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    v
+}

@@ -305,7 +305,9 @@ async fn joined_members(
         let c = m.pdu.content_value();
         joined.insert(
             m.pdu.state_key.clone().unwrap_or_default(),
-            json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
+            crate::routes::present(
+                json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
+            ),
         );
     }
     Ok(Json(json!({ "joined": joined })).into_response())

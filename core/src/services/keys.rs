@@ -103,6 +103,10 @@ impl Keys {
                 .add_one_time_keys(&session.user_id, &session.device_id, &fallback, true)
                 .await?;
         }
+        if !one_time.is_empty() || !fallback.is_empty() {
+            // A waiting `/sync` of the device reports the new counts.
+            self.notifier.notify();
+        }
         self.counts(&session.user_id, &session.device_id).await
     }
 
@@ -184,15 +188,61 @@ impl Keys {
                 out.insert(user.to_string(), Value::Object(per_device));
             }
         }
+        if !out.is_empty() {
+            // The claimed devices' `/sync` reports their lower counts.
+            self.notifier.notify();
+        }
         Ok(json!({ "failures": {}, "one_time_keys": out }))
     }
 
-    /// `POST /keys/device_signing/upload`.
+    /// Whether uploading `master` would replace a different master key the user already has:
+    /// only then does the upload need user-interactive authentication (spec 1.11).
+    pub async fn replaces_master_key(
+        &self,
+        user_id: &UserId,
+        master: Option<&Value>,
+    ) -> Result<bool> {
+        let Some(new) = master else {
+            return Ok(false);
+        };
+        Ok(self
+            .keys
+            .cross_signing_keys(user_id)
+            .await?
+            .iter()
+            .any(|(kind, old)| kind == "master" && old.get("keys") != new.get("keys")))
+    }
+
+    /// `POST /keys/device_signing/upload`: each key must be the uploader's and carry its own
+    /// usage.
     pub async fn upload_cross_signing(
         &self,
         session: &Session,
         keys: &[(&str, Option<Value>)],
     ) -> Result<()> {
+        for (kind, key) in keys {
+            let Some(k) = key else { continue };
+            if k.get("user_id").and_then(Value::as_str) != Some(session.user_id.as_str()) {
+                return Err(Error::invalid_param(format!(
+                    "the {kind} key must name your user id"
+                )));
+            }
+            let usage_ok = k
+                .get("usage")
+                .and_then(Value::as_array)
+                .is_some_and(|u| u.iter().any(|x| x.as_str() == Some(kind)));
+            if !usage_ok {
+                return Err(Error::invalid_param(format!(
+                    "the {kind} key must list \"{kind}\" in its usage"
+                )));
+            }
+            let one_key = k.get("keys").and_then(Value::as_object).map(|m| m.len()) == Some(1);
+            if !one_key {
+                return Err(Error::invalid_param(format!(
+                    "the {kind} key must hold exactly one public key"
+                )));
+            }
+        }
         for (kind, key) in keys {
             if let Some(k) = key {
                 self.keys

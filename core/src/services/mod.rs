@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod data;
+pub mod deactivation;
 pub mod keys;
 pub mod media;
 pub mod rooms;

@@ -174,6 +174,9 @@ impl Rooms {
         };
 
         let mut create = req.creation_content.clone().unwrap_or_default();
+        if create.get("type").is_some_and(|t| !t.is_string()) {
+            return Err(Error::bad_json("creation_content.type must be a string"));
+        }
         create.insert("room_version".into(), json!(version));
         if !rules.authorization.use_room_create_sender {
             create.insert("creator".into(), json!(creator));
@@ -824,6 +827,19 @@ impl Rooms {
             return Err(Error::invalid_param("alias must be on this server"));
         }
         self.ensure_room(room_id).await?;
+        // Only a member may name a room (an application service names rooms of its bridge).
+        if session.appservice.is_none() {
+            let joined = self
+                .store
+                .membership(room_id, &session.user_id)
+                .await?
+                .is_some_and(|m| m.membership == "join");
+            if !joined {
+                return Err(Error::forbidden(
+                    "you must be in the room to give it an alias",
+                ));
+            }
+        }
         if self.store.alias(alias).await?.is_some() {
             return Err(Error::matrix(
                 ErrorCode::RoomInUse,

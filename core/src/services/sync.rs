@@ -240,14 +240,28 @@ impl Sync {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(req.timeout_ms.min(self.max_timeout_ms));
         let mut rx = self.notifier.subscribe();
+        // The device's key counts as the request began: a change while it waits (keys
+        // uploaded or claimed) is news too.
+        let mut counts_at_start = None;
         loop {
             let out = self.compute(session, since, &req).await?;
-            if !out.is_empty() || since.is_none() || req.full_state {
+            let keys = (&out.one_time_key_counts, &out.unused_fallback_key_types);
+            let counts_changed = counts_at_start
+                .as_ref()
+                .is_some_and(|(c, f)| (c, f) != keys);
+            if !out.is_empty() || counts_changed || since.is_none() || req.full_state {
                 return Ok(out);
+            }
+            if counts_at_start.is_none() {
+                counts_at_start = Some((
+                    out.one_time_key_counts.clone(),
+                    out.unused_fallback_key_types.clone(),
+                ));
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(out),
+                // What is answered is read now, not when the wait began.
+                _ => return self.compute(session, since, &req).await,
             }
         }
     }

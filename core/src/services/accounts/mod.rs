@@ -1,9 +1,13 @@
-//! Accounts: registration, login, access tokens, devices, passwords and profiles.
+//! Accounts: registration, login, passwords, profiles and deactivation; sessions (access
+//! tokens, devices, refresh tokens) in [`sessions`].
 
-use std::{collections::HashMap, sync::Arc};
+mod hash;
+mod sessions;
+
+use std::{sync::Arc, time::Duration};
 
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    password_hash::{PasswordHash, PasswordVerifier},
     Argon2,
 };
 use ruma::{OwnedUserId, UserId};
@@ -11,16 +15,26 @@ use ruma::{OwnedUserId, UserId};
 use crate::{
     error::ErrorCode,
     ports::{DeviceRecord, UserRecord, UserStore},
+    ratelimit::Lockout,
     services::Session,
-    token, Error, Result, ServerConfig,
+    Error, Result, ServerConfig,
 };
+use hash::HashPool;
+pub use sessions::DeviceSession;
+use sessions::SessionCache;
+
+/// Longest display name, in characters (as Synapse).
+pub const MAX_DISPLAYNAME: usize = 256;
+/// Longest avatar URL, in bytes.
+pub const MAX_AVATAR_URL: usize = 1000;
 
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     config: Arc<ServerConfig>,
-    /// token → session; filled on first use, cleared on logout.
-    tokens: std::sync::RwLock<HashMap<String, Session>>,
+    cache: SessionCache,
     hasher: HashPool,
+    /// Failed passwords per account, whichever API they come through.
+    failures: Lockout,
 }
 
 /// What a successful login or registration hands the client.
@@ -32,16 +46,23 @@ pub struct LoginResult {
 }
 
 impl Accounts {
-    pub fn new(users: Arc<dyn UserStore>, config: Arc<ServerConfig>) -> Self {
+    /// `shared_store`: whether other instances use the same store, in which case no session
+    /// is cached (see [`sessions`]).
+    pub fn new(users: Arc<dyn UserStore>, config: Arc<ServerConfig>, shared_store: bool) -> Self {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .min(4);
+        let failures = Lockout::new(
+            config.max_login_failures,
+            Duration::from_secs(config.login_lockout_secs),
+        );
         Accounts {
             users,
             config,
-            tokens: Default::default(),
+            cache: SessionCache::new(!shared_store),
             hasher: HashPool::new(threads),
+            failures,
         }
     }
 
@@ -109,24 +130,6 @@ impl Accounts {
         Ok(user_id)
     }
 
-    pub async fn login_new_device(
-        &self,
-        user_id: &UserId,
-        device_id: Option<String>,
-        display_name: Option<&str>,
-    ) -> Result<LoginResult> {
-        let device_id = device_id.unwrap_or_else(token::device_id);
-        let access_token = token::access_token();
-        self.users
-            .add_device_token(user_id, &device_id, display_name, &access_token)
-            .await?;
-        Ok(LoginResult {
-            user_id: user_id.to_owned(),
-            access_token,
-            device_id,
-        })
-    }
-
     /// `m.login.password`: checks the password and opens a device.
     pub async fn login_password(
         &self,
@@ -149,7 +152,28 @@ impl Accounts {
         Ok(self.users.user(user_id).await?.is_some())
     }
 
+    /// Whether `password` is the user's. After `max_login_failures` wrong ones within the
+    /// lockout window, every try is refused with `M_LIMIT_EXCEEDED` until the window ends.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        if let Err(wait) = self.failures.check(user_id.as_str()) {
+            return Err(Error::matrix(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "too many failed attempts; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+        let right = self.verify_password(user_id, password).await?;
+        if right {
+            self.failures.clear(user_id.as_str());
+        } else {
+            self.failures.fail(user_id.as_str());
+        }
+        Ok(right)
+    }
+
+    async fn verify_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
         let Some(user) = self.users.user(user_id).await? else {
             return Ok(false);
         };
@@ -174,63 +198,6 @@ impl Accounts {
             .await
     }
 
-    /// The session behind an access token, or `M_UNKNOWN_TOKEN`.
-    pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
-        if let Some(s) = self
-            .tokens
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(access_token)
-        {
-            return Ok(s.clone());
-        }
-        match self.users.find_token(access_token).await? {
-            Some((user_id, device_id)) => {
-                let session = Session::new(user_id, device_id);
-                self.tokens
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(access_token.to_owned(), session.clone());
-                Ok(session)
-            }
-            None => Err(Error::matrix(
-                ErrorCode::UnknownToken,
-                "unknown or expired access token",
-            )),
-        }
-    }
-
-    fn forget_tokens(&self, tokens: &[String]) {
-        let mut cache = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        for t in tokens {
-            cache.remove(t);
-        }
-    }
-
-    pub async fn logout(&self, session: &Session) -> Result<()> {
-        let tokens = self
-            .users
-            .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
-            .await?;
-        self.forget_tokens(&tokens);
-        Ok(())
-    }
-
-    pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
-        let tokens = self.users.delete_tokens_except(user_id, None).await?;
-        let devices: Vec<String> = self
-            .users
-            .devices(user_id)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
-        let more = self.users.delete_devices(user_id, &devices).await?;
-        self.forget_tokens(&tokens);
-        self.forget_tokens(&more);
-        Ok(())
-    }
-
     pub async fn change_password(
         &self,
         session: &Session,
@@ -243,18 +210,21 @@ impl Accounts {
         let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(&session.user_id, &hash).await?;
         if logout_devices {
-            let others: Vec<String> = self
-                .users
-                .devices(&session.user_id)
-                .await?
-                .into_iter()
-                .map(|d| d.device_id)
-                .filter(|d| *d != session.device_id)
-                .collect();
-            let tokens = self.users.delete_devices(&session.user_id, &others).await?;
-            self.forget_tokens(&tokens);
+            self.logout_others(&session.user_id, Some(&session.device_id))
+                .await?;
         }
         Ok(())
+    }
+
+    /// Sets a new password proven by something other than a session (an emailed code): every
+    /// session of the user ends.
+    pub async fn reset_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
+        if new_password.is_empty() {
+            return Err(Error::invalid_param("password must not be empty"));
+        }
+        let hash = self.hasher.hash(new_password).await?;
+        self.users.set_password(user_id, &hash).await?;
+        self.logout_others(user_id, None).await
     }
 
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
@@ -287,12 +257,6 @@ impl Accounts {
         }
     }
 
-    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
-        let tokens = self.users.delete_devices(user_id, device_ids).await?;
-        self.forget_tokens(&tokens);
-        Ok(())
-    }
-
     pub async fn touch(&self, session: &Session, ip: Option<&str>) -> Result<()> {
         self.users
             .touch_device(&session.user_id, &session.device_id, crate::now_ms(), ip)
@@ -309,6 +273,7 @@ impl Accounts {
         displayname: Option<Option<&str>>,
         avatar_url: Option<Option<&str>>,
     ) -> Result<()> {
+        check_profile(displayname.flatten(), avatar_url.flatten())?;
         self.users
             .set_profile(user_id, displayname, avatar_url)
             .await
@@ -319,54 +284,20 @@ impl Accounts {
     }
 }
 
-/// The threads that do all password hashing. Argon2 takes 19 MiB per hash; running it on a
-/// fixed pair of threads bounds that memory (the allocator keeps freed memory per thread).
-struct HashPool {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
-}
-
-impl HashPool {
-    fn new(threads: usize) -> Self {
-        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for _ in 0..threads.max(1) {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name("password-hash".into())
-                .spawn(move || loop {
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => break,
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a password hashing thread");
-            }
-        }
-        HashPool { jobs }
+/// Refuses profile fields over their limits, so a profile stays small enough to copy into
+/// every membership event and lookup.
+pub fn check_profile(displayname: Option<&str>, avatar_url: Option<&str>) -> Result<()> {
+    if displayname.is_some_and(|d| d.chars().count() > MAX_DISPLAYNAME) {
+        return Err(Error::matrix(
+            ErrorCode::BadJson,
+            format!("display name is longer than {MAX_DISPLAYNAME} characters"),
+        ));
     }
-
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .map_err(|_| Error::internal("password hashing stopped"))?;
-        rx.await
-            .map_err(|_| Error::internal("password hashing failed"))
+    if avatar_url.is_some_and(|a| a.len() > MAX_AVATAR_URL) {
+        return Err(Error::matrix(
+            ErrorCode::BadJson,
+            format!("avatar URL is longer than {MAX_AVATAR_URL} bytes"),
+        ));
     }
-
-    async fn hash(&self, password: &str) -> Result<String> {
-        let password = password.to_owned();
-        self.run(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(Error::internal)
-        })
-        .await?
-    }
+    Ok(())
 }

@@ -1,0 +1,400 @@
+//! The SQL store: users, rooms, events, state and client data, on SQLite (the embedded
+//! default, one file) or PostgreSQL (the pipeline, shared by every instance). One code base:
+//! the queries are written once in the SQL both understand (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`) and run through sqlx's `Any` driver; each dialect has its own migrations.
+//!
+//! Every write that takes a stream position bumps the one-row `stream_pos` table inside its
+//! own transaction. The row lock orders writers — across instances too — so positions commit in
+//! order, and [`StreamPosition::current_pos`] never runs ahead of what readers can see. On
+//! PostgreSQL each such write also records what it changed (`stream_changes`), so that an
+//! instance learns the writes of the others ([`SqlStore::refresh`]) before it shows them.
+
+mod client;
+mod keys;
+mod native;
+mod rooms;
+mod users;
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use sandcat_core::{
+    changes::{Change, ChangeLog},
+    error::ErrorCode,
+    ports::{
+        AppserviceState, AppserviceStore, BatchOutcome, ClientStore, CodeCheck, DeviceRecord,
+        Direction, FriendRow, Friendship, KeyStore, MediaIndex, MediaRecord, Membership,
+        NativeProfile, NativeStore, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition,
+        ToDevice, UserRecord, UserStore,
+    },
+    Error, Pdu, Result, StoredEvent,
+};
+use serde_json::Value;
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    AnyConnection, AnyPool, Executor, Row,
+};
+
+/// Which SQL database a [`SqlStore`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// Highest position whose write has committed and whose changes are marked.
+    committed: AtomicI64,
+    /// Positioned writes of this process, one at a time.
+    write: tokio::sync::Mutex<()>,
+    refreshing: tokio::sync::Mutex<()>,
+    changes: Arc<ChangeLog>,
+}
+
+pub(crate) fn db(e: sqlx::Error) -> Error {
+    Error::storage(e)
+}
+
+/// `$from, $from+1, …`: `n` numbered parameters, for statements built per batch.
+pub(crate) fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_id<T: TryFrom<String>>(s: String) -> Result<T> {
+    T::try_from(s).map_err(|_| Error::storage("invalid identifier in database"))
+}
+
+const EVENT_COLUMNS: &str =
+    "pos, event_id, room_id, json, unsigned, redacted_by, txn_user, txn_device, txn_id";
+
+/// A change as `stream_changes` keeps it.
+fn encode_change(c: &Change) -> String {
+    match c {
+        Change::Room(r) => format!("r{r}"),
+        Change::User(u) => format!("u{u}"),
+        Change::Keys => "k".to_owned(),
+    }
+}
+
+fn decode_change(s: &str) -> Option<Change> {
+    match s.split_at_checked(1)? {
+        ("r", r) => OwnedRoomId::try_from(r).ok().map(Change::Room),
+        ("u", u) => OwnedUserId::try_from(u).ok().map(Change::User),
+        ("k", _) => Some(Change::Keys),
+        _ => None,
+    }
+}
+
+/// A cluster-wide role held by this instance (a PostgreSQL session advisory lock on a
+/// connection of its own): released when dropped, or when the instance or its connection dies.
+pub struct Leadership {
+    conn: Option<AnyConnection>,
+}
+
+impl Leadership {
+    /// Whether the role is still held (the connection that holds the lock still answers).
+    pub async fn alive(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(c) => sqlx::query("SELECT 1").execute(&mut *c).await.is_ok(),
+        }
+    }
+}
+
+/// Creates (if needed) a schema in the PostgreSQL database at `base_url` and returns a URL
+/// whose connections use it: one server, several isolated Sandcat databases (tests use one per
+/// test).
+pub async fn create_schema(base_url: &str, schema: &str) -> Result<String> {
+    use sqlx::Connection;
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::storage("schema names are letters, digits and _"));
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(base_url)
+        .await
+        .map_err(|e| Error::storage(format!("connecting to the database: {e}")))?;
+    conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+        .await
+        .map_err(db)?;
+    let sep = if base_url.contains('?') { '&' } else { '?' };
+    Ok(format!("{base_url}{sep}options[search_path]={schema}"))
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) an SQLite database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect_with(&url, Dialect::Sqlite, 8).await
+    }
+
+    /// An in-memory SQLite database, for tests of single slices.
+    pub async fn memory() -> Result<Self> {
+        Self::connect_with("sqlite::memory:", Dialect::Sqlite, 1).await
+    }
+
+    /// Connects to PostgreSQL (`postgres://…`) and applies migrations. Fails at once when the
+    /// server cannot be reached; later outages are retried by the pool on each query.
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, Dialect::Postgres, max_connections).await
+    }
+
+    async fn connect_with(url: &str, dialect: Dialect, max: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| Error::storage(format!("database URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; \
+                             PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::storage(format!("connecting to the database: {e}")))?;
+        let migrated = match dialect {
+            Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await,
+            Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await,
+        };
+        migrated.map_err(|e| Error::storage(format!("migration failed: {e}")))?;
+        let pos: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?;
+        Ok(SqlStore {
+            pool,
+            dialect,
+            committed: AtomicI64::new(pos),
+            write: Default::default(),
+            refreshing: Default::default(),
+            changes: Arc::new(ChangeLog::starting_at(pos)),
+        })
+    }
+
+    /// Takes the cluster-wide role `name` if no other instance holds it. On SQLite (one
+    /// process) the role is always this instance's.
+    pub async fn try_lead(&self, name: &str) -> Result<Option<Leadership>> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(Leadership { conn: None }));
+        }
+        // A connection of its own, closed (not pooled) when dropped, which releases the lock.
+        // The lock is per schema: several Sandcat databases may share one PostgreSQL database.
+        let mut conn = self.pool.acquire().await.map_err(db)?.detach();
+        let got: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':' || $1))",
+        )
+        .bind(format!("sandcat:{name}"))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(db)?;
+        Ok(got.then_some(Leadership { conn: Some(conn) }))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool, for other parts of the pipeline that keep their tables in this database.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
+        let event_id: OwnedEventId = parse_id(row.try_get("event_id").map_err(db)?)?;
+        let room_id: OwnedRoomId = parse_id(row.try_get("room_id").map_err(db)?)?;
+        let json: String = row.try_get("json").map_err(db)?;
+        let pdu = Pdu::from_stored(&json, event_id, room_id)?;
+        let unsigned: Option<String> = row.try_get("unsigned").map_err(db)?;
+        let txn_user: Option<String> = row.try_get("txn_user").map_err(db)?;
+        let txn_device: Option<String> = row.try_get("txn_device").map_err(db)?;
+        let txn_id: Option<String> = row.try_get("txn_id").map_err(db)?;
+        let txn = match (txn_user, txn_device, txn_id) {
+            (Some(u), Some(d), Some(t)) => Some((parse_id(u)?, d, t)),
+            _ => None,
+        };
+        Ok(StoredEvent {
+            pos: row.try_get("pos").map_err(db)?,
+            pdu,
+            unsigned: unsigned.and_then(|u| serde_json::from_str(&u).ok()),
+            redacted_because: None,
+            txn,
+        })
+    }
+
+    /// Rows to events, attaching the redaction event of redacted ones.
+    async fn events_from_rows(&self, rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut ev = Self::event_from_row(&row)?;
+            let redacted_by: Option<String> = row.try_get("redacted_by").map_err(db)?;
+            if let Some(r) = redacted_by {
+                let r = sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+                ))
+                .bind(r)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                if let Some(r) = r {
+                    ev.redacted_because = Some(Box::new(Self::event_from_row(&r)?));
+                }
+            }
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` in a transaction that has taken `n` positions (the first is passed to `f`),
+    /// then publishes them as committed with what they changed.
+    async fn with_positions<T>(
+        &self,
+        n: i64,
+        changes: Vec<Change>,
+        f: impl AsyncFnOnce(&mut AnyConnection, i64) -> Result<T>,
+    ) -> Result<T> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let last: i64 = sqlx::query_scalar("UPDATE stream_pos SET pos = pos + $1 RETURNING pos")
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let first = last - n + 1;
+        let value = f(&mut *tx, first).await?;
+        let mut changes = changes;
+        changes.sort_by_key(encode_change);
+        changes.dedup();
+        if self.dialect == Dialect::Postgres {
+            if !changes.is_empty() {
+                // One statement for all of them: this is on every write's path.
+                let rows: Vec<String> = (0..changes.len())
+                    .map(|i| format!("($1, ${})", i + 2))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO stream_changes (pos, change) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(last);
+                for c in &changes {
+                    q = q.bind(encode_change(c));
+                }
+                q.execute(&mut *tx).await.map_err(db)?;
+            }
+            if last / 10_000 != (first - 1) / 10_000 {
+                // Every 10,000 positions: instances read changes from where they stand, and
+                // nobody stands this far back.
+                sqlx::query("DELETE FROM stream_changes WHERE pos < $1")
+                    .bind(last - 1_000_000)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        // Mark before publishing: whoever reads `last` also sees what changed.
+        self.changes.mark(changes, last);
+        if self.committed.load(Ordering::SeqCst) == first - 1 {
+            self.committed.fetch_max(last, Ordering::SeqCst);
+        } else {
+            // Other instances wrote in between: learn what they changed before showing it.
+            self.refresh().await?;
+        }
+        Ok(value)
+    }
+
+    /// Catches up with positions written by other instances sharing the database: marks what
+    /// they changed, then publishes them. Call it before waking local readers for a remote
+    /// write. A no-op on SQLite, which has one writer process.
+    pub async fn refresh(&self) -> Result<()> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(());
+        }
+        let _guard = self.refreshing.lock().await;
+        let seen = self.committed.load(Ordering::SeqCst);
+        let head: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if head <= seen {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT pos, change FROM stream_changes WHERE pos > $1 AND pos <= $2 ORDER BY pos",
+        )
+        .bind(seen)
+        .bind(head)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        for r in rows {
+            let pos: i64 = r.try_get("pos").map_err(db)?;
+            let change: String = r.try_get("change").map_err(db)?;
+            if let Some(c) = decode_change(&change) {
+                self.changes.mark([c], pos);
+            }
+        }
+        self.committed.fetch_max(head, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.
+    async fn put_key(
+        &self,
+        sql: &'static str,
+        user_id: &UserId,
+        name: &str,
+        key: &Value,
+    ) -> Result<()> {
+        let json = key.to_string();
+        self.with_positions(1, vec![Change::Keys], async |conn, pos| {
+            sqlx::query(sql)
+                .bind(user_id.as_str())
+                .bind(name)
+                .bind(&json)
+                .bind(pos)
+                .execute(conn)
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The change log this store marks on every positioned write.
+    pub fn changes(&self) -> Arc<ChangeLog> {
+        self.changes.clone()
+    }
+}
+
+impl StreamPosition for SqlStore {
+    fn current_pos(&self) -> i64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+}

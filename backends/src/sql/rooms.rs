@@ -1,0 +1,509 @@
+//! Rooms: the log, state, memberships, aliases, the directory, timelines.
+
+use super::*;
+
+fn membership_from_row(r: &AnyRow) -> Result<Membership> {
+    Ok(Membership {
+        room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
+        membership: r
+            .try_get::<Option<String>, _>("membership")
+            .map_err(db)?
+            .unwrap_or_default(),
+        pos: r.try_get("pos").map_err(db)?,
+        event_id: parse_id(r.try_get("event_id").map_err(db)?)?,
+    })
+}
+
+/// A `bus_batches` row as an outcome.
+fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome> {
+    Ok(match (ids, error) {
+        (Some(ids), _) => BatchOutcome::Appended(serde_json::from_str(&ids)?),
+        (None, Some(e)) => {
+            let (code, message): (ErrorCode, String) = serde_json::from_str(&e)?;
+            BatchOutcome::Refused(code, message)
+        }
+        (None, None) => return Err(Error::storage("a batch outcome without content")),
+    })
+}
+
+/// `(event_id, rel_type)` of an event's `m.relates_to`.
+fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
+    let c = pdu.content_value();
+    let rel = c.get("m.relates_to");
+    let target = rel
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let kind = rel
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (target, kind)
+}
+
+#[async_trait]
+impl RoomStore for SqlStore {
+    async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>> {
+        let Some(row) =
+            sqlx::query("SELECT room_version, last_event_id, depth FROM rooms WHERE room_id = $1")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let version: String = row.try_get("room_version").map_err(db)?;
+        let state = self
+            .current_state(room_id)
+            .await?
+            .into_iter()
+            .map(|e| e.pdu)
+            .collect();
+        Ok(Some(RoomSnapshot {
+            version: RoomVersionId::try_from(version.as_str()).map_err(Error::storage)?,
+            last_event_id: parse_id(row.try_get("last_event_id").map_err(db)?)?,
+            depth: row.try_get::<i64, _>("depth").map_err(db)? as u64,
+            state,
+        }))
+    }
+
+    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>> {
+        let n = events.len() as i64;
+        let mut changes = Vec::new();
+        for ev in events {
+            changes.push(Change::Room(ev.pdu.room_id().to_owned()));
+            if let (Some(key), Some(_)) = (&ev.pdu.state_key, ev.pdu.membership()) {
+                if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
+                    changes.push(Change::User(user));
+                }
+            }
+        }
+        self.with_positions(n, changes, async |tx, first| {
+            let mut positions = Vec::with_capacity(events.len());
+            for (i, ev) in events.iter().enumerate() {
+                let pos = first + i as i64;
+                let pdu = &ev.pdu;
+                let room_id = pdu.room_id().as_str();
+                let (relates_to, rel_type) = relation_of(pdu);
+                let (txn_user, txn_device, txn_id) = match &ev.txn {
+                    Some((u, d, t)) => (Some(u.as_str()), Some(d.as_str()), Some(t.as_str())),
+                    None => (None, None, None),
+                };
+                sqlx::query("INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                    .bind(pos)
+                    .bind(pdu.event_id.as_str())
+                    .bind(room_id)
+                    .bind(pdu.sender.as_str())
+                    .bind(pdu.kind.to_string())
+                    .bind(&pdu.state_key)
+                    .bind(&ev.json)
+                    .bind(ev.unsigned.as_ref().map(|u| u.to_string()))
+                    .bind(txn_user)
+                    .bind(txn_device)
+                    .bind(txn_id)
+                    .bind(relates_to)
+                    .bind(rel_type)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                if let Some(version) = &ev.room_version {
+                    sqlx::query("INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES ($1, $2, $3, $4)")
+                        .bind(room_id)
+                        .bind(version.as_str())
+                        .bind(pdu.event_id.as_str())
+                        .bind(u64::from(pdu.depth) as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                } else {
+                    // Only on top of the head the sequencer built on: another sequencer may
+                    // have appended to this room since it loaded it.
+                    let prev = pdu.prev_events.first().map(|e| e.as_str()).unwrap_or("");
+                    let moved = sqlx::query("UPDATE rooms SET last_event_id = $1, depth = $2 WHERE room_id = $3 AND last_event_id = $4")
+                        .bind(pdu.event_id.as_str())
+                        .bind(u64::from(pdu.depth) as i64)
+                        .bind(room_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if moved.rows_affected() == 0 {
+                        return Err(Error::Conflict(format!("{room_id} has moved past {prev}")));
+                    }
+                }
+                if let Some(key) = &pdu.state_key {
+                    let membership = pdu.membership();
+                    sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
+                        .bind(room_id)
+                        .bind(pdu.kind.to_string())
+                        .bind(key)
+                        .bind(pdu.event_id.as_str())
+                        .bind(pos)
+                        .bind(&membership)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if membership.as_deref() == Some("join") || membership.as_deref() == Some("invite") {
+                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2").bind(key).bind(room_id).execute(&mut *tx).await.map_err(db)?;
+                    }
+                }
+                if let Some((target, redacted_json)) = &ev.redaction {
+                    sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3").bind(redacted_json).bind(pdu.event_id.as_str()).bind(target.as_str()).execute(&mut *tx).await.map_err(db)?;
+                }
+                positions.push(pos);
+            }
+            if let Some(id) = batch_id {
+                let ids: Vec<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
+                sqlx::query("INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES ($1, $2, NULL, $3)")
+                    .bind(id)
+                    .bind(serde_json::to_string(&ids)?)
+                    .bind(sandcat_core::now_ms() as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            Ok(positions)
+        })
+        .await
+    }
+
+    async fn batch_outcome(&self, batch_id: &str) -> Result<Option<BatchOutcome>> {
+        let row = sqlx::query("SELECT event_ids, error FROM bus_batches WHERE batch_id = $1")
+            .bind(batch_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let ids: Option<String> = r.try_get("event_ids").map_err(db)?;
+        let error: Option<String> = r.try_get("error").map_err(db)?;
+        outcome_of(ids, error).map(Some)
+    }
+
+    async fn batch_outcomes(&self, batch_ids: &[String]) -> Result<Vec<(String, BatchOutcome)>> {
+        let mut out = Vec::new();
+        for chunk in batch_ids.chunks(500) {
+            let sql = format!(
+                "SELECT batch_id, event_ids, error FROM bus_batches WHERE batch_id IN ({})",
+                params(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(db)? {
+                let id: String = r.try_get("batch_id").map_err(db)?;
+                let ids: Option<String> = r.try_get("event_ids").map_err(db)?;
+                let error: Option<String> = r.try_get("error").map_err(db)?;
+                out.push((id, outcome_of(ids, error)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_batch_outcome(&self, batch_id: &str, outcome: &BatchOutcome) -> Result<()> {
+        let (ids, error) = match outcome {
+            BatchOutcome::Appended(ids) => (Some(serde_json::to_string(ids)?), None),
+            BatchOutcome::Refused(code, message) => {
+                (None, Some(serde_json::to_string(&(code, message))?))
+            }
+        };
+        sqlx::query("INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(batch_id)
+            .bind(ids)
+            .bind(error)
+            .bind(sandcat_core::now_ms() as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(self.events_from_rows(rows).await?.pop())
+    }
+
+    async fn txn_event(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT event_id FROM events WHERE txn_user = $1 AND txn_device = $2 AND txn_id = $3",
+        )
+        .bind(user_id.as_str())
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        id.map(parse_id).transpose()
+    }
+
+    async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        v.map(|v| RoomVersionId::try_from(v.as_str()).map_err(Error::storage))
+            .transpose()
+    }
+
+    async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 ORDER BY e.pos")
+            .bind(room_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+
+    async fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>> {
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3")
+            .bind(room_id.as_str())
+            .bind(kind)
+            .bind(state_key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(self.events_from_rows(rows).await?.pop())
+    }
+
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos > $2 AND pos <= $3 GROUP BY type, state_key) ORDER BY pos"
+        ))
+        .bind(room_id.as_str())
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+
+    async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
+        let row = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2")
+            .bind(room_id.as_str())
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(membership_from_row).transpose()
+    }
+
+    async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>> {
+        let rows = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE state_key = $1 AND type = 'm.room.member' AND room_id NOT IN (SELECT room_id FROM forgotten_rooms WHERE user_id = $2) ORDER BY pos")
+            .bind(user_id.as_str())
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(membership_from_row).collect()
+    }
+
+    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>> {
+        let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_id(r.try_get("state_key").map_err(db)?)?,
+                    r.try_get::<Option<String>, _>("membership")
+                        .map_err(db)?
+                        .unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let order = match dir {
+            Direction::Forward => "ASC",
+            Direction::Backward => "DESC",
+        };
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"))
+            .bind(room_id.as_str())
+            .bind(after)
+            .bind(until)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+
+    async fn relations(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos <= $7 ORDER BY pos DESC LIMIT $8"
+        ))
+        .bind(room_id.as_str())
+        .bind(event_id.as_str())
+        .bind(rel_type)
+        .bind(rel_type)
+        .bind(event_type)
+        .bind(event_type)
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+
+    async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id.as_str())
+        .bind(room_id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender != $2 \
+             AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
+             AND pos > COALESCE((SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
+                                 WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()> {
+        let r =
+            sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)")
+                .bind(alias)
+                .bind(room_id.as_str())
+                .bind(creator.as_str())
+                .execute(&self.pool)
+                .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::matrix(
+                ErrorCode::RoomInUse,
+                "room alias already exists",
+            )),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>> {
+        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => Ok(Some((
+                parse_id(r.try_get("room_id").map_err(db)?)?,
+                parse_id(r.try_get("creator").map_err(db)?)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_alias(&self, alias: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn aliases_of(&self, room_id: &RoomId) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+            .bind(room_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
+        sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
+            .bind(public as i64)
+            .bind(room_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn is_public(&self, room_id: &RoomId) -> Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = $1")
+            .bind(room_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(v == Some(1))
+    }
+
+    async fn public_rooms(&self) -> Result<Vec<OwnedRoomId>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        ids.into_iter().map(parse_id).collect()
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos ASC LIMIT $3"
+        ))
+        .bind(after)
+        .bind(until)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
+    }
+}

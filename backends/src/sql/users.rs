@@ -1,0 +1,356 @@
+//! Users, devices, access and refresh tokens, profiles.
+
+use super::*;
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        user_id: parse_id(row.try_get("user_id").map_err(db)?)?,
+        password_hash: row.try_get("password_hash").map_err(db)?,
+        displayname: row.try_get("displayname").map_err(db)?,
+        avatar_url: row.try_get("avatar_url").map_err(db)?,
+        deactivated: row.try_get::<i64, _>("deactivated").map_err(db)? != 0,
+    })
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let r = sqlx::query("INSERT INTO users (user_id, password_hash, displayname, avatar_url, deactivated, created_ts) VALUES ($1, $2, $3, $4, 0, $5)")
+            .bind(user.user_id.as_str())
+            .bind(&user.password_hash)
+            .bind(&user.displayname)
+            .bind(&user.avatar_url)
+            .bind(sandcat_core::now_ms() as i64)
+            .execute(&self.pool)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::matrix(ErrorCode::UserInUse, "user id already taken"))
+            }
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
+            .bind(password_hash)
+            .bind(user_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: &UserId,
+        displayname: Option<Option<&str>>,
+        avatar_url: Option<Option<&str>>,
+    ) -> Result<()> {
+        if let Some(d) = displayname {
+            sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
+                .bind(d)
+                .bind(user_id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        if let Some(a) = avatar_url {
+            sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
+                .bind(a)
+                .bind(user_id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn add_device_token(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        token: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .bind(display_name)
+            .bind(sandcat_core::now_ms() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        // One token per device: logging in again on a device replaces its token.
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+            .bind(token)
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn add_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO NOTHING")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .bind(display_name)
+            .bind(sandcat_core::now_ms() as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn has_device(&self, user_id: &UserId, device_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM devices WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn add_refresh_token(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        token: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+            .bind(token)
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_refresh_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>> {
+        let row = sqlx::query("SELECT user_id, device_id FROM refresh_tokens WHERE token = $1")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok((
+                parse_id(r.try_get("user_id").map_err(db)?)?,
+                r.try_get("device_id").map_err(db)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn replace_refresh_token(
+        &self,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<(OwnedUserId, String)>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row =
+            sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
+                .bind(old)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (user, device): (String, String) = (
+            row.try_get("user_id").map_err(db)?,
+            row.try_get("device_id").map_err(db)?,
+        );
+        sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+            .bind(new)
+            .bind(&user)
+            .bind(&device)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some((parse_id(user)?, device)))
+    }
+
+    async fn deactivate_user(&self, user_id: &UserId) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let tokens: Vec<String> =
+            sqlx::query_scalar("DELETE FROM access_tokens WHERE user_id = $1 RETURNING token")
+                .bind(user_id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        for table in ["refresh_tokens", "devices"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(user_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(tokens)
+    }
+
+    async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>> {
+        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = $1")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => Ok(Some((
+                parse_id(r.try_get("user_id").map_err(db)?)?,
+                r.try_get("device_id").map_err(db)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_token(&self, token: &str) -> Result<()> {
+        sqlx::query("DELETE FROM access_tokens WHERE token = $1")
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
+        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = $1 ORDER BY device_id")
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceRecord {
+                    device_id: r.try_get("device_id").map_err(db)?,
+                    display_name: r.try_get("display_name").map_err(db)?,
+                    last_seen_ts: r
+                        .try_get::<Option<i64>, _>("last_seen_ts")
+                        .map_err(db)?
+                        .map(|t| t as u64),
+                    last_seen_ip: r.try_get("last_seen_ip").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(display_name)
+        .bind(user_id.as_str())
+        .bind(device_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tokens = Vec::new();
+        for d in device_ids {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 RETURNING token",
+            )
+            .bind(user_id.as_str())
+            .bind(d)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            tokens.extend(rows);
+            for table in ["refresh_tokens", "devices"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                ))
+                .bind(user_id.as_str())
+                .bind(d)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(tokens)
+    }
+
+    async fn delete_tokens_except(
+        &self,
+        user_id: &UserId,
+        keep_device: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id IS DISTINCT FROM $2 RETURNING token",
+        )
+        .bind(user_id.as_str())
+        .bind(keep_device)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows)
+    }
+
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ts: u64,
+        ip: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_seen_ts = $1, last_seen_ip = COALESCE($2, last_seen_ip) WHERE user_id = $3 AND device_id = $4").bind(ts as i64).bind(ip).bind(user_id.as_str()).bind(device_id).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn search_users(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>> {
+        let like = format!(
+            "%{}%",
+            term.to_lowercase().replace('%', "").replace('_', "\\_")
+        );
+        let rows = sqlx::query("SELECT * FROM users WHERE deactivated = 0 AND (lower(user_id) LIKE $1 ESCAPE '\\' OR lower(displayname) LIKE $2 ESCAPE '\\') ORDER BY user_id LIMIT $3")
+            .bind(&like)
+            .bind(&like)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(user_from_row).collect()
+    }
+}

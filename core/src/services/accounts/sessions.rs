@@ -1,0 +1,234 @@
+//! Sessions: access tokens, devices and refresh tokens, and what revokes them.
+//!
+//! A session is a device. A Matrix access token names its device; a Sandcat JWT names its
+//! device too (`sid`), so deleting the device — logout, logout/all, a password change,
+//! deactivation, device deletion from Element — ends both kinds at once.
+//!
+//! **Revocation is cluster-wide before the revoking request returns.** With a store that only
+//! this process uses (SQLite), sessions are cached in memory and a revocation clears the cache
+//! before it answers. With a store shared by several instances (PostgreSQL), nothing is cached:
+//! every request checks its token against the store with one primary-key lookup, so a
+//! revocation committed on one instance is refused by every other on its next request.
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{OwnedUserId, UserId};
+
+use super::{Accounts, LoginResult};
+use crate::{error::ErrorCode, services::Session, token, Error, Result};
+
+/// Sessions known valid, when this process is the store's only user.
+#[derive(Default)]
+pub(super) struct SessionCache {
+    enabled: bool,
+    tokens: std::sync::RwLock<HashMap<String, Session>>,
+    devices: std::sync::RwLock<HashSet<(OwnedUserId, String)>>,
+}
+
+impl SessionCache {
+    pub(super) fn new(enabled: bool) -> Self {
+        SessionCache {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    fn token(&self, token: &str) -> Option<Session> {
+        if !self.enabled {
+            return None;
+        }
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    fn keep_token(&self, token: &str, session: &Session) {
+        if self.enabled {
+            self.tokens
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token.to_owned(), session.clone());
+        }
+    }
+
+    fn device(&self, user_id: &UserId, device_id: &str) -> bool {
+        self.enabled
+            && self
+                .devices
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(user_id.to_owned(), device_id.to_owned()))
+    }
+
+    fn keep_device(&self, user_id: &UserId, device_id: &str) {
+        if self.enabled {
+            self.devices
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((user_id.to_owned(), device_id.to_owned()));
+        }
+    }
+
+    /// After any revocation: revocations are rare, and clearing everything cannot miss one.
+    fn forget_all(&self) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.devices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// A session opened for a client that authenticates with its own tokens (a Sandcat client):
+/// the device its tokens name, and its first refresh token.
+#[derive(Debug, Clone)]
+pub struct DeviceSession {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub refresh_token: String,
+}
+
+fn unknown_token() -> Error {
+    Error::matrix(ErrorCode::UnknownToken, "unknown or expired access token")
+}
+
+impl Accounts {
+    pub async fn login_new_device(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        display_name: Option<&str>,
+    ) -> Result<LoginResult> {
+        let device_id = device_id.unwrap_or_else(token::device_id);
+        let access_token = token::access_token();
+        self.users
+            .add_device_token(user_id, &device_id, display_name, &access_token)
+            .await?;
+        Ok(LoginResult {
+            user_id: user_id.to_owned(),
+            access_token,
+            device_id,
+        })
+    }
+
+    /// Opens a device whose client holds tokens of its own (signed by another API) that name
+    /// the device, with a refresh token.
+    pub async fn open_device_session(
+        &self,
+        user_id: &UserId,
+        display_name: &str,
+    ) -> Result<DeviceSession> {
+        let device_id = token::device_id();
+        self.users
+            .add_device(user_id, &device_id, Some(display_name))
+            .await?;
+        let refresh_token = token::random_string(32);
+        self.users
+            .add_refresh_token(user_id, &device_id, &refresh_token)
+            .await?;
+        Ok(DeviceSession {
+            user_id: user_id.to_owned(),
+            device_id,
+            refresh_token,
+        })
+    }
+
+    /// The session behind an access token, or `M_UNKNOWN_TOKEN`.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
+        if let Some(s) = self.cache.token(access_token) {
+            return Ok(s);
+        }
+        let (user_id, device_id) = self
+            .users
+            .find_token(access_token)
+            .await?
+            .ok_or_else(unknown_token)?;
+        let session = Session::new(user_id, device_id);
+        self.cache.keep_token(access_token, &session);
+        Ok(session)
+    }
+
+    /// The session of a device named by a token this server signed, while the device exists.
+    pub async fn device_session(&self, user_id: &UserId, device_id: &str) -> Result<Session> {
+        if !self.cache.device(user_id, device_id) {
+            if !self.users.has_device(user_id, device_id).await? {
+                return Err(unknown_token());
+            }
+            self.cache.keep_device(user_id, device_id);
+        }
+        Ok(Session::new(user_id.to_owned(), device_id.to_owned()))
+    }
+
+    /// The device of a valid refresh token.
+    pub async fn refresh_session(&self, refresh_token: &str) -> Result<Session> {
+        let (user_id, device_id) = self
+            .users
+            .find_refresh_token(refresh_token)
+            .await?
+            .ok_or_else(unknown_token)?;
+        Ok(Session::new(user_id, device_id))
+    }
+
+    /// Replaces a refresh token by a new one; the old one never works again.
+    pub async fn rotate_refresh_token(&self, refresh_token: &str) -> Result<(Session, String)> {
+        let new = token::random_string(32);
+        let (user_id, device_id) = self
+            .users
+            .replace_refresh_token(refresh_token, &new)
+            .await?
+            .ok_or_else(unknown_token)?;
+        Ok((Session::new(user_id, device_id), new))
+    }
+
+    pub async fn logout(&self, session: &Session) -> Result<()> {
+        self.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
+            .await
+    }
+
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
+        self.users.delete_tokens_except(user_id, None).await?;
+        let devices: Vec<String> = self
+            .users
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        self.users.delete_devices(user_id, &devices).await?;
+        self.cache.forget_all();
+        Ok(())
+    }
+
+    /// Ends every session of the user except `keep`'s.
+    pub(super) async fn logout_others(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
+        let others: Vec<String> = self
+            .users
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_str()) != keep)
+            .collect();
+        self.delete_devices(user_id, &others).await
+    }
+
+    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        self.users.delete_devices(user_id, device_ids).await?;
+        self.cache.forget_all();
+        Ok(())
+    }
+
+    /// Deactivates the account for good: every session ends, the password and profile are
+    /// cleared, and the user id stays taken.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        self.users.deactivate_user(user_id).await?;
+        self.cache.forget_all();
+        tracing::info!(%user_id, "account deactivated");
+        Ok(())
+    }
+}
