@@ -45,6 +45,7 @@ struct Native {
     base: String,
     id: String,
     token: String,
+    refresh: String,
     ws_addr: String,
     http: reqwest::Client,
 }
@@ -136,6 +137,7 @@ async fn login(server: &Server, account: &str, password: &str) -> Native {
         base: server.base.clone(),
         id: t["user"]["id"].as_str().unwrap().to_owned(),
         token: t["token"].as_str().unwrap().to_owned(),
+        refresh: t["refresh_token"].as_str().unwrap().to_owned(),
         ws_addr,
         http,
     }
@@ -673,7 +675,18 @@ async fn every_request_and_frame_is_bound_to_its_token() {
         .unwrap();
     assert_eq!(res.status(), 400, "no code was sent");
 
-    // Refresh: a valid token buys a new one; a bad one does not.
+    // Refresh: the refresh token buys a new access token; an access token buys nothing.
+    let res = anon
+        .get(format!(
+            "{}/api/user/refresh_token/{}/false",
+            server.base, alice.refresh
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let fresh = res.text().await.unwrap();
+    assert_eq!(fresh.split('.').count(), 3, "a JWT: {fresh}");
     let res = anon
         .get(format!(
             "{}/api/user/refresh_token/{}/true",
@@ -682,9 +695,7 @@ async fn every_request_and_frame_is_bound_to_its_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
-    let fresh = res.text().await.unwrap();
-    assert_eq!(fresh.split('.').count(), 3, "a JWT: {fresh}");
+    assert_eq!(res.status(), 401, "an access token does not refresh");
     let res = anon
         .get(format!(
             "{}/api/user/refresh_token/garbage/false",

@@ -372,3 +372,144 @@ async fn sandcat_login(http: &reqwest::Client, instance: &Instance, name: &str) 
     let body: serde_json::Value = res.json().await.unwrap();
     body["token"].as_str().unwrap().to_owned()
 }
+
+/// Logs `name` in on `base` (password `pw-{name}`): a client of a new device.
+async fn login_at(base: &str, name: &str) -> Client {
+    let c = common::anon_at(base);
+    let (s, b) = c
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": format!("pw-{name}") }),
+        )
+        .await;
+    assert_eq!(s, 200, "login {name}: {b}");
+    Client {
+        token: Some(b["access_token"].as_str().unwrap().to_owned()),
+        user_id: b["user_id"].as_str().unwrap().to_owned(),
+        ..c
+    }
+}
+
+/// `whoami` on `c`'s instance: the status.
+async fn whoami(c: &Client) -> u16 {
+    c.get("/_matrix/client/v3/account/whoami").await.0
+}
+
+/// What one instance revokes, the other refuses on the very next request: logout, logout/all,
+/// a device deletion, a password change and a deactivation on A end the sessions they end on
+/// B as well, Matrix tokens and Sandcat JWTs alike, with no wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_on_one_instance_is_refused_by_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = sandcat::Config::default();
+    use_pipeline(&mut config, data.path()).await;
+    let a = start(&config, data.path(), "a").await;
+    let b = start(&config, data.path(), "b").await;
+    let http = reqwest::Client::new();
+    let sandcat_ok = |token: String, base: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/api/user/carol"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // Logout on A.
+    let carol_a = register_at(&a.base, "carol").await;
+    let carol_b = on(&b, &carol_a);
+    assert_eq!(
+        whoami(&carol_b).await,
+        200,
+        "B knows the token (and may cache it)"
+    );
+    let (s, _) = carol_a.post("/_matrix/client/v3/logout", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(whoami(&carol_b).await, 401, "logout on A: refused on B");
+
+    // Device deletion on A, of a device used on B.
+    let first = on(&b, &login_at(&a.base, "carol").await);
+    let second = login_at(&a.base, "carol").await;
+    assert_eq!(whoami(&first).await, 200);
+    let (_, who) = first.get("/_matrix/client/v3/account/whoami").await;
+    let device = who["device_id"].as_str().unwrap().to_owned();
+    let (s, b_) = second
+        .post(
+            "/_matrix/client/v3/delete_devices",
+            json!({ "devices": [device], "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": "pw-carol" } }),
+        )
+        .await;
+    assert_eq!(s, 200, "delete_devices: {b_}");
+    assert_eq!(
+        whoami(&first).await,
+        401,
+        "device deleted on A: refused on B"
+    );
+
+    // logout/all on A ends a Sandcat session used on B too.
+    let jwt = sandcat_login(&http, &b, "carol").await;
+    assert_eq!(sandcat_ok(jwt.clone(), b.base.clone()).await, 200);
+    let on_b = on(&b, &login_at(&a.base, "carol").await);
+    let (s, _) = second
+        .post("/_matrix/client/v3/logout/all", json!({}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        whoami(&on_b).await,
+        401,
+        "logout/all on A: Matrix token refused on B"
+    );
+    assert_eq!(
+        sandcat_ok(jwt, b.base.clone()).await,
+        401,
+        "logout/all on A: Sandcat JWT refused on B"
+    );
+
+    // A password change on A (logging out the other devices).
+    let keeper = login_at(&a.base, "carol").await;
+    let other = on(&b, &login_at(&a.base, "carol").await);
+    let jwt = sandcat_login(&http, &b, "carol").await;
+    let (s, body) = keeper
+        .post(
+            "/_matrix/client/v3/account/password",
+            json!({ "new_password": "pw-carol", "logout_devices": true, "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": "pw-carol" } }),
+        )
+        .await;
+    assert_eq!(s, 200, "password: {body}");
+    assert_eq!(
+        whoami(&other).await,
+        401,
+        "password change on A: refused on B"
+    );
+    assert_eq!(sandcat_ok(jwt, b.base.clone()).await, 401);
+    assert_eq!(
+        whoami(&on(&b, &keeper)).await,
+        200,
+        "the changing device stays"
+    );
+
+    // Deactivation on A.
+    let on_b = on(&b, &login_at(&a.base, "carol").await);
+    let jwt = sandcat_login(&http, &b, "carol").await;
+    let (s, body) = keeper
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            json!({ "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": "pw-carol" } }),
+        )
+        .await;
+    assert_eq!(s, 200, "deactivate: {body}");
+    assert_eq!(whoami(&on_b).await, 401, "deactivated on A: refused on B");
+    assert_eq!(whoami(&on(&b, &keeper)).await, 401);
+    assert_eq!(sandcat_ok(jwt, b.base.clone()).await, 401);
+    let (s, body) = common::anon_at(&b.base)
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": "pw-carol" }),
+        )
+        .await;
+    assert_eq!(s, 403, "a deactivated account cannot log in: {body}");
+}
