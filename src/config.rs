@@ -181,7 +181,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server_name: "localhost".into(),
-            listen: "127.0.0.1:8008".parse().expect("static address"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
             data_dir: PathBuf::from("./data"),
             public_base_url: String::new(),
             registration_enabled: false,

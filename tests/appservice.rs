@@ -1,5 +1,6 @@
 //! Application services end to end: a real HTTP application service (a small axum server in
 //! this test) registered from a YAML file, talking to the real server over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

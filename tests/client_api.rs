@@ -1,4 +1,5 @@
 //! End-to-end tests of the Client-Server API against a real server and a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

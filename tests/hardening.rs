@@ -2,6 +2,7 @@
 //! answer 500, limits that were missing, sessions that could not be revoked, registration and
 //! codes that could be abused. Each runs on the embedded profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline, with the same answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

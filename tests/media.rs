@@ -1,5 +1,6 @@
 //! The media repository end to end: uploads, downloads, thumbnails stored once, the
 //! create-then-upload flow, limits, and Sandcat files seen as Matrix media.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The pipeline wired into the real server: `[cache] backend = "redis"` announces writes to
 //! other instances; bad backend names and unreachable services stop start-up, naming the
 //! section.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The Sandcat native API end to end: a Sandcat-protocol client (REST + bincode WebSocket,
 //! written here from the protocol description) and Matrix clients in the same conversations.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! is killed with SIGKILL in the middle of a burst of sends, and every send that was
 //! acknowledged is there afterwards, exactly once, in order within its room — in the room
 //! logs and in the receiver's inbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! SQLite (a real file), PostgreSQL (a fresh schema per test on `SANDCAT_TEST_POSTGRES`) and
 //! MongoDB (a fresh database per test on `SANDCAT_TEST_MONGO`), by default the servers
 //! `scripts/services.sh` starts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::sync::Arc;
 

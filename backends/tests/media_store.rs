@@ -1,5 +1,6 @@
 //! Contract of the `MediaStore` port, run against local files and against a real S3 server on
 //! loopback (`scripts/services.sh` starts one; `SANDCAT_TEST_S3` overrides its address).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use sandcat_backends::{
     fs_media::FsMediaStore,

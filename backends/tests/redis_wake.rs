@@ -1,5 +1,6 @@
 //! Cross-instance wake-ups through a real Redis on loopback (`scripts/services.sh` starts one;
 //! `SANDCAT_TEST_REDIS` overrides its URL).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::time::Duration;
 

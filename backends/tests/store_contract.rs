@@ -1,6 +1,7 @@
 //! Contract tests of the storage ports, run against both SQL backends: SQLite on a real file
 //! and PostgreSQL (a fresh schema per test on the server `SANDCAT_TEST_POSTGRES` names, by
 //! default the one `scripts/services.sh` starts).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::sync::Arc;
 

@@ -6,14 +6,14 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub base: String,
     pub token: String,
     pub user_id: String,
     http: reqwest::Client,
 }
 
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(120))
@@ -22,7 +22,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// Percent-encodes a path segment or query value.
-pub fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -50,7 +50,7 @@ async fn call(
 }
 
 /// Registers through the `m.login.dummy` flow (asking for the session first, as Element does).
-pub async fn register(
+pub(crate) async fn register(
     http: &reqwest::Client,
     base: &str,
     name: &str,
@@ -92,7 +92,12 @@ pub async fn register(
     })
 }
 
-pub async fn login(http: &reqwest::Client, base: &str, name: &str, password: &str) -> Result<()> {
+pub(crate) async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    password: &str,
+) -> Result<()> {
     let (status, body) = call(
         http,
         reqwest::Method::POST,
@@ -108,7 +113,7 @@ pub async fn login(http: &reqwest::Client, base: &str, name: &str, password: &st
 }
 
 impl Client {
-    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Value)> {
         call(
             &self.http,
             reqwest::Method::GET,
@@ -118,7 +123,7 @@ impl Client {
         )
         .await
     }
-    pub async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         call(
             &self.http,
             reqwest::Method::POST,
@@ -128,7 +133,7 @@ impl Client {
         )
         .await
     }
-    pub async fn put(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         call(
             &self.http,
             reqwest::Method::PUT,
@@ -139,7 +144,7 @@ impl Client {
         .await
     }
 
-    pub async fn create_room(&self, body: Value) -> Result<String> {
+    pub(crate) async fn create_room(&self, body: Value) -> Result<String> {
         let (s, b) = self.post("/_matrix/client/v3/createRoom", body).await?;
         if s != 200 {
             bail!("createRoom: {s} {b}");
@@ -147,7 +152,7 @@ impl Client {
         Ok(b["room_id"].as_str().context("room_id")?.to_owned())
     }
 
-    pub async fn join(&self, room: &str) -> Result<()> {
+    pub(crate) async fn join(&self, room: &str) -> Result<()> {
         let (s, b) = self
             .post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({}))
             .await?;
@@ -158,7 +163,7 @@ impl Client {
     }
 
     /// Sends a text message; the event id on success.
-    pub async fn send(&self, room: &str, txn: &str, body: &str) -> Result<String> {
+    pub(crate) async fn send(&self, room: &str, txn: &str, body: &str) -> Result<String> {
         let (s, b) = self
             .put(
                 &format!(
@@ -175,7 +180,7 @@ impl Client {
     }
 
     /// `/sync` with a minimal filter; the raw response and its size in bytes.
-    pub async fn sync(
+    pub(crate) async fn sync(
         &self,
         since: Option<&str>,
         timeout_ms: u64,
@@ -199,7 +204,7 @@ impl Client {
     }
 
     /// Counts the `m.room.message` events of a room whose body starts with `prefix`.
-    pub async fn count_messages(&self, room: &str, prefix: &str) -> Result<usize> {
+    pub(crate) async fn count_messages(&self, room: &str, prefix: &str) -> Result<usize> {
         let mut from: Option<String> = None;
         let mut n = 0;
         loop {

@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a load generator: a broken setup stops it loudly
 //! `sandcat-bench`: the same client workloads against any Matrix homeserver, so Sandcat and a
 //! peer (Synapse) can be compared in one run. Each workload checks correctness while it
 //! measures: a run that loses or fails requests is reported as failed, not as fast.

@@ -96,7 +96,7 @@ fn fmt(v: f64) -> String {
     }
 }
 
-pub fn write(files: &[std::path::PathBuf], out: Option<&Path>, machine: &str) -> Result<()> {
+pub(crate) fn write(files: &[std::path::PathBuf], out: Option<&Path>, machine: &str) -> Result<()> {
     let mut results = Vec::new();
     for f in files {
         let text =

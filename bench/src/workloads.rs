@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::client::{http, login, register, Client};
 
 #[derive(clap::Args, Clone)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Name of the target in the report, e.g. "sandcat" or "synapse-postgres".
     #[arg(long)]
     pub name: String,
@@ -84,7 +84,7 @@ fn summary(h: &Histogram<u64>) -> Value {
 }
 
 /// `(rss_kb, cpu_seconds)` of a process.
-pub fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+pub(crate) fn proc_usage(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status
         .lines()
@@ -111,7 +111,7 @@ fn run_id() -> String {
     )
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub(crate) async fn run(args: RunArgs) -> Result<()> {
     let mut result = json!({ "target": args.name, "url": args.url, "workloads": {}, "failed": [] });
     if let Some(pid) = args.pid {
         if let Some((rss, cpu)) = proc_usage(pid) {

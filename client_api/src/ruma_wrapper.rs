@@ -32,11 +32,15 @@ pub struct Ruma<T> {
 }
 
 impl<T> Ruma<T> {
-    /// The caller of an endpoint that requires authentication.
-    pub fn session(&self) -> &Session {
-        self.session
-            .as_ref()
-            .expect("authenticated endpoints always carry a session")
+    /// The caller of an endpoint that requires authentication (`M_MISSING_TOKEN` if a
+    /// handler asks on an endpoint where the token is optional and none came).
+    pub fn session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(|| {
+            ApiError(Error::matrix(
+                ErrorCode::MissingToken,
+                "missing access token",
+            ))
+        })
     }
 }
 

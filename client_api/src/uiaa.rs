@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
-use sandcat_core::services::Session;
+use sandcat_core::{json::set, services::Session};
 use serde_json::json;
 
 use crate::ruma_wrapper::ApiError;
@@ -37,8 +37,8 @@ impl Sessions {
             "session": session,
         });
         if let Some((code, msg)) = error {
-            body["errcode"] = json!(code);
-            body["error"] = json!(msg);
+            set(&mut body, "errcode", json!(code));
+            set(&mut body, "error", json!(msg));
         }
         (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
     }
@@ -62,7 +62,7 @@ impl From<Uiaa> for Result<(), Response> {
 }
 
 /// Either a Matrix error or a UIA challenge.
-pub enum UiaaError {
+pub(crate) enum UiaaError {
     Api(ApiError),
     Challenge(Response),
 }

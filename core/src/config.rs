@@ -22,6 +22,7 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    #[allow(clippy::expect_used)] // tests name valid servers
     pub fn for_tests(server_name: &str) -> Self {
         ServerConfig {
             server_name: server_name.try_into().expect("valid server name"),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    events::TimelineEventType, serde::Raw, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    events::TimelineEventType, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UInt, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue as RawJsonValue, Map, Value};
@@ -37,7 +37,7 @@ pub struct Pdu {
 }
 
 fn placeholder_event_id() -> OwnedEventId {
-    EventId::parse("$unset").expect("static id")
+    ruma::owned_event_id!("$unset")
 }
 
 impl Pdu {
@@ -53,10 +53,12 @@ impl Pdu {
         Ok(pdu)
     }
 
+    /// The room (stored PDUs always carry it; one being built before its room id is known
+    /// answers a placeholder that names no room).
     pub fn room_id(&self) -> &RoomId {
         self.room_id
             .as_deref()
-            .expect("stored PDUs always carry their room id")
+            .unwrap_or_else(|| ruma::room_id!("!unknown:invalid"))
     }
 
     pub fn is_state(&self) -> bool {
@@ -225,6 +227,7 @@ impl StoredEvent {
 /// Serialize any value into a typed `Raw` (the JSON is produced here, so it cannot fail in
 /// practice; a failure yields `{}` rather than a panic).
 pub fn to_raw<T>(value: &Value) -> Raw<T> {
+    #[allow(clippy::expect_used)] // `{}` is valid JSON
     let raw = serde_json::value::to_raw_value(value)
         .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("static json"));
     Raw::from_json(raw)

@@ -87,7 +87,7 @@ async fn fetch(s: &NativeState, name: &str) -> ApiResult<impl IntoResponse> {
 }
 
 /// POST /file/upload
-pub async fn upload(
+pub(crate) async fn upload(
     State(s): State<NativeState>,
     auth: Auth,
     form: Multipart,
@@ -96,7 +96,7 @@ pub async fn upload(
 }
 
 /// POST /file/avatar/upload
-pub async fn upload_avatar(
+pub(crate) async fn upload_avatar(
     State(s): State<NativeState>,
     auth: Auth,
     form: Multipart,
@@ -105,7 +105,7 @@ pub async fn upload_avatar(
 }
 
 /// GET /file/get/{name}, GET /file/avatar/get/{name}
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<NativeState>,
     PathArgs(name): PathArgs<String>,
 ) -> ApiResult<impl IntoResponse> {

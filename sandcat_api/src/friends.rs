@@ -104,7 +104,7 @@ pub(crate) fn bin<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// POST /friend
-pub async fn request(
+pub(crate) async fn request(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<FsCreate>,
@@ -151,7 +151,7 @@ pub async fn request(
 }
 
 /// GET /friend/{id}/{offline_time}
-pub async fn list(
+pub(crate) async fn list(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs((id, offline_time)): PathArgs<(String, i64)>,
@@ -169,7 +169,7 @@ pub async fn list(
 }
 
 /// GET /friend/{id}/apply
-pub async fn applications(
+pub(crate) async fn applications(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs(id): PathArgs<String>,
@@ -194,11 +194,15 @@ async fn mark_direct(s: &NativeState, user: &str, other: &str, room: &str) -> Ap
     if !direct.is_object() {
         direct = json!({});
     }
-    let list = direct[&other].as_array().cloned().unwrap_or_default();
+    let list = direct
+        .get(&other)
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if !list.iter().any(|r| r == room) {
         let mut list = list;
         list.push(json!(room));
-        direct[&other] = json!(list);
+        sandcat_core::json::set(&mut direct, &other, json!(list));
     }
     s.data
         .set_account_data(&uid, None, "m.direct", direct)
@@ -234,7 +238,7 @@ async fn reusable_room(s: &NativeState, a: &str, b: &str) -> ApiResult<Option<ru
 }
 
 /// PUT /friend/agree
-pub async fn agree(
+pub(crate) async fn agree(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<AgreeReply>,
@@ -308,7 +312,7 @@ pub async fn agree(
 }
 
 /// DELETE /friend — ends the friendship; the user leaves the DM room.
-pub async fn delete(
+pub(crate) async fn delete(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<DeleteFriendRequest>,
@@ -349,7 +353,7 @@ pub async fn delete(
 }
 
 /// PUT /friend/remark
-pub async fn remark(
+pub(crate) async fn remark(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<UpdateRemarkRequest>,
@@ -367,7 +371,7 @@ pub async fn remark(
 }
 
 /// GET /friend/query/{user_id}
-pub async fn query(
+pub(crate) async fn query(
     State(s): State<NativeState>,
     _auth: Auth,
     PathArgs(user_id): PathArgs<String>,

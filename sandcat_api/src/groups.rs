@@ -52,7 +52,13 @@ async fn info(
     let state = s.rooms.state(&s.matrix_id(user)?, room).await?;
     let field = |kind: &str, f: &str| {
         state_of(&state, kind)
-            .and_then(|e| e.pdu.content_value()[f].as_str().map(str::to_owned))
+            .and_then(|e| {
+                e.pdu
+                    .content_value()
+                    .get(f)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_default()
     };
     let create = state_of(&state, "m.room.create");
@@ -104,7 +110,7 @@ async fn members_of(
         let id = sandcat_id(s, &uid);
         let level = power
             .as_ref()
-            .and_then(|p| p["users"][uid.as_str()].as_i64())
+            .and_then(|p| p.get("users")?.get(uid.as_str())?.as_i64())
             .unwrap_or(0);
         let role = if id == info.owner || level >= 100 {
             0
@@ -119,8 +125,12 @@ async fn members_of(
             age: p.age,
             group_id: info.id.clone(),
             user_id: id,
-            group_name: c["displayname"].as_str().unwrap_or_default().to_owned(),
-            avatar: avatar_from_mxc(s, c["avatar_url"].as_str()),
+            group_name: c
+                .get("displayname")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            avatar: avatar_from_mxc(s, c.get("avatar_url").and_then(Value::as_str)),
             joined_at: ev.pdu.origin_server_ts.get().into(),
             region: p.region,
             gender: p.gender,
@@ -182,7 +192,7 @@ async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -
 }
 
 /// POST /group/{user_id}
-pub async fn create(
+pub(crate) async fn create(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs(user_id): PathArgs<String>,
@@ -243,7 +253,7 @@ pub async fn create(
 }
 
 /// PUT /group/{user_id}
-pub async fn update(
+pub(crate) async fn update(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs(user_id): PathArgs<String>,
@@ -282,7 +292,7 @@ pub async fn update(
 }
 
 /// GET /group/{user_id}/{group_id}
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs((user_id, group_id)): PathArgs<(String, String)>,
@@ -292,7 +302,7 @@ pub async fn get(
 }
 
 /// GET /group/member/{user_id}/{group_id}
-pub async fn with_members(
+pub(crate) async fn with_members(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs((user_id, group_id)): PathArgs<(String, String)>,
@@ -304,7 +314,7 @@ pub async fn with_members(
 }
 
 /// POST /group/member
-pub async fn members(
+pub(crate) async fn members(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<GetMemberReq>,
@@ -322,7 +332,7 @@ pub async fn members(
 }
 
 /// PUT /group/invite
-pub async fn invite(
+pub(crate) async fn invite(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<GroupInviteNew>,
@@ -371,7 +381,7 @@ pub async fn invite(
 }
 
 /// DELETE /group/member
-pub async fn remove(
+pub(crate) async fn remove(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<RemoveMemberRequest>,
@@ -400,7 +410,7 @@ pub async fn remove(
 }
 
 /// DELETE /group — the owner dismisses the group (everyone leaves); anyone else leaves it.
-pub async fn leave_or_dismiss(
+pub(crate) async fn leave_or_dismiss(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<DeleteGroupRequest>,

@@ -2,6 +2,7 @@
 //! same users, rooms and events as the Matrix API. A Sandcat user is the Matrix user
 //! `@{id}:{server_name}`; a friendship is a DM room; a group is a room; a message is one
 //! `m.room.message` event. Every request and frame is bound to the user of its token.
+#![deny(clippy::indexing_slicing)] // request handling: input never decides an index
 
 use std::sync::Arc;
 

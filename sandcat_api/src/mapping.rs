@@ -9,6 +9,7 @@ use std::{
 
 use axum::{extract::State, Json};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use sandcat_core::json::set;
 use sandcat_core::{ports::UserRecord, StoredEvent};
 use serde_json::{json, Value};
 
@@ -143,14 +144,18 @@ pub(crate) fn msg_to_content(s: &NativeState, msg: &Msg) -> ApiResult<Value> {
             )))
         }
     };
-    c["org.sandcat.content_type"] = json!(msg.content_type);
-    c["org.sandcat.local_id"] = json!(msg.local_id);
-    c["org.sandcat.platform"] = json!(msg.platform);
+    set(&mut c, "org.sandcat.content_type", json!(msg.content_type));
+    set(&mut c, "org.sandcat.local_id", json!(msg.local_id));
+    set(&mut c, "org.sandcat.platform", json!(msg.platform));
     if msg.create_time > 0 {
-        c["org.sandcat.create_time"] = json!(msg.create_time);
+        set(&mut c, "org.sandcat.create_time", json!(msg.create_time));
     }
     if let Some(r) = &msg.related_msg_id {
-        c["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": r } });
+        set(
+            &mut c,
+            "m.relates_to",
+            json!({ "m.in_reply_to": { "event_id": r } }),
+        );
     }
     Ok(c)
 }
@@ -173,21 +178,27 @@ fn content_of(s: &NativeState, c: &Value) -> (i32, Vec<u8>) {
         "m.image" => (ct::IMAGE, name().into_bytes()),
         "m.video" => (ct::VIDEO, name().into_bytes()),
         "m.audio" => {
-            let secs = (c["info"]["duration"].as_u64().unwrap_or(0) / 1000).min(255) as u8;
+            let secs = (c
+                .pointer("/info/duration")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                / 1000)
+                .min(255) as u8;
             let mut v = vec![secs];
             v.extend(name().into_bytes());
             (ct::AUDIO, v)
         }
         "m.file" => {
-            let ext = c["org.sandcat.ext"]
-                .as_str()
+            let ext = c
+                .get("org.sandcat.ext")
+                .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| {
                     body.rsplit_once('.')
                         .map(|(_, e)| e.to_owned())
                         .unwrap_or_default()
                 });
-            let size = c["info"]["size"].as_u64().unwrap_or(0);
+            let size = c.pointer("/info/size").and_then(Value::as_u64).unwrap_or(0);
             (
                 ct::FILE,
                 format!("{}||{body}||{size}||{ext}", name()).into_bytes(),
@@ -233,12 +244,16 @@ pub(crate) async fn event_to_msg(
     Ok(Some(Msg {
         send_id: sender,
         receiver_id,
-        local_id: c["org.sandcat.local_id"]
-            .as_str()
+        local_id: c
+            .get("org.sandcat.local_id")
+            .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| ev.pdu.event_id.to_string()),
         server_id: ev.pdu.event_id.to_string(),
-        create_time: c["org.sandcat.create_time"].as_i64().unwrap_or(ts),
+        create_time: c
+            .get("org.sandcat.create_time")
+            .and_then(Value::as_i64)
+            .unwrap_or(ts),
         send_time: ts,
         seq: ev.pos,
         msg_type,
@@ -246,11 +261,15 @@ pub(crate) async fn event_to_msg(
         content,
         is_read: false,
         group_id,
-        platform: c["org.sandcat.platform"].as_i64().unwrap_or(0) as i32,
+        platform: c
+            .get("org.sandcat.platform")
+            .and_then(Value::as_i64)
+            .unwrap_or(0) as i32,
         avatar: avatar_from_mxc(s, profile.as_ref().and_then(|p| p.avatar_url.as_deref())),
         nickname: profile.and_then(|p| p.displayname).unwrap_or_default(),
-        related_msg_id: c["m.relates_to"]["m.in_reply_to"]["event_id"]
-            .as_str()
+        related_msg_id: c
+            .pointer("/m.relates_to/m.in_reply_to/event_id")
+            .and_then(Value::as_str)
             .map(str::to_owned),
         send_seq: ev.pos,
     }))
@@ -286,7 +305,7 @@ async fn indexed(s: &NativeState) -> ApiResult<i64> {
 
 /// POST /message — received messages with `seq ∈ (start, end]` and sent ones with
 /// `send_seq ∈ (send_start, send_end]`, in stream order, from the user's inbox.
-pub async fn pull(
+pub(crate) async fn pull(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<GetDbMessagesRequest>,
@@ -322,7 +341,7 @@ pub async fn pull(
 }
 
 /// GET /message/seq/{user_id} — the latest received and sent positions.
-pub async fn seq(
+pub(crate) async fn seq(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs(user_id): PathArgs<String>,
@@ -334,7 +353,7 @@ pub async fn seq(
 }
 
 /// DELETE /message — removes messages (by seq) from the user's inbox.
-pub async fn delete(
+pub(crate) async fn delete(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<DelMsgRequest>,

@@ -126,7 +126,7 @@ pub(crate) async fn user_view(s: &NativeState, id: &str) -> ApiResult<User> {
 ///
 /// With registration closed, codes go only to addresses of existing users (for password
 /// changes): a code for a new address could only serve a registration.
-pub async fn send_code(
+pub(crate) async fn send_code(
     State(s): State<NativeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<Email>,
@@ -153,7 +153,7 @@ fn registration_closed() -> ApiError {
 }
 
 /// POST /user
-pub async fn register(
+pub(crate) async fn register(
     State(s): State<NativeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<UserRegister>,
@@ -236,7 +236,7 @@ fn ws_addr(s: &NativeState, headers: &HeaderMap) -> String {
 ///
 /// Each login opens a session: a Matrix device (listed with the user's other sessions, and
 /// signed out like them) that its JWTs name.
-pub async fn login(
+pub(crate) async fn login(
     State(s): State<NativeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -283,7 +283,7 @@ fn decode_password(b64: &str) -> ApiResult<String> {
 /// GET /user/refresh_token/{refresh_token}/{is_refresh}, as text: a new access token
 /// (`false`), or a new refresh token in place of this one, which then stops working (`true`).
 /// Only a refresh token of a live session refreshes.
-pub async fn refresh(
+pub(crate) async fn refresh(
     State(s): State<NativeState>,
     PathArgs((token, is_refresh)): PathArgs<(String, bool)>,
 ) -> ApiResult<String> {
@@ -309,7 +309,7 @@ pub async fn refresh(
 }
 
 /// PUT /user
-pub async fn update(
+pub(crate) async fn update(
     State(s): State<NativeState>,
     auth: Auth,
     Body(req): Body<UserUpdate>,
@@ -354,7 +354,7 @@ pub async fn update(
 
 /// PUT /user/pwd — proven by a code sent to the user's own email (Sandcat clients send no
 /// token here). Every session of the user ends, on every instance.
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(s): State<NativeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<ModifyPwdRequest>,
@@ -377,7 +377,7 @@ pub async fn change_password(
 }
 
 /// GET /user/{id}
-pub async fn get_user(
+pub(crate) async fn get_user(
     State(s): State<NativeState>,
     _auth: Auth,
     PathArgs(id): PathArgs<String>,
@@ -386,7 +386,7 @@ pub async fn get_user(
 }
 
 /// GET /user/{user_id}/search/{pattern} — an exact match on id, email or phone.
-pub async fn search(
+pub(crate) async fn search(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs((user_id, pattern)): PathArgs<(String, String)>,
@@ -437,7 +437,7 @@ pub async fn search(
 
 /// DELETE /user/{id} — the client signs out: its session (device) ends, and with it every
 /// token naming it.
-pub async fn logout(
+pub(crate) async fn logout(
     State(s): State<NativeState>,
     auth: Auth,
     PathArgs(id): PathArgs<String>,
@@ -447,7 +447,7 @@ pub async fn logout(
 }
 
 /// DELETE /user/logout/{uuid} — the same, for the session of the token.
-pub async fn logout_session(State(s): State<NativeState>, auth: Auth) -> ApiResult<()> {
+pub(crate) async fn logout_session(State(s): State<NativeState>, auth: Auth) -> ApiResult<()> {
     s.accounts
         .logout(&sandcat_core::services::Session::new(
             s.matrix_id(&auth.user)?,

@@ -33,8 +33,8 @@ use crate::{
     now, ApiError, NativeState, PathArgs,
 };
 
-pub const KNOCKED_OFF: u16 = 4001;
-pub const UNAUTHORIZED: u16 = 4002;
+pub(crate) const KNOCKED_OFF: u16 = 4001;
+pub(crate) const UNAUTHORIZED: u16 = 4002;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// Largest frame or message a client may send (a chat message is far smaller).
 const MAX_FRAME: usize = 256 * 1024;
@@ -103,7 +103,7 @@ impl Hub {
 /// A valid connection is registered, and its stream position taken, before the handshake is
 /// answered: whatever is written or pushed after the client sees the socket open reaches it.
 /// A bad token still gets the upgrade, then close code 4002, as Sandcat clients expect.
-pub async fn connect(
+pub(crate) async fn connect(
     State(s): State<NativeState>,
     PathArgs((user_id, _pointer_id, platform, token)): PathArgs<(String, String, i32, String)>,
     ws: WebSocketUpgrade,
@@ -466,7 +466,7 @@ impl ReadReceipts {
 
 impl sandcat_core::ports::EduSink for ReadReceipts {
     fn room_edu(&self, room_id: &RoomId, edu: serde_json::Value) {
-        if edu["type"] != "m.receipt" {
+        if edu.get("type").and_then(serde_json::Value::as_str) != Some("m.receipt") {
             return;
         }
         let (hub, rooms, server) = (
@@ -476,7 +476,7 @@ impl sandcat_core::ports::EduSink for ReadReceipts {
         );
         tracing::trace!(%room_id, "receipt for sandcat connections");
         tokio::spawn(async move {
-            let Some(content) = edu["content"].as_object() else {
+            let Some(content) = edu.get("content").and_then(serde_json::Value::as_object) else {
                 return;
             };
             for (event_id, by_type) in content {

@@ -5,12 +5,12 @@
 //! PostgreSQL (a fresh schema), Kafka (a fresh topic and consumer group), Redis and S3 — the
 //! services `scripts/services.sh` starts (each overridable: `SANDCAT_TEST_POSTGRES`,
 //! `SANDCAT_TEST_KAFKA`, `SANDCAT_TEST_REDIS`, `SANDCAT_TEST_S3`).
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
 
-pub struct Server {
+pub(crate) struct Server {
     pub base: String,
     /// Verification codes the Sandcat API "mailed".
     pub outbox: std::sync::Arc<sandcat_api::Outbox>,
@@ -20,7 +20,7 @@ pub struct Server {
 }
 
 /// Whether the tests run on the pipeline services.
-pub fn pipeline_profile() -> bool {
+pub(crate) fn pipeline_profile() -> bool {
     std::env::var("SANDCAT_TEST_PROFILE").as_deref() == Ok("pipeline")
 }
 
@@ -30,7 +30,7 @@ fn env_or(key: &str, default: &str) -> String {
 
 /// Points the config at the pipeline services. The names of the test's schema, topic, bucket
 /// and inbox database are kept in its data directory, so a restarted server finds its data again.
-pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
+pub(crate) async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
     let file = dir.join("pipeline-profile");
     let name = match std::fs::read_to_string(&file) {
         Ok(n) => n,
@@ -76,16 +76,16 @@ pub async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::Path) {
 }
 
 impl Server {
-    pub async fn start() -> Server {
+    pub(crate) async fn start() -> Server {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(tweak: impl FnOnce(&mut sandcat::Config)) -> Server {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut sandcat::Config)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, tweak).await
     }
 
-    pub async fn start_in(
+    pub(crate) async fn start_in(
         dir: tempfile::TempDir,
         tweak: impl FnOnce(&mut sandcat::Config),
     ) -> Server {
@@ -126,7 +126,7 @@ impl Server {
     }
 
     /// Stops the server gracefully and hands back its data directory.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -137,18 +137,18 @@ impl Server {
         std::mem::replace(&mut self.dir, dir)
     }
 
-    pub fn anon(&self) -> Client {
+    pub(crate) fn anon(&self) -> Client {
         anon_at(&self.base)
     }
 
     /// Registers `name` with password `pw` and returns a logged-in client.
-    pub async fn register(&self, name: &str) -> Client {
+    pub(crate) async fn register(&self, name: &str) -> Client {
         register_at(&self.base, name).await
     }
 }
 
 /// A client of the server at `base`, not logged in.
-pub fn anon_at(base: &str) -> Client {
+pub(crate) fn anon_at(base: &str) -> Client {
     Client {
         base: base.to_owned(),
         token: None,
@@ -158,7 +158,7 @@ pub fn anon_at(base: &str) -> Client {
 }
 
 /// Registers `name` (password `pw-<name>`) on the server at `base`; a logged-in client.
-pub async fn register_at(base: &str, name: &str) -> Client {
+pub(crate) async fn register_at(base: &str, name: &str) -> Client {
     let c = anon_at(base);
     let (status, body) = c.post("/_matrix/client/v3/register", json!({ "username": name, "password": "pw-".to_owned() + name, "auth": { "type": "m.login.dummy" } })).await;
     assert_eq!(status, 200, "register {name}: {body}");
@@ -170,7 +170,7 @@ pub async fn register_at(base: &str, name: &str) -> Client {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub base: String,
     pub token: Option<String>,
     pub user_id: String,
@@ -178,12 +178,12 @@ pub struct Client {
 }
 
 /// Percent-encodes a path segment or query value.
-pub fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 impl Client {
-    pub async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -204,10 +204,10 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.raw(reqwest::Method::GET, path, None).await
     }
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.raw(
             reqwest::Method::POST,
             path,
@@ -215,7 +215,7 @@ impl Client {
         )
         .await
     }
-    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         self.raw(
             reqwest::Method::PUT,
             path,
@@ -223,24 +223,24 @@ impl Client {
         )
         .await
     }
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
         self.raw(reqwest::Method::DELETE, path, None).await
     }
 
-    pub async fn create_room(&self, body: Value) -> String {
+    pub(crate) async fn create_room(&self, body: Value) -> String {
         let (s, b) = self.post("/_matrix/client/v3/createRoom", body).await;
         assert_eq!(s, 200, "createRoom: {b}");
         b["room_id"].as_str().expect("room id").to_owned()
     }
 
-    pub async fn join(&self, room: &str) {
+    pub(crate) async fn join(&self, room: &str) {
         let (s, b) = self
             .post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({}))
             .await;
         assert_eq!(s, 200, "join: {b}");
     }
 
-    pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
+    pub(crate) async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
         let (s, b) = self
             .put(
                 &format!(
@@ -254,7 +254,7 @@ impl Client {
         b["event_id"].as_str().expect("event id").to_owned()
     }
 
-    pub async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
+    pub(crate) async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(s) = since {
             path.push_str(&format!("&since={}", enc(s)));
@@ -266,7 +266,7 @@ impl Client {
 }
 
 /// Bodies of `m.room.message` events in a sync response's timeline for `room`.
-pub fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
+pub(crate) fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
     sync["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
         .map(|evs| {

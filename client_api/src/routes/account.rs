@@ -25,7 +25,7 @@ use crate::{
     AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<register::v3::Request, _, _>(register)
         .ruma::<get_username_availability::v3::Request, _, _>(available)
         .ruma::<get_login_types::v3::Request, _, _>(login_types)
@@ -220,7 +220,7 @@ async fn logout(
     State(s): State<AppState>,
     req: Ruma<logout::v3::Request>,
 ) -> ApiResult<logout::v3::Response> {
-    s.accounts.logout(req.session()).await?;
+    s.accounts.logout(req.session()?).await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
@@ -229,13 +229,13 @@ async fn logout_all(
     State(s): State<AppState>,
     req: Ruma<logout_all::v3::Request>,
 ) -> ApiResult<logout_all::v3::Response> {
-    s.accounts.logout_all(&req.session().user_id).await?;
+    s.accounts.logout_all(&req.session()?.user_id).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/account/whoami
 async fn whoami(req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
-    let s = req.session();
+    let s = req.session()?;
     let mut resp = whoami::v3::Response::new(s.user_id.clone(), false);
     resp.device_id = (!s.device_id.is_empty()).then(|| OwnedDeviceId::from(s.device_id.clone()));
     Ok(RumaResponse(resp))
@@ -285,7 +285,7 @@ async fn change_password(
     State(s): State<AppState>,
     req: Ruma<change_password::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     uiaa::password_stage(&s, &session, &req.body.auth).await?;
     s.accounts
         .change_password(&session, &req.body.new_password, req.body.logout_devices)
@@ -309,7 +309,7 @@ async fn devices(
     State(s): State<AppState>,
     req: Ruma<get_devices::v3::Request>,
 ) -> ApiResult<get_devices::v3::Response> {
-    let list = s.accounts.devices(&req.session().user_id).await?;
+    let list = s.accounts.devices(&req.session()?.user_id).await?;
     Ok(RumaResponse(get_devices::v3::Response::new(
         list.into_iter().map(device_out).collect(),
     )))
@@ -322,7 +322,7 @@ async fn device(
 ) -> ApiResult<get_device::v3::Response> {
     let d = s
         .accounts
-        .device(&req.session().user_id, req.body.device_id.as_str())
+        .device(&req.session()?.user_id, req.body.device_id.as_str())
         .await?;
     Ok(RumaResponse(get_device::v3::Response::new(device_out(d))))
 }
@@ -334,7 +334,7 @@ async fn update_device(
 ) -> ApiResult<update_device::v3::Response> {
     s.accounts
         .update_device(
-            &req.session().user_id,
+            &req.session()?.user_id,
             req.body.device_id.as_str(),
             req.body.display_name.as_deref(),
         )
@@ -347,7 +347,7 @@ async fn delete_device(
     State(s): State<AppState>,
     req: Ruma<delete_device::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     s.accounts
         .device(&session.user_id, req.body.device_id.as_str())
         .await?;
@@ -363,7 +363,7 @@ async fn delete_devices(
     State(s): State<AppState>,
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     uiaa::password_stage(&s, &session, &req.body.auth).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
     s.accounts.delete_devices(&session.user_id, &ids).await?;
@@ -392,10 +392,10 @@ async fn profile(
     let u = profile_of(&s, &req.body.user_id).await?;
     let mut body = json!({});
     if let Some(d) = u.displayname {
-        body["displayname"] = json!(d);
+        sandcat_core::json::set(&mut body, "displayname", json!(d));
     }
     if let Some(a) = u.avatar_url {
-        body["avatar_url"] = json!(a);
+        sandcat_core::json::set(&mut body, "avatar_url", json!(a));
     }
     Ok(axum::Json(body).into_response())
 }
@@ -423,7 +423,7 @@ async fn set_displayname(
     State(s): State<AppState>,
     req: Ruma<set_display_name::v3::Request>,
 ) -> ApiResult<set_display_name::v3::Response> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }
@@ -443,7 +443,7 @@ async fn set_avatar_url(
     State(s): State<AppState>,
     req: Ruma<set_avatar_url::v3::Request>,
 ) -> ApiResult<set_avatar_url::v3::Response> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }

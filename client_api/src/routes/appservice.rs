@@ -22,7 +22,7 @@ use crate::{
     ApiError, AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<request_ping::v1::Request, _, _>(ping)
         .ruma::<set_room_visibility::v3::Request, _, _>(set_network_visibility)
         .ruma::<get_protocols::v3::Request, _, _>(protocols)
@@ -72,7 +72,7 @@ async fn ping(
     let ms = s
         .appservices
         .ping(
-            req.session(),
+            req.session()?,
             &req.body.appservice_id,
             req.body.transaction_id.clone(),
         )

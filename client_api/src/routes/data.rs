@@ -30,7 +30,7 @@ use crate::{
     ApiError, AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<set_global_account_data::v3::Request, _, _>(set_global)
         .ruma::<get_global_account_data::v3::Request, _, _>(get_global)
         .ruma::<set_room_account_data::v3::Request, _, _>(set_room)
@@ -73,7 +73,7 @@ async fn set_global(
     State(s): State<AppState>,
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> ApiResult<set_global_account_data::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     s.data
         .set_account_data(
             &req.body.user_id,
@@ -90,7 +90,7 @@ async fn get_global(
     State(s): State<AppState>,
     req: Ruma<get_global_account_data::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     Ok(Json(
         s.data
             .account_data(&req.body.user_id, None, &req.body.event_type.to_string())
@@ -104,7 +104,7 @@ async fn set_room(
     State(s): State<AppState>,
     req: Ruma<set_room_account_data::v3::Request>,
 ) -> ApiResult<set_room_account_data::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     s.data
         .set_account_data(
             &req.body.user_id,
@@ -121,7 +121,7 @@ async fn get_room(
     State(s): State<AppState>,
     req: Ruma<get_room_account_data::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     Ok(Json(
         s.data
             .account_data(
@@ -139,7 +139,7 @@ async fn tags(
     State(s): State<AppState>,
     req: Ruma<get_tags::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     Ok(Json(s.data.tags(&req.body.user_id, &req.body.room_id).await?).into_response())
 }
 
@@ -148,7 +148,7 @@ async fn put_tag(
     State(s): State<AppState>,
     req: Ruma<create_tag::v3::Request>,
 ) -> ApiResult<create_tag::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     let info = serde_json::to_value(&req.body.tag_info)
         .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     s.data
@@ -167,7 +167,7 @@ async fn del_tag(
     State(s): State<AppState>,
     req: Ruma<delete_tag::v3::Request>,
 ) -> ApiResult<delete_tag::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     s.data
         .set_tag(&req.body.user_id, &req.body.room_id, &req.body.tag, None)
         .await?;
@@ -179,13 +179,13 @@ async fn typing(
     State(s): State<AppState>,
     req: Ruma<create_typing_event::v3::Request>,
 ) -> ApiResult<create_typing_event::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     let (on, timeout) = match &req.body.state {
         create_typing_event::v3::Typing::Yes(info) => (true, info.timeout.as_millis() as u64),
         _ => (false, 0),
     };
     s.data
-        .typing(req.session(), &req.body.room_id, on, timeout)
+        .typing(req.session()?, &req.body.room_id, on, timeout)
         .await?;
     Ok(RumaResponse(create_typing_event::v3::Response::new()))
 }
@@ -202,7 +202,7 @@ async fn receipt(
     };
     s.data
         .receipt(
-            req.session(),
+            req.session()?,
             &b.room_id,
             b.receipt_type.as_str(),
             &b.event_id,
@@ -220,17 +220,17 @@ async fn read_markers(
     let b = &req.body;
     if let Some(e) = &b.fully_read {
         s.data
-            .receipt(req.session(), &b.room_id, "m.fully_read", e, None)
+            .receipt(req.session()?, &b.room_id, "m.fully_read", e, None)
             .await?;
     }
     if let Some(e) = &b.read_receipt {
         s.data
-            .receipt(req.session(), &b.room_id, "m.read", e, None)
+            .receipt(req.session()?, &b.room_id, "m.read", e, None)
             .await?;
     }
     if let Some(e) = &b.private_read_receipt {
         s.data
-            .receipt(req.session(), &b.room_id, "m.read.private", e, None)
+            .receipt(req.session()?, &b.room_id, "m.read.private", e, None)
             .await?;
     }
     Ok(RumaResponse(set_read_marker::v3::Response::new()))
@@ -241,7 +241,7 @@ async fn put_presence(
     State(s): State<AppState>,
     req: Ruma<set_presence::v3::Request>,
 ) -> ApiResult<set_presence::v3::Response> {
-    own(req.session(), &req.body.user_id)?;
+    own(req.session()?, &req.body.user_id)?;
     s.data.set_presence(
         &req.body.user_id,
         req.body.presence.as_str(),
@@ -271,7 +271,7 @@ async fn push_rules(
     req: Ruma<get_pushrules_all::v3::Request>,
 ) -> ApiResult<get_pushrules_all::v3::Response> {
     Ok(RumaResponse(get_pushrules_all::v3::Response::new(
-        s.data.push_rules(&req.session().user_id).await?,
+        s.data.push_rules(&req.session()?.user_id).await?,
     )))
 }
 
@@ -281,7 +281,7 @@ async fn push_rules_global(
     req: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> ApiResult<get_pushrules_global_scope::v3::Response> {
     Ok(RumaResponse(get_pushrules_global_scope::v3::Response::new(
-        s.data.push_rules(&req.session().user_id).await?,
+        s.data.push_rules(&req.session()?.user_id).await?,
     )))
 }
 
@@ -298,7 +298,7 @@ async fn push_rule(
     State(s): State<AppState>,
     req: Ruma<get_pushrule::v3::Request>,
 ) -> ApiResult<get_pushrule::v3::Response> {
-    let rules = s.data.push_rules(&req.session().user_id).await?;
+    let rules = s.data.push_rules(&req.session()?.user_id).await?;
     let rule = rules
         .get(req.body.kind.clone(), &req.body.rule_id)
         .ok_or_else(no_rule)?;
@@ -312,7 +312,7 @@ async fn set_push_rule(
     State(s): State<AppState>,
     req: Ruma<set_pushrule::v3::Request>,
 ) -> ApiResult<set_pushrule::v3::Response> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let mut rules = s.data.push_rules(user).await?;
     rules
         .insert(
@@ -330,7 +330,7 @@ async fn delete_push_rule(
     State(s): State<AppState>,
     req: Ruma<delete_pushrule::v3::Request>,
 ) -> ApiResult<delete_pushrule::v3::Response> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let mut rules = s.data.push_rules(user).await?;
     if rules
         .get(req.body.kind.clone(), &req.body.rule_id)
@@ -350,7 +350,7 @@ async fn push_rule_enabled(
     State(s): State<AppState>,
     req: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> ApiResult<get_pushrule_enabled::v3::Response> {
-    let rules = s.data.push_rules(&req.session().user_id).await?;
+    let rules = s.data.push_rules(&req.session()?.user_id).await?;
     let rule = rules
         .get(req.body.kind.clone(), &req.body.rule_id)
         .ok_or_else(no_rule)?;
@@ -364,7 +364,7 @@ async fn set_push_rule_enabled(
     State(s): State<AppState>,
     req: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> ApiResult<set_pushrule_enabled::v3::Response> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let mut rules = s.data.push_rules(user).await?;
     rules
         .set_enabled(req.body.kind.clone(), &req.body.rule_id, req.body.enabled)
@@ -378,7 +378,7 @@ async fn push_rule_actions(
     State(s): State<AppState>,
     req: Ruma<get_pushrule_actions::v3::Request>,
 ) -> ApiResult<get_pushrule_actions::v3::Response> {
-    let rules = s.data.push_rules(&req.session().user_id).await?;
+    let rules = s.data.push_rules(&req.session()?.user_id).await?;
     let rule = rules
         .get(req.body.kind.clone(), &req.body.rule_id)
         .ok_or_else(no_rule)?;
@@ -392,7 +392,7 @@ async fn set_push_rule_actions(
     State(s): State<AppState>,
     req: Ruma<set_pushrule_actions::v3::Request>,
 ) -> ApiResult<set_pushrule_actions::v3::Response> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let mut rules = s.data.push_rules(user).await?;
     rules
         .set_actions(

@@ -23,7 +23,7 @@ use crate::{
     ApiError, AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<upload_keys::v3::Request, _, _>(upload)
         .ruma::<get_keys::v3::Request, _, _>(query)
         .ruma::<claim_keys::v3::Request, _, _>(claim)
@@ -57,7 +57,7 @@ async fn upload(
         .collect::<Result<Vec<_>, ApiError>>()?;
     let counts = s
         .keys
-        .upload(req.session(), device_keys, one_time, fallback)
+        .upload(req.session()?, device_keys, one_time, fallback)
         .await?;
     Ok(Json(serde_json::json!({ "one_time_key_counts": counts })).into_response())
 }
@@ -73,7 +73,7 @@ async fn query(
         .iter()
         .map(|(u, ds)| (u.clone(), ds.iter().map(|d| d.to_string()).collect()))
         .collect();
-    Ok(Json(s.keys.query(&req.session().user_id, &wanted).await?).into_response())
+    Ok(Json(s.keys.query(&req.session()?.user_id, &wanted).await?).into_response())
 }
 
 /// POST /_matrix/client/v3/keys/claim
@@ -104,7 +104,7 @@ async fn changes(
 ) -> ApiResult<get_key_changes::v3::Response> {
     let from = parse_token_pos(&req.body.from)?;
     let to = parse_token_pos(&req.body.to)?;
-    let changed = s.keys.changes(&req.session().user_id, from, to).await?;
+    let changed = s.keys.changes(&req.session()?.user_id, from, to).await?;
     Ok(RumaResponse(get_key_changes::v3::Response::new(
         changed,
         vec![],
@@ -136,7 +136,7 @@ async fn upload_cross_signing(
             b.user_signing_key.as_ref().map(json).transpose()?,
         ),
     ];
-    let session = req.session();
+    let session = req.session()?;
     if s.keys
         .replaces_master_key(&session.user_id, keys[0].1.as_ref())
         .await?
@@ -155,7 +155,7 @@ async fn upload_signatures(
     let signed = serde_json::to_value(&req.body.signed_keys)
         .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     if let Value::Object(map) = signed {
-        s.keys.upload_signatures(req.session(), &map).await?;
+        s.keys.upload_signatures(req.session()?, &map).await?;
     }
     Ok(Json(serde_json::json!({ "failures": {} })).into_response())
 }
@@ -178,7 +178,7 @@ async fn send_to_device(
     }
     s.keys
         .send_to_device(
-            req.session(),
+            req.session()?,
             &req.body.event_type.to_string(),
             req.body.txn_id.as_str(),
             &messages,

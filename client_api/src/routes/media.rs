@@ -23,7 +23,7 @@ use crate::{
     AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<create_content::v3::Request, _, _>(upload)
         .ruma::<create_mxc_uri::v1::Request, _, _>(create)
         .ruma::<create_content_async::v3::Request, _, _>(upload_to)
@@ -83,7 +83,7 @@ async fn upload(
     State(s): State<AppState>,
     req: Ruma<create_content::v3::Request>,
 ) -> ApiResult<create_content::v3::Response> {
-    let uploader = req.session().user_id.to_string();
+    let uploader = req.session()?.user_id.to_string();
     let b = req.body;
     let id = s
         .media
@@ -99,7 +99,7 @@ async fn create(
     State(s): State<AppState>,
     req: Ruma<create_mxc_uri::v1::Request>,
 ) -> ApiResult<create_mxc_uri::v1::Response> {
-    let id = s.media.create(req.session().user_id.as_str()).await?;
+    let id = s.media.create(req.session()?.user_id.as_str()).await?;
     Ok(RumaResponse(create_mxc_uri::v1::Response::new(mxc(
         &s, &id,
     ))))
@@ -110,7 +110,7 @@ async fn upload_to(
     State(s): State<AppState>,
     req: Ruma<create_content_async::v3::Request>,
 ) -> Result<axum::response::Response, crate::ApiError> {
-    let uploader = req.session().user_id.to_string();
+    let uploader = req.session()?.user_id.to_string();
     let b = req.body;
     ours(&s, &b.server_name)?;
     s.media

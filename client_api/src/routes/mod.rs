@@ -11,7 +11,7 @@ mod sync;
 
 use crate::AppState;
 
-pub fn routes() -> axum::Router<AppState> {
+pub(crate) fn routes() -> axum::Router<AppState> {
     let r = axum::Router::new();
     let r = server::routes(r);
     let r = account::routes(r);

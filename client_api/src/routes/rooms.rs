@@ -28,6 +28,7 @@ use ruma::{
     },
     OwnedRoomId, OwnedServerName, UInt,
 };
+use sandcat_core::json::set;
 use sandcat_core::{
     ports::Direction as Dir,
     services::{rooms::CreateRoom, sync::EventFilter},
@@ -40,7 +41,7 @@ use crate::{
     ApiError, AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<create_room::v3::Request, _, _>(create_room)
         .ruma::<join_room_by_id::v3::Request, _, _>(join_by_id)
         .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(join_by_id_or_alias)
@@ -84,7 +85,7 @@ async fn create_room(
     State(s): State<AppState>,
     req: Ruma<create_room::v3::Request>,
 ) -> ApiResult<create_room::v3::Response> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     let b = req.body;
     if let Some(name) = &b.room_alias_name {
         if let Ok(alias) = ruma::RoomAliasId::parse(format!("#{name}:{}", s.config.server_name)) {
@@ -152,7 +153,11 @@ async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     s.rooms
-        .join(req.session(), &req.body.room_id, req.body.reason.as_deref())
+        .join(
+            req.session()?,
+            &req.body.room_id,
+            req.body.reason.as_deref(),
+        )
         .await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(
         req.body.room_id.clone(),
@@ -166,7 +171,7 @@ async fn join_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let room_id = super::appservice::resolve_room(&s, req.body.room_id_or_alias.as_str()).await?;
     s.rooms
-        .join(req.session(), &room_id, req.body.reason.as_deref())
+        .join(req.session()?, &room_id, req.body.reason.as_deref())
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
@@ -188,7 +193,7 @@ async fn invite(
     super::appservice::user_known(&s, &r.user_id).await?;
     s.rooms
         .set_membership(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &r.user_id,
             "invite",
@@ -204,7 +209,11 @@ async fn leave(
     req: Ruma<leave_room::v3::Request>,
 ) -> ApiResult<leave_room::v3::Response> {
     s.rooms
-        .leave(req.session(), &req.body.room_id, req.body.reason.as_deref())
+        .leave(
+            req.session()?,
+            &req.body.room_id,
+            req.body.reason.as_deref(),
+        )
         .await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }
@@ -214,7 +223,7 @@ async fn forget(
     State(s): State<AppState>,
     req: Ruma<forget_room::v3::Request>,
 ) -> ApiResult<forget_room::v3::Response> {
-    s.rooms.forget(req.session(), &req.body.room_id).await?;
+    s.rooms.forget(req.session()?, &req.body.room_id).await?;
     Ok(RumaResponse(forget_room::v3::Response::new()))
 }
 
@@ -225,7 +234,7 @@ async fn kick(
 ) -> ApiResult<kick_user::v3::Response> {
     s.rooms
         .set_membership(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &req.body.user_id,
             "leave",
@@ -242,7 +251,7 @@ async fn ban(
 ) -> ApiResult<ban_user::v3::Response> {
     s.rooms
         .set_membership(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &req.body.user_id,
             "ban",
@@ -268,7 +277,7 @@ async fn unban(
     }
     s.rooms
         .set_membership(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &req.body.user_id,
             "leave",
@@ -284,7 +293,7 @@ async fn joined_rooms(
     req: Ruma<joined_rooms::v3::Request>,
 ) -> ApiResult<joined_rooms::v3::Response> {
     Ok(RumaResponse(joined_rooms::v3::Response::new(
-        s.rooms.joined_rooms(&req.session().user_id).await?,
+        s.rooms.joined_rooms(&req.session()?.user_id).await?,
     )))
 }
 
@@ -295,7 +304,7 @@ async fn joined_members(
 ) -> Result<axum::response::Response, ApiError> {
     let members = s
         .rooms
-        .members(&req.session().user_id, &req.body.room_id)
+        .members(&req.session()?.user_id, &req.body.room_id)
         .await?;
     let mut joined = Map::new();
     for m in members
@@ -324,7 +333,7 @@ async fn members(
     State(s): State<AppState>,
     req: Ruma<get_member_events::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let members = s.rooms.members(user, &req.body.room_id).await?;
     let want = req.body.membership.as_ref().map(|m| m.as_str().to_owned());
     let not = req
@@ -352,12 +361,12 @@ async fn send(
     let event_id = s
         .rooms
         .send(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &req.body.event_type.to_string(),
             content,
             Some(req.body.txn_id.as_str()),
-            massaged_ts(req.session(), req.body.timestamp),
+            massaged_ts(req.session()?, req.body.timestamp),
         )
         .await?;
     s.metrics
@@ -377,12 +386,12 @@ async fn send_state(
     let event_id = s
         .rooms
         .send_state(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             &req.body.event_type.to_string(),
             &req.body.state_key,
             content,
-            massaged_ts(req.session(), req.body.timestamp),
+            massaged_ts(req.session()?, req.body.timestamp),
         )
         .await?;
     Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
@@ -402,7 +411,7 @@ async fn state(
     State(s): State<AppState>,
     req: Ruma<get_state_events::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let evs = s.rooms.state(user, &req.body.room_id).await?;
     Ok(Json(Value::Array(client_events(user, &evs))).into_response())
 }
@@ -412,7 +421,7 @@ async fn state_event(
     State(s): State<AppState>,
     req: Ruma<get_state_event_for_key::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let ev = s
         .rooms
         .state_event(
@@ -443,7 +452,7 @@ async fn redact(
     let event_id = s
         .rooms
         .redact(
-            req.session(),
+            req.session()?,
             &b.room_id,
             &b.event_id,
             b.reason.as_deref(),
@@ -458,7 +467,7 @@ async fn event(
     State(s): State<AppState>,
     req: Ruma<get_room_event::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let ev = s
         .rooms
         .event(user, &req.body.room_id, &req.body.event_id)
@@ -471,7 +480,7 @@ async fn context(
     State(s): State<AppState>,
     req: Ruma<get_context::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let limit = u64::from(req.body.limit) as usize;
     let (ev, before, after, state) = s
         .rooms
@@ -505,7 +514,7 @@ async fn messages(
     State(s): State<AppState>,
     req: Ruma<get_message_events::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session().user_id;
+    let user = &req.session()?.user_id;
     let b = &req.body;
     let dir = if b.dir == Direction::Backward {
         Dir::Backward
@@ -536,7 +545,7 @@ async fn messages(
         .unwrap_or_else(|| sandcat_core::services::rooms::make_token(i64::MAX));
     let mut body = json!({ "start": start, "chunk": client_events(user, &chunk) });
     if let Some(end) = page.end {
-        body["end"] = json!(end);
+        set(&mut body, "end", json!(end));
     }
     Ok(Json(body).into_response())
 }
@@ -559,7 +568,7 @@ async fn relations_common(
         .await?;
     let mut body = json!({ "chunk": client_events(user, &page.events) });
     if let Some(end) = page.end {
-        body["next_batch"] = json!(end);
+        set(&mut body, "next_batch", json!(end));
     }
     Ok(Json(body).into_response())
 }
@@ -572,7 +581,7 @@ async fn relations(
     let b = &req.body;
     relations_common(
         &s,
-        &req.session().user_id,
+        &req.session()?.user_id,
         &b.room_id,
         &b.event_id,
         None,
@@ -591,7 +600,7 @@ async fn relations_rel(
     let b = &req.body;
     relations_common(
         &s,
-        &req.session().user_id,
+        &req.session()?.user_id,
         &b.room_id,
         &b.event_id,
         Some(b.rel_type.as_ref()),
@@ -610,7 +619,7 @@ async fn relations_rel_type(
     let b = &req.body;
     relations_common(
         &s,
-        &req.session().user_id,
+        &req.session()?.user_id,
         &b.room_id,
         &b.event_id,
         Some(b.rel_type.as_ref()),
@@ -627,10 +636,10 @@ async fn set_alias(
     req: Ruma<create_alias::v3::Request>,
 ) -> ApiResult<create_alias::v3::Response> {
     s.appservices
-        .check_alias_claim(&req.body.room_alias, req.session().appservice.as_deref())?;
+        .check_alias_claim(&req.body.room_alias, req.session()?.appservice.as_deref())?;
     s.rooms
         .set_alias(
-            req.session(),
+            req.session()?,
             req.body.room_alias.as_str(),
             &req.body.room_id,
         )
@@ -655,7 +664,7 @@ async fn delete_alias(
     req: Ruma<delete_alias::v3::Request>,
 ) -> ApiResult<delete_alias::v3::Response> {
     s.rooms
-        .delete_alias(req.session(), req.body.room_alias.as_str())
+        .delete_alias(req.session()?, req.body.room_alias.as_str())
         .await?;
     Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
@@ -667,13 +676,18 @@ fn public_page(rooms: Vec<Value>, since: Option<&str>, limit: Option<UInt>) -> V
         .map(|l| u64::from(l) as usize)
         .unwrap_or(total.max(1))
         .max(1);
-    let end = (start + limit).min(total);
-    let mut body = json!({ "chunk": rooms[start..end], "total_room_count_estimate": total });
+    let end = start.saturating_add(limit).min(total);
+    let chunk: Vec<Value> = rooms.into_iter().skip(start).take(end - start).collect();
+    let mut body = json!({ "chunk": chunk, "total_room_count_estimate": total });
     if end < total {
-        body["next_batch"] = json!(end.to_string());
+        set(&mut body, "next_batch", json!(end.to_string()));
     }
     if start > 0 {
-        body["prev_batch"] = json!(start.saturating_sub(limit).to_string());
+        set(
+            &mut body,
+            "prev_batch",
+            json!(start.saturating_sub(limit).to_string()),
+        );
     }
     body
 }
@@ -739,7 +753,7 @@ async fn set_visibility(
 ) -> ApiResult<set_room_visibility::v3::Response> {
     s.rooms
         .set_visibility(
-            req.session(),
+            req.session()?,
             &req.body.room_id,
             req.body.visibility == Visibility::Public,
         )

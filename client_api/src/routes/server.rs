@@ -12,7 +12,7 @@ use crate::{
     AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<get_supported_versions::Request, _, _>(versions)
         .ruma::<get_capabilities::v3::Request, _, _>(capabilities)
         .route("/.well-known/matrix/client", axum::routing::get(well_known))

@@ -5,6 +5,7 @@ use ruma::api::client::{
     filter::{create_filter, get_filter, FilterDefinition},
     sync::sync_events,
 };
+use sandcat_core::json::set;
 use sandcat_core::{
     services::sync::{EventFilter, SyncFilter, SyncOutput, SyncRequest},
     Error, StoredEvent,
@@ -17,7 +18,7 @@ use crate::{
     ApiError, AppState, RumaRouter,
 };
 
-pub fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
+pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<sync_events::v3::Request, _, _>(sync)
         .ruma::<create_filter::v3::Request, _, _>(create_filter)
         .ruma::<get_filter::v3::Request, _, _>(get_filter)
@@ -70,7 +71,7 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
         let mut timeline =
             json!({ "events": events(user, device, &r.timeline), "limited": r.limited });
         if let Some(p) = r.prev_batch {
-            timeline["prev_batch"] = json!(p);
+            set(&mut timeline, "prev_batch", json!(p));
         }
         join.insert(
             room_id.to_string(),
@@ -104,7 +105,7 @@ fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
     for (room_id, r) in out.left {
         let mut timeline = json!({ "events": events(user, device, &r.timeline), "limited": false });
         if let Some(p) = r.prev_batch {
-            timeline["prev_batch"] = json!(p);
+            set(&mut timeline, "prev_batch", json!(p));
         }
         leave.insert(
             room_id.to_string(),
@@ -128,7 +129,7 @@ async fn sync(
     State(s): State<AppState>,
     req: Ruma<sync_events::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let session = req.session().clone();
+    let session = req.session()?.clone();
     let b = req.body;
     let filter = match &b.filter {
         None => SyncFilter::default(),
@@ -157,7 +158,7 @@ async fn create_filter(
     State(s): State<AppState>,
     req: Ruma<create_filter::v3::Request>,
 ) -> ApiResult<create_filter::v3::Response> {
-    let session = req.session();
+    let session = req.session()?;
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only create filters for yourself").into());
     }
@@ -172,7 +173,7 @@ async fn get_filter(
     State(s): State<AppState>,
     req: Ruma<get_filter::v3::Request>,
 ) -> ApiResult<get_filter::v3::Response> {
-    let session = req.session();
+    let session = req.session()?;
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only read your own filters").into());
     }
