@@ -6,6 +6,76 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+/// One section's choice of backend, read from TOML and from `SANDCAT_*` alike; an unknown
+/// name is refused naming the section and the names it takes.
+macro_rules! backend {
+    ($(#[$doc:meta])* $name:ident, $section:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = anyhow::Error;
+
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(anyhow::anyhow!(
+                        "{} backend must be {}, not {other:?}",
+                        $section,
+                        [$(concat!("\"", $text, "\"")),+].join(" or ")
+                    )),
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .parse()
+                    .map_err(|e: anyhow::Error| serde::de::Error::custom(e))
+            }
+        }
+    };
+}
+
+backend!(
+    /// `[storage]`: SQLite in `<data_dir>/sandcat.db`, or PostgreSQL shared by every instance.
+    StorageBackend, "[storage]", { Embedded => "embedded", Postgres => "postgres" }
+);
+backend!(
+    /// `[bus]`: in-process lanes, or Kafka.
+    BusBackend, "[bus]", { Embedded => "embedded", Kafka => "kafka" }
+);
+backend!(
+    /// `[cache]`: one process, or wake-ups through Redis.
+    CacheBackend, "[cache]", { Embedded => "embedded", Redis => "redis" }
+);
+backend!(
+    /// `[media]`: files under `<data_dir>/media`, or S3.
+    MediaBackend, "[media]", { Embedded => "embedded", S3 => "s3" }
+);
+backend!(
+    /// `[inbox]`: a table of the `[storage]` database, or MongoDB.
+    InboxBackend, "[inbox]", { Embedded => "embedded", Mongodb => "mongodb" }
+);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -64,7 +134,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InboxConfig {
-    pub backend: String,
+    pub backend: InboxBackend,
     /// `mongodb://host:port[,host:port…][/?options]`
     pub url: String,
     pub database: String,
@@ -73,7 +143,7 @@ pub struct InboxConfig {
 impl Default for InboxConfig {
     fn default() -> Self {
         InboxConfig {
-            backend: "embedded".into(),
+            backend: InboxBackend::Embedded,
             url: "mongodb://127.0.0.1:27017".into(),
             database: "sandcat".into(),
         }
@@ -85,7 +155,7 @@ impl Default for InboxConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    pub backend: String,
+    pub backend: StorageBackend,
     /// `postgres://user:password@host:port/database`
     pub url: String,
     /// Connections of this instance's pool.
@@ -95,7 +165,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            backend: "embedded".into(),
+            backend: StorageBackend::Embedded,
             url: "postgres://postgres@127.0.0.1:5432/sandcat".into(),
             max_connections: 16,
         }
@@ -107,7 +177,7 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
-    pub backend: String,
+    pub backend: BusBackend,
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     pub topic: String,
@@ -120,7 +190,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
-            backend: "embedded".into(),
+            backend: BusBackend::Embedded,
             brokers: "127.0.0.1:9092".into(),
             topic: "sandcat.rooms".into(),
             partitions: 8,
@@ -134,7 +204,7 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    pub backend: String,
+    pub backend: CacheBackend,
     pub url: String,
     /// Prefix of this deployment's Redis channel (`{prefix}:{server_name}:wake`), so that
     /// deployments sharing one Redis do not hear each other.
@@ -144,7 +214,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            backend: "embedded".into(),
+            backend: CacheBackend::Embedded,
             url: "redis://127.0.0.1:6379".into(),
             prefix: "sandcat".into(),
         }
@@ -155,7 +225,7 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
-    pub backend: String,
+    pub backend: MediaBackend,
     /// S3 endpoint URL, e.g. `http://127.0.0.1:9000` (MinIO); path-style addressing.
     pub s3_endpoint: String,
     pub s3_region: String,
@@ -167,7 +237,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            backend: "embedded".into(),
+            backend: MediaBackend::Embedded,
             s3_endpoint: "http://127.0.0.1:9000".into(),
             s3_region: "us-east-1".into(),
             s3_bucket: "sandcat-media".into(),
@@ -296,28 +366,38 @@ impl Config {
                 .context("SANDCAT_BUS_PARTITIONS must be a number")?;
         }
         for (key, field) in [
-            ("SANDCAT_STORAGE_BACKEND", &mut self.storage.backend),
             ("SANDCAT_STORAGE_URL", &mut self.storage.url),
-            ("SANDCAT_BUS_BACKEND", &mut self.bus.backend),
             ("SANDCAT_BUS_BROKERS", &mut self.bus.brokers),
             ("SANDCAT_BUS_TOPIC", &mut self.bus.topic),
             ("SANDCAT_BUS_GROUP", &mut self.bus.group),
-            ("SANDCAT_MEDIA_BACKEND", &mut self.media.backend),
             ("SANDCAT_MEDIA_S3_ENDPOINT", &mut self.media.s3_endpoint),
             ("SANDCAT_MEDIA_S3_REGION", &mut self.media.s3_region),
             ("SANDCAT_MEDIA_S3_BUCKET", &mut self.media.s3_bucket),
             ("SANDCAT_MEDIA_S3_ACCESS_KEY", &mut self.media.s3_access_key),
             ("SANDCAT_MEDIA_S3_SECRET_KEY", &mut self.media.s3_secret_key),
-            ("SANDCAT_CACHE_BACKEND", &mut self.cache.backend),
             ("SANDCAT_CACHE_URL", &mut self.cache.url),
             ("SANDCAT_CACHE_PREFIX", &mut self.cache.prefix),
-            ("SANDCAT_INBOX_BACKEND", &mut self.inbox.backend),
             ("SANDCAT_INBOX_URL", &mut self.inbox.url),
             ("SANDCAT_INBOX_DATABASE", &mut self.inbox.database),
         ] {
             if let Some(v) = get(key) {
                 *field = v;
             }
+        }
+        if let Some(v) = get("SANDCAT_STORAGE_BACKEND") {
+            self.storage.backend = v.parse().context("SANDCAT_STORAGE_BACKEND")?;
+        }
+        if let Some(v) = get("SANDCAT_BUS_BACKEND") {
+            self.bus.backend = v.parse().context("SANDCAT_BUS_BACKEND")?;
+        }
+        if let Some(v) = get("SANDCAT_CACHE_BACKEND") {
+            self.cache.backend = v.parse().context("SANDCAT_CACHE_BACKEND")?;
+        }
+        if let Some(v) = get("SANDCAT_MEDIA_BACKEND") {
+            self.media.backend = v.parse().context("SANDCAT_MEDIA_BACKEND")?;
+        }
+        if let Some(v) = get("SANDCAT_INBOX_BACKEND") {
+            self.inbox.backend = v.parse().context("SANDCAT_INBOX_BACKEND")?;
         }
         if let Some(v) = get("SANDCAT_JWT_SECRET") {
             self.jwt_secret = v;

@@ -46,7 +46,7 @@ use sandcat_core::{
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
 
-pub use config::Config;
+pub use config::{BusBackend, CacheBackend, Config, InboxBackend, MediaBackend, StorageBackend};
 
 /// A wired server: the router and what must be stopped with it.
 pub struct App {
@@ -140,20 +140,19 @@ pub async fn build(config: &Config) -> Result<App> {
 pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(match config.storage.backend.as_str() {
-        "embedded" => SqlStore::open(&config.data_dir.join("sandcat.db"))
+    let store = Arc::new(match config.storage.backend {
+        StorageBackend::Embedded => SqlStore::open(&config.data_dir.join("sandcat.db"))
             .await
             .context("opening the SQLite database")?,
-        "postgres" => SqlStore::postgres(&config.storage.url, config.storage.max_connections)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "[storage] backend = \"postgres\" at {}: {e}",
-                    redact_url(&config.storage.url)
-                )
-            })?,
-        other => {
-            anyhow::bail!("[storage] backend must be \"embedded\" or \"postgres\", not {other:?}")
+        StorageBackend::Postgres => {
+            SqlStore::postgres(&config.storage.url, config.storage.max_connections)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "[storage] backend = \"postgres\" at {}: {e}",
+                        redact_url(&config.storage.url)
+                    )
+                })?
         }
     });
     let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
@@ -209,9 +208,9 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }) as BeforeWake
     });
     let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
-    let wake = match config.cache.backend.as_str() {
-        "embedded" => None,
-        "redis" => Some(
+    let wake = match config.cache.backend {
+        CacheBackend::Embedded => None,
+        CacheBackend::Redis => Some(
             RedisWake::start(
                 &config.cache.url,
                 &format!("{}:{}:wake", config.cache.prefix, config.server_name),
@@ -222,16 +221,15 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             .await
             .map_err(|e| anyhow::anyhow!("[cache] backend = \"redis\": {e}"))?,
         ),
-        other => anyhow::bail!("[cache] backend must be \"embedded\" or \"redis\", not {other:?}"),
     };
     let sequencer = Arc::new(Sequencer::new(
         store.clone(),
         signing.clone(),
         notifier.clone(),
     ));
-    let bus: Arc<dyn EventBus> = match config.bus.backend.as_str() {
-        "embedded" => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
-        "kafka" => {
+    let bus: Arc<dyn EventBus> = match config.bus.backend {
+        BusBackend::Embedded => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
+        BusBackend::Kafka => {
             if !shared || wake.is_none() {
                 anyhow::bail!("[bus] backend = \"kafka\" needs [storage] backend = \"postgres\" and [cache] backend = \"redis\" (the instances share them)");
             }
@@ -253,7 +251,6 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 .map_err(|e| anyhow::anyhow!("[bus] backend = \"kafka\": {e}"))?,
             )
         }
-        other => anyhow::bail!("[bus] backend must be \"embedded\" or \"kafka\", not {other:?}"),
     };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
     let rooms = Arc::new(Rooms::new(
@@ -313,9 +310,9 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         )
         .with_edu_sink(pushers.clone()),
     );
-    let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend.as_str() {
-        "embedded" => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
-        "s3" => {
+    let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
+        MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
+        MediaBackend::S3 => {
             let m = &config.media;
             Arc::new(
                 S3MediaStore::connect(&S3Config {
@@ -329,12 +326,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 .map_err(|e| anyhow::anyhow!("[media] backend = \"s3\": {e}"))?,
             )
         }
-        other => anyhow::bail!("[media] backend must be \"embedded\" or \"s3\", not {other:?}"),
     };
     let media = Arc::new(Media::new(blobs, store.clone(), config.max_upload_bytes));
-    let inbox: Arc<dyn Inbox> = match config.inbox.backend.as_str() {
-        "embedded" => store.clone(),
-        "mongodb" => Arc::new(
+    let inbox: Arc<dyn Inbox> = match config.inbox.backend {
+        InboxBackend::Embedded => store.clone(),
+        InboxBackend::Mongodb => Arc::new(
             MongoInbox::connect(&config.inbox.url, &config.inbox.database)
                 .await
                 .map_err(|e| {
@@ -344,9 +340,6 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                     )
                 })?,
         ),
-        other => {
-            anyhow::bail!("[inbox] backend must be \"embedded\" or \"mongodb\", not {other:?}")
-        }
     };
     let indexer = Arc::new(InboxIndexer::new(
         store.clone(),

@@ -125,9 +125,13 @@ async fn main() -> Result<()> {
         }
         Command::Migrate => {
             sandcat::build(&offline(&config)).await?;
-            match config.storage.backend.as_str() {
-                "postgres" => println!("database ready ([storage] postgres)"),
-                _ => println!("database ready in {}", config.data_dir.display()),
+            match config.storage.backend {
+                sandcat::StorageBackend::Postgres => {
+                    println!("database ready ([storage] postgres)")
+                }
+                sandcat::StorageBackend::Embedded => {
+                    println!("database ready in {}", config.data_dir.display())
+                }
             }
         }
     }
@@ -138,7 +142,7 @@ async fn main() -> Result<()> {
 /// consumer group of a running cluster (that would move rooms to a process about to exit).
 fn offline(config: &Config) -> Config {
     let mut c = config.clone();
-    c.bus.backend = "embedded".into();
+    c.bus.backend = sandcat::BusBackend::Embedded;
     c
 }
 

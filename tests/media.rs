@@ -48,7 +48,7 @@ async fn get_bytes(
 #[tokio::test]
 async fn upload_download_and_thumbnails() {
     // The bytes on local disk, whichever profile the rest runs on.
-    let server = Server::start_with(|c| c.media.backend = "embedded".into()).await;
+    let server = Server::start_with(|c| c.media.backend = sandcat::MediaBackend::Embedded).await;
     media_flow(&server, true).await;
 }
 
@@ -57,7 +57,7 @@ async fn upload_download_and_thumbnails() {
 async fn upload_download_and_thumbnails_on_s3() {
     let bucket = format!("sandcat-e2e-{}", std::process::id());
     let server = Server::start_with(|c| {
-        c.media.backend = "s3".into();
+        c.media.backend = sandcat::MediaBackend::S3;
         c.media.s3_endpoint =
             std::env::var("SANDCAT_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
         c.media.s3_bucket = bucket;

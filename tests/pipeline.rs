@@ -27,7 +27,7 @@ async fn writes_wake_other_instances_through_redis() {
     let name = server_name.clone();
     let server = Server::start_with(move |c| {
         c.server_name = name;
-        c.cache.backend = "redis".into();
+        c.cache.backend = sandcat::CacheBackend::Redis;
         c.cache.url = redis_url();
     })
     .await;
@@ -56,42 +56,57 @@ async fn writes_wake_other_instances_through_redis() {
         .unwrap();
 }
 
+/// An unknown backend name, in the file or in the environment, is refused naming the
+/// section and the names it takes.
+#[test]
+fn unknown_backend_names_are_refused() {
+    for (text, section) in [
+        ("[cache]\nbackend = \"memcached\"", "[cache]"),
+        ("[media]\nbackend = \"ftp\"", "[media]"),
+        ("[storage]\nbackend = \"mysql\"", "[storage]"),
+        ("[bus]\nbackend = \"amqp\"", "[bus]"),
+        ("[inbox]\nbackend = \"cassandra\"", "[inbox]"),
+    ] {
+        let err = toml::from_str::<sandcat::Config>(text).expect_err(text);
+        assert!(err.to_string().contains(section), "{err}");
+    }
+    for (key, section) in [
+        ("SANDCAT_CACHE_BACKEND", "[cache]"),
+        ("SANDCAT_STORAGE_BACKEND", "[storage]"),
+        ("SANDCAT_BUS_BACKEND", "[bus]"),
+        ("SANDCAT_MEDIA_BACKEND", "[media]"),
+        ("SANDCAT_INBOX_BACKEND", "[inbox]"),
+    ] {
+        let mut config = sandcat::Config::default();
+        let err = config
+            .apply_env(|k| (k == key).then(|| "nosuch".to_owned()))
+            .expect_err(key);
+        assert!(format!("{err:#}").contains(section), "{err:#}");
+    }
+}
+
 #[tokio::test]
-async fn unknown_backends_stop_start_up() {
+async fn unusable_backends_stop_start_up() {
     let dir = tempfile::tempdir().unwrap();
     for (section, set) in [
         (
             "[cache]",
-            (|c: &mut sandcat::Config| c.cache.backend = "memcached".into())
-                as fn(&mut sandcat::Config),
+            (|c: &mut sandcat::Config| {
+                c.cache.backend = sandcat::CacheBackend::Redis;
+                c.cache.url = "redis://127.0.0.1:9".into();
+            }) as fn(&mut sandcat::Config),
         ),
-        ("[media]", |c: &mut sandcat::Config| {
-            c.media.backend = "ftp".into()
-        }),
-        ("[cache]", |c: &mut sandcat::Config| {
-            c.cache.backend = "redis".into();
-            c.cache.url = "redis://127.0.0.1:9".into();
-        }),
         ("[storage]", |c: &mut sandcat::Config| {
-            c.storage.backend = "mysql".into()
-        }),
-        ("[storage]", |c: &mut sandcat::Config| {
-            c.storage.backend = "postgres".into();
+            c.storage.backend = sandcat::StorageBackend::Postgres;
             c.storage.url = "postgres://postgres@127.0.0.1:9/sandcat".into();
         }),
-        ("[bus]", |c: &mut sandcat::Config| {
-            c.bus.backend = "amqp".into()
-        }),
         ("[inbox]", |c: &mut sandcat::Config| {
-            c.inbox.backend = "cassandra".into()
-        }),
-        ("[inbox]", |c: &mut sandcat::Config| {
-            c.inbox.backend = "mongodb".into();
+            c.inbox.backend = sandcat::InboxBackend::Mongodb;
             c.inbox.url = "mongodb://127.0.0.1:9".into();
         }),
         // Kafka needs the shared store and wake-ups.
         ("[bus]", |c: &mut sandcat::Config| {
-            c.bus.backend = "kafka".into()
+            c.bus.backend = sandcat::BusBackend::Kafka
         }),
     ] {
         let mut config = sandcat::Config {

@@ -49,28 +49,28 @@ pub(crate) async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::
         "SANDCAT_TEST_POSTGRES",
         "postgres://postgres@127.0.0.1:5432/sandcat_test",
     );
-    config.storage.backend = "postgres".into();
+    config.storage.backend = sandcat::StorageBackend::Postgres;
     config.storage.max_connections = 4;
     config.storage.url = sandcat_backends::sql::create_schema(&base, &name)
         .await
         .unwrap_or_else(|e| {
             panic!("PostgreSQL at {base} is needed ({e}); run scripts/services.sh")
         });
-    config.bus.backend = "kafka".into();
+    config.bus.backend = sandcat::BusBackend::Kafka;
     config.bus.brokers = env_or("SANDCAT_TEST_KAFKA", "127.0.0.1:9092");
     config.bus.topic = format!("sandcat.{name}");
     config.bus.group = format!("sequencers.{name}");
     config.bus.partitions = 4;
-    config.cache.backend = "redis".into();
+    config.cache.backend = sandcat::CacheBackend::Redis;
     config.cache.url = env_or("SANDCAT_TEST_REDIS", "redis://127.0.0.1:6379");
     // Tests running side by side share Redis and the server name: one channel per test.
     config.cache.prefix = format!("sandcat-{name}");
-    config.media.backend = "s3".into();
+    config.media.backend = sandcat::MediaBackend::S3;
     config.media.s3_endpoint = env_or("SANDCAT_TEST_S3", "http://127.0.0.1:9000");
     config.media.s3_bucket = format!("media-{name}");
     config.media.s3_access_key = env_or("SANDCAT_TEST_S3_KEY", "minioadmin");
     config.media.s3_secret_key = env_or("SANDCAT_TEST_S3_SECRET", "minioadmin");
-    config.inbox.backend = "mongodb".into();
+    config.inbox.backend = sandcat::InboxBackend::Mongodb;
     config.inbox.url = env_or("SANDCAT_TEST_MONGO", "mongodb://127.0.0.1:27017");
     config.inbox.database = name;
 }
