@@ -9,6 +9,7 @@
 //! to-device) arrives through [`EduSink`] into an in-memory queue and rides along with the next
 //! transaction; it is not kept across a restart, like the data itself.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
@@ -427,12 +428,10 @@ impl<'a> Interest<'a> {
                 .any(|a| ruma::RoomAliasId::parse(a).is_ok_and(|a| self.asv.owns_alias(&a)));
         }
         if !yes {
-            yes = self
-                .rooms
-                .members(room_id)
-                .await?
-                .iter()
-                .any(|(u, m)| (m == "join" || m == "invite") && self.asv.owns_user(u));
+            yes = self.rooms.members(room_id).await?.iter().any(|(u, m)| {
+                matches!(m, MembershipState::Join | MembershipState::Invite)
+                    && self.asv.owns_user(u)
+            });
         }
         self.cache.insert(room_id.to_owned(), yes);
         Ok(yes)
@@ -464,7 +463,7 @@ impl<'a> Interest<'a> {
             return Ok(true);
         }
         for m in self.rooms.memberships(user).await? {
-            if m.membership == "join" && self.room(&m.room_id).await? {
+            if m.membership == MembershipState::Join && self.room(&m.room_id).await? {
                 return Ok(true);
             }
         }

@@ -4,6 +4,7 @@
 //! inbox records how far it got, so a restart (or another instance taking over) resumes
 //! there, and an entry written twice is kept once.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -116,7 +117,7 @@ impl InboxIndexer {
             .await?
             .into_iter()
             .filter(|(user, membership)| {
-                membership == "join" && user.server_name() == self.server_name
+                *membership == MembershipState::Join && user.server_name() == self.server_name
             })
             .map(|(user, _)| user.to_string())
             .collect())

@@ -1,6 +1,7 @@
 //! Persistent data units: the events of a room's log, in their federation form, and their
 //! conversion to the client format.
 
+use ruma::events::room::member::MembershipState;
 use std::collections::BTreeMap;
 
 use ruma::{
@@ -71,10 +72,10 @@ impl Pdu {
     }
 
     /// The `membership` field of an `m.room.member` event.
-    pub fn membership(&self) -> Option<String> {
+    pub fn membership(&self) -> Option<MembershipState> {
         #[derive(Deserialize)]
         struct M {
-            membership: String,
+            membership: MembershipState,
         }
         if self.kind != TimelineEventType::RoomMember {
             return None;

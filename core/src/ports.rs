@@ -3,6 +3,7 @@
 //! `sandcat-backends`; both pass the same contract tests.
 
 use async_trait::async_trait;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::Value;
 
@@ -143,7 +144,7 @@ pub enum Direction {
 #[derive(Debug, Clone)]
 pub struct Membership {
     pub room_id: OwnedRoomId,
-    pub membership: String,
+    pub membership: MembershipState,
     pub pos: i64,
     pub event_id: OwnedEventId,
 }
@@ -198,7 +199,7 @@ pub trait RoomStore: Send + Sync {
     /// Every room the user has a membership in (any kind), minus forgotten ones.
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
     /// `(user, membership)` of everyone with a membership in the room.
-    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>>;
+    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>>;
     /// Events with `after < pos <= until`, oldest first when `Forward`, newest first when
     /// `Backward`; at most `limit`.
     async fn timeline(

@@ -3,6 +3,7 @@
 
 use axum::{extract::State, Json};
 use rand::Rng;
+use ruma::events::room::member::MembershipState;
 use sandcat_core::{
     ports::{FriendRow, Friendship},
     services::rooms::CreateRoom,
@@ -219,8 +220,9 @@ async fn reusable_room(s: &NativeState, a: &str, b: &str) -> ApiResult<Option<ru
     let Ok(room) = ruma::RoomId::parse(&old.room_id) else {
         return Ok(None);
     };
-    let joined =
-        |m: Option<sandcat_core::ports::Membership>| m.is_some_and(|m| m.membership == "join");
+    let joined = |m: Option<sandcat_core::ports::Membership>| {
+        m.is_some_and(|m| m.membership == MembershipState::Join)
+    };
     let (ua, ub) = (s.matrix_id(a)?, s.matrix_id(b)?);
     let a_in = joined(s.room_store().membership(&room, &ua).await?);
     let b_in = joined(s.room_store().membership(&room, &ub).await?);
@@ -231,7 +233,13 @@ async fn reusable_room(s: &NativeState, a: &str, b: &str) -> ApiResult<Option<ru
         (false, false) => return Ok(None),
     };
     s.rooms
-        .set_membership(&s.session(stayed)?, &room, &left_id, "invite", None)
+        .set_membership(
+            &s.session(stayed)?,
+            &room,
+            &left_id,
+            MembershipState::Invite,
+            None,
+        )
         .await?;
     s.rooms.join(&s.session(left)?, &room, None).await?;
     Ok(Some(room))

@@ -3,6 +3,7 @@
 //! power levels: owner 100, admin 50, member 0.
 
 use axum::{extract::State, Json};
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, RoomId};
 use sandcat_core::{services::rooms::CreateRoom, StoredEvent};
 use serde_json::{json, Value};
@@ -97,7 +98,7 @@ async fn members_of(
     let mut out = Vec::new();
     for ev in state
         .iter()
-        .filter(|e| e.pdu.membership().as_deref() == Some("join"))
+        .filter(|e| e.pdu.membership() == Some(MembershipState::Join))
     {
         let Some(uid) = ev
             .pdu
@@ -178,11 +179,11 @@ async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -
             return Err(ApiError::not_found(format!("no user {id}")));
         }
         match s.room_store().membership(room, &uid).await? {
-            Some(m) if m.membership == "join" => continue,
-            Some(m) if m.membership == "invite" => {}
+            Some(m) if m.membership == MembershipState::Join => continue,
+            Some(m) if m.membership == MembershipState::Invite => {}
             _ => {
                 s.rooms
-                    .set_membership(&session, room, &uid, "invite", None)
+                    .set_membership(&session, room, &uid, MembershipState::Invite, None)
                     .await?
             }
         }
@@ -393,7 +394,13 @@ pub(crate) async fn remove(
     let session = s.session(&req.user_id)?;
     for m in &req.mem_id {
         s.rooms
-            .set_membership(&session, &room, &s.matrix_id(m)?, "leave", None)
+            .set_membership(
+                &session,
+                &room,
+                &s.matrix_id(m)?,
+                MembershipState::Leave,
+                None,
+            )
             .await?;
     }
     push_all(
@@ -427,7 +434,7 @@ pub(crate) async fn leave_or_dismiss(
                     &session,
                     &room,
                     &s.matrix_id(m)?,
-                    "leave",
+                    MembershipState::Leave,
                     Some("group dismissed"),
                 )
                 .await?;

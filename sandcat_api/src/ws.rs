@@ -7,6 +7,7 @@
 //! `m.room.message` events and are acknowledged with `MsgRecResp` on every connection of the
 //! sender. Call signalling (14–22) is relayed between live connections and never stored.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -272,7 +273,7 @@ impl Connection {
                 if ev.pdu.kind.to_string() == "m.room.member"
                     && ev.pdu.state_key.as_deref() == Some(self.s.matrix_id(&self.me)?.as_str())
                 {
-                    if ev.pdu.membership().as_deref() == Some("join") {
+                    if ev.pdu.membership() == Some(MembershipState::Join) {
                         self.rooms.insert(room.to_owned());
                     } else {
                         self.rooms.remove(room);

@@ -1,14 +1,16 @@
 //! Rooms: the log, state, memberships, aliases, the directory, timelines.
 
 use super::*;
+use ruma::events::room::member::MembershipState;
 
 fn membership_from_row(r: &AnyRow) -> Result<Membership> {
     Ok(Membership {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
-        membership: r
-            .try_get::<Option<String>, _>("membership")
-            .map_err(db)?
-            .unwrap_or_default(),
+        membership: MembershipState::from(
+            r.try_get::<Option<String>, _>("membership")
+                .map_err(db)?
+                .unwrap_or_default(),
+        ),
         pos: r.try_get("pos").map_err(db)?,
         event_id: parse_id(r.try_get("event_id").map_err(db)?)?,
     })
@@ -140,11 +142,11 @@ impl RoomStore for SqlStore {
                         .bind(key)
                         .bind(pdu.event_id.as_str())
                         .bind(pos)
-                        .bind(&membership)
+                        .bind(membership.as_ref().map(MembershipState::as_str))
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    if membership.as_deref() == Some("join") || membership.as_deref() == Some("invite") {
+                    if matches!(membership, Some(MembershipState::Join | MembershipState::Invite)) {
                         sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2").bind(key).bind(room_id).execute(&mut *tx).await.map_err(db)?;
                     }
                 }
@@ -322,15 +324,17 @@ impl RoomStore for SqlStore {
         rows.iter().map(membership_from_row).collect()
     }
 
-    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, String)>> {
+    async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>> {
         let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok((
                     parse_id(r.try_get("state_key").map_err(db)?)?,
-                    r.try_get::<Option<String>, _>("membership")
-                        .map_err(db)?
-                        .unwrap_or_default(),
+                    MembershipState::from(
+                        r.try_get::<Option<String>, _>("membership")
+                            .map_err(db)?
+                            .unwrap_or_default(),
+                    ),
                 ))
             })
             .collect()

@@ -1,6 +1,7 @@
 //! Rooms: create, membership, send, state, redact, read history, aliases and directory.
 
 use axum::{extract::State, response::IntoResponse, Json};
+use ruma::events::room::member::MembershipState;
 use ruma::{
     api::{
         client::{
@@ -196,7 +197,7 @@ async fn invite(
             req.session()?,
             &req.body.room_id,
             &r.user_id,
-            "invite",
+            MembershipState::Invite,
             r.reason.as_deref(),
         )
         .await?;
@@ -237,7 +238,7 @@ async fn kick(
             req.session()?,
             &req.body.room_id,
             &req.body.user_id,
-            "leave",
+            MembershipState::Leave,
             req.body.reason.as_deref(),
         )
         .await?;
@@ -254,7 +255,7 @@ async fn ban(
             req.session()?,
             &req.body.room_id,
             &req.body.user_id,
-            "ban",
+            MembershipState::Ban,
             req.body.reason.as_deref(),
         )
         .await?;
@@ -272,7 +273,7 @@ async fn unban(
         .membership(&req.body.room_id, &req.body.user_id)
         .await?
     {
-        Some(m) if m.membership == "ban" => {}
+        Some(m) if m.membership == MembershipState::Ban => {}
         _ => return Err(Error::forbidden("user is not banned").into()),
     }
     s.rooms
@@ -280,7 +281,7 @@ async fn unban(
             req.session()?,
             &req.body.room_id,
             &req.body.user_id,
-            "leave",
+            MembershipState::Leave,
             req.body.reason.as_deref(),
         )
         .await?;
@@ -309,7 +310,7 @@ async fn joined_members(
     let mut joined = Map::new();
     for m in members
         .iter()
-        .filter(|m| m.pdu.membership().as_deref() == Some("join"))
+        .filter(|m| m.pdu.membership() == Some(MembershipState::Join))
     {
         let c = m.pdu.content_value();
         joined.insert(
@@ -335,12 +336,16 @@ async fn members(
 ) -> Result<axum::response::Response, ApiError> {
     let user = &req.session()?.user_id;
     let members = s.rooms.members(user, &req.body.room_id).await?;
-    let want = req.body.membership.as_ref().map(|m| m.as_str().to_owned());
+    let want = req
+        .body
+        .membership
+        .as_ref()
+        .map(|m| MembershipState::from(m.as_str()));
     let not = req
         .body
         .not_membership
         .as_ref()
-        .map(|m| m.as_str().to_owned());
+        .map(|m| MembershipState::from(m.as_str()));
     let chunk: Vec<StoredEvent> = members
         .into_iter()
         .filter(|m| {

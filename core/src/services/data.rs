@@ -1,6 +1,7 @@
 //! Per-user client data around rooms: account data and tags, filters, receipts and read
 //! markers, typing, presence, push rules.
 
+use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
 
 use ruma::{push::Ruleset, EventId, RoomId, UserId};
@@ -50,7 +51,7 @@ impl ClientData {
 
     async fn ensure_joined(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
         match self.rooms.membership(room_id, user_id).await? {
-            Some(m) if m.membership == "join" => Ok(()),
+            Some(m) if m.membership == MembershipState::Join => Ok(()),
             _ => Err(Error::forbidden("you are not joined to this room")),
         }
     }

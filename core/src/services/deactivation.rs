@@ -1,5 +1,6 @@
 //! Account deactivation: the one operation that spans accounts, rooms and the Sandcat profile.
 
+use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
 
 use ruma::UserId;
@@ -33,7 +34,10 @@ impl Deactivation {
         self.accounts.deactivate(user_id).await?;
         let session = Session::new(user_id.to_owned(), String::new());
         for m in self.rooms.store().memberships(user_id).await? {
-            if !matches!(m.membership.as_str(), "join" | "invite" | "knock") {
+            if !matches!(
+                m.membership,
+                MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+            ) {
                 continue;
             }
             if let Err(e) = self.rooms.leave(&session, &m.room_id, None).await {

@@ -1,6 +1,7 @@
 //! End-to-end encryption plumbing: device and cross-signing keys, one-time key claims, and
 //! to-device messages. The server stores and relays; it never sees plaintext.
 
+use ruma::events::room::member::MembershipState;
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{OwnedUserId, UserId};
@@ -53,18 +54,16 @@ impl Keys {
             .memberships(user_id)
             .await?
             .into_iter()
-            .filter(|m| m.membership == "join")
+            .filter(|m| m.membership == MembershipState::Join)
             .map(|m| m.room_id)
             .collect();
         let mut out = Vec::new();
         for other in self.keys.key_changes(from, to).await? {
-            let shares = other == user_id
-                || self
-                    .rooms
-                    .memberships(&other)
-                    .await?
-                    .iter()
-                    .any(|m| m.membership == "join" && mine.contains(&m.room_id));
+            let shares =
+                other == user_id
+                    || self.rooms.memberships(&other).await?.iter().any(|m| {
+                        m.membership == MembershipState::Join && mine.contains(&m.room_id)
+                    });
             if shares {
                 out.push(other);
             }

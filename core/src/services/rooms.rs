@@ -1,6 +1,7 @@
 //! Rooms: creation, membership, sending, state, redaction, aliases, the public directory, and
 //! the read side of room history (messages, context, members, relations).
 
+use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
 
 use ruma::{
@@ -111,10 +112,10 @@ impl Rooms {
     async fn member_content(
         &self,
         user_id: &UserId,
-        membership: &str,
+        membership: MembershipState,
     ) -> Result<Map<String, Value>> {
         let mut c = Map::new();
-        c.insert("membership".into(), json!(membership));
+        c.insert("membership".into(), json!(membership.as_str()));
         if let Some(u) = self.users.user(user_id).await? {
             if let Some(d) = u.displayname {
                 c.insert("displayname".into(), json!(d));
@@ -208,7 +209,7 @@ impl Rooms {
         events.push(ev(
             TimelineEventType::RoomMember,
             Some(creator.as_str()),
-            Value::Object(self.member_content(creator, "join").await?),
+            Value::Object(self.member_content(creator, MembershipState::Join).await?),
         ));
 
         let mut users = Map::new();
@@ -296,7 +297,9 @@ impl Rooms {
             ));
         }
         for invitee in &req.invite {
-            let mut c = self.member_content(invitee, "invite").await?;
+            let mut c = self
+                .member_content(invitee, MembershipState::Invite)
+                .await?;
             if req.is_direct {
                 c.insert("is_direct".into(), json!(true));
             }
@@ -345,11 +348,13 @@ impl Rooms {
             return Err(Error::not_found("no such room on this server"));
         }
         if let Some(m) = self.store.membership(room_id, &session.user_id).await? {
-            if m.membership == "join" {
+            if m.membership == MembershipState::Join {
                 return Ok(());
             }
         }
-        let mut c = self.member_content(&session.user_id, "join").await?;
+        let mut c = self
+            .member_content(&session.user_id, MembershipState::Join)
+            .await?;
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
@@ -369,33 +374,33 @@ impl Rooms {
         session: &Session,
         room_id: &RoomId,
         target: &UserId,
-        membership: &str,
+        membership: MembershipState,
         reason: Option<&str>,
     ) -> Result<()> {
         self.ensure_room(room_id).await?;
-        let mut c = if membership == "invite" {
+        let mut c = if membership == MembershipState::Invite {
             if target.server_name() == self.config.server_name
                 && self.users.user(target).await?.is_none()
             {
                 return Err(Error::not_found("unknown user"));
             }
             if let Some(m) = self.store.membership(room_id, target).await? {
-                if m.membership == "join" || m.membership == "ban" {
+                if m.membership == MembershipState::Join || m.membership == MembershipState::Ban {
                     return Err(Error::forbidden(format!(
                         "{target} is already in the room or banned"
                     )));
                 }
             }
-            self.member_content(target, "invite").await?
+            self.member_content(target, MembershipState::Invite).await?
         } else {
             let mut c = Map::new();
             c.insert("membership".into(), json!(membership));
             c
         };
-        if membership == "leave" && target != session.user_id {
+        if membership == MembershipState::Leave && target != session.user_id {
             // kick or unban: the target must have something to undo
             match self.store.membership(room_id, target).await? {
-                Some(m) if m.membership != "leave" => {}
+                Some(m) if m.membership != MembershipState::Leave => {}
                 _ => return Err(Error::forbidden(format!("{target} is not in the room"))),
             }
         }
@@ -421,10 +426,10 @@ impl Rooms {
         self.ensure_room(room_id).await?;
         match self.store.membership(room_id, &session.user_id).await? {
             Some(m)
-                if m.membership == "join"
-                    || m.membership == "invite"
-                    || m.membership == "knock" => {}
-            Some(m) if m.membership == "leave" => return Ok(()),
+                if m.membership == MembershipState::Join
+                    || m.membership == MembershipState::Invite
+                    || m.membership == MembershipState::Knock => {}
+            Some(m) if m.membership == MembershipState::Leave => return Ok(()),
             _ => return Err(Error::forbidden("you are not in this room")),
         }
         let mut c = Map::new();
@@ -444,10 +449,15 @@ impl Rooms {
 
     pub async fn forget(&self, session: &Session, room_id: &RoomId) -> Result<()> {
         match self.store.membership(room_id, &session.user_id).await? {
-            Some(m) if m.membership == "join" || m.membership == "invite" => Err(Error::matrix(
-                ErrorCode::Unknown,
-                "leave the room before forgetting it",
-            )),
+            Some(m)
+                if m.membership == MembershipState::Join
+                    || m.membership == MembershipState::Invite =>
+            {
+                Err(Error::matrix(
+                    ErrorCode::Unknown,
+                    "leave the room before forgetting it",
+                ))
+            }
             _ => self.store.forget(room_id, &session.user_id).await,
         }
     }
@@ -577,10 +587,12 @@ impl Rooms {
     /// Changes the display name or avatar in every room the user has joined.
     pub async fn propagate_profile(&self, session: &Session) -> Result<()> {
         for m in self.store.memberships(&session.user_id).await? {
-            if m.membership != "join" {
+            if m.membership != MembershipState::Join {
                 continue;
             }
-            let c = self.member_content(&session.user_id, "join").await?;
+            let c = self
+                .member_content(&session.user_id, MembershipState::Join)
+                .await?;
             let intent = EventIntent::new(
                 session.user_id.clone(),
                 TimelineEventType::RoomMember,
@@ -613,8 +625,11 @@ impl Rooms {
 
     async fn membership_until(&self, user_id: &UserId, room_id: &RoomId) -> Result<i64> {
         match self.store.membership(room_id, user_id).await? {
-            Some(m) if m.membership == "join" => Ok(i64::MAX),
-            Some(m) if m.membership == "leave" || m.membership == "ban" => {
+            Some(m) if m.membership == MembershipState::Join => Ok(i64::MAX),
+            Some(m)
+                if m.membership == MembershipState::Leave
+                    || m.membership == MembershipState::Ban =>
+            {
                 if self
                     .store
                     .event(&m.event_id)
@@ -815,7 +830,7 @@ impl Rooms {
             .memberships(user_id)
             .await?
             .into_iter()
-            .filter(|m| m.membership == "join")
+            .filter(|m| m.membership == MembershipState::Join)
             .map(|m| m.room_id)
             .collect())
     }
@@ -833,7 +848,7 @@ impl Rooms {
                 .store
                 .membership(room_id, &session.user_id)
                 .await?
-                .is_some_and(|m| m.membership == "join");
+                .is_some_and(|m| m.membership == MembershipState::Join);
             if !joined {
                 return Err(Error::forbidden(
                     "you must be in the room to give it an alias",
@@ -879,7 +894,7 @@ impl Rooms {
         };
         let joined = state
             .iter()
-            .filter(|e| e.pdu.membership().as_deref() == Some("join"))
+            .filter(|e| e.pdu.membership() == Some(MembershipState::Join))
             .count();
         let mut v = json!({
             "room_id": room_id,

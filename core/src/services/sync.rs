@@ -1,6 +1,7 @@
 //! `/sync`: what changed for a user since a token, waiting for something to change when
 //! nothing has. Tokens are `s{stream position}_{ephemeral counter}`.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeMap, HashSet},
     sync::Arc,
@@ -324,8 +325,8 @@ impl Sync {
             if !filter.allows_room(&m.room_id) {
                 continue;
             }
-            match m.membership.as_str() {
-                "join" => {
+            match m.membership {
+                MembershipState::Join => {
                     joined_rooms.push(m.room_id.clone());
                     let fresh = initial || req.full_state || m.pos > since_pos;
                     let quiet = !fresh
@@ -381,7 +382,7 @@ impl Sync {
                         out.joined.insert(m.room_id, room);
                     }
                 }
-                "invite" if initial || m.pos > since_pos => {
+                MembershipState::Invite if initial || m.pos > since_pos => {
                     if m.pos > now_pos {
                         continue;
                     }
@@ -405,7 +406,7 @@ impl Sync {
                         .collect();
                     out.invited.insert(m.room_id, stripped);
                 }
-                "leave" | "ban"
+                MembershipState::Leave | MembershipState::Ban
                     if (!initial && m.pos > since_pos && m.pos <= now_pos)
                         || (initial && filter.include_leave) =>
                 {
@@ -439,12 +440,9 @@ impl Sync {
         if !initial && self.changes.has_changed(&Change::Keys, since_pos) {
             for other in self.keys.key_changes(since_pos, now_pos).await? {
                 let shares = other == *user
-                    || self
-                        .rooms
-                        .memberships(&other)
-                        .await?
-                        .iter()
-                        .any(|m| m.membership == "join" && joined.contains(&m.room_id));
+                    || self.rooms.memberships(&other).await?.iter().any(|m| {
+                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
+                    });
                 if shares {
                     out.device_lists_changed.push(other);
                 }
@@ -474,12 +472,9 @@ impl Sync {
         if initial || since_eph < now_eph {
             for (u, rec) in self.ephemeral.presence_changed_since(since_eph) {
                 let shares = u == *user
-                    || self
-                        .rooms
-                        .memberships(&u)
-                        .await?
-                        .iter()
-                        .any(|m| m.membership == "join" && joined.contains(&m.room_id));
+                    || self.rooms.memberships(&u).await?.iter().any(|m| {
+                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
+                    });
                 if shares && filter.presence.allows("m.presence", Some(u.as_str())) {
                     out.presence.push(json!({ "type": "m.presence", "sender": u, "content": presence_content(&u, Some(&rec)) }));
                 }
@@ -581,11 +576,19 @@ impl Sync {
                 .any(|e| e.pdu.kind == TimelineEventType::RoomMember);
         let summary = if members_changed {
             let members = self.rooms.members(room_id).await?;
-            let joined_count = members.iter().filter(|(_, m)| m == "join").count() as u64;
-            let invited_count = members.iter().filter(|(_, m)| m == "invite").count() as u64;
+            let joined_count = members
+                .iter()
+                .filter(|(_, m)| *m == MembershipState::Join)
+                .count() as u64;
+            let invited_count = members
+                .iter()
+                .filter(|(_, m)| *m == MembershipState::Invite)
+                .count() as u64;
             let heroes = members
                 .iter()
-                .filter(|(u, m)| u != user && (m == "join" || m == "invite"))
+                .filter(|(u, m)| {
+                    u != user && matches!(m, MembershipState::Join | MembershipState::Invite)
+                })
                 .take(5)
                 .map(|(u, _)| u.clone())
                 .collect();
