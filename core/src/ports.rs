@@ -416,13 +416,47 @@ pub struct NativeProfile {
     pub update_time: i64,
 }
 
-/// A friend request. Status: 0 pending, 1 accepted, 2 rejected, 3 blacked, 4 deleted.
+/// Where a friend request or friendship stands; the numbers are Sandcat's wire values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FriendshipStatus {
+    #[default]
+    Pending,
+    Accepted,
+    Rejected,
+    Blacked,
+    Deleted,
+}
+
+impl FriendshipStatus {
+    pub fn as_i32(self) -> i32 {
+        match self {
+            FriendshipStatus::Pending => 0,
+            FriendshipStatus::Accepted => 1,
+            FriendshipStatus::Rejected => 2,
+            FriendshipStatus::Blacked => 3,
+            FriendshipStatus::Deleted => 4,
+        }
+    }
+
+    /// The status of a stored number (an unknown one reads as pending).
+    pub fn from_i32(n: i32) -> Self {
+        match n {
+            1 => FriendshipStatus::Accepted,
+            2 => FriendshipStatus::Rejected,
+            3 => FriendshipStatus::Blacked,
+            4 => FriendshipStatus::Deleted,
+            _ => FriendshipStatus::Pending,
+        }
+    }
+}
+
+/// A friend request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Friendship {
     pub fs_id: String,
     pub user_id: String,
     pub friend_id: String,
-    pub status: i32,
+    pub status: FriendshipStatus,
     pub apply_msg: Option<String>,
     pub req_remark: Option<String>,
     pub resp_msg: Option<String>,
@@ -438,7 +472,7 @@ pub struct FriendRow {
     pub user_id: String,
     pub friend_id: String,
     pub fs_id: String,
-    pub status: i32,
+    pub status: FriendshipStatus,
     pub remark: Option<String>,
     pub source: String,
     pub room_id: String,
@@ -493,7 +527,7 @@ pub trait NativeStore: Send + Sync {
     async fn friendships_to(
         &self,
         user_id: &str,
-        status: i32,
+        status: FriendshipStatus,
         since: i64,
     ) -> Result<Vec<Friendship>>;
     async fn put_friend(&self, row: &FriendRow) -> Result<()>;

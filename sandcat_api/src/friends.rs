@@ -4,6 +4,7 @@
 use axum::{extract::State, Json};
 use rand::Rng;
 use ruma::events::room::member::MembershipState;
+use sandcat_core::ports::FriendshipStatus;
 use sandcat_core::{
     ports::{FriendRow, Friendship},
     services::rooms::CreateRoom,
@@ -20,9 +21,9 @@ use crate::{
     ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
 };
 
-pub(crate) const PENDING: i32 = 0;
-pub(crate) const ACCEPTED: i32 = 1;
-pub(crate) const DELETED: i32 = 4;
+pub(crate) const PENDING: FriendshipStatus = FriendshipStatus::Pending;
+pub(crate) const ACCEPTED: FriendshipStatus = FriendshipStatus::Accepted;
+pub(crate) const DELETED: FriendshipStatus = FriendshipStatus::Deleted;
 
 pub(crate) fn random_id() -> String {
     let mut rng = rand::thread_rng();
@@ -53,7 +54,7 @@ async fn with_user(
         gender: u.gender,
         age: u.age,
         region: u.region,
-        status: fs.status,
+        status: fs.status.as_i32(),
         apply_msg: fs.apply_msg.clone(),
         source: fs.source.clone(),
         create_time: fs.create_time,
@@ -74,7 +75,7 @@ pub(crate) async fn friend_view(s: &NativeState, row: &FriendRow) -> ApiResult<F
         gender: u.gender,
         age: u.age,
         region: u.region,
-        status: row.status,
+        status: row.status.as_i32(),
         remark: row.remark.clone(),
         email: u.email,
         source: row.source.clone(),

@@ -418,7 +418,7 @@ pub(crate) async fn search(
         .store
         .friend(&user_id, &id)
         .await?
-        .is_some_and(|f| f.status == 1);
+        .is_some_and(|f| f.status == sandcat_core::ports::FriendshipStatus::Accepted);
     Ok(Json(Some(UserWithMatchType {
         id: u.id,
         name: u.name,

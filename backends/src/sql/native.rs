@@ -1,6 +1,7 @@
 //! The Sandcat native API's profiles, friendships and codes, and the media index.
 
 use super::*;
+use sandcat_core::ports::FriendshipStatus;
 
 fn profile_from_row(r: &AnyRow) -> Result<NativeProfile> {
     Ok(NativeProfile {
@@ -23,7 +24,7 @@ fn friendship_from_row(r: &AnyRow) -> Result<Friendship> {
         fs_id: r.try_get("fs_id").map_err(db)?,
         user_id: r.try_get("user_id").map_err(db)?,
         friend_id: r.try_get("friend_id").map_err(db)?,
-        status: r.try_get::<i64, _>("status").map_err(db)? as i32,
+        status: FriendshipStatus::from_i32(r.try_get::<i64, _>("status").map_err(db)? as i32),
         apply_msg: r.try_get("apply_msg").map_err(db)?,
         req_remark: r.try_get("req_remark").map_err(db)?,
         resp_msg: r.try_get("resp_msg").map_err(db)?,
@@ -39,7 +40,7 @@ fn friend_from_row(r: &AnyRow) -> Result<FriendRow> {
         user_id: r.try_get("user_id").map_err(db)?,
         friend_id: r.try_get("friend_id").map_err(db)?,
         fs_id: r.try_get("fs_id").map_err(db)?,
-        status: r.try_get::<i64, _>("status").map_err(db)? as i32,
+        status: FriendshipStatus::from_i32(r.try_get::<i64, _>("status").map_err(db)? as i32),
         remark: r.try_get("remark").map_err(db)?,
         source: r.try_get("source").map_err(db)?,
         room_id: r.try_get("room_id").map_err(db)?,
@@ -169,7 +170,7 @@ impl NativeStore for SqlStore {
             .bind(&f.fs_id)
             .bind(&f.user_id)
             .bind(&f.friend_id)
-            .bind(f.status as i64)
+            .bind(f.status.as_i32() as i64)
             .bind(&f.apply_msg)
             .bind(&f.req_remark)
             .bind(&f.resp_msg)
@@ -195,12 +196,12 @@ impl NativeStore for SqlStore {
     async fn friendships_to(
         &self,
         user_id: &str,
-        status: i32,
+        status: FriendshipStatus,
         since: i64,
     ) -> Result<Vec<Friendship>> {
         let rows = sqlx::query("SELECT * FROM native_friendships WHERE friend_id = $1 AND status = $2 AND update_time > $3 ORDER BY create_time")
             .bind(user_id)
-            .bind(status as i64)
+            .bind(status.as_i32() as i64)
             .bind(since)
             .fetch_all(&self.pool)
             .await
@@ -213,7 +214,7 @@ impl NativeStore for SqlStore {
             .bind(&f.user_id)
             .bind(&f.friend_id)
             .bind(&f.fs_id)
-            .bind(f.status as i64)
+            .bind(f.status.as_i32() as i64)
             .bind(&f.remark)
             .bind(&f.source)
             .bind(&f.room_id)
