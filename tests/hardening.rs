@@ -417,6 +417,10 @@ async fn low_findings_absent_fields_aliases_creation_content_empty_sends_media_h
         .await;
     let me = &members["joined"][&alice.user_id];
     assert!(me.get("avatar_url").is_none(), "{members}");
+    let (_, devices) = alice.get("/_matrix/client/v3/devices").await;
+    let device = &devices["devices"][0];
+    assert!(device["device_id"].is_string(), "{devices}");
+    assert!(device.get("last_seen_ip").is_none(), "{devices}");
     // Served media is sandboxed.
     let (s, up) = alice
         .raw(
@@ -507,16 +511,6 @@ async fn sandcat_login(
     )
 }
 
-async fn get_user(http: &reqwest::Client, srv: &Server, token: &str, id: &str) -> u16 {
-    http.get(format!("{}/api/user/{id}", srv.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn refresh(http: &reqwest::Client, srv: &Server, token: &str, rotate: bool) -> (u16, String) {
     let res = http
         .get(format!(
@@ -579,14 +573,23 @@ async fn sandcat_sessions_are_revoked_like_matrix_ones_and_refresh_once() {
     let http = reqwest::Client::new();
     let alice: Client = srv.register("alice").await;
     let (access, refresh_token) = sandcat_login(&http, &srv, "alice", "pw-alice").await;
-    assert_eq!(get_user(&http, &srv, &access, "alice").await, 200);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &access, "alice").await,
+        200
+    );
     // A refresh token is no access token, and an access token does not refresh.
-    assert_eq!(get_user(&http, &srv, &refresh_token, "alice").await, 401);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &refresh_token, "alice").await,
+        401
+    );
     assert_eq!(refresh(&http, &srv, &access, false).await.0, 401);
     // A new access token, as often as needed; a new refresh token once.
     let (s, fresh) = refresh(&http, &srv, &refresh_token, false).await;
     assert_eq!(s, 200);
-    assert_eq!(get_user(&http, &srv, &fresh, "alice").await, 200);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &fresh, "alice").await,
+        200
+    );
     let (s, rotated) = refresh(&http, &srv, &refresh_token, true).await;
     assert_eq!(s, 200);
     assert_eq!(
@@ -601,8 +604,14 @@ async fn sandcat_sessions_are_revoked_like_matrix_ones_and_refresh_once() {
     assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
     let (s, _) = alice.post("/_matrix/client/v3/logout/all", json!({})).await;
     assert_eq!(s, 200);
-    assert_eq!(get_user(&http, &srv, &access, "alice").await, 401);
-    assert_eq!(get_user(&http, &srv, &fresh, "alice").await, 401);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &access, "alice").await,
+        401
+    );
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &fresh, "alice").await,
+        401
+    );
     assert_eq!(refresh(&http, &srv, &rotated, false).await.0, 401);
     // Signing out from the Sandcat client ends its session.
     let (access, _) = sandcat_login(&http, &srv, "alice", "pw-alice").await;
@@ -613,7 +622,10 @@ async fn sandcat_sessions_are_revoked_like_matrix_ones_and_refresh_once() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(get_user(&http, &srv, &access, "alice").await, 401);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &access, "alice").await,
+        401
+    );
 }
 
 #[tokio::test]
@@ -655,7 +667,10 @@ async fn a_sandcat_password_change_takes_the_code_and_ends_every_session() {
         "no Authorization header needed"
     );
     assert_eq!(change(code).await, 400, "the code is used");
-    assert_eq!(get_user(&http, &srv, &access, &id).await, 401);
+    assert_eq!(
+        common::sandcat_get_user(&http, &srv.base, &access, &id).await,
+        401
+    );
     assert_eq!(refresh(&http, &srv, &refresh_token, false).await.0, 401);
     let res = http
         .get(format!("{}/_matrix/client/v3/account/whoami", srv.base))

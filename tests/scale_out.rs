@@ -409,15 +409,7 @@ async fn revocation_on_one_instance_is_refused_by_the_other() {
     let http = reqwest::Client::new();
     let sandcat_ok = |token: String, base: String| {
         let http = http.clone();
-        async move {
-            http.get(format!("{base}/api/user/carol"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        async move { common::sandcat_get_user(&http, &base, &token, "carol").await }
     };
 
     // Logout on A.

@@ -273,7 +273,7 @@ pub(crate) async fn agree(
                 .create_room(
                     &s.session(&requester)?,
                     CreateRoom {
-                        preset: Some("trusted_private_chat".into()),
+                        preset: Some(sandcat_core::services::rooms::RoomPreset::TrustedPrivateChat),
                         invite: vec![s.matrix_id(&acceptor)?],
                         is_direct: true,
                         ..Default::default()

@@ -227,7 +227,7 @@ pub(crate) async fn create(
         .create_room(
             &s.session(&user_id)?,
             CreateRoom {
-                preset: Some("private_chat".into()),
+                preset: Some(sandcat_core::services::rooms::RoomPreset::PrivateChat),
                 name: Some(req.group_name.clone()).filter(|n| !n.is_empty()),
                 initial_state,
                 ..Default::default()

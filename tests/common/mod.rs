@@ -277,3 +277,19 @@ pub(crate) fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// `GET /api/user/{id}` with a Sandcat token on the server at `base`: the status.
+pub(crate) async fn sandcat_get_user(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> u16 {
+    http.get(format!("{base}/api/user/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

@@ -293,7 +293,9 @@ async fn change_password(
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
 
-fn device_out(d: DeviceRecord) -> Device {
+/// A device as the spec shows it: what is not known is absent (ruma's `Device` would write
+/// `null`).
+fn device_out(d: DeviceRecord) -> serde_json::Value {
     let mut dev = Device::new(OwnedDeviceId::from(d.device_id));
     dev.display_name = d.display_name;
     dev.last_seen_ip = d.last_seen_ip;
@@ -301,30 +303,29 @@ fn device_out(d: DeviceRecord) -> Device {
         .last_seen_ts
         .and_then(UInt::new)
         .map(MilliSecondsSinceUnixEpoch);
-    dev
+    crate::routes::present(serde_json::to_value(dev).unwrap_or_default())
 }
 
 /// GET /_matrix/client/v3/devices
 async fn devices(
     State(s): State<AppState>,
     req: Ruma<get_devices::v3::Request>,
-) -> ApiResult<get_devices::v3::Response> {
+) -> Result<axum::response::Response, crate::ApiError> {
     let list = s.accounts.devices(&req.session()?.user_id).await?;
-    Ok(RumaResponse(get_devices::v3::Response::new(
-        list.into_iter().map(device_out).collect(),
-    )))
+    let devices: Vec<serde_json::Value> = list.into_iter().map(device_out).collect();
+    Ok(axum::Json(json!({ "devices": devices })).into_response())
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}
 async fn device(
     State(s): State<AppState>,
     req: Ruma<get_device::v3::Request>,
-) -> ApiResult<get_device::v3::Response> {
+) -> Result<axum::response::Response, crate::ApiError> {
     let d = s
         .accounts
         .device(&req.session()?.user_id, req.body.device_id.as_str())
         .await?;
-    Ok(RumaResponse(get_device::v3::Response::new(device_out(d))))
+    Ok(axum::Json(device_out(d)).into_response())
 }
 
 /// PUT /_matrix/client/v3/devices/{deviceId}

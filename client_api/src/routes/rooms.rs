@@ -32,7 +32,10 @@ use ruma::{
 use sandcat_core::json::set;
 use sandcat_core::{
     ports::Direction as Dir,
-    services::{rooms::CreateRoom, sync::EventFilter},
+    services::{
+        rooms::{CreateRoom, RoomPreset},
+        sync::EventFilter,
+    },
     Error, StoredEvent,
 };
 use serde_json::{json, Map, Value};
@@ -79,6 +82,19 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
 
 fn raw_json<T>(v: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
     serde_json::from_str(v.json().get()).map_err(|e| ApiError(Error::bad_json(e.to_string())))
+}
+
+fn preset(p: &create_room::v3::RoomPreset) -> Result<RoomPreset, Error> {
+    use create_room::v3::RoomPreset as Wire;
+    match p {
+        Wire::PrivateChat => Ok(RoomPreset::PrivateChat),
+        Wire::PublicChat => Ok(RoomPreset::PublicChat),
+        Wire::TrustedPrivateChat => Ok(RoomPreset::TrustedPrivateChat),
+        other => Err(Error::bad_json(format!(
+            "unknown preset {}",
+            other.as_str()
+        ))),
+    }
 }
 
 /// POST /_matrix/client/v3/createRoom
@@ -131,7 +147,7 @@ async fn create_room(
         .create_room(
             &session,
             CreateRoom {
-                preset: b.preset.as_ref().map(|p| p.as_str().to_owned()),
+                preset: b.preset.as_ref().map(preset).transpose()?,
                 public: b.visibility == Visibility::Public,
                 room_alias_name: b.room_alias_name,
                 name: b.name,

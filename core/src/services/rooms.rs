@@ -19,10 +19,19 @@ use crate::{
     state, Error, Result, ServerConfig, StoredEvent,
 };
 
+/// The `createRoom` presets: who may join, and what guests and history look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPreset {
+    PrivateChat,
+    PublicChat,
+    /// A private chat whose invitees get the creator's power.
+    TrustedPrivateChat,
+}
+
 /// What `createRoom` asks for, independent of the wire format.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRoom {
-    pub preset: Option<String>,
+    pub preset: Option<RoomPreset>,
     pub public: bool,
     pub room_alias_name: Option<String>,
     pub name: Option<String>,
@@ -163,12 +172,10 @@ impl Rooms {
                 return Err(Error::not_found(format!("unknown user {invitee}")));
             }
         }
-        let preset = req.preset.clone().unwrap_or_else(|| {
-            if req.public {
-                "public_chat".into()
-            } else {
-                "private_chat".into()
-            }
+        let preset = req.preset.unwrap_or(if req.public {
+            RoomPreset::PublicChat
+        } else {
+            RoomPreset::PrivateChat
         });
         let ev = |kind: TimelineEventType, key: Option<&str>, content: Value| {
             EventIntent::new(creator.clone(), kind, key.map(str::to_owned), content)
@@ -216,7 +223,7 @@ impl Rooms {
         if !rules.authorization.explicitly_privilege_room_creators {
             users.insert(creator.to_string(), json!(100));
         }
-        if preset == "trusted_private_chat" {
+        if preset == RoomPreset::TrustedPrivateChat {
             for i in &req.invite {
                 users.insert(i.to_string(), json!(100));
             }
@@ -245,7 +252,7 @@ impl Rooms {
                 json!({ "alias": alias }),
             ));
         }
-        let join_rule = if preset == "public_chat" {
+        let join_rule = if preset == RoomPreset::PublicChat {
             "public"
         } else {
             "invite"
@@ -260,7 +267,7 @@ impl Rooms {
             Some(""),
             json!({ "history_visibility": "shared" }),
         ));
-        if preset != "public_chat" {
+        if preset != RoomPreset::PublicChat {
             events.push(ev(
                 TimelineEventType::RoomGuestAccess,
                 Some(""),
