@@ -16,21 +16,25 @@ use ruma::{
 use sandcat_core::{
     input::json_has_nul,
     pdu::{Pdu, StoredEvent},
-    services::{rooms::parse_token, sync::parse_since},
+    services::{rooms::parse_token, sync::SyncToken},
 };
 use serde_json::Value;
 
 #[test]
 fn tokens() {
     check!().with_type::<String>().for_each(|t| {
-        let _ = parse_since(t);
+        let _ = t.parse::<SyncToken>();
         let _ = parse_token(t);
     });
     check!()
         .with_type::<(i64, u64, i64)>()
         .for_each(|&(pos, eph, dev)| {
-            let token = format!("s{pos}_{eph}_{dev}");
-            assert_eq!(parse_since(&token).unwrap(), (pos, eph, dev));
+            let token = SyncToken {
+                pos,
+                ephemeral: eph,
+                to_device: dev,
+            };
+            assert_eq!(token.to_string().parse::<SyncToken>().unwrap(), token);
             assert_eq!(parse_token(&format!("t{pos}")).unwrap(), pos);
         });
 }

@@ -225,6 +225,35 @@ async fn idle_and_slow_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let srv = Server::start_with(|c| c.max_connections = 2).await;
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let idle = [
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+    ];
+    // Let the server accept both before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = {
+        let base = srv.base.clone();
+        tokio::spawn(async move {
+            reqwest::get(format!("{base}/_matrix/client/versions"))
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond the cap");
+    drop(idle);
+    let status = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn profile_fields_have_limits() {
     let srv = Server::start().await;
     let alice = srv.register("alice").await;

@@ -15,7 +15,7 @@ use ruma::{
     to_device::DeviceIdOrAllDevices,
     OwnedUserId,
 };
-use sandcat_core::{services::sync::parse_since, Error};
+use sandcat_core::{services::sync::SyncToken, Error};
 use serde_json::Value;
 
 use crate::{
@@ -113,7 +113,7 @@ async fn changes(
 
 fn parse_token_pos(t: &str) -> Result<i64, ApiError> {
     if t.starts_with('s') {
-        Ok(parse_since(t)?.0)
+        Ok(t.parse::<SyncToken>()?.pos)
     } else {
         Ok(sandcat_core::services::rooms::parse_token(t)?)
     }

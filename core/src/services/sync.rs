@@ -181,19 +181,40 @@ pub struct Sync {
     max_timeout_ms: u64,
 }
 
-/// A since token: `(stream position, ephemeral counter, last to-device position delivered)`.
-pub type SinceToken = (i64, u64, i64);
+/// A `/sync` token, `s{pos}_{ephemeral}_{to_device}`: the stream position, the ephemeral
+/// counter, and the last to-device position the response carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncToken {
+    pub pos: i64,
+    pub ephemeral: u64,
+    pub to_device: i64,
+}
 
-pub fn parse_since(token: &str) -> Result<SinceToken> {
-    let body = token
-        .strip_prefix('s')
-        .ok_or_else(|| Error::invalid_param("invalid since token"))?;
-    let mut parts = body.split('_');
-    let pos = parts.next().and_then(|p| p.parse().ok());
-    let eph = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let to_device = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    pos.map(|p| (p, eph, to_device))
-        .ok_or_else(|| Error::invalid_param("invalid since token"))
+impl std::str::FromStr for SyncToken {
+    type Err = Error;
+
+    /// The later parts may be missing (tokens of older versions).
+    fn from_str(token: &str) -> Result<Self> {
+        let invalid = || Error::invalid_param("invalid since token");
+        let mut parts = token.strip_prefix('s').ok_or_else(invalid)?.split('_');
+        let pos = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(invalid)?;
+        let ephemeral = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let to_device = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Ok(SyncToken {
+            pos,
+            ephemeral,
+            to_device,
+        })
+    }
+}
+
+impl std::fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}_{}_{}", self.pos, self.ephemeral, self.to_device)
+    }
 }
 
 /// The stores sync reads.
@@ -232,7 +253,11 @@ impl Sync {
     }
 
     pub async fn sync(&self, session: &Session, req: SyncRequest) -> Result<SyncOutput> {
-        let since = req.since.as_deref().map(parse_since).transpose()?;
+        let since = req
+            .since
+            .as_deref()
+            .map(str::parse::<SyncToken>)
+            .transpose()?;
         if let Some(p) = &req.set_presence {
             if matches!(p.as_str(), "online" | "unavailable" | "offline") {
                 self.ephemeral.set_presence(&session.user_id, p, None);
@@ -270,13 +295,17 @@ impl Sync {
     async fn compute(
         &self,
         session: &Session,
-        since: Option<SinceToken>,
+        since: Option<SyncToken>,
         req: &SyncRequest,
     ) -> Result<SyncOutput> {
         let user = &session.user_id;
         let now_pos = self.stream.current_pos();
         let now_eph = self.ephemeral.current();
-        let (since_pos, since_eph, since_to_device) = since.unwrap_or((0, 0, 0));
+        let SyncToken {
+            pos: since_pos,
+            ephemeral: since_eph,
+            to_device: since_to_device,
+        } = since.unwrap_or_default();
         let initial = since.is_none();
         let filter = &req.filter;
         // To-device messages stay until a later sync acknowledges them by its since token.
@@ -303,7 +332,12 @@ impl Sync {
             _ => now_pos,
         };
         let mut out = SyncOutput {
-            next_batch: format!("s{now_pos}_{now_eph}_{last_to_device}"),
+            next_batch: SyncToken {
+                pos: now_pos,
+                ephemeral: now_eph,
+                to_device: last_to_device,
+            }
+            .to_string(),
             to_device: pending.into_iter().map(|(_, v)| v).collect(),
             ..Default::default()
         };
@@ -620,11 +654,17 @@ mod tests {
 
     #[test]
     fn since_tokens_parse_and_reject_garbage() {
-        assert_eq!(parse_since("s12_3_7").unwrap(), (12, 3, 7));
-        assert_eq!(parse_since("s12_3").unwrap(), (12, 3, 0));
-        assert_eq!(parse_since("s12").unwrap(), (12, 0, 0));
-        assert!(parse_since("12_3").is_err());
-        assert!(parse_since("sx_1").is_err());
+        let t = |pos, ephemeral, to_device| SyncToken {
+            pos,
+            ephemeral,
+            to_device,
+        };
+        assert_eq!("s12_3_7".parse::<SyncToken>().unwrap(), t(12, 3, 7));
+        assert_eq!("s12_3".parse::<SyncToken>().unwrap(), t(12, 3, 0));
+        assert_eq!("s12".parse::<SyncToken>().unwrap(), t(12, 0, 0));
+        assert!("12_3".parse::<SyncToken>().is_err());
+        assert!("sx_1".parse::<SyncToken>().is_err());
+        assert_eq!(t(12, 3, 7).to_string(), "s12_3_7");
     }
 
     #[test]
