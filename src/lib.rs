@@ -178,6 +178,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         max_timeline_limit: 500,
         max_sync_timeout_ms: 60_000,
         public_base_url,
+        public_base_url_configured: !config.public_base_url.is_empty(),
         max_login_failures: config.max_login_failures,
         login_lockout_secs: config.login_lockout_secs,
     });

@@ -711,3 +711,25 @@ async fn a_sandcat_password_change_takes_the_code_and_ends_every_session() {
     let (s, _) = login(&srv, &id, "pw-new").await;
     assert_eq!(s, 200, "the new password works");
 }
+
+#[tokio::test]
+async fn ws_addr_follows_a_tls_proxy() {
+    let srv = Server::start_with(|c| c.public_base_url = String::new()).await;
+    srv.register("alice").await;
+    let login = |proto: Option<&'static str>| {
+        let url = format!("{}/api/user/login", srv.base);
+        async move {
+            let mut req = reqwest::Client::new()
+                .post(url)
+                .header("host", "chat.example.org")
+                .json(&json!({ "account": "alice", "password": general_purpose::STANDARD_NO_PAD.encode("pw-alice") }));
+            if let Some(p) = proto {
+                req = req.header("x-forwarded-proto", p);
+            }
+            let t: Value = req.send().await.unwrap().json().await.unwrap();
+            t["ws_addr"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(login(Some("https")).await, "wss://chat.example.org/ws");
+    assert_eq!(login(None).await, "ws://chat.example.org/ws");
+}

@@ -15,6 +15,9 @@ pub struct ServerConfig {
     pub max_sync_timeout_ms: u64,
     /// The public base URL clients are told in `/.well-known/matrix/client`.
     pub public_base_url: String,
+    /// Whether `public_base_url` was configured (else it is derived from the listen address,
+    /// and a request's own host says better where clients reach the server).
+    pub public_base_url_configured: bool,
     /// Wrong passwords an account may get within `login_lockout_secs` before every login
     /// of it is refused until that window ends; 0 turns the lockout off.
     pub max_login_failures: u32,
@@ -31,6 +34,7 @@ impl ServerConfig {
             max_timeline_limit: 500,
             max_sync_timeout_ms: 60_000,
             public_base_url: format!("http://{server_name}"),
+            public_base_url_configured: true,
             max_login_failures: 0,
             login_lockout_secs: 60,
         }

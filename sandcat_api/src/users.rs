@@ -216,12 +216,26 @@ async fn resolve_account(s: &NativeState, account: &str) -> ApiResult<Option<Str
     }
 }
 
+/// The WebSocket address a client is told: from `public_base_url`, else from the request —
+/// `X-Forwarded-Proto`/`X-Forwarded-Host` of a TLS-terminating proxy first, so that a page
+/// served over https is not sent to `ws://` (which browsers block).
 fn ws_addr(s: &NativeState, headers: &HeaderMap) -> String {
-    let base = if s.config.public_base_url.is_empty() {
+    let header = |name: &str| {
         headers
-            .get(http::header::HOST)
+            .get(name)
             .and_then(|h| h.to_str().ok())
-            .map(|h| format!("http://{h}"))
+            .and_then(|h| h.split(',').next())
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+    };
+    let base = if !s.config.public_base_url_configured {
+        let scheme = match header("x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
+            _ => "http",
+        };
+        header("x-forwarded-host")
+            .or_else(|| header(http::header::HOST.as_str()))
+            .map(|h| format!("{scheme}://{h}"))
             .unwrap_or_default()
     } else {
         s.config.public_base_url.trim_end_matches('/').to_owned()
