@@ -15,7 +15,7 @@ use axum::{
     Router,
 };
 use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
-use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState, ReadReceipts};
+use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{
     bus::InProcessBus,
@@ -31,7 +31,7 @@ use sandcat_core::{
     ephemeral::Ephemeral,
     inbox::InboxIndexer,
     notifier::Notifier,
-    ports::{EduFanout, EventBus, Inbox, StreamPosition},
+    ports::{EventBus, Inbox, StreamPosition},
     sequencer::{Sequencer, SigningKey},
     services::{
         accounts::Accounts,
@@ -288,11 +288,6 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         Backoff::default(),
     ));
     let hub = Arc::new(Hub::default());
-    let receipts = Arc::new(ReadReceipts::new(
-        hub.clone(),
-        store.clone(),
-        server.server_name.clone(),
-    ));
     let data = Arc::new(
         ClientData::new(
             store.clone(),
@@ -300,7 +295,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             ephemeral.clone(),
             notifier.clone(),
         )
-        .with_edu_sink(Arc::new(EduFanout(vec![pushers.clone(), receipts]))),
+        .with_edu_sink(pushers.clone()),
     );
     let keys = Arc::new(
         Keys::new(

@@ -538,27 +538,6 @@ pub trait NativeStore: Send + Sync {
     async fn friends_in_room(&self, room_id: &str) -> Result<Vec<FriendRow>>;
 }
 
-/// Hands ephemeral data to several sinks.
-pub struct EduFanout(pub Vec<std::sync::Arc<dyn EduSink>>);
-
-impl EduSink for EduFanout {
-    fn room_edu(&self, room_id: &RoomId, edu: Value) {
-        for s in &self.0 {
-            s.room_edu(room_id, edu.clone());
-        }
-    }
-    fn presence(&self, user_id: &UserId, edu: Value) {
-        for s in &self.0 {
-            s.presence(user_id, edu.clone());
-        }
-    }
-    fn to_device(&self, messages: &[ToDevice]) {
-        for s in &self.0 {
-            s.to_device(messages);
-        }
-    }
-}
-
 /// A content URI of this server and what is known about its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MediaRecord {

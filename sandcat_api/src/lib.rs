@@ -33,7 +33,7 @@ mod users;
 mod ws;
 
 pub use jwt::Jwt;
-pub use ws::{Hub, ReadReceipts};
+pub use ws::Hub;
 
 /// Where verification codes go. The default writes them to the log; tests read an outbox.
 pub trait Mailer: Send + Sync {

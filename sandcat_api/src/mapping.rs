@@ -322,6 +322,7 @@ pub(crate) async fn pull(
         .pull(s.matrix_id(me)?.as_str(), lo, hi, MAX_PULL)
         .await?;
     let (mut kinds, mut profiles) = (Kinds::default(), Profiles::default());
+    let mut read_up_to: HashMap<OwnedRoomId, i64> = HashMap::new();
     let mut out = Vec::new();
     for entry in entries {
         let wanted = if entry.sent {
@@ -329,15 +330,38 @@ pub(crate) async fn pull(
         } else {
             entry.seq > req.start && entry.seq <= end
         };
-        if wanted {
-            if let Some(m) =
-                event_to_msg(&s, &mut kinds, &mut profiles, &entry.stored_event()?, me).await?
-            {
-                out.push(m);
-            }
+        if !wanted {
+            continue;
+        }
+        let ev = entry.stored_event()?;
+        if let Some(mut m) = event_to_msg(&s, &mut kinds, &mut profiles, &ev, me).await? {
+            let room = ev.pdu.room_id().to_owned();
+            let read = match read_up_to.get(&room) {
+                Some(p) => *p,
+                None => {
+                    let p = read_position(&s, me, &room).await?;
+                    read_up_to.insert(room, p);
+                    p
+                }
+            };
+            // Read state as the reader's own receipts tell it, whichever client sent them.
+            m.is_read = !entry.sent && entry.seq <= read;
+            out.push(m);
         }
     }
     Ok(Json(out))
+}
+
+/// The stream position up to which `me` has read the room (0: nothing).
+async fn read_position(s: &NativeState, me: &str, room: &RoomId) -> ApiResult<i64> {
+    let Some(event_id) = s.data.read_marker(&s.matrix_id(me)?, room).await? else {
+        return Ok(0);
+    };
+    Ok(s.room_store()
+        .event(&event_id)
+        .await?
+        .map(|e| e.pos)
+        .unwrap_or(0))
 }
 
 /// GET /message/seq/{user_id} — the latest received and sent positions.

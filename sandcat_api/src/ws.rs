@@ -37,6 +37,8 @@ use crate::{
 pub(crate) const KNOCKED_OFF: u16 = 4001;
 pub(crate) const UNAUTHORIZED: u16 = 4002;
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Sent messages a connection remembers until it sees them on the stream.
+const MAX_PENDING_ECHOES: usize = 1024;
 /// Largest frame or message a client may send (a chat message is far smaller).
 const MAX_FRAME: usize = 256 * 1024;
 
@@ -150,6 +152,9 @@ struct Connection {
     rooms: HashSet<OwnedRoomId>,
     kinds: Kinds,
     pos: i64,
+    /// `local_id`s of messages sent through this connection, not yet seen on the stream: they
+    /// were acknowledged here, and reach the user's other connections as messages.
+    sent: HashSet<String>,
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -194,6 +199,7 @@ impl Connection {
             rooms,
             kinds: Kinds::default(),
             pos,
+            sent: HashSet::new(),
         };
         // What was written while the connection was being set up.
         wake.mark_changed();
@@ -234,11 +240,15 @@ impl Connection {
                 frame = socket.recv() => match frame {
                     Some(Ok(Message::Binary(b))) => {
                         let parsed = bincode::deserialize::<Msg>(&b).map_err(|e| e.to_string());
-                        conn.handle(parsed).await;
+                        if let Some(r) = conn.handle(parsed).await {
+                            if socket.send(encode(&r)).await.is_err() { break; }
+                        }
                     }
                     Some(Ok(Message::Text(t))) => {
                         let parsed = serde_json::from_str::<Msg>(&t).map_err(|e| e.to_string());
-                        conn.handle(parsed).await;
+                        if let Some(r) = conn.handle(parsed).await {
+                            if socket.send(encode(&r)).await.is_err() { break; }
+                        }
                     }
                     Some(Ok(Message::Ping(p))) => {
                         if socket.send(Message::Pong(p)).await.is_err() { break; }
@@ -284,15 +294,27 @@ impl Connection {
                 if !self.rooms.contains(room) {
                     continue;
                 }
-                let from_this_api = sandcat_id(&self.s, &ev.pdu.sender) == self.me
-                    && ev.pdu.content_value().get("org.sandcat.local_id").is_some();
-                if from_this_api {
-                    // Its sender was acknowledged with MsgRecResp on every connection.
-                    continue;
+                let mine = sandcat_id(&self.s, &ev.pdu.sender) == self.me;
+                if mine {
+                    let local_id = ev
+                        .pdu
+                        .content_value()
+                        .get("org.sandcat.local_id")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned);
+                    if local_id.is_some_and(|l| self.sent.remove(&l)) {
+                        // Sent through this connection: acknowledged here already.
+                        continue;
+                    }
                 }
-                if let Some(m) =
+                if let Some(mut m) =
                     event_to_msg(&self.s, &mut self.kinds, &mut profiles, ev, &self.me).await?
                 {
+                    if mine {
+                        // The client counts `seq` as received messages; its own message from
+                        // another device is none of those.
+                        m.seq = 0;
+                    }
                     out.push(m);
                 }
             }
@@ -301,8 +323,9 @@ impl Connection {
         Ok(out)
     }
 
-    /// Acknowledges `msg` (or refuses it with an error text) on every connection of the user.
-    fn reply(&self, msg: &Msg, result: Result<(String, i64, i64), ApiError>) {
+    /// The acknowledgement of `msg` (or its refusal with an error text), for the connection it
+    /// came through.
+    fn reply(&self, msg: &Msg, result: Result<(String, i64, i64), ApiError>) -> Msg {
         let mut r = msg.clone();
         r.msg_type = msg_type::REC_RESP;
         r.content = Vec::new();
@@ -318,11 +341,12 @@ impl Connection {
                 r.content = e.details.into_bytes();
             }
         }
-        self.s.hub.push(&self.me, r);
+        r
     }
 
-    async fn handle(&mut self, parsed: Result<Msg, String>) {
-        let msg = match parsed {
+    /// Handles a frame; what to answer on this connection, if anything.
+    async fn handle(&mut self, parsed: Result<Msg, String>) -> Option<Msg> {
+        let mut msg = match parsed {
             Ok(m) => m,
             Err(e) => {
                 let bad = Msg {
@@ -330,17 +354,23 @@ impl Connection {
                     platform: self.platform,
                     ..Default::default()
                 };
-                return self.reply(
+                return Some(self.reply(
                     &bad,
                     Err(ApiError::bad_request(format!("unreadable frame: {e}"))),
-                );
+                ));
             }
         };
-        if msg.send_id != self.me {
-            return self.reply(
+        // A read notice names no sender (the client leaves it empty): it is the connection's.
+        let own_read = msg.msg_type == msg_type::READ && msg.send_id.is_empty();
+        if msg.send_id != self.me && !own_read {
+            return Some(self.reply(
                 &msg,
                 Err(ApiError::forbidden("send_id is not the token's user")),
-            );
+            ));
+        }
+        let chat = matches!(msg.msg_type, msg_type::SINGLE | msg_type::GROUP);
+        if chat && msg.local_id.is_empty() {
+            msg.local_id = random_id();
         }
         let result = match msg.msg_type {
             msg_type::SINGLE | msg_type::GROUP => self.send(&msg).await,
@@ -348,21 +378,28 @@ impl Connection {
                 match self.s.store.friend(&self.me, &msg.receiver_id).await {
                     Ok(Some(f)) if f.status == ACCEPTED => {
                         self.s.hub.push(&msg.receiver_id, msg.clone());
-                        return;
+                        return None;
                     }
                     Ok(_) => Err(ApiError::forbidden("calls are between friends")),
                     Err(e) => Err(e.into()),
                 }
             }
             msg_type::READ => match self.read(&msg).await {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(e) => Err(e),
             },
             other => Err(ApiError::bad_request(format!(
                 "message type {other} cannot be sent"
             ))),
         };
-        self.reply(&msg, result);
+        if chat && result.is_ok() {
+            if self.sent.len() >= MAX_PENDING_ECHOES {
+                // Messages to rooms this connection does not follow never come back.
+                self.sent.clear();
+            }
+            self.sent.insert(msg.local_id.clone());
+        }
+        Some(self.reply(&msg, result))
     }
 
     /// The room a chat message goes to.
@@ -424,7 +461,7 @@ impl Connection {
         let ev = self
             .s
             .room_store()
-            .events_between(seq - 1, seq, 1)
+            .events_between(seq.saturating_sub(1), seq, 1)
             .await?
             .into_iter()
             .next()
@@ -441,91 +478,4 @@ impl Connection {
             .await?;
         Ok(())
     }
-}
-
-/// Read receipts from anyone (Matrix or Sandcat) reach the sender of the read message on their
-/// Sandcat connections as `MsgTypeRead`.
-pub struct ReadReceipts {
-    hub: std::sync::Arc<Hub>,
-    rooms: std::sync::Arc<dyn sandcat_core::ports::RoomStore>,
-    server_name: ruma::OwnedServerName,
-}
-
-impl ReadReceipts {
-    pub fn new(
-        hub: std::sync::Arc<Hub>,
-        rooms: std::sync::Arc<dyn sandcat_core::ports::RoomStore>,
-        server_name: ruma::OwnedServerName,
-    ) -> Self {
-        ReadReceipts {
-            hub,
-            rooms,
-            server_name,
-        }
-    }
-}
-
-impl sandcat_core::ports::EduSink for ReadReceipts {
-    fn room_edu(&self, room_id: &RoomId, edu: serde_json::Value) {
-        if edu.get("type").and_then(serde_json::Value::as_str) != Some("m.receipt") {
-            return;
-        }
-        let (hub, rooms, server) = (
-            self.hub.clone(),
-            self.rooms.clone(),
-            self.server_name.clone(),
-        );
-        tracing::trace!(%room_id, "receipt for sandcat connections");
-        tokio::spawn(async move {
-            let Some(content) = edu.get("content").and_then(serde_json::Value::as_object) else {
-                return;
-            };
-            for (event_id, by_type) in content {
-                let Ok(event_id) = ruma::EventId::parse(event_id) else {
-                    continue;
-                };
-                let Ok(Some(ev)) = rooms.event(&event_id).await else {
-                    continue;
-                };
-                if ev.pdu.sender.server_name() != server {
-                    continue;
-                }
-                let sender = ev.pdu.sender.localpart().to_owned();
-                if hub.connections(&sender) == 0 {
-                    continue;
-                }
-                for reader in by_type["m.read"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|m| m.keys())
-                {
-                    let Ok(reader) = ruma::UserId::parse(reader) else {
-                        continue;
-                    };
-                    let reader = if reader.server_name() == server {
-                        reader.localpart().to_owned()
-                    } else {
-                        reader.to_string()
-                    };
-                    if reader == sender {
-                        continue;
-                    }
-                    let read = MsgRead {
-                        msg_seq: vec![ev.pos],
-                        user_id: reader.clone(),
-                    };
-                    let mut m = crate::friends::notice(
-                        &reader,
-                        &sender,
-                        msg_type::READ,
-                        bincode::serialize(&read).unwrap_or_default(),
-                    );
-                    m.related_msg_id = Some(ev.pdu.event_id.to_string());
-                    hub.push(&sender, m);
-                }
-            }
-        });
-    }
-    fn presence(&self, _: &ruma::UserId, _: serde_json::Value) {}
-    fn to_device(&self, _: &[sandcat_core::ports::ToDevice]) {}
 }

@@ -127,6 +127,19 @@ impl ClientData {
         Ok(())
     }
 
+    /// The event the user's `m.read` receipt in the room points at.
+    pub async fn read_marker(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Option<ruma::OwnedEventId>> {
+        Ok(self
+            .store
+            .receipt(room_id, user_id, "m.read")
+            .await?
+            .map(|r| r.event_id))
+    }
+
     pub async fn create_filter(&self, user_id: &UserId, filter: &Value) -> Result<String> {
         self.store.create_filter(user_id, filter).await
     }
