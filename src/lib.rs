@@ -323,7 +323,10 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             )
         }
     };
-    let media = Arc::new(Media::new(blobs, store.clone(), config.max_upload_bytes));
+    let media = Arc::new(sandcat_api::DEFAULT_AVATARS.iter().fold(
+        Media::new(blobs, store.clone(), config.max_upload_bytes),
+        |m, (id, png)| m.with_builtin(id, "image/png", png),
+    ));
     let inbox: Arc<dyn Inbox> = match config.inbox.backend {
         InboxBackend::Embedded => store.clone(),
         InboxBackend::Mongodb => Arc::new(

@@ -733,3 +733,30 @@ async fn ws_addr_follows_a_tls_proxy() {
     assert_eq!(login(Some("https")).await, "wss://chat.example.org/ws");
     assert_eq!(login(None).await, "ws://chat.example.org/ws");
 }
+
+#[tokio::test]
+async fn the_register_page_avatars_exist_for_both_apis() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    for n in 1..=3 {
+        for path in [
+            format!("/api/file/avatar/get/avatar{n}.png"),
+            format!("/api/file/avatar/get/avatar{n}"),
+        ] {
+            let res = reqwest::get(format!("{}{path}", srv.base)).await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            let bytes = res.bytes().await.unwrap();
+            assert!(bytes.starts_with(b"\x89PNG"), "{path}");
+        }
+        let res = reqwest::Client::new()
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/localhost/avatar{n}",
+                srv.base
+            ))
+            .bearer_auth(alice.token.as_deref().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "Matrix clients see it too");
+    }
+}

@@ -10,6 +10,14 @@ use axum::{
 
 use crate::{ApiError, ApiResult, Auth, NativeState, PathArgs};
 
+/// The avatars the Sandcat register page offers (`avatar1.png`…), shipped with the server as
+/// media of its own: `(media id, PNG)`.
+pub const DEFAULT_AVATARS: [(&str, &[u8]); 3] = [
+    ("avatar1", include_bytes!("../assets/avatar1.png")),
+    ("avatar2", include_bytes!("../assets/avatar2.png")),
+    ("avatar3", include_bytes!("../assets/avatar3.png")),
+];
+
 /// The media id of a Sandcat file name.
 pub(crate) fn media_id(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)

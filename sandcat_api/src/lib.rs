@@ -32,6 +32,7 @@ pub mod model;
 mod users;
 mod ws;
 
+pub use files::DEFAULT_AVATARS;
 pub use jwt::Jwt;
 pub use ws::Hub;
 

@@ -18,8 +18,11 @@ use crate::{
     ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
 };
 
-/// Most messages one pull returns.
-const MAX_PULL: usize = 5000;
+/// Most messages one pull returns. The Sandcat client takes a pull's answer in one piece and
+/// then moves its seq to the end of what it asked for, so a smaller cap would lose messages
+/// for a device catching up; this one bounds the answer (tens of MB) for a device that was
+/// away very long.
+const MAX_PULL: usize = 50_000;
 
 /// How long a pull waits for the inbox indexer to catch up with the stream.
 const INDEX_WAIT: Duration = Duration::from_secs(5);

@@ -62,6 +62,44 @@ pub struct MsgRead {
     pub user_id: String,
 }
 
+/// A birthday as Sandcat clients write and read it: a `NaiveDateTime` text, kept as
+/// milliseconds since the epoch. Milliseconds are read too.
+mod birthday {
+    use chrono::{DateTime, NaiveDateTime};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
+
+    pub(super) fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms.and_then(DateTime::from_timestamp_millis) {
+            Some(t) => s.serialize_str(&t.naive_utc().format(FORMAT).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Millis(i64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Option::<Either>::deserialize(d)? {
+            None => Ok(None),
+            Some(Either::Millis(ms)) => Ok(Some(ms)),
+            Some(Either::Text(t)) if t.is_empty() => Ok(None),
+            Some(Either::Text(t)) => NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| {
+                    chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                })
+                .map(|t| Some(t.and_utc().timestamp_millis()))
+                .map_err(|e| D::Error::custom(format!("birthday {t:?}: {e}"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct User {
@@ -76,6 +114,9 @@ pub struct User {
     pub email: Option<String>,
     pub address: Option<String>,
     pub region: Option<String>,
+    /// Milliseconds here; on the wire a `NaiveDateTime` (`"1990-05-01T00:00:00"`), which is
+    /// what the client's `User` parses.
+    #[serde(with = "birthday")]
     pub birthday: Option<i64>,
     pub create_time: i64,
     pub update_time: i64,
@@ -94,6 +135,8 @@ pub struct UserUpdate {
     pub email: Option<String>,
     pub address: Option<String>,
     pub region: Option<String>,
+    /// A `NaiveDateTime` or milliseconds.
+    #[serde(with = "birthday")]
     pub birthday: Option<i64>,
     pub signature: Option<String>,
 }
@@ -369,5 +412,36 @@ mod tests {
         assert_eq!(back, m);
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["content"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn birthdays_are_naive_date_times_on_the_wire() {
+        let u = User {
+            birthday: Some(641_520_000_000),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(json["birthday"], "1990-05-01T00:00:00");
+        let back: User = serde_json::from_value(json).unwrap();
+        assert_eq!(back.birthday, Some(641_520_000_000));
+        for (input, ms) in [
+            (
+                serde_json::json!("1990-05-01T00:00:00.000"),
+                Some(641_520_000_000),
+            ),
+            (serde_json::json!("1990-05-01"), Some(641_520_000_000)),
+            (serde_json::json!(641_520_000_000i64), Some(641_520_000_000)),
+            (serde_json::json!(null), None),
+        ] {
+            let u: UserUpdate =
+                serde_json::from_value(serde_json::json!({ "birthday": input })).unwrap();
+            assert_eq!(u.birthday, ms, "{input}");
+        }
+        assert!(
+            serde_json::from_value::<UserUpdate>(serde_json::json!({ "birthday": "soon" }))
+                .is_err()
+        );
+        let none = serde_json::to_value(User::default()).unwrap();
+        assert!(none["birthday"].is_null());
     }
 }

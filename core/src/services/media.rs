@@ -25,6 +25,8 @@ pub struct Media {
     blobs: Arc<dyn MediaStore>,
     index: Arc<dyn MediaIndex>,
     max_bytes: usize,
+    /// Files the server ships (Sandcat's default avatars), by media id: content type, bytes.
+    builtin: std::collections::HashMap<&'static str, (&'static str, &'static [u8])>,
 }
 
 fn new_media_id() -> String {
@@ -48,7 +50,19 @@ impl Media {
             blobs,
             index,
             max_bytes,
+            builtin: Default::default(),
         }
+    }
+
+    /// Serves `bytes` as the media `media_id` of this server (never uploaded, never stored).
+    pub fn with_builtin(
+        mut self,
+        media_id: &'static str,
+        content_type: &'static str,
+        bytes: &'static [u8],
+    ) -> Self {
+        self.builtin.insert(media_id, (content_type, bytes));
+        self
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -150,6 +164,18 @@ impl Media {
         let not_found = || Error::not_found("media not found");
         if !valid_media_id(media_id) {
             return Err(not_found());
+        }
+        if let Some((content_type, bytes)) = self.builtin.get(media_id) {
+            let rec = MediaRecord {
+                media_id: media_id.to_owned(),
+                uploader: String::new(),
+                content_type: Some((*content_type).to_owned()),
+                filename: Some(format!("{media_id}.png")),
+                size: bytes.len() as u64,
+                created_ts: 0,
+                uploaded: true,
+            };
+            return Ok((rec, bytes.to_vec()));
         }
         let rec = self
             .index
