@@ -1016,3 +1016,127 @@ async fn a_friendship_can_end_and_resume_in_the_same_room() {
         .await;
     assert_eq!(found["match_type"], "email", "{found}");
 }
+
+/// Makes `a` and `b` friends through the REST API (request, then acceptance).
+async fn befriend(a: &Native, b: &Native) {
+    let (s, fs) = a
+        .call(reqwest::Method::POST, "/friend", Some(json!({ "user_id": a.id, "friend_id": b.id, "apply_msg": "hi", "source": "search" })))
+        .await;
+    assert_eq!(s, 200, "{fs}");
+    let (_, apply) = b
+        .call(
+            reqwest::Method::GET,
+            &format!("/friend/{}/apply", b.id),
+            None,
+        )
+        .await;
+    let fs_id = apply[0]["fs_id"].as_str().unwrap().to_owned();
+    let (s, friend) = b
+        .call(
+            reqwest::Method::PUT,
+            "/friend/agree",
+            Some(json!({ "fs_id": fs_id, "resp_remark": "" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{friend}");
+}
+
+/// A call record (a missed call, a hang-up) is acknowledged to the caller as the client waits
+/// for, stored in the DM — Matrix members see a notice — and pulled by a callee who was
+/// offline; offers and candidates stay live-only.
+#[tokio::test]
+async fn call_records_reach_an_offline_callee() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let bob_mx = server.register("bob").await;
+    let bob = login(&server, "bob", "pw-bob").await;
+    befriend(&alice, &bob).await;
+    let (_, seq_before) = bob
+        .call(reqwest::Method::GET, "/message/seq/bob", None)
+        .await;
+
+    let mut alice_ws = alice.connect(0).await;
+    let missed = Msg {
+        send_id: alice.id.clone(),
+        receiver_id: "bob".into(),
+        local_id: "call-1".into(),
+        msg_type: 17,
+        content_type: 8,
+        content: b"not answered".to_vec(),
+        create_time: 5,
+        ..Default::default()
+    };
+    send_frame(&mut alice_ws, &missed).await;
+    let ack = next_of(&mut alice_ws, 24).await;
+    assert_eq!(ack.local_id, "call-1");
+    assert!(
+        ack.server_id.starts_with('$') && ack.send_time > 0 && ack.send_seq > 0,
+        "{ack:?}"
+    );
+    assert_ne!(ack.content_type, 9, "{ack:?}");
+
+    // Bob was offline: his pull has the record, as the frame Alice sent.
+    let (_, seq) = bob
+        .call(reqwest::Method::GET, "/message/seq/bob", None)
+        .await;
+    let (_, pulled) = bob
+        .call(
+            reqwest::Method::POST,
+            "/message",
+            Some(json!({ "user_id": "bob", "send_start": seq["send_seq"], "send_end": seq["send_seq"], "start": seq_before["seq"], "end": seq["seq"] })),
+        )
+        .await;
+    let pulled: Vec<Msg> = serde_json::from_value(pulled).unwrap();
+    let record = pulled
+        .iter()
+        .find(|m| m.local_id == "call-1")
+        .unwrap_or_else(|| panic!("the record: {pulled:?}"));
+    assert_eq!(
+        (
+            record.msg_type,
+            record.content_type,
+            record.content.as_slice()
+        ),
+        (17, 8, b"not answered".as_slice())
+    );
+    assert_eq!(
+        (record.send_id.as_str(), record.receiver_id.as_str()),
+        (alice.id.as_str(), "bob")
+    );
+
+    // Matrix sees a notice in the DM.
+    let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
+    let dm = rooms["joined_rooms"][0].as_str().unwrap().to_owned();
+    let ev = matrix_sees(
+        &bob_mx,
+        &dm,
+        &format!("@{}:localhost", alice.id),
+        "Missed call (voice)",
+    )
+    .await;
+    assert_eq!(ev["content"]["msgtype"], "m.notice");
+
+    // Live, the callee gets records from the stream and offers directly; no acks for offers.
+    let mut bob_ws = bob.connect(0).await;
+    let offer = Msg {
+        msg_type: 19,
+        local_id: "offer-1".into(),
+        content: b"sdp".to_vec(),
+        ..missed.clone()
+    };
+    send_frame(&mut alice_ws, &offer).await;
+    assert_eq!(next_of(&mut bob_ws, 19).await.content, b"sdp");
+    let hang_up = Msg {
+        msg_type: 20,
+        local_id: "call-2".into(),
+        content: 42i64.to_be_bytes().to_vec(),
+        ..missed
+    };
+    send_frame(&mut alice_ws, &hang_up).await;
+    assert_eq!(next_of(&mut alice_ws, 24).await.local_id, "call-2");
+    let live = next_of(&mut bob_ws, 20).await;
+    assert_eq!(
+        (live.local_id.as_str(), live.content.as_slice()),
+        ("call-2", 42i64.to_be_bytes().as_slice())
+    );
+}

@@ -8,6 +8,7 @@ use std::{
 };
 
 use axum::{extract::State, Json};
+use base64::Engine;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use sandcat_core::json::set;
 use sandcat_core::{ports::UserRecord, StoredEvent};
@@ -230,6 +231,7 @@ pub(crate) async fn event_to_msg(
     let c = ev.pdu.content_value();
     let sender = sandcat_id(s, &ev.pdu.sender);
     let room = ev.pdu.room_id();
+    let call = call_record(&c);
     let (msg_type, receiver_id, group_id) = match kinds.of(s, room).await? {
         RoomKind::Direct(users) => {
             let receiver = if sender == me {
@@ -241,7 +243,10 @@ pub(crate) async fn event_to_msg(
         }
         RoomKind::Group => (msg_type::GROUP, room.to_string(), room.to_string()),
     };
-    let (content_type, content) = content_of(s, &c);
+    let (msg_type, (content_type, content)) = match call {
+        Some((t, ct, bytes)) => (t, (ct, bytes)),
+        None => (msg_type, content_of(s, &c)),
+    };
     let profile = profiles.of(s, &ev.pdu.sender).await?;
     let ts = i64::from(ev.pdu.origin_server_ts.get());
     Ok(Some(Msg {
@@ -276,6 +281,55 @@ pub(crate) async fn event_to_msg(
             .map(str::to_owned),
         send_seq: ev.pos,
     }))
+}
+
+/// The content of a stored call record (`org.sandcat.call`), as the frame it came from:
+/// `(msg_type, content_type, content)`.
+pub(crate) fn call_record(c: &Value) -> Option<(i32, i32, Vec<u8>)> {
+    let call = c.get("org.sandcat.call")?;
+    let msg_type = i32::try_from(call.get("msg_type")?.as_i64()?).ok()?;
+    if !msg_type::CALL_RECORDS.contains(&msg_type) {
+        return None;
+    }
+    let content_type = call
+        .get("content_type")
+        .and_then(Value::as_i64)
+        .and_then(|t| i32::try_from(t).ok())
+        .unwrap_or(0);
+    let content = call
+        .get("content")
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default();
+    Some((msg_type, content_type, content))
+}
+
+/// The `m.room.message` that records a call signal: a notice Matrix clients show, carrying
+/// the frame for Sandcat clients.
+pub(crate) fn call_content(msg: &Msg) -> Value {
+    let what = match msg.msg_type {
+        msg_type::CALL_REJECT => "Call declined",
+        msg_type::CALL_NOT_ANSWERED => "Missed call",
+        msg_type::CALL_CANCEL => "Call cancelled",
+        msg_type::CALL_HANG_UP => "Call ended",
+        _ => "Call connected",
+    };
+    let kind = if msg.content_type == 7 {
+        "video"
+    } else {
+        "voice"
+    };
+    json!({
+        "msgtype": "m.notice",
+        "body": format!("{what} ({kind})"),
+        "org.sandcat.local_id": msg.local_id,
+        "org.sandcat.create_time": msg.create_time,
+        "org.sandcat.call": {
+            "msg_type": msg.msg_type,
+            "content_type": msg.content_type,
+            "content": base64::engine::general_purpose::STANDARD.encode(&msg.content),
+        },
+    })
 }
 
 /// Rooms the user is joined to.

@@ -17,7 +17,21 @@ pub mod msg_type {
     pub const FRIEND_APPLY_RESP: i32 = 11;
     pub const FRIEND_DELETE: i32 = 13;
     pub const CALL_FIRST: i32 = 14;
+    pub const CALL_REJECT: i32 = 15;
+    pub const CALL_NOT_ANSWERED: i32 = 17;
+    pub const CALL_CANCEL: i32 = 18;
+    pub const CALL_HANG_UP: i32 = 20;
+    pub const CALL_CONNECT: i32 = 21;
     pub const CALL_LAST: i32 = 22;
+    /// Call signals that are records of a call: stored in the DM (so an offline callee pulls
+    /// them) and acknowledged to the caller, whose client shows them as sent messages.
+    pub const CALL_RECORDS: [i32; 5] = [
+        CALL_REJECT,
+        CALL_NOT_ANSWERED,
+        CALL_CANCEL,
+        CALL_HANG_UP,
+        CALL_CONNECT,
+    ];
     pub const READ: i32 = 23;
     pub const REC_RESP: i32 = 24;
 }

@@ -295,6 +295,10 @@ impl Connection {
                     continue;
                 }
                 let mine = sandcat_id(&self.s, &ev.pdu.sender) == self.me;
+                if mine && crate::mapping::call_record(&ev.pdu.content_value()).is_some() {
+                    // The caller's own call records are not news to its other devices.
+                    continue;
+                }
                 if mine {
                     let local_id = ev
                         .pdu
@@ -377,8 +381,13 @@ impl Connection {
             msg_type::CALL_FIRST..=msg_type::CALL_LAST => {
                 match self.s.store.friend(&self.me, &msg.receiver_id).await {
                     Ok(Some(f)) if f.status == ACCEPTED => {
-                        self.s.hub.push(&msg.receiver_id, msg.clone());
-                        return None;
+                        if !msg_type::CALL_RECORDS.contains(&msg.msg_type) {
+                            // Offer, answer, candidates: live only.
+                            self.s.hub.push(&msg.receiver_id, msg.clone());
+                            return None;
+                        }
+                        // A record reaches the callee from the stream, online or not.
+                        self.record_call(&msg, &f.room_id).await
                     }
                     Ok(_) => Err(ApiError::forbidden("calls are between friends")),
                     Err(e) => Err(e.into()),
@@ -421,6 +430,33 @@ impl Connection {
             };
             RoomId::parse(id).map_err(|_| ApiError::bad_request("invalid group id"))
         }
+    }
+
+    /// Stores a call record in the DM room: `(event id, time, seq)` for the acknowledgement.
+    async fn record_call(&self, msg: &Msg, room: &str) -> Result<(String, i64, i64), ApiError> {
+        let room =
+            RoomId::parse(room).map_err(|_| ApiError::not_found("the friendship has no room"))?;
+        let mut msg = msg.clone();
+        if msg.local_id.is_empty() {
+            msg.local_id = random_id();
+        }
+        let event_id = self
+            .s
+            .rooms
+            .send(
+                &self.s.session(&self.me)?,
+                &room,
+                "m.room.message",
+                crate::mapping::call_content(&msg),
+                Some(&format!("sc:{}", msg.local_id)),
+                None,
+            )
+            .await?;
+        let ev = self.s.room_store().event(&event_id).await?;
+        let (ts, pos) = ev
+            .map(|e| (i64::from(e.pdu.origin_server_ts.get()), e.pos))
+            .unwrap_or((now(), 0));
+        Ok((event_id.to_string(), ts, pos))
     }
 
     async fn send(&self, msg: &Msg) -> Result<(String, i64, i64), ApiError> {
