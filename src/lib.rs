@@ -389,6 +389,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_PIECE_TIMEOUT))
         .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::from_fn(safe_content))
+        .layer(axum::middleware::from_fn(head_limits))
         .layer(axum::middleware::from_fn_with_state(
             // The largest body an endpoint takes: an upload, with room for a form around it.
             (config.max_upload_bytes as u64).max(sandcat_client_api::ruma_wrapper::MAX_BODY as u64)
@@ -533,6 +534,37 @@ async fn time_limit(req: Request, next: Next) -> Response {
             "the request took too long".into(),
         ),
     }
+}
+
+/// Longest request target (path and query) answered with more than a Matrix error.
+const MAX_URI: usize = 8 * 1024;
+/// Largest header block answered with more than a Matrix error. (Past hyper's own buffer,
+/// about 400 KiB, the HTTP layer answers a bare 431 before any of this runs.)
+const MAX_HEADERS: usize = 32 * 1024;
+
+/// 414 and 431 with Matrix error bodies, as every other refusal.
+async fn head_limits(req: Request, next: Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI {
+        return sandcat_client_api::ruma_wrapper::error_response(
+            http::StatusCode::URI_TOO_LONG,
+            ruma::api::error::ErrorKind::TooLarge,
+            format!("request targets are at most {MAX_URI} bytes"),
+        );
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADERS {
+        return sandcat_client_api::ruma_wrapper::error_response(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ruma::api::error::ErrorKind::TooLarge,
+            format!("request headers are at most {MAX_HEADERS} bytes"),
+        );
+    }
+    next.run(req).await
 }
 
 /// Served files never run as pages of this origin, and no response's type is guessed.

@@ -760,3 +760,24 @@ async fn the_register_page_avatars_exist_for_both_apis() {
         assert_eq!(res.status(), 200, "Matrix clients see it too");
     }
 }
+
+#[tokio::test]
+async fn long_targets_and_headers_get_matrix_errors() {
+    let srv = Server::start().await;
+    let long = "a".repeat(10 * 1024);
+    let res = reqwest::get(format!("{}/_matrix/client/v3/profile/{long}", srv.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 414);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_TOO_LARGE");
+    let res = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/versions", srv.base))
+        .header("x-padding", "p".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_TOO_LARGE");
+}
