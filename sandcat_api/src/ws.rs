@@ -373,7 +373,8 @@ impl Connection {
             ));
         }
         let chat = matches!(msg.msg_type, msg_type::SINGLE | msg_type::GROUP);
-        if chat && msg.local_id.is_empty() {
+        // The local id makes the send idempotent and names the message in the ack.
+        if (chat || msg_type::CALL_RECORDS.contains(&msg.msg_type)) && msg.local_id.is_empty() {
             msg.local_id = random_id();
         }
         let result = match msg.msg_type {
@@ -436,43 +437,29 @@ impl Connection {
     async fn record_call(&self, msg: &Msg, room: &str) -> Result<(String, i64, i64), ApiError> {
         let room =
             RoomId::parse(room).map_err(|_| ApiError::not_found("the friendship has no room"))?;
-        let mut msg = msg.clone();
-        if msg.local_id.is_empty() {
-            msg.local_id = random_id();
-        }
+        self.post(&room, msg, crate::mapping::call_content(msg))
+            .await
+    }
+
+    async fn send(&self, msg: &Msg) -> Result<(String, i64, i64), ApiError> {
+        let room = self.room_of(msg).await?;
+        let content = msg_to_content(&self.s, msg)?;
+        self.post(&room, msg, content).await
+    }
+
+    /// Appends the `m.room.message` of `msg`, once per local id: `(event id, time, seq)`.
+    async fn post(
+        &self,
+        room: &RoomId,
+        msg: &Msg,
+        content: serde_json::Value,
+    ) -> Result<(String, i64, i64), ApiError> {
         let event_id = self
             .s
             .rooms
             .send(
                 &self.s.session(&self.me)?,
-                &room,
-                "m.room.message",
-                crate::mapping::call_content(&msg),
-                Some(&format!("sc:{}", msg.local_id)),
-                None,
-            )
-            .await?;
-        let ev = self.s.room_store().event(&event_id).await?;
-        let (ts, pos) = ev
-            .map(|e| (i64::from(e.pdu.origin_server_ts.get()), e.pos))
-            .unwrap_or((now(), 0));
-        Ok((event_id.to_string(), ts, pos))
-    }
-
-    async fn send(&self, msg: &Msg) -> Result<(String, i64, i64), ApiError> {
-        let room = self.room_of(msg).await?;
-        let mut msg = msg.clone();
-        if msg.local_id.is_empty() {
-            msg.local_id = random_id();
-        }
-        let content = msg_to_content(&self.s, &msg)?;
-        let session = self.s.session(&self.me)?;
-        let event_id = self
-            .s
-            .rooms
-            .send(
-                &session,
-                &room,
+                room,
                 "m.room.message",
                 content,
                 Some(&format!("sc:{}", msg.local_id)),
