@@ -781,3 +781,21 @@ async fn long_targets_and_headers_get_matrix_errors() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["errcode"], "M_TOO_LARGE");
 }
+
+#[tokio::test]
+async fn an_unconfigured_oauth_provider_answers_a_sandcat_error() {
+    let srv = Server::start().await;
+    let res = reqwest::get(format!(
+        "{}/api/user/auth/github/callback?code=x&state=y",
+        srv.base
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["kind"], "NotFound");
+    assert!(
+        body["details"].as_str().unwrap().contains("github"),
+        "{body}"
+    );
+}

@@ -352,6 +352,7 @@ fn routes() -> Router<NativeState> {
         .route("/user/mail/send", post(users::send_code))
         .route("/user", post(users::register).put(users::update))
         .route("/user/login", post(users::login))
+        .route("/user/auth/{provider}/callback", get(users::oauth_callback))
         .route(
             "/user/refresh_token/{token}/{is_refresh}",
             get(users::refresh),

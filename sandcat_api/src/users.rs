@@ -470,3 +470,11 @@ pub(crate) async fn logout_session(State(s): State<NativeState>, auth: Auth) -> 
         .await?;
     Ok(())
 }
+
+/// GET /user/auth/{provider}/callback — sign-in through GitHub or Google. No provider is
+/// configurable yet, so the answer is an error the client shows, not an empty 404.
+pub(crate) async fn oauth_callback(PathArgs(provider): PathArgs<String>) -> ApiResult<()> {
+    Err(ApiError::not_found(format!(
+        "sign-in with {provider} is not configured on this server; use your account and password"
+    )))
+}
