@@ -1,7 +1,5 @@
 //! User-interactive authentication: the 401 that lists flows, and its sessions.
 
-use std::collections::HashSet;
-
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
@@ -10,10 +8,10 @@ use serde_json::json;
 
 use crate::ruma_wrapper::ApiError;
 
+/// UIA sessions: an id per challenge (stages are checked on each request, so nothing about a
+/// session is kept).
 #[derive(Default)]
-pub struct Sessions {
-    live: std::sync::Mutex<HashSet<String>>,
-}
+pub struct Sessions;
 
 /// What the handler must do next.
 pub enum Uiaa {
@@ -27,10 +25,6 @@ impl Sessions {
     /// A 401 listing one flow with one stage, with a fresh session id.
     pub fn challenge(&self, stage: &str, error: Option<(&str, &str)>) -> Response {
         let session = sandcat_core::token::random_string(16);
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session.clone());
         let mut body = json!({
             "flows": [{ "stages": [stage] }],
             "params": {},

@@ -498,12 +498,14 @@ pub enum CodeCheck {
 pub trait NativeStore: Send + Sync {
     /// Stores a new code for `email`, issued at `now_ms`, replacing an earlier one issued at
     /// least `min_interval_ms` before; `false` (nothing stored) when the earlier one is newer.
+    /// Codes older than `ttl_ms` (never tried) are dropped, so the table stays small.
     async fn put_code(
         &self,
         email: &str,
         code: &str,
         now_ms: i64,
         min_interval_ms: i64,
+        ttl_ms: i64,
     ) -> Result<bool>;
     /// Counts a try of `code` for `email`, atomically, cluster-wide: a code is accepted once,
     /// within `ttl_ms` of being issued, and only among its first `max_tries` tries.

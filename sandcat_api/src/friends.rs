@@ -21,10 +21,6 @@ use crate::{
     ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
 };
 
-pub(crate) const PENDING: FriendshipStatus = FriendshipStatus::Pending;
-pub(crate) const ACCEPTED: FriendshipStatus = FriendshipStatus::Accepted;
-pub(crate) const DELETED: FriendshipStatus = FriendshipStatus::Deleted;
-
 pub(crate) fn random_id() -> String {
     let mut rng = rand::thread_rng();
     (0..21)
@@ -119,7 +115,7 @@ pub(crate) async fn request(
     if s.store
         .friend(&req.user_id, &req.friend_id)
         .await?
-        .is_some_and(|f| f.status == ACCEPTED)
+        .is_some_and(|f| f.status == FriendshipStatus::Accepted)
     {
         return Err(ApiError::bad_request("already friends"));
     }
@@ -128,7 +124,7 @@ pub(crate) async fn request(
         fs_id: random_id(),
         user_id: req.user_id.clone(),
         friend_id: req.friend_id.clone(),
-        status: PENDING,
+        status: FriendshipStatus::Pending,
         apply_msg: req.apply_msg,
         req_remark: req.req_remark,
         source: req.source,
@@ -164,7 +160,11 @@ pub(crate) async fn list(
         friends.push(friend_view(&s, &row).await?);
     }
     let mut fs = Vec::new();
-    for f in s.store.friendships_to(&id, PENDING, offline_time).await? {
+    for f in s
+        .store
+        .friendships_to(&id, FriendshipStatus::Pending, offline_time)
+        .await?
+    {
         fs.push(with_user(&s, &f, &f.user_id, None).await?);
     }
     Ok(Json(json!({ "friends": friends, "fs": fs })))
@@ -178,7 +178,11 @@ pub(crate) async fn applications(
 ) -> ApiResult<Json<Vec<FriendshipWithUser>>> {
     auth.check(&id)?;
     let mut out = Vec::new();
-    for f in s.store.friendships_to(&id, PENDING, -1).await? {
+    for f in s
+        .store
+        .friendships_to(&id, FriendshipStatus::Pending, -1)
+        .await?
+    {
         out.push(with_user(&s, &f, &f.user_id, None).await?);
     }
     Ok(Json(out))
@@ -259,7 +263,7 @@ pub(crate) async fn agree(
         .ok_or_else(|| ApiError::not_found("no such friend request"))?;
     auth.check(&fs.friend_id)?;
     let (requester, acceptor) = (fs.user_id.clone(), fs.friend_id.clone());
-    if fs.status == ACCEPTED {
+    if fs.status == FriendshipStatus::Accepted {
         if let Some(row) = s.store.friend(&acceptor, &requester).await? {
             return Ok(Json(friend_view(&s, &row).await?));
         }
@@ -287,7 +291,7 @@ pub(crate) async fn agree(
     mark_direct(&s, &requester, &acceptor, room.as_str()).await?;
     mark_direct(&s, &acceptor, &requester, room.as_str()).await?;
     let t = now();
-    fs.status = ACCEPTED;
+    fs.status = FriendshipStatus::Accepted;
     fs.resp_msg = req.resp_msg;
     fs.resp_remark = req.resp_remark.clone();
     fs.update_time = t;
@@ -296,7 +300,7 @@ pub(crate) async fn agree(
         user_id: user.to_owned(),
         friend_id: friend.to_owned(),
         fs_id: fs.fs_id.clone(),
-        status: ACCEPTED,
+        status: FriendshipStatus::Accepted,
         remark,
         source: fs.source.clone(),
         room_id: room.to_string(),
@@ -331,7 +335,7 @@ pub(crate) async fn delete(
         .store
         .friend(&req.user_id, &req.friend_id)
         .await?
-        .filter(|f| f.status == ACCEPTED)
+        .filter(|f| f.status == FriendshipStatus::Accepted)
         .ok_or_else(|| ApiError::not_found("not friends"))?;
     let room = ruma::RoomId::parse(&mine.room_id)
         .map_err(|_| ApiError::not_found("the friendship has no room"))?;
@@ -344,7 +348,7 @@ pub(crate) async fn delete(
         (&req.friend_id, &req.user_id),
     ] {
         if let Some(mut row) = s.store.friend(u, f).await? {
-            row.status = DELETED;
+            row.status = FriendshipStatus::Deleted;
             row.update_time = t;
             s.store.put_friend(&row).await?;
         }

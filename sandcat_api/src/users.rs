@@ -42,6 +42,7 @@ pub(crate) async fn issue_code(s: &NativeState, email: &str) -> ApiResult<String
             &code,
             now(),
             CODE_RESEND.as_millis() as i64,
+            CODE_TTL.as_millis() as i64,
         )
         .await?;
     if !issued {

@@ -8,6 +8,7 @@
 //! sender. Call signalling (14–22) is relayed between live connections and never stored.
 
 use ruma::events::room::member::MembershipState;
+use sandcat_core::ports::FriendshipStatus;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -28,7 +29,7 @@ use ruma::{OwnedRoomId, RoomId};
 use tokio::sync::mpsc;
 
 use crate::{
-    friends::{random_id, ACCEPTED},
+    friends::random_id,
     mapping::{event_to_msg, joined_rooms, msg_to_content, sandcat_id, Kinds, Profiles},
     model::{content_type, msg_type, Msg, MsgRead},
     now, ApiError, NativeState, PathArgs,
@@ -381,7 +382,7 @@ impl Connection {
             msg_type::SINGLE | msg_type::GROUP => self.send(&msg).await,
             msg_type::CALL_FIRST..=msg_type::CALL_LAST => {
                 match self.s.store.friend(&self.me, &msg.receiver_id).await {
-                    Ok(Some(f)) if f.status == ACCEPTED => {
+                    Ok(Some(f)) if f.status == FriendshipStatus::Accepted => {
                         if !msg_type::CALL_RECORDS.contains(&msg.msg_type) {
                             // Offer, answer, candidates: live only.
                             self.s.hub.push(&msg.receiver_id, msg.clone());
@@ -420,7 +421,7 @@ impl Connection {
                 .store
                 .friend(&self.me, &msg.receiver_id)
                 .await?
-                .filter(|f| f.status == ACCEPTED)
+                .filter(|f| f.status == FriendshipStatus::Accepted)
                 .ok_or_else(|| ApiError::forbidden("not friends"))?;
             RoomId::parse(&f.room_id).map_err(|_| ApiError::not_found("the friendship has no room"))
         } else {

@@ -57,7 +57,13 @@ impl NativeStore for SqlStore {
         code: &str,
         now_ms: i64,
         min_interval_ms: i64,
+        ttl_ms: i64,
     ) -> Result<bool> {
+        sqlx::query("DELETE FROM verification_codes WHERE issued_ms < $1")
+            .bind(now_ms - ttl_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         let r = sqlx::query("INSERT INTO verification_codes (email, code, issued_ms, tries) VALUES ($1, $2, $3, 0) ON CONFLICT (email) DO UPDATE SET code = excluded.code, issued_ms = excluded.issued_ms, tries = 0 WHERE verification_codes.issued_ms <= $4")
             .bind(email)
             .bind(code)

@@ -79,6 +79,7 @@ impl Keys {
         one_time: Vec<(String, Value)>,
         fallback: Vec<(String, Value)>,
     ) -> Result<BTreeMap<String, u64>> {
+        let device_keys_changed = device_keys.is_some();
         if let Some(keys) = device_keys {
             if keys.get("user_id").and_then(Value::as_str) != Some(session.user_id.as_str())
                 || keys.get("device_id").and_then(Value::as_str) != Some(session.device_id.as_str())
@@ -90,7 +91,6 @@ impl Keys {
             self.keys
                 .set_device_keys(&session.user_id, &session.device_id, &keys)
                 .await?;
-            self.notifier.notify();
         }
         if !one_time.is_empty() {
             self.keys
@@ -102,8 +102,8 @@ impl Keys {
                 .add_one_time_keys(&session.user_id, &session.device_id, &fallback, true)
                 .await?;
         }
-        if !one_time.is_empty() || !fallback.is_empty() {
-            // A waiting `/sync` of the device reports the new counts.
+        if device_keys_changed || !one_time.is_empty() || !fallback.is_empty() {
+            // Waiting syncs report the new keys and the device's new counts.
             self.notifier.notify();
         }
         self.counts(&session.user_id, &session.device_id).await

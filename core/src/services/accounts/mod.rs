@@ -164,7 +164,11 @@ impl Accounts {
                 ),
             ));
         }
-        let right = self.verify_password(user_id, password).await?;
+        let Some(user) = self.users.user(user_id).await? else {
+            // Not counted: the lockout keeps an entry per existing account, never more.
+            return Ok(false);
+        };
+        let right = self.verify_password(user, password).await?;
         if right {
             self.failures.clear(user_id.as_str());
         } else {
@@ -173,10 +177,7 @@ impl Accounts {
         Ok(right)
     }
 
-    async fn verify_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
-        let Some(user) = self.users.user(user_id).await? else {
-            return Ok(false);
-        };
+    async fn verify_password(&self, user: UserRecord, password: &str) -> Result<bool> {
         if user.deactivated {
             return Err(Error::matrix(
                 ErrorCode::UserDeactivated,
