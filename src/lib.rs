@@ -29,7 +29,7 @@ use sandcat_backends::{
 use sandcat_client_api::{metrics::Metrics, AppState};
 use sandcat_core::{
     ephemeral::Ephemeral,
-    inbox::InboxIndexer,
+    inbox::{InboxIndexer, InboxWatch},
     notifier::Notifier,
     ports::{EventBus, Inbox, StreamPosition},
     sequencer::{Sequencer, SigningKey},
@@ -340,12 +340,16 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 })?,
         ),
     };
-    let indexer = Arc::new(InboxIndexer::new(
-        store.clone(),
-        store.clone(),
-        inbox.clone(),
-        server.server_name.clone(),
-    ));
+    let inbox_watch = InboxWatch::default();
+    let indexer = Arc::new(
+        InboxIndexer::new(
+            store.clone(),
+            store.clone(),
+            inbox.clone(),
+            server.server_name.clone(),
+        )
+        .with_watch(inbox_watch.clone()),
+    );
     let native = NativeState::new(
         server.clone(),
         accounts.clone(),
@@ -361,6 +365,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         media.clone(),
         inbox,
     )
+    .with_inbox_watch(inbox_watch)
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let metrics = Arc::new(Metrics::default());
     let deactivation = Arc::new(Deactivation::new(
@@ -511,7 +516,15 @@ pub async fn serve(
         let task = tokio::spawn(async move { indexer.run(notifier).await });
         move || task.abort()
     });
+    let native = app.native.clone();
+    let watching = tokio::spawn(async move {
+        let n = &native;
+        n.inbox_watch
+            .follow(n.inbox.clone(), n.stream.clone(), n.notifier.clone())
+            .await
+    });
     listener::serve(listener, app.router, &app.limits, shutdown).await;
+    watching.abort();
     leading_pushers.abort();
     leading_indexer.abort();
     app.pushers.stop();

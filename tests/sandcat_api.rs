@@ -290,8 +290,12 @@ async fn sandcat_and_matrix_clients_share_conversations() {
     let ack = next_of(&mut alice_ws, 24).await;
     assert_eq!(ack.local_id, "l1");
     assert!(
-        ack.server_id.starts_with('$') && ack.send_seq > 0 && ack.send_time > 0,
+        ack.server_id.starts_with('$') && ack.send_time > 0,
         "{ack:?}"
+    );
+    assert_eq!(
+        ack.send_seq, 1,
+        "Alice's first sent message is her send_seq 1"
     );
     assert!(ack.content.is_empty());
     let ev = matrix_sees(
@@ -310,12 +314,14 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         (alice.id.as_str(), "bob")
     );
     assert_eq!(got.content, b"hello from sandcat");
+    assert_eq!(got.seq, 1, "Bob's first received message is his seq 1");
 
     // An image from Sandcat is an m.image with an mxc URL; its file name comes back intact.
     let mut image = text(&alice.id, "bob", "img1", "AbCdEf123.png", 0);
     image.content_type = 2;
     send_frame(&mut alice_ws, &image).await;
-    assert_eq!(next_of(&mut alice_ws, 24).await.content_type, 2);
+    let image_ack = next_of(&mut alice_ws, 24).await;
+    assert_eq!((image_ack.content_type, image_ack.send_seq), (2, 2));
     let ev = matrix_sees(
         &bob_mx,
         &dm,
@@ -327,8 +333,8 @@ async fn sandcat_and_matrix_clients_share_conversations() {
     assert_eq!(ev["content"]["url"], "mxc://localhost/AbCdEf123");
     let got = next_of(&mut bob_ws, 0).await;
     assert_eq!(
-        (got.content_type, got.content.as_slice()),
-        (2, b"AbCdEf123.png".as_slice())
+        (got.content_type, got.content.as_slice(), got.seq),
+        (2, b"AbCdEf123.png".as_slice(), 2)
     );
 
     // Matrix → Sandcat, to two connections of Alice (desktop and mobile).
@@ -343,11 +349,22 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         );
         assert_eq!(m.content, b"hello from matrix");
         assert_eq!(m.content_type, 1);
+        assert_eq!(m.seq, 1, "each device counts it as Alice's first received");
         from_matrix = m;
     }
     // Bob's own Matrix message reaches his Sandcat socket, not counted as received (seq 0).
+    // It is his send_seq 1, and an acknowledgement tells his Sandcat client so.
     let own = next_of(&mut bob_ws, 0).await;
     assert_eq!((own.send_id.as_str(), own.seq), ("bob", 0));
+    let own_ack = next_msg(&mut bob_ws).await;
+    assert_eq!(
+        (
+            own_ack.msg_type,
+            own_ack.send_seq,
+            own_ack.server_id.as_str()
+        ),
+        (24, 1, own.server_id.as_str())
+    );
 
     // A message Alice sends from her desktop shows on her mobile too; the desktop gets the ack.
     send_frame(
@@ -356,8 +373,21 @@ async fn sandcat_and_matrix_clients_share_conversations() {
     )
     .await;
     let ack_desk = next_of(&mut alice_ws, 24).await;
-    assert_eq!(ack_desk.local_id, "l-desk");
+    assert_eq!(
+        (ack_desk.local_id.as_str(), ack_desk.send_seq),
+        ("l-desk", 3)
+    );
     let echo = next_of(&mut alice_mobile, 0).await;
+    let echo_ack = next_msg(&mut alice_mobile).await;
+    assert_eq!(
+        (
+            echo_ack.msg_type,
+            echo_ack.send_seq,
+            echo_ack.local_id.as_str()
+        ),
+        (24, 3, "l-desk"),
+        "the mobile counts the desktop's message as sent, with no pull"
+    );
     assert_eq!(
         (
             echo.send_id.as_str(),
@@ -367,7 +397,11 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         (alice.id.as_str(), "l-desk", b"from the desktop".as_slice())
     );
     assert_eq!(echo.server_id, ack_desk.server_id);
-    assert_eq!(next_of(&mut bob_ws, 0).await.content, b"from the desktop");
+    let third = next_of(&mut bob_ws, 0).await;
+    assert_eq!(
+        (third.content.as_slice(), third.seq),
+        (b"from the desktop".as_slice(), 3)
+    );
 
     // A read notice as the client sends it (no sender, the reader's receive seqs) is an
     // m.read receipt for Matrix, and pulled messages carry it as `is_read`.
@@ -463,7 +497,11 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         )
         .await;
     let end = after["seq"].as_i64().unwrap();
-    assert!(end > seen, "{before} {after}");
+    assert_eq!(
+        end,
+        seen + 3,
+        "one number per message received: {before} {after}"
+    );
     let (s, pulled) = alice
         .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": end })))
         .await;
@@ -477,6 +515,11 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         bodies,
         ["offline 0", "offline 1", "offline 2"],
         "nothing lost, nothing twice"
+    );
+    assert_eq!(
+        pulled.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [seen + 1, seen + 2, seen + 3],
+        "numbered without gaps"
     );
     assert!(
         pulled.windows(2).all(|w| w[0].seq < w[1].seq),
@@ -517,7 +560,7 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         .await;
     assert_eq!(s, 200, "redact: {r}");
     let (_, again) = alice
-        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": 0 })))
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": alice.id, "send_start": after["send_seq"], "send_end": after["send_seq"], "start": seen, "end": end })))
         .await;
     let left: Vec<Msg> = serde_json::from_value(again).unwrap();
     assert_eq!(
@@ -1139,4 +1182,104 @@ async fn call_records_reach_an_offline_callee() {
         (live.local_id.as_str(), live.content.as_slice()),
         ("call-2", 42i64.to_be_bytes().as_slice())
     );
+}
+
+/// The Sandcat client's bookkeeping of its two sequences (`handle_lack_msg` in
+/// `components/src/left/conv_com/handle_msg.rs`): a number more than one past the last one
+/// seen means lost messages, and the client pulls.
+#[derive(Debug, Default)]
+struct SeqTracker {
+    seq: i64,
+    send_seq: i64,
+    pulls: usize,
+}
+
+impl SeqTracker {
+    async fn of(n: &Native) -> Self {
+        let (_, s) = n
+            .call(
+                reqwest::Method::GET,
+                &format!("/message/seq/{}", n.id),
+                None,
+            )
+            .await;
+        SeqTracker {
+            seq: s["seq"].as_i64().unwrap(),
+            send_seq: s["send_seq"].as_i64().unwrap(),
+            pulls: 0,
+        }
+    }
+
+    fn see(&mut self, m: &Msg) {
+        let (n, local) = if m.msg_type == 24 {
+            (m.send_seq, &mut self.send_seq)
+        } else {
+            (m.seq, &mut self.seq)
+        };
+        if *local > n - 1 {
+            return;
+        }
+        if *local < n - 1 {
+            self.pulls += 1;
+        }
+        *local = n;
+    }
+
+    /// Reads frames until `messages` messages and `acks` acknowledgements came.
+    async fn read(&mut self, ws: &mut Ws, messages: usize, acks: usize) {
+        let (mut m, mut a) = (0, 0);
+        while m < messages || a < acks {
+            let frame = next_msg(ws).await;
+            self.see(&frame);
+            match frame.msg_type {
+                0 => m += 1,
+                24 => a += 1,
+                other => panic!("unexpected frame type {other}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_delivery_never_makes_the_client_pull() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let bob = sandcat_user(&server, "bob").await;
+    befriend(&alice, &bob).await;
+    let mut alice_ws = alice.connect(0).await;
+    let mut bob_desktop = bob.connect(0).await;
+    let mut bob_mobile = bob.connect(1).await;
+    let mut alice_seqs = SeqTracker::of(&alice).await;
+    let mut desktop_seqs = SeqTracker::of(&bob).await;
+    let mut mobile_seqs = SeqTracker::of(&bob).await;
+
+    const N: usize = 8;
+    for i in 0..N {
+        let to_bob = text(&alice.id, &bob.id, &format!("a{i}"), &format!("a {i}"), 0);
+        send_frame(&mut alice_ws, &to_bob).await;
+        let to_alice = text(&bob.id, &alice.id, &format!("b{i}"), &format!("b {i}"), 0);
+        send_frame(&mut bob_mobile, &to_alice).await;
+    }
+    // Alice: her acks and Bob's messages. Bob's desktop: Alice's messages, and the mobile's
+    // messages with their acks. Bob's mobile: Alice's messages and its acks.
+    alice_seqs.read(&mut alice_ws, N, N).await;
+    desktop_seqs.read(&mut bob_desktop, 2 * N, N).await;
+    mobile_seqs.read(&mut bob_mobile, N, N).await;
+    for (who, t) in [
+        ("alice", &alice_seqs),
+        ("bob's desktop", &desktop_seqs),
+        ("bob's mobile", &mobile_seqs),
+    ] {
+        assert_eq!(t.pulls, 0, "{who} saw a gap: {t:?}");
+    }
+    let (alice_now, bob_now) = (SeqTracker::of(&alice).await, SeqTracker::of(&bob).await);
+    assert_eq!(
+        (alice_seqs.seq, alice_seqs.send_seq),
+        (alice_now.seq, alice_now.send_seq),
+        "Alice's device ends where the server is"
+    );
+    for t in [&desktop_seqs, &mobile_seqs] {
+        assert_eq!((t.seq, t.send_seq), (bob_now.seq, bob_now.send_seq));
+    }
+    assert_eq!((bob_now.seq, bob_now.send_seq), (N as i64, N as i64));
 }

@@ -317,13 +317,26 @@ async fn two_instances_share_the_pipeline_and_survive_a_kill() {
             .post(format!("{}/api/message", b.base))
             .bearer_auth(&token)
             .json(
-                &json!({ "user_id": "bob", "start": 0, "end": 0, "send_start": 0, "send_end": 0 }),
+                &json!({ "user_id": "bob", "start": 0, "end": i64::MAX, "send_start": 0, "send_end": i64::MAX }),
             )
             .send()
             .await
             .unwrap();
         assert_eq!(pulled.status(), 200);
         let msgs: Vec<serde_json::Value> = pulled.json().await.unwrap();
+        // One numbering for the cluster: bob's received and sent messages count 1, 2, 3, …
+        for (field, sent) in [("seq", false), ("send_seq", true)] {
+            let numbers: Vec<i64> = msgs
+                .iter()
+                .filter(|m| (m["send_id"] == json!("bob")) == sent)
+                .map(|m| m[field].as_i64().unwrap())
+                .collect();
+            assert_eq!(
+                numbers,
+                (1..=numbers.len() as i64).collect::<Vec<_>>(),
+                "bob's {field} has no gap and no repeat"
+            );
+        }
         last = rooms
             .iter()
             .map(|room| {

@@ -1,34 +1,41 @@
-//! The inbox on MongoDB: one document per entry, `{user, seq, room, event_id, sent, event,
-//! ts}`, with a unique `(user, seq)` index, and one document recording how far the stream is
-//! indexed.
+//! The inbox on MongoDB: one document per entry, `{user, sent, seq, pos, room, event_id,
+//! event, ts}` (unique on `(user, sent, seq)`), one counter document per user, and one
+//! document recording how far the stream is indexed.
+//!
+//! A step writes several documents, and MongoDB without a replica set has no transactions,
+//! so a step is made safe to cut short instead:
+//! - the progress document first notes the step as started;
+//! - entries are written before the counters that cover them, and a user's counter
+//!   records the stream position it covers (`upto`) and the numbers readers may see until the
+//!   step completes (`prev_*`);
+//! - readers see only entries at or below the indexed position;
+//! - a step that finds an earlier one started and never completed first removes its entries
+//!   that no counter covers, then numbers after the counters.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::{
     bson::{doc, Bson, Document},
-    error::ErrorKind,
     options::{ClientOptions, IndexOptions},
-    Client, Collection, IndexModel,
+    Client, Collection, Database, IndexModel,
 };
 use sandcat_core::{
-    ports::{Inbox, InboxEntry},
+    ports::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange},
     Error, Result,
 };
 use serde::{Deserialize, Serialize};
-
-/// MongoDB's code for a duplicate key.
-const DUPLICATE_KEY: i32 = 11000;
 
 /// An inbox document.
 #[derive(Serialize, Deserialize)]
 struct Entry {
     user: String,
+    sent: bool,
     seq: i64,
+    pos: i64,
     room: String,
     event_id: String,
-    sent: bool,
     /// The PDU as JSON text: its keys (`m.relates_to`, `org.sandcat.…`) and numbers stay
     /// exactly as signed.
     event: String,
@@ -37,14 +44,16 @@ struct Entry {
 
 impl From<&InboxEntry> for Entry {
     fn from(e: &InboxEntry) -> Self {
+        let i = &e.item;
         Entry {
-            user: e.user.clone(),
+            user: i.user.clone(),
+            sent: i.sent,
             seq: e.seq,
-            room: e.room.clone(),
-            event_id: e.event_id.clone(),
-            sent: e.sent,
-            event: e.event.clone(),
-            ts: e.ts,
+            pos: i.pos,
+            room: i.room.clone(),
+            event_id: i.event_id.clone(),
+            event: i.event.clone(),
+            ts: i.ts,
         }
     }
 }
@@ -52,23 +61,78 @@ impl From<&InboxEntry> for Entry {
 impl From<Entry> for InboxEntry {
     fn from(e: Entry) -> Self {
         InboxEntry {
-            user: e.user,
+            item: InboxItem {
+                user: e.user,
+                pos: e.pos,
+                room: e.room,
+                event_id: e.event_id,
+                sent: e.sent,
+                event: e.event,
+                ts: e.ts,
+            },
             seq: e.seq,
-            room: e.room,
-            event_id: e.event_id,
-            sent: e.sent,
-            event: e.event,
-            ts: e.ts,
         }
     }
+}
+
+/// A user's counter document.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct Counter {
+    seq: i64,
+    send_seq: i64,
+    /// The stream position its numbers cover.
+    upto: i64,
+    /// The numbers before the step that wrote `upto`, for readers until that step completes.
+    prev_seq: i64,
+    prev_send_seq: i64,
+}
+
+impl Counter {
+    /// The numbers readers may see when the inbox is indexed up to `indexed`.
+    fn visible(&self, indexed: i64) -> InboxSeqs {
+        if self.upto <= indexed {
+            InboxSeqs {
+                seq: self.seq,
+                send_seq: self.send_seq,
+            }
+        } else {
+            InboxSeqs {
+                seq: self.prev_seq,
+                send_seq: self.prev_send_seq,
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CounterDoc {
+    #[serde(rename = "_id")]
+    user: String,
+    #[serde(flatten)]
+    counter: Counter,
+}
+
+#[derive(Deserialize, Default)]
+struct Progress {
+    #[serde(default)]
+    pos: i64,
+    /// The `upto` of a step under way (or cut short).
+    #[serde(default)]
+    started: Option<i64>,
 }
 
 fn mongo(e: mongodb::error::Error) -> Error {
     Error::storage(e)
 }
 
+fn bson(e: mongodb::bson::ser::Error) -> Error {
+    Error::storage(e)
+}
+
 pub struct MongoInbox {
+    db: Database,
     entries: Collection<Entry>,
+    counters: Collection<CounterDoc>,
     progress: Collection<Document>,
 }
 
@@ -84,42 +148,182 @@ impl MongoInbox {
         let db = client.database(database);
         db.run_command(doc! { "ping": 1 }).await.map_err(mongo)?;
         let entries = db.collection::<Entry>("inbox");
+        let unique = IndexOptions::builder()
+            .unique(true)
+            .name("user_sent_seq".to_owned())
+            .build();
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { "user": 1, "sent": 1, "seq": 1 })
+                .options(unique)
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "user": 1, "pos": 1 })
+                .build(),
+            IndexModel::builder().keys(doc! { "pos": 1 }).build(),
+            IndexModel::builder().keys(doc! { "event_id": 1 }).build(),
+        ];
+        // Entries from before the counters were numbered by their stream position.
         entries
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "user": 1, "seq": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .unique(true)
-                            .name("user_seq".to_owned())
-                            .build(),
-                    )
-                    .build(),
+            .update_many(
+                doc! { "pos": { "$exists": false } },
+                vec![doc! { "$set": { "pos": "$seq" } }],
             )
             .await
             .map_err(mongo)?;
-        entries
-            .create_index(IndexModel::builder().keys(doc! { "event_id": 1 }).build())
-            .await
-            .map_err(mongo)?;
+        for index in indexes {
+            entries.create_index(index).await.map_err(mongo)?;
+        }
         Ok(MongoInbox {
             entries,
+            counters: db.collection("inbox_counters"),
             progress: db.collection("inbox_indexed"),
+            db,
         })
+    }
+
+    async fn progress(&self) -> Result<Progress> {
+        let d = first(self.progress.find(doc! { "_id": "indexed" })).await?;
+        Ok(d.map(|d| Progress {
+            pos: int(d.get("pos")).unwrap_or(0),
+            started: int(d.get("started")),
+        })
+        .unwrap_or_default())
+    }
+
+    async fn counters(&self, users: &[&str]) -> Result<HashMap<String, Counter>> {
+        let cursor = self
+            .counters
+            .find(doc! { "_id": { "$in": users } })
+            .await
+            .map_err(mongo)?;
+        let docs: Vec<CounterDoc> = cursor.try_collect().await.map_err(mongo)?;
+        Ok(docs.into_iter().map(|d| (d.user, d.counter)).collect())
+    }
+
+    /// The counter of a user who has none yet: their entries at or below `indexed` (an inbox
+    /// from before counters) tell where they are.
+    async fn first_counter(&self, user: &str, indexed: i64) -> Result<Counter> {
+        let mut last = [0, 0];
+        for (i, sent) in [false, true].into_iter().enumerate() {
+            let found = first(
+                self.entries
+                    .find(doc! { "user": user, "sent": sent, "pos": { "$lte": indexed } })
+                    .sort(doc! { "seq": -1 }),
+            )
+            .await?;
+            last[i] = found.map_or(0, |e| e.seq);
+        }
+        Ok(Counter {
+            seq: last[0],
+            send_seq: last[1],
+            upto: indexed,
+            prev_seq: last[0],
+            prev_send_seq: last[1],
+        })
+    }
+
+    /// Removes what a step cut short left behind: entries above the indexed position that no
+    /// counter covers.
+    async fn recover(&self, indexed: i64) -> Result<()> {
+        let cursor = self
+            .entries
+            .find(doc! { "pos": { "$gt": indexed } })
+            .await
+            .map_err(mongo)?;
+        let left: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
+        let mut users: Vec<&str> = left.iter().map(|e| e.user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let counters = self.counters(&users).await?;
+        for user in users {
+            let covered = counters.get(user).map_or(indexed, |c| c.upto.max(indexed));
+            self.entries
+                .delete_many(doc! { "user": user, "pos": { "$gt": covered } })
+                .await
+                .map_err(mongo)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the counters in one command.
+    async fn save_counters(&self, updates: Vec<Document>) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let reply = self
+            .db
+            .run_command(doc! { "update": "inbox_counters", "updates": updates, "ordered": true })
+            .await
+            .map_err(mongo)?;
+        match reply.get("writeErrors") {
+            Some(Bson::Array(errors)) if !errors.is_empty() => Err(Error::storage(format!(
+                "writing inbox counters: {errors:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Numbers and writes the items of a step; `indexed` is the position before it.
+    async fn number_and_write(&self, fresh: &[InboxItem], indexed: i64, upto: i64) -> Result<()> {
+        let mut users: Vec<&str> = fresh.iter().map(|i| i.user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut stored = self.counters(&users).await?;
+        for user in &users {
+            if !stored.contains_key(*user) {
+                let c = self.first_counter(user, indexed).await?;
+                stored.insert((*user).to_owned(), c);
+            }
+        }
+        // Items a cut-short step already numbered (its counter covers them) stay as they are.
+        let todo: Vec<InboxItem> = fresh
+            .iter()
+            .filter(|i| stored.get(&i.user).is_none_or(|c| i.pos > c.upto))
+            .cloned()
+            .collect();
+        let mut next: HashMap<String, InboxSeqs> = stored
+            .iter()
+            .map(|(u, c)| {
+                let seqs = InboxSeqs {
+                    seq: c.seq,
+                    send_seq: c.send_seq,
+                };
+                (u.clone(), seqs)
+            })
+            .collect();
+        let entries = number_inbox_items(&todo, &mut next);
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<Entry> = entries.iter().map(Entry::from).collect();
+        self.entries.insert_many(docs).await.map_err(mongo)?;
+        let mut updates = Vec::new();
+        for e in &entries {
+            let user = &e.item.user;
+            let (Some(old), Some(new)) = (stored.get(user), next.remove(user)) else {
+                continue;
+            };
+            let before = old.visible(indexed);
+            let counter = Counter {
+                seq: new.seq,
+                send_seq: new.send_seq,
+                upto,
+                prev_seq: before.seq,
+                prev_send_seq: before.send_seq,
+            };
+            let set = mongodb::bson::to_document(&counter).map_err(bson)?;
+            updates.push(doc! { "q": { "_id": user }, "u": { "$set": set }, "upsert": true });
+        }
+        self.save_counters(updates).await
     }
 }
 
-/// Whether every write error of an unordered insert is a duplicate key: the entries were
-/// there already (a step repeated after a crash or a change of indexer).
-fn only_duplicates(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        ErrorKind::InsertMany(m) => {
-            m.write_concern_error.is_none()
-                && m.write_errors
-                    .as_ref()
-                    .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY))
-        }
-        _ => false,
+fn int(b: Option<&Bson>) -> Option<i64> {
+    match b {
+        Some(Bson::Int64(p)) => Some(*p),
+        Some(Bson::Int32(p)) => Some(i64::from(*p)),
+        _ => None,
     }
 }
 
@@ -135,14 +339,23 @@ where
 
 #[async_trait]
 impl Inbox for MongoInbox {
-    async fn put(&self, entries: &[InboxEntry], redacted: &[String], upto: i64) -> Result<()> {
-        if !entries.is_empty() {
-            let docs: Vec<Entry> = entries.iter().map(Entry::from).collect();
-            match self.entries.insert_many(docs).ordered(false).await {
-                Ok(_) => {}
-                Err(e) if only_duplicates(&e) => {}
-                Err(e) => return Err(mongo(e)),
-            }
+    async fn append(&self, items: &[InboxItem], redacted: &[String], upto: i64) -> Result<()> {
+        let progress = self.progress().await?;
+        let indexed = progress.pos;
+        if progress.started.is_some_and(|s| s > indexed) {
+            self.recover(indexed).await?;
+        }
+        let fresh: Vec<InboxItem> = items.iter().filter(|i| i.pos > indexed).cloned().collect();
+        if !fresh.is_empty() {
+            self.progress
+                .update_one(
+                    doc! { "_id": "indexed" },
+                    doc! { "$max": { "started": upto }, "$setOnInsert": { "pos": 0_i64 } },
+                )
+                .upsert(true)
+                .await
+                .map_err(mongo)?;
+            self.number_and_write(&fresh, indexed, upto).await?;
         }
         if !redacted.is_empty() {
             self.entries
@@ -151,7 +364,10 @@ impl Inbox for MongoInbox {
                 .map_err(mongo)?;
         }
         self.progress
-            .update_one(doc! { "_id": "indexed" }, doc! { "$max": { "pos": upto } })
+            .update_one(
+                doc! { "_id": "indexed" },
+                doc! { "$max": { "pos": upto }, "$unset": { "started": "" } },
+            )
             .upsert(true)
             .await
             .map_err(mongo)?;
@@ -159,26 +375,28 @@ impl Inbox for MongoInbox {
     }
 
     async fn indexed(&self) -> Result<i64> {
-        let d = first(self.progress.find(doc! { "_id": "indexed" })).await?;
-        Ok(d.and_then(|d| match d.get("pos") {
-            Some(Bson::Int64(p)) => Some(*p),
-            Some(Bson::Int32(p)) => Some(i64::from(*p)),
-            _ => None,
-        })
-        .unwrap_or(0))
+        Ok(self.progress().await?.pos)
     }
 
     async fn pull(
         &self,
         user: &str,
-        after: i64,
-        until: i64,
+        received: SeqRange,
+        sent: SeqRange,
         limit: usize,
     ) -> Result<Vec<InboxEntry>> {
+        let indexed = self.indexed().await?;
+        let range = |sent: bool, r: SeqRange| {
+            doc! { "sent": sent, "seq": { "$gt": r.after, "$lte": r.until } }
+        };
         let cursor = self
             .entries
-            .find(doc! { "user": user, "seq": { "$gt": after, "$lte": until } })
-            .sort(doc! { "seq": 1 })
+            .find(doc! {
+                "user": user,
+                "pos": { "$lte": indexed },
+                "$or": [range(false, received), range(true, sent)],
+            })
+            .sort(doc! { "pos": 1 })
             .limit(limit as i64)
             .await
             .map_err(mongo)?;
@@ -186,18 +404,35 @@ impl Inbox for MongoInbox {
         Ok(docs.into_iter().map(InboxEntry::from).collect())
     }
 
-    async fn latest(&self, user: &str) -> Result<(i64, i64)> {
-        let mut out = [0, 0];
-        for (i, sent) in [false, true].into_iter().enumerate() {
-            let last = first(
-                self.entries
-                    .find(doc! { "user": user, "sent": sent })
-                    .sort(doc! { "seq": -1 }),
-            )
-            .await?;
-            out[i] = last.map_or(0, |e| e.seq);
+    async fn since(&self, user: &str, after: i64, limit: usize) -> Result<Vec<InboxEntry>> {
+        let indexed = self.indexed().await?;
+        let cursor = self
+            .entries
+            .find(doc! { "user": user, "pos": { "$gt": after, "$lte": indexed } })
+            .sort(doc! { "pos": 1, "sent": 1 })
+            .limit(limit as i64)
+            .await
+            .map_err(mongo)?;
+        let docs: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
+        Ok(docs.into_iter().map(InboxEntry::from).collect())
+    }
+
+    async fn received(&self, user: &str, seq: i64) -> Result<Option<InboxEntry>> {
+        let indexed = self.indexed().await?;
+        let found = first(
+            self.entries
+                .find(doc! { "user": user, "sent": false, "seq": seq, "pos": { "$lte": indexed } }),
+        )
+        .await?;
+        Ok(found.map(InboxEntry::from))
+    }
+
+    async fn latest(&self, user: &str) -> Result<InboxSeqs> {
+        let indexed = self.indexed().await?;
+        match self.counters(&[user]).await?.remove(user) {
+            Some(c) => Ok(c.visible(indexed)),
+            None => Ok(self.first_counter(user, indexed).await?.visible(indexed)),
         }
-        Ok((out[0], out[1]))
     }
 
     async fn remove(&self, user: &str, seqs: &[i64]) -> Result<()> {
@@ -205,7 +440,7 @@ impl Inbox for MongoInbox {
             return Ok(());
         }
         self.entries
-            .delete_many(doc! { "user": user, "seq": { "$in": seqs } })
+            .delete_many(doc! { "user": user, "sent": false, "seq": { "$in": seqs } })
             .await
             .map_err(mongo)?;
         Ok(())

@@ -1,54 +1,124 @@
 //! The inbox in the SQL store (SQLite or PostgreSQL): the embedded profile's `Inbox`, and the
-//! pipeline's when no MongoDB is configured.
+//! pipeline's when no MongoDB is configured. A step is one transaction: its entries, the
+//! counters they advance and the indexed position commit together.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sandcat_core::{
-    ports::{Inbox, InboxEntry},
+    ports::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange},
     Result,
 };
-use sqlx::{any::AnyRow, Row};
+use sqlx::{any::AnyRow, Any, Row, Transaction};
 
 use crate::sql::{db, params, SqlStore};
 
-/// Rows per statement (7 parameters each at most, well below SQLite's limit).
+/// Rows per statement (8 parameters each at most, well below SQLite's limit).
 const ROWS_PER_INSERT: usize = 500;
 
 fn entry(r: &AnyRow) -> Result<InboxEntry> {
     Ok(InboxEntry {
-        user: r.try_get("user_id").map_err(db)?,
+        item: InboxItem {
+            user: r.try_get("user_id").map_err(db)?,
+            pos: r.try_get("pos").map_err(db)?,
+            room: r.try_get("room_id").map_err(db)?,
+            event_id: r.try_get("event_id").map_err(db)?,
+            sent: r.try_get::<i64, _>("sent").map_err(db)? != 0,
+            event: r.try_get("event").map_err(db)?,
+            ts: r.try_get("ts").map_err(db)?,
+        },
         seq: r.try_get("seq").map_err(db)?,
-        room: r.try_get("room_id").map_err(db)?,
-        event_id: r.try_get("event_id").map_err(db)?,
-        sent: r.try_get::<i64, _>("sent").map_err(db)? != 0,
-        event: r.try_get("event").map_err(db)?,
-        ts: r.try_get("ts").map_err(db)?,
     })
+}
+
+/// The counters of `users`, as the transaction sees them.
+async fn counters(
+    tx: &mut Transaction<'_, Any>,
+    users: &[&str],
+) -> Result<HashMap<String, InboxSeqs>> {
+    let mut out = HashMap::new();
+    for chunk in users.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "SELECT user_id, seq, send_seq FROM inbox_counters WHERE user_id IN ({})",
+            params(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, i64, i64)>(&sql);
+        for u in chunk {
+            q = q.bind(*u);
+        }
+        for (user, seq, send_seq) in q.fetch_all(&mut **tx).await.map_err(db)? {
+            out.insert(user, InboxSeqs { seq, send_seq });
+        }
+    }
+    Ok(out)
+}
+
+async fn insert(tx: &mut Transaction<'_, Any>, entries: &[InboxEntry]) -> Result<()> {
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 8 + 1, 8)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox (user_id, sent, seq, pos, room_id, event_id, event, ts) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.item.user)
+                .bind(e.item.sent as i64)
+                .bind(e.seq)
+                .bind(e.item.pos)
+                .bind(&e.item.room)
+                .bind(&e.item.event_id)
+                .bind(&e.item.event)
+                .bind(e.item.ts);
+        }
+        q.execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn save_counters(
+    tx: &mut Transaction<'_, Any>,
+    counters: &HashMap<String, InboxSeqs>,
+) -> Result<()> {
+    let all: Vec<(&String, &InboxSeqs)> = counters.iter().collect();
+    for chunk in all.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 3 + 1, 3)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox_counters (user_id, seq, send_seq) VALUES {} \
+             ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq, send_seq = excluded.send_seq",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (user, c) in chunk {
+            q = q.bind(user.as_str()).bind(c.seq).bind(c.send_seq);
+        }
+        q.execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Inbox for SqlStore {
-    async fn put(&self, entries: &[InboxEntry], redacted: &[String], upto: i64) -> Result<()> {
+    async fn append(&self, items: &[InboxItem], redacted: &[String], upto: i64) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(db)?;
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", params(i * 7 + 1, 7)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO inbox (user_id, seq, room_id, event_id, sent, event, ts) VALUES {} ON CONFLICT (user_id, seq) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(&e.user)
-                    .bind(e.seq)
-                    .bind(&e.room)
-                    .bind(&e.event_id)
-                    .bind(e.sent as i64)
-                    .bind(&e.event)
-                    .bind(e.ts);
-            }
-            q.execute(&mut *tx).await.map_err(db)?;
+        let indexed: i64 = sqlx::query_scalar("SELECT pos FROM inbox_indexed WHERE id = 0")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let fresh: Vec<InboxItem> = items.iter().filter(|i| i.pos > indexed).cloned().collect();
+        if !fresh.is_empty() {
+            let mut users: Vec<&str> = fresh.iter().map(|i| i.user.as_str()).collect();
+            users.sort_unstable();
+            users.dedup();
+            let mut counters = counters(&mut tx, &users).await?;
+            let entries = number_inbox_items(&fresh, &mut counters);
+            insert(&mut tx, &entries).await?;
+            save_counters(&mut tx, &counters).await?;
         }
         for event_id in redacted {
             sqlx::query("DELETE FROM inbox WHERE event_id = $1")
@@ -75,16 +145,20 @@ impl Inbox for SqlStore {
     async fn pull(
         &self,
         user: &str,
-        after: i64,
-        until: i64,
+        received: SeqRange,
+        sent: SeqRange,
         limit: usize,
     ) -> Result<Vec<InboxEntry>> {
         let rows = sqlx::query(
-            "SELECT * FROM inbox WHERE user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+            "SELECT * FROM inbox WHERE user_id = $1 \
+             AND ((sent = 0 AND seq > $2 AND seq <= $3) OR (sent = 1 AND seq > $4 AND seq <= $5)) \
+             ORDER BY pos LIMIT $6",
         )
         .bind(user)
-        .bind(after)
-        .bind(until)
+        .bind(received.after)
+        .bind(received.until)
+        .bind(sent.after)
+        .bind(sent.until)
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await
@@ -92,25 +166,48 @@ impl Inbox for SqlStore {
         rows.iter().map(entry).collect()
     }
 
-    async fn latest(&self, user: &str) -> Result<(i64, i64)> {
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT sent, MAX(seq) FROM inbox WHERE user_id = $1 GROUP BY sent")
+    async fn since(&self, user: &str, after: i64, limit: usize) -> Result<Vec<InboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM inbox WHERE user_id = $1 AND pos > $2 ORDER BY pos, sent LIMIT $3",
+        )
+        .bind(user)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn received(&self, user: &str, seq: i64) -> Result<Option<InboxEntry>> {
+        let row = sqlx::query("SELECT * FROM inbox WHERE user_id = $1 AND sent = 0 AND seq = $2")
+            .bind(user)
+            .bind(seq)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db)?;
+        row.as_ref().map(entry).transpose()
+    }
+
+    async fn latest(&self, user: &str) -> Result<InboxSeqs> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT seq, send_seq FROM inbox_counters WHERE user_id = $1")
                 .bind(user)
-                .fetch_all(self.pool())
+                .fetch_optional(self.pool())
                 .await
                 .map_err(db)?;
-        let of = |sent: i64| {
-            rows.iter()
-                .find(|(s, _)| *s == sent)
-                .map_or(0, |(_, seq)| *seq)
-        };
-        Ok((of(0), of(1)))
+        Ok(
+            row.map_or_else(InboxSeqs::default, |(seq, send_seq)| InboxSeqs {
+                seq,
+                send_seq,
+            }),
+        )
     }
 
     async fn remove(&self, user: &str, seqs: &[i64]) -> Result<()> {
         for chunk in seqs.chunks(ROWS_PER_INSERT) {
             let sql = format!(
-                "DELETE FROM inbox WHERE user_id = $1 AND seq IN ({})",
+                "DELETE FROM inbox WHERE user_id = $1 AND sent = 0 AND seq IN ({})",
                 params(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(user);

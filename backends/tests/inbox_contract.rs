@@ -16,7 +16,7 @@ use sandcat_core::{
     inbox::InboxIndexer,
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{EventBus, Inbox, InboxEntry, StreamPosition},
+    ports::{EventBus, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange, StreamPosition},
     sequencer::{Sequencer, SigningKey},
     token::random_string,
     StoredEvent,
@@ -100,112 +100,152 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
-    entries_are_kept_once_in_seq_order_per_user,
+    each_user_counts_received_and_sent_without_gaps,
+    a_repeated_step_numbers_nothing_twice,
     the_indexed_position_only_moves_forward,
-    latest_tells_received_from_sent,
+    deleting_entries_keeps_the_counters,
     redactions_and_deletions_remove_entries,
     the_indexer_copies_messages_to_members,
 );
 
-fn entry(user: &str, seq: i64, sent: bool) -> InboxEntry {
-    InboxEntry {
+fn item(user: &str, pos: i64, sent: bool) -> InboxItem {
+    InboxItem {
         user: user.into(),
-        seq,
+        pos,
         room: "!r:localhost".into(),
-        event_id: format!("$e{seq}"),
+        event_id: format!("$e{pos}"),
         sent,
-        event: format!(r#"{{"n":{seq},"content":{{"m.relates_to":{{}},"a.b":"ü"}}}}"#),
-        ts: 1_700_000_000_000 + seq,
+        event: format!(r#"{{"n":{pos},"content":{{"m.relates_to":{{}},"a.b":"ü"}}}}"#),
+        ts: 1_700_000_000_000 + pos,
     }
 }
 
-async fn entries_are_kept_once_in_seq_order_per_user(inbox: Arc<dyn Inbox>) {
-    let a = "@a:localhost";
-    let b = "@b:localhost";
-    let first = vec![entry(a, 3, false), entry(b, 3, true), entry(a, 5, true)];
-    inbox.put(&first, &[], 5).await.unwrap();
-    // A repeated step (after a crash, or by the next indexer) writes some entries again.
-    let mut again = first.clone();
-    again.push(entry(a, 8, false));
-    again.push(entry(a, 7, false));
-    inbox.put(&again, &[], 8).await.unwrap();
+/// `(pos, sent, seq)` of entries.
+fn numbered(v: &[InboxEntry]) -> Vec<(i64, bool, i64)> {
+    v.iter().map(|e| (e.item.pos, e.item.sent, e.seq)).collect()
+}
 
-    let got = inbox.pull(a, 0, i64::MAX, 100).await.unwrap();
-    assert_eq!(
-        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![3, 5, 7, 8],
-        "once each, in seq order"
-    );
-    assert_eq!(got[0], entry(a, 3, false), "stored as given");
-    assert_eq!(
-        inbox.pull(b, 0, i64::MAX, 100).await.unwrap(),
-        vec![entry(b, 3, true)],
-        "each user sees their own inbox"
-    );
-    let window = inbox.pull(a, 3, 7, 100).await.unwrap();
-    assert_eq!(
-        window.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![5, 7],
-        "after < seq <= until"
-    );
-    let limited = inbox.pull(a, 0, i64::MAX, 2).await.unwrap();
-    assert_eq!(
-        limited.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![3, 5]
-    );
-    assert!(inbox
-        .pull("@nobody:localhost", 0, i64::MAX, 10)
+async fn all(inbox: &Arc<dyn Inbox>, user: &str) -> Vec<InboxEntry> {
+    inbox
+        .pull(user, SeqRange::ALL, SeqRange::ALL, 1000)
         .await
         .unwrap()
-        .is_empty());
+}
+
+async fn each_user_counts_received_and_sent_without_gaps(inbox: Arc<dyn Inbox>) {
+    let (a, b) = ("@a:localhost", "@b:localhost");
+    inbox
+        .append(
+            &[item(a, 3, false), item(b, 3, true), item(a, 5, true)],
+            &[],
+            5,
+        )
+        .await
+        .unwrap();
+    inbox
+        .append(&[item(a, 7, false), item(a, 8, false)], &[], 8)
+        .await
+        .unwrap();
+    let got = all(&inbox, a).await;
+    assert_eq!(
+        numbered(&got),
+        vec![(3, false, 1), (5, true, 1), (7, false, 2), (8, false, 3)],
+        "received and sent are two sequences, each from 1, in stream order"
+    );
+    assert_eq!(got[0].item, item(a, 3, false), "stored as given");
+    assert_eq!(numbered(&all(&inbox, b).await), vec![(3, true, 1)]);
+    assert_eq!(
+        inbox.latest(a).await.unwrap(),
+        InboxSeqs {
+            seq: 3,
+            send_seq: 1
+        }
+    );
+    let window = inbox
+        .pull(a, SeqRange::new(1, 3), SeqRange::NONE, 100)
+        .await
+        .unwrap();
+    assert_eq!(numbered(&window), vec![(7, false, 2), (8, false, 3)]);
+    let sent = inbox
+        .pull(a, SeqRange::NONE, SeqRange::new(0, 1), 100)
+        .await
+        .unwrap();
+    assert_eq!(numbered(&sent), vec![(5, true, 1)]);
+    let limited = inbox
+        .pull(a, SeqRange::ALL, SeqRange::ALL, 2)
+        .await
+        .unwrap();
+    assert_eq!(numbered(&limited), vec![(3, false, 1), (5, true, 1)]);
+    let live = inbox.since(a, 5, 10).await.unwrap();
+    assert_eq!(numbered(&live), vec![(7, false, 2), (8, false, 3)]);
+    assert_eq!(
+        inbox.received(a, 2).await.unwrap().map(|e| e.item.pos),
+        Some(7)
+    );
+    assert!(inbox.received(a, 4).await.unwrap().is_none());
+    assert!(all(&inbox, "@nobody:localhost").await.is_empty());
+    assert_eq!(
+        inbox.latest("@nobody:localhost").await.unwrap(),
+        InboxSeqs::default()
+    );
+}
+
+async fn a_repeated_step_numbers_nothing_twice(inbox: Arc<dyn Inbox>) {
+    let a = "@a:localhost";
+    let first = vec![item(a, 2, false), item(a, 4, false)];
+    inbox.append(&first, &[], 4).await.unwrap();
+    // The next indexer repeats the step, with more of the stream behind it.
+    let mut again = first.clone();
+    again.push(item(a, 6, false));
+    inbox.append(&again, &[], 6).await.unwrap();
+    assert_eq!(
+        numbered(&all(&inbox, a).await),
+        vec![(2, false, 1), (4, false, 2), (6, false, 3)]
+    );
 }
 
 async fn the_indexed_position_only_moves_forward(inbox: Arc<dyn Inbox>) {
     assert_eq!(inbox.indexed().await.unwrap(), 0, "nothing indexed yet");
-    inbox.put(&[], &[], 12).await.unwrap();
+    inbox.append(&[], &[], 12).await.unwrap();
     assert_eq!(inbox.indexed().await.unwrap(), 12);
     inbox
-        .put(&[entry("@a:localhost", 4, false)], &[], 4)
+        .append(&[item("@a:localhost", 4, false)], &[], 4)
         .await
         .unwrap();
     assert_eq!(inbox.indexed().await.unwrap(), 12, "never back");
-    assert_eq!(
-        inbox.pull("@a:localhost", 0, 12, 10).await.unwrap().len(),
-        1,
-        "the entries of a late step are still kept"
+    assert!(
+        all(&inbox, "@a:localhost").await.is_empty(),
+        "what is at or below the indexed position was indexed already"
     );
 }
 
-async fn latest_tells_received_from_sent(inbox: Arc<dyn Inbox>) {
+async fn deleting_entries_keeps_the_counters(inbox: Arc<dyn Inbox>) {
     let a = "@a:localhost";
-    assert_eq!(inbox.latest(a).await.unwrap(), (0, 0));
     inbox
-        .put(
-            &[
-                entry(a, 2, true),
-                entry(a, 4, false),
-                entry(a, 9, true),
-                entry(a, 6, false),
-                entry("@b:localhost", 20, false),
-            ],
-            &[],
-            20,
-        )
+        .append(&[item(a, 1, false), item(a, 2, false)], &[], 2)
         .await
         .unwrap();
-    assert_eq!(inbox.latest(a).await.unwrap(), (6, 9));
+    inbox.remove(a, &[1, 2]).await.unwrap();
+    assert!(all(&inbox, a).await.is_empty());
+    assert_eq!(
+        inbox.latest(a).await.unwrap().seq,
+        2,
+        "deleting never lowers"
+    );
+    inbox.append(&[item(a, 3, false)], &[], 3).await.unwrap();
+    assert_eq!(numbered(&all(&inbox, a).await), vec![(3, false, 3)]);
 }
 
 async fn redactions_and_deletions_remove_entries(inbox: Arc<dyn Inbox>) {
     let (a, b) = ("@a:localhost", "@b:localhost");
     inbox
-        .put(
+        .append(
             &[
-                entry(a, 1, true),
-                entry(b, 1, false),
-                entry(a, 2, false),
-                entry(b, 2, true),
-                entry(a, 3, false),
+                item(a, 1, true),
+                item(b, 1, false),
+                item(a, 2, false),
+                item(b, 2, true),
+                item(a, 3, false),
             ],
             &[],
             3,
@@ -213,15 +253,15 @@ async fn redactions_and_deletions_remove_entries(inbox: Arc<dyn Inbox>) {
         .await
         .unwrap();
     // A redaction of event 1 removes every user's copy.
-    inbox.put(&[], &["$e1".to_owned()], 4).await.unwrap();
-    let seqs = |v: Vec<InboxEntry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(inbox.pull(a, 0, 9, 10).await.unwrap()), vec![2, 3]);
-    assert_eq!(seqs(inbox.pull(b, 0, 9, 10).await.unwrap()), vec![2]);
-    // A user deleting messages removes them from their own inbox only.
-    inbox.remove(a, &[2, 99]).await.unwrap();
+    inbox.append(&[], &["$e1".to_owned()], 4).await.unwrap();
+    let positions = |v: Vec<InboxEntry>| v.iter().map(|e| e.item.pos).collect::<Vec<_>>();
+    assert_eq!(positions(all(&inbox, a).await), vec![2, 3]);
+    assert_eq!(positions(all(&inbox, b).await), vec![2]);
+    // A user deleting received messages removes them from their own inbox only.
+    inbox.remove(a, &[1, 99]).await.unwrap();
     inbox.remove(a, &[]).await.unwrap();
-    assert_eq!(seqs(inbox.pull(a, 0, 9, 10).await.unwrap()), vec![3]);
-    assert_eq!(seqs(inbox.pull(b, 0, 9, 10).await.unwrap()), vec![2]);
+    assert_eq!(positions(all(&inbox, a).await), vec![3]);
+    assert_eq!(positions(all(&inbox, b).await), vec![2]);
 }
 
 fn intent(
@@ -323,20 +363,27 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
     let of = |user: &OwnedUserId| {
         let inbox = inbox.clone();
         let user = user.to_string();
-        async move { inbox.pull(&user, 0, i64::MAX, 100).await.unwrap() }
+        async move { all(&inbox, &user).await }
     };
     let alices = of(&alice).await;
     assert_eq!(alices.len(), 1, "the redacted message is gone: {alices:?}");
     assert_eq!(
-        (alices[0].seq, alices[0].sent, alices[0].event_id.as_str()),
-        (m2.pos, false, m2.pdu.event_id.as_str())
+        (
+            alices[0].item.pos,
+            alices[0].seq,
+            alices[0].item.sent,
+            alices[0].item.event_id.as_str()
+        ),
+        (m2.pos, 1, false, m2.pdu.event_id.as_str()),
+        "the first message alice received is her seq 1"
     );
     let back = alices[0].stored_event().unwrap();
     assert_eq!(back.pdu.content_value()["body"], "two");
     assert_eq!(back.pdu.room_id(), room);
     let bobs = of(&bob).await;
     assert_eq!(bobs.len(), 1);
-    assert!(bobs[0].sent, "bob's own copy is marked sent");
+    assert!(bobs[0].item.sent, "bob's own copy is marked sent");
+    assert_eq!(bobs[0].seq, 1, "bob's first sent message is his send_seq 1");
     assert!(of(&carol).await.is_empty(), "not a member");
 
     // Carol joins; a later message reaches her, earlier ones do not. A second indexer (after
@@ -350,22 +397,141 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
         "localhost".try_into().unwrap(),
     );
     restarted.step().await.unwrap();
+    assert_eq!(numbered(&of(&carol).await), vec![(m3.pos, false, 1)]);
     assert_eq!(
-        of(&carol).await.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![m3.pos]
-    );
-    assert_eq!(
-        of(&alice)
-            .await
-            .iter()
-            .map(|e| (e.seq, e.sent))
-            .collect::<Vec<_>>(),
-        vec![(m2.pos, false), (m3.pos, true)],
-        "nothing indexed twice"
+        numbered(&of(&alice).await),
+        vec![(m2.pos, false, 1), (m3.pos, true, 1)],
+        "nothing indexed twice; a message redacted before it was indexed takes no number"
     );
     assert_eq!(
         inbox.latest(alice.as_str()).await.unwrap(),
-        (m2.pos, m3.pos)
+        InboxSeqs {
+            seq: 1,
+            send_seq: 1
+        }
     );
     bus.shutdown().await;
+}
+
+/// A step cut short on MongoDB (which has no transactions without a replica set): the next
+/// step removes what no counter covers and numbers on without a gap or a repeat, even when
+/// membership changed in between.
+#[tokio::test]
+async fn mongodb_a_step_cut_short_is_completed_without_gaps() {
+    use ::mongodb::bson::{doc, Document};
+    let url =
+        std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let name = fresh_name();
+    let inbox: Arc<dyn Inbox> =
+        Arc::new(MongoInbox::connect(&url, &name).await.unwrap_or_else(|e| {
+            panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
+        }));
+    let (a, b, c) = ("@a:localhost", "@b:localhost", "@c:localhost");
+    inbox.append(&[item(a, 1, false)], &[], 1).await.unwrap();
+
+    // A step up to 3 noted itself started, wrote a's and b's entries at 2 and a's counter,
+    // then its process died.
+    let db = ::mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&name);
+    db.collection::<Document>("inbox_indexed")
+        .update_one(
+            doc! { "_id": "indexed" },
+            doc! { "$set": { "started": 3_i64 } },
+        )
+        .await
+        .unwrap();
+    let doc_of = |user: &str, seq: i64| {
+        let i = item(user, 2, false);
+        doc! { "user": user, "sent": false, "seq": seq, "pos": 2_i64, "room": i.room,
+        "event_id": i.event_id, "event": i.event, "ts": i.ts }
+    };
+    db.collection::<Document>("inbox")
+        .insert_many([doc_of(a, 2), doc_of(b, 1)])
+        .await
+        .unwrap();
+    db.collection::<Document>("inbox_counters")
+        .update_one(
+            doc! { "_id": a },
+            doc! { "$set": { "seq": 2_i64, "send_seq": 0_i64, "upto": 3_i64,
+            "prev_seq": 1_i64, "prev_send_seq": 0_i64 } },
+        )
+        .upsert(true)
+        .await
+        .unwrap();
+    assert_eq!(
+        numbered(&all(&inbox, a).await),
+        vec![(1, false, 1)],
+        "half a step is not seen"
+    );
+    assert!(all(&inbox, b).await.is_empty());
+    assert_eq!(inbox.latest(a).await.unwrap().seq, 1);
+
+    // The next indexer repeats the step; meanwhile b left and c joined.
+    inbox
+        .append(
+            &[item(a, 2, false), item(c, 2, false), item(a, 3, false)],
+            &[],
+            3,
+        )
+        .await
+        .unwrap();
+    // a's counter covers the step as first indexed (a got 2, not yet 3): that stands.
+    assert_eq!(
+        numbered(&all(&inbox, a).await),
+        vec![(1, false, 1), (2, false, 2)]
+    );
+    assert!(
+        all(&inbox, b).await.is_empty(),
+        "what no counter covered is gone"
+    );
+    assert_eq!(numbered(&all(&inbox, c).await), vec![(2, false, 1)]);
+    assert_eq!(inbox.latest(a).await.unwrap().seq, 2);
+    assert_eq!(inbox.latest(b).await.unwrap().seq, 0);
+    inbox
+        .append(&[item(a, 5, false), item(b, 5, false)], &[], 5)
+        .await
+        .unwrap();
+    assert_eq!(numbered(&all(&inbox, a).await)[2], (5, false, 3), "no gap");
+    assert_eq!(numbered(&all(&inbox, b).await), vec![(5, false, 1)]);
+}
+
+/// Entries written before the counters (numbered by stream position, no `pos`) read back with
+/// their number as their position, and the user's counters continue after them.
+#[tokio::test]
+async fn mongodb_entries_from_before_the_counters_are_kept() {
+    use ::mongodb::bson::{doc, Document};
+    let url =
+        std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let name = fresh_name();
+    let client = ::mongodb::Client::with_uri_str(&url).await.unwrap();
+    let db = client.database(&name);
+    let old = item("@a:localhost", 40, false);
+    db.collection::<Document>("inbox")
+        .insert_one(doc! { "user": &old.user, "seq": 40_i64, "room": &old.room,
+        "event_id": &old.event_id, "sent": false, "event": &old.event,
+        "ts": old.ts })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
+        });
+    db.collection::<Document>("inbox_indexed")
+        .insert_one(doc! { "_id": "indexed", "pos": 40_i64 })
+        .await
+        .unwrap();
+    let inbox: Arc<dyn Inbox> = Arc::new(MongoInbox::connect(&url, &name).await.unwrap());
+    assert_eq!(
+        numbered(&all(&inbox, &old.user).await),
+        vec![(40, false, 40)]
+    );
+    assert_eq!(inbox.latest(&old.user).await.unwrap().seq, 40);
+    inbox
+        .append(&[item(&old.user, 41, false)], &[], 41)
+        .await
+        .unwrap();
+    assert_eq!(
+        numbered(&all(&inbox, &old.user).await),
+        vec![(40, false, 40), (41, false, 41)]
+    );
 }

@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::{intent::RoomBatch, Pdu, Result, StoredEvent};
 
+mod inbox;
+pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
+
 /// A user account.
 #[derive(Debug, Clone)]
 pub struct UserRecord {
@@ -566,61 +569,4 @@ pub trait MediaIndex: Send + Sync {
 pub trait MediaStore: Send + Sync {
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
-}
-
-/// One message in a user's inbox: a room message as that user received (or sent) it, at the
-/// event's stream position. The Sandcat `seq` of a message is this position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboxEntry {
-    /// The owner of the inbox, a Matrix user id.
-    pub user: String,
-    pub seq: i64,
-    pub room: String,
-    pub event_id: String,
-    /// Whether the owner sent it.
-    pub sent: bool,
-    /// The event's PDU (JSON), so that a pull needs no second lookup.
-    pub event: String,
-    /// `origin_server_ts`.
-    pub ts: i64,
-}
-
-impl InboxEntry {
-    /// The event, as the room store would return it.
-    pub fn stored_event(&self) -> Result<StoredEvent> {
-        let event_id = OwnedEventId::try_from(self.event_id.as_str())
-            .map_err(|e| crate::Error::Internal(format!("inbox event id: {e}")))?;
-        let room_id = OwnedRoomId::try_from(self.room.as_str())
-            .map_err(|e| crate::Error::Internal(format!("inbox room id: {e}")))?;
-        Ok(StoredEvent {
-            pos: self.seq,
-            pdu: Pdu::from_stored(&self.event, event_id, room_id)?,
-            unsigned: None,
-            redacted_because: None,
-            txn: None,
-        })
-    }
-}
-
-/// Per-user delivery queues of room messages, filled from the event stream by the inbox
-/// indexer (`crate::inbox`), read by offline delivery.
-#[async_trait]
-pub trait Inbox: Send + Sync {
-    /// Adds entries (an entry already there is kept as it is), removes every copy of the
-    /// `redacted` events, then records the stream as indexed up to `upto`.
-    async fn put(&self, entries: &[InboxEntry], redacted: &[String], upto: i64) -> Result<()>;
-    /// The stream position up to which the inbox is complete.
-    async fn indexed(&self) -> Result<i64>;
-    /// The user's entries with `after < seq <= until`, oldest first; at most `limit`.
-    async fn pull(
-        &self,
-        user: &str,
-        after: i64,
-        until: i64,
-        limit: usize,
-    ) -> Result<Vec<InboxEntry>>;
-    /// The user's latest received and latest sent `seq` (0 when none).
-    async fn latest(&self, user: &str) -> Result<(i64, i64)>;
-    /// Removes the user's entries at these positions.
-    async fn remove(&self, user: &str, seqs: &[i64]) -> Result<()>;
 }

@@ -15,6 +15,7 @@ use axum::{
 };
 use ruma::OwnedUserId;
 use sandcat_core::{
+    inbox::InboxWatch,
     notifier::Notifier,
     ports::{Inbox, NativeStore, RoomStore, StreamPosition, UserStore},
     ratelimit::{Key, Limiter},
@@ -28,6 +29,7 @@ mod friends;
 mod groups;
 pub mod jwt;
 mod mapping;
+mod messages;
 pub mod model;
 mod users;
 mod ws;
@@ -83,6 +85,8 @@ pub struct NativeState {
     pub media: Arc<Media>,
     /// Per-user message inboxes: offline pull and `seq`.
     pub inbox: Arc<dyn Inbox>,
+    /// How far the inbox is: live delivery follows it.
+    pub inbox_watch: InboxWatch,
 }
 
 impl NativeState {
@@ -117,7 +121,15 @@ impl NativeState {
             limiter: Arc::new(Limiter::new(0.0, 0)),
             media,
             inbox,
+            inbox_watch: InboxWatch::default(),
         }
+    }
+
+    /// The watch of the inbox's position that live delivery follows; whoever starts the
+    /// server keeps it current ([`InboxWatch::follow`]).
+    pub fn with_inbox_watch(mut self, watch: InboxWatch) -> Self {
+        self.inbox_watch = watch;
+        self
     }
 
     /// Replaces the rate limiter of the login and code endpoints (the default lets
@@ -379,8 +391,8 @@ fn routes() -> Router<NativeState> {
         )
         .route("/group/invite", put(groups::invite))
         .route("/group", delete(groups::leave_or_dismiss))
-        .route("/message", post(mapping::pull).delete(mapping::delete))
-        .route("/message/seq/{user_id}", get(mapping::seq))
+        .route("/message", post(messages::pull).delete(messages::delete))
+        .route("/message/seq/{user_id}", get(messages::seq))
         .route(
             "/file/upload",
             post(files::upload).layer(axum::extract::DefaultBodyLimit::max(MAX_FILE)),

@@ -1,13 +1,7 @@
-//! Between Sandcat messages and Matrix events, and the message routes built on it: a Sandcat
-//! `Msg` is one `m.room.message` event; a user's `seq` and `send_seq` are stream positions of
-//! the events they received and sent, so offline pull and Matrix `/sync` read the same events.
+//! Between Sandcat messages and Matrix events: a Sandcat `Msg` is one `m.room.message` event.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::collections::HashMap;
 
-use axum::{extract::State, Json};
 use base64::Engine;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use sandcat_core::json::set;
@@ -15,18 +9,9 @@ use sandcat_core::{ports::UserRecord, StoredEvent};
 use serde_json::{json, Value};
 
 use crate::{
-    model::{content_type as ct, msg_type, DelMsgRequest, GetDbMessagesRequest, Msg, Seq},
-    ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
+    model::{content_type as ct, msg_type, Msg},
+    ApiError, ApiResult, NativeState,
 };
-
-/// Most messages one pull returns. The Sandcat client takes a pull's answer in one piece and
-/// then moves its seq to the end of what it asked for, so a smaller cap would lose messages
-/// for a device catching up; this one bounds the answer (tens of MB) for a device that was
-/// away very long.
-const MAX_PULL: usize = 50_000;
-
-/// How long a pull waits for the inbox indexer to catch up with the stream.
-const INDEX_WAIT: Duration = Duration::from_secs(5);
 
 /// `mxc://{server}/{media_id}` for a Sandcat file or avatar name; URLs pass through.
 pub(crate) fn avatar_to_mxc(s: &NativeState, name: &str) -> Option<String> {
@@ -87,10 +72,6 @@ impl Kinds {
         };
         self.0.insert(room.to_owned(), kind.clone());
         Ok(kind)
-    }
-
-    pub(crate) fn forget(&mut self, room: &RoomId) {
-        self.0.remove(room);
     }
 }
 
@@ -263,7 +244,7 @@ pub(crate) async fn event_to_msg(
             .and_then(Value::as_i64)
             .unwrap_or(ts),
         send_time: ts,
-        seq: ev.pos,
+        seq: 0,
         msg_type,
         content_type,
         content,
@@ -279,7 +260,7 @@ pub(crate) async fn event_to_msg(
             .pointer("/m.relates_to/m.in_reply_to/event_id")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        send_seq: ev.pos,
+        send_seq: 0,
     }))
 }
 
@@ -330,118 +311,4 @@ pub(crate) fn call_content(msg: &Msg) -> Value {
             "content": base64::engine::general_purpose::STANDARD.encode(&msg.content),
         },
     })
-}
-
-/// Rooms the user is joined to.
-pub(crate) async fn joined_rooms(s: &NativeState, me: &str) -> ApiResult<Vec<OwnedRoomId>> {
-    Ok(s.rooms.joined_rooms(&s.matrix_id(me)?).await?)
-}
-
-/// The position up to which the inbox can be read: it waits (a little) for the inbox indexer
-/// to reach the stream position of this instance, so that a message acknowledged before the
-/// request is in the answer; past the wait, what is indexed.
-async fn indexed(s: &NativeState) -> ApiResult<i64> {
-    let target = s.stream.current_pos();
-    let deadline = Instant::now() + INDEX_WAIT;
-    loop {
-        let at = s.inbox.indexed().await?;
-        if at >= target {
-            return Ok(target);
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                indexed = at,
-                stream = target,
-                "the inbox lags behind the stream"
-            );
-            return Ok(at);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// POST /message — received messages with `seq ∈ (start, end]` and sent ones with
-/// `send_seq ∈ (send_start, send_end]`, in stream order, from the user's inbox.
-pub(crate) async fn pull(
-    State(s): State<NativeState>,
-    auth: Auth,
-    Body(req): Body<GetDbMessagesRequest>,
-) -> ApiResult<Json<Vec<Msg>>> {
-    auth.check(&req.user_id)?;
-    let me = req.user_id.as_str();
-    let indexed = indexed(&s).await?;
-    let clamp = |end: i64| if end <= 0 { indexed } else { end.min(indexed) };
-    let (end, send_end) = (clamp(req.end), clamp(req.send_end));
-    let lo = req.start.min(req.send_start).max(0);
-    let hi = end.max(send_end);
-    let entries = s
-        .inbox
-        .pull(s.matrix_id(me)?.as_str(), lo, hi, MAX_PULL)
-        .await?;
-    let (mut kinds, mut profiles) = (Kinds::default(), Profiles::default());
-    let mut read_up_to: HashMap<OwnedRoomId, i64> = HashMap::new();
-    let mut out = Vec::new();
-    for entry in entries {
-        let wanted = if entry.sent {
-            entry.seq > req.send_start && entry.seq <= send_end
-        } else {
-            entry.seq > req.start && entry.seq <= end
-        };
-        if !wanted {
-            continue;
-        }
-        let ev = entry.stored_event()?;
-        if let Some(mut m) = event_to_msg(&s, &mut kinds, &mut profiles, &ev, me).await? {
-            let room = ev.pdu.room_id().to_owned();
-            let read = match read_up_to.get(&room) {
-                Some(p) => *p,
-                None => {
-                    let p = read_position(&s, me, &room).await?;
-                    read_up_to.insert(room, p);
-                    p
-                }
-            };
-            // Read state as the reader's own receipts tell it, whichever client sent them.
-            m.is_read = !entry.sent && entry.seq <= read;
-            out.push(m);
-        }
-    }
-    Ok(Json(out))
-}
-
-/// The stream position up to which `me` has read the room (0: nothing).
-async fn read_position(s: &NativeState, me: &str, room: &RoomId) -> ApiResult<i64> {
-    let Some(event_id) = s.data.read_marker(&s.matrix_id(me)?, room).await? else {
-        return Ok(0);
-    };
-    Ok(s.room_store()
-        .event(&event_id)
-        .await?
-        .map(|e| e.pos)
-        .unwrap_or(0))
-}
-
-/// GET /message/seq/{user_id} — the latest received and sent positions.
-pub(crate) async fn seq(
-    State(s): State<NativeState>,
-    auth: Auth,
-    PathArgs(user_id): PathArgs<String>,
-) -> ApiResult<Json<Seq>> {
-    auth.check(&user_id)?;
-    indexed(&s).await?;
-    let (seq, send_seq) = s.inbox.latest(s.matrix_id(&user_id)?.as_str()).await?;
-    Ok(Json(Seq { seq, send_seq }))
-}
-
-/// DELETE /message — removes messages (by seq) from the user's inbox.
-pub(crate) async fn delete(
-    State(s): State<NativeState>,
-    auth: Auth,
-    Body(req): Body<DelMsgRequest>,
-) -> ApiResult<()> {
-    auth.check(&req.user_id)?;
-    s.inbox
-        .remove(s.matrix_id(&req.user_id)?.as_str(), &req.msg_id)
-        .await?;
-    Ok(())
 }

@@ -2,15 +2,17 @@
 //!
 //! Frames are bincode `Msg` (JSON text frames are accepted from clients). One connection per
 //! (user, platform): a newer one closes the older with 4001; a bad token closes with 4002.
-//! Messages in the user's rooms are read from the event stream as it grows, so a message sent
-//! from a Matrix client reaches the Sandcat client; messages the client sends become
-//! `m.room.message` events and are acknowledged with `MsgRecResp` on every connection of the
-//! sender. Call signalling (14–22) is relayed between live connections and never stored.
+//! Each connection follows its user's inbox as the indexer numbers it, so a message sent from
+//! a Matrix client reaches the Sandcat client with the user's next `seq`. Messages the client
+//! sends become `m.room.message` events, acknowledged with `MsgRecResp` (carrying their
+//! `send_seq`) on the connection they came through once the inbox has numbered them; the
+//! user's other connections get the message and the same acknowledgement, so every device
+//! counts both sequences without gaps. Call offers, answers and candidates are relayed between
+//! live connections; call records are stored like messages.
 
-use ruma::events::room::member::MembershipState;
-use sandcat_core::ports::FriendshipStatus;
+use sandcat_core::ports::{FriendshipStatus, InboxEntry};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
@@ -30,7 +32,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     friends::random_id,
-    mapping::{event_to_msg, joined_rooms, msg_to_content, sandcat_id, Kinds, Profiles},
+    mapping::{msg_to_content, Kinds, Profiles},
+    messages::entry_to_msg,
     model::{content_type, msg_type, Msg, MsgRead},
     now, ApiError, NativeState, PathArgs,
 };
@@ -38,8 +41,10 @@ use crate::{
 pub(crate) const KNOCKED_OFF: u16 = 4001;
 pub(crate) const UNAUTHORIZED: u16 = 4002;
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// Sent messages a connection remembers until it sees them on the stream.
-const MAX_PENDING_ECHOES: usize = 1024;
+/// Acknowledgements a connection holds until the inbox numbers their messages.
+const MAX_PENDING_ACKS: usize = 1024;
+/// Inbox entries read per step of live delivery.
+const DELIVERY_BATCH: usize = 500;
 /// Largest frame or message a client may send (a chat message is far smaller).
 const MAX_FRAME: usize = 256 * 1024;
 
@@ -137,7 +142,8 @@ pub(crate) async fn connect(
         })
 }
 
-/// A connection's place in the hub and in the stream, taken before the handshake answer.
+/// A connection's place in the hub and in the user's inbox, taken before the handshake
+/// answer.
 struct Registered {
     id: u64,
     rx: mpsc::UnboundedReceiver<Out>,
@@ -150,12 +156,11 @@ struct Connection {
     s: NativeState,
     me: String,
     platform: i32,
-    rooms: HashSet<OwnedRoomId>,
-    kinds: Kinds,
+    /// The stream position of the last inbox entry delivered.
     pos: i64,
-    /// `local_id`s of messages sent through this connection, not yet seen on the stream: they
-    /// were acknowledged here, and reach the user's other connections as messages.
-    sent: HashSet<String>,
+    /// Acknowledgements of messages sent through this connection, by event id, until the
+    /// inbox numbers them (`send_seq`).
+    pending: HashMap<String, Msg>,
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -185,22 +190,13 @@ impl Connection {
             pos,
             device,
         } = reg;
-        let mut wake = s.notifier.subscribe();
-        let rooms = match joined_rooms(&s, &user_id).await {
-            Ok(r) => r.into_iter().collect(),
-            Err(_) => {
-                s.hub.unregister(&user_id, platform, id);
-                return close(&mut socket, 1011, "internal error").await;
-            }
-        };
+        let mut wake = s.inbox_watch.subscribe();
         let mut conn = Connection {
             s: s.clone(),
             me: user_id.clone(),
             platform,
-            rooms,
-            kinds: Kinds::default(),
             pos,
-            sent: HashSet::new(),
+            pending: HashMap::new(),
         };
         // What was written while the connection was being set up.
         wake.mark_changed();
@@ -263,69 +259,59 @@ impl Connection {
         tracing::debug!(user = %user_id, platform, "sandcat connection closed");
     }
 
-    /// Messages in the user's rooms after the last position this connection delivered.
+    /// What the user's inbox holds after the last entry this connection delivered.
     async fn new_messages(&mut self) -> Result<Vec<Msg>, ApiError> {
-        let until = self.s.stream.current_pos();
+        let me = self.s.matrix_id(&self.me)?;
         let mut out = Vec::new();
-        while self.pos < until {
-            let events = self
+        loop {
+            let entries = self
                 .s
-                .room_store()
-                .events_between(self.pos, until, 500)
+                .inbox
+                .since(me.as_str(), self.pos, DELIVERY_BATCH)
                 .await?;
-            let Some(last) = events.last() else {
-                self.pos = until;
-                break;
-            };
-            let last_pos = last.pos;
-            let mut profiles = Profiles::default();
-            for ev in &events {
-                let room = ev.pdu.room_id();
-                if ev.pdu.kind.to_string() == "m.room.member"
-                    && ev.pdu.state_key.as_deref() == Some(self.s.matrix_id(&self.me)?.as_str())
-                {
-                    if ev.pdu.membership() == Some(MembershipState::Join) {
-                        self.rooms.insert(room.to_owned());
-                    } else {
-                        self.rooms.remove(room);
-                    }
-                    self.kinds.forget(room);
-                    continue;
-                }
-                if !self.rooms.contains(room) {
-                    continue;
-                }
-                let mine = sandcat_id(&self.s, &ev.pdu.sender) == self.me;
-                if mine && crate::mapping::call_record(&ev.pdu.content_value()).is_some() {
-                    // The caller's own call records are not news to its other devices.
-                    continue;
-                }
-                if mine {
-                    let local_id = ev
-                        .pdu
-                        .content_value()
-                        .get("org.sandcat.local_id")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned);
-                    if local_id.is_some_and(|l| self.sent.remove(&l)) {
-                        // Sent through this connection: acknowledged here already.
-                        continue;
-                    }
-                }
-                if let Some(mut m) =
-                    event_to_msg(&self.s, &mut self.kinds, &mut profiles, ev, &self.me).await?
-                {
-                    if mine {
-                        // The client counts `seq` as received messages; its own message from
-                        // another device is none of those.
-                        m.seq = 0;
-                    }
-                    out.push(m);
-                }
+            let (mut kinds, mut profiles) = (Kinds::default(), Profiles::default());
+            for entry in &entries {
+                self.deliver(entry, &mut kinds, &mut profiles, &mut out)
+                    .await?;
+                self.pos = entry.item.pos;
             }
-            self.pos = last_pos;
+            if entries.len() < DELIVERY_BATCH {
+                return Ok(out);
+            }
         }
-        Ok(out)
+    }
+
+    /// The frames of one inbox entry: a received message; the acknowledgement of a message
+    /// sent here; or a message sent elsewhere (another device, a Matrix client) with its
+    /// acknowledgement, so that this device counts it as sent too.
+    async fn deliver(
+        &mut self,
+        entry: &InboxEntry,
+        kinds: &mut Kinds,
+        profiles: &mut Profiles,
+        out: &mut Vec<Msg>,
+    ) -> Result<(), ApiError> {
+        if entry.item.sent {
+            if let Some(mut ack) = self.pending.remove(&entry.item.event_id) {
+                ack.send_seq = entry.seq;
+                out.push(ack);
+                return Ok(());
+            }
+        }
+        let Some(m) = entry_to_msg(&self.s, kinds, profiles, entry, &self.me).await? else {
+            return Ok(());
+        };
+        if !entry.item.sent {
+            out.push(m);
+            return Ok(());
+        }
+        let ack = self.reply(&m, Ok((m.server_id.clone(), m.send_time, entry.seq)));
+        // The caller's own call records are not news to its other devices; the count is.
+        if !msg_type::CALL_RECORDS.contains(&m.msg_type) {
+            out.push(m);
+        }
+        out.push(ack);
+        Ok(())
     }
 
     /// The acknowledgement of `msg` (or its refusal with an error text), for the connection it
@@ -335,11 +321,11 @@ impl Connection {
         r.msg_type = msg_type::REC_RESP;
         r.content = Vec::new();
         match result {
-            Ok((server_id, send_time, seq)) => {
+            Ok((server_id, send_time, send_seq)) => {
                 r.server_id = server_id;
                 r.send_time = send_time;
-                r.send_seq = seq;
-                r.seq = seq;
+                r.send_seq = send_seq;
+                r.seq = 0;
             }
             Err(e) => {
                 r.content_type = content_type::ERROR;
@@ -403,14 +389,35 @@ impl Connection {
                 "message type {other} cannot be sent"
             ))),
         };
-        if chat && result.is_ok() {
-            if self.sent.len() >= MAX_PENDING_ECHOES {
-                // Messages to rooms this connection does not follow never come back.
-                self.sent.clear();
-            }
-            self.sent.insert(msg.local_id.clone());
+        match result {
+            Ok((event_id, ts, pos)) => self.acknowledge(&msg, event_id, ts, pos).await,
+            Err(e) => Some(self.reply(&msg, Err(e))),
         }
-        Some(self.reply(&msg, result))
+    }
+
+    /// The acknowledgement of a stored message, once the inbox has numbered it: now, if this
+    /// connection's delivery is past it (a resend of a message stored before), else when
+    /// delivery reaches it.
+    async fn acknowledge(&mut self, msg: &Msg, event_id: String, ts: i64, pos: i64) -> Option<Msg> {
+        let mut ack = self.reply(msg, Ok((event_id.clone(), ts, 0)));
+        if pos > self.pos {
+            if self.pending.len() >= MAX_PENDING_ACKS {
+                // The inbox is far behind; the client marks these failed and resends.
+                self.pending.clear();
+            }
+            self.pending.insert(event_id, ack);
+            return None;
+        }
+        let me = self.s.matrix_id(&self.me).ok()?;
+        if let Ok(entries) = self.s.inbox.since(me.as_str(), pos - 1, 2).await {
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.item.sent && e.item.event_id == event_id)
+            {
+                ack.send_seq = e.seq;
+            }
+        }
+        Some(ack)
     }
 
     /// The room a chat message goes to.
@@ -434,7 +441,7 @@ impl Connection {
         }
     }
 
-    /// Stores a call record in the DM room: `(event id, time, seq)` for the acknowledgement.
+    /// Stores a call record in the DM room: `(event id, time, stream position)`.
     async fn record_call(&self, msg: &Msg, room: &str) -> Result<(String, i64, i64), ApiError> {
         let room =
             RoomId::parse(room).map_err(|_| ApiError::not_found("the friendship has no room"))?;
@@ -448,7 +455,8 @@ impl Connection {
         self.post(&room, msg, content).await
     }
 
-    /// Appends the `m.room.message` of `msg`, once per local id: `(event id, time, seq)`.
+    /// Appends the `m.room.message` of `msg`, once per local id: `(event id, time, stream
+    /// position)`.
     async fn post(
         &self,
         room: &RoomId,
@@ -482,14 +490,14 @@ impl Connection {
         let Some(seq) = read.msg_seq.iter().copied().max() else {
             return Ok(());
         };
-        let ev = self
+        let me = self.s.matrix_id(&self.me)?;
+        let entry = self
             .s
-            .room_store()
-            .events_between(seq.saturating_sub(1), seq, 1)
+            .inbox
+            .received(me.as_str(), seq)
             .await?
-            .into_iter()
-            .next()
             .ok_or_else(|| ApiError::not_found("no message with that seq"))?;
+        let ev = entry.stored_event()?;
         self.s
             .data
             .receipt(
