@@ -346,6 +346,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             store.clone(),
             store.clone(),
             inbox.clone(),
+            store.clone(),
             server.server_name.clone(),
         )
         .with_watch(inbox_watch.clone()),

@@ -598,8 +598,14 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         roles.contains(&(alice.id.clone(), 0)) && roles.contains(&("bob".into(), 2)),
         "{roles:?}"
     );
-    let note = next_of(&mut bob_ws, 2).await;
+    // Bob learns of it from his inbox: his joining, as the client takes it (it then fetches
+    // the group and its members).
+    let note = next_of(&mut bob_ws, 3).await;
     assert_eq!(note.group_id, group);
+    assert_eq!(
+        bincode::deserialize::<Vec<String>>(&note.content).unwrap(),
+        ["bob"]
+    );
     let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
     assert!(
         rooms["joined_rooms"]
@@ -685,6 +691,11 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         )
         .await;
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+    let exit = next_of(&mut alice_ws, 4).await;
+    assert_eq!(
+        (exit.send_id.as_str(), exit.group_id.as_str()),
+        ("bob", group.as_str())
+    );
 }
 
 #[tokio::test]
@@ -1282,4 +1293,101 @@ async fn live_delivery_never_makes_the_client_pull() {
         assert_eq!((t.seq, t.send_seq), (bob_now.seq, bob_now.send_seq));
     }
     assert_eq!((bob_now.seq, bob_now.send_seq), (N as i64, N as i64));
+}
+
+/// The frames of a user's whole inbox, pulled as a client back online pulls.
+async fn pull_all(n: &Native) -> Vec<Msg> {
+    let seqs = SeqTracker::of(n).await;
+    let (s, pulled) = n
+        .call(reqwest::Method::POST, "/message", Some(json!({ "user_id": n.id, "start": 0, "end": seqs.seq, "send_start": 0, "send_end": seqs.send_seq })))
+        .await;
+    assert_eq!(s, 200, "{pulled}");
+    serde_json::from_value(pulled).unwrap()
+}
+
+#[tokio::test]
+async fn an_offline_member_learns_of_a_group_and_its_end() {
+    let server = Server::start().await;
+    let alice = sandcat_user(&server, "alice").await;
+    let bob = sandcat_user(&server, "bob").await;
+    let carol_mx = server.register("carol").await;
+    // Bob is offline throughout: Alice makes a group with him, renames it, Carol joins it from
+    // Matrix and talks, and Alice dismisses it.
+    let (s, inv) = alice
+        .call(reqwest::Method::POST, &format!("/group/{}", alice.id), Some(json!({ "id": "", "owner": alice.id, "avatar": "", "group_name": "Cats", "members_id": [bob.id] })))
+        .await;
+    assert_eq!(s, 200, "{inv}");
+    let group = inv["info"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = alice
+        .call(reqwest::Method::PUT, &format!("/group/{}", alice.id), Some(json!({ "id": group, "name": "Big cats", "avatar": "", "description": "", "announcement": "" })))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = alice
+        .call(
+            reqwest::Method::PUT,
+            "/group/invite",
+            Some(json!({ "user_id": alice.id, "group_id": group, "members": ["carol"] })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    carol_mx.send_text(&group, "c1", "hello from matrix").await;
+    let (s, _) = alice
+        .call(
+            reqwest::Method::DELETE,
+            "/group",
+            Some(json!({ "user_id": alice.id, "group_id": group, "is_dismiss": true })),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let frames = pull_all(&bob).await;
+    let seen: Vec<(i32, i64)> = frames.iter().map(|m| (m.msg_type, m.seq)).collect();
+    assert_eq!(
+        seen,
+        [(3, 1), (9, 2), (3, 3), (1, 4), (6, 5)],
+        "joined, renamed, Carol joined, her message, dismissed — numbered 1 to 5: {frames:?}"
+    );
+    assert!(frames.iter().all(|m| m.group_id == group));
+    assert_eq!(
+        bincode::deserialize::<Vec<String>>(&frames[2].content).unwrap(),
+        ["carol"],
+        "a member added is announced before her messages"
+    );
+    assert_eq!(frames[3].send_id, "carol");
+    let renamed: serde_json::Value = {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Info {
+            id: String,
+            owner: String,
+            name: String,
+        }
+        let info: Info = bincode::deserialize(&frames[1].content).expect("GroupFromServer");
+        json!({ "id": info.id, "name": info.name })
+    };
+    assert_eq!(renamed, json!({ "id": group, "name": "Big cats" }));
+
+    // A change made from Matrix reaches the members too.
+    let (s, inv) = alice
+        .call(reqwest::Method::POST, &format!("/group/{}", alice.id), Some(json!({ "id": "", "owner": alice.id, "avatar": "", "group_name": "Dogs", "members_id": ["carol", bob.id] })))
+        .await;
+    assert_eq!(s, 200, "{inv}");
+    let dogs = inv["info"]["id"].as_str().unwrap().to_owned();
+    let (s, r) = carol_mx
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&dogs)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let frames = pull_all(&bob).await;
+    let tail: Vec<(i32, String)> = frames[5..]
+        .iter()
+        .map(|m| (m.msg_type, m.send_id.clone()))
+        .collect();
+    assert_eq!(
+        tail,
+        [(3, bob.id.clone()), (4, "carol".to_owned())],
+        "added to Dogs (after Carol, so her joining is no news), Carol left from Matrix: {frames:?}"
+    );
 }

@@ -4,6 +4,12 @@
 //! indexer runs cluster-wide, so it is the one writer of every user's counters; the inbox
 //! records how far it got, so a restart (or another instance taking over) resumes there and
 //! numbers nothing twice. [`InboxWatch`] tells every instance how far the inbox is.
+//!
+//! Group operations are inbox entries too, so that a member who was offline learns of them in
+//! order: in a room that is not a Sandcat friendship, a membership change (join, leave, kick,
+//! ban) goes to its target and to the local members, and a change of name, topic, avatar or
+//! announcement to the local members but its sender — whether it was made from Sandcat or
+//! from a Matrix client.
 
 use ruma::events::room::member::MembershipState;
 use std::{
@@ -18,7 +24,7 @@ use ruma::{events::TimelineEventType, OwnedRoomId, OwnedServerName};
 
 use crate::{
     notifier::Notifier,
-    ports::{Inbox, InboxItem, RoomStore, StreamPosition},
+    ports::{Inbox, InboxItem, NativeStore, RoomStore, StreamPosition},
     Result, StoredEvent,
 };
 
@@ -31,6 +37,26 @@ const BATCH: usize = 500;
 /// message reaches the inbox — and live Sandcat delivery — without this wait.
 const LINGER: Duration = Duration::from_millis(250);
 
+/// Room state of Sandcat groups and friendships beyond the Matrix event types.
+pub mod sandcat_state {
+    /// A group's announcement: `{"text": …}`.
+    pub const ANNOUNCEMENT: &str = "org.sandcat.announcement";
+    /// A group's whole avatar list (Matrix has the first in `m.room.avatar`).
+    pub const AVATARS: &str = "org.sandcat.avatar";
+    /// Marks the DM room of a Sandcat friendship from its creation on.
+    pub const FRIENDSHIP: &str = "org.sandcat.friendship";
+    /// Group details a member is told of when they change.
+    pub const GROUP_DETAILS: [&str; 5] = [
+        "m.room.name",
+        "m.room.topic",
+        "m.room.avatar",
+        ANNOUNCEMENT,
+        AVATARS,
+    ];
+    /// The reason of the kicks that dismiss a group.
+    pub const DISMISSED: &str = "group dismissed";
+}
+
 /// How often an instance looks at the inbox's position while the stream is ahead of it.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
 
@@ -38,6 +64,7 @@ pub struct InboxIndexer {
     rooms: Arc<dyn RoomStore>,
     stream: Arc<dyn StreamPosition>,
     inbox: Arc<dyn Inbox>,
+    native: Arc<dyn NativeStore>,
     server_name: OwnedServerName,
     watch: InboxWatch,
 }
@@ -47,12 +74,14 @@ impl InboxIndexer {
         rooms: Arc<dyn RoomStore>,
         stream: Arc<dyn StreamPosition>,
         inbox: Arc<dyn Inbox>,
+        native: Arc<dyn NativeStore>,
         server_name: OwnedServerName,
     ) -> Self {
         InboxIndexer {
             rooms,
             stream,
             inbox,
+            native,
             server_name,
             watch: InboxWatch::default(),
         }
@@ -68,27 +97,42 @@ impl InboxIndexer {
     pub async fn step(&self) -> Result<i64> {
         let mut from = self.inbox.indexed().await?;
         let until = self.stream.current_pos();
-        let mut members: HashMap<OwnedRoomId, HashSet<String>> = HashMap::new();
+        let mut groups: HashMap<OwnedRoomId, bool> = HashMap::new();
         while from < until {
             let events = self.rooms.events_between(from, until, BATCH).await?;
             let upto = match events.last() {
                 Some(last) if events.len() == BATCH => last.pos,
                 _ => until,
             };
+            let mut members = Members::default();
             let mut items = Vec::new();
             let mut redacted = Vec::new();
             for ev in &events {
+                let room = ev.pdu.room_id();
+                if ev.pdu.kind == TimelineEventType::RoomMember {
+                    self.load(&mut members, room, &events).await?;
+                    members.apply(ev, &self.server_name);
+                }
                 match ev.pdu.kind {
                     TimelineEventType::RoomMessage if ev.redacted_because.is_none() => {
-                        let room = ev.pdu.room_id();
-                        if !members.contains_key(room) {
-                            members.insert(room.to_owned(), self.local_members(room).await?);
-                        }
-                        items.extend(self.copies(ev, &members[room]));
+                        self.load(&mut members, room, &events).await?;
+                        items.extend(self.copies(ev, members.of(room)));
                     }
                     TimelineEventType::RoomRedaction => {
                         if let Some(target) = redacts(ev) {
                             redacted.push(target);
+                        }
+                    }
+                    _ if ev.pdu.state_key.is_some() => {
+                        let Some(recipients) = group_recipients(ev) else {
+                            continue;
+                        };
+                        if !groups.contains_key(room) {
+                            groups.insert(room.to_owned(), self.is_group(room).await?);
+                        }
+                        if groups.get(room) == Some(&true) {
+                            self.load(&mut members, room, &events).await?;
+                            items.extend(self.notices(ev, recipients, members.of(room)));
                         }
                     }
                     _ => {}
@@ -99,6 +143,39 @@ impl InboxIndexer {
             from = upto;
         }
         Ok(from)
+    }
+
+    /// Loads the room's local members as they were before this batch of `events`: its
+    /// members now, with the batch's membership changes undone. Walking the batch then gives
+    /// the members at each event.
+    async fn load(
+        &self,
+        members: &mut Members,
+        room: &ruma::RoomId,
+        events: &[StoredEvent],
+    ) -> Result<()> {
+        if members.0.contains_key(room) {
+            return Ok(());
+        }
+        let mut now = self.local_members(room).await?;
+        let mut seen = HashSet::new();
+        for ev in events
+            .iter()
+            .filter(|e| e.pdu.room_id() == room && e.pdu.kind == TimelineEventType::RoomMember)
+        {
+            let Some(user) = ev.pdu.state_key.as_deref() else {
+                continue;
+            };
+            if seen.insert(user.to_owned()) {
+                if prev_membership(ev) == Some(MembershipState::Join) {
+                    now.insert(user.to_owned());
+                } else {
+                    now.remove(user);
+                }
+            }
+        }
+        members.0.insert(room.to_owned(), now);
+        Ok(())
     }
 
     /// Indexes whenever the stream moves, until the task is dropped; storage errors are
@@ -125,8 +202,7 @@ impl InboxIndexer {
         }
     }
 
-    /// Local users joined to the room now — not at the event: the indexer runs right behind
-    /// the stream, as the application service pushers do.
+    /// Local users joined to the room now.
     async fn local_members(&self, room: &ruma::RoomId) -> Result<HashSet<String>> {
         Ok(self
             .rooms
@@ -138,6 +214,63 @@ impl InboxIndexer {
             })
             .map(|(user, _)| user.to_string())
             .collect())
+    }
+
+    /// Whether the room is a group to Sandcat: any room but a friendship's.
+    async fn is_group(&self, room: &ruma::RoomId) -> Result<bool> {
+        if !self.native.friends_in_room(room.as_str()).await?.is_empty() {
+            return Ok(false);
+        }
+        let marked = self
+            .rooms
+            .state_event(room, sandcat_state::FRIENDSHIP, "")
+            .await?;
+        Ok(marked.is_none())
+    }
+
+    /// The items of a group operation: one for each local recipient, all received.
+    fn notices(
+        &self,
+        ev: &StoredEvent,
+        recipients: Recipients,
+        members: &HashSet<String>,
+    ) -> Vec<InboxItem> {
+        let Ok(event) = serde_json::to_string(&ev.pdu) else {
+            return Vec::new();
+        };
+        let sender = ev.pdu.sender.as_str();
+        let target = ev.pdu.state_key.as_deref().unwrap_or_default();
+        let mut users: Vec<&str> = match recipients {
+            Recipients::TargetOnly => Vec::new(),
+            Recipients::TargetAndMembers => members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| *m != target)
+                .collect(),
+            Recipients::MembersButSender => members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| *m != sender)
+                .collect(),
+        };
+        if recipients != Recipients::MembersButSender
+            && ruma::UserId::parse(target).is_ok_and(|t| t.server_name() == self.server_name)
+        {
+            users.push(target);
+        }
+        users.sort_unstable();
+        users
+            .into_iter()
+            .map(|user| InboxItem {
+                user: user.to_owned(),
+                pos: ev.pos,
+                room: ev.pdu.room_id().to_string(),
+                event_id: ev.pdu.event_id.to_string(),
+                sent: false,
+                event: event.clone(),
+                ts: i64::from(ev.pdu.origin_server_ts.get()),
+            })
+            .collect()
     }
 
     /// One item per local member, plus the sender's own copy.
@@ -232,5 +365,90 @@ impl InboxWatch {
                 let _ = tokio::time::timeout(Duration::from_secs(5), wake.changed()).await;
             }
         }
+    }
+}
+
+/// The local members of rooms, as of the event the indexer is at.
+#[derive(Default)]
+struct Members(HashMap<OwnedRoomId, HashSet<String>>);
+
+impl Members {
+    fn of(&self, room: &ruma::RoomId) -> &HashSet<String> {
+        static NONE: std::sync::OnceLock<HashSet<String>> = std::sync::OnceLock::new();
+        self.0
+            .get(room)
+            .unwrap_or_else(|| NONE.get_or_init(HashSet::new))
+    }
+
+    /// Follows a membership event of a loaded room.
+    fn apply(&mut self, ev: &StoredEvent, server_name: &ruma::ServerName) {
+        let (Some(set), Some(user)) = (
+            self.0.get_mut(ev.pdu.room_id()),
+            ev.pdu.state_key.as_deref(),
+        ) else {
+            return;
+        };
+        if !ruma::UserId::parse(user).is_ok_and(|u| u.server_name() == server_name) {
+            return;
+        }
+        if ev.pdu.membership() == Some(MembershipState::Join) {
+            set.insert(user.to_owned());
+        } else {
+            set.remove(user);
+        }
+    }
+}
+
+/// The membership a membership event replaced.
+fn prev_membership(ev: &StoredEvent) -> Option<MembershipState> {
+    ev.unsigned
+        .as_ref()
+        .and_then(|u| u.pointer("/prev_content/membership"))
+        .and_then(serde_json::Value::as_str)
+        .map(MembershipState::from)
+}
+
+/// Who is told of a group operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recipients {
+    /// Only the member it is about (a kick that dismisses the group).
+    TargetOnly,
+    /// The member it is about and the other local members.
+    TargetAndMembers,
+    /// The local members but the one who made it (a change of the group's details).
+    MembersButSender,
+}
+
+/// Whether a state event is a group operation, and for whom.
+fn group_recipients(ev: &StoredEvent) -> Option<Recipients> {
+    let kind = ev.pdu.kind.to_string();
+    if sandcat_state::GROUP_DETAILS.contains(&kind.as_str()) {
+        return (ev.pdu.state_key.as_deref() == Some("")).then_some(Recipients::MembersButSender);
+    }
+    if kind != "m.room.member" {
+        return None;
+    }
+    let now = ev.pdu.membership()?;
+    let before = prev_membership(ev);
+    match now {
+        // The creator's own first join: their client made the group.
+        MembershipState::Join if u64::from(ev.pdu.depth) <= 2 => None,
+        MembershipState::Join if before != Some(MembershipState::Join) => {
+            Some(Recipients::TargetAndMembers)
+        }
+        MembershipState::Leave | MembershipState::Ban
+            if matches!(
+                before,
+                Some(MembershipState::Join) | Some(MembershipState::Invite)
+            ) =>
+        {
+            let reason = ev.pdu.content_value()["reason"].as_str().map(str::to_owned);
+            if reason.as_deref() == Some(sandcat_state::DISMISSED) {
+                Some(Recipients::TargetOnly)
+            } else {
+                Some(Recipients::TargetAndMembers)
+            }
+        }
+        _ => None,
     }
 }

@@ -4,6 +4,7 @@
 use axum::{extract::State, Json};
 use rand::Rng;
 use ruma::events::room::member::MembershipState;
+use sandcat_core::inbox::sandcat_state::FRIENDSHIP;
 use sandcat_core::ports::FriendshipStatus;
 use sandcat_core::{
     ports::{FriendRow, Friendship},
@@ -280,6 +281,8 @@ pub(crate) async fn agree(
                         preset: Some(sandcat_core::services::rooms::RoomPreset::TrustedPrivateChat),
                         invite: vec![s.matrix_id(&acceptor)?],
                         is_direct: true,
+                        // Not a group: its members are told nothing as groups (the inbox).
+                        initial_state: vec![(FRIENDSHIP.to_owned(), String::new(), json!({}))],
                         ..Default::default()
                     },
                 )

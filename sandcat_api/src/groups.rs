@@ -1,6 +1,8 @@
 //! `/group/*`: a Sandcat group is a Matrix room and its id is the room id. Name, avatar,
 //! description (topic) and announcement (`org.sandcat.announcement`) are room state; roles are
-//! power levels: owner 100, admin 50, member 0.
+//! power levels: owner 100, admin 50, member 0. Members learn of group operations from their
+//! inbox (the indexer turns membership and detail changes into entries; `group_op_msg` makes
+//! them frames), so an offline member learns of them too, and so do changes made from Matrix.
 
 use axum::{extract::State, Json};
 use ruma::events::room::member::MembershipState;
@@ -18,10 +20,9 @@ use crate::{
     ApiError, ApiResult, Auth, Body, NativeState, PathArgs,
 };
 
-const ANNOUNCEMENT: &str = "org.sandcat.announcement";
-/// Sandcat clients give a group the comma-joined avatars of its first members; Matrix gets the
-/// first as `m.room.avatar`, and the whole list is kept here.
-const AVATARS: &str = "org.sandcat.avatar";
+// Sandcat clients give a group the comma-joined avatars of its first members; Matrix gets the
+// first as `m.room.avatar`, and the whole list is kept in `AVATARS`.
+use sandcat_core::inbox::sandcat_state::{ANNOUNCEMENT, AVATARS, DISMISSED};
 
 /// The avatar state events for a Sandcat group avatar string.
 fn avatar_state(s: &NativeState, avatar: &str) -> Vec<(&'static str, Value)> {
@@ -158,18 +159,6 @@ async fn others(
         .collect())
 }
 
-fn group_notice(from: &str, group: &str, kind: i32, content: Vec<u8>) -> Msg {
-    let mut m = notice(from, group, kind, content);
-    m.group_id = group.to_owned();
-    m
-}
-
-fn push_all(s: &NativeState, members: &[String], msg: &Msg) {
-    for m in members {
-        s.hub.push(m, msg.clone());
-    }
-}
-
 /// Invites and joins users into the group, as Sandcat groups add members directly.
 async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -> ApiResult<()> {
     let session = s.session(by)?;
@@ -236,21 +225,10 @@ pub(crate) async fn create(
         .await?;
     add_members(&s, &user_id, &room, &members).await?;
     let (info, state) = info(&s, &user_id, &room).await?;
-    let invitation = GroupInvitation {
+    Ok(Json(GroupInvitation {
         members: members_of(&s, &info, &state).await?,
         info: Some(info),
-    };
-    push_all(
-        &s,
-        &members,
-        &group_notice(
-            &user_id,
-            room.as_str(),
-            msg_type::GROUP_INVITATION,
-            bin(&invitation),
-        ),
-    );
-    Ok(Json(invitation))
+    }))
 }
 
 /// PUT /group/{user_id}
@@ -282,14 +260,7 @@ pub(crate) async fn update(
             .send_state(&session, &room, kind, "", content, None)
             .await?;
     }
-    let (info, state) = info(&s, &user_id, &room).await?;
-    let others = others(&s, &info, &state, &user_id).await?;
-    push_all(
-        &s,
-        &others,
-        &group_notice(&user_id, room.as_str(), msg_type::GROUP_UPDATE, bin(&info)),
-    );
-    Ok(Json(info))
+    Ok(Json(info(&s, &user_id, &room).await?.0))
 }
 
 /// GET /group/{user_id}/{group_id}
@@ -352,32 +323,6 @@ pub(crate) async fn invite(
         .filter(|m| !existing.contains(m))
         .collect();
     add_members(&s, &req.user_id, &room, &new).await?;
-    let (info, state) = info(&s, &req.user_id, &room).await?;
-    let invitation = GroupInvitation {
-        members: members_of(&s, &info, &state).await?,
-        info: Some(info),
-    };
-    let others: Vec<String> = existing.into_iter().filter(|m| *m != req.user_id).collect();
-    push_all(
-        &s,
-        &others,
-        &group_notice(
-            &req.user_id,
-            room.as_str(),
-            msg_type::GROUP_INVITE_NEW,
-            bin(&new),
-        ),
-    );
-    push_all(
-        &s,
-        &new,
-        &group_notice(
-            &req.user_id,
-            room.as_str(),
-            msg_type::GROUP_INVITATION,
-            bin(&invitation),
-        ),
-    );
     Ok(())
 }
 
@@ -389,8 +334,6 @@ pub(crate) async fn remove(
 ) -> ApiResult<()> {
     auth.check(&req.user_id)?;
     let room = room_id(&req.group_id)?;
-    let (info, state) = info(&s, &req.user_id, &room).await?;
-    let others = others(&s, &info, &state, &req.user_id).await?;
     let session = s.session(&req.user_id)?;
     for m in &req.mem_id {
         s.rooms
@@ -403,16 +346,6 @@ pub(crate) async fn remove(
             )
             .await?;
     }
-    push_all(
-        &s,
-        &others,
-        &group_notice(
-            &req.user_id,
-            room.as_str(),
-            msg_type::GROUP_REMOVE_MEMBER,
-            bin(&req.mem_id),
-        ),
-    );
     Ok(())
 }
 
@@ -427,7 +360,7 @@ pub(crate) async fn leave_or_dismiss(
     let (info, state) = info(&s, &req.user_id, &room).await?;
     let others = others(&s, &info, &state, &req.user_id).await?;
     let session = s.session(&req.user_id)?;
-    let kind = if req.is_dismiss && info.owner == req.user_id {
+    if req.is_dismiss && info.owner == req.user_id {
         for m in &others {
             s.rooms
                 .set_membership(
@@ -435,21 +368,64 @@ pub(crate) async fn leave_or_dismiss(
                     &room,
                     &s.matrix_id(m)?,
                     MembershipState::Leave,
-                    Some("group dismissed"),
+                    Some(DISMISSED),
                 )
                 .await?;
         }
-        msg_type::GROUP_DISMISS
     } else if req.is_dismiss {
         return Err(ApiError::forbidden("only the owner can dismiss the group"));
-    } else {
-        msg_type::GROUP_MEMBER_EXIT
-    };
+    }
     s.rooms.leave(&session, &room, None).await?;
-    push_all(
-        &s,
-        &others,
-        &group_notice(&req.user_id, room.as_str(), kind, Vec::new()),
-    );
     Ok(())
+}
+
+/// The frame of a group operation — an inbox entry the indexer made of a state event — as
+/// `me` gets it: a member joining is `GroupInviteNew` (the client fetches the group when it
+/// is the one who joined), leaving is `GroupMemberExit`, being removed `GroupRemoveMember`,
+/// and `me` leaving or removed is `GroupDismiss`; a change of details is `GroupUpdate` with the
+/// group as it is now. `None` when it is none of those (or `me` can no longer see the group).
+pub(crate) async fn group_op_msg(
+    s: &NativeState,
+    ev: &StoredEvent,
+    me: &str,
+) -> ApiResult<Option<Msg>> {
+    let room = ev.pdu.room_id();
+    let sender = sandcat_id(s, &ev.pdu.sender);
+    let (kind, send_id, content) = if ev.pdu.kind.to_string() == "m.room.member" {
+        let Some(target) = ev
+            .pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| ruma::UserId::parse(k).ok())
+        else {
+            return Ok(None);
+        };
+        let target_id = sandcat_id(s, &target);
+        match ev.pdu.membership() {
+            Some(MembershipState::Join) => {
+                (msg_type::GROUP_INVITE_NEW, sender, bin(&vec![target_id]))
+            }
+            Some(MembershipState::Leave | MembershipState::Ban) if target_id == me => {
+                (msg_type::GROUP_DISMISS, sender, Vec::new())
+            }
+            Some(MembershipState::Leave | MembershipState::Ban) if ev.pdu.sender == target => {
+                (msg_type::GROUP_MEMBER_EXIT, target_id, Vec::new())
+            }
+            Some(MembershipState::Leave | MembershipState::Ban) => {
+                (msg_type::GROUP_REMOVE_MEMBER, sender, bin(&vec![target_id]))
+            }
+            _ => return Ok(None),
+        }
+    } else {
+        let Ok((now, _)) = info(s, me, room).await else {
+            return Ok(None);
+        };
+        (msg_type::GROUP_UPDATE, sender, bin(&now))
+    };
+    let mut m = notice(&send_id, room.as_str(), kind, content);
+    m.group_id = room.to_string();
+    m.server_id = ev.pdu.event_id.to_string();
+    m.send_time = i64::from(ev.pdu.origin_server_ts.get());
+    m.create_time = m.send_time;
+    Ok(Some(m))
 }

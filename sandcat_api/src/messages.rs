@@ -13,6 +13,7 @@ use ruma::{OwnedRoomId, RoomId};
 use sandcat_core::ports::{InboxEntry, SeqRange};
 
 use crate::{
+    groups::group_op_msg,
     mapping::{event_to_msg, Kinds, Profiles},
     model::{DelMsgRequest, GetDbMessagesRequest, Msg, Seq},
     ApiResult, Auth, Body, NativeState, PathArgs,
@@ -27,7 +28,7 @@ const MAX_PULL: usize = 50_000;
 /// How long a read waits for the inbox indexer to catch up with the stream.
 const INDEX_WAIT: Duration = Duration::from_secs(5);
 
-/// The message of an inbox entry, numbered as its owner `me` counts it: a received message
+/// The frame of an inbox entry (a message, or a group operation), numbered as its owner `me` counts it: a received message
 /// carries its `seq`, a sent one its `send_seq` (and `seq` 0: the client counts `seq` as
 /// received messages).
 pub(crate) async fn entry_to_msg(
@@ -38,7 +39,12 @@ pub(crate) async fn entry_to_msg(
     me: &str,
 ) -> ApiResult<Option<Msg>> {
     let ev = entry.stored_event()?;
-    let Some(mut m) = event_to_msg(s, kinds, profiles, &ev, me).await? else {
+    let converted = if ev.pdu.state_key.is_some() {
+        group_op_msg(s, &ev, me).await?
+    } else {
+        event_to_msg(s, kinds, profiles, &ev, me).await?
+    };
+    let Some(mut m) = converted else {
         return Ok(None);
     };
     if entry.item.sent {
