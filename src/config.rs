@@ -128,6 +128,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Per-user inboxes of messages (Sandcat offline delivery).
     pub inbox: InboxConfig,
+    /// Sign-in of Sandcat clients through GitHub and Google.
+    pub oauth: sandcat_api::oauth::OAuthConfig,
 }
 
 /// `[inbox]`: `backend = "embedded"` (a table of the `[storage]` database) or `"mongodb"`.
@@ -272,6 +274,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             cache: CacheConfig::default(),
             inbox: InboxConfig::default(),
+            oauth: Default::default(),
         }
     }
 }

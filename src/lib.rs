@@ -367,6 +367,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         inbox,
     )
     .with_inbox_watch(inbox_watch)
+    .with_oauth(sandcat_api::oauth::OAuth::new(&config.oauth).map_err(anyhow::Error::msg)?)
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let metrics = Arc::new(Metrics::default());
     let deactivation = Arc::new(Deactivation::new(

@@ -522,10 +522,14 @@ pub trait NativeStore: Send + Sync {
     ) -> Result<CodeCheck>;
     async fn native_profile(&self, user_id: &str) -> Result<Option<NativeProfile>>;
     async fn put_native_profile(&self, profile: &NativeProfile) -> Result<()>;
-    /// Forgets what Sandcat kept about a user (an erased account).
+    /// Forgets what Sandcat kept about a user (an erased account), sign-in links included.
     async fn delete_native_profile(&self, user_id: &str) -> Result<()>;
     /// The user with this email or phone.
     async fn user_by_contact(&self, contact: &str) -> Result<Option<String>>;
+    /// The user an identity of a sign-in provider (`github`, `google`) is linked to.
+    async fn oauth_user(&self, provider: &str, subject: &str) -> Result<Option<String>>;
+    /// Links an identity to a user; `false` (nothing changed) when it is linked already.
+    async fn link_oauth(&self, provider: &str, subject: &str, user_id: &str) -> Result<bool>;
     async fn put_friendship(&self, fs: &Friendship) -> Result<()>;
     async fn friendship(&self, fs_id: &str) -> Result<Option<Friendship>>;
     /// Requests sent to `user_id` with the status, updated after `since`.

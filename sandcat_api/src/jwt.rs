@@ -22,7 +22,13 @@ pub enum TokenUse {
     Access,
     /// Only `GET /user/refresh_token/...`.
     Refresh,
+    /// The `state` of a sign-in through a provider (`sub` names the provider).
+    #[serde(rename = "oauth_state")]
+    OAuthState,
 }
+
+/// How long a sign-in through a provider may take, from redirect to callback.
+const OAUTH_STATE_SECS: i64 = 10 * 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -90,6 +96,26 @@ impl Jwt {
         self.issue(&claims)
     }
 
+    /// The `state` of a sign-in through `provider`.
+    pub fn issue_state(&self, provider: &str) -> Result<String, ApiError> {
+        let mut claims = Self::claims(provider, "", TokenUse::OAuthState, OAUTH_STATE_SECS);
+        claims.rid = Some(crate::friends::random_id());
+        self.issue(&claims)
+    }
+
+    /// Whether `state` is one this server issued for `provider`, unexpired.
+    pub fn check_state(&self, state: &str, provider: &str) -> Result<(), ApiError> {
+        let claims = self
+            .verify(state, TokenUse::OAuthState)
+            .map_err(|_| ApiError::bad_request("the sign-in expired or was not started here"))?;
+        if claims.sub != provider {
+            return Err(ApiError::bad_request(
+                "the sign-in was started with another provider",
+            ));
+        }
+        Ok(())
+    }
+
     /// The claims of a valid, unexpired token made for `typ`. Whether its session still
     /// exists is the caller's to check.
     pub fn verify(&self, token: &str, typ: TokenUse) -> Result<Claims, ApiError> {
@@ -102,6 +128,7 @@ impl Jwt {
             return Err(ApiError::unauthorized(match typ {
                 TokenUse::Access => "a refresh token is not an access token",
                 TokenUse::Refresh => "only a refresh token refreshes",
+                TokenUse::OAuthState => "not a sign-in state",
             }));
         }
         Ok(claims)

@@ -31,6 +31,7 @@ pub mod jwt;
 mod mapping;
 mod messages;
 pub mod model;
+pub mod oauth;
 mod users;
 mod ws;
 
@@ -87,6 +88,8 @@ pub struct NativeState {
     pub inbox: Arc<dyn Inbox>,
     /// How far the inbox is: live delivery follows it.
     pub inbox_watch: InboxWatch,
+    /// Sign-in providers (GitHub, Google).
+    pub oauth: oauth::OAuth,
 }
 
 impl NativeState {
@@ -122,7 +125,14 @@ impl NativeState {
             media,
             inbox,
             inbox_watch: InboxWatch::default(),
+            oauth: oauth::OAuth::default(),
         }
+    }
+
+    /// The sign-in providers (none by default).
+    pub fn with_oauth(mut self, oauth: oauth::OAuth) -> Self {
+        self.oauth = oauth;
+        self
     }
 
     /// The watch of the inbox's position that live delivery follows; whoever starts the
@@ -364,7 +374,8 @@ fn routes() -> Router<NativeState> {
         .route("/user/mail/send", post(users::send_code))
         .route("/user", post(users::register).put(users::update))
         .route("/user/login", post(users::login))
-        .route("/user/auth/{provider}/callback", get(users::oauth_callback))
+        .route("/user/auth/{provider}", get(oauth::start))
+        .route("/user/auth/{provider}/callback", get(oauth::callback))
         .route(
             "/user/refresh_token/{token}/{is_refresh}",
             get(users::refresh),

@@ -172,6 +172,27 @@ pub(crate) async fn register(
         return Err(ApiError::bad_request("this email is already registered"));
     }
     take_code(&s, &req.email, &req.code).await?;
+    let id = new_account(&s, Some(&req.password), req.name.trim(), Some(&req.email)).await?;
+    if !req.avatar.is_empty() {
+        let avatar = avatar_to_mxc(&s, &req.avatar);
+        s.accounts
+            .set_profile(&s.matrix_id(&id)?, None, Some(avatar.as_deref()))
+            .await?;
+    }
+    Ok(Json(user_view(&s, &id).await?))
+}
+
+/// Makes an account (registration must be open): a fresh id, the display name, and the email
+/// when no other account has it. Its Sandcat id.
+pub(crate) async fn new_account(
+    s: &NativeState,
+    password: Option<&str>,
+    name: &str,
+    email: Option<&str>,
+) -> ApiResult<String> {
+    if !s.config.registration_enabled {
+        return Err(registration_closed());
+    }
     let id: String = {
         let mut rng = rand::thread_rng();
         (0..12)
@@ -181,22 +202,43 @@ pub(crate) async fn register(
             })
             .collect()
     };
-    let uid = s.accounts.create_user(&id, Some(&req.password)).await?;
-    let avatar = avatar_to_mxc(&s, &req.avatar);
-    s.accounts
-        .set_profile(&uid, Some(Some(req.name.trim())), Some(avatar.as_deref()))
-        .await?;
+    let uid = s.accounts.create_user(&id, password).await?;
+    s.accounts.set_profile(&uid, Some(Some(name)), None).await?;
+    let email = match email.map(str::to_lowercase) {
+        Some(e) if s.store.user_by_contact(&e).await?.is_none() => Some(e),
+        _ => None,
+    };
     let t = now();
     s.store
         .put_native_profile(&NativeProfile {
             user_id: id.clone(),
-            email: Some(req.email.to_lowercase()),
+            email,
             create_time: t,
             update_time: t,
             ..Default::default()
         })
         .await?;
-    Ok(Json(user_view(&s, &id).await?))
+    Ok(id)
+}
+
+/// Opens a session of `id` (a Matrix device, which its JWTs name): the answer of a login.
+pub(crate) async fn sign_in(s: &NativeState, id: &str, headers: &HeaderMap) -> ApiResult<Token> {
+    let uid = s.matrix_id(id)?;
+    if s.users.user(&uid).await?.is_none_or(|u| u.deactivated) {
+        return Err(ApiError::forbidden("this account is deactivated"));
+    }
+    let session = s
+        .accounts
+        .open_device_session(&uid, "Sandcat client")
+        .await?;
+    Ok(Token {
+        user: user_view(s, id).await?,
+        token: s.jwt.issue_access(id, &session.device_id)?,
+        refresh_token: s
+            .jwt
+            .issue_refresh(id, &session.device_id, &session.refresh_token)?,
+        ws_addr: ws_addr(s, headers),
+    })
 }
 
 /// The Sandcat id a login name means: an id, an email or a phone number.
@@ -274,18 +316,7 @@ pub(crate) async fn login(
     if !s.accounts.check_password(&uid, &password).await? {
         return Err(wrong());
     }
-    let session = s
-        .accounts
-        .open_device_session(&uid, "Sandcat client")
-        .await?;
-    Ok(Json(Token {
-        user: user_view(&s, &id).await?,
-        token: s.jwt.issue_access(&id, &session.device_id)?,
-        refresh_token: s
-            .jwt
-            .issue_refresh(&id, &session.device_id, &session.refresh_token)?,
-        ws_addr: ws_addr(&s, &headers),
-    }))
+    Ok(Json(sign_in(&s, &id, &headers).await?))
 }
 
 fn decode_password(b64: &str) -> ApiResult<String> {
@@ -470,12 +501,4 @@ pub(crate) async fn logout_session(State(s): State<NativeState>, auth: Auth) -> 
         ))
         .await?;
     Ok(())
-}
-
-/// GET /user/auth/{provider}/callback — sign-in through GitHub or Google. No provider is
-/// configurable yet, so the answer is an error the client shows, not an empty 404.
-pub(crate) async fn oauth_callback(PathArgs(provider): PathArgs<String>) -> ApiResult<()> {
-    Err(ApiError::not_found(format!(
-        "sign-in with {provider} is not configured on this server; use your account and password"
-    )))
 }

@@ -130,11 +130,16 @@ impl NativeStore for SqlStore {
     }
 
     async fn delete_native_profile(&self, user_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM native_profiles WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        for sql in [
+            "DELETE FROM native_profiles WHERE user_id = $1",
+            "DELETE FROM oauth_identities WHERE user_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
         Ok(())
     }
 
@@ -169,6 +174,31 @@ impl NativeStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)
+    }
+
+    async fn oauth_user(&self, provider: &str, subject: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM oauth_identities WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn link_oauth(&self, provider: &str, subject: &str, user_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO oauth_identities (provider, subject, user_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (provider, subject) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn put_friendship(&self, f: &Friendship) -> Result<()> {

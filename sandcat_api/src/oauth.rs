@@ -1,0 +1,316 @@
+//! Sign-in through GitHub or Google (the OAuth 2.0 authorization-code flow), as the Sandcat
+//! client does it: its login page sends the browser to `GET /user/auth/{provider}`, which
+//! redirects to the provider with a signed `state`; the provider sends the browser back to the
+//! client's callback page (the configured `redirect_url`), which calls
+//! `GET /user/auth/{provider}/callback?code=…&state=…`. The server checks the state, trades
+//! the code for a token, reads who the user is, and signs in the account linked to that
+//! identity — making one the first time, when registration is open.
+
+use std::{collections::HashMap, fmt, str::FromStr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{ConnectInfo, Query, State},
+    response::Redirect,
+    Json,
+};
+use http::HeaderMap;
+use oauth2::{
+    basic::BasicClient, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, RedirectUrl, Scope, TokenResponse, TokenUrl,
+};
+use sandcat_core::ratelimit::Key;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{model::Token, ApiError, ApiResult, NativeState, PathArgs};
+
+/// Longest wait for a provider's answer.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest provider field kept (names, emails).
+const MAX_FIELD: usize = 255;
+
+/// A sign-in provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Github,
+    Google,
+}
+
+impl Provider {
+    fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Google => "google",
+        }
+    }
+
+    /// Its public endpoints: authorization, token, user.
+    fn endpoints(self) -> [&'static str; 3] {
+        match self {
+            Provider::Github => [
+                "https://github.com/login/oauth/authorize",
+                "https://github.com/login/oauth/access_token",
+                "https://api.github.com/user",
+            ],
+            Provider::Google => [
+                "https://accounts.google.com/o/oauth2/v2/auth",
+                "https://oauth2.googleapis.com/token",
+                "https://openidconnect.googleapis.com/v1/userinfo",
+            ],
+        }
+    }
+
+    fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Provider::Github => &["read:user", "user:email"],
+            Provider::Google => &["openid", "email", "profile"],
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Provider {
+    type Err = ApiError;
+    fn from_str(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "github" => Ok(Provider::Github),
+            "google" => Ok(Provider::Google),
+            other => Err(ApiError::not_found(format!(
+                "no sign-in provider {other}; there are github and google"
+            ))),
+        }
+    }
+}
+
+/// `[oauth.github]` / `[oauth.google]`: the app registered with the provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The Sandcat client's callback page, as registered with the provider.
+    pub redirect_url: String,
+    /// The provider's endpoints; empty: its public ones (set them for GitHub Enterprise).
+    pub auth_url: String,
+    pub token_url: String,
+    pub user_url: String,
+}
+
+/// `[oauth]`: the configured providers; an unconfigured one answers a clear error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub github: Option<ProviderConfig>,
+    pub google: Option<ProviderConfig>,
+}
+
+type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+struct Configured {
+    client: Client,
+    user_url: String,
+}
+
+/// The configured providers, ready to use.
+#[derive(Clone, Default)]
+pub struct OAuth {
+    providers: Arc<HashMap<Provider, Configured>>,
+    http: reqwest::Client,
+}
+
+impl OAuth {
+    /// Checks the configuration: every configured provider needs a client id, a secret and a
+    /// redirect URL, and its URLs must parse.
+    pub fn new(config: &OAuthConfig) -> Result<Self, String> {
+        let mut providers = HashMap::new();
+        for (provider, c) in [
+            (Provider::Github, &config.github),
+            (Provider::Google, &config.google),
+        ] {
+            let Some(c) = c else { continue };
+            let bad = |what: &str, e: &dyn fmt::Display| format!("[oauth.{provider}] {what}: {e}");
+            if c.client_id.is_empty() || c.client_secret.is_empty() || c.redirect_url.is_empty() {
+                return Err(format!(
+                    "[oauth.{provider}] needs client_id, client_secret and redirect_url"
+                ));
+            }
+            let [auth, token, user] = provider.endpoints();
+            let or = |set: &str, default: &str| {
+                if set.is_empty() {
+                    default.to_owned()
+                } else {
+                    set.to_owned()
+                }
+            };
+            let client = BasicClient::new(ClientId::new(c.client_id.clone()))
+                .set_client_secret(ClientSecret::new(c.client_secret.clone()))
+                .set_auth_uri(AuthUrl::new(or(&c.auth_url, auth)).map_err(|e| bad("auth_url", &e))?)
+                .set_token_uri(
+                    TokenUrl::new(or(&c.token_url, token)).map_err(|e| bad("token_url", &e))?,
+                )
+                .set_redirect_uri(
+                    RedirectUrl::new(c.redirect_url.clone())
+                        .map_err(|e| bad("redirect_url", &e))?,
+                );
+            let user_url = or(&c.user_url, user);
+            reqwest::Url::parse(&user_url).map_err(|e| bad("user_url", &e))?;
+            providers.insert(provider, Configured { client, user_url });
+        }
+        let http = reqwest::Client::builder()
+            // The token endpoint must not redirect (the code would leak along).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(PROVIDER_TIMEOUT)
+            .user_agent("sandcat")
+            .build()
+            .map_err(|e| format!("[oauth] HTTP client: {e}"))?;
+        Ok(OAuth {
+            providers: Arc::new(providers),
+            http,
+        })
+    }
+
+    fn get(&self, provider: Provider) -> ApiResult<&Configured> {
+        self.providers.get(&provider).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "sign-in with {provider} is not configured on this server; use your account and password"
+            ))
+        })
+    }
+
+    /// Who the user is at the provider, from an authorization code.
+    async fn identity(&self, provider: Provider, code: &str) -> ApiResult<Identity> {
+        let p = self.get(provider)?;
+        let refused = |e: &dyn fmt::Display| {
+            tracing::info!(%provider, error = %e, "a sign-in was refused by the provider");
+            ApiError::unauthorized(format!("{provider} did not accept the sign-in"))
+        };
+        let token = p
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| refused(&e))?;
+        let user: Value = self
+            .http
+            .get(&p.user_url)
+            .bearer_auth(token.access_token().secret())
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| refused(&e))?
+            .json()
+            .await
+            .map_err(|e| refused(&e))?;
+        Identity::of(provider, &user).ok_or_else(|| refused(&"no user id in the answer"))
+    }
+}
+
+/// A user as a provider tells it.
+struct Identity {
+    subject: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl Identity {
+    fn of(provider: Provider, user: &Value) -> Option<Self> {
+        let text = |key: &str| {
+            user.get(key)
+                .and_then(Value::as_str)
+                .map(|v| v.chars().take(MAX_FIELD).collect::<String>())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let subject = match provider {
+            Provider::Github => user.get("id")?.as_u64()?.to_string(),
+            Provider::Google => text("sub")?,
+        };
+        let name = text("name").or_else(|| text("login"));
+        // Google says whether the address is verified; GitHub shows only verified ones.
+        let verified = provider == Provider::Github
+            || user.get("email_verified").and_then(Value::as_bool) == Some(true);
+        Some(Identity {
+            subject,
+            name,
+            email: text("email").filter(|_| verified),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Callback {
+    code: String,
+    state: String,
+}
+
+/// GET /user/auth/{provider} — to the provider's sign-in page.
+pub(crate) async fn start(
+    State(s): State<NativeState>,
+    PathArgs(provider): PathArgs<String>,
+) -> ApiResult<Redirect> {
+    let provider: Provider = provider.parse()?;
+    let p = s.oauth.get(provider)?;
+    let state = s.jwt.issue_state(provider.as_str())?;
+    let mut auth = p.client.authorize_url(|| CsrfToken::new(state));
+    for scope in provider.scopes() {
+        auth = auth.add_scope(Scope::new((*scope).to_owned()));
+    }
+    let (url, _) = auth.url();
+    Ok(Redirect::to(url.as_str()))
+}
+
+/// GET /user/auth/{provider}/callback?code&state — signs in as the provider's user.
+pub(crate) async fn callback(
+    State(s): State<NativeState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    PathArgs(provider): PathArgs<String>,
+    Query(q): Query<Callback>,
+) -> ApiResult<Json<Token>> {
+    let provider: Provider = provider.parse()?;
+    s.oauth.get(provider)?;
+    s.limit(Key::Address(peer.ip()))?;
+    s.jwt.check_state(&q.state, provider.as_str())?;
+    let who = s.oauth.identity(provider, &q.code).await?;
+    let id = match s.store.oauth_user(provider.as_str(), &who.subject).await? {
+        Some(id) => id,
+        None => {
+            let id = crate::users::new_account(
+                &s,
+                None,
+                who.name.as_deref().unwrap_or(provider.as_str()),
+                who.email.as_deref(),
+            )
+            .await?;
+            if !s
+                .store
+                .link_oauth(provider.as_str(), &who.subject, &id)
+                .await?
+            {
+                // Another sign-in of the same identity linked first: use that account.
+                return sign_in_linked(&s, &headers, provider, &who.subject).await;
+            }
+            id
+        }
+    };
+    Ok(Json(crate::users::sign_in(&s, &id, &headers).await?))
+}
+
+async fn sign_in_linked(
+    s: &NativeState,
+    headers: &HeaderMap,
+    provider: Provider,
+    subject: &str,
+) -> ApiResult<Json<Token>> {
+    let id = s
+        .store
+        .oauth_user(provider.as_str(), subject)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the sign-in could not be linked"))?;
+    Ok(Json(crate::users::sign_in(s, &id, headers).await?))
+}
