@@ -31,11 +31,19 @@ use crate::{
 /// Events read from the stream per step.
 const BATCH: usize = 500;
 
-/// The least time between the starts of two steps: under load one step then covers many
-/// messages (measured: embedded sends at 396 events/s stepping on every wake-up, ~740 at
-/// 50 ms, ~900 at 250 ms). After a quiet spell the first wake-up steps at once, so a lone
-/// message reaches the inbox — and live Sandcat delivery — without this wait.
+/// The least time between the starts of two steps while the stream stays busy: one step then
+/// covers many messages (measured: embedded sends at 396 events/s stepping on every wake-up,
+/// ~740 at 50 ms, ~900 at 250 ms). It is reached by doubling from [`FIRST_LINGER`] with
+/// every busy step, so a short burst (a room being made) holds the next message back a few
+/// milliseconds, not a quarter of a second.
 const LINGER: Duration = Duration::from_millis(250);
+const FIRST_LINGER: Duration = Duration::from_millis(4);
+/// A step that covered fewer stream positions than this finds the stream quiet: the next
+/// wake-up steps at once, so a message that comes alone reaches the inbox — and live Sandcat
+/// delivery — without waiting for [`LINGER`].
+const BUSY_STEP: i64 = 16;
+/// A wake-up that took this long to come finds the stream quiet too.
+const QUIET: Duration = Duration::from_millis(50);
 
 /// Room state of Sandcat groups and friendships beyond the Matrix event types.
 pub mod sandcat_state {
@@ -179,19 +187,32 @@ impl InboxIndexer {
     }
 
     /// Indexes whenever the stream moves, until the task is dropped; storage errors are
-    /// retried with backoff. Steps start at least [`LINGER`] apart, so that under load one
-    /// step (one write to the inbox) covers many messages: on SQLite the indexer shares the
-    /// one writer with the sequencers.
+    /// retried with backoff. While the stream stays busy, steps start up to [`LINGER`] apart,
+    /// so that one step (one write to the inbox) covers many messages: on SQLite the indexer
+    /// shares the one writer with the sequencers. While it is quiet (the last step covered
+    /// little, or the next wake-up was long in coming), a wake-up steps at once.
     pub async fn run(&self, notifier: Notifier) {
         let mut backoff = Duration::from_millis(100);
+        let mut reached = 0;
+        let mut linger = Duration::ZERO;
         loop {
             let mut wake = notifier.subscribe();
             let started = Instant::now();
             match self.step().await {
-                Ok(_) => {
+                Ok(now) => {
                     backoff = Duration::from_millis(100);
+                    linger = if now - reached >= BUSY_STEP {
+                        (linger * 2).clamp(FIRST_LINGER, LINGER)
+                    } else {
+                        Duration::ZERO
+                    };
+                    reached = now;
+                    let waiting = Instant::now();
                     let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
-                    tokio::time::sleep_until(started + LINGER).await;
+                    if waiting.elapsed() >= QUIET {
+                        linger = Duration::ZERO;
+                    }
+                    tokio::time::sleep_until(started + linger).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "indexing the inbox failed");
