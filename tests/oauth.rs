@@ -177,6 +177,20 @@ async fn a_sign_in_needs_its_state_and_a_code_the_provider_accepts() {
         assert_eq!(s, 400, "state {bad:?}: {e}");
         assert!(e["details"].as_str().unwrap().contains("sign-in"), "{e}");
     }
+    // A callback without its query fields gets the client's error shape too.
+    let res = http()
+        .get(format!("{}/api/user/auth/github/callback", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let e: Value = res.json().await.unwrap();
+    assert!(e["details"].as_str().unwrap().contains("sign-in"), "{e}");
+    let (s, e) = callback(&server, "", &start(&server).await).await;
+    assert_eq!(
+        (s, e["details"].as_str()),
+        (400, Some("the provider sent no code"))
+    );
     // An access token is not a state.
     let (_, signed_in) = callback(&server, "good-octo", &start(&server).await).await;
     let (s, _) = callback(&server, "good-octo", signed_in["token"].as_str().unwrap()).await;

@@ -282,15 +282,7 @@ impl InboxIndexer {
         users.sort_unstable();
         users
             .into_iter()
-            .map(|user| InboxItem {
-                user: user.to_owned(),
-                pos: ev.pos,
-                room: ev.pdu.room_id().to_string(),
-                event_id: ev.pdu.event_id.to_string(),
-                sent: false,
-                event: event.clone(),
-                ts: i64::from(ev.pdu.origin_server_ts.get()),
-            })
+            .map(|user| item(ev, &event, user, false))
             .collect()
     }
 
@@ -306,16 +298,21 @@ impl InboxIndexer {
         }
         users
             .into_iter()
-            .map(|user| InboxItem {
-                user: user.to_owned(),
-                pos: ev.pos,
-                room: ev.pdu.room_id().to_string(),
-                event_id: ev.pdu.event_id.to_string(),
-                sent: user == sender,
-                event: event.clone(),
-                ts: i64::from(ev.pdu.origin_server_ts.get()),
-            })
+            .map(|user| item(ev, &event, user, user == sender))
             .collect()
+    }
+}
+
+/// The item of `ev` (its PDU as JSON: `event`) for `user`.
+fn item(ev: &StoredEvent, event: &str, user: &str, sent: bool) -> InboxItem {
+    InboxItem {
+        user: user.to_owned(),
+        pos: ev.pos,
+        room: ev.pdu.room_id().to_string(),
+        event_id: ev.pdu.event_id.to_string(),
+        sent,
+        event: event.to_owned(),
+        ts: i64::from(ev.pdu.origin_server_ts.get()),
     }
 }
 

@@ -242,9 +242,13 @@ impl Identity {
     }
 }
 
+/// The callback's query; a missing field is refused by the state or code check, in the
+/// client's error shape.
 #[derive(Deserialize)]
 pub(crate) struct Callback {
+    #[serde(default)]
     code: String,
+    #[serde(default)]
     state: String,
 }
 
@@ -276,6 +280,9 @@ pub(crate) async fn callback(
     s.oauth.get(provider)?;
     s.limit(Key::Address(peer.ip()))?;
     s.jwt.check_state(&q.state, provider.as_str())?;
+    if q.code.is_empty() {
+        return Err(ApiError::bad_request("the provider sent no code"));
+    }
     let who = s.oauth.identity(provider, &q.code).await?;
     let id = match s.store.oauth_user(provider.as_str(), &who.subject).await? {
         Some(id) => id,
