@@ -42,11 +42,56 @@ start() {
     echo "$name did not start:" >&2; cat "$WORK/$name.log" >&2; return 1
 }
 
+# cpu NAME PID...: CPU seconds (user + system) the processes used so far, as NAME=seconds.
+cpu() {
+    local name=$1; shift
+    python3 - "$name" "$@" <<'PY'
+import os, sys
+tck = os.sysconf("SC_CLK_TCK")
+total = 0
+for p in sys.argv[2:]:
+    try:
+        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        total += int(f[11]) + int(f[12])
+    except (OSError, IndexError, ValueError):
+        pass
+print(f"{sys.argv[1]}={total / tck:.2f}")
+PY
+}
+
+# usage: snapshot FILE: CPU seconds of every process of the run so far.
+snapshot() {
+    {
+        cpu sandcat "${PIDS[@]}"
+        cpu broker $(pgrep -f 'tansu broker' || true)
+        cpu postgresql $(pgrep -x postgres || true)
+        cpu redis $(pgrep -x redis-server || true)
+    } >"$1"
+}
+
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PIDS=(); }
+
+# cpu_report NAME: CPU seconds per 1,000 events of each process during NAME's run, added to
+# its result file. The load generator's own CPU is not counted.
+cpu_report() {
+    python3 - "$OUT/$1.json" "$WORK/cpu-before" "$WORK/cpu-after" <<'PY'
+import json, sys
+path, before, after = sys.argv[1:4]
+read = lambda f: {k: float(v) for k, v in (l.strip().split("=") for l in open(f) if "=" in l)}
+b, a = read(before), read(after)
+r = json.load(open(path))
+events = r["workloads"]["send"].get("count") or 0
+r["cpu_s_per_1000_events"] = {k: round((a[k] - b.get(k, 0)) / events * 1000, 3) if events else None for k in a}
+json.dump(r, open(path, "w"), indent=2)
+PY
+}
 
 # --- the embedded profile, for reference
 start embedded "$WORK/embedded"
+snapshot "$WORK/cpu-before"
 "$BIN/sandcat-bench" run --name pipeline-embedded --url "$URL" --workloads send "${ARGS[@]}" --out "$OUT/pipeline-embedded.json"
+snapshot "$WORK/cpu-after"
+cpu_report pipeline-embedded
 stop_all
 
 # --- the pipeline with 1, 2 and 3 instances
@@ -65,17 +110,23 @@ for N in 1 2 3; do
         URLS="${URLS:+$URLS,}$URL"
     done
     sleep 4 # let the consumer group settle before measuring
+    snapshot "$WORK/cpu-before"
     "$BIN/sandcat-bench" run --name "pipeline-$N" --url "$URLS" --workloads send "${ARGS[@]}" --out "$OUT/pipeline-$N.json"
+    snapshot "$WORK/cpu-after"
+    cpu_report "pipeline-$N"
     stop_all
 done
 
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
-print("| target | events/s | p50 ms | p99 ms | errors | missing or duplicated |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| target | events/s | p50 ms | p99 ms | errors | missing or duplicated | CPU s / 1,000 events: sandcat, broker, PostgreSQL, Redis |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for name in ["pipeline-embedded", "pipeline-1", "pipeline-2", "pipeline-3"]:
-    s = json.load(open(f"{out}/{name}.json"))["workloads"]["send"]
+    r = json.load(open(f"{out}/{name}.json"))
+    s = r["workloads"]["send"]
+    c = r.get("cpu_s_per_1000_events", {})
+    cpu = ", ".join(str(c.get(k, "-")) for k in ["sandcat", "broker", "postgresql", "redis"])
     label = {"pipeline-embedded": "embedded (SQLite, 1 process)"}.get(name, name.replace("pipeline-", "pipeline, ") + " instance(s)")
-    print(f"| {label} | {s.get('throughput')} | {s.get('p50_ms')} | {s.get('p99_ms')} | {s.get('errors')} | {s.get('missing_or_duplicated')} |")
+    print(f"| {label} | {s.get('throughput')} | {s.get('p50_ms')} | {s.get('p99_ms')} | {s.get('errors')} | {s.get('missing_or_duplicated')} | {cpu} |")
 PY

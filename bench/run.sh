@@ -164,6 +164,9 @@ fi
 FILES+=("$OUT/axum-hello.json")
 
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); mode: $MODE; $(date -u +%Y-%m-%d)"
+# The scale-out section is written by hand from bench/pipeline.sh and `sandcat-bench store`
+# runs: keep it.
+KEPT=$(sed -n '/^## Scale-out/,$p' "$ROOT/BENCHMARKS.md" 2>/dev/null || true)
 {
     echo "# Benchmarks"
     echo
@@ -173,5 +176,9 @@ MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
     echo "reported as failed). Raw results: \`bench/results/*.json\`."
     echo
     "$BIN/sandcat-bench" report "${FILES[@]}" --machine "$MACHINE"
+    if [ -n "$KEPT" ]; then
+        echo
+        echo "$KEPT"
+    fi
 } > "$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"

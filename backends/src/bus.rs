@@ -1,6 +1,6 @@
 //! The embedded event bus: rooms are hashed onto a fixed set of shards, each a tokio task that
-//! hands batches to the sequencer one at a time. One room is always on the same shard, so its
-//! log has one writer; different rooms sequence in parallel.
+//! hands the sequencer what waits on it, appended in one transaction. One room is always on the
+//! same shard, so its log has one writer; different rooms sequence in parallel.
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
@@ -20,6 +20,9 @@ use tokio::{
 
 type Job = (RoomBatch, oneshot::Sender<Result<Vec<StoredEvent>>>);
 
+/// Batches a shard sequences together at most (group commit).
+pub const GROUP_MAX: usize = 32;
+
 pub struct InProcessBus {
     shards: Mutex<Option<Vec<mpsc::Sender<Job>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -34,9 +37,21 @@ impl InProcessBus {
             let (tx, mut rx) = mpsc::channel::<Job>(1024);
             let handler = handler.clone();
             tasks.push(tokio::spawn(async move {
-                while let Some((batch, reply)) = rx.recv().await {
-                    let result = handler.handle(batch).await;
-                    let _ = reply.send(result);
+                while let Some(first) = rx.recv().await {
+                    // Whatever else waits on the shard is sequenced with it: one commit.
+                    let mut jobs = vec![first];
+                    while jobs.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (batches, replies): (Vec<_>, Vec<_>) =
+                        jobs.into_iter().map(|(b, r)| ((None, b), r)).unzip();
+                    let results = handler.handle_group(batches).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
                 }
             }));
             senders.push(tx);

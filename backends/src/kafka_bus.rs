@@ -336,36 +336,64 @@ async fn lane(
     progress: Partitions,
     stopped: watch::Receiver<bool>,
 ) {
-    while let Some(Job {
-        env,
-        partition,
-        offset,
-    }) = jobs.recv().await
-    {
-        let mut delay = Duration::from_millis(100);
-        let result = loop {
-            match handler.handle_once(&env.id, env.batch.clone()).await {
-                // The store is away: keep the offset, try again.
+    while let Some(first) = jobs.recv().await {
+        // Whatever else waits on the lane is sequenced with it: one commit.
+        let mut group = vec![first];
+        while group.len() < crate::bus::GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let batches = group
+            .iter()
+            .map(|j| (Some(j.env.id.clone()), j.env.batch.clone()))
+            .collect();
+        let results = handler.handle_group(batches).await;
+        for (job, result) in group.into_iter().zip(results) {
+            let result = match result {
                 Err(Error::Storage(e)) => {
-                    tracing::warn!(error = %e, room = %env.batch.room_id, "event bus: sequencing failed; retrying");
-                    if *stopped.borrow() {
-                        return;
+                    tracing::warn!(error = %e, room = %job.env.batch.room_id, "event bus: sequencing failed; retrying");
+                    match until_stored(handler.as_ref(), &job.env, &stopped).await {
+                        Some(r) => r,
+                        None => return,
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                other => break other,
+                other => other,
+            };
+            finish(&consumer, &topic, &progress, job.partition, job.offset);
+            if job.env.origin == instance {
+                let waiter = waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&job.env.id);
+                if let Some((_, tx)) = waiter {
+                    let _ = tx.send(result);
+                }
             }
-        };
-        finish(&consumer, &topic, &progress, partition, offset);
-        if env.origin == instance {
-            let waiter = waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&env.id);
-            if let Some((_, tx)) = waiter {
-                let _ = tx.send(result);
+        }
+    }
+}
+
+/// Sequences one batch again while the store is away, keeping its offset; `None` when the
+/// instance stops first.
+async fn until_stored(
+    handler: &dyn BatchHandler,
+    env: &Envelope,
+    stopped: &watch::Receiver<bool>,
+) -> Option<Result<Vec<StoredEvent>>> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if *stopped.borrow() {
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        match handler.handle_once(&env.id, env.batch.clone()).await {
+            Err(Error::Storage(e)) => {
+                tracing::warn!(error = %e, room = %env.batch.room_id, "event bus: sequencing failed; retrying");
             }
+            other => return Some(other),
         }
     }
 }

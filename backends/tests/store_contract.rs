@@ -75,6 +75,11 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "store_contract/group.rs"]
+mod group;
+#[path = "store_contract/stream.rs"]
+mod stream;
+
 on_both_backends!(
     batches_append_all_or_nothing_in_stream_order,
     transaction_ids_make_sends_idempotent,

@@ -5,6 +5,7 @@
 
 mod client;
 mod report;
+mod store;
 mod workloads;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run workloads against one homeserver and write a JSON result.
     Run(workloads::RunArgs),
+    /// The write ceiling of the store alone: N concurrent writers on one PostgreSQL.
+    Store(store::StoreArgs),
     /// Serve a bare axum "hello" endpoint: the loopback HTTP baseline.
     Hello {
         #[arg(long, default_value = "127.0.0.1:18100")]
@@ -45,6 +48,7 @@ enum Command {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => workloads::run(args).await,
+        Command::Store(args) => store::run(args).await,
         Command::Hello { listen } => {
             let app = axum::Router::new().route(
                 "/_matrix/client/versions",

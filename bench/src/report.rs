@@ -41,8 +41,13 @@ const METRICS: &[(&str, &[&str], bool)] = &[
         false,
     ),
     (
-        "initial /sync p50 (ms)",
-        &["workloads", "initial-sync", "p50_ms"],
+        "initial /sync, first (ms)",
+        &["workloads", "initial-sync", "first_ms"],
+        false,
+    ),
+    (
+        "initial /sync, repeated (ms)",
+        &["workloads", "initial-sync", "repeated_ms"],
         false,
     ),
     (

@@ -7,7 +7,7 @@ use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::Value;
 
-use crate::{intent::RoomBatch, Pdu, Result, StoredEvent};
+use crate::{intent::RoomBatch, Error, Pdu, Result, StoredEvent};
 
 mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
@@ -129,6 +129,13 @@ pub struct NewEvent {
     pub redaction: Option<(OwnedEventId, String)>,
 }
 
+/// One batch of an [`RoomStore::append_group`].
+#[derive(Debug, Clone, Copy)]
+pub struct AppendBatch<'a> {
+    pub events: &'a [NewEvent],
+    pub batch_id: Option<&'a str>,
+}
+
 /// What became of a batch: the ids of its events, or the refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
@@ -161,7 +168,17 @@ pub trait RoomStore: Send + Sync {
     /// nothing is written and `Error::Conflict` tells the sequencer to rebuild on the new head.
     /// `batch_id` (a batch from a bus that may redeliver) is recorded with the event ids in
     /// the same transaction.
-    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>>;
+    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>> {
+        let mut positions = self
+            .append_group(&[AppendBatch { events, batch_id }])
+            .await?;
+        positions
+            .pop()
+            .ok_or_else(|| Error::storage("an append returned no positions"))
+    }
+    /// Appends several batches (of different rooms) in one transaction, all or none: group
+    /// commit, for a sequencer lane that has several batches waiting. Positions per batch.
+    async fn append_group(&self, batches: &[AppendBatch<'_>]) -> Result<Vec<Vec<i64>>>;
     /// What became of a batch of the bus, if it was sequenced.
     async fn batch_outcome(&self, batch_id: &str) -> Result<Option<BatchOutcome>>;
     /// Records the outcome of a batch that appended nothing (refused, or only replays).
@@ -310,6 +327,21 @@ pub trait BatchHandler: Send + Sync {
     /// Handles a batch that may be delivered more than once: the first delivery sequences it
     /// and records the outcome under `batch_id`; later ones return that outcome.
     async fn handle_once(&self, batch_id: &str, batch: RoomBatch) -> Result<Vec<StoredEvent>>;
+    /// Handles what waits on a lane at once: `(batch id, batch)` pairs, a batch with an id as
+    /// `handle_once` would. Answers in the same order.
+    async fn handle_group(
+        &self,
+        jobs: Vec<(Option<String>, RoomBatch)>,
+    ) -> Vec<Result<Vec<StoredEvent>>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (id, batch) in jobs {
+            out.push(match id {
+                Some(id) => self.handle_once(&id, batch).await,
+                None => self.handle(batch).await,
+            });
+        }
+        out
+    }
     /// Forgets cached room heads (the rooms this instance sequences changed).
     fn reset(&self) {}
 }

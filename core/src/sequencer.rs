@@ -22,7 +22,7 @@ use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{BatchHandler, BatchOutcome, NewEvent, RoomStore},
+    ports::{AppendBatch, BatchHandler, BatchOutcome, NewEvent, RoomStore},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -54,6 +54,55 @@ struct Head {
     last_event_id: Option<OwnedEventId>,
     depth: u64,
     state: HashMap<StateKey, Pdu>,
+}
+
+/// A batch built on its room's head, holding the head until it is appended or abandoned.
+struct Built {
+    guard: tokio::sync::OwnedMutexGuard<Option<Head>>,
+    head: Head,
+    new_events: Vec<NewEvent>,
+    replies: Vec<Option<StoredEvent>>,
+}
+
+enum Prepared {
+    /// Every event was a retried transaction: the events it got the first time.
+    Replayed(Vec<StoredEvent>),
+    Built(Built),
+}
+
+impl Built {
+    /// The batch was appended at `positions`: the head moves on, the events are answered.
+    fn finish(self, positions: Vec<i64>) -> Vec<StoredEvent> {
+        let Built {
+            mut guard,
+            head,
+            new_events,
+            replies,
+        } = self;
+        *guard = Some(head);
+        drop(guard);
+        let mut fresh = new_events
+            .into_iter()
+            .zip(positions)
+            .map(|(ne, pos)| StoredEvent {
+                pos,
+                pdu: ne.pdu,
+                unsigned: ne.unsigned,
+                redacted_because: None,
+                txn: ne.txn,
+            });
+        replies
+            .into_iter()
+            .map(|r| r.or_else(|| fresh.next()))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    }
+
+    /// The append failed: the head may be ahead of the store now, so it is reloaded on next use.
+    fn abandon(self) {
+        let mut guard = self.guard;
+        *guard = None;
+    }
 }
 
 pub struct Sequencer {
@@ -121,8 +170,28 @@ impl Sequencer {
         batch: &RoomBatch,
         batch_id: Option<&str>,
     ) -> Result<Vec<StoredEvent>> {
+        let built = match self.prepare(batch, batch_id).await? {
+            Prepared::Replayed(events) => return Ok(events),
+            Prepared::Built(b) => b,
+        };
+        match self.store.append(&built.new_events, batch_id).await {
+            Ok(positions) => {
+                let events = built.finish(positions);
+                self.notifier.notify();
+                Ok(events)
+            }
+            Err(e) => {
+                built.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds and checks a batch on its room's head, which stays locked until the batch is
+    /// appended or abandoned.
+    async fn prepare(&self, batch: &RoomBatch, batch_id: Option<&str>) -> Result<Prepared> {
         let slot = self.head_slot(&batch.room_id);
-        let mut guard = slot.lock().await;
+        let mut guard = slot.lock_owned().await;
         if guard.is_none() {
             *guard = self.load_head(&batch.room_id).await?;
         }
@@ -190,36 +259,108 @@ impl Sequencer {
                     .record_batch_outcome(id, &BatchOutcome::Appended(ids))
                     .await?;
             }
-            return Ok(replies);
+            return Ok(Prepared::Replayed(replies));
         }
-        match self.store.append(&new_events, batch_id).await {
-            Ok(positions) => {
-                *guard = Some(head);
-                drop(guard);
-                self.notifier.notify();
-                let mut fresh =
-                    new_events
-                        .into_iter()
-                        .zip(positions)
-                        .map(|(ne, pos)| StoredEvent {
-                            pos,
-                            pdu: ne.pdu,
-                            unsigned: ne.unsigned,
-                            redacted_because: None,
-                            txn: ne.txn,
-                        });
-                Ok(replies
-                    .into_iter()
-                    .map(|r| r.or_else(|| fresh.next()))
-                    .collect::<Option<Vec<_>>>()
-                    .unwrap_or_default())
-            }
-            Err(e) => {
-                // The head may be ahead of the store now: drop it, reload on next use.
-                *guard = None;
-                Err(e)
+        Ok(Prepared::Built(Built {
+            guard,
+            head,
+            new_events,
+            replies,
+        }))
+    }
+
+    /// Sequences batches of a lane together: each is built on its room's head, and all that
+    /// were built are appended in one transaction (group commit). A batch of a room already
+    /// in the group, and every batch when the group append fails, is sequenced on its own.
+    async fn sequence_group(
+        &self,
+        jobs: Vec<(Option<String>, RoomBatch)>,
+    ) -> Vec<Result<Vec<StoredEvent>>> {
+        let mut results: Vec<Option<Result<Vec<StoredEvent>>>> =
+            jobs.iter().map(|_| None).collect();
+        let ids: Vec<String> = jobs.iter().filter_map(|(id, _)| id.clone()).collect();
+        let mut rooms = std::collections::HashSet::new();
+        if !ids.is_empty() {
+            match self.store.batch_outcomes(&ids).await {
+                Ok(known) => {
+                    for (id, outcome) in known {
+                        if let Some(i) = jobs.iter().position(|(j, _)| j.as_deref() == Some(&id)) {
+                            results[i] = Some(outcome_events(self.store.as_ref(), outcome).await);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Each batch asks again on its own.
+                    tracing::debug!(error = %e, "reading batch outcomes failed");
+                    let mut out = Vec::with_capacity(jobs.len());
+                    for (id, batch) in jobs {
+                        out.push(self.alone(id.as_deref(), batch).await);
+                    }
+                    return out;
+                }
             }
         }
+        let mut group: Vec<(usize, Built)> = Vec::new();
+        for (i, (id, batch)) in jobs.iter().enumerate() {
+            if results[i].is_some() || !rooms.insert(batch.room_id.clone()) {
+                continue;
+            }
+            match self.prepare(batch, id.as_deref()).await {
+                Ok(Prepared::Replayed(events)) => results[i] = Some(Ok(events)),
+                Ok(Prepared::Built(b)) => group.push((i, b)),
+                Err(Error::Conflict(_)) => {}
+                Err(e) => results[i] = Some(self.refused(id.as_deref(), e).await),
+            }
+        }
+        if !group.is_empty() {
+            let batches: Vec<AppendBatch<'_>> = group
+                .iter()
+                .map(|(i, b)| AppendBatch {
+                    events: &b.new_events,
+                    batch_id: jobs[*i].0.as_deref(),
+                })
+                .collect();
+            match self.store.append_group(&batches).await {
+                Ok(positions) => {
+                    for ((i, b), pos) in group.into_iter().zip(positions) {
+                        results[i] = Some(Ok(b.finish(pos)));
+                    }
+                    self.notifier.notify();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "group append failed; appending one batch at a time");
+                    for (_, b) in group {
+                        b.abandon();
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for ((id, batch), done) in jobs.into_iter().zip(results) {
+            out.push(match done {
+                Some(r) => r,
+                None => self.alone(id.as_deref(), batch).await,
+            });
+        }
+        out
+    }
+
+    /// One batch on its own, as `handle` or `handle_once` would.
+    async fn alone(&self, batch_id: Option<&str>, batch: RoomBatch) -> Result<Vec<StoredEvent>> {
+        match batch_id {
+            None => self.sequence_retrying(batch, None).await,
+            Some(id) => self.handle_once(id, batch).await,
+        }
+    }
+
+    /// Answers a refusal, recording it first for a batch that may be delivered again.
+    async fn refused(&self, batch_id: Option<&str>, e: Error) -> Result<Vec<StoredEvent>> {
+        if let (Some(id), Error::Matrix { code, message }) = (batch_id, &e) {
+            self.store
+                .record_batch_outcome(id, &BatchOutcome::Refused(*code, message.clone()))
+                .await?;
+        }
+        Err(e)
     }
 
     async fn build_and_check(
@@ -335,15 +476,23 @@ impl BatchHandler for Sequencer {
             return outcome_events(self.store.as_ref(), outcome).await;
         }
         match self.sequence_retrying(batch, Some(batch_id)).await {
-            Err(Error::Matrix { code, message }) => {
-                // A refusal is final: a redelivery gets the same answer without re-checking.
-                self.store
-                    .record_batch_outcome(batch_id, &BatchOutcome::Refused(code, message.clone()))
-                    .await?;
-                Err(Error::Matrix { code, message })
-            }
+            // A refusal is final: a redelivery gets the same answer without re-checking.
+            Err(e @ Error::Matrix { .. }) => self.refused(Some(batch_id), e).await,
             other => other,
         }
+    }
+
+    async fn handle_group(
+        &self,
+        jobs: Vec<(Option<String>, RoomBatch)>,
+    ) -> Vec<Result<Vec<StoredEvent>>> {
+        let mut jobs = jobs;
+        if jobs.len() == 1 {
+            if let Some((id, batch)) = jobs.pop() {
+                return vec![self.alone(id.as_deref(), batch).await];
+            }
+        }
+        self.sequence_group(jobs).await
     }
 
     fn reset(&self) {

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
 pub(crate) mod native;
 
 use serde_json::{json, Value};

@@ -67,16 +67,16 @@ impl ClientStore for SqlStore {
     ) -> Result<i64> {
         let content = content.to_string();
         self.with_positions(1, vec![Change::User(user_id.to_owned())], async |conn, pos| {
-            sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos")
+            sqlx::query("INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos WHERE account_data.pos < excluded.pos")
                 .bind(user_id.as_str())
                 .bind(room_id.map(|r| r.as_str()).unwrap_or(""))
                 .bind(kind)
                 .bind(&content)
-                .bind(pos)
+                .bind(pos[0])
                 .execute(conn)
                 .await
                 .map_err(db)?;
-            Ok(pos)
+            Ok(pos[0])
         })
         .await
     }
@@ -161,18 +161,18 @@ impl ClientStore for SqlStore {
 
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64> {
         self.with_positions(1, vec![Change::Room(receipt.room_id.clone())], async |conn, pos| {
-            sqlx::query("INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos")
+            sqlx::query("INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos WHERE receipts.pos < excluded.pos")
                 .bind(receipt.room_id.as_str())
                 .bind(receipt.user_id.as_str())
                 .bind(&receipt.receipt_type)
                 .bind(receipt.thread_id.as_deref().unwrap_or(""))
                 .bind(receipt.event_id.as_str())
                 .bind(receipt.ts as i64)
-                .bind(pos)
+                .bind(pos[0])
                 .execute(conn)
                 .await
                 .map_err(db)?;
-            Ok(pos)
+            Ok(pos[0])
         })
         .await
     }

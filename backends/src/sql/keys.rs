@@ -6,7 +6,7 @@ use super::*;
 impl KeyStore for SqlStore {
     async fn set_device_keys(&self, user_id: &UserId, device_id: &str, keys: &Value) -> Result<()> {
         self.put_key(
-            "INSERT INTO device_keys (user_id, device_id, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            "INSERT INTO device_keys (user_id, device_id, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json, pos = excluded.pos WHERE device_keys.pos < excluded.pos",
             user_id,
             device_id,
             keys,
@@ -128,7 +128,7 @@ impl KeyStore for SqlStore {
 
     async fn set_cross_signing_key(&self, user_id: &UserId, kind: &str, key: &Value) -> Result<()> {
         self.put_key(
-            "INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos",
+            "INSERT INTO cross_signing_keys (user_id, kind, json, pos) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, kind) DO UPDATE SET json = excluded.json, pos = excluded.pos WHERE cross_signing_keys.pos < excluded.pos",
             user_id,
             kind,
             key,
@@ -172,12 +172,12 @@ impl KeyStore for SqlStore {
             .iter()
             .map(|m| Change::User(m.user_id.clone()))
             .collect();
-        self.with_positions(messages.len() as i64, changes, async |tx, first| {
+        self.with_positions(messages.len(), changes, async |tx, positions| {
             for (i, m) in messages.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO to_device (pos, user_id, device_id, json) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(first + i as i64)
+                .bind(positions[i])
                 .bind(m.user_id.as_str())
                 .bind(&m.device_id)
                 .bind(m.event.to_string())

@@ -3,16 +3,15 @@
 //! the queries are written once in the SQL both understand (`$n` parameters, `ON CONFLICT`,
 //! `RETURNING`) and run through sqlx's `Any` driver; each dialect has its own migrations.
 //!
-//! Every write that takes a stream position bumps the one-row `stream_pos` table inside its
-//! own transaction. The row lock orders writers — across instances too — so positions commit in
-//! order, and [`StreamPosition::current_pos`] never runs ahead of what readers can see. On
-//! PostgreSQL each such write also records what it changed (`stream_changes`), so that an
-//! instance learns the writes of the others ([`SqlStore::refresh`]) before it shows them.
+//! Every persistent write takes its positions from one stream; how, and when readers see
+//! them, is in `stream.rs`.
 
+mod append;
 mod client;
 mod keys;
 mod native;
 mod rooms;
+mod stream;
 mod users;
 
 use std::{
@@ -30,10 +29,10 @@ use sandcat_core::{
     changes::{Change, ChangeLog},
     error::ErrorCode,
     ports::{
-        AppserviceState, AppserviceStore, BatchOutcome, ClientStore, CodeCheck, DeviceRecord,
-        Direction, FriendRow, Friendship, KeyStore, MediaIndex, MediaRecord, Membership,
-        NativeProfile, NativeStore, NewEvent, Receipt, RoomSnapshot, RoomStore, StreamPosition,
-        ToDevice, UserRecord, UserStore,
+        AppendBatch, AppserviceState, AppserviceStore, BatchOutcome, ClientStore, CodeCheck,
+        DeviceRecord, Direction, FriendRow, Friendship, KeyStore, MediaIndex, MediaRecord,
+        Membership, NativeProfile, NativeStore, NewEvent, Receipt, RoomSnapshot, RoomStore,
+        StreamPosition, ToDevice, UserRecord, UserStore,
     },
     Error, Pdu, Result, StoredEvent,
 };
@@ -55,9 +54,10 @@ pub struct SqlStore {
     dialect: Dialect,
     /// Highest position whose write has committed and whose changes are marked.
     committed: AtomicI64,
-    /// Positioned writes of this process, one at a time.
+    /// Positioned writes of this process, one at a time (SQLite only).
     write: tokio::sync::Mutex<()>,
-    refreshing: tokio::sync::Mutex<()>,
+    /// Heads of the stream not yet safe to publish (PostgreSQL only).
+    observations: tokio::sync::Mutex<stream::Observations>,
     changes: Arc<ChangeLog>,
 }
 
@@ -165,13 +165,21 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; \
-                             PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                    match dialect {
+                        Dialect::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; \
+                                 PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                        }
+                        Dialect::Postgres => {
+                            // How readers tell this store's transactions from other programs'.
+                            let set =
+                                format!("SET application_name = '{}'", stream::APPLICATION_NAME);
+                            conn.execute(set.as_str()).await?;
+                        }
                     }
                     Ok(())
                 })
@@ -184,16 +192,19 @@ impl SqlStore {
             Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await,
         };
         migrated.map_err(|e| Error::storage(format!("migration failed: {e}")))?;
-        let pos: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
-            .fetch_one(&pool)
-            .await
-            .map_err(db)?;
+        let pos: i64 = match dialect {
+            Dialect::Sqlite => sqlx::query_scalar("SELECT pos FROM stream_pos")
+                .fetch_one(&pool)
+                .await
+                .map_err(db)?,
+            Dialect::Postgres => Self::safe_position(&pool).await?,
+        };
         Ok(SqlStore {
             pool,
             dialect,
             committed: AtomicI64::new(pos),
             write: Default::default(),
-            refreshing: Default::default(),
+            observations: Default::default(),
             changes: Arc::new(ChangeLog::starting_at(pos)),
         })
     }
@@ -271,99 +282,6 @@ impl SqlStore {
         Ok(out)
     }
 
-    /// Runs `f` in a transaction that has taken `n` positions (the first is passed to `f`),
-    /// then publishes them as committed with what they changed.
-    async fn with_positions<T>(
-        &self,
-        n: i64,
-        changes: Vec<Change>,
-        f: impl AsyncFnOnce(&mut AnyConnection, i64) -> Result<T>,
-    ) -> Result<T> {
-        let _guard = self.write.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let last: i64 = sqlx::query_scalar("UPDATE stream_pos SET pos = pos + $1 RETURNING pos")
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        let first = last - n + 1;
-        let value = f(&mut *tx, first).await?;
-        let mut changes = changes;
-        changes.sort_by_key(encode_change);
-        changes.dedup();
-        if self.dialect == Dialect::Postgres {
-            if !changes.is_empty() {
-                // One statement for all of them: this is on every write's path.
-                let rows: Vec<String> = (0..changes.len())
-                    .map(|i| format!("($1, ${})", i + 2))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO stream_changes (pos, change) VALUES {}",
-                    rows.join(", ")
-                );
-                let mut q = sqlx::query(&sql).bind(last);
-                for c in &changes {
-                    q = q.bind(encode_change(c));
-                }
-                q.execute(&mut *tx).await.map_err(db)?;
-            }
-            if last / 10_000 != (first - 1) / 10_000 {
-                // Every 10,000 positions: instances read changes from where they stand, and
-                // nobody stands this far back.
-                sqlx::query("DELETE FROM stream_changes WHERE pos < $1")
-                    .bind(last - 1_000_000)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-        }
-        tx.commit().await.map_err(db)?;
-        // Mark before publishing: whoever reads `last` also sees what changed.
-        self.changes.mark(changes, last);
-        if self.committed.load(Ordering::SeqCst) == first - 1 {
-            self.committed.fetch_max(last, Ordering::SeqCst);
-        } else {
-            // Other instances wrote in between: learn what they changed before showing it.
-            self.refresh().await?;
-        }
-        Ok(value)
-    }
-
-    /// Catches up with positions written by other instances sharing the database: marks what
-    /// they changed, then publishes them. Call it before waking local readers for a remote
-    /// write. A no-op on SQLite, which has one writer process.
-    pub async fn refresh(&self) -> Result<()> {
-        if self.dialect == Dialect::Sqlite {
-            return Ok(());
-        }
-        let _guard = self.refreshing.lock().await;
-        let seen = self.committed.load(Ordering::SeqCst);
-        let head: i64 = sqlx::query_scalar("SELECT pos FROM stream_pos")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        if head <= seen {
-            return Ok(());
-        }
-        let rows = sqlx::query(
-            "SELECT pos, change FROM stream_changes WHERE pos > $1 AND pos <= $2 ORDER BY pos",
-        )
-        .bind(seen)
-        .bind(head)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        for r in rows {
-            let pos: i64 = r.try_get("pos").map_err(db)?;
-            let change: String = r.try_get("change").map_err(db)?;
-            if let Some(c) = decode_change(&change) {
-                self.changes.mark([c], pos);
-            }
-        }
-        self.committed.fetch_max(head, Ordering::SeqCst);
-        Ok(())
-    }
-
     /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.
     async fn put_key(
         &self,
@@ -378,7 +296,7 @@ impl SqlStore {
                 .bind(user_id.as_str())
                 .bind(name)
                 .bind(&json)
-                .bind(pos)
+                .bind(pos[0])
                 .execute(conn)
                 .await
                 .map_err(db)?;

@@ -28,21 +28,6 @@ fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome
     })
 }
 
-/// `(event_id, rel_type)` of an event's `m.relates_to`.
-fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
-    let c = pdu.content_value();
-    let rel = c.get("m.relates_to");
-    let target = rel
-        .and_then(|r| r.get("event_id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let kind = rel
-        .and_then(|r| r.get("rel_type"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    (target, kind)
-}
-
 #[async_trait]
 impl RoomStore for SqlStore {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>> {
@@ -70,104 +55,8 @@ impl RoomStore for SqlStore {
         }))
     }
 
-    async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>> {
-        let n = events.len() as i64;
-        let mut changes = Vec::new();
-        for ev in events {
-            changes.push(Change::Room(ev.pdu.room_id().to_owned()));
-            if let (Some(key), Some(_)) = (&ev.pdu.state_key, ev.pdu.membership()) {
-                if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
-                    changes.push(Change::User(user));
-                }
-            }
-        }
-        self.with_positions(n, changes, async |tx, first| {
-            let mut positions = Vec::with_capacity(events.len());
-            for (i, ev) in events.iter().enumerate() {
-                let pos = first + i as i64;
-                let pdu = &ev.pdu;
-                let room_id = pdu.room_id().as_str();
-                let (relates_to, rel_type) = relation_of(pdu);
-                let (txn_user, txn_device, txn_id) = match &ev.txn {
-                    Some((u, d, t)) => (Some(u.as_str()), Some(d.as_str()), Some(t.as_str())),
-                    None => (None, None, None),
-                };
-                sqlx::query("INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
-                    .bind(pos)
-                    .bind(pdu.event_id.as_str())
-                    .bind(room_id)
-                    .bind(pdu.sender.as_str())
-                    .bind(pdu.kind.to_string())
-                    .bind(&pdu.state_key)
-                    .bind(&ev.json)
-                    .bind(ev.unsigned.as_ref().map(|u| u.to_string()))
-                    .bind(txn_user)
-                    .bind(txn_device)
-                    .bind(txn_id)
-                    .bind(relates_to)
-                    .bind(rel_type)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                if let Some(version) = &ev.room_version {
-                    sqlx::query("INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES ($1, $2, $3, $4)")
-                        .bind(room_id)
-                        .bind(version.as_str())
-                        .bind(pdu.event_id.as_str())
-                        .bind(u64::from(pdu.depth) as i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                } else {
-                    // Only on top of the head the sequencer built on: another sequencer may
-                    // have appended to this room since it loaded it.
-                    let prev = pdu.prev_events.first().map(|e| e.as_str()).unwrap_or("");
-                    let moved = sqlx::query("UPDATE rooms SET last_event_id = $1, depth = $2 WHERE room_id = $3 AND last_event_id = $4")
-                        .bind(pdu.event_id.as_str())
-                        .bind(u64::from(pdu.depth) as i64)
-                        .bind(room_id)
-                        .bind(prev)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                    if moved.rows_affected() == 0 {
-                        return Err(Error::Conflict(format!("{room_id} has moved past {prev}")));
-                    }
-                }
-                if let Some(key) = &pdu.state_key {
-                    let membership = pdu.membership();
-                    sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
-                        .bind(room_id)
-                        .bind(pdu.kind.to_string())
-                        .bind(key)
-                        .bind(pdu.event_id.as_str())
-                        .bind(pos)
-                        .bind(membership.as_ref().map(MembershipState::as_str))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                    if matches!(membership, Some(MembershipState::Join | MembershipState::Invite)) {
-                        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2").bind(key).bind(room_id).execute(&mut *tx).await.map_err(db)?;
-                    }
-                }
-                if let Some((target, redacted_json)) = &ev.redaction {
-                    sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3").bind(redacted_json).bind(pdu.event_id.as_str()).bind(target.as_str()).execute(&mut *tx).await.map_err(db)?;
-                }
-                positions.push(pos);
-            }
-            if let Some(id) = batch_id {
-                let ids: Vec<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
-                sqlx::query("INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES ($1, $2, NULL, $3)")
-                    .bind(id)
-                    .bind(serde_json::to_string(&ids)?)
-                    .bind(sandcat_core::now_ms() as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            Ok(positions)
-        })
-        .await
+    async fn append_group(&self, batches: &[AppendBatch<'_>]) -> Result<Vec<Vec<i64>>> {
+        self.append_batches(batches).await
     }
 
     async fn batch_outcome(&self, batch_id: &str) -> Result<Option<BatchOutcome>> {

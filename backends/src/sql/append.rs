@@ -1,0 +1,220 @@
+//! Appending to room logs: one transaction for a group of batches (group commit), with one
+//! multi-row insert for all their events and one head update per batch.
+
+use super::*;
+use ruma::events::room::member::MembershipState;
+use sandcat_core::ports::AppendBatch;
+
+/// Events per `INSERT`: 13 parameters each stays far below either database's limit.
+const EVENTS_PER_INSERT: usize = 500;
+
+/// `(event_id, rel_type)` of an event's `m.relates_to`.
+fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
+    let c = pdu.content_value();
+    let rel = c.get("m.relates_to");
+    let target = rel
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let kind = rel
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (target, kind)
+}
+
+/// What an append changes, for `/sync`: the rooms, and the users whose membership moved.
+fn changes_of(batches: &[AppendBatch<'_>]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for ev in batches.iter().flat_map(|b| b.events) {
+        changes.push(Change::Room(ev.pdu.room_id().to_owned()));
+        if let (Some(key), Some(_)) = (&ev.pdu.state_key, ev.pdu.membership()) {
+            if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
+                changes.push(Change::User(user));
+            }
+        }
+    }
+    changes
+}
+
+impl SqlStore {
+    pub(super) async fn append_batches(
+        &self,
+        batches: &[AppendBatch<'_>],
+    ) -> Result<Vec<Vec<i64>>> {
+        let n: usize = batches.iter().map(|b| b.events.len()).sum();
+        if n == 0 {
+            return Ok(batches.iter().map(|_| Vec::new()).collect());
+        }
+        self.with_positions(n, changes_of(batches), async |tx, taken| {
+            let events: Vec<&NewEvent> = batches.iter().flat_map(|b| b.events).collect();
+            let positioned: Vec<(&NewEvent, i64)> =
+                events.iter().copied().zip(taken.iter().copied()).collect();
+            for chunk in positioned.chunks(EVENTS_PER_INSERT) {
+                insert_events(tx, chunk).await?;
+            }
+            for b in batches {
+                move_head(tx, b.events).await?;
+            }
+            for (ev, pos) in &positioned {
+                apply_state(tx, ev, *pos).await?;
+            }
+            record_batches(tx, batches).await?;
+            let mut out = Vec::with_capacity(batches.len());
+            let mut rest = taken;
+            for b in batches {
+                let (mine, tail) = rest.split_at(b.events.len());
+                out.push(mine.to_vec());
+                rest = tail;
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+async fn insert_events(tx: &mut AnyConnection, chunk: &[(&NewEvent, i64)]) -> Result<()> {
+    let rows: Vec<String> = (0..chunk.len())
+        .map(|i| format!("({})", params(i * 13 + 1, 13)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (ev, pos) in chunk {
+        let pdu = &ev.pdu;
+        let (relates_to, rel_type) = relation_of(pdu);
+        let (txn_user, txn_device, txn_id) = match &ev.txn {
+            Some((u, d, t)) => (Some(u.as_str()), Some(d.as_str()), Some(t.as_str())),
+            None => (None, None, None),
+        };
+        q = q
+            .bind(*pos)
+            .bind(pdu.event_id.as_str())
+            .bind(pdu.room_id().as_str())
+            .bind(pdu.sender.as_str())
+            .bind(pdu.kind.to_string())
+            .bind(pdu.state_key.as_deref())
+            .bind(ev.json.as_str())
+            .bind(ev.unsigned.as_ref().map(|u| u.to_string()))
+            .bind(txn_user)
+            .bind(txn_device)
+            .bind(txn_id)
+            .bind(relates_to)
+            .bind(rel_type);
+    }
+    q.execute(&mut *tx).await.map_err(db)?;
+    Ok(())
+}
+
+/// Moves the room's head to the batch's last event: only from the head the sequencer built
+/// on, since another sequencer may have appended to the room since it loaded it.
+async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Ok(());
+    };
+    let room_id = first.pdu.room_id().as_str();
+    let depth = u64::from(last.pdu.depth) as i64;
+    if let Some(version) = &first.room_version {
+        sqlx::query(
+            "INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(room_id)
+        .bind(version.as_str())
+        .bind(last.pdu.event_id.as_str())
+        .bind(depth)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        return Ok(());
+    }
+    let prev = first
+        .pdu
+        .prev_events
+        .first()
+        .map(|e| e.as_str())
+        .unwrap_or("");
+    let moved = sqlx::query(
+        "UPDATE rooms SET last_event_id = $1, depth = $2 WHERE room_id = $3 AND last_event_id = $4",
+    )
+    .bind(last.pdu.event_id.as_str())
+    .bind(depth)
+    .bind(room_id)
+    .bind(prev)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    if moved.rows_affected() == 0 {
+        return Err(Error::Conflict(format!("{room_id} has moved past {prev}")));
+    }
+    Ok(())
+}
+
+/// Current state, the forgotten flag a join or invite clears, and redactions.
+async fn apply_state(tx: &mut AnyConnection, ev: &NewEvent, pos: i64) -> Result<()> {
+    let pdu = &ev.pdu;
+    let room_id = pdu.room_id().as_str();
+    if let Some(key) = &pdu.state_key {
+        let membership = pdu.membership();
+        sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
+            .bind(room_id)
+            .bind(pdu.kind.to_string())
+            .bind(key)
+            .bind(pdu.event_id.as_str())
+            .bind(pos)
+            .bind(membership.as_ref().map(MembershipState::as_str))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if matches!(
+            membership,
+            Some(MembershipState::Join | MembershipState::Invite)
+        ) {
+            sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+                .bind(key)
+                .bind(room_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+    }
+    if let Some((target, redacted_json)) = &ev.redaction {
+        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
+            .bind(redacted_json)
+            .bind(pdu.event_id.as_str())
+            .bind(target.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Records the bus batches among `batches` with their event ids, in one statement.
+async fn record_batches(tx: &mut AnyConnection, batches: &[AppendBatch<'_>]) -> Result<()> {
+    let recorded: Vec<(&str, String)> = batches
+        .iter()
+        .filter_map(|b| {
+            let ids: Vec<&str> = b.events.iter().map(|e| e.pdu.event_id.as_str()).collect();
+            Some((b.batch_id?, serde_json::to_string(&ids).ok()?))
+        })
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..recorded.len())
+        .map(|i| format!("(${}, ${}, NULL, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO bus_batches (batch_id, event_ids, error, ts) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    let ts = sandcat_core::now_ms() as i64;
+    for (id, ids) in recorded {
+        q = q.bind(id).bind(ids).bind(ts);
+    }
+    q.execute(&mut *tx).await.map_err(db)?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Group commit: what waits on a sequencer lane is appended in one transaction, and every
+//! batch still gets its own answer — a refusal, a replay, a second batch of one room, and a
+//! stale head in the group change nothing for the others.
+
+use ruma::{OwnedRoomId, OwnedUserId};
+
+use super::*;
+
+on_both_backends!(a_lane_appends_what_waits_together);
+
+fn alice() -> OwnedUserId {
+    user_id!("@alice:localhost").to_owned()
+}
+
+fn room(n: usize) -> OwnedRoomId {
+    format!("!g{n}:localhost").try_into().unwrap()
+}
+
+fn said(room: &OwnedRoomId, sender: OwnedUserId, body: &str, txn: Option<&str>) -> RoomBatch {
+    let mut ev = EventIntent::new(
+        sender,
+        "m.room.message".into(),
+        None,
+        json!({ "body": body }),
+    );
+    ev.txn = txn.map(|t| ("DEVICE".to_owned(), t.to_owned()));
+    RoomBatch {
+        room_id: room.clone(),
+        create_version: None,
+        events: vec![ev],
+    }
+}
+
+async fn bodies(store: &SqlStore, room: &OwnedRoomId) -> Vec<String> {
+    store
+        .timeline(room, 0, i64::MAX, Direction::Forward, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.pdu.content_value()["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn a_lane_appends_what_waits_together(db: Db) {
+    let store = db.open().await;
+    let seq = sequencer(store.clone());
+    for n in 0..4 {
+        let mut create = create_batch();
+        create.room_id = room(n);
+        seq.handle(create).await.unwrap();
+    }
+    let first = seq
+        .handle(said(&room(3), alice(), "first", Some("t-replayed")))
+        .await
+        .unwrap();
+    // Another instance appends to room 2: this sequencer's cached head of it is stale.
+    sequencer(store.clone())
+        .handle(said(&room(2), alice(), "elsewhere", None))
+        .await
+        .unwrap();
+    store.refresh().await.unwrap();
+
+    let eve = user_id!("@eve:localhost").to_owned();
+    let jobs = vec![
+        (None, said(&room(0), alice(), "a1", None)),
+        (
+            Some("batch-b1".to_owned()),
+            said(&room(1), alice(), "b1", None),
+        ),
+        (None, said(&room(0), alice(), "a2", None)),
+        (
+            Some("batch-eve".to_owned()),
+            said(&room(1), eve, "not a member", None),
+        ),
+        (None, said(&room(3), alice(), "first", Some("t-replayed"))),
+    ];
+    let results = seq.handle_group(jobs).await;
+    assert_eq!(results.len(), 5, "one answer per batch");
+    let pos = |i: usize| results[i].as_ref().unwrap()[0].pos;
+    assert!(pos(0) < pos(2), "a room's batches keep their order");
+    assert!(results[3].is_err(), "the refused batch is refused alone");
+    assert_eq!(
+        results[4].as_ref().unwrap()[0].pdu.event_id,
+        first[0].pdu.event_id,
+        "a retried transaction gets its first event"
+    );
+    assert_eq!(bodies(&store, &room(0)).await, ["a1", "a2"]);
+    assert_eq!(bodies(&store, &room(1)).await, ["b1"]);
+
+    // A group with a stale head fails as a whole; each batch then goes alone.
+    let stale = seq
+        .handle_group(vec![
+            (None, said(&room(2), alice(), "c1", None)),
+            (None, said(&room(0), alice(), "a3", None)),
+        ])
+        .await;
+    assert!(stale.iter().all(Result::is_ok));
+    assert_eq!(
+        bodies(&store, &room(2)).await,
+        ["elsewhere", "c1"],
+        "a stale head is rebuilt, not forked"
+    );
+    assert_eq!(bodies(&store, &room(0)).await, ["a1", "a2", "a3"]);
+    assert_eq!(bodies(&store, &room(3)).await, ["first"]);
+    // Recorded outcomes answer redeliveries: the appended batch and the refusal alike.
+    assert!(matches!(
+        store.batch_outcome("batch-b1").await.unwrap(),
+        Some(BatchOutcome::Appended(ids)) if ids == vec![results[1].as_ref().unwrap()[0].pdu.event_id.clone()]
+    ));
+    assert!(matches!(
+        store.batch_outcome("batch-eve").await.unwrap(),
+        Some(BatchOutcome::Refused(..))
+    ));
+    assert_eq!(store.current_pos(), stale[1].as_ref().unwrap()[0].pos);
+}
