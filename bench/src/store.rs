@@ -148,6 +148,33 @@ async fn check_room(store: &SqlStore, room: &OwnedRoomId, sent: u64) -> Result<(
     Ok(())
 }
 
+/// CPU seconds (user + system) used so far by this process, and by every PostgreSQL process
+/// of this machine (with the children it has reaped: closed connections), from /proc.
+fn cpu_seconds() -> (f64, f64) {
+    let ticks = |stat: &str, with_children: bool| -> Option<u64> {
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let own = get(11)? + get(12)?;
+        Some(if with_children { own + get(13)? + get(14)? } else { own })
+    };
+    let hz = 100.0; // USER_HZ on Linux
+    let me = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s, false))
+        .unwrap_or(0);
+    let mut pg = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
+                pg += ticks(&stat, true).unwrap_or(0);
+            }
+        }
+    }
+    (me as f64 / hz, pg as f64 / hz)
+}
+
 async fn run_n(args: &StoreArgs, n: usize) -> Result<Value> {
     let schema = format!("ceiling_{}_{n}", sandcat_core::now_ms());
     let url = create_schema(&args.postgres, &schema).await?;
@@ -167,6 +194,7 @@ async fn run_n(args: &StoreArgs, n: usize) -> Result<Value> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let tasks: Vec<_> = rooms
         .iter()
@@ -187,7 +215,11 @@ async fn run_n(args: &StoreArgs, n: usize) -> Result<Value> {
         sent.push(t.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
     let total: u64 = sent.iter().sum();
+    let per_1000 = |s: f64| (s / total.max(1) as f64 * 1000.0 * 1000.0).round() / 1000.0;
+    let writers_cpu = per_1000(cpu_after.0 - cpu_before.0);
+    let postgres_cpu = per_1000(cpu_after.1 - cpu_before.1);
     for ((w, _, room, _), count) in rooms.iter().zip(&sent) {
         check_room(&stores[*w], room, *count).await?;
     }
@@ -196,13 +228,14 @@ async fn run_n(args: &StoreArgs, n: usize) -> Result<Value> {
     }
     let head = stores.iter().map(|s| s.current_pos()).max().unwrap_or(0);
     let per_s = total as f64 / elapsed;
-    eprintln!("{n} writer(s): {total} events in {elapsed:.1} s = {per_s:.0} events/s, checked");
+    eprintln!("{n} writer(s): {total} events in {elapsed:.1} s = {per_s:.0} events/s, checked; CPU s per 1,000 events: writers {writers_cpu}, PostgreSQL {postgres_cpu}");
     Ok(json!({
         "writers": n,
         "rooms": rooms.len(),
         "events": total,
         "seconds": elapsed,
         "events_per_s": per_s,
+        "cpu_s_per_1000_events": { "writers": writers_cpu, "postgresql": postgres_cpu },
         "head": head,
     }))
 }
