@@ -155,7 +155,11 @@ fn cpu_seconds() -> (f64, f64) {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
         let own = get(11)? + get(12)?;
-        Some(if with_children { own + get(13)? + get(14)? } else { own })
+        Some(if with_children {
+            own + get(13)? + get(14)?
+        } else {
+            own
+        })
     };
     let hz = 100.0; // USER_HZ on Linux
     let me = std::fs::read_to_string("/proc/self/stat")
