@@ -72,6 +72,24 @@ pub fn parse_token(token: &str) -> Result<i64> {
         .ok_or_else(|| Error::invalid_param("invalid pagination token"))
 }
 
+/// A create event's timestamp: `ts`, or later than every one this process gave before.
+fn unique_create_ts(ts: u64) -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut last = LAST.load(std::sync::atomic::Ordering::SeqCst);
+    loop {
+        let next = ts.max(last + 1);
+        match LAST.compare_exchange(
+            last,
+            next,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 pub fn make_token(pos: i64) -> String {
     format!("t{pos}")
 }
@@ -191,23 +209,19 @@ impl Rooms {
         } else {
             create.remove("creator");
         }
-        let create_intent = ev(
+        let mut create_intent = ev(
             TimelineEventType::RoomCreate,
             Some(""),
             Value::Object(create),
         );
-        let room_id = if rules.authorization.room_create_event_id_as_room_id {
-            let placeholder = RoomId::parse("!placeholder:localhost").map_err(Error::internal)?;
-            let (pdu, _) = build_pdu(
-                &self.signing,
-                &placeholder,
-                &rules,
-                &create_intent,
-                vec![],
-                vec![],
-                1,
-            )?;
-            room_id_from_create(&pdu.event_id)?
+        let by_create = rules.authorization.room_create_event_id_as_room_id;
+        if by_create {
+            // The room id is the create event's hash: two rooms made by one user in one
+            // millisecond with the same content must not get the same one.
+            create_intent.origin_server_ts = unique_create_ts(create_intent.origin_server_ts);
+        }
+        let room_id = if by_create {
+            self.room_id_of_create(&rules, &create_intent)?
         } else {
             RoomId::new_v1(&self.config.server_name)
         };
@@ -316,13 +330,35 @@ impl Rooms {
                 Value::Object(c),
             ));
         }
-        self.bus
-            .submit(RoomBatch {
-                room_id: room_id.clone(),
-                create_version: Some(version),
-                events,
-            })
-            .await?;
+        let mut room_id = room_id;
+        let mut attempts = 0;
+        loop {
+            let submitted = self
+                .bus
+                .submit(RoomBatch {
+                    room_id: room_id.clone(),
+                    create_version: Some(version.clone()),
+                    events: events.clone(),
+                })
+                .await;
+            match submitted {
+                // Another instance made the same create event in the same millisecond.
+                Err(Error::Matrix {
+                    code: ErrorCode::RoomInUse,
+                    ..
+                }) if by_create && attempts < 5 => {
+                    attempts += 1;
+                    if let Some(first) = events.first_mut() {
+                        first.origin_server_ts = unique_create_ts(first.origin_server_ts + 1);
+                        room_id = self.room_id_of_create(&rules, first)?;
+                    }
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         if let Some(alias) = &alias {
             self.store.set_alias(alias, &room_id, creator).await?;
         }
@@ -330,6 +366,25 @@ impl Rooms {
             self.store.set_public(&room_id, true).await?;
         }
         Ok(room_id)
+    }
+
+    /// The id of the room `create` makes, in room versions where it is the event's hash.
+    fn room_id_of_create(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        create: &EventIntent,
+    ) -> Result<OwnedRoomId> {
+        let placeholder = RoomId::parse("!placeholder:localhost").map_err(Error::internal)?;
+        let (pdu, _) = build_pdu(
+            &self.signing,
+            &placeholder,
+            rules,
+            create,
+            vec![],
+            vec![],
+            1,
+        )?;
+        room_id_from_create(&pdu.event_id)
     }
 
     /// Resolves `#alias:server` or `!room` to a room id.
