@@ -2,6 +2,8 @@
 //! operations. Each has an embedded implementation and a pipeline implementation in
 //! `sandcat-backends`; both pass the same contract tests.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
@@ -243,6 +245,15 @@ pub trait RoomStore: Send + Sync {
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()>;
     /// Messages from others after the user's latest read receipt (public or private).
     async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64>;
+    /// What a sync shows of rooms it sends whole (an initial sync, a room joined since), for
+    /// many rooms in a few queries rather than several per room.
+    async fn room_overviews(
+        &self,
+        rooms: &[OwnedRoomId],
+        user_id: &UserId,
+        until: i64,
+        latest: usize,
+    ) -> Result<HashMap<OwnedRoomId, RoomOverview>>;
     async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()>;
     async fn alias(&self, alias: &str) -> Result<Option<(OwnedRoomId, OwnedUserId)>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;
@@ -257,6 +268,17 @@ pub trait RoomStore: Send + Sync {
         until: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>>;
+}
+
+/// A room as a sync that sends it whole needs it.
+#[derive(Debug, Clone, Default)]
+pub struct RoomOverview {
+    /// The current state, oldest first.
+    pub state: Vec<StoredEvent>,
+    /// The latest events up to the position asked for, newest first.
+    pub latest: Vec<StoredEvent>,
+    /// Messages of others after the user's read receipt.
+    pub unread: u64,
 }
 
 /// A read receipt as stored.
@@ -298,6 +320,11 @@ pub trait ClientStore: Send + Sync {
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64>;
     /// Receipts in the room with `pos > after`.
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>>;
+    /// Every receipt of each of `rooms`, in one query.
+    async fn receipts_of(
+        &self,
+        rooms: &[OwnedRoomId],
+    ) -> Result<HashMap<OwnedRoomId, Vec<Receipt>>>;
     async fn receipt(
         &self,
         room_id: &RoomId,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     ports::{Membership, RoomStore},
-    Result,
+    Result, StoredEvent,
 };
 
 /// The stream position below which the member may not read (0: everything).
@@ -18,9 +18,20 @@ pub async fn floor(
     room_id: &RoomId,
     membership: &Membership,
 ) -> Result<i64> {
-    let visibility = store
+    let setting = store
         .state_event(room_id, "m.room.history_visibility", "")
-        .await?
+        .await?;
+    floor_with(store, setting.as_ref(), membership).await
+}
+
+/// [`floor`] with the room's `m.room.history_visibility` event already at hand (`None`: the
+/// room has none, which means `shared`).
+pub async fn floor_with(
+    store: &dyn RoomStore,
+    setting: Option<&StoredEvent>,
+    membership: &Membership,
+) -> Result<i64> {
+    let visibility = setting
         .and_then(|e| {
             e.pdu
                 .content_value()

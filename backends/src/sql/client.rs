@@ -43,7 +43,7 @@ impl AppserviceStore for SqlStore {
     }
 }
 
-fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
+pub(super) fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
     let thread: String = r.try_get("thread_id").map_err(db)?;
     Ok(Receipt {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
@@ -186,6 +186,13 @@ impl ClientStore for SqlStore {
                 .await
                 .map_err(db)?;
         rows.iter().map(receipt_from_row).collect()
+    }
+
+    async fn receipts_of(
+        &self,
+        rooms: &[OwnedRoomId],
+    ) -> Result<std::collections::HashMap<OwnedRoomId, Vec<Receipt>>> {
+        self.receipts_of_rooms(rooms).await
     }
 
     async fn receipt(

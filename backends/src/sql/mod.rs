@@ -10,6 +10,7 @@ mod append;
 mod client;
 mod keys;
 mod native;
+mod overview;
 mod rooms;
 mod stream;
 mod users;

@@ -290,6 +290,16 @@ impl RoomStore for SqlStore {
         Ok(())
     }
 
+    async fn room_overviews(
+        &self,
+        rooms: &[OwnedRoomId],
+        user_id: &UserId,
+        until: i64,
+        latest: usize,
+    ) -> Result<std::collections::HashMap<OwnedRoomId, sandcat_core::ports::RoomOverview>> {
+        self.overviews(rooms, user_id, until, latest).await
+    }
+
     async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender != $2 \

@@ -1,12 +1,17 @@
-//! Group commit: what waits on a sequencer lane is appended in one transaction, and every
-//! batch still gets its own answer — a refusal, a replay, a second batch of one room, and a
-//! stale head in the group change nothing for the others.
+//! Reads and writes of many rooms at once. Group commit: what waits on a sequencer lane is
+//! appended in one transaction, and every batch still gets its own answer — a refusal, a
+//! replay, a second batch of one room, and a stale head in the group change nothing for the
+//! others. Overviews: what an initial sync reads for all its rooms in a few queries is what
+//! the per-room reads give.
 
 use ruma::{OwnedRoomId, OwnedUserId};
 
 use super::*;
 
-on_both_backends!(a_lane_appends_what_waits_together);
+on_both_backends!(
+    a_lane_appends_what_waits_together,
+    overviews_match_the_per_room_reads
+);
 
 fn alice() -> OwnedUserId {
     user_id!("@alice:localhost").to_owned()
@@ -112,4 +117,87 @@ async fn a_lane_appends_what_waits_together(db: Db) {
         Some(BatchOutcome::Refused(..))
     ));
     assert_eq!(store.current_pos(), stale[1].as_ref().unwrap()[0].pos);
+}
+
+/// `room_overviews` (what an initial sync reads for all rooms at once) answers what the
+/// per-room reads answer: current state, the latest events, unread counts after a receipt.
+async fn overviews_match_the_per_room_reads(db: Db) {
+    let store = db.open().await;
+    let seq = sequencer(store.clone());
+    let bob = user_id!("@bob:localhost").to_owned();
+    let mut rooms = Vec::new();
+    for n in 0..5 {
+        let mut create = create_batch();
+        create.room_id = room(n);
+        seq.handle(create).await.unwrap();
+        for i in 0..(n * 3) {
+            seq.handle(said(&room(n), alice(), &format!("m{i}"), None))
+                .await
+                .unwrap();
+        }
+        rooms.push(room(n));
+    }
+    // Bob's read receipt in room 4 on its fifth message: seven of others' messages after it.
+    let read = store
+        .timeline(&room(4), 0, i64::MAX, Direction::Forward, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.pdu.kind.to_string() == "m.room.message")
+        .nth(4)
+        .unwrap();
+    store
+        .set_receipt(&sandcat_core::ports::Receipt {
+            room_id: room(4),
+            user_id: bob.clone(),
+            receipt_type: "m.read".into(),
+            thread_id: None,
+            event_id: read.pdu.event_id.clone(),
+            ts: 1,
+            pos: 0,
+        })
+        .await
+        .unwrap();
+    let until = store.current_pos();
+    let overviews = store.room_overviews(&rooms, &bob, until, 6).await.unwrap();
+    let receipts = store.receipts_of(&rooms).await.unwrap();
+    assert_eq!(overviews.len(), rooms.len());
+    for r in &rooms {
+        let o = &overviews[r];
+        let ids = |evs: &[sandcat_core::StoredEvent]| {
+            evs.iter()
+                .map(|e| e.pdu.event_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(&o.state),
+            ids(&store.current_state(r).await.unwrap()),
+            "{r}: state"
+        );
+        let latest = store
+            .timeline(r, 0, until, Direction::Backward, 6)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&o.latest),
+            ids(&latest),
+            "{r}: latest events, newest first"
+        );
+        assert_eq!(
+            o.unread,
+            store.count_unread(r, &bob).await.unwrap(),
+            "{r}: unread"
+        );
+        assert_eq!(
+            receipts.get(r).map(Vec::len).unwrap_or(0),
+            store.receipts_since(r, 0).await.unwrap().len(),
+            "{r}: receipts"
+        );
+    }
+    assert_eq!(overviews[&room(4)].unread, 7);
+    assert_eq!(
+        overviews[&room(3)].unread,
+        9,
+        "no receipt: every message of others"
+    );
 }

@@ -3,7 +3,7 @@
 
 use ruma::events::room::member::MembershipState;
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -15,7 +15,7 @@ use crate::{
     changes::{Change, ChangeLog},
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{ClientStore, Direction, KeyStore, RoomStore, StreamPosition},
+    ports::{ClientStore, Direction, KeyStore, Receipt, RoomOverview, RoomStore, StreamPosition},
     services::{data::presence_content, rooms::make_token, Session},
     Error, Result, StoredEvent,
 };
@@ -354,6 +354,26 @@ impl Sync {
         } else {
             Vec::new()
         };
+        // Rooms sent whole are read together: a few queries for all of them.
+        let whole: Vec<OwnedRoomId> = memberships
+            .iter()
+            .filter(|m| {
+                m.membership == MembershipState::Join
+                    && filter.allows_room(&m.room_id)
+                    && (initial || req.full_state || m.pos > since_pos)
+            })
+            .map(|m| m.room_id.clone())
+            .collect();
+        let (mut overviews, mut whole_receipts) = if whole.is_empty() {
+            (HashMap::new(), HashMap::new())
+        } else {
+            (
+                self.rooms
+                    .room_overviews(&whole, user, now_pos, filter.timeline_limit + 1)
+                    .await?,
+                self.client.receipts_of(&whole).await?,
+            )
+        };
         let mut joined_rooms = Vec::new();
         for m in memberships {
             if !filter.allows_room(&m.room_id) {
@@ -393,10 +413,22 @@ impl Sync {
                         })
                         .map(|(_, kind, content)| json!({ "type": kind, "content": content }))
                         .collect();
-                    let floor = if fresh {
-                        crate::visibility::floor(self.rooms.as_ref(), &m.room_id, &m).await?
-                    } else {
-                        0
+                    let overview = overviews.remove(&m.room_id).map(|o| Prefetched {
+                        receipts: whole_receipts.remove(&m.room_id).unwrap_or_default(),
+                        room: o,
+                    });
+                    let floor = match (&overview, fresh) {
+                        (_, false) => 0,
+                        (Some(o), true) => {
+                            let setting = o.room.state.iter().find(|e| {
+                                e.pdu.kind.to_string() == "m.room.history_visibility"
+                                    && e.pdu.state_key.as_deref() == Some("")
+                            });
+                            crate::visibility::floor_with(self.rooms.as_ref(), setting, &m).await?
+                        }
+                        (None, true) => {
+                            crate::visibility::floor(self.rooms.as_ref(), &m.room_id, &m).await?
+                        }
                     };
                     let room = self
                         .joined_room(
@@ -410,6 +442,7 @@ impl Sync {
                             filter,
                             account_data,
                             floor,
+                            overview,
                         )
                         .await?;
                     if let Some(room) = room {
@@ -517,7 +550,7 @@ impl Sync {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one room's section, from the sync's own reads
     async fn joined_room(
         &self,
         user: &UserId,
@@ -530,23 +563,55 @@ impl Sync {
         filter: &SyncFilter,
         account_data: Vec<Value>,
         floor: i64,
+        prefetched: Option<Prefetched>,
     ) -> Result<Option<JoinedRoomSync>> {
         let limit = filter.timeline_limit;
         let after = if fresh { floor } else { since_pos };
-        let mut events = self
-            .rooms
-            .timeline(room_id, after, now_pos, Direction::Backward, limit + 1)
-            .await?;
+        let (mut events, mut whole_state, receipts, unread) = match prefetched {
+            Some(p) => (
+                p.room
+                    .latest
+                    .into_iter()
+                    .filter(|e| e.pos > after)
+                    .take(limit + 1)
+                    .collect(),
+                Some(p.room.state),
+                Some(p.receipts),
+                Some(p.room.unread),
+            ),
+            None => (
+                self.rooms
+                    .timeline(room_id, after, now_pos, Direction::Backward, limit + 1)
+                    .await?,
+                None,
+                None,
+                None,
+            ),
+        };
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
         let timeline_start = events.first().map(|e| e.pos);
         let prev_batch = Some(make_token(timeline_start.map(|p| p - 1).unwrap_or(now_pos)));
         let in_timeline: HashSet<_> = events.iter().map(|e| e.pdu.event_id.clone()).collect();
-        let state: Vec<StoredEvent> = if fresh {
-            self.rooms
-                .current_state(room_id)
-                .await?
+        let current = match whole_state.take() {
+            Some(state) if fresh => Some(state),
+            _ if fresh => Some(self.rooms.current_state(room_id).await?),
+            _ => None,
+        };
+        // Members, for the summary, as the current state has them.
+        let members_of_state = current.as_ref().map(|state| {
+            state
+                .iter()
+                .filter(|e| e.pdu.kind == TimelineEventType::RoomMember)
+                .filter_map(|e| {
+                    let user = OwnedUserId::try_from(e.pdu.state_key.as_deref()?).ok()?;
+                    Some((user, e.pdu.membership()?))
+                })
+                .collect::<Vec<_>>()
+        });
+        let state: Vec<StoredEvent> = if let Some(current) = current {
+            current
                 .into_iter()
                 .filter(|e| !in_timeline.contains(&e.pdu.event_id) && e.pos <= now_pos)
                 .collect()
@@ -572,10 +637,14 @@ impl Sync {
                 ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
             }
         }
-        let receipts = self
-            .client
-            .receipts_since(room_id, if fresh { 0 } else { since_pos })
-            .await?;
+        let receipts = match receipts {
+            Some(r) => r,
+            None => {
+                self.client
+                    .receipts_since(room_id, if fresh { 0 } else { since_pos })
+                    .await?
+            }
+        };
         let mut content: Map<String, Value> = Map::new();
         for r in receipts
             .iter()
@@ -602,14 +671,20 @@ impl Sync {
         if !changed {
             return Ok(None);
         }
-        let notification_count = self.rooms.count_unread(room_id, user).await?;
+        let notification_count = match unread {
+            Some(n) => n,
+            None => self.rooms.count_unread(room_id, user).await?,
+        };
         let members_changed = fresh
             || timeline
                 .iter()
                 .chain(state.iter())
                 .any(|e| e.pdu.kind == TimelineEventType::RoomMember);
         let summary = if members_changed {
-            let members = self.rooms.members(room_id).await?;
+            let members = match members_of_state {
+                Some(m) => m,
+                None => self.rooms.members(room_id).await?,
+            };
             let joined_count = members
                 .iter()
                 .filter(|(_, m)| *m == MembershipState::Join)
@@ -646,6 +721,12 @@ impl Sync {
             summary,
         }))
     }
+}
+
+/// What was read for a room sent whole, together with the other such rooms.
+struct Prefetched {
+    room: RoomOverview,
+    receipts: Vec<Receipt>,
 }
 
 #[cfg(test)]
