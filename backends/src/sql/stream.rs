@@ -33,6 +33,10 @@ pub(super) const APPLICATION_NAME: &str = "sandcat";
 /// Observations kept at most: a reader that cannot resolve any keeps the newest.
 const MAX_OBSERVATIONS: usize = 32;
 
+/// How long opening the store waits for the writes open at that moment to end before it
+/// gives up: a transaction held open that long is stuck, and start-up says so.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How long a write waits for its positions to be published before it returns anyway (it is
 /// committed, and readers see it once whatever held it back has ended).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(5);
@@ -165,15 +169,17 @@ impl SqlStore {
     /// On PostgreSQL, the highest position that is safe when the store opens.
     pub(super) async fn safe_position(pool: &AnyPool) -> Result<i64> {
         let mut seen = Observations::default();
-        let mut warned = Instant::now();
+        let started = Instant::now();
         loop {
             let (head, running) = observe(pool).await?;
             if let Some(s) = seen.add(head, running) {
                 return Ok(s);
             }
-            if warned.elapsed() > PUBLISH_PATIENCE {
-                tracing::warn!("an open transaction of another instance keeps the stream position unknown; waiting");
-                warned = Instant::now();
+            if started.elapsed() > STARTUP_PATIENCE {
+                return Err(Error::storage(format!(
+                    "a transaction of another Sandcat instance has held stream positions open for over {} s; see pg_stat_activity (application_name = '{APPLICATION_NAME}')",
+                    STARTUP_PATIENCE.as_secs()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
