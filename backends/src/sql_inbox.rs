@@ -9,7 +9,7 @@ use sandcat_core::{
     ports::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange},
     Result,
 };
-use sqlx::{any::AnyRow, Any, Row, Transaction};
+use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use crate::sql::{db, params, SqlStore};
 
@@ -32,10 +32,7 @@ fn entry(r: &AnyRow) -> Result<InboxEntry> {
 }
 
 /// The counters of `users`, as the transaction sees them.
-async fn counters(
-    tx: &mut Transaction<'_, Any>,
-    users: &[&str],
-) -> Result<HashMap<String, InboxSeqs>> {
+async fn counters(tx: &mut AnyConnection, users: &[&str]) -> Result<HashMap<String, InboxSeqs>> {
     let mut out = HashMap::new();
     for chunk in users.chunks(ROWS_PER_INSERT) {
         let sql = format!(
@@ -46,14 +43,14 @@ async fn counters(
         for u in chunk {
             q = q.bind(*u);
         }
-        for (user, seq, send_seq) in q.fetch_all(&mut **tx).await.map_err(db)? {
+        for (user, seq, send_seq) in q.fetch_all(&mut *tx).await.map_err(db)? {
             out.insert(user, InboxSeqs { seq, send_seq });
         }
     }
     Ok(out)
 }
 
-async fn insert(tx: &mut Transaction<'_, Any>, entries: &[InboxEntry]) -> Result<()> {
+async fn insert(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result<()> {
     for chunk in entries.chunks(ROWS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", params(i * 8 + 1, 8)))
@@ -74,13 +71,13 @@ async fn insert(tx: &mut Transaction<'_, Any>, entries: &[InboxEntry]) -> Result
                 .bind(&e.item.event)
                 .bind(e.item.ts);
         }
-        q.execute(&mut **tx).await.map_err(db)?;
+        q.execute(&mut *tx).await.map_err(db)?;
     }
     Ok(())
 }
 
 async fn save_counters(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     counters: &HashMap<String, InboxSeqs>,
 ) -> Result<()> {
     let all: Vec<(&String, &InboxSeqs)> = counters.iter().collect();
@@ -97,7 +94,7 @@ async fn save_counters(
         for (user, c) in chunk {
             q = q.bind(user.as_str()).bind(c.seq).bind(c.send_seq);
         }
-        q.execute(&mut **tx).await.map_err(db)?;
+        q.execute(&mut *tx).await.map_err(db)?;
     }
     Ok(())
 }
@@ -105,7 +102,7 @@ async fn save_counters(
 #[async_trait]
 impl Inbox for SqlStore {
     async fn append(&self, items: &[InboxItem], redacted: &[String], upto: i64) -> Result<()> {
-        let mut tx = self.pool().begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         let indexed: i64 = sqlx::query_scalar("SELECT pos FROM inbox_indexed WHERE id = 0")
             .fetch_one(&mut *tx)
             .await

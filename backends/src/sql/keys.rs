@@ -38,7 +38,7 @@ impl KeyStore for SqlStore {
         keys: &[(String, Value)],
         fallback: bool,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         if fallback {
             sqlx::query(
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND fallback = 1",

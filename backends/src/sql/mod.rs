@@ -13,6 +13,7 @@ mod native;
 mod overview;
 mod rooms;
 mod stream;
+mod tx;
 mod users;
 
 use std::{

@@ -109,7 +109,7 @@ impl SqlStore {
         match self.dialect {
             Dialect::Sqlite => {
                 let _guard = self.write.lock().await;
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = self.begin().await?;
                 let last: i64 =
                     sqlx::query_scalar("UPDATE stream_pos SET pos = pos + $1 RETURNING pos")
                         .bind(n as i64)
@@ -125,7 +125,7 @@ impl SqlStore {
                 Ok(value)
             }
             Dialect::Postgres => {
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = self.begin().await?;
                 let mut positions: Vec<i64> =
                     sqlx::query_scalar("SELECT p FROM stream_take($1) AS p")
                         .bind(n as i64)

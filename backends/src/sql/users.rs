@@ -83,7 +83,7 @@ impl UserStore for SqlStore {
         display_name: Option<&str>,
         token: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
             .bind(user_id.as_str())
             .bind(device_id)
@@ -172,7 +172,7 @@ impl UserStore for SqlStore {
         old: &str,
         new: &str,
     ) -> Result<Option<(OwnedUserId, String)>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         let row =
             sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
                 .bind(old)
@@ -198,7 +198,7 @@ impl UserStore for SqlStore {
     }
 
     async fn deactivate_user(&self, user_id: &UserId) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
             .execute(&mut *tx)
@@ -285,7 +285,7 @@ impl UserStore for SqlStore {
     }
 
     async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         let mut tokens = Vec::new();
         for d in device_ids {
             let rows: Vec<String> = sqlx::query_scalar(

@@ -280,3 +280,49 @@ async fn postgres_other_programs_transactions_do_not_stall_the_stream() {
     assert_eq!(store.current_pos(), done[3].pos);
     other.execute("ROLLBACK").await.unwrap();
 }
+
+/// Writes cut short at every point (as a client that disconnects cuts its request's write)
+/// leave no transaction open on the connection they used: the next statement on it runs in a
+/// transaction of its own, and every write that returned stays written.
+#[tokio::test]
+async fn postgres_writes_cut_short_leave_no_transaction_open() {
+    let db = Db::postgres().await;
+    let Db::Postgres(url) = &db else {
+        unreachable!()
+    };
+    // One connection: whatever a cut write leaves on it, the next user meets.
+    let store = SqlStore::postgres(url, 1).await.unwrap();
+    let alice = user_id!("@alice:localhost");
+    let mut dice = Dice(0x2545_f491_4f6c_dd1d);
+    let (mut cut, mut last_done) = (0, None);
+    for n in 0..300i64 {
+        let wait = Duration::from_micros(dice.below(6_000));
+        let content = json!({ "n": n });
+        let write = store.set_account_data(alice, None, "n", &content);
+        match tokio::time::timeout(wait, write).await {
+            Ok(done) => last_done = Some((n, done.unwrap())),
+            Err(_) => cut += 1,
+        }
+        // A savepoint can only be set inside a transaction.
+        let outside = sqlx::query("SAVEPOINT probe")
+            .execute(store.pool())
+            .await
+            .is_err_and(|e| e.to_string().contains("transaction block"));
+        assert!(
+            outside,
+            "write {n} left its connection inside a transaction"
+        );
+    }
+    assert!(cut > 0, "some writes were cut short");
+    eprintln!("{cut} of 300 writes cut short");
+    let other = SqlStore::postgres(url, 1).await.unwrap();
+    other.refresh().await.unwrap();
+    let seen = other.account_data_since(alice, 0).await.unwrap();
+    let (n, pos) = last_done.expect("some writes were not cut");
+    assert_eq!(seen.len(), 1, "one value per type");
+    let kept = seen[0].2["n"].as_i64().unwrap();
+    assert!(
+        kept >= n && other.current_pos() >= pos,
+        "the last write that returned ({n}) is kept, or a later one: {kept}"
+    );
+}
