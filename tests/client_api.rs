@@ -743,6 +743,12 @@ async fn devices_profile_password() {
     let (s, b) = alice.get("/_matrix/client/v3/devices").await;
     assert_eq!(s, 200);
     let device = b["devices"][0]["device_id"].as_str().unwrap().to_owned();
+    // The device has been used (these requests), and the list says when.
+    let seen = b["devices"][0]["last_seen_ts"]
+        .as_u64()
+        .expect("last_seen_ts");
+    assert!(seen > 0 && seen <= sandcat_core::now_ms());
+    assert_eq!(b["devices"][0]["last_seen_ip"], "127.0.0.1");
     let (s, _) = alice
         .put(
             &format!("/_matrix/client/v3/devices/{device}"),

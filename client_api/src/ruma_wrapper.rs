@@ -182,6 +182,16 @@ where
         };
         if let Some(s) = &session {
             tracing::Span::current().record("user_id", tracing::field::display(&s.user_id));
+            if s.appservice.is_none() {
+                let ip = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip().to_string());
+                // A device list that lags is no reason to refuse the request.
+                if let Err(e) = state.accounts.touch(s, ip.as_deref()).await {
+                    tracing::warn!(error = %e, "recording the device's last use");
+                }
+            }
         }
         let exempt = session.as_ref().is_some_and(|s| {
             s.appservice.as_deref().is_some_and(|id| {

@@ -2,9 +2,13 @@
 //! tokens, devices, refresh tokens) in [`sessions`].
 
 mod hash;
+mod last_seen;
 mod sessions;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordVerifier},
@@ -20,6 +24,8 @@ use crate::{
     Error, Result, ServerConfig,
 };
 use hash::HashPool;
+use last_seen::LastSeen;
+pub use last_seen::LAST_SEEN_EVERY;
 pub use sessions::DeviceSession;
 use sessions::SessionCache;
 
@@ -35,6 +41,8 @@ pub struct Accounts {
     hasher: HashPool,
     /// Failed passwords per account, whichever API they come through.
     failures: Lockout,
+    /// When this instance last recorded each device's use.
+    last_seen: LastSeen,
 }
 
 /// What a successful login or registration hands the client.
@@ -63,6 +71,7 @@ impl Accounts {
             cache: SessionCache::new(!shared_store),
             hasher: HashPool::new(threads),
             failures,
+            last_seen: LastSeen::default(),
         }
     }
 
@@ -258,7 +267,15 @@ impl Accounts {
         }
     }
 
+    /// Records that `session`'s device was used now (from `ip`), at most once per
+    /// [`LAST_SEEN_EVERY`] per device on this instance.
     pub async fn touch(&self, session: &Session, ip: Option<&str>) -> Result<()> {
+        if !self
+            .last_seen
+            .due(&session.user_id, &session.device_id, Instant::now())
+        {
+            return Ok(());
+        }
         self.users
             .touch_device(&session.user_id, &session.device_id, crate::now_ms(), ip)
             .await
