@@ -186,9 +186,9 @@ where
                 let ip = parts
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string());
+                    .map(|c| c.0.ip());
                 // A device list that lags is no reason to refuse the request.
-                if let Err(e) = state.accounts.touch(s, ip.as_deref()).await {
+                if let Err(e) = state.accounts.touch(s, ip).await {
                     tracing::warn!(error = %e, "recording the device's last use");
                 }
             }

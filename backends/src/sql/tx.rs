@@ -23,42 +23,31 @@ use super::*;
 
 /// An open transaction on one pooled connection.
 pub(crate) struct Tx {
-    inner: Inner,
+    conn: Conn,
 }
 
-enum Inner {
+enum Conn {
     Sqlite(Transaction<'static, Any>),
-    Postgres {
-        /// `None` once handed to the rollback that runs after a drop.
-        conn: Option<PoolConnection<Any>>,
-        /// Whether the transaction may still be open on the server.
-        open: bool,
-    },
-    /// Between `commit` and the end of the value.
-    Done,
+    /// A connection whose transaction may still be open on the server.
+    Postgres(PoolConnection<Any>),
+    /// Committed, or handed to the rollback that runs after a drop.
+    Ended,
 }
 
 impl SqlStore {
     /// Begins a transaction on a connection of the pool.
     pub(crate) async fn begin(&self) -> Result<Tx> {
-        match self.dialect {
-            Dialect::Sqlite => Ok(Tx {
-                inner: Inner::Sqlite(self.pool.begin().await.map_err(db)?),
-            }),
-            Dialect::Postgres => {
-                let conn = self.pool.acquire().await.map_err(db)?;
-                // The guard exists before `BEGIN` is sent: dropped from here on, it ends
-                // whatever reached the server.
-                let mut tx = Tx {
-                    inner: Inner::Postgres {
-                        conn: Some(conn),
-                        open: true,
-                    },
-                };
-                tx.deref_mut().execute("BEGIN").await.map_err(db)?;
-                Ok(tx)
-            }
+        let conn = match self.dialect {
+            Dialect::Sqlite => Conn::Sqlite(self.pool.begin().await.map_err(db)?),
+            Dialect::Postgres => Conn::Postgres(self.pool.acquire().await.map_err(db)?),
+        };
+        let mut tx = Tx { conn };
+        if let Conn::Postgres(conn) = &mut tx.conn {
+            // The guard exists before `BEGIN` is sent: dropped from here on, it ends whatever
+            // reached the server.
+            conn.execute("BEGIN").await.map_err(db)?;
         }
+        Ok(tx)
     }
 }
 
@@ -66,17 +55,18 @@ impl Tx {
     /// Commits. If this future is dropped before `COMMIT` is answered, the transaction
     /// either committed or is rolled back with its connection; nothing is left open.
     pub(crate) async fn commit(mut self) -> std::result::Result<(), sqlx::Error> {
-        match std::mem::replace(&mut self.inner, Inner::Done) {
-            Inner::Sqlite(tx) => tx.commit().await,
-            Inner::Postgres { conn, open } => {
-                self.inner = Inner::Postgres { conn, open };
-                self.deref_mut().execute("COMMIT").await?;
-                if let Inner::Postgres { open, .. } = &mut self.inner {
-                    *open = false;
-                }
+        match &mut self.conn {
+            Conn::Sqlite(_) => match std::mem::replace(&mut self.conn, Conn::Ended) {
+                Conn::Sqlite(tx) => tx.commit().await,
+                _ => unreachable!(),
+            },
+            Conn::Postgres(conn) => {
+                // The connection stays guarded while `COMMIT` is in flight.
+                conn.execute("COMMIT").await?;
+                self.conn = Conn::Ended;
                 Ok(())
             }
-            Inner::Done => Ok(()),
+            Conn::Ended => Ok(()),
         }
     }
 }
@@ -85,55 +75,42 @@ impl Deref for Tx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        match &self.inner {
-            Inner::Sqlite(tx) => tx,
-            Inner::Postgres {
-                conn: Some(conn), ..
-            } => conn,
-            _ => unreachable!("a transaction is used only while it holds its connection"),
+        match &self.conn {
+            Conn::Sqlite(tx) => tx,
+            Conn::Postgres(conn) => conn,
+            Conn::Ended => unreachable!("a transaction is used only until it ends"),
         }
     }
 }
 
 impl DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.inner {
-            Inner::Sqlite(tx) => tx,
-            Inner::Postgres {
-                conn: Some(conn), ..
-            } => conn,
-            _ => unreachable!("a transaction is used only while it holds its connection"),
+        match &mut self.conn {
+            Conn::Sqlite(tx) => tx,
+            Conn::Postgres(conn) => conn,
+            Conn::Ended => unreachable!("a transaction is used only until it ends"),
         }
     }
 }
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        let Inner::Postgres {
-            conn: Some(conn),
-            open: true,
-        } = &mut self.inner
-        else {
+        // sqlx's SQLite transaction rolls itself back.
+        let Conn::Postgres(mut conn) = std::mem::replace(&mut self.conn, Conn::Ended) else {
             return;
         };
         // Before anything else uses the connection: roll back (waiting first for whatever
         // it was still answering), or close it if that fails or no runtime is left to do it.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            conn.close_on_drop();
-            return;
-        };
-        let Inner::Postgres {
-            conn: Some(mut conn),
-            ..
-        } = std::mem::replace(&mut self.inner, Inner::Done)
-        else {
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(e) = conn.execute("ROLLBACK").await {
-                tracing::warn!(error = %e, "closing a connection whose transaction could not be rolled back");
-                conn.close_on_drop();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = conn.execute("ROLLBACK").await {
+                        tracing::warn!(error = %e, "closing a connection whose transaction could not be rolled back");
+                        conn.close_on_drop();
+                    }
+                });
             }
-        });
+            Err(_) => conn.close_on_drop(),
+        }
     }
 }

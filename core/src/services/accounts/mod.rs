@@ -6,6 +6,7 @@ mod last_seen;
 mod sessions;
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -269,7 +270,7 @@ impl Accounts {
 
     /// Records that `session`'s device was used now (from `ip`), at most once per
     /// [`LAST_SEEN_EVERY`] per device on this instance.
-    pub async fn touch(&self, session: &Session, ip: Option<&str>) -> Result<()> {
+    pub async fn touch(&self, session: &Session, ip: Option<IpAddr>) -> Result<()> {
         if !self
             .last_seen
             .due(&session.user_id, &session.device_id, Instant::now())
@@ -277,7 +278,12 @@ impl Accounts {
             return Ok(());
         }
         self.users
-            .touch_device(&session.user_id, &session.device_id, crate::now_ms(), ip)
+            .touch_device(
+                &session.user_id,
+                &session.device_id,
+                crate::now_ms(),
+                ip.map(|a| a.to_string()).as_deref(),
+            )
             .await
     }
 
