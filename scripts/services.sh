@@ -100,6 +100,17 @@ else
 fi
 
 # --- MongoDB (mongoeco)
+# A mongoeco started here holds nothing but the databases of earlier test runs, in memory, and
+# grows slower as it fills (seen stalling a new client for more than 5 s after several runs):
+# each run gets a fresh one. A MongoDB started some other way is reused as it is.
+OLD_MONGO=$(pgrep -f "mongo_wire.py 27017 memory" || true)
+if [ -z "${SANDCAT_TEST_MONGO:-}" ] && [ -n "$OLD_MONGO" ]; then
+    kill $OLD_MONGO 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        port_open 27017 || break
+        sleep 0.1
+    done
+fi
 if [ -n "${SANDCAT_TEST_MONGO:-}" ]; then
     echo "MongoDB: using $SANDCAT_TEST_MONGO"
 elif port_open 27017; then
@@ -125,7 +136,10 @@ else
     HERE=$(cd "$(dirname "$0")" && pwd)
     nohup "$DIR/mongo-venv/bin/python" "$HERE/mongo_wire.py" 27017 memory >"$DIR/mongo.log" 2>&1 &
     wait_port 27017 mongo
-    echo "MongoDB: mongoeco started on 127.0.0.1:27017 (memory storage)"
+    # Listening is not answering: wait for a real round trip before the tests connect.
+    "$DIR/mongo-venv/bin/python" -c 'import pymongo; pymongo.MongoClient("mongodb://127.0.0.1:27017", serverSelectionTimeoutMS=30000).admin.command("ping")' \
+        || { echo "mongoeco does not answer on 127.0.0.1:27017; see $DIR/mongo.log" >&2; exit 1; }
+    echo "MongoDB: mongoeco started on 127.0.0.1:27017 (memory storage, empty)"
 fi
 
 # --- S3 (s3s-fs)

@@ -129,6 +129,10 @@ fn bson(e: mongodb::bson::ser::Error) -> Error {
     Error::storage(e)
 }
 
+/// How long start-up waits for MongoDB by default: long enough for a server that is busy,
+/// short enough that a wrong address fails at once rather than after the driver's 30 s.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
 pub struct MongoInbox {
     db: Database,
     entries: Collection<Entry>,
@@ -137,13 +141,14 @@ pub struct MongoInbox {
 }
 
 impl MongoInbox {
-    /// Connects (failing within seconds when the server cannot be reached) and creates the
+    /// Connects (failing within [`CONNECT_WAIT`] when the server cannot be reached, unless the
+    /// URL's `serverSelectionTimeoutMS` / `connectTimeoutMS` say otherwise) and creates the
     /// indexes.
     pub async fn connect(url: &str, database: &str) -> Result<Self> {
         let mut options = ClientOptions::parse(url).await.map_err(mongo)?;
         options.app_name = Some("sandcat".into());
-        options.server_selection_timeout = Some(Duration::from_secs(5));
-        options.connect_timeout = Some(Duration::from_secs(5));
+        options.server_selection_timeout.get_or_insert(CONNECT_WAIT);
+        options.connect_timeout.get_or_insert(CONNECT_WAIT);
         let client = Client::with_options(options).map_err(mongo)?;
         let db = client.database(database);
         db.run_command(doc! { "ping": 1 }).await.map_err(mongo)?;

@@ -61,9 +61,12 @@ async fn postgres() -> Backend {
     }
 }
 
+/// The test MongoDB (`scripts/services.sh`). A test server busy with another test may take
+/// a few seconds to answer a new client; a missing one still fails, after 30 s.
+const TEST_MONGO: &str = "mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=30000";
+
 async fn mongodb() -> Backend {
-    let url =
-        std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
     let inbox = MongoInbox::connect(&url, &fresh_name())
         .await
         .unwrap_or_else(|e| {
@@ -427,8 +430,7 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
 #[tokio::test]
 async fn mongodb_a_step_cut_short_is_completed_without_gaps() {
     use ::mongodb::bson::{doc, Document};
-    let url =
-        std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
     let name = fresh_name();
     let inbox: Arc<dyn Inbox> =
         Arc::new(MongoInbox::connect(&url, &name).await.unwrap_or_else(|e| {
@@ -510,8 +512,7 @@ async fn mongodb_a_step_cut_short_is_completed_without_gaps() {
 #[tokio::test]
 async fn mongodb_entries_from_before_the_counters_are_kept() {
     use ::mongodb::bson::{doc, Document};
-    let url =
-        std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
     let name = fresh_name();
     let client = ::mongodb::Client::with_uri_str(&url).await.unwrap();
     let db = client.database(&name);

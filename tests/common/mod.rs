@@ -27,6 +27,10 @@ pub(crate) fn pipeline_profile() -> bool {
     std::env::var("SANDCAT_TEST_PROFILE").as_deref() == Ok("pipeline")
 }
 
+/// The test MongoDB (`scripts/services.sh`). A test server busy with another test may take
+/// a few seconds to answer a new client; a missing one still fails, after 30 s.
+const TEST_MONGO: &str = "mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=30000";
+
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
 }
@@ -74,7 +78,7 @@ pub(crate) async fn use_pipeline(config: &mut sandcat::Config, dir: &std::path::
     config.media.s3_access_key = env_or("SANDCAT_TEST_S3_KEY", "minioadmin");
     config.media.s3_secret_key = env_or("SANDCAT_TEST_S3_SECRET", "minioadmin");
     config.inbox.backend = sandcat::InboxBackend::Mongodb;
-    config.inbox.url = env_or("SANDCAT_TEST_MONGO", "mongodb://127.0.0.1:27017");
+    config.inbox.url = env_or("SANDCAT_TEST_MONGO", TEST_MONGO);
     config.inbox.database = name;
 }
 
