@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod listener;
+mod pipeline;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -20,10 +21,6 @@ use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{
     bus::InProcessBus,
     fs_media::FsMediaStore,
-    kafka_bus::{KafkaBus, KafkaConfig},
-    mongo_inbox::MongoInbox,
-    redis_wake::{BeforeWake, RedisWake},
-    s3_media::{S3Config, S3MediaStore},
     sql::{Dialect, SqlStore},
 };
 use sandcat_client_api::{metrics::Metrics, AppState};
@@ -47,6 +44,7 @@ use sandcat_core::{
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
 
 pub use config::{BusBackend, CacheBackend, Config, InboxBackend, MediaBackend, StorageBackend};
+pub use pipeline::Wake;
 
 /// A wired server: the router and what must be stopped with it.
 pub struct App {
@@ -61,7 +59,7 @@ pub struct App {
     /// The Sandcat native API's state (its connection hub, mailer, tokens).
     pub native: NativeState,
     /// Cross-instance wake-ups, when `[cache] backend = "redis"`.
-    pub wake: Option<RedisWake>,
+    pub wake: Option<Wake>,
     /// The store, which decides which instance runs the application service pushers and the
     /// inbox indexer.
     pub store: Arc<SqlStore>,
@@ -199,28 +197,17 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             }
         });
     }
-    let before_wake: Option<BeforeWake> = shared.then(|| {
-        let s = store.clone();
-        Arc::new(move || {
-            let s = s.clone();
-            Box::pin(async move {
-                catch_up(&s).await;
-            }) as futures::future::BoxFuture<'static, ()>
-        }) as BeforeWake
-    });
     let ephemeral = Arc::new(Ephemeral::new(notifier.clone()));
     let wake = match config.cache.backend {
         CacheBackend::Embedded => None,
         CacheBackend::Redis => Some(
-            RedisWake::start(
-                &config.cache.url,
-                &format!("{}:{}:wake", config.cache.prefix, config.server_name),
+            pipeline::redis_wake(
+                config,
                 notifier.clone(),
-                before_wake,
-                Some(ephemeral.clone()),
+                shared.then(|| store.clone()),
+                ephemeral.clone(),
             )
-            .await
-            .map_err(|e| anyhow::anyhow!("[cache] backend = \"redis\": {e}"))?,
+            .await?,
         ),
     };
     let sequencer = Arc::new(Sequencer::new(
@@ -234,23 +221,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             if !shared || wake.is_none() {
                 anyhow::bail!("[bus] backend = \"kafka\" needs [storage] backend = \"postgres\" and [cache] backend = \"redis\" (the instances share them)");
             }
-            let b = &config.bus;
-            Arc::new(
-                KafkaBus::start(
-                    &KafkaConfig {
-                        brokers: b.brokers.clone(),
-                        topic: b.topic.clone(),
-                        partitions: b.partitions,
-                        group: b.group.clone(),
-                        lanes: config.bus_shards,
-                    },
-                    sequencer,
-                    store.clone(),
-                    notifier.clone(),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("[bus] backend = \"kafka\": {e}"))?,
-            )
+            pipeline::kafka_bus(config, sequencer, store.clone(), notifier.clone()).await?
         }
     };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
@@ -308,20 +279,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     );
     let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
         MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
-        MediaBackend::S3 => {
-            let m = &config.media;
-            Arc::new(
-                S3MediaStore::connect(&S3Config {
-                    endpoint: m.s3_endpoint.clone(),
-                    region: m.s3_region.clone(),
-                    bucket: m.s3_bucket.clone(),
-                    access_key: m.s3_access_key.clone(),
-                    secret_key: m.s3_secret_key.clone(),
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("[media] backend = \"s3\": {e}"))?,
-            )
-        }
+        MediaBackend::S3 => pipeline::s3_media(config).await?,
     };
     let media = Arc::new(sandcat_api::DEFAULT_AVATARS.iter().fold(
         Media::new(blobs, store.clone(), config.max_upload_bytes),
@@ -329,16 +287,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     ));
     let inbox: Arc<dyn Inbox> = match config.inbox.backend {
         InboxBackend::Embedded => store.clone(),
-        InboxBackend::Mongodb => Arc::new(
-            MongoInbox::connect(&config.inbox.url, &config.inbox.database)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "[inbox] backend = \"mongodb\" at {}: {e}",
-                        redact_url(&config.inbox.url)
-                    )
-                })?,
-        ),
+        InboxBackend::Mongodb => pipeline::mongo_inbox(config).await?,
     };
     let inbox_watch = InboxWatch::default();
     let indexer = Arc::new(

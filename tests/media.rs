@@ -53,6 +53,7 @@ async fn upload_download_and_thumbnails() {
 }
 
 /// The same flow with the bytes in S3 (`scripts/services.sh` starts a server on loopback).
+#[cfg(feature = "s3")]
 #[tokio::test]
 async fn upload_download_and_thumbnails_on_s3() {
     let bucket = format!("sandcat-e2e-{}", std::process::id());
