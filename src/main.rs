@@ -12,6 +12,29 @@ use sandcat::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `arena_eager_commit` (index 4 of `mi_option_e` in mimalloc 2 and 3).
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+
+/// On Linux mimalloc commits its arenas eagerly by default; measured on the idle server, that
+/// is 16 MB of anonymous memory where 4 MB are used with it off (idle RSS 32 → 20 MB). It is
+/// set before `main`, because the runtime allocates before `main`'s first line and the first
+/// arena is made at the first allocation. `MIMALLOC_ARENA_EAGER_COMMIT` in the environment
+/// still wins.
+#[ctor::ctor(unsafe)]
+fn allocator_options() {
+    // Nothing here may allocate: that would make the first arena with the default.
+    extern "C" {
+        fn getenv(name: *const std::ffi::c_char) -> *mut std::ffi::c_char;
+    }
+    // SAFETY: a NUL-terminated name; getenv only reads the environment, which nothing else
+    // changes this early.
+    unsafe {
+        if getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "sandcat", version, about, after_help = ENV_HELP)]
 struct Cli {
