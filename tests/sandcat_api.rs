@@ -80,6 +80,16 @@ async fn sandcat_and_matrix_clients_share_conversations() {
         .await;
     assert_eq!(list["friends"][0]["friend_id"], "bob", "{list}");
 
+    // Bob's Sandcat client is one of his devices, and its use shows in his Matrix device
+    // list (Element's "last activity"), as a Matrix client's would.
+    let (_, devices) = bob_mx.get("/_matrix/client/v3/devices").await;
+    let devices = devices["devices"].as_array().expect("devices").clone();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    for d in &devices {
+        assert!(d["last_seen_ts"].as_u64().is_some_and(|t| t > 0), "{d}");
+        assert_eq!(d["last_seen_ip"], "127.0.0.1", "{d}");
+    }
+
     // The friendship is a Matrix DM room that Bob's Matrix client has joined, marked direct.
     let (_, rooms) = bob_mx.get("/_matrix/client/v3/joined_rooms").await;
     let dm = rooms["joined_rooms"][0]

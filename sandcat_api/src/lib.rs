@@ -4,10 +4,13 @@
 //! `m.room.message` event. Every request and frame is bound to the user of its token.
 #![deny(clippy::indexing_slicing)] // request handling: input never decides an index
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
-    extract::{FromRequestParts, Request},
+    extract::{ConnectInfo, FromRequestParts, Request},
     http::{request::Parts, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
@@ -171,11 +174,17 @@ impl NativeState {
     }
 
     /// The session of an access token: signed by this server, unexpired, and its device not
-    /// deleted (on any instance).
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Auth> {
+    /// deleted (on any instance). The device's last use (from `ip`) is recorded, as for
+    /// Matrix clients, so that a user's device list shows when each Sandcat client was used.
+    pub async fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> ApiResult<Auth> {
         let claims = self.jwt.verify(token, jwt::TokenUse::Access)?;
         let uid = self.matrix_id(&claims.sub)?;
         self.accounts.device_session(&uid, &claims.sid).await?;
+        let session = Session::new(uid, claims.sid.clone());
+        // A device list that lags is no reason to refuse the request.
+        if let Err(e) = self.accounts.touch(&session, ip).await {
+            tracing::warn!(error = %e, "recording the device's last use");
+        }
         Ok(Auth {
             user: claims.sub,
             device: claims.sid,
@@ -300,7 +309,11 @@ impl FromRequestParts<NativeState> for Auth {
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-        state.authenticate(token.trim()).await
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        state.authenticate(token.trim(), ip).await
     }
 }
 

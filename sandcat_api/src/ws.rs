@@ -13,6 +13,7 @@
 use sandcat_core::ports::{FriendshipStatus, InboxEntry};
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
@@ -23,7 +24,7 @@ use std::{
 use axum::{
     extract::{
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
-        State,
+        ConnectInfo, State,
     },
     response::Response,
 };
@@ -115,10 +116,11 @@ impl Hub {
 pub(crate) async fn connect(
     State(s): State<NativeState>,
     PathArgs((user_id, _pointer_id, platform, token)): PathArgs<(String, String, i32, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let ws = ws.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME);
-    let device = match s.authenticate(&token).await {
+    let device = match s.authenticate(&token, Some(peer.ip())).await {
         Ok(auth) if auth.user == user_id => auth.device,
         _ => {
             return ws.on_upgrade(|mut socket| async move {
