@@ -1,0 +1,155 @@
+//! Joining, leaving, inviting, kicking, banning, forgetting, and profile changes in rooms.
+
+use ruma::events::room::member::MembershipState;
+use ruma::{events::TimelineEventType, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+impl Rooms {
+    pub async fn join(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if self.store.room_version(room_id).await?.is_none() {
+            return Err(Error::not_found("no such room on this server"));
+        }
+        if let Some(m) = self.store.membership(room_id, &session.user_id).await? {
+            if m.membership == MembershipState::Join {
+                return Ok(());
+            }
+        }
+        let mut c = self
+            .member_content(&session.user_id, MembershipState::Join)
+            .await?;
+        if let Some(r) = reason {
+            c.insert("reason".into(), json!(r));
+        }
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(session.user_id.to_string()),
+            Value::Object(c),
+        );
+        self.submit_one(room_id, intent).await?;
+        Ok(())
+    }
+
+    /// Sets another user's membership: invite, kick (leave), ban, unban (leave).
+    pub async fn set_membership(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: MembershipState,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.ensure_room(room_id).await?;
+        let mut c = if membership == MembershipState::Invite {
+            if target.server_name() == self.config.server_name
+                && self.users.user(target).await?.is_none()
+            {
+                return Err(Error::not_found("unknown user"));
+            }
+            if let Some(m) = self.store.membership(room_id, target).await? {
+                if m.membership == MembershipState::Join || m.membership == MembershipState::Ban {
+                    return Err(Error::forbidden(format!(
+                        "{target} is already in the room or banned"
+                    )));
+                }
+            }
+            self.member_content(target, MembershipState::Invite).await?
+        } else {
+            let mut c = Map::new();
+            c.insert("membership".into(), json!(membership));
+            c
+        };
+        if membership == MembershipState::Leave && target != session.user_id {
+            // kick or unban: the target must have something to undo
+            match self.store.membership(room_id, target).await? {
+                Some(m) if m.membership != MembershipState::Leave => {}
+                _ => return Err(Error::forbidden(format!("{target} is not in the room"))),
+            }
+        }
+        if let Some(r) = reason {
+            c.insert("reason".into(), json!(r));
+        }
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(target.to_string()),
+            Value::Object(c),
+        );
+        self.submit_one(room_id, intent).await?;
+        Ok(())
+    }
+
+    pub async fn leave(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.ensure_room(room_id).await?;
+        match self.store.membership(room_id, &session.user_id).await? {
+            Some(m)
+                if m.membership == MembershipState::Join
+                    || m.membership == MembershipState::Invite
+                    || m.membership == MembershipState::Knock => {}
+            Some(m) if m.membership == MembershipState::Leave => return Ok(()),
+            _ => return Err(Error::forbidden("you are not in this room")),
+        }
+        let mut c = Map::new();
+        c.insert("membership".into(), json!("leave"));
+        if let Some(r) = reason {
+            c.insert("reason".into(), json!(r));
+        }
+        let intent = EventIntent::new(
+            session.user_id.clone(),
+            TimelineEventType::RoomMember,
+            Some(session.user_id.to_string()),
+            Value::Object(c),
+        );
+        self.submit_one(room_id, intent).await?;
+        Ok(())
+    }
+
+    pub async fn forget(&self, session: &Session, room_id: &RoomId) -> Result<()> {
+        match self.store.membership(room_id, &session.user_id).await? {
+            Some(m)
+                if m.membership == MembershipState::Join
+                    || m.membership == MembershipState::Invite =>
+            {
+                Err(Error::matrix(
+                    ErrorCode::Unknown,
+                    "leave the room before forgetting it",
+                ))
+            }
+            _ => self.store.forget(room_id, &session.user_id).await,
+        }
+    }
+
+    /// Changes the display name or avatar in every room the user has joined.
+    pub async fn propagate_profile(&self, session: &Session) -> Result<()> {
+        for m in self.store.memberships(&session.user_id).await? {
+            if m.membership != MembershipState::Join {
+                continue;
+            }
+            let c = self
+                .member_content(&session.user_id, MembershipState::Join)
+                .await?;
+            let intent = EventIntent::new(
+                session.user_id.clone(),
+                TimelineEventType::RoomMember,
+                Some(session.user_id.to_string()),
+                Value::Object(c),
+            );
+            if let Err(e) = self.submit_one(&m.room_id, intent).await {
+                tracing::warn!(room_id = %m.room_id, error = %e, "could not update profile in room");
+            }
+        }
+        Ok(())
+    }
+}
