@@ -373,6 +373,23 @@ async fn send_is_idempotent_and_history_pages() {
     let first = alice.send_text(&room, "same", "once").await;
     let again = alice.send_text(&room, "same", "once").await;
     assert_eq!(first, again, "same txn id, same event");
+    // A transaction id is scoped to its request path, which names the room: the same id in
+    // other rooms, one after another or at once, sends new messages.
+    let other = alice.create_room(json!({})).await;
+    let elsewhere = alice.send_text(&other, "same", "once").await;
+    assert_ne!(
+        first, elsewhere,
+        "same txn id in another room is another event"
+    );
+    let (third, fourth) = (
+        alice.create_room(json!({})).await,
+        alice.create_room(json!({})).await,
+    );
+    let (a, b) = tokio::join!(
+        alice.send_text(&third, "both", "x"),
+        alice.send_text(&fourth, "both", "x")
+    );
+    assert_ne!(a, b);
     for i in 0..25 {
         alice
             .send_text(&room, &format!("t{i}"), &format!("m{i}"))

@@ -266,6 +266,26 @@ async fn transaction_ids_make_sends_idempotent(db: Db) {
             .len(),
         5
     );
+    assert_eq!(
+        store
+            .txn_event(user_id!("@alice:localhost"), "DEV", room, "t1")
+            .await
+            .unwrap(),
+        Some(a[0].pdu.event_id.clone())
+    );
+    assert_eq!(
+        store
+            .txn_event(
+                user_id!("@alice:localhost"),
+                "DEV",
+                room_id!("!elsewhere:localhost"),
+                "t1"
+            )
+            .await
+            .unwrap(),
+        None,
+        "a transaction id belongs to one room"
+    );
 }
 
 async fn a_restarted_sequencer_continues_the_room(db: Db) {

@@ -196,10 +196,13 @@ pub trait RoomStore: Send + Sync {
         Ok(out)
     }
     async fn event(&self, event_id: &ruma::EventId) -> Result<Option<StoredEvent>>;
+    /// The event a device sent to a room with this transaction id (ids are per room: the room
+    /// is part of the request path that the id makes idempotent).
     async fn txn_event(
         &self,
         user_id: &UserId,
         device_id: &str,
+        room_id: &RoomId,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>>;
     async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>>;

@@ -225,8 +225,10 @@ impl Sequencer {
         let result: Result<()> = async {
             for intent in &batch.events {
                 if let Some((device, txn)) = &intent.txn {
-                    if let Some(existing) =
-                        self.store.txn_event(&intent.sender, device, txn).await?
+                    if let Some(existing) = self
+                        .store
+                        .txn_event(&intent.sender, device, &batch.room_id, txn)
+                        .await?
                     {
                         let ev = self
                             .store

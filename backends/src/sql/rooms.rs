@@ -125,13 +125,15 @@ impl RoomStore for SqlStore {
         &self,
         user_id: &UserId,
         device_id: &str,
+        room_id: &RoomId,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT event_id FROM events WHERE txn_user = $1 AND txn_device = $2 AND txn_id = $3",
+            "SELECT event_id FROM events WHERE txn_user = $1 AND txn_device = $2 AND room_id = $3 AND txn_id = $4",
         )
         .bind(user_id.as_str())
         .bind(device_id)
+        .bind(room_id.as_str())
         .bind(txn_id)
         .fetch_optional(&self.pool)
         .await
