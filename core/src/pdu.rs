@@ -161,75 +161,135 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The event in the client-server format. `with_room_id` is false inside `/sync`, where the
-    /// room id is the key of the enclosing object.
+    /// The event in the client-server format, serialized straight from the stored PDU (the
+    /// content is copied as it was stored, never parsed). `with_room_id` is false inside
+    /// `/sync`, where the room id is the key of the enclosing object; `viewer` is who reads it
+    /// (the sender's own device sees its transaction id).
+    pub fn client_event<'a>(
+        &'a self,
+        with_room_id: bool,
+        viewer: Option<(&'a UserId, Option<&'a str>)>,
+    ) -> ClientEvent<'a> {
+        ClientEvent {
+            event: self,
+            with_room_id,
+            viewer,
+        }
+    }
+
+    /// The client format as a JSON value (for callers that edit it further).
     pub fn to_client_value(
         &self,
         with_room_id: bool,
         viewer: Option<(&UserId, Option<&str>)>,
     ) -> Value {
-        let pdu = &self.pdu;
-        let mut obj = Map::new();
-        obj.insert("content".into(), pdu.content_value());
-        obj.insert("event_id".into(), Value::String(pdu.event_id.to_string()));
-        obj.insert(
-            "origin_server_ts".into(),
-            serde_json::to_value(pdu.origin_server_ts).unwrap_or(Value::Null),
-        );
-        obj.insert("sender".into(), Value::String(pdu.sender.to_string()));
-        obj.insert("type".into(), Value::String(pdu.kind.to_string()));
-        if with_room_id {
-            obj.insert("room_id".into(), Value::String(pdu.room_id().to_string()));
-        }
-        if let Some(sk) = &pdu.state_key {
-            obj.insert("state_key".into(), Value::String(sk.clone()));
-        }
-        if let Some(r) = pdu.redacted_event() {
-            obj.insert("redacts".into(), Value::String(r.to_string()));
-        }
-        let mut unsigned = match &self.unsigned {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        let age = crate::now_ms().saturating_sub(u64::from(pdu.origin_server_ts.0));
-        unsigned.insert("age".into(), Value::from(age));
-        if let Some(because) = &self.redacted_because {
-            unsigned.insert(
-                "redacted_because".into(),
-                because.to_client_value(with_room_id, None),
-            );
-        }
-        if let (Some((viewer, device)), Some((u, d, txn))) = (viewer, &self.txn) {
-            if viewer == &**u && device.is_none_or(|dev| dev == d) {
-                unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
-            }
-        }
-        obj.insert("unsigned".into(), Value::Object(unsigned));
-        Value::Object(obj)
+        serde_json::to_value(self.client_event(with_room_id, viewer))
+            .unwrap_or_else(|_| Value::Object(Map::new()))
     }
 
     /// The client format as a typed `Raw`.
     pub fn to_raw<T>(&self, with_room_id: bool, viewer: Option<(&UserId, Option<&str>)>) -> Raw<T> {
-        to_raw(&self.to_client_value(with_room_id, viewer))
+        serialize_raw(&self.client_event(with_room_id, viewer))
     }
 
     /// The stripped form used for invite and knock state.
-    pub fn to_stripped_raw<T>(&self) -> Raw<T> {
-        let pdu = &self.pdu;
-        to_raw(&serde_json::json!({
-            "content": pdu.content_value(),
-            "sender": pdu.sender,
-            "state_key": pdu.state_key.clone().unwrap_or_default(),
-            "type": pdu.kind.to_string(),
-        }))
+    pub fn stripped_event(&self) -> StrippedEvent<'_> {
+        StrippedEvent {
+            content: &self.pdu.content,
+            sender: &self.pdu.sender,
+            state_key: self.pdu.state_key.as_deref().unwrap_or_default(),
+            kind: &self.pdu.kind,
+        }
     }
+}
+
+/// A state event as invite and knock state carry it: content, sender, state key and type.
+#[derive(Serialize)]
+pub struct StrippedEvent<'a> {
+    content: &'a RawJsonValue,
+    sender: &'a UserId,
+    state_key: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a TimelineEventType,
 }
 
 /// Serialize any value into a typed `Raw` (the JSON is produced here, so it cannot fail in
 /// practice; a failure yields `{}` rather than a panic).
 pub fn to_raw<T>(value: &Value) -> Raw<T> {
+    serialize_raw(value)
+}
+
+fn serialize_raw<T>(value: &impl Serialize) -> Raw<T> {
     #[allow(clippy::expect_used)] // `{}` is valid JSON
     let raw = serde_json::value::to_raw_value(value)
         .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("static json"));
     Raw::from_json(raw)
+}
+
+/// A stored event in the client-server format, serialized on demand: see
+/// [`StoredEvent::client_event`].
+#[derive(Clone, Copy)]
+pub struct ClientEvent<'a> {
+    event: &'a StoredEvent,
+    with_room_id: bool,
+    viewer: Option<(&'a UserId, Option<&'a str>)>,
+}
+
+impl Serialize for ClientEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pdu = &self.event.pdu;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("content", &*pdu.content)?;
+        m.serialize_entry("event_id", &pdu.event_id)?;
+        m.serialize_entry("origin_server_ts", &pdu.origin_server_ts)?;
+        m.serialize_entry("sender", &pdu.sender)?;
+        m.serialize_entry("type", &pdu.kind)?;
+        if self.with_room_id {
+            m.serialize_entry("room_id", pdu.room_id())?;
+        }
+        if let Some(sk) = &pdu.state_key {
+            m.serialize_entry("state_key", sk)?;
+        }
+        if let Some(r) = pdu.redacted_event() {
+            m.serialize_entry("redacts", &r)?;
+        }
+        m.serialize_entry("unsigned", &ClientUnsigned(self))?;
+        m.end()
+    }
+}
+
+/// `unsigned`: what the store keeps (`prev_content`, `replaces_state`, …) plus `age`,
+/// `redacted_because` and, for the sending device, `transaction_id`.
+struct ClientUnsigned<'a, 'b>(&'b ClientEvent<'a>);
+
+impl Serialize for ClientUnsigned<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const COMPUTED: [&str; 3] = ["age", "redacted_because", "transaction_id"];
+        let ev = self.0.event;
+        let mut m = s.serialize_map(None)?;
+        if let Some(Value::Object(stored)) = &ev.unsigned {
+            for (k, v) in stored
+                .iter()
+                .filter(|(k, _)| !COMPUTED.contains(&k.as_str()))
+            {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        let age = crate::now_ms().saturating_sub(u64::from(ev.pdu.origin_server_ts.0));
+        m.serialize_entry("age", &age)?;
+        if let Some(because) = &ev.redacted_because {
+            m.serialize_entry(
+                "redacted_because",
+                &because.client_event(self.0.with_room_id, None),
+            )?;
+        }
+        if let (Some((viewer, device)), Some((u, d, txn))) = (self.0.viewer, &ev.txn) {
+            if viewer == &**u && device.is_none_or(|dev| dev == d) {
+                m.serialize_entry("transaction_id", txn)?;
+            }
+        }
+        m.end()
+    }
 }

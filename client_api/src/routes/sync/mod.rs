@@ -5,12 +5,14 @@ use ruma::api::client::{
     filter::{create_filter, get_filter, FilterDefinition},
     sync::sync_events,
 };
-use sandcat_core::json::set;
 use sandcat_core::{
-    services::sync::{EventFilter, SyncFilter, SyncOutput, SyncRequest},
-    Error, StoredEvent,
+    services::sync::{EventFilter, SyncFilter, SyncRequest},
+    Error,
 };
-use serde_json::{json, Map, Value};
+
+mod body;
+
+use body::SyncBody;
 
 use crate::{
     routes::rooms::event_filter as room_event_filter,
@@ -59,71 +61,6 @@ fn sync_filter(def: &FilterDefinition) -> SyncFilter {
     }
 }
 
-fn events(user: &ruma::UserId, device: &str, evs: &[StoredEvent]) -> Vec<Value> {
-    evs.iter()
-        .map(|e| e.to_client_value(false, Some((user, Some(device)))))
-        .collect()
-}
-
-fn render(user: &ruma::UserId, device: &str, out: SyncOutput) -> Value {
-    let mut join = Map::new();
-    for (room_id, r) in out.joined {
-        let mut timeline =
-            json!({ "events": events(user, device, &r.timeline), "limited": r.limited });
-        if let Some(p) = r.prev_batch {
-            set(&mut timeline, "prev_batch", json!(p));
-        }
-        join.insert(
-            room_id.to_string(),
-            json!({
-                "timeline": timeline,
-                "state": { "events": events(user, device, &r.state) },
-                "ephemeral": { "events": r.ephemeral },
-                "account_data": { "events": r.account_data },
-                "unread_notifications": { "notification_count": r.notification_count, "highlight_count": r.highlight_count },
-                                "summary": r.summary.map(|s| json!({
-                    "m.heroes": s.heroes,
-                    "m.joined_member_count": s.joined_count,
-                    "m.invited_member_count": s.invited_count,
-                })).unwrap_or_else(|| json!({})),
-            }),
-        );
-    }
-    let mut invite = Map::new();
-    for (room_id, state) in out.invited {
-        let stripped: Vec<Value> = state
-            .iter()
-            .map(|e| e.to_stripped_raw::<Value>())
-            .map(|r| serde_json::from_str(r.json().get()).unwrap_or(Value::Null))
-            .collect();
-        invite.insert(
-            room_id.to_string(),
-            json!({ "invite_state": { "events": stripped } }),
-        );
-    }
-    let mut leave = Map::new();
-    for (room_id, r) in out.left {
-        let mut timeline = json!({ "events": events(user, device, &r.timeline), "limited": false });
-        if let Some(p) = r.prev_batch {
-            set(&mut timeline, "prev_batch", json!(p));
-        }
-        leave.insert(
-            room_id.to_string(),
-            json!({ "timeline": timeline, "state": { "events": events(user, device, &r.state) } }),
-        );
-    }
-    json!({
-        "next_batch": out.next_batch,
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
-        "account_data": { "events": out.account_data },
-        "presence": { "events": out.presence },
-        "to_device": { "events": out.to_device },
-        "device_lists": { "changed": out.device_lists_changed, "left": [] },
-        "device_one_time_keys_count": out.one_time_key_counts,
-        "device_unused_fallback_key_types": out.unused_fallback_key_types,
-    })
-}
-
 /// GET /_matrix/client/v3/sync
 async fn sync(
     State(s): State<AppState>,
@@ -150,7 +87,8 @@ async fn sync(
         set_presence: Some(b.set_presence.as_str().to_owned()),
     };
     let out = s.sync.sync(&session, request).await?;
-    Ok(Json(render(&session.user_id, &session.device_id, out)).into_response())
+    let viewer = (&*session.user_id, Some(session.device_id.as_str()));
+    Ok(Json(SyncBody::new(&out, viewer)).into_response())
 }
 
 /// POST /_matrix/client/v3/user/{userId}/filter
