@@ -16,12 +16,17 @@
 # State lives in $SANDCAT_SERVICES_DIR (default /var/cache/sandcat-services, or
 # ~/.cache/sandcat-services when that is not writable).
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 DIR="${SANDCAT_SERVICES_DIR:-/var/cache/sandcat-services}"
 if ! mkdir -p "$DIR" 2>/dev/null || [ ! -w "$DIR" ]; then
     DIR="$HOME/.cache/sandcat-services"
     mkdir -p "$DIR"
 fi
+# The services outlive this run: they are started from their own folder, so that a checkout
+# they were started from can be deleted under them (s3s-fs resolves paths against its working
+# directory and answers 500 to everything once that is gone).
+cd "$DIR"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -133,7 +138,6 @@ else
         "$PY313" -m venv "$DIR/mongo-venv"
         "$DIR/mongo-venv/bin/pip" install -q --disable-pip-version-check 'mongoeco[wire]==4.11.0'
     fi
-    HERE=$(cd "$(dirname "$0")" && pwd)
     nohup "$DIR/mongo-venv/bin/python" "$HERE/mongo_wire.py" 27017 memory >"$DIR/mongo.log" 2>&1 &
     wait_port 27017 mongo
     # Listening is not answering: wait for a real round trip before the tests connect.
@@ -143,11 +147,23 @@ else
 fi
 
 # --- S3 (s3s-fs)
+s3s_lost_its_folder() { # an s3s-fs started by an earlier run from a folder since deleted
+    local pid
+    for pid in $(pgrep -f "$DIR/cargo/bin/s3s-fs" || true); do
+        [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *" (deleted)" ]] && return 0
+    done
+    return 1
+}
 if [ -n "${SANDCAT_TEST_S3:-}" ]; then
     echo "S3: using $SANDCAT_TEST_S3"
-elif port_open 9000; then
+elif port_open 9000 && ! s3s_lost_its_folder; then
     echo "S3: already listening on 127.0.0.1:9000"
 else
+    if s3s_lost_its_folder; then
+        echo "S3: restarting s3s-fs, whose working directory was deleted"
+        pkill -f "$DIR/cargo/bin/s3s-fs" || true
+        for _ in $(seq 1 50); do port_open 9000 || break; sleep 0.1; done
+    fi
     S3S="$DIR/cargo/bin/s3s-fs"
     if [ ! -x "$S3S" ]; then
         echo "S3: installing s3s-fs 0.14.1 from crates.io (a few minutes, once)"
