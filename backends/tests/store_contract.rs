@@ -75,6 +75,8 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "store_contract/lists.rs"]
+mod lists;
 #[path = "store_contract/many_rooms.rs"]
 mod many_rooms;
 #[path = "store_contract/stream.rs"]

@@ -43,7 +43,7 @@ impl AppserviceStore for SqlStore {
     }
 }
 
-pub(super) fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
+fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
     let thread: String = r.try_get("thread_id").map_err(db)?;
     Ok(Receipt {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
@@ -178,14 +178,17 @@ impl ClientStore for SqlStore {
     }
 
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>> {
-        let rows =
-            sqlx::query("SELECT * FROM receipts WHERE room_id = $1 AND pos > $2 ORDER BY pos")
-                .bind(room_id.as_str())
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        rows.iter().map(receipt_from_row).collect()
+        let select = format!(
+            "SELECT {} FROM receipts WHERE room_id = $1 AND pos > $2",
+            rows::RECEIPT_COLUMNS
+        );
+        let sql = rows::one_row(self.dialect, rows::RECEIPT_COLUMNS, &select, "pos");
+        let q = sqlx::query(&sql).bind(room_id.as_str()).bind(after);
+        let json = rows::fetch_rows(&self.pool, q).await?;
+        rows::parse_rows::<rows::ReceiptRow>(&json)?
+            .into_iter()
+            .map(rows::ReceiptRow::into_receipt)
+            .collect()
     }
 
     async fn receipts_of(
