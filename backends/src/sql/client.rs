@@ -104,21 +104,23 @@ impl ClientStore for SqlStore {
         user_id: &UserId,
         after: i64,
     ) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>> {
-        let rows = sqlx::query("SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND pos > $2 ORDER BY pos").bind(user_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let room: String = r.try_get("room_id").map_err(db)?;
+        let sql = rows::one_row(
+            self.dialect,
+            "room_id, type, content",
+            "SELECT room_id, type, content, pos FROM account_data WHERE user_id = $1 AND pos > $2",
+            "pos",
+        );
+        let q = sqlx::query(&sql).bind(user_id.as_str()).bind(after);
+        let json = rows::fetch_rows(&self.pool, q).await?;
+        rows::parse_rows::<(String, String, String)>(&json)?
+            .into_iter()
+            .map(|(room, kind, content)| {
                 let room = if room.is_empty() {
                     None
                 } else {
                     Some(parse_id(room)?)
                 };
-                let content: String = r.try_get("content").map_err(db)?;
-                Ok((
-                    room,
-                    r.try_get("type").map_err(db)?,
-                    serde_json::from_str(&content)?,
-                ))
+                Ok((room, kind, serde_json::from_str(&content)?))
             })
             .collect()
     }

@@ -220,16 +220,19 @@ impl RoomStore for SqlStore {
     }
 
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>> {
-        let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter()
-            .map(|r| {
+        let sql = rows::one_row(
+            self.dialect,
+            "state_key, membership",
+            "SELECT state_key, membership, pos FROM current_state WHERE room_id = $1 AND type = 'm.room.member'",
+            "pos",
+        );
+        let json = rows::fetch_rows(&self.pool, sqlx::query(&sql).bind(room_id.as_str())).await?;
+        rows::parse_rows::<(String, Option<String>)>(&json)?
+            .into_iter()
+            .map(|(user, membership)| {
                 Ok((
-                    parse_id(r.try_get("state_key").map_err(db)?)?,
-                    MembershipState::from(
-                        r.try_get::<Option<String>, _>("membership")
-                            .map_err(db)?
-                            .unwrap_or_default(),
-                    ),
+                    parse_id(user)?,
+                    MembershipState::from(membership.unwrap_or_default()),
                 ))
             })
             .collect()

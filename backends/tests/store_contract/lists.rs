@@ -105,6 +105,23 @@ async fn lists_keep_their_order_and_every_column(db: Db) {
     assert_eq!(memberships.len(), 1);
     assert_eq!(memberships[0].membership, MembershipState::Join);
     assert_eq!(memberships[0].room_id, room);
+    assert_eq!(
+        store.members(room).await.unwrap(),
+        vec![(alice.to_owned(), MembershipState::Join)]
+    );
+    store
+        .set_account_data(alice, Some(room), "m.tag", &json!({ "tags": { odd: {} } }))
+        .await
+        .unwrap();
+    store
+        .set_account_data(alice, None, "m.direct", &json!({}))
+        .await
+        .unwrap();
+    let data = store.account_data_since(alice, 0).await.unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0].0.as_deref(), Some(room));
+    assert_eq!(data[0].2["tags"][odd], json!({}));
+    assert_eq!((data[1].0.clone(), data[1].1.as_str()), (None, "m.direct"));
     let between = store.events_between(0, i64::MAX, 100).await.unwrap();
     assert_eq!(
         between.iter().map(|e| e.pos).collect::<Vec<_>>(),
