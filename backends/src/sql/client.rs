@@ -43,7 +43,7 @@ impl AppserviceStore for SqlStore {
     }
 }
 
-fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
+pub(super) fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
     let thread: String = r.try_get("thread_id").map_err(db)?;
     Ok(Receipt {
         room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
@@ -104,23 +104,21 @@ impl ClientStore for SqlStore {
         user_id: &UserId,
         after: i64,
     ) -> Result<Vec<(Option<OwnedRoomId>, String, Value)>> {
-        let sql = rows::one_row(
-            self.dialect,
-            "room_id, type, content",
-            "SELECT room_id, type, content, pos FROM account_data WHERE user_id = $1 AND pos > $2",
-            "pos",
-        );
-        let q = sqlx::query(&sql).bind(user_id.as_str()).bind(after);
-        let json = rows::fetch_rows(&self.pool, q).await?;
-        rows::parse_rows::<(String, String, String)>(&json)?
-            .into_iter()
-            .map(|(room, kind, content)| {
+        let rows = sqlx::query("SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND pos > $2 ORDER BY pos").bind(user_id.as_str()).bind(after).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let room: String = r.try_get("room_id").map_err(db)?;
                 let room = if room.is_empty() {
                     None
                 } else {
                     Some(parse_id(room)?)
                 };
-                Ok((room, kind, serde_json::from_str(&content)?))
+                let content: String = r.try_get("content").map_err(db)?;
+                Ok((
+                    room,
+                    r.try_get("type").map_err(db)?,
+                    serde_json::from_str(&content)?,
+                ))
             })
             .collect()
     }
@@ -180,17 +178,14 @@ impl ClientStore for SqlStore {
     }
 
     async fn receipts_since(&self, room_id: &RoomId, after: i64) -> Result<Vec<Receipt>> {
-        let select = format!(
-            "SELECT {} FROM receipts WHERE room_id = $1 AND pos > $2",
-            rows::RECEIPT_COLUMNS
-        );
-        let sql = rows::one_row(self.dialect, rows::RECEIPT_COLUMNS, &select, "pos");
-        let q = sqlx::query(&sql).bind(room_id.as_str()).bind(after);
-        let json = rows::fetch_rows(&self.pool, q).await?;
-        rows::parse_rows::<rows::ReceiptRow>(&json)?
-            .into_iter()
-            .map(rows::ReceiptRow::into_receipt)
-            .collect()
+        let rows =
+            sqlx::query("SELECT * FROM receipts WHERE room_id = $1 AND pos > $2 ORDER BY pos")
+                .bind(room_id.as_str())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter().map(receipt_from_row).collect()
     }
 
     async fn receipts_of(

@@ -2,7 +2,6 @@
 //! default, one file) or PostgreSQL (the pipeline, shared by every instance). One code base:
 //! the queries are written once in the SQL both understand (`$n` parameters, `ON CONFLICT`,
 //! `RETURNING`) and run through sqlx's `Any` driver; each dialect has its own migrations.
-//! Reads of lists come back as one row (`rows.rs`).
 //!
 //! Every persistent write takes its positions from one stream; how, and when readers see
 //! them, is in `stream.rs`.
@@ -13,7 +12,6 @@ mod keys;
 mod native;
 mod overview;
 mod rooms;
-mod rows;
 mod stream;
 mod tx;
 mod users;
@@ -243,6 +241,51 @@ impl SqlStore {
     /// The pool, for other parts of the pipeline that keep their tables in this database.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
+        let event_id: OwnedEventId = parse_id(row.try_get("event_id").map_err(db)?)?;
+        let room_id: OwnedRoomId = parse_id(row.try_get("room_id").map_err(db)?)?;
+        let json: String = row.try_get("json").map_err(db)?;
+        let pdu = Pdu::from_stored(&json, event_id, room_id)?;
+        let unsigned: Option<String> = row.try_get("unsigned").map_err(db)?;
+        let txn_user: Option<String> = row.try_get("txn_user").map_err(db)?;
+        let txn_device: Option<String> = row.try_get("txn_device").map_err(db)?;
+        let txn_id: Option<String> = row.try_get("txn_id").map_err(db)?;
+        let txn = match (txn_user, txn_device, txn_id) {
+            (Some(u), Some(d), Some(t)) => Some((parse_id(u)?, d, t)),
+            _ => None,
+        };
+        Ok(StoredEvent {
+            pos: row.try_get("pos").map_err(db)?,
+            pdu,
+            unsigned: unsigned.and_then(|u| serde_json::from_str(&u).ok()),
+            redacted_because: None,
+            txn,
+        })
+    }
+
+    /// Rows to events, attaching the redaction event of redacted ones.
+    async fn events_from_rows(&self, rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut ev = Self::event_from_row(&row)?;
+            let redacted_by: Option<String> = row.try_get("redacted_by").map_err(db)?;
+            if let Some(r) = redacted_by {
+                let r = sqlx::query(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+                ))
+                .bind(r)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                if let Some(r) = r {
+                    ev.redacted_because = Some(Box::new(Self::event_from_row(&r)?));
+                }
+            }
+            out.push(ev);
+        }
+        Ok(out)
     }
 
     /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.

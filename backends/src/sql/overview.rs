@@ -44,17 +44,17 @@ impl SqlStore {
 
     /// The current state of `rooms`, oldest first.
     async fn states_of(&self, rooms: &[OwnedRoomId]) -> Result<Vec<StoredEvent>> {
-        let select = format!(
+        let sql = format!(
             "SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id \
-             FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({})",
+             FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({}) ORDER BY e.pos",
             params(1, rooms.len())
         );
-        let sql = self.events_sql(&select, "pos");
         let mut q = sqlx::query(&sql);
         for r in rooms {
             q = q.bind(r.as_str());
         }
-        self.events_in(q).await
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     /// Each room's latest `limit` events with `pos <= until`, newest first: one indexed
@@ -73,13 +73,16 @@ impl SqlStore {
                 )
             })
             .collect();
-        // Newest first within each room.
-        let sql = self.events_sql(&terms.join(" UNION ALL "), "pos DESC");
+        let sql = terms.join(" UNION ALL ");
         let mut q = sqlx::query(&sql).bind(until).bind(limit as i64);
         for r in rooms {
             q = q.bind(r.as_str());
         }
-        self.events_in(q).await
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        let mut events = self.events_from_rows(rows).await?;
+        // `UNION ALL` keeps no order across terms: newest first within each room.
+        events.sort_by_key(|e| std::cmp::Reverse(e.pos));
+        Ok(events)
     }
 
     /// How many messages of others each room has after `user_id`'s read receipt.
@@ -119,19 +122,16 @@ impl SqlStore {
     ) -> Result<HashMap<OwnedRoomId, Vec<Receipt>>> {
         let mut out: HashMap<OwnedRoomId, Vec<Receipt>> = HashMap::new();
         for chunk in rooms.chunks(500) {
-            let select = format!(
-                "SELECT {} FROM receipts WHERE room_id IN ({})",
-                rows::RECEIPT_COLUMNS,
+            let sql = format!(
+                "SELECT * FROM receipts WHERE room_id IN ({}) ORDER BY pos",
                 params(1, chunk.len())
             );
-            let sql = rows::one_row(self.dialect, rows::RECEIPT_COLUMNS, &select, "pos");
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q.bind(r.as_str());
             }
-            let json = rows::fetch_rows(&self.pool, q).await?;
-            for row in rows::parse_rows::<rows::ReceiptRow>(&json)? {
-                let receipt = row.into_receipt()?;
+            for row in q.fetch_all(&self.pool).await.map_err(db)? {
+                let receipt = super::client::receipt_from_row(&row)?;
                 out.entry(receipt.room_id.clone())
                     .or_default()
                     .push(receipt);

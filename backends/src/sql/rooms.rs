@@ -16,9 +16,6 @@ fn membership_from_row(r: &AnyRow) -> Result<Membership> {
     })
 }
 
-/// The current state's events, joined from `current_state s` to `events e`.
-const STATE_EVENTS: &str = "SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id";
-
 /// A `bus_batches` row as an outcome.
 fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome> {
     Ok(match (ids, error) {
@@ -114,12 +111,14 @@ impl RoomStore for SqlStore {
     }
 
     async fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
-        let sql = self.events_sql(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"),
-            "pos",
-        );
-        let q = sqlx::query(&sql).bind(event_id.as_str());
-        Ok(self.events_in(q).await?.pop())
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(self.events_from_rows(rows).await?.pop())
     }
 
     async fn txn_event(
@@ -154,9 +153,12 @@ impl RoomStore for SqlStore {
     }
 
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
-        let sql = self.events_sql(&format!("{STATE_EVENTS} WHERE s.room_id = $1"), "pos");
-        self.events_in(sqlx::query(&sql).bind(room_id.as_str()))
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 ORDER BY e.pos")
+            .bind(room_id.as_str())
+            .fetch_all(&self.pool)
             .await
+            .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     async fn state_event(
@@ -165,15 +167,14 @@ impl RoomStore for SqlStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<StoredEvent>> {
-        let sql = self.events_sql(
-            &format!("{STATE_EVENTS} WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3"),
-            "pos",
-        );
-        let q = sqlx::query(&sql)
+        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3")
             .bind(room_id.as_str())
             .bind(kind)
-            .bind(state_key);
-        Ok(self.events_in(q).await?.pop())
+            .bind(state_key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(self.events_from_rows(rows).await?.pop())
     }
 
     async fn state_changes(
@@ -182,14 +183,16 @@ impl RoomStore for SqlStore {
         after: i64,
         until: i64,
     ) -> Result<Vec<StoredEvent>> {
-        let sql = self.events_sql(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos > $2 AND pos <= $3 GROUP BY type, state_key)"
-        ), "pos");
-        let q = sqlx::query(&sql)
-            .bind(room_id.as_str())
-            .bind(after)
-            .bind(until);
-        self.events_in(q).await
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos IN (SELECT MAX(pos) FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos > $2 AND pos <= $3 GROUP BY type, state_key) ORDER BY pos"
+        ))
+        .bind(room_id.as_str())
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
@@ -203,36 +206,26 @@ impl RoomStore for SqlStore {
     }
 
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>> {
-        let sql = rows::one_row(
-            self.dialect,
-            rows::MEMBERSHIP_COLUMNS,
-            "SELECT room_id, membership, pos, event_id FROM current_state WHERE state_key = $1 AND type = 'm.room.member' AND room_id NOT IN (SELECT room_id FROM forgotten_rooms WHERE user_id = $2)",
-            "pos",
-        );
-        let q = sqlx::query(&sql)
+        let rows = sqlx::query("SELECT room_id, membership, pos, event_id FROM current_state WHERE state_key = $1 AND type = 'm.room.member' AND room_id NOT IN (SELECT room_id FROM forgotten_rooms WHERE user_id = $2) ORDER BY pos")
             .bind(user_id.as_str())
-            .bind(user_id.as_str());
-        let json = rows::fetch_rows(&self.pool, q).await?;
-        rows::parse_rows::<rows::MembershipRow>(&json)?
-            .into_iter()
-            .map(rows::MembershipRow::into_membership)
-            .collect()
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(membership_from_row).collect()
     }
 
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>> {
-        let sql = rows::one_row(
-            self.dialect,
-            "state_key, membership",
-            "SELECT state_key, membership, pos FROM current_state WHERE room_id = $1 AND type = 'm.room.member'",
-            "pos",
-        );
-        let json = rows::fetch_rows(&self.pool, sqlx::query(&sql).bind(room_id.as_str())).await?;
-        rows::parse_rows::<(String, Option<String>)>(&json)?
-            .into_iter()
-            .map(|(user, membership)| {
+        let rows = sqlx::query("SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos").bind(room_id.as_str()).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(|r| {
                 Ok((
-                    parse_id(user)?,
-                    MembershipState::from(membership.unwrap_or_default()),
+                    parse_id(r.try_get("state_key").map_err(db)?)?,
+                    MembershipState::from(
+                        r.try_get::<Option<String>, _>("membership")
+                            .map_err(db)?
+                            .unwrap_or_default(),
+                    ),
                 ))
             })
             .collect()
@@ -250,13 +243,15 @@ impl RoomStore for SqlStore {
             Direction::Forward => "ASC",
             Direction::Backward => "DESC",
         };
-        let sql = self.events_sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"), &format!("pos {order}"));
-        let q = sqlx::query(&sql)
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"))
             .bind(room_id.as_str())
             .bind(after)
             .bind(until)
-            .bind(limit as i64);
-        self.events_in(q).await
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     async fn relations(
@@ -268,19 +263,21 @@ impl RoomStore for SqlStore {
         before: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let sql = self.events_sql(&format!(
+        let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos <= $7 ORDER BY pos DESC LIMIT $8"
-        ), "pos DESC");
-        let q = sqlx::query(&sql)
-            .bind(room_id.as_str())
-            .bind(event_id.as_str())
-            .bind(rel_type)
-            .bind(rel_type)
-            .bind(event_type)
-            .bind(event_type)
-            .bind(before)
-            .bind(limit as i64);
-        self.events_in(q).await
+        ))
+        .bind(room_id.as_str())
+        .bind(event_id.as_str())
+        .bind(rel_type)
+        .bind(rel_type)
+        .bind(event_type)
+        .bind(event_type)
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
@@ -403,11 +400,15 @@ impl RoomStore for SqlStore {
         until: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let sql = self.events_sql(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos ASC LIMIT $3"),
-            "pos",
-        );
-        let q = sqlx::query(&sql).bind(after).bind(until).bind(limit as i64);
-        self.events_in(q).await
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos ASC LIMIT $3"
+        ))
+        .bind(after)
+        .bind(until)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 }

@@ -1,6 +1,6 @@
-//! Reads that return lists (read as one row by the store): every list in the order its port
-//! promises, every column intact — transaction ids, `unsigned`, the redaction of a redacted
-//! event, text the JSON encoding has to escape — and an empty list as empty.
+//! Reads that return lists: every list in the order its port promises, every column intact
+//! (transaction ids, the redaction of a redacted event, text that JSON or SQL quoting has to
+//! escape), and an empty list as empty.
 
 use ruma::{events::room::member::MembershipState, OwnedEventId};
 use sandcat_core::ports::Receipt;
