@@ -12,15 +12,22 @@ use sandcat::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `arena_eager_commit` (index 4 of `mi_option_e` in mimalloc 2 and 3).
+/// mimalloc's `arena_eager_commit` and `purge_delay` (indices 4 and 15 of `mi_option_e` in
+/// mimalloc 2 and 3).
 const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// On Linux mimalloc commits its arenas eagerly by default; measured on the idle server, that
 /// is 17 MB of anonymous memory where 5 MB are used with it off (idle RSS of the default build
 /// 36–37 → 25.5 MB, of the embedded-only build 32 → 21 MB). It is
 /// set before `main`, because the runtime allocates before `main`'s first line and the first
-/// arena is made at the first allocation. `MIMALLOC_ARENA_EAGER_COMMIT` in the environment
-/// still wins.
+/// arena is made at the first allocation.
+///
+/// Freed pages go back to the system at once instead of after 10 ms (100 ms for arenas):
+/// measured back to back on the release build, RSS after the send benchmark 67–69 → 57 MB,
+/// send rate the same within noise (1,243 and 1,396 vs 1,419 and 1,220 events/s).
+///
+/// `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY` in the environment still win.
 #[ctor::ctor(unsafe)]
 fn allocator_options() {
     // Nothing here may allocate: that would make the first arena with the default.
@@ -32,6 +39,9 @@ fn allocator_options() {
     unsafe {
         if getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
             libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+        if getenv(c"MIMALLOC_PURGE_DELAY".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         }
     }
 }
