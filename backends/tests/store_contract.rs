@@ -215,14 +215,7 @@ async fn batches_append_all_or_nothing_in_stream_order(db: Db) {
         None,
         json!({ "body": "after" }),
     );
-    let evs = bus
-        .submit(RoomBatch {
-            room_id: room.to_owned(),
-            create_version: None,
-            events: vec![ok],
-        })
-        .await
-        .unwrap();
+    let evs = bus.submit(in_room(vec![ok])).await.unwrap();
     assert_eq!(
         evs[0].pdu.prev_events,
         vec![timeline[3].pdu.event_id.clone()],
@@ -243,22 +236,8 @@ async fn transaction_ids_make_sends_idempotent(db: Db) {
         json!({ "body": "x" }),
     );
     intent.txn = Some(("DEV".into(), "t1".into()));
-    let a = bus
-        .submit(RoomBatch {
-            room_id: room.to_owned(),
-            create_version: None,
-            events: vec![intent.clone()],
-        })
-        .await
-        .unwrap();
-    let b = bus
-        .submit(RoomBatch {
-            room_id: room.to_owned(),
-            create_version: None,
-            events: vec![intent],
-        })
-        .await
-        .unwrap();
+    let a = bus.submit(in_room(vec![intent.clone()])).await.unwrap();
+    let b = bus.submit(in_room(vec![intent])).await.unwrap();
     assert_eq!(a[0].pdu.event_id, b[0].pdu.event_id);
     assert_eq!(
         store
@@ -310,14 +289,7 @@ async fn a_restarted_sequencer_continues_the_room(db: Db) {
         None,
         json!({ "body": "x" }),
     );
-    let more = bus
-        .submit(RoomBatch {
-            room_id: room_id!("!room:localhost").to_owned(),
-            create_version: None,
-            events: vec![msg],
-        })
-        .await
-        .unwrap();
+    let more = bus.submit(in_room(vec![msg])).await.unwrap();
     assert_eq!(more[0].pdu.prev_events, vec![evs[3].pdu.event_id.clone()]);
     assert_eq!(u64::from(more[0].pdu.depth), 5);
 }
@@ -361,17 +333,22 @@ async fn account_data_and_receipts_share_the_stream(db: Db) {
     assert_eq!(store.filter(alice, "999").await.unwrap(), None);
 }
 
-fn message(body: &str) -> RoomBatch {
+/// A batch of `events` for the room `create_batch` makes.
+fn in_room(events: Vec<EventIntent>) -> RoomBatch {
     RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: None,
-        events: vec![EventIntent::new(
-            user_id!("@alice:localhost").to_owned(),
-            "m.room.message".into(),
-            None,
-            json!({ "body": body }),
-        )],
+        events,
     }
+}
+
+fn message(body: &str) -> RoomBatch {
+    in_room(vec![EventIntent::new(
+        user_id!("@alice:localhost").to_owned(),
+        "m.room.message".into(),
+        None,
+        json!({ "body": body }),
+    )])
 }
 
 async fn redelivered_batches_are_sequenced_once(db: Db) {

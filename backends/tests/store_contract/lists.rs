@@ -21,14 +21,7 @@ fn message(body: &str, txn: Option<&str>) -> EventIntent {
 }
 
 async fn send(bus: &InProcessBus, ev: EventIntent) -> OwnedEventId {
-    let evs = bus
-        .submit(RoomBatch {
-            room_id: room_id!("!room:localhost").to_owned(),
-            create_version: None,
-            events: vec![ev],
-        })
-        .await
-        .unwrap();
+    let evs = bus.submit(in_room(vec![ev])).await.unwrap();
     evs[0].pdu.event_id.clone()
 }
 
