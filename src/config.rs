@@ -130,6 +130,17 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// Sign-in of Sandcat clients through GitHub and Google.
     pub oauth: sandcat_api::oauth::OAuthConfig,
+    /// What other servers are told about this one.
+    pub federation: FederationConfig,
+}
+
+/// `[federation]`: how other homeservers find and trust this one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// `host[:port]` that `/.well-known/matrix/server` delegates federation to (`m.server`).
+    /// Empty: that document is not served (404), and servers reach `server_name` directly.
+    pub well_known_server: String,
 }
 
 /// `[inbox]`: `backend = "embedded"` (a table of the `[storage]` database) or `"mongodb"`.
@@ -275,6 +286,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             inbox: InboxConfig::default(),
             oauth: Default::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -382,6 +394,10 @@ impl Config {
             ("SANDCAT_CACHE_PREFIX", &mut self.cache.prefix),
             ("SANDCAT_INBOX_URL", &mut self.inbox.url),
             ("SANDCAT_INBOX_DATABASE", &mut self.inbox.database),
+            (
+                "SANDCAT_FEDERATION_WELL_KNOWN_SERVER",
+                &mut self.federation.well_known_server,
+            ),
         ] {
             if let Some(v) = get(key) {
                 *field = v;

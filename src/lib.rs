@@ -4,8 +4,9 @@
 pub mod config;
 pub mod listener;
 mod pipeline;
+pub mod signing_key;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::{
@@ -15,7 +16,7 @@ use axum::{
     routing::get,
     Router,
 };
-use ruma::{signatures::Ed25519KeyPair, RoomVersionId};
+use ruma::{OwnedServerName, RoomVersionId};
 use sandcat_api::{Hub, Jwt, LogMailer, Mailer, NativeState};
 use sandcat_appservice::{Appservices, Backoff, Pushers, Registry};
 use sandcat_backends::{
@@ -37,6 +38,7 @@ use sandcat_core::{
         keys::Keys,
         media::Media,
         rooms::Rooms,
+        server_keys::ServerKeys,
         sync::{Sync, SyncStores},
     },
     ServerConfig,
@@ -116,17 +118,69 @@ pub fn server_name(config: &Config) -> Result<ruma::OwnedServerName> {
         .context("server_name is not a valid Matrix server name")
 }
 
-fn load_or_create_key(path: &Path) -> Result<Ed25519KeyPair> {
-    let der = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(_) => {
-            let doc = Ed25519KeyPair::generate();
-            std::fs::write(path, &*doc).with_context(|| format!("writing {}", path.display()))?;
-            doc.to_vec()
+/// Where the signing key lives.
+fn signing_key_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("signing.key")
+}
+
+/// The `[storage]` database, migrated.
+async fn open_store(config: &Config) -> Result<SqlStore> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    match config.storage.backend {
+        StorageBackend::Embedded => SqlStore::open(&config.data_dir.join("sandcat.db"))
+            .await
+            .context("opening the SQLite database"),
+        StorageBackend::Postgres => {
+            SqlStore::postgres(&config.storage.url, config.storage.max_connections)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "[storage] backend = \"postgres\" at {}: {e}",
+                        redact_url(&config.storage.url)
+                    )
+                })
         }
+    }
+}
+
+/// `m.server` of `/.well-known/matrix/server`, if configured.
+fn well_known_server(config: &Config) -> Result<Option<OwnedServerName>> {
+    let v = config.federation.well_known_server.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    OwnedServerName::try_from(v)
+        .map(Some)
+        .with_context(|| format!("[federation] well_known_server {v:?} is not host[:port]"))
+}
+
+/// Replaces the signing key by a new one (`sandcat key rotate`): the old key is published as
+/// an old key from then on, expired now. Running instances sign with the key they started
+/// with until they restart. Returns the old and the new key id.
+pub async fn rotate_signing_key(config: &Config) -> Result<(String, String)> {
+    let store: Arc<SqlStore> = Arc::new(open_store(config).await?);
+    let (old, new) = signing_key::rotate(&signing_key_path(config))?;
+    let server_name = server_name(config)?;
+    let old = SigningKey {
+        server_name: server_name.clone(),
+        key: old,
     };
-    Ed25519KeyPair::from_der(&der, "a_sndc".into())
-        .map_err(|e| anyhow::anyhow!("reading signing key {}: {e}", path.display()))
+    let keys = ServerKeys::new(
+        Arc::new(SigningKey {
+            server_name,
+            key: new,
+        }),
+        store,
+    );
+    let now: u64 = ruma::MilliSecondsSinceUnixEpoch::now().get().into();
+    keys.retire(&old.key_id(), &old.public_key(), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the old key: {e}"))?;
+    keys.publish_own()
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the new key: {e}"))?;
+    Ok((old.key_id(), keys.own_key().key_id))
 }
 
 /// Builds every part of the server from the configuration.
@@ -136,24 +190,8 @@ pub async fn build(config: &Config) -> Result<App> {
 
 /// Builds the server with a given mailer for Sandcat verification codes.
 pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(match config.storage.backend {
-        StorageBackend::Embedded => SqlStore::open(&config.data_dir.join("sandcat.db"))
-            .await
-            .context("opening the SQLite database")?,
-        StorageBackend::Postgres => {
-            SqlStore::postgres(&config.storage.url, config.storage.max_connections)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "[storage] backend = \"postgres\" at {}: {e}",
-                        redact_url(&config.storage.url)
-                    )
-                })?
-        }
-    });
-    let key = load_or_create_key(&config.data_dir.join("signing.key"))?;
+    let store = Arc::new(open_store(config).await?);
+    let key = signing_key::load_or_create(&signing_key_path(config))?;
     let server_name = server_name(config)?;
     let registry = Arc::new(
         Registry::load(Some(&config.appservice_dir()), server_name.clone())
@@ -181,6 +219,13 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         login_lockout_secs: config.login_lockout_secs,
     });
     let signing = Arc::new(SigningKey { server_name, key });
+    let server_keys = Arc::new(ServerKeys::new(signing.clone(), store.clone()));
+    server_keys
+        .publish_own()
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing the signing key: {e}"))?;
+    let federation =
+        sandcat_federation::FederationState::new(server_keys, well_known_server(config)?);
     let notifier = Notifier::default();
     let shared = store.dialect() == Dialect::Postgres;
     if shared {
@@ -340,6 +385,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
 
     let router = sandcat_client_api::router(state)
         .merge(sandcat_api::router(native.clone()))
+        .merge(sandcat_federation::router(federation))
         .merge(Router::new().route("/health", get(|| async { "OK" })).route("/metrics", get(render_metrics)).with_state(metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_PIECE_TIMEOUT))

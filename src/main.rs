@@ -60,7 +60,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST, SANDCAT_APPSERVICE_DIR, SANDCAT_JWT_SECRET, SANDCAT_MAX_UPLOAD_BYTES, SANDCAT_MEDIA_BACKEND, SANDCAT_MEDIA_S3_ENDPOINT, SANDCAT_MEDIA_S3_REGION, SANDCAT_MEDIA_S3_BUCKET, SANDCAT_MEDIA_S3_ACCESS_KEY, SANDCAT_MEDIA_S3_SECRET_KEY, SANDCAT_STORAGE_BACKEND, SANDCAT_STORAGE_URL, SANDCAT_STORAGE_MAX_CONNECTIONS, SANDCAT_BUS_BACKEND, SANDCAT_BUS_BROKERS, SANDCAT_BUS_TOPIC, SANDCAT_BUS_PARTITIONS, SANDCAT_BUS_GROUP, SANDCAT_CACHE_BACKEND, SANDCAT_CACHE_URL, SANDCAT_CACHE_PREFIX, SANDCAT_INBOX_BACKEND, SANDCAT_INBOX_URL, SANDCAT_INBOX_DATABASE";
+const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST, SANDCAT_APPSERVICE_DIR, SANDCAT_JWT_SECRET, SANDCAT_MAX_UPLOAD_BYTES, SANDCAT_MEDIA_BACKEND, SANDCAT_MEDIA_S3_ENDPOINT, SANDCAT_MEDIA_S3_REGION, SANDCAT_MEDIA_S3_BUCKET, SANDCAT_MEDIA_S3_ACCESS_KEY, SANDCAT_MEDIA_S3_SECRET_KEY, SANDCAT_STORAGE_BACKEND, SANDCAT_STORAGE_URL, SANDCAT_STORAGE_MAX_CONNECTIONS, SANDCAT_BUS_BACKEND, SANDCAT_BUS_BROKERS, SANDCAT_BUS_TOPIC, SANDCAT_BUS_PARTITIONS, SANDCAT_BUS_GROUP, SANDCAT_CACHE_BACKEND, SANDCAT_CACHE_URL, SANDCAT_CACHE_PREFIX, SANDCAT_INBOX_BACKEND, SANDCAT_INBOX_URL, SANDCAT_INBOX_DATABASE, SANDCAT_FEDERATION_WELL_KNOWN_SERVER";
 
 #[derive(Subcommand)]
 enum Command {
@@ -78,6 +78,19 @@ enum Command {
     },
     /// Create the database and apply migrations, then exit.
     Migrate,
+    /// Manage the server's signing key (`<data_dir>/signing.key`).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Replace the signing key by a new one with a new version. The old key stays published
+    /// as an old key (expired now), so other servers still check what it signed. Restart every
+    /// instance afterwards: each signs with the key it started with.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -160,6 +173,14 @@ async fn main() -> Result<()> {
                     a.registration.url.as_deref().unwrap_or("-")
                 );
             }
+        }
+        Command::Key {
+            command: KeyCommand::Rotate,
+        } => {
+            let (old, new) = sandcat::rotate_signing_key(&config).await?;
+            println!(
+                "signing key rotated: {old} -> {new}; restart every instance to sign with {new}"
+            );
         }
         Command::Migrate => {
             sandcat::build(&offline(&config)).await?;

@@ -79,6 +79,8 @@ macro_rules! on_both_backends {
 mod lists;
 #[path = "store_contract/many_rooms.rs"]
 mod many_rooms;
+#[path = "store_contract/server_keys.rs"]
+mod server_keys;
 #[path = "store_contract/stream.rs"]
 mod stream;
 

@@ -13,6 +13,8 @@ use crate::{intent::RoomBatch, Error, Pdu, Result, StoredEvent};
 
 mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
+mod server_keys;
+pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 
 /// A user account.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ mod keys;
 mod native;
 mod overview;
 mod rooms;
+mod server_keys;
 mod stream;
 mod tx;
 mod users;

@@ -6,6 +6,7 @@ pub mod deactivation;
 pub mod keys;
 pub mod media;
 pub mod rooms;
+pub mod server_keys;
 pub mod sync;
 
 /// A user acting through a device.

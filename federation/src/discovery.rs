@@ -1,0 +1,25 @@
+//! `GET /.well-known/matrix/server`: where other servers reach this one's federation API.
+
+use axum::{extract::State, response::IntoResponse, response::Response, Router};
+use ruma::api::federation::discovery::discover_homeserver;
+use sandcat_client_api::{ApiError, RumaResponse};
+use sandcat_core::Error;
+
+use crate::{FederationState, RumaRoute};
+
+pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
+    r.ruma::<discover_homeserver::Request, _, _>(well_known_server)
+}
+
+/// `{"m.server": "<host[:port]>"}` when delegation is configured, else 404: other servers then
+/// reach the server name itself (port 8448), as the spec's resolution says.
+async fn well_known_server(State(s): State<FederationState>) -> Response {
+    match &s.well_known_server {
+        Some(server) => {
+            RumaResponse(discover_homeserver::Response::new(server.clone())).into_response()
+        }
+        None => {
+            ApiError(Error::not_found("no federation delegation is configured")).into_response()
+        }
+    }
+}
