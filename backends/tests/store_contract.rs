@@ -79,6 +79,10 @@ macro_rules! on_both_backends {
 mod lists;
 #[path = "store_contract/many_rooms.rs"]
 mod many_rooms;
+#[path = "store_contract/remote.rs"]
+mod remote;
+#[path = "store_contract/remote_pdu.rs"]
+mod remote_pdu;
 #[path = "store_contract/server_keys.rs"]
 mod server_keys;
 #[path = "store_contract/stream.rs"]

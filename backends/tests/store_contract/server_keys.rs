@@ -2,19 +2,15 @@
 //! another server's keys only when it lacks a valid one. The other server is a real one in
 //! this process: its own ed25519 keys, its documents signed as it would serve them.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Mutex,
-};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
-use ruma::{canonical_json::CanonicalJsonObject, server_name, OwnedServerName, ServerName};
+use ruma::{server_name, ServerName};
 use sandcat_core::{
     ports::{KeyFetch, ServerKey, ServerKeyStore},
-    services::server_keys::{signed_key_document, ServerKeys, KEY_VALIDITY_MS},
-    Result,
+    services::server_keys::ServerKeys,
 };
 
+use super::remote::{new_key, RemoteServer, DAY, T0};
 use super::*;
 
 on_both_backends!(
@@ -23,92 +19,6 @@ on_both_backends!(
     key_documents_that_fail_their_checks_are_refused,
     own_key_document_lists_old_keys_and_verifies,
 );
-
-const DAY: u64 = KEY_VALIDITY_MS;
-const T0: u64 = 1_800_000_000_000;
-
-fn new_key(server: &ServerName, version: &str) -> SigningKey {
-    SigningKey {
-        server_name: server.to_owned(),
-        key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), version.into()).unwrap(),
-    }
-}
-
-/// Another homeserver: it signs its key documents, counts how often it is asked, and can
-/// rotate its key (the old one then published with its expiry) or serve a forged document.
-struct RemoteServer {
-    name: OwnedServerName,
-    signing: Mutex<SigningKey>,
-    old: Mutex<Vec<ServerKey>>,
-    valid_until: Mutex<u64>,
-    forge_as: Mutex<Option<OwnedServerName>>,
-    asked: AtomicUsize,
-}
-
-impl RemoteServer {
-    fn new(name: &ServerName) -> Arc<Self> {
-        Arc::new(RemoteServer {
-            name: name.to_owned(),
-            signing: Mutex::new(new_key(name, "a_one")),
-            old: Mutex::new(Vec::new()),
-            valid_until: Mutex::new(T0 + DAY),
-            forge_as: Mutex::new(None),
-            asked: AtomicUsize::new(0),
-        })
-    }
-
-    fn key_id(&self) -> String {
-        self.signing.lock().unwrap().key_id()
-    }
-
-    fn rotate(&self, version: &str, at: u64) {
-        let mut signing = self.signing.lock().unwrap();
-        self.old.lock().unwrap().push(ServerKey {
-            server_name: self.name.clone(),
-            key_id: signing.key_id(),
-            public_key: signing.public_key(),
-            valid_until_ts: 0,
-            expired_ts: Some(at),
-        });
-        *signing = new_key(&self.name, version);
-    }
-
-    /// An object signed now by the server's current key.
-    fn sign(&self, object: serde_json::Value) -> CanonicalJsonObject {
-        let mut object: CanonicalJsonObject = serde_json::from_value(object).unwrap();
-        let signing = self.signing.lock().unwrap();
-        ruma::signatures::sign_json(self.name.as_str(), &signing.key, &mut object).unwrap();
-        object
-    }
-}
-
-#[async_trait]
-impl KeyFetch for RemoteServer {
-    async fn key_documents(&self, server: &ServerName) -> Result<Vec<String>> {
-        assert_eq!(server, self.name, "only this server is asked");
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        let signing = self.signing.lock().unwrap();
-        let forged;
-        let signer = match &*self.forge_as.lock().unwrap() {
-            // A document for another name, signed by this server's key.
-            Some(other) => {
-                forged = SigningKey {
-                    server_name: other.clone(),
-                    key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "a_one".into())
-                        .unwrap(),
-                };
-                &forged
-            }
-            None => &*signing,
-        };
-        let doc = signed_key_document(
-            signer,
-            &self.old.lock().unwrap(),
-            *self.valid_until.lock().unwrap(),
-        )?;
-        Ok(vec![doc])
-    }
-}
 
 fn key(server: &ServerName, id: &str, public: &str, valid: u64, expired: Option<u64>) -> ServerKey {
     ServerKey {
@@ -169,8 +79,7 @@ async fn server_keys_keep_the_freshest_document_and_expiries(db: Db) {
 }
 
 fn service(store: Arc<SqlStore>, remote: &Arc<RemoteServer>) -> ServerKeys {
-    let own = Arc::new(new_key(server_name!("localhost"), "a_own"));
-    ServerKeys::new(own, store).with_fetch(remote.clone())
+    super::remote::key_service(store, remote)
 }
 
 async fn remote_keys_are_fetched_once_and_refetched_when_stale(db: Db) {

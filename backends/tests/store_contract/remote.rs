@@ -1,0 +1,145 @@
+//! Another homeserver, in this process: its own ed25519 keys, its key documents signed as it
+//! would serve them, and events built and signed the way it would send them.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
+
+use async_trait::async_trait;
+use ruma::{
+    canonical_json::CanonicalJsonObject, server_name, signatures::Ed25519KeyPair, OwnedEventId,
+    OwnedServerName, RoomId, RoomVersionId, ServerName,
+};
+use sandcat_backends::sql::SqlStore;
+use sandcat_core::{
+    intent::EventIntent,
+    ports::{KeyFetch, ServerKey},
+    sequencer::{build_pdu, SigningKey},
+    services::server_keys::{signed_key_document, ServerKeys, KEY_VALIDITY_MS},
+    Error, ErrorCode, Pdu, Result,
+};
+
+pub(crate) const DAY: u64 = KEY_VALIDITY_MS;
+pub(crate) const T0: u64 = 1_800_000_000_000;
+
+pub(crate) fn new_key(server: &ServerName, version: &str) -> SigningKey {
+    SigningKey {
+        server_name: server.to_owned(),
+        key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), version.into()).unwrap(),
+    }
+}
+
+/// The other server: it signs its key documents, counts how often it is asked, and can
+/// rotate its key (the old one then published with its expiry) or serve a forged document.
+pub(crate) struct RemoteServer {
+    pub(crate) name: OwnedServerName,
+    pub(crate) signing: Mutex<SigningKey>,
+    old: Mutex<Vec<ServerKey>>,
+    pub(crate) valid_until: Mutex<u64>,
+    pub(crate) forge_as: Mutex<Option<OwnedServerName>>,
+    pub(crate) asked: AtomicUsize,
+}
+
+impl RemoteServer {
+    pub(crate) fn new(name: &ServerName) -> Arc<Self> {
+        Arc::new(RemoteServer {
+            name: name.to_owned(),
+            signing: Mutex::new(new_key(name, "a_one")),
+            old: Mutex::new(Vec::new()),
+            valid_until: Mutex::new(T0 + DAY),
+            forge_as: Mutex::new(None),
+            asked: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn key_id(&self) -> String {
+        self.signing.lock().unwrap().key_id()
+    }
+
+    pub(crate) fn rotate(&self, version: &str, at: u64) {
+        let mut signing = self.signing.lock().unwrap();
+        self.old.lock().unwrap().push(ServerKey {
+            server_name: self.name.clone(),
+            key_id: signing.key_id(),
+            public_key: signing.public_key(),
+            valid_until_ts: 0,
+            expired_ts: Some(at),
+        });
+        *signing = new_key(&self.name, version);
+    }
+
+    /// An object signed now by the server's current key.
+    pub(crate) fn sign(&self, object: serde_json::Value) -> CanonicalJsonObject {
+        let mut object: CanonicalJsonObject = serde_json::from_value(object).unwrap();
+        let signing = self.signing.lock().unwrap();
+        ruma::signatures::sign_json(self.name.as_str(), &signing.key, &mut object).unwrap();
+        object
+    }
+}
+
+#[async_trait]
+impl KeyFetch for RemoteServer {
+    async fn key_documents(&self, server: &ServerName) -> Result<Vec<String>> {
+        if server != self.name {
+            return Err(Error::matrix(
+                ErrorCode::Unauthorized,
+                format!("{server} cannot be reached"),
+            ));
+        }
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let signing = self.signing.lock().unwrap();
+        let forged;
+        let signer = match &*self.forge_as.lock().unwrap() {
+            // A document for another name, signed by this server's key.
+            Some(other) => {
+                forged = SigningKey {
+                    server_name: other.clone(),
+                    key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "a_one".into())
+                        .unwrap(),
+                };
+                &forged
+            }
+            None => &*signing,
+        };
+        let doc = signed_key_document(
+            signer,
+            &self.old.lock().unwrap(),
+            *self.valid_until.lock().unwrap(),
+        )?;
+        Ok(vec![doc])
+    }
+}
+
+impl RemoteServer {
+    /// An event of this server's, built, hashed and signed as it would send it (as this
+    /// server builds its own), at `ts`.
+    pub(crate) fn event(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        mut intent: EventIntent,
+        prev_events: Vec<OwnedEventId>,
+        ts: u64,
+    ) -> (Pdu, String) {
+        intent.origin_server_ts = ts;
+        let rules = version.rules().unwrap();
+        let signing = self.signing.lock().unwrap();
+        build_pdu(
+            &signing,
+            room_id,
+            &rules,
+            &intent,
+            prev_events,
+            Vec::new(),
+            1,
+        )
+        .unwrap()
+    }
+}
+
+/// The key service of `localhost`, fetching remote keys from `remote`.
+pub(crate) fn key_service(store: Arc<SqlStore>, remote: &Arc<RemoteServer>) -> ServerKeys {
+    let own = Arc::new(new_key(server_name!("localhost"), "a_own"));
+    ServerKeys::new(own, store).with_fetch(remote.clone())
+}
