@@ -85,6 +85,8 @@ mod remote;
 mod remote_pdu;
 #[path = "store_contract/server_keys.rs"]
 mod server_keys;
+#[path = "store_contract/state_groups.rs"]
+mod state_groups;
 #[path = "store_contract/stream.rs"]
 mod stream;
 

@@ -209,6 +209,12 @@ pub trait RoomStore: Send + Sync {
     ) -> Result<Option<OwnedEventId>>;
     async fn room_version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>>;
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>>;
+    /// The state of the room after an event, `(type, state_key) → event id`; `None` for an
+    /// event the store does not know or one stored before it kept the state at every event.
+    async fn state_after(
+        &self,
+        event_id: &ruma::EventId,
+    ) -> Result<Option<HashMap<(String, String), OwnedEventId>>>;
     async fn state_event(
         &self,
         room_id: &RoomId,

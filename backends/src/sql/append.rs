@@ -1,11 +1,12 @@
 //! Appending to room logs: one transaction for a group of batches (group commit), with one
 //! multi-row insert for all their events and one head update per batch.
 
+use super::state_groups::{self, GroupOf};
 use super::*;
 use ruma::events::room::member::MembershipState;
 use sandcat_core::ports::AppendBatch;
 
-/// Events per `INSERT`: 13 parameters each stays far below either database's limit.
+/// Events per `INSERT`: 15 parameters each stays far below either database's limit.
 const EVENTS_PER_INSERT: usize = 500;
 
 /// `(event_id, rel_type)` of an event's `m.relates_to`.
@@ -48,15 +49,24 @@ impl SqlStore {
         }
         self.with_positions(n, changes_of(batches), async |tx, taken| {
             let events: Vec<&NewEvent> = batches.iter().flat_map(|b| b.events).collect();
-            let positioned: Vec<(&NewEvent, i64)> =
-                events.iter().copied().zip(taken.iter().copied()).collect();
+            let (groups, before) = state_groups::plan(&events);
+            let positioned: Vec<(&NewEvent, i64, GroupOf<'_>)> = events
+                .iter()
+                .copied()
+                .zip(taken.iter().copied())
+                .zip(groups)
+                .map(|((e, p), g)| (e, p, g))
+                .collect();
             for chunk in positioned.chunks(EVENTS_PER_INSERT) {
                 insert_events(tx, chunk).await?;
             }
             for b in batches {
                 move_head(tx, b.events).await?;
             }
-            for (ev, pos) in &positioned {
+            for ((ev, pos, _), parent) in positioned.iter().zip(before) {
+                if ev.pdu.state_key.is_some() {
+                    state_groups::add_group(tx, ev, parent).await?;
+                }
                 apply_state(tx, ev, *pos).await?;
             }
             record_batches(tx, batches).await?;
@@ -73,16 +83,29 @@ impl SqlStore {
     }
 }
 
-async fn insert_events(tx: &mut AnyConnection, chunk: &[(&NewEvent, i64)]) -> Result<()> {
+async fn insert_events(
+    tx: &mut AnyConnection,
+    chunk: &[(&NewEvent, i64, GroupOf<'_>)],
+) -> Result<()> {
+    // The state group: one made in this append, or the prev event's.
     let rows: Vec<String> = (0..chunk.len())
-        .map(|i| format!("({})", params(i * 13 + 1, 13)))
+        .map(|i| {
+            let n = i * 15 + 1;
+            format!(
+                "({}, COALESCE(${}, (SELECT state_group FROM events WHERE event_id = ${})))",
+                params(n, 13),
+                n + 13,
+                n + 14
+            )
+        })
         .collect();
     let sql = format!(
-        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type) VALUES {}",
+        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type, state_group) VALUES {}",
         rows.join(", ")
     );
     let mut q = sqlx::query(&sql);
-    for (ev, pos) in chunk {
+    for (ev, pos, group) in chunk {
+        let (group_id, as_event) = group.binds();
         let pdu = &ev.pdu;
         let (relates_to, rel_type) = relation_of(pdu);
         let (txn_user, txn_device, txn_id) = match &ev.txn {
@@ -102,7 +125,9 @@ async fn insert_events(tx: &mut AnyConnection, chunk: &[(&NewEvent, i64)]) -> Re
             .bind(txn_device)
             .bind(txn_id)
             .bind(relates_to)
-            .bind(rel_type);
+            .bind(rel_type)
+            .bind(group_id)
+            .bind(as_event);
     }
     q.execute(&mut *tx).await.map_err(db)?;
     Ok(())

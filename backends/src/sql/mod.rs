@@ -13,6 +13,7 @@ mod native;
 mod overview;
 mod rooms;
 mod server_keys;
+mod state_groups;
 mod stream;
 mod tx;
 mod users;

@@ -161,6 +161,13 @@ impl RoomStore for SqlStore {
         self.events_from_rows(rows).await
     }
 
+    async fn state_after(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<std::collections::HashMap<(String, String), OwnedEventId>>> {
+        self.state_after_event(event_id).await
+    }
+
     async fn state_event(
         &self,
         room_id: &RoomId,
