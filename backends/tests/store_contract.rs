@@ -94,6 +94,7 @@ on_both_backends!(
     batches_append_all_or_nothing_in_stream_order,
     transaction_ids_make_sends_idempotent,
     a_restarted_sequencer_continues_the_room,
+    a_local_event_names_every_forward_extremity,
     account_data_and_receipts_share_the_stream,
     redelivered_batches_are_sequenced_once,
 );
@@ -300,6 +301,61 @@ async fn a_restarted_sequencer_continues_the_room(db: Db) {
     let more = bus.submit(in_room(vec![msg])).await.unwrap();
     assert_eq!(more[0].pdu.prev_events, vec![evs[3].pdu.event_id.clone()]);
     assert_eq!(u64::from(more[0].pdu.depth), 5);
+}
+
+/// The room's forward extremities, as stored.
+async fn extremities(store: &SqlStore) -> Vec<String> {
+    let mut x: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM room_extremities WHERE room_id = $1")
+            .bind("!room:localhost")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    x.sort();
+    x
+}
+
+async fn a_local_event_names_every_forward_extremity(db: Db) {
+    let store = db.open().await;
+    let first = InProcessBus::new(sequencer(store.clone()), 1);
+    let evs = first.submit(create_batch()).await.unwrap();
+    let said = |body: &str| {
+        in_room(vec![EventIntent::new(
+            user_id!("@alice:localhost").to_owned(),
+            "m.room.message".into(),
+            None,
+            json!({ "body": body }),
+        )])
+    };
+    let m1 = first.submit(said("one")).await.unwrap().remove(0);
+    assert_eq!(extremities(&store).await, vec![m1.pdu.event_id.to_string()]);
+
+    // The room forks: another branch ends at the power levels event (as events of another
+    // server, built on an older event, would leave it).
+    let branch = &evs[2].pdu.event_id;
+    sqlx::query("INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)")
+        .bind("!room:localhost")
+        .bind(branch.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let second = InProcessBus::new(sequencer(store.clone()), 1);
+    let m2 = second.submit(said("two")).await.unwrap().remove(0);
+    // Newest first, and one deeper than the deepest: the fork is merged.
+    assert_eq!(
+        m2.pdu.prev_events,
+        vec![m1.pdu.event_id.clone(), branch.clone()]
+    );
+    assert_eq!(u64::from(m2.pdu.depth), u64::from(m1.pdu.depth) + 1);
+    assert_eq!(extremities(&store).await, vec![m2.pdu.event_id.to_string()]);
+    let m3 = second.submit(said("three")).await.unwrap().remove(0);
+    assert_eq!(m3.pdu.prev_events, vec![m2.pdu.event_id.clone()]);
+
+    // The first sequencer still holds the heads it had before m2: its append on m1 is refused
+    // and rebuilt on the room's heads now.
+    let m4 = first.submit(said("four")).await.unwrap().remove(0);
+    assert_eq!(m4.pdu.prev_events, vec![m3.pdu.event_id.clone()]);
+    assert_eq!(extremities(&store).await, vec![m4.pdu.event_id.to_string()]);
 }
 
 async fn account_data_and_receipts_share_the_stream(db: Db) {

@@ -89,20 +89,21 @@ impl AppState {
     }
 }
 
-/// Registers a handler under every path ruma knows for the endpoint `R`.
-pub(crate) trait RumaRouter {
+/// Registers a handler under every path ruma knows for the endpoint `R` (shared with the
+/// federation API, whose routers have a state of their own).
+pub trait RumaRouter<S> {
     fn ruma<R, H, T>(self, handler: H) -> Self
     where
         R: Metadata,
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static;
 }
 
-impl RumaRouter for Router<AppState> {
+impl<S: Clone + Send + std::marker::Sync + 'static> RumaRouter<S> for Router<S> {
     fn ruma<R, H, T>(mut self, handler: H) -> Self
     where
         R: Metadata,
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         // Runs once, building the router at start-up: never on input.

@@ -110,14 +110,21 @@ pub trait UserStore: Send + Sync {
     async fn search_users(&self, term: &str, limit: usize) -> Result<Vec<UserRecord>>;
 }
 
-/// A room's log head and current state, as the sequencer needs it to append.
+/// A room's heads and current state, as the sequencer needs it to append.
 #[derive(Debug, Clone)]
 pub struct RoomSnapshot {
     pub version: RoomVersionId,
-    pub last_event_id: OwnedEventId,
+    /// The forward extremities: the events no other event of the room names as a prev event
+    /// yet. A new local event names them (at most [`MAX_PREV_EVENTS`]) as its prev events.
+    pub extremities: Vec<OwnedEventId>,
+    /// The greatest depth of the room's events.
     pub depth: u64,
     pub state: Vec<Pdu>,
 }
+
+/// The most prev events a local event names (as Synapse does); extremities beyond it stay
+/// extremities until a later event names them.
+pub const MAX_PREV_EVENTS: usize = 20;
 
 /// An event ready to be appended, with everything the store must index.
 #[derive(Debug, Clone)]
@@ -168,8 +175,10 @@ pub struct Membership {
 pub trait RoomStore: Send + Sync {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
     /// Appends sequenced events atomically (all or none), returning their stream positions.
-    /// Each event must extend the room's stored head (its first prev event): otherwise
-    /// nothing is written and `Error::Conflict` tells the sequencer to rebuild on the new head.
+    /// The prev events of a batch's first event must all still be forward extremities of the
+    /// room (the heads the sequencer built on); they stop being extremities and the batch's last
+    /// event becomes one. Otherwise nothing is written and `Error::Conflict` tells the
+    /// sequencer to rebuild on the new heads.
     /// `batch_id` (a batch from a bus that may redeliver) is recorded with the event ids in
     /// the same transaction.
     async fn append(&self, events: &[NewEvent], batch_id: Option<&str>) -> Result<Vec<i64>> {

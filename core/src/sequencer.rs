@@ -1,7 +1,8 @@
 //! The room sequencer: the only code that appends to a room's log.
 //!
 //! It receives batches of [`EventIntent`]s from the event bus (one sequencer lane per room at a
-//! time), builds each PDU on top of the room's head (so the local DAG stays linear), hashes and
+//! time), builds each PDU on the room's forward extremities (one, while only this server
+//! writes to the room: the local DAG stays linear), hashes and
 //! signs it, checks it against the room version's authorization rules (`ruma::state_res`), and
 //! persists the whole batch atomically. Only then does the submitter get its event ids.
 
@@ -22,7 +23,7 @@ use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{AppendBatch, BatchHandler, BatchOutcome, NewEvent, RoomStore},
+    ports::{AppendBatch, BatchHandler, BatchOutcome, NewEvent, RoomStore, MAX_PREV_EVENTS},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -51,7 +52,9 @@ type StateKey = (String, String);
 struct Head {
     version: RoomVersionId,
     rules: RoomVersionRules,
-    last_event_id: Option<OwnedEventId>,
+    /// The forward extremities; empty before the create event.
+    extremities: Vec<OwnedEventId>,
+    /// The greatest depth in the room.
     depth: u64,
     state: HashMap<StateKey, Pdu>,
 }
@@ -140,7 +143,7 @@ impl Sequencer {
         Ok(Some(Head {
             version: snap.version,
             rules,
-            last_event_id: Some(snap.last_event_id),
+            extremities: snap.extremities,
             depth: snap.depth,
             state,
         }))
@@ -204,7 +207,7 @@ impl Sequencer {
             (None, Some(version)) => Head {
                 version: version.clone(),
                 rules: rules_for(version)?,
-                last_event_id: None,
+                extremities: Vec::new(),
                 depth: 0,
                 state: HashMap::new(),
             },
@@ -372,7 +375,7 @@ impl Sequencer {
         intent: &EventIntent,
     ) -> Result<NewEvent> {
         let is_create = intent.kind == TimelineEventType::RoomCreate;
-        if is_create != head.last_event_id.is_none() {
+        if is_create != head.extremities.is_empty() {
             return Err(Error::forbidden(
                 "m.room.create must be the first event of a room, and only it",
             ));
@@ -399,7 +402,12 @@ impl Sequencer {
                 }
             }
         }
-        let prev_events: Vec<OwnedEventId> = head.last_event_id.iter().cloned().collect();
+        let prev_events: Vec<OwnedEventId> = head
+            .extremities
+            .iter()
+            .take(MAX_PREV_EVENTS)
+            .cloned()
+            .collect();
         let depth = head.depth + 1;
         let (pdu, json) = build_pdu(
             &self.signing,
@@ -449,7 +457,8 @@ impl Sequencer {
             }
             head.state.insert(k, pdu.clone());
         }
-        head.last_event_id = Some(pdu.event_id.clone());
+        head.extremities.retain(|e| !pdu.prev_events.contains(e));
+        head.extremities.insert(0, pdu.event_id.clone());
         head.depth = depth;
         let txn = intent
             .txn

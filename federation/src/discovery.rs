@@ -2,10 +2,10 @@
 
 use axum::{extract::State, response::IntoResponse, response::Response, Router};
 use ruma::api::federation::discovery::discover_homeserver;
-use sandcat_client_api::{ApiError, RumaResponse};
+use sandcat_client_api::{ApiError, RumaResponse, RumaRouter};
 use sandcat_core::Error;
 
-use crate::{FederationState, RumaRoute};
+use crate::FederationState;
 
 pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
     r.ruma::<discover_homeserver::Request, _, _>(well_known_server)

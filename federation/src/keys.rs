@@ -2,10 +2,10 @@
 
 use axum::{extract::State, response::IntoResponse, response::Response, Router};
 use ruma::{api::federation::discovery::get_server_keys, serde::Raw, MilliSecondsSinceUnixEpoch};
-use sandcat_client_api::{ApiError, RumaResponse};
+use sandcat_client_api::{ApiError, RumaResponse, RumaRouter};
 use sandcat_core::Error;
 
-use crate::{FederationState, RumaRoute};
+use crate::FederationState;
 
 pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
     r.ruma::<get_server_keys::v2::Request, _, _>(server_keys)

@@ -5,11 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::{handler::Handler, routing::on, routing::MethodFilter, Router};
-use ruma::{
-    api::{path_builder::PathBuilder, Metadata},
-    OwnedServerName,
-};
+use axum::Router;
+use ruma::OwnedServerName;
 use sandcat_core::services::server_keys::ServerKeys;
 
 mod discovery;
@@ -39,31 +36,4 @@ pub fn router(state: FederationState) -> Router {
     let r = keys::routes(r);
     let r = discovery::routes(r);
     r.with_state(state)
-}
-
-/// Registers a handler on every path of a ruma endpoint.
-trait RumaRoute {
-    fn ruma<R, H, T>(self, handler: H) -> Self
-    where
-        R: Metadata,
-        H: Handler<T, FederationState>,
-        T: 'static;
-}
-
-impl RumaRoute for Router<FederationState> {
-    fn ruma<R, H, T>(mut self, handler: H) -> Self
-    where
-        R: Metadata,
-        H: Handler<T, FederationState>,
-        T: 'static,
-    {
-        // Runs once, building the router at start-up: never on input.
-        #[allow(clippy::expect_used)]
-        let filter =
-            MethodFilter::try_from(R::METHOD).expect("Matrix endpoints use standard methods");
-        for path in R::PATH_BUILDER.all_paths() {
-            self = self.route(path, on(filter, handler.clone()));
-        }
-        self
-    }
 }

@@ -133,8 +133,10 @@ async fn insert_events(
     Ok(())
 }
 
-/// Moves the room's head to the batch's last event: only from the head the sequencer built
-/// on, since another sequencer may have appended to the room since it loaded it.
+/// Moves the room's heads: the prev events of the batch's first event stop being forward
+/// extremities and its last event becomes one (a batch is a chain, each event on the one
+/// before). Only from the heads the sequencer built on: if one of them is gone, another
+/// sequencer appended to the room since it loaded it, and the batch is rebuilt.
 async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(());
@@ -152,27 +154,41 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        return Ok(());
+    } else {
+        let prevs = &first.pdu.prev_events;
+        let sql = format!(
+            "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
+            params(2, prevs.len().max(1))
+        );
+        let mut q = sqlx::query(&sql).bind(room_id);
+        if prevs.is_empty() {
+            q = q.bind("");
+        }
+        for p in prevs {
+            q = q.bind(p.as_str());
+        }
+        let gone = q.execute(&mut *tx).await.map_err(db)?.rows_affected();
+        if gone != prevs.len() as u64 {
+            return Err(Error::Conflict(format!(
+                "{room_id} has moved past the heads its batch was built on"
+            )));
+        }
+        sqlx::query(
+            "UPDATE rooms SET last_event_id = $1, depth = CASE WHEN depth > $2 THEN depth ELSE $2 END WHERE room_id = $3",
+        )
+        .bind(last.pdu.event_id.as_str())
+        .bind(depth)
+        .bind(room_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     }
-    let prev = first
-        .pdu
-        .prev_events
-        .first()
-        .map(|e| e.as_str())
-        .unwrap_or("");
-    let moved = sqlx::query(
-        "UPDATE rooms SET last_event_id = $1, depth = $2 WHERE room_id = $3 AND last_event_id = $4",
-    )
-    .bind(last.pdu.event_id.as_str())
-    .bind(depth)
-    .bind(room_id)
-    .bind(prev)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    if moved.rows_affected() == 0 {
-        return Err(Error::Conflict(format!("{room_id} has moved past {prev}")));
-    }
+    sqlx::query("INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)")
+        .bind(room_id)
+        .bind(last.pdu.event_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     Ok(())
 }
 
