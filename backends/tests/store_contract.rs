@@ -333,9 +333,10 @@ async fn a_local_event_names_every_forward_extremity(db: Db) {
     // The room forks: another branch ends at the power levels event (as events of another
     // server, built on an older event, would leave it).
     let branch = &evs[2].pdu.event_id;
-    sqlx::query("INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
         .bind("!room:localhost")
         .bind(branch.as_str())
+        .bind(u64::from(evs[2].pdu.depth) as i64)
         .execute(store.pool())
         .await
         .unwrap();

@@ -136,26 +136,36 @@ async fn insert_events(
 /// Moves the room's heads: the prev events of the batch's first event stop being forward
 /// extremities and its last event becomes one (a batch is a chain, each event on the one
 /// before). Only from the heads the sequencer built on: if one of them is gone, another
-/// sequencer appended to the room since it loaded it, and the batch is rebuilt.
+/// sequencer appended to the room since it loaded it, and the batch is rebuilt. One statement
+/// in the usual case of one prev event, as the single head it replaces took.
 async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(());
     };
     let room_id = first.pdu.room_id().as_str();
     let depth = u64::from(last.pdu.depth) as i64;
+    let new = last.pdu.event_id.as_str();
+    let prevs = &first.pdu.prev_events;
     if let Some(version) = &first.room_version {
-        sqlx::query(
-            "INSERT INTO rooms (room_id, room_version, last_event_id, depth) VALUES ($1, $2, $3, $4)",
+        sqlx::query("INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)")
+            .bind(room_id)
+            .bind(version.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    } else if let [prev] = prevs.as_slice() {
+        let moved = sqlx::query(
+            "UPDATE room_extremities SET event_id = $1, depth = $2 WHERE room_id = $3 AND event_id = $4",
         )
-        .bind(room_id)
-        .bind(version.as_str())
-        .bind(last.pdu.event_id.as_str())
+        .bind(new)
         .bind(depth)
+        .bind(room_id)
+        .bind(prev.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        return moved_past(moved.rows_affected(), 1, room_id);
     } else {
-        let prevs = &first.pdu.prev_events;
         let sql = format!(
             "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
             params(2, prevs.len().max(1))
@@ -168,28 +178,27 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
             q = q.bind(p.as_str());
         }
         let gone = q.execute(&mut *tx).await.map_err(db)?.rows_affected();
-        if gone != prevs.len() as u64 {
-            return Err(Error::Conflict(format!(
-                "{room_id} has moved past the heads its batch was built on"
-            )));
-        }
-        sqlx::query(
-            "UPDATE rooms SET last_event_id = $1, depth = CASE WHEN depth > $2 THEN depth ELSE $2 END WHERE room_id = $3",
-        )
-        .bind(last.pdu.event_id.as_str())
-        .bind(depth)
-        .bind(room_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        moved_past(gone, prevs.len(), room_id)?;
     }
-    sqlx::query("INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
         .bind(room_id)
-        .bind(last.pdu.event_id.as_str())
+        .bind(new)
+        .bind(depth)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
     Ok(())
+}
+
+/// `Conflict` unless every one of the `expected` heads a batch was built on was still there.
+fn moved_past(found: u64, expected: usize, room_id: &str) -> Result<()> {
+    if found == expected as u64 {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "{room_id} has moved past the heads its batch was built on"
+        )))
+    }
 }
 
 /// Current state, the forgotten flag a join or invite clears, and redactions.

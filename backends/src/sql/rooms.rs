@@ -31,26 +31,29 @@ fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome
 #[async_trait]
 impl RoomStore for SqlStore {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>> {
-        let Some(row) = sqlx::query("SELECT room_version, depth FROM rooms WHERE room_id = $1")
-            .bind(room_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
+        let Some(version) =
+            sqlx::query_scalar::<_, String>("SELECT room_version FROM rooms WHERE room_id = $1")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
         else {
             return Ok(None);
         };
-        let version: String = row.try_get("room_version").map_err(db)?;
         // Newest first: a new event names the newest 20.
-        let extremities = sqlx::query_scalar::<_, String>(
-            "SELECT x.event_id FROM room_extremities x LEFT JOIN events e ON e.event_id = x.event_id WHERE x.room_id = $1 ORDER BY e.pos DESC",
+        let rows = sqlx::query(
+            "SELECT x.event_id, x.depth FROM room_extremities x LEFT JOIN events e ON e.event_id = x.event_id WHERE x.room_id = $1 ORDER BY e.pos DESC",
         )
         .bind(room_id.as_str())
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .into_iter()
-        .map(parse_id)
-        .collect::<Result<Vec<_>>>()?;
+        .map_err(db)?;
+        let mut extremities = Vec::with_capacity(rows.len());
+        let mut depth = 0;
+        for r in &rows {
+            extremities.push(parse_id(r.try_get("event_id").map_err(db)?)?);
+            depth = depth.max(r.try_get::<i64, _>("depth").map_err(db)?.max(0) as u64);
+        }
         if extremities.is_empty() {
             return Err(Error::storage(format!(
                 "{room_id} has no forward extremity"
@@ -65,7 +68,7 @@ impl RoomStore for SqlStore {
         Ok(Some(RoomSnapshot {
             version: RoomVersionId::try_from(version.as_str()).map_err(Error::storage)?,
             extremities,
-            depth: row.try_get::<i64, _>("depth").map_err(db)? as u64,
+            depth,
             state,
         }))
     }
