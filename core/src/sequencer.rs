@@ -1,10 +1,10 @@
 //! The room sequencer: the only code that appends to a room's log.
 //!
 //! It receives batches of [`EventIntent`]s from the event bus (one sequencer lane per room at a
-//! time), builds each PDU on the room's forward extremities (one, while only this server
-//! writes to the room: the local DAG stays linear), hashes and
-//! signs it, checks it against the room version's authorization rules (`ruma::state_res`), and
-//! persists the whole batch atomically. Only then does the submitter get its event ids.
+//! time), builds each PDU on the room's forward extremities (one while only this server writes
+//! to the room, so the local DAG stays linear), hashes and signs it, checks it against the room
+//! version's authorization rules (`ruma::state_res`), and persists the whole batch atomically.
+//! Only then does the submitter get its event ids.
 
 use std::{collections::HashMap, sync::Arc};
 
