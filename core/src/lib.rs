@@ -16,6 +16,7 @@ pub mod notifier;
 pub mod pdu;
 pub mod ports;
 pub mod ratelimit;
+pub mod remote_auth;
 pub mod remote_pdu;
 pub mod sequencer;
 pub mod services;
