@@ -24,7 +24,8 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// Reads the key at `path`, creating a new one if there is none. Instances sharing the data
-/// directory that start together agree on one key: the file is created only if absent.
+/// directory that start together agree on one key: a new key is written whole beside the
+/// file and linked in only if no file is there yet, so nobody reads a half-written key.
 pub fn load_or_create(path: &Path) -> Result<Ed25519KeyPair> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -32,18 +33,13 @@ pub fn load_or_create(path: &Path) -> Result<Ed25519KeyPair> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (line, key) = generate()?;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(line.as_bytes())
-                        .and_then(|_| f.sync_all())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    Ok(key)
-                }
-                // Another instance wrote it first: use that one.
+            let tmp = beside(path, key.version());
+            write_synced(&tmp, &line)?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(key),
+                // Another instance linked its key first: use that one.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
                 Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
             }
@@ -60,16 +56,24 @@ pub fn rotate(path: &Path) -> Result<(Ed25519KeyPair, Ed25519KeyPair)> {
     while new.version() == old.version() {
         (line, new) = generate()?;
     }
-    let tmp = path.with_extension("key.new");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(line.as_bytes())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-    }
+    let tmp = beside(path, new.version());
+    write_synced(&tmp, &line)?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok((old, new))
+}
+
+/// A file beside `path` for the key of `version`, before it takes the key file's place.
+fn beside(path: &Path, version: &str) -> std::path::PathBuf {
+    path.with_extension(format!("key.{version}.new"))
+}
+
+/// Writes `text` to a new file at `path` and flushes it to disk.
+fn write_synced(path: &Path, text: &str) -> Result<()> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A new key and the line that stores it.
@@ -145,6 +149,21 @@ mod tests {
         let again = load_or_create(&path).unwrap();
         assert_eq!(again.version(), key.version());
         assert_eq!(again.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn instances_starting_together_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let started: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create(&path).unwrap().public_key()))
+                .collect();
+            started.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key for all");
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1, "no file left beside the key");
     }
 
     #[test]

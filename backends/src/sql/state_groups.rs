@@ -218,13 +218,14 @@ impl SqlStore {
         &self,
         event_id: &EventId,
     ) -> Result<Option<HashMap<(String, String), OwnedEventId>>> {
+        // A base always has a lower index than its group: the walk ends even on damaged rows.
         let rows = sqlx::query(
             "WITH RECURSIVE chain(group_id, base_id, idx) AS ( \
                SELECT group_id, base_id, idx FROM state_groups \
                 WHERE group_id = (SELECT state_group FROM events WHERE event_id = $1) \
                UNION ALL \
                SELECT g.group_id, g.base_id, g.idx FROM state_groups g \
-                 JOIN chain c ON g.group_id = c.base_id) \
+                 JOIN chain c ON g.group_id = c.base_id WHERE g.idx < c.idx) \
              SELECT c.idx, e.type, e.state_key, e.event_id \
                FROM chain c JOIN state_group_entries e ON e.group_id = c.group_id \
               ORDER BY c.idx",
