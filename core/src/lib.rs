@@ -21,6 +21,7 @@ pub mod remote_pdu;
 pub mod sequencer;
 pub mod services;
 pub mod state;
+pub mod state_resolution;
 pub mod token;
 pub mod visibility;
 
