@@ -295,6 +295,7 @@ async fn append(bus: &InProcessBus, event: EventIntent) -> StoredEvent {
     let batch = RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: None,
+        remote: Vec::new(),
         events: vec![event],
     };
     bus.submit(batch).await.unwrap().remove(0)
@@ -327,6 +328,7 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
     bus.submit(RoomBatch {
         room_id: room.to_owned(),
         create_version: Some(RoomVersionId::V11),
+        remote: Vec::new(),
         events: vec![
             intent(
                 &alice,

@@ -83,6 +83,8 @@ mod many_rooms;
 mod remote;
 #[path = "store_contract/remote_pdu.rs"]
 mod remote_pdu;
+#[path = "store_contract/room_dag.rs"]
+mod room_dag;
 #[path = "store_contract/server_keys.rs"]
 mod server_keys;
 #[path = "store_contract/state_groups.rs"]
@@ -149,6 +151,7 @@ fn create_batch() -> RoomBatch {
     RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: Some(RoomVersionId::V11),
+        remote: Vec::new(),
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -194,6 +197,7 @@ async fn batches_append_all_or_nothing_in_stream_order(db: Db) {
     let bad = RoomBatch {
         room_id: room.to_owned(),
         create_version: None,
+        remote: Vec::new(),
         events: vec![
             EventIntent::new(
                 user_id!("@alice:localhost").to_owned(),
@@ -403,6 +407,7 @@ fn in_room(events: Vec<EventIntent>) -> RoomBatch {
     RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: None,
+        remote: Vec::new(),
         events,
     }
 }

@@ -75,6 +75,7 @@ fn create_batch(room: &OwnedRoomId, user: &OwnedUserId) -> RoomBatch {
     RoomBatch {
         room_id: room.clone(),
         create_version: Some(RoomVersionId::V11),
+        remote: Vec::new(),
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -109,6 +110,7 @@ async fn write_room(
         let batch = RoomBatch {
             room_id: room.clone(),
             create_version: None,
+            remote: Vec::new(),
             events: vec![EventIntent::new(
                 user.clone(),
                 "m.room.message".into(),

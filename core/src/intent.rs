@@ -43,4 +43,59 @@ pub struct RoomBatch {
     /// Set when the batch creates the room: its version.
     pub create_version: Option<RoomVersionId>,
     pub events: Vec<EventIntent>,
+    /// Events of other servers to add, their signatures and hashes already checked where they
+    /// arrived; each is checked against the room's state and appended (or held) on its own.
+    /// A batch carries intents or received events, not both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<ReceivedPdu>,
+}
+
+/// An event of another server, verified ([`crate::remote_pdu::verify_pdu`]): its id and the
+/// JSON to store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceivedPdu {
+    pub event_id: OwnedEventId,
+    pub json: String,
+}
+
+impl From<crate::remote_pdu::VerifiedPdu> for ReceivedPdu {
+    fn from(v: crate::remote_pdu::VerifiedPdu) -> Self {
+        ReceivedPdu {
+            event_id: v.pdu.event_id,
+            json: v.json,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The bus carries received events next to intents; a batch written before they existed
+    /// (still on a Kafka topic across an upgrade) reads as a batch of intents.
+    #[test]
+    fn received_events_travel_on_the_bus_and_old_batches_still_read() {
+        let batch = RoomBatch {
+            room_id: "!r:localhost".try_into().unwrap(),
+            create_version: None,
+            events: Vec::new(),
+            remote: vec![ReceivedPdu {
+                event_id: "$e".try_into().unwrap(),
+                json: r#"{"type":"m.room.message"}"#.into(),
+            }],
+        };
+        let wire = serde_json::to_string(&batch).unwrap();
+        let back: RoomBatch = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back.remote.len(), 1);
+        assert_eq!(back.remote[0].event_id, "$e");
+        assert_eq!(back.remote[0].json, batch.remote[0].json);
+
+        let old = r#"{"room_id":"!r:localhost","create_version":null,"events":[]}"#;
+        let read: RoomBatch = serde_json::from_str(old).unwrap();
+        assert!(read.remote.is_empty());
+        let local = serde_json::to_string(&read).unwrap();
+        assert!(!local.contains("remote"), "{local}");
+    }
 }

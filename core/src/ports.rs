@@ -13,6 +13,8 @@ use crate::{intent::RoomBatch, Error, Pdu, Result, StoredEvent};
 
 mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
+mod room_dag;
+pub use room_dag::{HeldEvent, HeldStatus, RemoteAppend, StateChange, StoredState};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 
@@ -138,6 +140,11 @@ pub struct NewEvent {
     pub room_version: Option<RoomVersionId>,
     /// Set on a redaction: the target and its redacted JSON.
     pub redaction: Option<(OwnedEventId, String)>,
+    /// Set when the state before the event is not that after its first prev event (it
+    /// merges forks, whose states were resolved): the event gets a state group of its own.
+    pub state_before: Option<StoredState>,
+    /// Set on an event of another server: the current state it brings.
+    pub remote: Option<RemoteAppend>,
 }
 
 /// One batch of an [`RoomStore::append_group`].
@@ -224,6 +231,13 @@ pub trait RoomStore: Send + Sync {
         &self,
         event_id: &ruma::EventId,
     ) -> Result<Option<HashMap<(String, String), OwnedEventId>>>;
+    /// The events `event_ids` and every event in their auth chains that the store has, for
+    /// state resolution and authorization.
+    async fn auth_graph(&self, event_ids: &[OwnedEventId]) -> Result<Vec<Pdu>>;
+    /// Keeps an event of another server that does not join the room's timeline.
+    async fn hold(&self, event: &HeldEvent) -> Result<()>;
+    /// Why an event is held back, if it is.
+    async fn held(&self, event_id: &ruma::EventId) -> Result<Option<(HeldStatus, String)>>;
     async fn state_event(
         &self,
         room_id: &RoomId,

@@ -34,6 +34,14 @@ fn changes_of(batches: &[AppendBatch<'_>]) -> Vec<Change> {
                 changes.push(Change::User(user));
             }
         }
+        // Memberships that resolution changed without an event of their own.
+        for c in ev.remote.iter().flat_map(|r| &r.current_state) {
+            if c.kind == "m.room.member" {
+                if let Ok(user) = OwnedUserId::try_from(c.state_key.as_str()) {
+                    changes.push(Change::User(user));
+                }
+            }
+        }
     }
     changes
 }
@@ -61,11 +69,18 @@ impl SqlStore {
                 insert_events(tx, chunk).await?;
             }
             for b in batches {
-                move_head(tx, b.events).await?;
+                match b.events {
+                    [one] if one.remote.is_some() => merge_heads(tx, one).await?,
+                    events => move_head(tx, events).await?,
+                }
             }
             for ((ev, pos, _), parent) in positioned.iter().zip(before) {
-                if ev.pdu.state_key.is_some() {
-                    state_groups::add_group(tx, ev, parent).await?;
+                match &ev.state_before {
+                    Some(resolved) => state_groups::add_resolved_group(tx, ev, resolved).await?,
+                    None if ev.pdu.state_key.is_some() => {
+                        state_groups::add_group(tx, ev, parent).await?
+                    }
+                    None => {}
                 }
                 apply_state(tx, ev, *pos).await?;
             }
@@ -190,6 +205,33 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
+/// Adds an event of another server to the room's heads: its prev events that were heads stop
+/// being heads. No check that they all were: another server builds on events of its own that
+/// were never heads here, and the room's lane is the one writer of its heads.
+async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
+    let pdu = &ev.pdu;
+    let room_id = pdu.room_id().as_str();
+    if !pdu.prev_events.is_empty() {
+        let sql = format!(
+            "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
+            params(2, pdu.prev_events.len())
+        );
+        let mut q = sqlx::query(&sql).bind(room_id);
+        for p in &pdu.prev_events {
+            q = q.bind(p.as_str());
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+    }
+    sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
+        .bind(room_id)
+        .bind(pdu.event_id.as_str())
+        .bind(u64::from(pdu.depth) as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// `Conflict` unless every one of the `expected` heads a batch was built on was still there.
 fn moved_past(found: u64, expected: usize, room_id: &str) -> Result<()> {
     if found == expected as u64 {
@@ -205,35 +247,92 @@ fn moved_past(found: u64, expected: usize, room_id: &str) -> Result<()> {
 async fn apply_state(tx: &mut AnyConnection, ev: &NewEvent, pos: i64) -> Result<()> {
     let pdu = &ev.pdu;
     let room_id = pdu.room_id().as_str();
-    if let Some(key) = &pdu.state_key {
-        let membership = pdu.membership();
-        sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
-            .bind(room_id)
-            .bind(pdu.kind.to_string())
-            .bind(key)
-            .bind(pdu.event_id.as_str())
-            .bind(pos)
-            .bind(membership.as_ref().map(MembershipState::as_str))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if matches!(
-            membership,
-            Some(MembershipState::Join | MembershipState::Invite)
-        ) {
-            sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
-                .bind(key)
-                .bind(room_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+    if let Some(remote) = &ev.remote {
+        // The resolution of the room's heads, as the sequencer computed it.
+        for change in &remote.current_state {
+            match &change.to {
+                Some((event_id, membership)) => {
+                    let at = if *event_id == pdu.event_id {
+                        Some(pos)
+                    } else {
+                        None
+                    };
+                    set_current(
+                        tx,
+                        room_id,
+                        &change.kind,
+                        &change.state_key,
+                        event_id,
+                        at,
+                        membership.as_ref(),
+                    )
+                    .await?
+                }
+                None => {
+                    sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3")
+                        .bind(room_id)
+                        .bind(&change.kind)
+                        .bind(&change.state_key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+            }
         }
+    } else if let Some(key) = &pdu.state_key {
+        let membership = pdu.membership();
+        set_current(
+            tx,
+            room_id,
+            pdu.kind.to_string().as_str(),
+            key,
+            &pdu.event_id,
+            Some(pos),
+            membership.as_ref(),
+        )
+        .await?;
     }
     if let Some((target, redacted_json)) = &ev.redaction {
         sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
             .bind(redacted_json)
             .bind(pdu.event_id.as_str())
             .bind(target.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Sets one entry of a room's current state to `event_id` (at stream position `pos`, or that
+/// of the stored event), and clears the forgotten flag of a user who joins or is invited.
+async fn set_current(
+    tx: &mut AnyConnection,
+    room_id: &str,
+    kind: &str,
+    key: &str,
+    event_id: &EventId,
+    pos: Option<i64>,
+    membership: Option<&MembershipState>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO current_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1, $2, $3, $4, COALESCE($5, (SELECT pos FROM events WHERE event_id = $7)), $6) ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership")
+        .bind(room_id)
+        .bind(kind)
+        .bind(key)
+        .bind(event_id.as_str())
+        .bind(pos)
+        .bind(membership.map(MembershipState::as_str))
+        .bind(event_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    if matches!(
+        membership,
+        Some(MembershipState::Join | MembershipState::Invite)
+    ) {
+        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+            .bind(key)
+            .bind(room_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;

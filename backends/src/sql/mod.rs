@@ -11,6 +11,7 @@ mod client;
 mod keys;
 mod native;
 mod overview;
+mod room_dag;
 mod rooms;
 mod server_keys;
 mod state_groups;

@@ -186,6 +186,21 @@ impl RoomStore for SqlStore {
         self.state_after_event(event_id).await
     }
 
+    async fn auth_graph(&self, event_ids: &[OwnedEventId]) -> Result<Vec<Pdu>> {
+        self.auth_graph_of(event_ids).await
+    }
+
+    async fn hold(&self, event: &sandcat_core::ports::HeldEvent) -> Result<()> {
+        self.hold_event(event).await
+    }
+
+    async fn held(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(sandcat_core::ports::HeldStatus, String)>> {
+        self.held_event(event_id).await
+    }
+
     async fn state_event(
         &self,
         room_id: &RoomId,

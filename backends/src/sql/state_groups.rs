@@ -56,7 +56,8 @@ pub(super) fn plan<'a>(events: &[&'a NewEvent]) -> (Vec<GroupOf<'a>>, Vec<Option
                 .flatten()
         });
         before.push(*slot);
-        if pdu.state_key.is_some() {
+        // An event whose prev events' states were resolved has a group of its own.
+        if pdu.state_key.is_some() || has_resolved_state(ev) {
             *slot = Some(GroupOf::Known(pdu.event_id.as_str()));
         }
         // Every event but a create has a prev event, so a group is known by now.
@@ -88,6 +89,17 @@ pub(super) async fn add_group(
         },
     };
     delta.insert(own, pdu.event_id.to_string());
+    insert_group(tx, pdu, idx, base, delta).await
+}
+
+async fn insert_group(
+    tx: &mut AnyConnection,
+    pdu: &Pdu,
+    idx: i64,
+    base: Option<String>,
+    delta: Entries,
+) -> Result<()> {
+    let room = pdu.room_id().as_str();
     sqlx::query(
         "INSERT INTO state_groups (group_id, room_id, idx, base_id) VALUES ($1, $2, $3, $4)",
     )
@@ -118,6 +130,34 @@ pub(super) async fn add_group(
         q.execute(&mut *tx).await.map_err(db)?;
     }
     Ok(())
+}
+
+/// Whether the state before `ev` was resolved from its prev events' states rather than taken
+/// from its first prev event.
+pub(super) fn has_resolved_state(ev: &NewEvent) -> bool {
+    ev.state_before.is_some()
+}
+
+/// Stores the group of `ev` whose state before it was resolved: whole, starting a chain (a
+/// merge of forks is rarer than a state change; its delta against either side would need
+/// removals, which a delta cannot express).
+pub(super) async fn add_resolved_group(
+    tx: &mut AnyConnection,
+    ev: &NewEvent,
+    before: &sandcat_core::ports::StoredState,
+) -> Result<()> {
+    let pdu = &ev.pdu;
+    let mut entries: Entries = before
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    if let Some(key) = &pdu.state_key {
+        entries.insert(
+            (pdu.kind.to_string(), key.clone()),
+            pdu.event_id.to_string(),
+        );
+    }
+    insert_group(tx, pdu, 0, None, entries).await
 }
 
 type Entries = BTreeMap<(String, String), String>;

@@ -32,6 +32,7 @@ fn said(room: &OwnedRoomId, sender: OwnedUserId, body: &str, txn: Option<&str>) 
     RoomBatch {
         room_id: room.clone(),
         create_version: None,
+        remote: Vec::new(),
         events: vec![ev],
     }
 }

@@ -138,6 +138,35 @@ impl RemoteServer {
     }
 }
 
+impl RemoteServer {
+    /// An event of this server's on `prev_events`, naming `auth_events`, at `depth`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn event_on(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        mut intent: EventIntent,
+        prev_events: Vec<OwnedEventId>,
+        auth_events: Vec<OwnedEventId>,
+        depth: u64,
+        ts: u64,
+    ) -> (Pdu, String) {
+        intent.origin_server_ts = ts;
+        let rules = version.rules().unwrap();
+        let signing = self.signing.lock().unwrap();
+        build_pdu(
+            &signing,
+            room_id,
+            &rules,
+            &intent,
+            prev_events,
+            auth_events,
+            depth,
+        )
+        .unwrap()
+    }
+}
+
 /// The key service of `localhost`, fetching remote keys from `remote`.
 pub(crate) fn key_service(store: Arc<SqlStore>, remote: &Arc<RemoteServer>) -> ServerKeys {
     let own = Arc::new(new_key(server_name!("localhost"), "a_own"));

@@ -64,6 +64,7 @@ fn random_batch(room: &OwnedRoomId, rng: &mut Lcg, n: usize) -> RoomBatch {
     RoomBatch {
         room_id: room.clone(),
         create_version: None,
+        remote: Vec::new(),
         events,
     }
 }

@@ -49,6 +49,7 @@ fn numbered(room: &OwnedRoomId, user: &OwnedUserId, n: u64) -> RoomBatch {
     RoomBatch {
         room_id: room.clone(),
         create_version: None,
+        remote: Vec::new(),
         events: vec![ev],
     }
 }

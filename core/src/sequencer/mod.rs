@@ -19,6 +19,8 @@ use ruma::{
 };
 use serde_json::{json, Map, Value};
 
+mod remote;
+
 use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
@@ -173,6 +175,9 @@ impl Sequencer {
         batch: &RoomBatch,
         batch_id: Option<&str>,
     ) -> Result<Vec<StoredEvent>> {
+        if !batch.remote.is_empty() {
+            return self.sequence_remote(batch).await;
+        }
         let built = match self.prepare(batch, batch_id).await? {
             Prepared::Replayed(events) => return Ok(events),
             Prepared::Built(b) => b,
@@ -307,7 +312,11 @@ impl Sequencer {
         }
         let mut group: Vec<(usize, Built)> = Vec::new();
         for (i, (id, batch)) in jobs.iter().enumerate() {
-            if results[i].is_some() || !rooms.insert(batch.room_id.clone()) {
+            // Events of other servers are added one at a time, each on its own.
+            if results[i].is_some()
+                || !batch.remote.is_empty()
+                || !rooms.insert(batch.room_id.clone())
+            {
                 continue;
             }
             match self.prepare(batch, id.as_deref()).await {
@@ -409,6 +418,14 @@ impl Sequencer {
             .cloned()
             .collect();
         let depth = head.depth + 1;
+        // An event that merges forks: the state before it is the room's current state, their
+        // resolution, which is no prev event's own.
+        let state_before = (prev_events.len() > 1).then(|| {
+            head.state
+                .iter()
+                .map(|(k, p)| (k.clone(), p.event_id.clone()))
+                .collect()
+        });
         let (pdu, json) = build_pdu(
             &self.signing,
             room_id,
@@ -435,17 +452,7 @@ impl Sequencer {
         .map_err(Error::forbidden)?;
 
         let mut unsigned = None;
-        let mut redaction = None;
-        if let Some(target) = pdu.redacted_event() {
-            if let Some(ev) = self.store.event(&target).await? {
-                if ev.pdu.room_id() == room_id {
-                    let obj: CanonicalJsonObject =
-                        serde_json::from_str(&serde_json::to_string(&ev.pdu)?)?;
-                    let redacted = redact(obj, &rules.redaction, None).map_err(Error::internal)?;
-                    redaction = Some((target, serde_json::to_string(&redacted)?));
-                }
-            }
-        }
+        let redaction = self.redaction_of(room_id, &rules, &pdu, |_| true).await?;
         if let Some(key) = &pdu.state_key {
             let k = (pdu.kind.to_string(), key.clone());
             if let Some(prev) = head.state.get(&k) {
@@ -472,7 +479,34 @@ impl Sequencer {
             txn,
             room_version,
             redaction,
+            state_before,
+            remote: None,
         })
+    }
+}
+
+impl Sequencer {
+    /// For a redaction of an event of the room that `may_redact` allows: the target and its
+    /// redacted JSON.
+    async fn redaction_of(
+        &self,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        may_redact: impl Fn(&Pdu) -> bool,
+    ) -> Result<Option<(OwnedEventId, String)>> {
+        let Some(target) = pdu.redacted_event() else {
+            return Ok(None);
+        };
+        let Some(ev) = self.store.event(&target).await? else {
+            return Ok(None);
+        };
+        if ev.pdu.room_id() != room_id || !may_redact(&ev.pdu) {
+            return Ok(None);
+        }
+        let obj: CanonicalJsonObject = serde_json::from_str(&serde_json::to_string(&ev.pdu)?)?;
+        let redacted = redact(obj, &rules.redaction, None).map_err(Error::internal)?;
+        Ok(Some((target, serde_json::to_string(&redacted)?)))
     }
 }
 

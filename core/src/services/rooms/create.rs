@@ -260,6 +260,7 @@ impl Rooms {
                 .submit(RoomBatch {
                     room_id: room_id.clone(),
                     create_version: Some(version.clone()),
+                    remote: Vec::new(),
                     events: events.clone(),
                 })
                 .await;

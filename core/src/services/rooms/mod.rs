@@ -109,6 +109,7 @@ impl Rooms {
             .submit(RoomBatch {
                 room_id: room_id.to_owned(),
                 create_version: None,
+                remote: Vec::new(),
                 events: intents,
             })
             .await

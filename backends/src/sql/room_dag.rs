@@ -1,0 +1,82 @@
+//! What the room DAG reads and keeps beyond the timeline: auth chains for state resolution,
+//! and the events of other servers held back (rejected or soft-failed).
+
+use super::*;
+use sandcat_core::ports::{HeldEvent, HeldStatus};
+
+/// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
+/// up on the write path, one round trip per read. Each dialect reads JSON its own way.
+const AUTH_CHAIN_SQLITE: &str = "WITH RECURSIVE chain(id) AS ( \
+       SELECT value FROM json_each($1) \
+       UNION \
+       SELECT a.value FROM chain c JOIN events e ON e.event_id = c.id, \
+              json_each(e.json, '$.auth_events') a) \
+     SELECT e.event_id, e.room_id, e.json FROM chain c JOIN events e ON e.event_id = c.id";
+
+const AUTH_CHAIN_POSTGRES: &str = "WITH RECURSIVE chain(id) AS ( \
+       SELECT jsonb_array_elements_text($1::jsonb) \
+       UNION \
+       SELECT a.id FROM chain c JOIN events e ON e.event_id = c.id \
+         CROSS JOIN LATERAL jsonb_array_elements_text(e.json::jsonb -> 'auth_events') AS a(id)) \
+     SELECT e.event_id, e.room_id, e.json FROM chain c JOIN events e ON e.event_id = c.id";
+
+impl SqlStore {
+    pub(super) async fn auth_graph_of(&self, event_ids: &[OwnedEventId]) -> Result<Vec<Pdu>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = match self.dialect {
+            Dialect::Sqlite => AUTH_CHAIN_SQLITE,
+            Dialect::Postgres => AUTH_CHAIN_POSTGRES,
+        };
+        let rows = sqlx::query(sql)
+            .bind(serde_json::to_string(event_ids)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Pdu::from_stored(
+                    r.try_get::<String, _>("json").map_err(db)?.as_str(),
+                    parse_id(r.try_get("event_id").map_err(db)?)?,
+                    parse_id(r.try_get("room_id").map_err(db)?)?,
+                )
+            })
+            .collect()
+    }
+
+    pub(super) async fn hold_event(&self, event: &HeldEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO held_events (event_id, room_id, json, status, reason, ts) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.event_id.as_str())
+        .bind(event.room_id.as_str())
+        .bind(event.json.as_str())
+        .bind(event.status.as_str())
+        .bind(event.reason.as_str())
+        .bind(sandcat_core::now_ms() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(super) async fn held_event(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(HeldStatus, String)>> {
+        let row = sqlx::query("SELECT status, reason FROM held_events WHERE event_id = $1")
+            .bind(event_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let status: String = r.try_get("status").map_err(db)?;
+        let status = HeldStatus::parse(&status)
+            .ok_or_else(|| Error::storage(format!("unknown held status {status}")))?;
+        Ok(Some((status, r.try_get("reason").map_err(db)?)))
+    }
+}

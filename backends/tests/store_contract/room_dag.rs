@@ -1,0 +1,326 @@
+//! A room shared with another server: its events come in through the room's lane, fork the
+//! room when they are concurrent with local ones, and the room's state is what state
+//! resolution says; events that fail authorization are held back and never reach the
+//! timeline that `/sync`, the Sandcat API and application services read.
+
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    server_name, state_res, OwnedEventId, OwnedRoomId,
+};
+use sandcat_core::{
+    intent::ReceivedPdu, ports::HeldStatus, remote_pdu::verify_pdu,
+    services::server_keys::ServerKeys, Error, StoredEvent,
+};
+
+use super::remote::{key_service, RemoteServer, T0};
+use super::*;
+
+on_both_backends!(a_room_forks_and_resolves_with_another_server);
+
+const ALICE: &str = "@alice:localhost";
+const BOB: &str = "@bob:remote.example";
+
+fn room() -> OwnedRoomId {
+    room_id!("!room:localhost").to_owned()
+}
+
+fn intent(sender: &str, kind: &str, key: Option<&str>, content: serde_json::Value) -> EventIntent {
+    EventIntent::new(
+        sender.try_into().unwrap(),
+        TimelineEventType::from(kind),
+        key.map(str::to_owned),
+        content,
+    )
+}
+
+/// A public room of Alice's, which Bob's server can join.
+fn public_room() -> RoomBatch {
+    let ev = |kind, key, content| intent(ALICE, kind, key, content);
+    RoomBatch {
+        room_id: room(),
+        create_version: Some(RoomVersionId::V11),
+        remote: Vec::new(),
+        events: vec![
+            ev("m.room.create", Some(""), json!({ "room_version": "11" })),
+            ev(
+                "m.room.member",
+                Some(ALICE),
+                json!({ "membership": "join" }),
+            ),
+            ev(
+                "m.room.power_levels",
+                Some(""),
+                json!({ "users": { ALICE: 100 } }),
+            ),
+            ev(
+                "m.room.join_rules",
+                Some(""),
+                json!({ "join_rule": "public" }),
+            ),
+        ],
+    }
+}
+
+/// The other server and what it knows of the room.
+struct Peer {
+    server: Arc<RemoteServer>,
+    keys: ServerKeys,
+    store: Arc<SqlStore>,
+}
+
+impl Peer {
+    /// An event of Bob's on `prev` (one event), its auth events chosen from the state after
+    /// `prev` as his server would, checked on arrival as the federation API will.
+    async fn send(&self, prev: &StoredEvent, ev: EventIntent, ts: u64) -> ReceivedPdu {
+        let state = self
+            .store
+            .state_after(&prev.pdu.event_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let rules = RoomVersionId::V11.rules().unwrap();
+        let types = state_res::auth_types_for_event(
+            &ev.kind,
+            &ev.sender,
+            ev.state_key.as_deref(),
+            &serde_json::value::to_raw_value(&ev.content).unwrap(),
+            &rules.authorization,
+        )
+        .unwrap();
+        let auth: Vec<OwnedEventId> = types
+            .iter()
+            .filter_map(|(t, k): &(StateEventType, String)| {
+                state.get(&(t.to_string(), k.clone())).cloned()
+            })
+            .collect();
+        let (_, json) = self.server.event_on(
+            &room(),
+            &RoomVersionId::V11,
+            ev,
+            vec![prev.pdu.event_id.clone()],
+            auth,
+            u64::from(prev.pdu.depth) + 1,
+            ts,
+        );
+        verify_pdu(&self.keys, &RoomVersionId::V11, &room(), &json)
+            .await
+            .unwrap()
+            .into()
+    }
+}
+
+fn received(pdu: ReceivedPdu) -> RoomBatch {
+    RoomBatch {
+        room_id: room(),
+        create_version: None,
+        events: Vec::new(),
+        remote: vec![pdu],
+    }
+}
+
+async fn topic(store: &SqlStore) -> OwnedEventId {
+    store
+        .state_event(&room(), "m.room.topic", "")
+        .await
+        .unwrap()
+        .unwrap()
+        .pdu
+        .event_id
+}
+
+async fn in_timeline(store: &SqlStore, id: &OwnedEventId) -> bool {
+    let all = store.events_between(0, i64::MAX, 10_000).await.unwrap();
+    all.iter().any(|e| &e.pdu.event_id == id)
+}
+
+async fn a_room_forks_and_resolves_with_another_server(db: Db) {
+    let store = db.open().await;
+    let remote = RemoteServer::new(server_name!("remote.example"));
+    let peer = Peer {
+        keys: key_service(store.clone(), &remote),
+        server: remote,
+        store: store.clone(),
+    };
+    let bus = InProcessBus::new(sequencer(store.clone()), 2);
+    let local = |ev: EventIntent| {
+        let bus = &bus;
+        async move { bus.submit(in_room(vec![ev])).await.unwrap().remove(0) }
+    };
+    let created = bus.submit(public_room()).await.unwrap();
+    let head = created.last().unwrap();
+
+    // Bob's server joins him: the event is appended in the room's lane, with a position.
+    let join = peer
+        .send(
+            head,
+            intent(
+                BOB,
+                "m.room.member",
+                Some(BOB),
+                json!({ "membership": "join" }),
+            ),
+            T0,
+        )
+        .await;
+    let joined = bus.submit(received(join.clone())).await.unwrap().remove(0);
+    assert_eq!(joined.pdu.event_id, join.event_id);
+    assert!(joined.pos > head.pos);
+    let bob = user_id!("@bob:remote.example");
+    assert_eq!(
+        store
+            .membership(&room(), bob)
+            .await
+            .unwrap()
+            .unwrap()
+            .membership,
+        ruma::events::room::member::MembershipState::Join
+    );
+    assert_eq!(extremities(&store).await, vec![join.event_id.to_string()]);
+    // Received again (a retried transaction): the same event, not a second one.
+    let again = bus.submit(received(join.clone())).await.unwrap().remove(0);
+    assert_eq!(again.pos, joined.pos);
+
+    // Alice makes Bob a moderator; then both set the topic at once, on the same event. Bob's
+    // arrives second but was sent earlier: the room forks, and resolution orders the two
+    // topics by the power levels they rest on, then by time: Alice's stands.
+    let pl = json!({ "users": { ALICE: 100, BOB: 50 } });
+    let mod_bob = local(intent(ALICE, "m.room.power_levels", Some(""), pl)).await;
+    let t_alice = local(intent(
+        ALICE,
+        "m.room.topic",
+        Some(""),
+        json!({ "topic": "Alice's" }),
+    ))
+    .await;
+    let early = u64::from(t_alice.pdu.origin_server_ts.get()) - 60_000;
+    let t_bob = peer
+        .send(
+            &mod_bob,
+            intent(BOB, "m.room.topic", Some(""), json!({ "topic": "Bob's" })),
+            early,
+        )
+        .await;
+    let t_bob = bus.submit(received(t_bob)).await.unwrap().remove(0);
+    let mut forked = vec![
+        t_alice.pdu.event_id.to_string(),
+        t_bob.pdu.event_id.to_string(),
+    ];
+    forked.sort();
+    assert_eq!(extremities(&store).await, forked, "the room has two heads");
+    assert_eq!(topic(&store).await, t_alice.pdu.event_id);
+    assert!(
+        in_timeline(&store, &t_bob.pdu.event_id).await,
+        "Bob's topic is history"
+    );
+
+    // Alice's next message merges the fork: it names both heads and is deeper than either;
+    // the state after it is the resolved one.
+    let merged = local(intent(
+        ALICE,
+        "m.room.message",
+        None,
+        json!({ "body": "hi" }),
+    ))
+    .await;
+    let mut prevs: Vec<String> = merged
+        .pdu
+        .prev_events
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    prevs.sort();
+    assert_eq!(prevs, forked);
+    assert_eq!(
+        u64::from(merged.pdu.depth),
+        u64::from(t_alice.pdu.depth).max(u64::from(t_bob.pdu.depth)) + 1
+    );
+    assert_eq!(
+        extremities(&store).await,
+        vec![merged.pdu.event_id.to_string()]
+    );
+    let after = store
+        .state_after(&merged.pdu.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after[&("m.room.topic".to_owned(), String::new())],
+        t_alice.pdu.event_id
+    );
+
+    // Alice demotes Bob; Bob, not knowing, sets the topic on the event before: fine before
+    // the demotion, not after it. Soft-failed: kept, never in the timeline, not a head.
+    let demote = json!({ "users": { ALICE: 100, BOB: 0 } });
+    let demoted = local(intent(ALICE, "m.room.power_levels", Some(""), demote)).await;
+    let late_topic = peer
+        .send(
+            &merged,
+            intent(BOB, "m.room.topic", Some(""), json!({ "topic": "mine" })),
+            T0,
+        )
+        .await;
+    let answer = bus.submit(received(late_topic.clone())).await.unwrap();
+    assert!(answer.is_empty(), "a soft-failed event answers nothing");
+    assert_eq!(
+        store.held(&late_topic.event_id).await.unwrap().map(|h| h.0),
+        Some(HeldStatus::SoftFailed)
+    );
+    assert!(!in_timeline(&store, &late_topic.event_id).await);
+    assert_eq!(
+        extremities(&store).await,
+        vec![demoted.pdu.event_id.to_string()]
+    );
+    assert_eq!(topic(&store).await, t_alice.pdu.event_id);
+
+    // Bob raises himself back, on the demotion: rejected against the state before it.
+    let raise = json!({ "users": { ALICE: 100, BOB: 100 } });
+    let raised = peer
+        .send(
+            &demoted,
+            intent(BOB, "m.room.power_levels", Some(""), raise),
+            T0,
+        )
+        .await;
+    let refused = bus.submit(received(raised.clone())).await;
+    assert!(matches!(refused, Err(Error::Matrix { .. })), "{refused:?}");
+    assert_eq!(
+        store.held(&raised.event_id).await.unwrap().map(|h| h.0),
+        Some(HeldStatus::Rejected)
+    );
+
+    // Alice bans Bob; what Bob says after his ban is rejected.
+    let ban = json!({ "membership": "ban" });
+    let banned = local(intent(ALICE, "m.room.member", Some(BOB), ban)).await;
+    let said = peer
+        .send(
+            &banned,
+            intent(BOB, "m.room.message", None, json!({ "body": "still here" })),
+            T0,
+        )
+        .await;
+    assert!(bus.submit(received(said.clone())).await.is_err());
+    assert_eq!(
+        store.held(&said.event_id).await.unwrap().map(|h| h.0),
+        Some(HeldStatus::Rejected)
+    );
+    for held in [&late_topic.event_id, &raised.event_id, &said.event_id] {
+        assert!(
+            !in_timeline(&store, held).await,
+            "{held} reached the timeline"
+        );
+        assert!(store.event(held).await.unwrap().is_none());
+    }
+    assert_eq!(
+        extremities(&store).await,
+        vec![banned.pdu.event_id.to_string()]
+    );
+    // The room goes on from its heads.
+    let next = local(intent(
+        ALICE,
+        "m.room.message",
+        None,
+        json!({ "body": "bye" }),
+    ))
+    .await;
+    assert_eq!(next.pdu.prev_events, vec![banned.pdu.event_id.clone()]);
+}

@@ -1,0 +1,66 @@
+//! What the room log keeps beyond a line of local events: the changes an event of another
+//! server makes, and the events it holds back.
+
+use std::collections::HashMap;
+
+use ruma::{events::room::member::MembershipState, OwnedEventId, OwnedRoomId};
+
+/// A state: `(type, state_key)` → event id, as the store keeps it.
+pub type StoredState = HashMap<(String, String), OwnedEventId>;
+
+/// What an event of another server changes beyond its own row.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteAppend {
+    /// The entries of the room's current state that change: the resolution of the forward
+    /// extremities' states, compared with the current state.
+    pub current_state: Vec<StateChange>,
+}
+
+/// One entry of a room's current state, set or removed.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub kind: String,
+    pub state_key: String,
+    /// The event now in the state, with its membership for an `m.room.member` event; `None`
+    /// when resolution left the entry out.
+    pub to: Option<(OwnedEventId, Option<MembershipState>)>,
+}
+
+/// Why an event of another server is kept but not part of the room's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldStatus {
+    /// It failed authorization against its auth events or the state before it: never served,
+    /// never state, never a prev event.
+    Rejected,
+    /// It passed those but failed against the room's current state: never sent to clients,
+    /// never a prev event of a local event.
+    SoftFailed,
+}
+
+impl HeldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldStatus::Rejected => "rejected",
+            HeldStatus::SoftFailed => "soft_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rejected" => Some(HeldStatus::Rejected),
+            "soft_failed" => Some(HeldStatus::SoftFailed),
+            _ => None,
+        }
+    }
+}
+
+/// An event held back, with why.
+#[derive(Debug, Clone)]
+pub struct HeldEvent {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    /// The PDU as received (verified).
+    pub json: String,
+    pub status: HeldStatus,
+    pub reason: String,
+}

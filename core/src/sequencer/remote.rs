@@ -1,0 +1,276 @@
+//! Events of other servers, added in the room's lane like local ones.
+//!
+//! Their signatures and hashes were checked where they arrived; here each is checked against
+//! the room's state in the spec's order (its auth events, the state before it — the
+//! resolution of its prev events' states — then the current state), and then appended with
+//! its state, or held back as rejected or soft-failed. When it forks the room, the room's
+//! current state becomes the resolution of its forward extremities' states.
+
+use std::collections::HashMap;
+
+use ruma::{EventId, OwnedEventId, RoomId};
+
+use super::{Head, Sequencer};
+use crate::{
+    error::ErrorCode,
+    intent::{ReceivedPdu, RoomBatch},
+    ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange},
+    remote_auth::{admit, Admission, StateMap},
+    state_resolution::{events_to_load, resolve, state_ids, AuthGraph, StateIds},
+    Error, Pdu, Result, StoredEvent,
+};
+
+/// What became of one received event.
+enum Outcome {
+    Appended(Box<StoredEvent>),
+    Held(HeldStatus, String),
+}
+
+impl Sequencer {
+    /// Adds the received events of `batch`, one at a time: the events appended (or appended
+    /// before), or the refusal of the first that is rejected. A soft-failed event is kept
+    /// and answers nothing, as the spec has it: its sender learns nothing of it.
+    pub(super) async fn sequence_remote(&self, batch: &RoomBatch) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(batch.remote.len());
+        for received in &batch.remote {
+            match self.add_remote(&batch.room_id, received).await? {
+                Outcome::Appended(ev) => out.push(*ev),
+                Outcome::Held(HeldStatus::Rejected, why) => {
+                    return Err(Error::forbidden(format!(
+                        "{} is rejected: {why}",
+                        received.event_id
+                    )))
+                }
+                Outcome::Held(HeldStatus::SoftFailed, _) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn add_remote(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<Outcome> {
+        let slot = self.head_slot(room_id);
+        let mut guard = slot.lock_owned().await;
+        if guard.is_none() {
+            *guard = self.load_head(room_id).await?;
+        }
+        let Some(head) = guard.as_ref() else {
+            return Err(Error::not_found(format!("{room_id} is not known here")));
+        };
+        if let Some(ev) = self.store.event(&received.event_id).await? {
+            return Ok(Outcome::Appended(Box::new(ev)));
+        }
+        if let Some((status, why)) = self.store.held(&received.event_id).await? {
+            return Ok(Outcome::Held(status, why));
+        }
+        let pdu = Pdu::from_stored(
+            &received.json,
+            received.event_id.clone(),
+            room_id.to_owned(),
+        )?;
+        if pdu.prev_events.is_empty() {
+            return Err(Error::forbidden(
+                "an event of an existing room names prev events",
+            ));
+        }
+        let checked = self.check(head, &pdu).await?;
+        let (before, graph) = match checked {
+            Checked::Admitted { before, graph } => (before, graph),
+            Checked::Held(status, reason) => {
+                self.store
+                    .hold(&HeldEvent {
+                        event_id: pdu.event_id.clone(),
+                        room_id: room_id.to_owned(),
+                        json: received.json.clone(),
+                        status,
+                        reason: reason.clone(),
+                    })
+                    .await?;
+                tracing::info!(event_id = %pdu.event_id, status = status.as_str(), %reason, "held an event of another server");
+                return Ok(Outcome::Held(status, reason));
+            }
+        };
+        let new_event = self
+            .remote_new_event(head, pdu, received, before, graph)
+            .await?;
+        // The head is reloaded from the store on next use: its extremities and state moved.
+        *guard = None;
+        let positions = self
+            .store
+            .append(std::slice::from_ref(&new_event), None)
+            .await?;
+        drop(guard);
+        self.notifier.notify();
+        let pos = positions
+            .first()
+            .copied()
+            .ok_or_else(|| Error::internal("an append answered no position"))?;
+        Ok(Outcome::Appended(Box::new(StoredEvent {
+            pos,
+            pdu: new_event.pdu,
+            unsigned: new_event.unsigned,
+            redacted_because: None,
+            txn: None,
+        })))
+    }
+
+    /// The state before `pdu` (its prev events' states, resolved) and whether it is admitted.
+    async fn check(&self, head: &Head, pdu: &Pdu) -> Result<Checked> {
+        let mut prev_states = Vec::with_capacity(pdu.prev_events.len());
+        for prev in &pdu.prev_events {
+            prev_states.push(self.state_after(head, prev).await?);
+        }
+        let mut load = events_to_load(&prev_states);
+        load.extend(pdu.auth_events.iter().cloned());
+        let graph = AuthGraph::new(self.store.auth_graph(&load).await?);
+        let before = resolve(&head.rules, &prev_states, &graph)?;
+        let auth_events: HashMap<OwnedEventId, Pdu> = pdu
+            .auth_events
+            .iter()
+            .filter_map(|id| graph.get(id).map(|p| (id.clone(), p.clone())))
+            .collect();
+        let before_events: StateMap = before
+            .iter()
+            .filter_map(|((kind, key), id)| {
+                Some(((kind.to_string(), key.clone()), graph.get(id)?.clone()))
+            })
+            .collect();
+        Ok(
+            match admit(&head.rules, pdu, &auth_events, &before_events, &head.state) {
+                Admission::Accepted => Checked::Admitted { before, graph },
+                Admission::Rejected(why) => Checked::Held(HeldStatus::Rejected, why),
+                Admission::SoftFailed(why) => Checked::Held(HeldStatus::SoftFailed, why),
+            },
+        )
+    }
+
+    /// The state after a stored event. An event stored before the store kept the state at
+    /// every event has none; while it is the room's only head, its state is the current one.
+    async fn state_after(&self, head: &Head, event_id: &EventId) -> Result<StateIds> {
+        if let Some(state) = self.store.state_after(event_id).await? {
+            return Ok(state_ids(state));
+        }
+        if head.extremities.len() == 1 && head.extremities[0] == event_id {
+            return Ok(head
+                .state
+                .iter()
+                .map(|((kind, key), p)| ((kind.as_str().into(), key.clone()), p.event_id.clone()))
+                .collect());
+        }
+        Err(Error::matrix(
+            ErrorCode::NotFound,
+            format!("the prev event {event_id} is not known here"),
+        ))
+    }
+
+    /// The append of an admitted `pdu`: its state, and the room's new current state.
+    async fn remote_new_event(
+        &self,
+        head: &Head,
+        pdu: Pdu,
+        received: &ReceivedPdu,
+        before: StateIds,
+        mut graph: AuthGraph,
+    ) -> Result<NewEvent> {
+        let room_id = pdu.room_id().to_owned();
+        let mut after = before.clone();
+        let mut unsigned = None;
+        if let Some(key) = &pdu.state_key {
+            let k = (pdu.kind.to_string().into(), key.clone());
+            if let Some(prev) = before.get(&k).and_then(|id| graph.get(id)) {
+                unsigned = Some(serde_json::json!({
+                    "prev_content": prev.content_value(),
+                    "prev_sender": prev.sender,
+                    "replaces_state": prev.event_id,
+                }));
+            }
+            after.insert(k, pdu.event_id.clone());
+        }
+        // Its first prev event's state, unless the prev events' states had to be resolved.
+        let first_prev = self.state_after(head, &pdu.prev_events[0]).await?;
+        let state_before = (before != first_prev).then(|| stored(&before));
+
+        // The room's heads after it, and their states' resolution.
+        let mut extremities: Vec<OwnedEventId> = head
+            .extremities
+            .iter()
+            .filter(|e| !pdu.prev_events.contains(e))
+            .cloned()
+            .collect();
+        extremities.insert(0, pdu.event_id.clone());
+        graph.insert(pdu.clone());
+        let current = if extremities.len() == 1 {
+            after
+        } else {
+            let mut states = vec![after];
+            for x in &extremities[1..] {
+                states.push(self.state_after(head, x).await?);
+            }
+            let mut load = events_to_load(&states);
+            load.retain(|id| graph.get(id).is_none());
+            for p in self.store.auth_graph(&load).await? {
+                graph.insert(p);
+            }
+            resolve(&head.rules, &states, &graph)?
+        };
+        let current_state = changes(&head.state, &current, &graph);
+
+        let sender_server = pdu.sender.server_name().to_owned();
+        let redaction = self
+            .redaction_of(&room_id, &head.rules, &pdu, |target| {
+                target.sender.server_name() == sender_server
+            })
+            .await?;
+        Ok(NewEvent {
+            pdu,
+            json: received.json.clone(),
+            unsigned,
+            txn: None,
+            room_version: None,
+            redaction,
+            state_before,
+            remote: Some(RemoteAppend { current_state }),
+        })
+    }
+}
+
+enum Checked {
+    Admitted { before: StateIds, graph: AuthGraph },
+    Held(HeldStatus, String),
+}
+
+fn stored(state: &StateIds) -> crate::ports::StoredState {
+    state
+        .iter()
+        .map(|((kind, key), id)| ((kind.to_string(), key.clone()), id.clone()))
+        .collect()
+}
+
+/// The entries of `current` that differ from the room's current state `was`.
+fn changes(
+    was: &HashMap<(String, String), Pdu>,
+    current: &StateIds,
+    graph: &AuthGraph,
+) -> Vec<StateChange> {
+    let mut out = Vec::new();
+    for ((kind, key), id) in current {
+        let k = (kind.to_string(), key.clone());
+        if was.get(&k).map(|p| &p.event_id) != Some(id) {
+            let membership = graph.get(id).and_then(Pdu::membership);
+            out.push(StateChange {
+                kind: k.0,
+                state_key: k.1,
+                to: Some((id.clone(), membership)),
+            });
+        }
+    }
+    for (kind, key) in was.keys() {
+        if !current.contains_key(&(kind.as_str().into(), key.clone())) {
+            out.push(StateChange {
+                kind: kind.clone(),
+                state_key: key.clone(),
+                to: None,
+            });
+        }
+    }
+    out
+}
