@@ -14,7 +14,9 @@ use crate::{intent::RoomBatch, Error, Pdu, Result, StoredEvent};
 mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
 mod room_dag;
-pub use room_dag::{HeldEvent, HeldStatus, RemoteAppend, StateChange, StoredState};
+pub use room_dag::{
+    HeldEvent, HeldStatus, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange, StoredState,
+};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 

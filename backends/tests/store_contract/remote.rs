@@ -1,9 +1,12 @@
 //! Another homeserver, in this process: its own ed25519 keys, its key documents signed as it
 //! would serve them, and events built and signed the way it would send them.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, Mutex,
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use async_trait::async_trait;
@@ -39,6 +42,8 @@ pub(crate) struct RemoteServer {
     pub(crate) valid_until: Mutex<u64>,
     pub(crate) forge_as: Mutex<Option<OwnedServerName>>,
     pub(crate) asked: AtomicUsize,
+    /// The events it built, by id: what it serves to a server that lacks them.
+    pub(crate) built: Mutex<HashMap<OwnedEventId, (Pdu, String)>>,
 }
 
 impl RemoteServer {
@@ -50,6 +55,7 @@ impl RemoteServer {
             valid_until: Mutex::new(T0 + DAY),
             forge_as: Mutex::new(None),
             asked: AtomicUsize::new(0),
+            built: Mutex::new(HashMap::new()),
         })
     }
 
@@ -154,7 +160,7 @@ impl RemoteServer {
         intent.origin_server_ts = ts;
         let rules = version.rules().unwrap();
         let signing = self.signing.lock().unwrap();
-        build_pdu(
+        let (pdu, json) = build_pdu(
             &signing,
             room_id,
             &rules,
@@ -163,7 +169,39 @@ impl RemoteServer {
             auth_events,
             depth,
         )
-        .unwrap()
+        .unwrap();
+        self.built
+            .lock()
+            .unwrap()
+            .insert(pdu.event_id.clone(), (pdu.clone(), json.clone()));
+        (pdu, json)
+    }
+
+    /// Its events before `latest` and not before `earliest` (`/get_missing_events`): walking
+    /// back along prev events until an event it did not build or one of `earliest`.
+    pub(crate) fn missing(
+        &self,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+    ) -> Vec<String> {
+        let built = self.built.lock().unwrap();
+        let mut out = Vec::new();
+        let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
+        let mut todo: Vec<OwnedEventId> = latest
+            .iter()
+            .filter_map(|id| built.get(id))
+            .flat_map(|(p, _)| p.prev_events.clone())
+            .collect();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some((pdu, json)) = built.get(&id) {
+                out.push(json.clone());
+                todo.extend(pdu.prev_events.iter().cloned());
+            }
+        }
+        out
     }
 }
 

@@ -8,14 +8,20 @@ use ruma::{
     server_name, state_res, OwnedEventId, OwnedRoomId,
 };
 use sandcat_core::{
-    intent::ReceivedPdu, ports::HeldStatus, remote_pdu::verify_pdu,
-    services::server_keys::ServerKeys, Error, StoredEvent,
+    intent::ReceivedPdu,
+    ports::{HeldStatus, RemoteFetch},
+    remote_pdu::verify_pdu,
+    services::server_keys::ServerKeys,
+    Error, StoredEvent,
 };
 
 use super::remote::{key_service, RemoteServer, T0};
 use super::*;
 
-on_both_backends!(a_room_forks_and_resolves_with_another_server);
+on_both_backends!(
+    a_room_forks_and_resolves_with_another_server,
+    missing_events_are_fetched_from_their_sender,
+);
 
 const ALICE: &str = "@alice:localhost";
 const BOB: &str = "@bob:remote.example";
@@ -72,12 +78,20 @@ impl Peer {
     /// An event of Bob's on `prev` (one event), its auth events chosen from the state after
     /// `prev` as his server would, checked on arrival as the federation API will.
     async fn send(&self, prev: &StoredEvent, ev: EventIntent, ts: u64) -> ReceivedPdu {
-        let state = self
-            .store
-            .state_after(&prev.pdu.event_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let prev_id = (prev.pdu.event_id.clone(), u64::from(prev.pdu.depth));
+        self.send_on(&prev.pdu.event_id, prev_id, ev, ts).await
+    }
+
+    /// An event of Bob's on `prev` (`(id, depth)`), which this server may not have yet, its
+    /// auth events chosen from the state after `state_at`.
+    async fn send_on(
+        &self,
+        state_at: &OwnedEventId,
+        prev: (OwnedEventId, u64),
+        ev: EventIntent,
+        ts: u64,
+    ) -> ReceivedPdu {
+        let state = self.store.state_after(state_at).await.unwrap().unwrap();
         let rules = RoomVersionId::V11.rules().unwrap();
         let types = state_res::auth_types_for_event(
             &ev.kind,
@@ -97,9 +111,9 @@ impl Peer {
             &room(),
             &RoomVersionId::V11,
             ev,
-            vec![prev.pdu.event_id.clone()],
+            vec![prev.0],
             auth,
-            u64::from(prev.pdu.depth) + 1,
+            prev.1 + 1,
             ts,
         );
         verify_pdu(&self.keys, &RoomVersionId::V11, &room(), &json)
@@ -323,4 +337,107 @@ async fn a_room_forks_and_resolves_with_another_server(db: Db) {
     ))
     .await;
     assert_eq!(next.pdu.prev_events, vec![banned.pdu.event_id.clone()]);
+}
+
+/// The other server's side of `/get_missing_events`: its events, checked on arrival as the
+/// federation client checks what it fetches.
+struct Fetcher {
+    server: Arc<RemoteServer>,
+    keys: ServerKeys,
+}
+
+#[async_trait::async_trait]
+impl RemoteFetch for Fetcher {
+    async fn missing_events(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+    ) -> sandcat_core::Result<Vec<ReceivedPdu>> {
+        assert_eq!(origin, self.server.name, "asked of the sender's server");
+        let mut out = Vec::new();
+        for json in self
+            .server
+            .missing(earliest, latest)
+            .into_iter()
+            .take(limit)
+        {
+            let verified = verify_pdu(&self.keys, &RoomVersionId::V11, room_id, &json).await?;
+            out.push(verified.into());
+        }
+        Ok(out)
+    }
+}
+
+async fn missing_events_are_fetched_from_their_sender(db: Db) {
+    let store = db.open().await;
+    let remote = RemoteServer::new(server_name!("remote.example"));
+    let peer = Peer {
+        keys: key_service(store.clone(), &remote),
+        server: remote.clone(),
+        store: store.clone(),
+    };
+    let fetcher = Arc::new(Fetcher {
+        server: remote,
+        keys: key_service(store.clone(), &peer.server),
+    });
+    let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
+    let signing = Arc::new(SigningKey {
+        server_name: "localhost".try_into().unwrap(),
+        key,
+    });
+    let seq = Sequencer::new(store.clone(), signing, Notifier::default()).with_fetch(fetcher);
+    let bus = InProcessBus::new(Arc::new(seq), 2);
+    let created = bus.submit(public_room()).await.unwrap();
+    let head = created.last().unwrap();
+    let join = peer
+        .send(
+            head,
+            intent(
+                BOB,
+                "m.room.member",
+                Some(BOB),
+                json!({ "membership": "join" }),
+            ),
+            T0,
+        )
+        .await;
+    let joined = bus.submit(received(join)).await.unwrap().remove(0);
+
+    // Bob says three things; only the last reaches this server.
+    let say = |body: &str| intent(BOB, "m.room.message", None, json!({ "body": body }));
+    let at = &joined.pdu.event_id;
+    let depth = u64::from(joined.pdu.depth);
+    let one = peer.send_on(at, (at.clone(), depth), say("one"), T0).await;
+    let two = peer
+        .send_on(at, (one.event_id.clone(), depth + 1), say("two"), T0)
+        .await;
+    let three = peer
+        .send_on(at, (two.event_id.clone(), depth + 2), say("three"), T0)
+        .await;
+    let answer = bus.submit(received(three.clone())).await.unwrap();
+    assert_eq!(answer.len(), 1);
+    // The two it lacked were fetched from Bob's server and appended first, in order.
+    let timeline = store
+        .events_between(joined.pos, i64::MAX, 100)
+        .await
+        .unwrap();
+    let ids: Vec<&OwnedEventId> = timeline.iter().map(|e| &e.pdu.event_id).collect();
+    assert_eq!(ids, [&one.event_id, &two.event_id, &three.event_id]);
+    assert_eq!(extremities(&store).await, vec![three.event_id.to_string()]);
+
+    // A gap its sender cannot fill: the event is refused, and nothing is appended.
+    let unknown: OwnedEventId = "$never-sent".try_into().unwrap();
+    let orphan = peer
+        .send_on(at, (unknown, depth + 5), say("from nowhere"), T0)
+        .await;
+    let refused = bus.submit(received(orphan.clone())).await;
+    assert!(
+        matches!(&refused, Err(Error::Matrix { message, .. }) if message.contains("not known")),
+        "{refused:?}"
+    );
+    assert!(store.event(&orphan.event_id).await.unwrap().is_none());
+    assert_eq!(extremities(&store).await, vec![three.event_id.to_string()]);
 }

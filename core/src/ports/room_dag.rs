@@ -64,3 +64,38 @@ pub struct HeldEvent {
     pub status: HeldStatus,
     pub reason: String,
 }
+
+/// Where the events a room's log lacks come from: the server that sent an event naming them.
+/// Implemented by the federation client, which checks signatures and hashes of what it gets
+/// (`verify_pdu`) before answering.
+#[async_trait::async_trait]
+pub trait RemoteFetch: Send + Sync {
+    /// Events of `room_id` before `latest` and after `earliest`, up to `limit`, as `origin`
+    /// has them (`/get_missing_events`): the gap between what this server has and an event
+    /// it received.
+    async fn missing_events(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+    ) -> crate::Result<Vec<crate::intent::ReceivedPdu>>;
+}
+
+/// The fetcher of a server that talks to no other: no event can be fetched.
+pub struct NoRemoteFetch;
+
+#[async_trait::async_trait]
+impl RemoteFetch for NoRemoteFetch {
+    async fn missing_events(
+        &self,
+        _origin: &ruma::ServerName,
+        _room_id: &ruma::RoomId,
+        _earliest: &[OwnedEventId],
+        _latest: &[OwnedEventId],
+        _limit: usize,
+    ) -> crate::Result<Vec<crate::intent::ReceivedPdu>> {
+        Ok(Vec::new())
+    }
+}

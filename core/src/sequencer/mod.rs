@@ -25,7 +25,10 @@ use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
     notifier::Notifier,
-    ports::{AppendBatch, BatchHandler, BatchOutcome, NewEvent, RoomStore, MAX_PREV_EVENTS},
+    ports::{
+        AppendBatch, BatchHandler, BatchOutcome, NewEvent, NoRemoteFetch, RemoteFetch, RoomStore,
+        MAX_PREV_EVENTS,
+    },
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -114,6 +117,8 @@ pub struct Sequencer {
     store: Arc<dyn RoomStore>,
     signing: Arc<SigningKey>,
     notifier: Notifier,
+    /// Where events of other servers that the log lacks are fetched from.
+    fetch: Arc<dyn RemoteFetch>,
     heads: std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
@@ -123,8 +128,15 @@ impl Sequencer {
             store,
             signing,
             notifier,
+            fetch: Arc::new(NoRemoteFetch),
             heads: Default::default(),
         }
+    }
+
+    /// Fetches the events other servers' events name and the log lacks from `fetch`.
+    pub fn with_fetch(mut self, fetch: Arc<dyn RemoteFetch>) -> Self {
+        self.fetch = fetch;
+        self
     }
 
     fn head_slot(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<Head>>> {

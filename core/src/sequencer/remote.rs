@@ -20,6 +20,9 @@ use crate::{
     Error, Pdu, Result, StoredEvent,
 };
 
+/// The most events fetched to fill one gap before an event of another server.
+const MAX_MISSING: usize = 20;
+
 /// What became of one received event.
 enum Outcome {
     Appended(Box<StoredEvent>),
@@ -33,6 +36,7 @@ impl Sequencer {
     pub(super) async fn sequence_remote(&self, batch: &RoomBatch) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(batch.remote.len());
         for received in &batch.remote {
+            self.fill_gap(&batch.room_id, received).await?;
             match self.add_remote(&batch.room_id, received).await? {
                 Outcome::Appended(ev) => out.push(*ev),
                 Outcome::Held(HeldStatus::Rejected, why) => {
@@ -45,6 +49,65 @@ impl Sequencer {
             }
         }
         Ok(out)
+    }
+
+    /// Fetches and adds, oldest first, the events between the room's heads and `received`
+    /// when the log lacks one of its prev events: they are asked of the server of its sender,
+    /// as `/get_missing_events` asks. An event that cannot be added leaves its gap, and
+    /// `received` is then refused for its unknown prev event.
+    async fn fill_gap(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<()> {
+        let pdu = Pdu::from_stored(
+            &received.json,
+            received.event_id.clone(),
+            room_id.to_owned(),
+        )?;
+        let mut complete = true;
+        for prev in &pdu.prev_events {
+            complete &= self.store.event(prev).await?.is_some();
+        }
+        if complete {
+            return Ok(());
+        }
+        let earliest = self.extremities(room_id).await?;
+        let fetched = self
+            .fetch
+            .missing_events(
+                pdu.sender.server_name(),
+                room_id,
+                &earliest,
+                std::slice::from_ref(&pdu.event_id),
+                MAX_MISSING,
+            )
+            .await?;
+        let mut by_depth: Vec<(u64, &ReceivedPdu)> = fetched
+            .iter()
+            .take(MAX_MISSING)
+            .filter(|r| r.event_id != pdu.event_id)
+            .filter_map(|r| {
+                let p = Pdu::from_stored(&r.json, r.event_id.clone(), room_id.to_owned()).ok()?;
+                Some((u64::from(p.depth), r))
+            })
+            .collect();
+        by_depth.sort_by_key(|(depth, _)| *depth);
+        for (_, missing) in by_depth {
+            if let Err(e) = self.add_remote(room_id, missing).await {
+                tracing::debug!(event_id = %missing.event_id, error = %e, "a fetched event was not added");
+            }
+        }
+        Ok(())
+    }
+
+    /// The room's forward extremities.
+    async fn extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        let slot = self.head_slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = self.load_head(room_id).await?;
+        }
+        match guard.as_ref() {
+            Some(head) => Ok(head.extremities.clone()),
+            None => Err(Error::not_found(format!("{room_id} is not known here"))),
+        }
     }
 
     async fn add_remote(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<Outcome> {
