@@ -15,7 +15,8 @@ mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
 mod room_dag;
 pub use room_dag::{
-    HeldEvent, HeldStatus, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange, StoredState,
+    HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange,
+    StoredState, TopoPoint,
 };
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
@@ -265,6 +266,15 @@ pub trait RoomStore: Send + Sync {
         room_id: &RoomId,
         after: i64,
         until: i64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
+    /// A page of the room's history in topological order (depth, then stream position):
+    /// `/messages` and `/context`. For rooms only this server writes to, it is stream order.
+    async fn history(
+        &self,
+        room_id: &RoomId,
+        range: HistoryRange,
         dir: Direction,
         limit: usize,
     ) -> Result<Vec<StoredEvent>>;

@@ -6,7 +6,7 @@ use super::*;
 use ruma::events::room::member::MembershipState;
 use sandcat_core::ports::AppendBatch;
 
-/// Events per `INSERT`: 15 parameters each stays far below either database's limit.
+/// Events per `INSERT`: 16 parameters each stays far below either database's limit.
 const EVENTS_PER_INSERT: usize = 500;
 
 /// `(event_id, rel_type)` of an event's `m.relates_to`.
@@ -105,17 +105,17 @@ async fn insert_events(
     // The state group: one made in this append, or the prev event's.
     let rows: Vec<String> = (0..chunk.len())
         .map(|i| {
-            let n = i * 15 + 1;
+            let n = i * 16 + 1;
             format!(
                 "({}, COALESCE(${}, (SELECT state_group FROM events WHERE event_id = ${})))",
-                params(n, 13),
-                n + 13,
-                n + 14
+                params(n, 14),
+                n + 14,
+                n + 15
             )
         })
         .collect();
     let sql = format!(
-        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type, state_group) VALUES {}",
+        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type, depth, state_group) VALUES {}",
         rows.join(", ")
     );
     let mut q = sqlx::query(&sql);
@@ -141,6 +141,7 @@ async fn insert_events(
             .bind(txn_id)
             .bind(relates_to)
             .bind(rel_type)
+            .bind(u64::from(pdu.depth) as i64)
             .bind(group_id)
             .bind(as_event);
     }

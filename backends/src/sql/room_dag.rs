@@ -2,7 +2,7 @@
 //! and the events of other servers held back (rejected or soft-failed).
 
 use super::*;
-use sandcat_core::ports::{HeldEvent, HeldStatus};
+use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange, TopoPoint};
 
 /// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
 /// up on the write path, one round trip per read. Each dialect reads JSON its own way.
@@ -78,5 +78,52 @@ impl SqlStore {
         let status = HeldStatus::parse(&status)
             .ok_or_else(|| Error::storage(format!("unknown held status {status}")))?;
         Ok(Some((status, r.try_get("reason").map_err(db)?)))
+    }
+}
+
+impl SqlStore {
+    /// A page of a room's history in topological order; see `RoomStore::history`.
+    pub(super) async fn history_page(
+        &self,
+        room_id: &RoomId,
+        range: HistoryRange,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let (beyond, before, order) = match dir {
+            Direction::Forward => (">", "<", "ASC"),
+            Direction::Backward => ("<", ">", "DESC"),
+        };
+        let mut sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3"
+        );
+        let mut n = 4;
+        let mut points: Vec<TopoPoint> = Vec::new();
+        for (point, cmp) in [(range.from, beyond), (range.to, before)] {
+            if let Some(p) = point {
+                sql.push_str(&format!(
+                    " AND (depth {cmp} ${} OR (depth = ${} AND pos {cmp} ${}))",
+                    n,
+                    n + 1,
+                    n + 2
+                ));
+                n += 3;
+                points.push(p);
+            }
+        }
+        sql.push_str(&format!(" ORDER BY depth {order}, pos {order} LIMIT ${n}"));
+        let mut q = sqlx::query(&sql)
+            .bind(room_id.as_str())
+            .bind(range.floor)
+            .bind(range.until);
+        for p in points {
+            q = q.bind(p.depth).bind(p.depth).bind(p.pos);
+        }
+        let rows = q
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 }

@@ -294,6 +294,16 @@ impl RoomStore for SqlStore {
         self.events_from_rows(rows).await
     }
 
+    async fn history(
+        &self,
+        room_id: &RoomId,
+        range: sandcat_core::ports::HistoryRange,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        self.history_page(room_id, range, dir, limit).await
+    }
+
     async fn relations(
         &self,
         room_id: &RoomId,

@@ -9,7 +9,7 @@ use ruma::{
 };
 use sandcat_core::{
     intent::ReceivedPdu,
-    ports::{HeldStatus, RemoteFetch},
+    ports::{HeldStatus, HistoryRange, RemoteFetch},
     remote_pdu::verify_pdu,
     services::server_keys::ServerKeys,
     Error, StoredEvent,
@@ -440,4 +440,63 @@ async fn missing_events_are_fetched_from_their_sender(db: Db) {
     );
     assert!(store.event(&orphan.event_id).await.unwrap().is_none());
     assert_eq!(extremities(&store).await, vec![three.event_id.to_string()]);
+
+    // Alice says three things; Bob, who has not seen them, answers his own last message. His
+    // answer comes last in the stream, but history (`/messages`) reads the room in
+    // topological order: it sits beside Alice's first, one deeper than Bob's "three".
+    let alice_says = |body: &str| {
+        in_room(vec![intent(
+            ALICE,
+            "m.room.message",
+            None,
+            json!({ "body": body }),
+        )])
+    };
+    let mut alice = Vec::new();
+    for body in ["a1", "a2", "a3"] {
+        alice.push(bus.submit(alice_says(body)).await.unwrap().remove(0));
+    }
+    let late = peer
+        .send_on(at, (three.event_id.clone(), depth + 3), say("late"), T0)
+        .await;
+    let late = bus.submit(received(late)).await.unwrap().remove(0);
+    assert!(late.pos > alice[2].pos);
+    let everything = HistoryRange {
+        floor: joined.pos,
+        until: i64::MAX,
+        from: None,
+        to: None,
+    };
+    let page = |range, dir| {
+        let store = store.clone();
+        async move {
+            let events = store.history(&room(), range, dir, 100).await.unwrap();
+            events
+                .iter()
+                .map(|e| e.pdu.content_value()["body"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(everything, Direction::Backward).await,
+        ["a3", "a2", "late", "a1", "three", "two", "one"]
+    );
+    // Pages go on strictly beyond a point: from Alice's "a2", backwards and forwards.
+    let a2 = sandcat_core::services::rooms::HistoryToken::point_of(&alice[1]);
+    let from_a2 = HistoryRange {
+        from: Some(a2),
+        ..everything
+    };
+    assert_eq!(
+        page(from_a2, Direction::Backward).await,
+        ["late", "a1", "three", "two", "one"]
+    );
+    assert_eq!(page(from_a2, Direction::Forward).await, ["a3"]);
+    // And stop before a point.
+    let a1 = sandcat_core::services::rooms::HistoryToken::point_of(&alice[0]);
+    let to_a1 = HistoryRange {
+        to: Some(a1),
+        ..from_a2
+    };
+    assert_eq!(page(to_a1, Direction::Backward).await, ["late"]);
 }

@@ -99,3 +99,22 @@ impl RemoteFetch for NoRemoteFetch {
         Ok(Vec::new())
     }
 }
+
+/// A place in a room's topological order: an event's depth, then its stream position (which
+/// orders events of equal depth, as Synapse orders them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopoPoint {
+    pub depth: i64,
+    pub pos: i64,
+}
+
+/// Which of a room's events a page of history reads: those with a stream position in
+/// `(floor, until]` (what the reader may see), strictly beyond `from` in the page's direction.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRange {
+    pub floor: i64,
+    pub until: i64,
+    pub from: Option<TopoPoint>,
+    /// The page stops before this point (exclusive).
+    pub to: Option<TopoPoint>,
+}

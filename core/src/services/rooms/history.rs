@@ -5,6 +5,49 @@ use ruma::{events::TimelineEventType, EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::json;
 
 use super::*;
+use crate::ports::{HistoryRange, TopoPoint};
+
+/// A `/messages` token: a stream position (`s…` or `t<pos>`: a sync's `prev_batch`, or a
+/// token of an older version), or a point in the room's topological order (`t<depth>_<pos>`:
+/// what a page of history answers, to go on strictly beyond it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryToken {
+    Stream(i64),
+    Point(TopoPoint),
+}
+
+impl HistoryToken {
+    pub fn parse(token: &str) -> Result<Self> {
+        if let Some((depth, pos)) = token.strip_prefix('t').and_then(|b| b.split_once('_')) {
+            if let (Ok(depth), Ok(pos)) = (depth.parse(), pos.parse()) {
+                return Ok(HistoryToken::Point(TopoPoint { depth, pos }));
+            }
+        }
+        parse_token(token).map(HistoryToken::Stream)
+    }
+
+    /// The point of `ev` in its room's order.
+    pub fn point_of(ev: &StoredEvent) -> TopoPoint {
+        TopoPoint {
+            depth: i64::try_from(u64::from(ev.pdu.depth)).unwrap_or(i64::MAX),
+            pos: ev.pos,
+        }
+    }
+
+    /// The token that goes on from `ev`, exclusive.
+    pub fn after(ev: &StoredEvent) -> Self {
+        HistoryToken::Point(Self::point_of(ev))
+    }
+}
+
+impl std::fmt::Display for HistoryToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryToken::Stream(pos) => write!(f, "t{pos}"),
+            HistoryToken::Point(p) => write!(f, "t{}_{}", p.depth, p.pos),
+        }
+    }
+}
 
 impl Rooms {
     /// The highest stream position the user may read in the room, or `M_FORBIDDEN`.
@@ -112,7 +155,9 @@ impl Rooms {
             .collect())
     }
 
-    /// `GET /rooms/{roomId}/messages`. Tokens are stream boundaries (see [`parse_token`]).
+    /// `GET /rooms/{roomId}/messages`, in the room's topological order. A token is a stream
+    /// position (a sync's `prev_batch`: what the room held then) or a point in that order
+    /// (what a page answers: see [`HistoryToken`]).
     pub async fn messages(
         &self,
         user_id: &UserId,
@@ -122,42 +167,36 @@ impl Rooms {
         dir: Direction,
         limit: usize,
     ) -> Result<Page> {
-        let (floor, until_visible) = self.visible_range(user_id, room_id).await?;
+        let (floor, until) = self.visible_range(user_id, room_id).await?;
         let limit = limit.clamp(1, self.config.max_timeline_limit);
-        let now = i64::MAX;
-        let from = match from {
-            Some(t) => parse_token(t)?,
-            None if dir == Direction::Backward => now,
-            None => 0,
+        let mut range = HistoryRange {
+            floor,
+            until,
+            from: None,
+            to: None,
         };
-        let to = to.map(parse_token).transpose()?;
-        let events = match dir {
-            Direction::Backward => {
-                let after = to.unwrap_or(0).max(floor);
-                self.store
-                    .timeline(
-                        room_id,
-                        after,
-                        from.min(until_visible),
-                        Direction::Backward,
-                        limit,
-                    )
-                    .await?
+        let from = from.map(HistoryToken::parse).transpose()?;
+        let to = to.map(HistoryToken::parse).transpose()?;
+        // A stream position bounds the stream positions read; a point bounds the order.
+        match (dir, from) {
+            (_, None) => {}
+            (_, Some(HistoryToken::Point(p))) => range.from = Some(p),
+            (Direction::Backward, Some(HistoryToken::Stream(p))) => range.until = until.min(p),
+            (Direction::Forward, Some(HistoryToken::Stream(p))) => range.floor = floor.max(p),
+        }
+        match (dir, to) {
+            (_, None) => {}
+            (_, Some(HistoryToken::Point(p))) => range.to = Some(p),
+            (Direction::Backward, Some(HistoryToken::Stream(q))) => {
+                range.floor = range.floor.max(q)
             }
-            Direction::Forward => {
-                let until = to.unwrap_or(now).min(until_visible);
-                self.store
-                    .timeline(room_id, from.max(floor), until, Direction::Forward, limit)
-                    .await?
-            }
-        };
+            (Direction::Forward, Some(HistoryToken::Stream(q))) => range.until = range.until.min(q),
+        }
+        let events = self.store.history(room_id, range, dir, limit).await?;
         let end = if events.len() < limit {
             None
         } else {
-            events.last().map(|e| match dir {
-                Direction::Backward => make_token(e.pos - 1),
-                Direction::Forward => make_token(e.pos),
-            })
+            events.last().map(|e| HistoryToken::after(e).to_string())
         };
         Ok(Page { events, end })
     }
@@ -173,16 +212,22 @@ impl Rooms {
         let ev = self.event(user_id, room_id, event_id).await?;
         let (floor, until) = self.visible_range(user_id, room_id).await?;
         let half = (limit.min(self.config.max_timeline_limit) / 2).max(1);
+        let around = HistoryRange {
+            floor,
+            until,
+            from: Some(HistoryToken::point_of(&ev)),
+            to: None,
+        };
         let before = self
             .store
-            .timeline(room_id, floor, ev.pos - 1, Direction::Backward, half)
+            .history(room_id, around, Direction::Backward, half)
             .await?;
         let after = self
             .store
-            .timeline(room_id, ev.pos, until, Direction::Forward, half)
+            .history(room_id, around, Direction::Forward, half)
             .await?;
-        let start = make_token(before.last().map(|e| e.pos - 1).unwrap_or(ev.pos - 1));
-        let end = make_token(after.last().map(|e| e.pos).unwrap_or(ev.pos));
+        let start = HistoryToken::after(before.last().unwrap_or(&ev)).to_string();
+        let end = HistoryToken::after(after.last().unwrap_or(&ev)).to_string();
         let state = self.store.current_state(room_id).await?;
         Ok((
             ev,

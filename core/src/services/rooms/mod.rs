@@ -4,6 +4,7 @@
 mod create;
 mod directory;
 mod history;
+pub use history::HistoryToken;
 mod membership;
 mod send;
 
