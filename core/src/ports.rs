@@ -237,6 +237,9 @@ pub trait RoomStore: Send + Sync {
     /// The events `event_ids` and every event in their auth chains that the store has, for
     /// state resolution and authorization.
     async fn auth_graph(&self, event_ids: &[OwnedEventId]) -> Result<Vec<Pdu>>;
+    /// Stores an outlier: an event of another server kept for what it authorizes, with no
+    /// place in the stream or the room's history (a negative position), and no state.
+    async fn add_outlier(&self, pdu: &Pdu, json: &str) -> Result<()>;
     /// Keeps an event of another server that does not join the room's timeline.
     async fn hold(&self, event: &HeldEvent) -> Result<()>;
     /// Why an event is held back, if it is.

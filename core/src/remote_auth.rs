@@ -35,33 +35,10 @@ pub fn admit(
     before: &StateMap,
     current: &StateMap,
 ) -> Admission {
-    let auth = &rules.authorization;
-    if let Some(missing) = pdu
-        .auth_events
-        .iter()
-        .find(|id| !auth_events.contains_key(*id))
-    {
-        return Admission::Rejected(format!("auth event {missing} is unknown"));
+    if let Err(why) = check_against_auth_events(rules, pdu, auth_events) {
+        return Admission::Rejected(why);
     }
-    let by_id = |id: &EventId| auth_events.get(id);
-    if let Err(e) = state_res::check_state_independent_auth_rules(auth, pdu, by_id) {
-        return Admission::Rejected(e);
-    }
-    // The state its auth events say: what its sender claims the room was.
-    let claimed: StateMap = pdu
-        .auth_events
-        .iter()
-        .filter_map(|id| auth_events.get(id))
-        .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p.clone())))
-        .collect();
-    let in_state = |state: &StateMap| {
-        state_res::check_state_dependent_auth_rules(auth, pdu, |ty, key| {
-            state.get(&(ty.to_string(), key.to_owned()))
-        })
-    };
-    if let Err(e) = in_state(&claimed) {
-        return Admission::Rejected(format!("against its auth events: {e}"));
-    }
+    let in_state = |state: &StateMap| in_state(rules, pdu, state);
     if let Err(e) = in_state(before) {
         return Admission::Rejected(format!("against the state before it: {e}"));
     }
@@ -69,6 +46,39 @@ pub fn admit(
         Ok(()) => Admission::Accepted,
         Err(e) => Admission::SoftFailed(format!("against the current state: {e}")),
     }
+}
+
+/// The checks an outlier gets (an event stored for what it authorizes, not as part of the
+/// timeline), and the first ones of every event: the rules that need no state, then
+/// authorization against its own auth events (each it names must be in `auth_events`).
+pub fn check_against_auth_events(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    auth_events: &HashMap<OwnedEventId, Pdu>,
+) -> Result<(), String> {
+    if let Some(missing) = pdu
+        .auth_events
+        .iter()
+        .find(|id| !auth_events.contains_key(*id))
+    {
+        return Err(format!("auth event {missing} is unknown"));
+    }
+    let by_id = |id: &EventId| auth_events.get(id);
+    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, by_id)?;
+    // The state its auth events say: what its sender claims the room was.
+    let claimed: StateMap = pdu
+        .auth_events
+        .iter()
+        .filter_map(|id| auth_events.get(id))
+        .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p.clone())))
+        .collect();
+    in_state(rules, pdu, &claimed).map_err(|e| format!("against its auth events: {e}"))
+}
+
+fn in_state(rules: &RoomVersionRules, pdu: &Pdu, state: &StateMap) -> Result<(), String> {
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |ty, key| {
+        state.get(&(ty.to_string(), key.to_owned()))
+    })
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ impl SqlStore {
         let terms: Vec<String> = (0..rooms.len())
             .map(|i| {
                 format!(
-                    "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} AND pos <= $1 ORDER BY pos DESC LIMIT $2) AS t{i}",
+                    "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} AND pos > 0 AND pos <= $1 ORDER BY pos DESC LIMIT $2) AS t{i}",
                     i + 3
                 )
             })

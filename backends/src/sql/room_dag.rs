@@ -45,6 +45,32 @@ impl SqlStore {
             .collect()
     }
 
+    /// Outliers take positions below zero, counting down: below every position the stream
+    /// hands out, so no reader of the stream or of history (which read above a floor of at
+    /// least zero) meets them.
+    pub(super) async fn add_outlier_event(&self, pdu: &Pdu, json: &str) -> Result<()> {
+        let pos = match self.dialect {
+            // One writer: the lowest position, read and taken in one statement.
+            Dialect::Sqlite => "(SELECT MIN(COALESCE(MIN(pos), 0), 0) - 1 FROM events)",
+            Dialect::Postgres => "nextval('outlier_seq')",
+        };
+        sqlx::query(&format!(
+            "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, depth) \
+             VALUES ({pos}, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
+        ))
+        .bind(pdu.event_id.as_str())
+        .bind(pdu.room_id().as_str())
+        .bind(pdu.sender.as_str())
+        .bind(pdu.kind.to_string())
+        .bind(pdu.state_key.as_deref())
+        .bind(json)
+        .bind(i64::try_from(u64::from(pdu.depth)).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     pub(super) async fn hold_event(&self, event: &HeldEvent) -> Result<()> {
         sqlx::query(
             "INSERT INTO held_events (event_id, room_id, json, status, reason, ts) VALUES ($1, $2, $3, $4, $5, $6) \

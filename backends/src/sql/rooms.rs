@@ -190,6 +190,10 @@ impl RoomStore for SqlStore {
         self.auth_graph_of(event_ids).await
     }
 
+    async fn add_outlier(&self, pdu: &Pdu, json: &str) -> Result<()> {
+        self.add_outlier_event(pdu, json).await
+    }
+
     async fn hold(&self, event: &sandcat_core::ports::HeldEvent) -> Result<()> {
         self.hold_event(event).await
     }
@@ -314,7 +318,7 @@ impl RoomStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos <= $7 ORDER BY pos DESC LIMIT $8"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos > 0 AND pos <= $7 ORDER BY pos DESC LIMIT $8"
         ))
         .bind(room_id.as_str())
         .bind(event_id.as_str())

@@ -21,6 +21,7 @@ use super::*;
 on_both_backends!(
     a_room_forks_and_resolves_with_another_server,
     missing_events_are_fetched_from_their_sender,
+    unknown_auth_events_are_fetched_as_outliers,
 );
 
 const ALICE: &str = "@alice:localhost";
@@ -147,35 +148,67 @@ async fn in_timeline(store: &SqlStore, id: &OwnedEventId) -> bool {
     all.iter().any(|e| &e.pdu.event_id == id)
 }
 
-async fn a_room_forks_and_resolves_with_another_server(db: Db) {
+/// Alice's public room, on a sequencer that fetches what its log lacks from Bob's server.
+struct Shared {
+    store: Arc<SqlStore>,
+    peer: Peer,
+    bus: InProcessBus,
+    /// The room's last event.
+    head: StoredEvent,
+}
+
+async fn shared_room(db: &Db) -> Shared {
     let store = db.open().await;
     let remote = RemoteServer::new(server_name!("remote.example"));
     let peer = Peer {
         keys: key_service(store.clone(), &remote),
-        server: remote,
+        server: remote.clone(),
         store: store.clone(),
     };
-    let bus = InProcessBus::new(sequencer(store.clone()), 2);
+    let fetcher = Arc::new(Fetcher {
+        server: remote.clone(),
+        keys: key_service(store.clone(), &remote),
+    });
+    let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
+    let signing = Arc::new(SigningKey {
+        server_name: "localhost".try_into().unwrap(),
+        key,
+    });
+    let seq = Sequencer::new(store.clone(), signing, Notifier::default()).with_fetch(fetcher);
+    let bus = InProcessBus::new(Arc::new(seq), 2);
+    let head = bus.submit(public_room()).await.unwrap().pop().unwrap();
+    Shared {
+        store,
+        peer,
+        bus,
+        head,
+    }
+}
+
+fn bob_joins() -> EventIntent {
+    intent(
+        BOB,
+        "m.room.member",
+        Some(BOB),
+        json!({ "membership": "join" }),
+    )
+}
+
+async fn a_room_forks_and_resolves_with_another_server(db: Db) {
+    let Shared {
+        store,
+        peer,
+        bus,
+        head,
+    } = shared_room(&db).await;
+    let head = &head;
     let local = |ev: EventIntent| {
         let bus = &bus;
         async move { bus.submit(in_room(vec![ev])).await.unwrap().remove(0) }
     };
-    let created = bus.submit(public_room()).await.unwrap();
-    let head = created.last().unwrap();
 
     // Bob's server joins him: the event is appended in the room's lane, with a position.
-    let join = peer
-        .send(
-            head,
-            intent(
-                BOB,
-                "m.room.member",
-                Some(BOB),
-                json!({ "membership": "join" }),
-            ),
-            T0,
-        )
-        .await;
+    let join = peer.send(head, bob_joins(), T0).await;
     let joined = bus.submit(received(join.clone())).await.unwrap().remove(0);
     assert_eq!(joined.pdu.event_id, join.event_id);
     assert!(joined.pos > head.pos);
@@ -369,41 +402,32 @@ impl RemoteFetch for Fetcher {
         }
         Ok(out)
     }
+
+    async fn event(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        event_id: &ruma::EventId,
+    ) -> sandcat_core::Result<Option<ReceivedPdu>> {
+        assert_eq!(origin, self.server.name, "asked of the sender's server");
+        let json = match self.server.built.lock().unwrap().get(event_id) {
+            Some((_, json)) => json.clone(),
+            None => return Ok(None),
+        };
+        let verified = verify_pdu(&self.keys, &RoomVersionId::V11, room_id, &json).await?;
+        Ok(Some(verified.into()))
+    }
 }
 
 async fn missing_events_are_fetched_from_their_sender(db: Db) {
-    let store = db.open().await;
-    let remote = RemoteServer::new(server_name!("remote.example"));
-    let peer = Peer {
-        keys: key_service(store.clone(), &remote),
-        server: remote.clone(),
-        store: store.clone(),
-    };
-    let fetcher = Arc::new(Fetcher {
-        server: remote,
-        keys: key_service(store.clone(), &peer.server),
-    });
-    let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
-    let signing = Arc::new(SigningKey {
-        server_name: "localhost".try_into().unwrap(),
-        key,
-    });
-    let seq = Sequencer::new(store.clone(), signing, Notifier::default()).with_fetch(fetcher);
-    let bus = InProcessBus::new(Arc::new(seq), 2);
-    let created = bus.submit(public_room()).await.unwrap();
-    let head = created.last().unwrap();
-    let join = peer
-        .send(
-            head,
-            intent(
-                BOB,
-                "m.room.member",
-                Some(BOB),
-                json!({ "membership": "join" }),
-            ),
-            T0,
-        )
-        .await;
+    let Shared {
+        store,
+        peer,
+        bus,
+        head,
+    } = shared_room(&db).await;
+    let head = &head;
+    let join = peer.send(head, bob_joins(), T0).await;
     let joined = bus.submit(received(join)).await.unwrap().remove(0);
 
     // Bob says three things; only the last reaches this server.
@@ -499,4 +523,105 @@ async fn missing_events_are_fetched_from_their_sender(db: Db) {
         ..from_a2
     };
     assert_eq!(page(to_a1, Direction::Backward).await, ["late"]);
+}
+
+async fn unknown_auth_events_are_fetched_as_outliers(db: Db) {
+    let Shared {
+        store,
+        peer,
+        bus,
+        head,
+    } = shared_room(&db).await;
+    let join = peer.send(&head, bob_joins(), T0).await;
+    let joined = bus.submit(received(join)).await.unwrap().remove(0);
+    let at = joined.pdu.event_id.clone();
+    let depth = u64::from(joined.pdu.depth);
+
+    // On a branch this server never sees, Bob renames himself; then, on the room's head, he
+    // speaks with that membership as his authority.
+    let renamed = peer
+        .send_on(
+            &at,
+            (at.clone(), depth),
+            intent(
+                BOB,
+                "m.room.member",
+                Some(BOB),
+                json!({ "membership": "join", "displayname": "Bobby" }),
+            ),
+            T0,
+        )
+        .await;
+    let state = store.state_after(&at).await.unwrap().unwrap();
+    let key = |t: &str, k: &str| state[&(t.to_owned(), k.to_owned())].clone();
+    let auth = vec![
+        key("m.room.create", ""),
+        key("m.room.power_levels", ""),
+        renamed.event_id.clone(),
+    ];
+    let say = |body: &str| intent(BOB, "m.room.message", None, json!({ "body": body }));
+    let send_with = |auth: Vec<OwnedEventId>, body: &str| {
+        let (_, json) = peer.server.event_on(
+            &room(),
+            &RoomVersionId::V11,
+            say(body),
+            vec![at.clone()],
+            auth,
+            depth + 1,
+            T0,
+        );
+        let keys = &peer.keys;
+        async move {
+            let v = verify_pdu(keys, &RoomVersionId::V11, &room(), &json)
+                .await
+                .unwrap();
+            ReceivedPdu::from(v)
+        }
+    };
+    let spoken = send_with(auth.clone(), "as Bobby").await;
+    let answer = bus.submit(received(spoken.clone())).await.unwrap();
+    assert_eq!(answer.len(), 1, "admitted with its auth event fetched");
+
+    // The rename is kept as an outlier: known, below every stream position, in no timeline,
+    // no history and no state.
+    let outlier = store
+        .event(&renamed.event_id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(outlier.pos < 0, "{}", outlier.pos);
+    assert!(!in_timeline(&store, &renamed.event_id).await);
+    let history = store
+        .history(
+            &room(),
+            HistoryRange {
+                floor: 0,
+                until: i64::MAX,
+                from: None,
+                to: None,
+            },
+            Direction::Backward,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(history.iter().all(|e| e.pdu.event_id != renamed.event_id));
+    assert!(history.iter().any(|e| e.pdu.event_id == spoken.event_id));
+    let bob = store
+        .state_event(&room(), "m.room.member", BOB)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bob.pdu.event_id, joined.pdu.event_id);
+
+    // An auth event its sender does not have either: rejected, and held.
+    let nowhere: OwnedEventId = "$nowhere".try_into().unwrap();
+    let mut bad_auth = auth;
+    bad_auth[2] = nowhere;
+    let unfounded = send_with(bad_auth, "on nothing").await;
+    assert!(bus.submit(received(unfounded.clone())).await.is_err());
+    assert_eq!(
+        store.held(&unfounded.event_id).await.unwrap().map(|h| h.0),
+        Some(HeldStatus::Rejected)
+    );
 }

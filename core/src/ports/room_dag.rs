@@ -81,6 +81,14 @@ pub trait RemoteFetch: Send + Sync {
         latest: &[OwnedEventId],
         limit: usize,
     ) -> crate::Result<Vec<crate::intent::ReceivedPdu>>;
+
+    /// One event of `room_id` as `origin` has it (`/event/{eventId}`), if it has it.
+    async fn event(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        event_id: &ruma::EventId,
+    ) -> crate::Result<Option<crate::intent::ReceivedPdu>>;
 }
 
 /// The fetcher of a server that talks to no other: no event can be fetched.
@@ -97,6 +105,15 @@ impl RemoteFetch for NoRemoteFetch {
         _limit: usize,
     ) -> crate::Result<Vec<crate::intent::ReceivedPdu>> {
         Ok(Vec::new())
+    }
+
+    async fn event(
+        &self,
+        _origin: &ruma::ServerName,
+        _room_id: &ruma::RoomId,
+        _event_id: &ruma::EventId,
+    ) -> crate::Result<Option<crate::intent::ReceivedPdu>> {
+        Ok(None)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     error::ErrorCode,
     intent::{ReceivedPdu, RoomBatch},
     ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange},
-    remote_auth::{admit, Admission, StateMap},
+    remote_auth::{admit, check_against_auth_events, Admission, StateMap},
     state_resolution::{events_to_load, resolve, state_ids, AuthGraph, StateIds},
     Error, Pdu, Result, StoredEvent,
 };
@@ -110,7 +110,75 @@ impl Sequencer {
         }
     }
 
+    /// Fetches the auth events of `pdu` that the store lacks, and theirs, from its sender's
+    /// server, and stores each as an outlier if it passes against its own auth events (else
+    /// holds it as rejected). Oldest first, at most [`MAX_MISSING`]; what stays missing
+    /// rejects `pdu` later, for its unknown auth event.
+    async fn fetch_auth_events(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
+        let origin = pdu.sender.server_name();
+        let mut todo: Vec<OwnedEventId> = pdu.auth_events.clone();
+        let mut seen = std::collections::HashSet::new();
+        let mut found: Vec<(Pdu, ReceivedPdu)> = Vec::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone())
+                || self.store.event(&id).await?.is_some()
+                || self.store.held(&id).await?.is_some()
+            {
+                continue;
+            }
+            if found.len() == MAX_MISSING {
+                break;
+            }
+            let Some(got) = self.fetch.event(origin, room_id, &id).await? else {
+                continue;
+            };
+            if got.event_id != id {
+                continue;
+            }
+            let p = Pdu::from_stored(&got.json, got.event_id.clone(), room_id.to_owned())?;
+            todo.extend(p.auth_events.iter().cloned());
+            found.push((p, got));
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let Some(version) = self.store.room_version(room_id).await? else {
+            return Err(Error::not_found(format!("{room_id} is not known here")));
+        };
+        let rules = super::rules_for(&version)?;
+        found.sort_by_key(|(p, _)| u64::from(p.depth));
+        for (p, got) in found {
+            let graph = AuthGraph::new(self.store.auth_graph(&p.auth_events).await?);
+            let auth: HashMap<OwnedEventId, Pdu> = p
+                .auth_events
+                .iter()
+                .filter_map(|id| graph.get(id).map(|e| (id.clone(), e.clone())))
+                .collect();
+            match check_against_auth_events(&rules, &p, &auth) {
+                Ok(()) => self.store.add_outlier(&p, &got.json).await?,
+                Err(reason) => {
+                    self.store
+                        .hold(&HeldEvent {
+                            event_id: p.event_id.clone(),
+                            room_id: room_id.to_owned(),
+                            json: got.json,
+                            status: HeldStatus::Rejected,
+                            reason,
+                        })
+                        .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn add_remote(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<Outcome> {
+        let parsed = Pdu::from_stored(
+            &received.json,
+            received.event_id.clone(),
+            room_id.to_owned(),
+        )?;
+        self.fetch_auth_events(room_id, &parsed).await?;
         let slot = self.head_slot(room_id);
         let mut guard = slot.lock_owned().await;
         if guard.is_none() {
@@ -125,11 +193,7 @@ impl Sequencer {
         if let Some((status, why)) = self.store.held(&received.event_id).await? {
             return Ok(Outcome::Held(status, why));
         }
-        let pdu = Pdu::from_stored(
-            &received.json,
-            received.event_id.clone(),
-            room_id.to_owned(),
-        )?;
+        let pdu = parsed;
         if pdu.prev_events.is_empty() {
             return Err(Error::forbidden(
                 "an event of an existing room names prev events",
@@ -152,15 +216,27 @@ impl Sequencer {
                 return Ok(Outcome::Held(status, reason));
             }
         };
-        let new_event = self
+        let Admitted {
+            event: new_event,
+            moved,
+        } = self
             .remote_new_event(head, pdu, received, before, graph)
             .await?;
-        // The head is reloaded from the store on next use: its extremities and state moved.
-        *guard = None;
-        let positions = self
+        let positions = match self
             .store
             .append(std::slice::from_ref(&new_event), None)
-            .await?;
+            .await
+        {
+            Ok(positions) => positions,
+            Err(e) => {
+                *guard = None;
+                return Err(e);
+            }
+        };
+        match (guard.as_mut(), moved.state.is_some()) {
+            (Some(head), true) => moved.apply(head, &new_event.pdu),
+            _ => *guard = None,
+        }
         drop(guard);
         self.notifier.notify();
         let pos = positions
@@ -233,7 +309,7 @@ impl Sequencer {
         received: &ReceivedPdu,
         before: StateIds,
         mut graph: AuthGraph,
-    ) -> Result<NewEvent> {
+    ) -> Result<Admitted> {
         let room_id = pdu.room_id().to_owned();
         let mut after = before.clone();
         let mut unsigned = None;
@@ -276,6 +352,20 @@ impl Sequencer {
             resolve(&head.rules, &states, &graph)?
         };
         let current_state = changes(&head.state, &current, &graph);
+        // Every event now in the state is in the graph; were one not, the head is reloaded.
+        let moved = HeadMove {
+            state: current_state
+                .iter()
+                .map(|c| {
+                    let key = (c.kind.clone(), c.state_key.clone());
+                    match &c.to {
+                        Some((id, _)) => graph.get(id).map(|p| (key, Some(p.clone()))),
+                        None => Some((key, None)),
+                    }
+                })
+                .collect(),
+            extremities,
+        };
 
         let sender_server = pdu.sender.server_name().to_owned();
         let redaction = self
@@ -283,16 +373,51 @@ impl Sequencer {
                 target.sender.server_name() == sender_server
             })
             .await?;
-        Ok(NewEvent {
-            pdu,
-            json: received.json.clone(),
-            unsigned,
-            txn: None,
-            room_version: None,
-            redaction,
-            state_before,
-            remote: Some(RemoteAppend { current_state }),
+        Ok(Admitted {
+            event: NewEvent {
+                pdu,
+                json: received.json.clone(),
+                unsigned,
+                txn: None,
+                room_version: None,
+                redaction,
+                state_before,
+                remote: Some(RemoteAppend { current_state }),
+            },
+            moved,
         })
+    }
+}
+
+/// An admitted event of another server, ready to append, and how the room's head moves.
+struct Admitted {
+    event: NewEvent,
+    moved: HeadMove,
+}
+
+/// The room's head after an event of another server: its forward extremities, newest first,
+/// and the entries of its current state that changed (`None`: gone).
+struct HeadMove {
+    extremities: Vec<OwnedEventId>,
+    /// `None` when an event of the new state was not at hand: the head is reloaded instead.
+    state: Option<Vec<StateEntry>>,
+}
+
+/// An entry of a room's current state, and the event now in it (`None`: gone).
+type StateEntry = ((String, String), Option<Pdu>);
+
+impl HeadMove {
+    /// Moves the cached head as the append moved the store, so the next local event needs
+    /// no reload.
+    fn apply(self, head: &mut Head, pdu: &Pdu) {
+        head.extremities = self.extremities;
+        head.depth = head.depth.max(u64::from(pdu.depth));
+        for (key, to) in self.state.into_iter().flatten() {
+            match to {
+                Some(p) => head.state.insert(key, p),
+                None => head.state.remove(&key),
+            };
+        }
     }
 }
 

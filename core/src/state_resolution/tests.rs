@@ -365,50 +365,41 @@ fn offtopic_power_levels() {
     }
 }
 
+fn topic(name: &'static str, sender: &'static str, text: &str) -> Spec {
+    (
+        name,
+        sender,
+        "m.room.topic",
+        Some(""),
+        json!({ "topic": text }),
+    )
+}
+
+fn power(name: &'static str, sender: &'static str, content: Value) -> Spec {
+    (name, sender, "m.room.power_levels", Some(""), content)
+}
+
+/// Alice sets a topic, makes Bob a moderator, sets another topic and changes the power levels
+/// again (`pa2`); Bob, on his side after his promotion, re-sends the power levels and sets a
+/// topic of his own.
+fn topics_around_power_changes(room: &Room, pa2: Value) -> Vec<Spec> {
+    vec![
+        topic("T1", ALICE, "1"),
+        power("PA1", ALICE, room.power(&[(BOB, 50)])),
+        topic("T2", ALICE, "2"),
+        power("PA2", ALICE, pa2),
+        power("PB", BOB, room.power(&[(BOB, 50)])),
+        topic("T3", BOB, "3"),
+    ]
+}
+
 /// Topics on both sides of a demotion: Alice's topic after she demotes Bob wins over Bob's
 /// topic from before it.
 #[test]
 fn topic_basic() {
     for v in versions() {
         let mut room = Room::new(v.clone());
-        let events: Vec<Spec> = vec![
-            (
-                "T1",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "1" }),
-            ),
-            (
-                "PA1",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            (
-                "T2",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "2" }),
-            ),
-            (
-                "PA2",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 0)]),
-            ),
-            (
-                "PB",
-                BOB,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            ("T3", BOB, "m.room.topic", Some(""), json!({ "topic": "3" })),
-        ];
+        let events = topics_around_power_changes(&room, room.power(&[(BOB, 0)]));
         let got = room.fork(
             &events,
             &[
@@ -426,52 +417,9 @@ fn topic_basic() {
 fn topic_setting() {
     for v in versions() {
         let mut room = Room::new(v.clone());
-        let events: Vec<Spec> = vec![
-            (
-                "T1",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "1" }),
-            ),
-            (
-                "PA1",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            (
-                "T2",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "2" }),
-            ),
-            (
-                "PA2",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 0)]),
-            ),
-            (
-                "PB",
-                BOB,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            ("T3", BOB, "m.room.topic", Some(""), json!({ "topic": "3" })),
-            ("MZ1", ZARA, "m.room.message", None, json!({ "body": "hi" })),
-            (
-                "T4",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "4" }),
-            ),
-        ];
+        let mut events = topics_around_power_changes(&room, room.power(&[(BOB, 0)]));
+        events.push(("MZ1", ZARA, "m.room.message", None, json!({ "body": "hi" })));
+        events.push(topic("T4", ALICE, "4"));
         let got = room.fork(
             &events,
             &[
@@ -492,45 +440,8 @@ fn mainline_sort() {
         let mut room = Room::new(v.clone());
         let mut pa2 = room.power(&[(BOB, 50)]);
         pa2["events"] = json!({ "m.room.power_levels": 100 });
-        let events: Vec<Spec> = vec![
-            (
-                "T1",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "1" }),
-            ),
-            (
-                "PA1",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            (
-                "T2",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "2" }),
-            ),
-            ("PA2", ALICE, "m.room.power_levels", Some(""), pa2),
-            (
-                "PB",
-                BOB,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            ("T3", BOB, "m.room.topic", Some(""), json!({ "topic": "3" })),
-            (
-                "T4",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "4" }),
-            ),
-        ];
+        let mut events = topics_around_power_changes(&room, pa2);
+        events.push(topic("T4", ALICE, "4"));
         let got = room.fork(
             &events,
             &[
