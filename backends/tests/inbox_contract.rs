@@ -423,7 +423,38 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
             send_seq: 1
         }
     );
+
+    // The stream publishes a position once every write below it has ended, so a step can
+    // read up to a position while later writes are already committed: Carol is kicked just
+    // after a message the step covers. She was a member at the message: it reaches her.
+    let m4 = append(&bus, text(&alice, "four")).await;
+    let kick = json!({ "membership": "leave", "reason": "bye" });
+    append(
+        &bus,
+        intent(&alice, "m.room.member", Some(carol.as_str()), kick),
+    )
+    .await;
+    let lagging = InboxIndexer::new(
+        store.clone(),
+        Arc::new(PublishedAt(m4.pos)),
+        inbox.clone(),
+        store.clone(),
+        "localhost".try_into().unwrap(),
+    );
+    assert_eq!(lagging.step().await.unwrap(), m4.pos);
+    let carols = numbered(&of(&carol).await);
+    assert_eq!(carols.last(), Some(&(m4.pos, false, 3)), "{carols:?}");
     bus.shutdown().await;
+}
+
+/// A stream whose published position has stopped at a write: what an indexer sees while
+/// later writes are committed but not yet published.
+struct PublishedAt(i64);
+
+impl StreamPosition for PublishedAt {
+    fn current_pos(&self) -> i64 {
+        self.0
+    }
 }
 
 /// A step cut short on MongoDB (which has no transactions without a replica set): the next

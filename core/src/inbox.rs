@@ -118,12 +118,12 @@ impl InboxIndexer {
             for ev in &events {
                 let room = ev.pdu.room_id();
                 if ev.pdu.kind == TimelineEventType::RoomMember {
-                    self.load(&mut members, room, &events).await?;
+                    self.load(&mut members, room, &events, upto).await?;
                     members.apply(ev, &self.server_name);
                 }
                 match ev.pdu.kind {
                     TimelineEventType::RoomMessage if ev.redacted_because.is_none() => {
-                        self.load(&mut members, room, &events).await?;
+                        self.load(&mut members, room, &events, upto).await?;
                         items.extend(self.copies(ev, members.of(room)));
                     }
                     TimelineEventType::RoomRedaction => {
@@ -139,7 +139,7 @@ impl InboxIndexer {
                             groups.insert(room.to_owned(), self.is_group(room).await?);
                         }
                         if groups.get(room) == Some(&true) {
-                            self.load(&mut members, room, &events).await?;
+                            self.load(&mut members, room, &events, upto).await?;
                             items.extend(self.notices(ev, recipients, members.of(room)));
                         }
                     }
@@ -153,19 +153,22 @@ impl InboxIndexer {
         Ok(from)
     }
 
-    /// Loads the room's local members as they were before this batch of `events`: its
-    /// members now, with the batch's membership changes undone. Walking the batch then gives
-    /// the members at each event.
+    /// Loads the room's local members as they were before this batch of `events` (which ends
+    /// at stream position `upto`): its members at `upto`, with the batch's membership changes
+    /// undone. Walking the batch then gives the members at each event. Members "now" would
+    /// not do: a change committed after `upto` (on the pipeline, committed before its
+    /// position is published) would count for the batch's events.
     async fn load(
         &self,
         members: &mut Members,
         room: &ruma::RoomId,
         events: &[StoredEvent],
+        upto: i64,
     ) -> Result<()> {
         if members.0.contains_key(room) {
             return Ok(());
         }
-        let mut now = self.local_members(room).await?;
+        let mut now = self.local_members(room, upto).await?;
         let mut seen = HashSet::new();
         for ev in events
             .iter()
@@ -223,11 +226,11 @@ impl InboxIndexer {
         }
     }
 
-    /// Local users joined to the room now.
-    async fn local_members(&self, room: &ruma::RoomId) -> Result<HashSet<String>> {
+    /// Local users joined to the room as of stream position `at`.
+    async fn local_members(&self, room: &ruma::RoomId, at: i64) -> Result<HashSet<String>> {
         Ok(self
             .rooms
-            .members(room)
+            .members_at(room, at)
             .await?
             .into_iter()
             .filter(|(user, membership)| {

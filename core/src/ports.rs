@@ -262,6 +262,14 @@ pub trait RoomStore: Send + Sync {
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
     /// `(user, membership)` of everyone with a membership in the room.
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>>;
+    /// The room's memberships as of stream position `at`: the current ones, but for a user
+    /// whose membership changed after `at` (committed, perhaps not yet published), the one
+    /// their latest membership event at or below `at` gave (none before it: left out).
+    async fn members_at(
+        &self,
+        room_id: &RoomId,
+        at: i64,
+    ) -> Result<Vec<(OwnedUserId, MembershipState)>>;
     /// Events with `after < pos <= until`, oldest first when `Forward`, newest first when
     /// `Backward`; at most `limit`.
     async fn timeline(

@@ -275,6 +275,43 @@ impl RoomStore for SqlStore {
             .collect()
     }
 
+    async fn members_at(
+        &self,
+        room_id: &RoomId,
+        at: i64,
+    ) -> Result<Vec<(OwnedUserId, MembershipState)>> {
+        let rows = sqlx::query("SELECT state_key, membership, pos FROM current_state WHERE room_id = $1 AND type = 'm.room.member' ORDER BY pos")
+            .bind(room_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let user: OwnedUserId = parse_id(r.try_get("state_key").map_err(db)?)?;
+            let pos: i64 = r.try_get("pos").map_err(db)?;
+            if pos <= at {
+                let m: Option<String> = r.try_get("membership").map_err(db)?;
+                out.push((user, MembershipState::from(m.unwrap_or_default())));
+                continue;
+            }
+            let earlier = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND pos > 0 AND pos <= $3 ORDER BY pos DESC LIMIT 1"
+            ))
+            .bind(room_id.as_str())
+            .bind(user.as_str())
+            .bind(at)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            if let Some(ev) = self.events_from_rows(earlier).await?.pop() {
+                if let Some(m) = ev.pdu.membership() {
+                    out.push((user, m));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn timeline(
         &self,
         room_id: &RoomId,
