@@ -6,7 +6,7 @@ use super::*;
 use ruma::events::room::member::MembershipState;
 use sandcat_core::ports::AppendBatch;
 
-/// Events per `INSERT`: 16 parameters each stays far below either database's limit.
+/// Events per `INSERT`: 17 parameters each stays far below either database's limit.
 const EVENTS_PER_INSERT: usize = 500;
 
 /// `(event_id, rel_type)` of an event's `m.relates_to`.
@@ -105,17 +105,19 @@ async fn insert_events(
     // The state group: one made in this append, or the prev event's.
     let rows: Vec<String> = (0..chunk.len())
         .map(|i| {
-            let n = i * 16 + 1;
+            let n = i * 17 + 1;
             format!(
-                "({}, COALESCE(${}, (SELECT state_group FROM events WHERE event_id = ${})))",
+                "({}, COALESCE(${}, (SELECT state_group FROM events WHERE event_id = ${})), \
+                 COALESCE((SELECT federated FROM rooms WHERE room_id = ${}), FALSE))",
                 params(n, 14),
                 n + 14,
-                n + 15
+                n + 15,
+                n + 16
             )
         })
         .collect();
     let sql = format!(
-        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type, depth, state_group) VALUES {}",
+        "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, unsigned, txn_user, txn_device, txn_id, relates_to, rel_type, depth, state_group, federated) VALUES {}",
         rows.join(", ")
     );
     let mut q = sqlx::query(&sql);
@@ -143,7 +145,8 @@ async fn insert_events(
             .bind(rel_type)
             .bind(u64::from(pdu.depth) as i64)
             .bind(group_id)
-            .bind(as_event);
+            .bind(as_event)
+            .bind(pdu.room_id().as_str());
     }
     q.execute(&mut *tx).await.map_err(db)?;
     Ok(())
@@ -230,6 +233,21 @@ async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+    // The room's first event of another server: from now on its history is read by depth.
+    let became =
+        sqlx::query("UPDATE rooms SET federated = TRUE WHERE room_id = $1 AND NOT federated")
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+    if became > 0 {
+        sqlx::query("UPDATE events SET federated = TRUE WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! and the events of other servers held back (rejected or soft-failed).
 
 use super::*;
-use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange, TopoPoint};
+use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange};
 
 /// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
 /// up on the write path, one round trip per read. Each dialect reads JSON its own way.
@@ -120,13 +120,23 @@ impl SqlStore {
             Direction::Forward => (">", "<", "ASC"),
             Direction::Backward => ("<", ">", "DESC"),
         };
+        // A count: the `Any` driver reads no SQLite boolean.
+        let federated = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM rooms WHERE room_id = $1 AND federated",
+        )
+        .bind(room_id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?
+            > 0;
         let mut sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3"
         );
         let mut n = 4;
-        let mut points: Vec<TopoPoint> = Vec::new();
+        let mut binds: Vec<i64> = Vec::new();
         for (point, cmp) in [(range.from, beyond), (range.to, before)] {
-            if let Some(p) = point {
+            let Some(p) = point else { continue };
+            if federated {
                 sql.push_str(&format!(
                     " AND (depth {cmp} ${} OR (depth = ${} AND pos {cmp} ${}))",
                     n,
@@ -134,16 +144,28 @@ impl SqlStore {
                     n + 2
                 ));
                 n += 3;
-                points.push(p);
+                binds.extend([p.depth, p.depth, p.pos]);
+            } else {
+                // Depth grows with the position in a room only this server writes to.
+                sql.push_str(&format!(" AND pos {cmp} ${n}"));
+                n += 1;
+                binds.push(p.pos);
             }
         }
-        sql.push_str(&format!(" ORDER BY depth {order}, pos {order} LIMIT ${n}"));
+        if federated {
+            // `federated` in the query, for the partial index on (room_id, depth, pos).
+            sql.push_str(&format!(
+                " AND federated ORDER BY depth {order}, pos {order} LIMIT ${n}"
+            ));
+        } else {
+            sql.push_str(&format!(" ORDER BY pos {order} LIMIT ${n}"));
+        }
         let mut q = sqlx::query(&sql)
             .bind(room_id.as_str())
             .bind(range.floor)
             .bind(range.until);
-        for p in points {
-            q = q.bind(p.depth).bind(p.depth).bind(p.pos);
+        for b in binds {
+            q = q.bind(b);
         }
         let rows = q
             .bind(limit as i64)
