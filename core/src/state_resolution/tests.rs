@@ -73,13 +73,7 @@ impl Room {
         let initial: Vec<Spec> = vec![
             ("CREATE", ALICE, "m.room.create", Some(""), create),
             ("IMA", ALICE, "m.room.member", Some(ALICE), join()),
-            (
-                "IPOWER",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[]),
-            ),
+            power("IPOWER", ALICE, room.power(&[])),
             (
                 "IJR",
                 ALICE,
@@ -244,7 +238,7 @@ fn ban_vs_power_levels() {
         let mut room = Room::new(v.clone());
         let pl = room.power(&[(BOB, 50)]);
         let events: Vec<Spec> = vec![
-            ("PA", ALICE, "m.room.power_levels", Some(""), pl.clone()),
+            power("PA", ALICE, pl.clone()),
             ("MA", ALICE, "m.room.member", Some(ALICE), join()),
             (
                 "MB",
@@ -253,7 +247,7 @@ fn ban_vs_power_levels() {
                 Some(BOB),
                 json!({ "membership": "ban" }),
             ),
-            ("PB", BOB, "m.room.power_levels", Some(""), pl),
+            power("PB", BOB, pl),
         ];
         let got = room.fork(
             &events,
@@ -270,27 +264,9 @@ fn topic_reset() {
     for v in versions() {
         let mut room = Room::new(v.clone());
         let events: Vec<Spec> = vec![
-            (
-                "T1",
-                ALICE,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "one" }),
-            ),
-            (
-                "PA",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            (
-                "T2",
-                BOB,
-                "m.room.topic",
-                Some(""),
-                json!({ "topic": "two" }),
-            ),
+            topic("T1", ALICE, "one"),
+            power("PA", ALICE, room.power(&[(BOB, 50)])),
+            topic("T2", BOB, "two"),
             (
                 "MB",
                 ALICE,
@@ -335,27 +311,9 @@ fn offtopic_power_levels() {
     for v in versions() {
         let mut room = Room::new(v.clone());
         let events: Vec<Spec> = vec![
-            (
-                "PA",
-                ALICE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50)]),
-            ),
-            (
-                "PB",
-                BOB,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50), (CHARLIE, 50)]),
-            ),
-            (
-                "PC",
-                CHARLIE,
-                "m.room.power_levels",
-                Some(""),
-                room.power(&[(BOB, 50), (CHARLIE, 0)]),
-            ),
+            power("PA", ALICE, room.power(&[(BOB, 50)])),
+            power("PB", BOB, room.power(&[(BOB, 50), (CHARLIE, 50)])),
+            power("PC", CHARLIE, room.power(&[(BOB, 50), (CHARLIE, 0)])),
         ];
         let got = room.fork(
             &events,
@@ -477,13 +435,7 @@ fn agreeing_states_are_their_own_resolution() {
 fn conflicted_subgraph_is_the_paths_between_conflicted_events() {
     let mut room = Room::new(RoomVersionId::V12);
     let events: Vec<Spec> = vec![
-        (
-            "PA",
-            ALICE,
-            "m.room.power_levels",
-            Some(""),
-            room.power(&[(BOB, 50)]),
-        ),
+        power("PA", ALICE, room.power(&[(BOB, 50)])),
         (
             "MB",
             BOB,
@@ -491,13 +443,7 @@ fn conflicted_subgraph_is_the_paths_between_conflicted_events() {
             Some(BOB),
             json!({ "membership": "join", "displayname": "b" }),
         ),
-        (
-            "PB",
-            BOB,
-            "m.room.power_levels",
-            Some(""),
-            room.power(&[(BOB, 50), (CHARLIE, 10)]),
-        ),
+        power("PB", BOB, room.power(&[(BOB, 50), (CHARLIE, 10)])),
     ];
     room.fork(
         &events,
