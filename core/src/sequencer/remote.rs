@@ -36,8 +36,13 @@ impl Sequencer {
     pub(super) async fn sequence_remote(&self, batch: &RoomBatch) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(batch.remote.len());
         for received in &batch.remote {
-            self.fill_gap(&batch.room_id, received).await?;
-            match self.add_remote(&batch.room_id, received).await? {
+            let pdu = Pdu::from_stored(
+                &received.json,
+                received.event_id.clone(),
+                batch.room_id.clone(),
+            )?;
+            self.fill_gap(&batch.room_id, &pdu).await?;
+            match self.add_remote(received, pdu).await? {
                 Outcome::Appended(ev) => out.push(*ev),
                 Outcome::Held(HeldStatus::Rejected, why) => {
                     return Err(Error::forbidden(format!(
@@ -51,16 +56,11 @@ impl Sequencer {
         Ok(out)
     }
 
-    /// Fetches and adds, oldest first, the events between the room's heads and `received`
-    /// when the log lacks one of its prev events: they are asked of the server of its sender,
-    /// as `/get_missing_events` asks. An event that cannot be added leaves its gap, and
-    /// `received` is then refused for its unknown prev event.
-    async fn fill_gap(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<()> {
-        let pdu = Pdu::from_stored(
-            &received.json,
-            received.event_id.clone(),
-            room_id.to_owned(),
-        )?;
+    /// Fetches and adds, oldest first, the events between the room's heads and `pdu` when
+    /// the log lacks one of its prev events: they are asked of the server of its sender, as
+    /// `/get_missing_events` asks. An event that cannot be added leaves its gap, and `pdu` is
+    /// then refused for its unknown prev event.
+    async fn fill_gap(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let mut complete = true;
         for prev in &pdu.prev_events {
             complete &= self.store.event(prev).await?.is_some();
@@ -79,18 +79,18 @@ impl Sequencer {
                 MAX_MISSING,
             )
             .await?;
-        let mut by_depth: Vec<(u64, &ReceivedPdu)> = fetched
+        let mut by_depth: Vec<(Pdu, &ReceivedPdu)> = fetched
             .iter()
             .take(MAX_MISSING)
             .filter(|r| r.event_id != pdu.event_id)
             .filter_map(|r| {
                 let p = Pdu::from_stored(&r.json, r.event_id.clone(), room_id.to_owned()).ok()?;
-                Some((u64::from(p.depth), r))
+                Some((p, r))
             })
             .collect();
-        by_depth.sort_by_key(|(depth, _)| *depth);
-        for (_, missing) in by_depth {
-            if let Err(e) = self.add_remote(room_id, missing).await {
+        by_depth.sort_by_key(|(p, _)| u64::from(p.depth));
+        for (p, missing) in by_depth {
+            if let Err(e) = self.add_remote(missing, p).await {
                 tracing::debug!(event_id = %missing.event_id, error = %e, "a fetched event was not added");
             }
         }
@@ -172,13 +172,11 @@ impl Sequencer {
         Ok(())
     }
 
-    async fn add_remote(&self, room_id: &RoomId, received: &ReceivedPdu) -> Result<Outcome> {
-        let parsed = Pdu::from_stored(
-            &received.json,
-            received.event_id.clone(),
-            room_id.to_owned(),
-        )?;
-        self.fetch_auth_events(room_id, &parsed).await?;
+    /// Checks and appends (or holds) `pdu`, as received in `received`.
+    async fn add_remote(&self, received: &ReceivedPdu, pdu: Pdu) -> Result<Outcome> {
+        let room_id = pdu.room_id().to_owned();
+        let room_id = room_id.as_ref();
+        self.fetch_auth_events(room_id, &pdu).await?;
         let slot = self.head_slot(room_id);
         let mut guard = slot.lock_owned().await;
         if guard.is_none() {
@@ -193,15 +191,18 @@ impl Sequencer {
         if let Some((status, why)) = self.store.held(&received.event_id).await? {
             return Ok(Outcome::Held(status, why));
         }
-        let pdu = parsed;
         if pdu.prev_events.is_empty() {
             return Err(Error::forbidden(
                 "an event of an existing room names prev events",
             ));
         }
         let checked = self.check(head, &pdu).await?;
-        let (before, graph) = match checked {
-            Checked::Admitted { before, graph } => (before, graph),
+        let (before, first_prev, graph) = match checked {
+            Checked::Admitted {
+                before,
+                first_prev,
+                graph,
+            } => (before, first_prev, graph),
             Checked::Held(status, reason) => {
                 self.store
                     .hold(&HeldEvent {
@@ -220,7 +221,7 @@ impl Sequencer {
             event: new_event,
             moved,
         } = self
-            .remote_new_event(head, pdu, received, before, graph)
+            .remote_new_event(head, pdu, received, (before, first_prev), graph)
             .await?;
         let positions = match self
             .store
@@ -262,6 +263,11 @@ impl Sequencer {
         load.extend(pdu.auth_events.iter().cloned());
         let graph = AuthGraph::new(self.store.auth_graph(&load).await?);
         let before = resolve(&head.rules, &prev_states, &graph)?;
+        let Some(first_prev) = prev_states.into_iter().next() else {
+            return Err(Error::forbidden(
+                "an event of an existing room names prev events",
+            ));
+        };
         let auth_events: HashMap<OwnedEventId, Pdu> = pdu
             .auth_events
             .iter()
@@ -275,7 +281,11 @@ impl Sequencer {
             .collect();
         Ok(
             match admit(&head.rules, pdu, &auth_events, &before_events, &head.state) {
-                Admission::Accepted => Checked::Admitted { before, graph },
+                Admission::Accepted => Checked::Admitted {
+                    before,
+                    first_prev,
+                    graph,
+                },
                 Admission::Rejected(why) => Checked::Held(HeldStatus::Rejected, why),
                 Admission::SoftFailed(why) => Checked::Held(HeldStatus::SoftFailed, why),
             },
@@ -302,12 +312,13 @@ impl Sequencer {
     }
 
     /// The append of an admitted `pdu`: its state, and the room's new current state.
+    /// `before` is the state before it, `first_prev` the state after its first prev event.
     async fn remote_new_event(
         &self,
         head: &Head,
         pdu: Pdu,
         received: &ReceivedPdu,
-        before: StateIds,
+        (before, first_prev): (StateIds, StateIds),
         mut graph: AuthGraph,
     ) -> Result<Admitted> {
         let room_id = pdu.room_id().to_owned();
@@ -325,7 +336,6 @@ impl Sequencer {
             after.insert(k, pdu.event_id.clone());
         }
         // Its first prev event's state, unless the prev events' states had to be resolved.
-        let first_prev = self.state_after(head, &pdu.prev_events[0]).await?;
         let state_before = (before != first_prev).then(|| stored(&before));
 
         // The room's heads after it, and their states' resolution.
@@ -422,7 +432,12 @@ impl HeadMove {
 }
 
 enum Checked {
-    Admitted { before: StateIds, graph: AuthGraph },
+    Admitted {
+        before: StateIds,
+        /// The state after its first prev event.
+        first_prev: StateIds,
+        graph: AuthGraph,
+    },
     Held(HeldStatus, String),
 }
 
