@@ -185,18 +185,7 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
         .map_err(db)?;
         return moved_past(moved.rows_affected(), 1, room_id);
     } else {
-        let sql = format!(
-            "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
-            params(2, prevs.len().max(1))
-        );
-        let mut q = sqlx::query(&sql).bind(room_id);
-        if prevs.is_empty() {
-            q = q.bind("");
-        }
-        for p in prevs {
-            q = q.bind(p.as_str());
-        }
-        let gone = q.execute(&mut *tx).await.map_err(db)?.rows_affected();
+        let gone = drop_heads(tx, room_id, prevs).await?;
         moved_past(gone, prevs.len(), room_id)?;
     }
     sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
@@ -215,17 +204,7 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
 async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
     let pdu = &ev.pdu;
     let room_id = pdu.room_id().as_str();
-    if !pdu.prev_events.is_empty() {
-        let sql = format!(
-            "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
-            params(2, pdu.prev_events.len())
-        );
-        let mut q = sqlx::query(&sql).bind(room_id);
-        for p in &pdu.prev_events {
-            q = q.bind(p.as_str());
-        }
-        q.execute(&mut *tx).await.map_err(db)?;
-    }
+    drop_heads(tx, room_id, &pdu.prev_events).await?;
     sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
         .bind(room_id)
         .bind(pdu.event_id.as_str())
@@ -249,6 +228,22 @@ async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
             .map_err(db)?;
     }
     Ok(())
+}
+
+/// Removes those of `events` that are heads of the room; answers how many were.
+async fn drop_heads(tx: &mut AnyConnection, room_id: &str, events: &[OwnedEventId]) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "DELETE FROM room_extremities WHERE room_id = $1 AND event_id IN ({})",
+        params(2, events.len())
+    );
+    let mut q = sqlx::query(&sql).bind(room_id);
+    for e in events {
+        q = q.bind(e.as_str());
+    }
+    Ok(q.execute(&mut *tx).await.map_err(db)?.rows_affected())
 }
 
 /// `Conflict` unless every one of the `expected` heads a batch was built on was still there.
