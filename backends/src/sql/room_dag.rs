@@ -50,8 +50,9 @@ impl SqlStore {
     /// least zero) meets them.
     pub(super) async fn add_outlier_event(&self, pdu: &Pdu, json: &str) -> Result<()> {
         let pos = match self.dialect {
-            // One writer: the lowest position, read and taken in one statement.
-            Dialect::Sqlite => "(SELECT MIN(COALESCE(MIN(pos), 0), 0) - 1 FROM events)",
+            // One writer: the lowest position, read and taken in one statement (a bare
+            // `MIN(pos)`, which SQLite reads from the key's end, not by a scan).
+            Dialect::Sqlite => "(MIN(COALESCE((SELECT MIN(pos) FROM events), 0), 0) - 1)",
             Dialect::Postgres => "nextval('outlier_seq')",
         };
         sqlx::query(&format!(
