@@ -4,13 +4,13 @@
 use ruma::{RoomVersionId, UserId};
 use serde_json::Value;
 
-use crate::StoredEvent;
+use crate::Pdu;
 
 /// A user's power in a room; `i64::MAX` for the creators of a v12 room.
 pub fn power_level(
     version: &RoomVersionId,
-    create: Option<&StoredEvent>,
-    power: Option<&StoredEvent>,
+    create: Option<&Pdu>,
+    power: Option<&Pdu>,
     user: &UserId,
 ) -> i64 {
     let privileged = version
@@ -18,10 +18,10 @@ pub fn power_level(
         .is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
     if privileged {
         if let Some(create) = create {
-            if create.pdu.sender == user {
+            if create.sender == user {
                 return i64::MAX;
             }
-            let content = create.pdu.content_value();
+            let content = create.content_value();
             if let Some(Value::Array(extra)) = content.get("additional_creators") {
                 if extra.iter().any(|v| v.as_str() == Some(user.as_str())) {
                     return i64::MAX;
@@ -31,7 +31,7 @@ pub fn power_level(
     }
     match power {
         Some(p) => {
-            let c = p.pdu.content_value();
+            let c = p.content_value();
             c.get("users")
                 .and_then(|u| u.get(user.as_str()))
                 .and_then(as_int)
@@ -40,16 +40,16 @@ pub fn power_level(
         }
         None => match create {
             // Without power levels the creator has 100.
-            Some(c) if c.pdu.sender == user => 100,
+            Some(c) if c.sender == user => 100,
             _ => 0,
         },
     }
 }
 
 /// A named level from the power levels content (`redact`, `kick`, `ban`, `invite`, `state_default`…).
-pub fn required_level(power: Option<&StoredEvent>, name: &str, default: i64) -> i64 {
+pub fn required_level(power: Option<&Pdu>, name: &str, default: i64) -> i64 {
     power
-        .and_then(|p| p.pdu.content_value().get(name).and_then(as_int))
+        .and_then(|p| p.content_value().get(name).and_then(as_int))
         .unwrap_or(default)
 }
 

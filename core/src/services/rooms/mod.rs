@@ -111,6 +111,8 @@ impl Rooms {
                 room_id: room_id.to_owned(),
                 create_version: None,
                 remote: Vec::new(),
+                join: None,
+                backfill: Vec::new(),
                 events: intents,
             })
             .await
@@ -175,6 +177,7 @@ impl Rooms {
             .store
             .state_event(room_id, "m.room.power_levels", "")
             .await?;
+        let (create, power) = (create.map(|e| e.pdu), power.map(|e| e.pdu));
         let have = state::power_level(&version, create.as_ref(), power.as_ref(), user_id);
         Ok(have >= state::required_level(power.as_ref(), level, default))
     }
