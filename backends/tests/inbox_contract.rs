@@ -296,6 +296,8 @@ async fn append(bus: &InProcessBus, event: EventIntent) -> StoredEvent {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![event],
     };
     bus.submit(batch).await.unwrap().remove(0)
@@ -329,6 +331,8 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
         room_id: room.to_owned(),
         create_version: Some(RoomVersionId::V11),
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![
             intent(
                 &alice,

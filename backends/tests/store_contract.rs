@@ -81,6 +81,8 @@ mod lists;
 mod many_rooms;
 #[path = "store_contract/remote.rs"]
 mod remote;
+#[path = "store_contract/remote_join.rs"]
+mod remote_join;
 #[path = "store_contract/remote_pdu.rs"]
 mod remote_pdu;
 #[path = "store_contract/room_dag.rs"]
@@ -152,6 +154,8 @@ fn create_batch() -> RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: Some(RoomVersionId::V11),
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -198,6 +202,8 @@ async fn batches_append_all_or_nothing_in_stream_order(db: Db) {
         room_id: room.to_owned(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![
             EventIntent::new(
                 user_id!("@alice:localhost").to_owned(),
@@ -408,6 +414,8 @@ fn in_room(events: Vec<EventIntent>) -> RoomBatch {
         room_id: room_id!("!room:localhost").to_owned(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events,
     }
 }

@@ -76,6 +76,8 @@ fn create_batch(room: &OwnedRoomId, user: &OwnedUserId) -> RoomBatch {
         room_id: room.clone(),
         create_version: Some(RoomVersionId::V11),
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -111,6 +113,8 @@ async fn write_room(
             room_id: room.clone(),
             create_version: None,
             remote: Vec::new(),
+            join: None,
+            backfill: Vec::new(),
             events: vec![EventIntent::new(
                 user.clone(),
                 "m.room.message".into(),

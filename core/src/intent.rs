@@ -48,6 +48,45 @@ pub struct RoomBatch {
     /// A batch carries intents or received events, not both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote: Vec<ReceivedPdu>,
+    /// A room this server joins through another server: what that server answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<Box<RemoteJoin>>,
+    /// Fill the room's history in before these events (its earliest), from the servers in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfill: Vec<OwnedEventId>,
+}
+
+impl RoomBatch {
+    /// A batch of intents for an existing room.
+    pub fn intents(room_id: OwnedRoomId, events: Vec<EventIntent>) -> Self {
+        RoomBatch {
+            room_id,
+            create_version: None,
+            events,
+            remote: Vec::new(),
+            join: None,
+            backfill: Vec::new(),
+        }
+    }
+
+    /// A batch of received events.
+    pub fn received(room_id: OwnedRoomId, remote: Vec<ReceivedPdu>) -> Self {
+        RoomBatch {
+            remote,
+            ..RoomBatch::intents(room_id, Vec::new())
+        }
+    }
+}
+
+/// A join through another server (`send_join`): the room's state before the join event and
+/// the auth chain of that state and of the event, as the resident server answered (each
+/// verified on arrival), and the join event, signed by both servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteJoin {
+    pub room_version: RoomVersionId,
+    pub state: Vec<ReceivedPdu>,
+    pub auth_chain: Vec<ReceivedPdu>,
+    pub event: ReceivedPdu,
 }
 
 /// An event of another server, verified ([`crate::remote_pdu::verify_pdu`]): its id and the
@@ -77,15 +116,13 @@ mod tests {
     /// (still on a Kafka topic across an upgrade) reads as a batch of intents.
     #[test]
     fn received_events_travel_on_the_bus_and_old_batches_still_read() {
-        let batch = RoomBatch {
-            room_id: "!r:localhost".try_into().unwrap(),
-            create_version: None,
-            events: Vec::new(),
-            remote: vec![ReceivedPdu {
+        let batch = RoomBatch::received(
+            "!r:localhost".try_into().unwrap(),
+            vec![ReceivedPdu {
                 event_id: "$e".try_into().unwrap(),
                 json: r#"{"type":"m.room.message"}"#.into(),
             }],
-        };
+        );
         let wire = serde_json::to_string(&batch).unwrap();
         let back: RoomBatch = serde_json::from_str(&wire).unwrap();
         assert_eq!(back.remote.len(), 1);
@@ -94,7 +131,7 @@ mod tests {
 
         let old = r#"{"room_id":"!r:localhost","create_version":null,"events":[]}"#;
         let read: RoomBatch = serde_json::from_str(old).unwrap();
-        assert!(read.remote.is_empty());
+        assert!(read.remote.is_empty() && read.join.is_none() && read.backfill.is_empty());
         let local = serde_json::to_string(&read).unwrap();
         assert!(!local.contains("remote"), "{local}");
     }

@@ -16,7 +16,7 @@ pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, Seq
 mod room_dag;
 pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange,
-    StoredState, TopoPoint,
+    StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
@@ -238,8 +238,16 @@ pub trait RoomStore: Send + Sync {
     /// state resolution and authorization.
     async fn auth_graph(&self, event_ids: &[OwnedEventId]) -> Result<Vec<Pdu>>;
     /// Stores an outlier: an event of another server kept for what it authorizes, with no
-    /// place in the stream or the room's history (a negative position), and no state.
+    /// place in the stream or the room's history (a position below [`OUTLIERS_BELOW`]), and
+    /// no state.
     async fn add_outlier(&self, pdu: &Pdu, json: &str) -> Result<()>;
+    /// Stores an event of the room's past, filled in later (backfilled): in its history (by
+    /// depth) but not in the stream, at a position below zero and above the outliers'. An
+    /// outlier it was stored as before moves there.
+    async fn add_backfilled(&self, pdu: &Pdu, json: &str) -> Result<()>;
+    /// The room's earliest events in its history (those of the least depth), if it is a room
+    /// that other servers write to: where its history is filled in from.
+    async fn earliest_events(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>>;
     /// Keeps an event of another server that does not join the room's timeline.
     async fn hold(&self, event: &HeldEvent) -> Result<()>;
     /// Why an event is held back, if it is.

@@ -65,6 +65,9 @@ impl SqlStore {
                 .zip(groups)
                 .map(|((e, p), g)| (e, p, g))
                 .collect();
+            for ev in events.iter().filter(|e| e.remote.is_some()) {
+                drop_outlier(tx, ev).await?;
+            }
             for chunk in positioned.chunks(EVENTS_PER_INSERT) {
                 insert_events(tx, chunk).await?;
             }
@@ -204,6 +207,15 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
 async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
     let pdu = &ev.pdu;
     let room_id = pdu.room_id().as_str();
+    // A room joined through another server starts with the join.
+    if let Some(version) = &ev.room_version {
+        sqlx::query("INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)")
+            .bind(room_id)
+            .bind(version.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
     drop_heads(tx, room_id, &pdu.prev_events).await?;
     sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
         .bind(room_id)
@@ -227,6 +239,20 @@ async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
             .await
             .map_err(db)?;
     }
+    Ok(())
+}
+
+/// Removes the outlier an event of another server was stored as, if it was: the event now
+/// takes its place in the stream.
+async fn drop_outlier(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
+    sqlx::query(&format!(
+        "DELETE FROM events WHERE event_id = $1 AND pos < {}",
+        sandcat_core::ports::OUTLIERS_BELOW
+    ))
+    .bind(ev.pdu.event_id.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! and the events of other servers held back (rejected or soft-failed).
 
 use super::*;
-use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange};
+use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange, OUTLIERS_BELOW};
 
 /// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
 /// up on the write path, one round trip per read. Each dialect reads JSON its own way.
@@ -45,19 +45,52 @@ impl SqlStore {
             .collect()
     }
 
-    /// Outliers take positions below zero, counting down: below every position the stream
-    /// hands out, so no reader of the stream or of history (which read above a floor of at
-    /// least zero) meets them.
+    /// Outliers take positions below [`OUTLIERS_BELOW`], counting down: below every position
+    /// the stream hands out and every history reader's floor, so no reader meets them.
     pub(super) async fn add_outlier_event(&self, pdu: &Pdu, json: &str) -> Result<()> {
         let pos = match self.dialect {
             // One writer: the lowest position, read and taken in one statement (a bare
             // `MIN(pos)`, which SQLite reads from the key's end, not by a scan).
-            Dialect::Sqlite => "(MIN(COALESCE((SELECT MIN(pos) FROM events), 0), 0) - 1)",
-            Dialect::Postgres => "nextval('outlier_seq')",
+            Dialect::Sqlite => {
+                format!("(MIN(COALESCE((SELECT MIN(pos) FROM events), 0), {OUTLIERS_BELOW}) - 1)")
+            }
+            Dialect::Postgres => format!("(nextval('outlier_seq') + {OUTLIERS_BELOW})"),
+        };
+        self.insert_unstreamed(pdu, json, &pos, "").await
+    }
+
+    /// Backfilled events take positions below zero and above the outliers', counting down:
+    /// in history (depth orders it), never in the stream. An outlier moves there.
+    pub(super) async fn add_backfilled_event(&self, pdu: &Pdu, json: &str) -> Result<()> {
+        let pos = match self.dialect {
+            Dialect::Sqlite => format!(
+                "(MIN(COALESCE((SELECT MIN(pos) FROM events WHERE pos > {OUTLIERS_BELOW}), 0), 0) - 1)"
+            ),
+            Dialect::Postgres => "nextval('backfill_seq')".to_owned(),
+        };
+        let promote = format!(
+            " DO UPDATE SET pos = excluded.pos, federated = TRUE WHERE events.pos < {OUTLIERS_BELOW}"
+        );
+        self.insert_unstreamed(pdu, json, &pos, &promote).await
+    }
+
+    /// Inserts an event at position `pos` (an SQL expression); on an event id stored before,
+    /// `on_conflict` (after `ON CONFLICT (event_id)`), or nothing.
+    async fn insert_unstreamed(
+        &self,
+        pdu: &Pdu,
+        json: &str,
+        pos: &str,
+        on_conflict: &str,
+    ) -> Result<()> {
+        let on_conflict = if on_conflict.is_empty() {
+            " DO NOTHING"
+        } else {
+            on_conflict
         };
         sqlx::query(&format!(
-            "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, depth) \
-             VALUES ({pos}, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
+            "INSERT INTO events (pos, event_id, room_id, sender, type, state_key, json, depth, federated) \
+             VALUES ({pos}, $1, $2, $3, $4, $5, $6, $7, TRUE) ON CONFLICT (event_id){on_conflict}"
         ))
         .bind(pdu.event_id.as_str())
         .bind(pdu.room_id().as_str())
@@ -70,6 +103,21 @@ impl SqlStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    /// The room's history events of the least depth, in a room other servers write to.
+    pub(super) async fn earliest_events_of(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND federated AND pos > {OUTLIERS_BELOW} \
+             AND depth = (SELECT MIN(depth) FROM events WHERE room_id = $2 AND federated AND pos > {OUTLIERS_BELOW}) \
+             ORDER BY pos"
+        ))
+        .bind(room_id.as_str())
+        .bind(room_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.events_from_rows(rows).await
     }
 
     pub(super) async fn hold_event(&self, event: &HeldEvent) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use super::*;
 use ruma::events::room::member::MembershipState;
+use sandcat_core::ports::OUTLIERS_BELOW;
 
 fn membership_from_row(r: &AnyRow) -> Result<Membership> {
     Ok(Membership {
@@ -194,6 +195,14 @@ impl RoomStore for SqlStore {
         self.add_outlier_event(pdu, json).await
     }
 
+    async fn add_backfilled(&self, pdu: &Pdu, json: &str) -> Result<()> {
+        self.add_backfilled_event(pdu, json).await
+    }
+
+    async fn earliest_events(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
+        self.earliest_events_of(room_id).await
+    }
+
     async fn hold(&self, event: &sandcat_core::ports::HeldEvent) -> Result<()> {
         self.hold_event(event).await
     }
@@ -355,7 +364,7 @@ impl RoomStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos > 0 AND pos <= $7 ORDER BY pos DESC LIMIT $8"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2 AND ($3 IS NULL OR rel_type = $4) AND ($5 IS NULL OR type = $6) AND pos > {OUTLIERS_BELOW} AND pos <= $7 ORDER BY pos DESC LIMIT $8"
         ))
         .bind(room_id.as_str())
         .bind(event_id.as_str())

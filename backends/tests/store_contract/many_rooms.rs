@@ -33,6 +33,8 @@ fn said(room: &OwnedRoomId, sender: OwnedUserId, body: &str, txn: Option<&str>) 
         room_id: room.clone(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![ev],
     }
 }

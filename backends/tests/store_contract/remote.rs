@@ -44,6 +44,8 @@ pub(crate) struct RemoteServer {
     pub(crate) asked: AtomicUsize,
     /// The events it built, by id: what it serves to a server that lacks them.
     pub(crate) built: Mutex<HashMap<OwnedEventId, (Pdu, String)>>,
+    /// How often it was asked for history (`/backfill`).
+    pub(crate) backfills: AtomicUsize,
 }
 
 impl RemoteServer {
@@ -56,6 +58,7 @@ impl RemoteServer {
             forge_as: Mutex::new(None),
             asked: AtomicUsize::new(0),
             built: Mutex::new(HashMap::new()),
+            backfills: AtomicUsize::new(0),
         })
     }
 
@@ -202,6 +205,33 @@ impl RemoteServer {
             }
         }
         out
+    }
+}
+
+impl RemoteServer {
+    /// Its events from `from` backwards, `from` included (`/backfill`): the deepest first, at
+    /// most `limit`.
+    pub(crate) fn backfill(&self, from: &[OwnedEventId], limit: usize) -> Vec<String> {
+        self.backfills.fetch_add(1, Ordering::SeqCst);
+        let built = self.built.lock().unwrap();
+        let mut found: Vec<&(Pdu, String)> = Vec::new();
+        let mut seen: HashSet<OwnedEventId> = HashSet::new();
+        let mut todo: Vec<OwnedEventId> = from.to_vec();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(entry) = built.get(&id) {
+                found.push(entry);
+                todo.extend(entry.0.prev_events.iter().cloned());
+            }
+        }
+        found.sort_by_key(|(pdu, _)| std::cmp::Reverse(u64::from(pdu.depth)));
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(_, json)| json.clone())
+            .collect()
     }
 }
 

@@ -31,7 +31,12 @@ fn room() -> OwnedRoomId {
     room_id!("!room:localhost").to_owned()
 }
 
-fn intent(sender: &str, kind: &str, key: Option<&str>, content: serde_json::Value) -> EventIntent {
+pub(super) fn intent(
+    sender: &str,
+    kind: &str,
+    key: Option<&str>,
+    content: serde_json::Value,
+) -> EventIntent {
     EventIntent::new(
         sender.try_into().unwrap(),
         TimelineEventType::from(kind),
@@ -47,6 +52,8 @@ fn public_room() -> RoomBatch {
         room_id: room(),
         create_version: Some(RoomVersionId::V11),
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![
             ev("m.room.create", Some(""), json!({ "room_version": "11" })),
             ev(
@@ -130,6 +137,8 @@ fn received(pdu: ReceivedPdu) -> RoomBatch {
         create_version: None,
         events: Vec::new(),
         remote: vec![pdu],
+        join: None,
+        backfill: Vec::new(),
     }
 }
 
@@ -168,6 +177,7 @@ async fn shared_room(db: &Db) -> Shared {
     let fetcher = Arc::new(Fetcher {
         server: remote.clone(),
         keys: key_service(store.clone(), &remote),
+        version: RoomVersionId::V11,
     });
     let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
     let signing = Arc::new(SigningKey {
@@ -372,11 +382,13 @@ async fn a_room_forks_and_resolves_with_another_server(db: Db) {
     assert_eq!(next.pdu.prev_events, vec![banned.pdu.event_id.clone()]);
 }
 
-/// The other server's side of `/get_missing_events`: its events, checked on arrival as the
-/// federation client checks what it fetches.
-struct Fetcher {
-    server: Arc<RemoteServer>,
-    keys: ServerKeys,
+/// The other server's side of `/get_missing_events`, `/event` and `/backfill`: its events,
+/// checked on arrival as the federation client checks what it fetches.
+pub(super) struct Fetcher {
+    pub(super) server: Arc<RemoteServer>,
+    pub(super) keys: ServerKeys,
+    /// The room version of the rooms it is asked about.
+    pub(super) version: RoomVersionId,
 }
 
 #[async_trait::async_trait]
@@ -397,7 +409,7 @@ impl RemoteFetch for Fetcher {
             .into_iter()
             .take(limit)
         {
-            let verified = verify_pdu(&self.keys, &RoomVersionId::V11, room_id, &json).await?;
+            let verified = verify_pdu(&self.keys, &self.version, room_id, &json).await?;
             out.push(verified.into());
         }
         Ok(out)
@@ -414,8 +426,26 @@ impl RemoteFetch for Fetcher {
             Some((_, json)) => json.clone(),
             None => return Ok(None),
         };
-        let verified = verify_pdu(&self.keys, &RoomVersionId::V11, room_id, &json).await?;
+        let verified = verify_pdu(&self.keys, &self.version, room_id, &json).await?;
         Ok(Some(verified.into()))
+    }
+
+    async fn backfill(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        from: &[OwnedEventId],
+        limit: usize,
+    ) -> sandcat_core::Result<Vec<ReceivedPdu>> {
+        assert_eq!(origin, self.server.name, "asked of a server in the room");
+        // An event that fails its checks is dropped, as the federation client drops it.
+        let mut out = Vec::new();
+        for json in self.server.backfill(from, limit) {
+            if let Ok(verified) = verify_pdu(&self.keys, &self.version, room_id, &json).await {
+                out.push(verified.into());
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -65,6 +65,8 @@ fn random_batch(room: &OwnedRoomId, rng: &mut Lcg, n: usize) -> RoomBatch {
         room_id: room.clone(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events,
     }
 }

@@ -50,6 +50,8 @@ fn numbered(room: &OwnedRoomId, user: &OwnedUserId, n: u64) -> RoomBatch {
         room_id: room.clone(),
         create_version: None,
         remote: Vec::new(),
+        join: None,
+        backfill: Vec::new(),
         events: vec![ev],
     }
 }

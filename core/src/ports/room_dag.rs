@@ -5,6 +5,15 @@ use std::collections::HashMap;
 
 use ruma::{events::room::member::MembershipState, OwnedEventId, OwnedRoomId};
 
+/// Stream positions below zero are never handed out by the stream, so no reader of it (`/sync`,
+/// the inbox, application services, the Sandcat API) meets what they hold: events filled into
+/// a room's history later (backfilled), counting down from -1, and below this bound, outliers
+/// (events kept only for what they authorize), which no history reader meets either.
+pub const OUTLIERS_BELOW: i64 = -(1 << 62);
+
+/// The floor of a reader who may read a room's whole history, backfilled events included.
+pub const HISTORY_START: i64 = OUTLIERS_BELOW;
+
 /// A state: `(type, state_key)` → event id, as the store keeps it.
 pub type StoredState = HashMap<(String, String), OwnedEventId>;
 
@@ -89,6 +98,16 @@ pub trait RemoteFetch: Send + Sync {
         room_id: &ruma::RoomId,
         event_id: &ruma::EventId,
     ) -> crate::Result<Option<crate::intent::ReceivedPdu>>;
+
+    /// Up to `limit` events of `room_id` from `from` backwards, `from` included, as `origin`
+    /// has them (`/backfill`): the history before this server's earliest events.
+    async fn backfill(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        from: &[OwnedEventId],
+        limit: usize,
+    ) -> crate::Result<Vec<crate::intent::ReceivedPdu>>;
 }
 
 /// The fetcher of a server that talks to no other: no event can be fetched.
@@ -114,6 +133,16 @@ impl RemoteFetch for NoRemoteFetch {
         _event_id: &ruma::EventId,
     ) -> crate::Result<Option<crate::intent::ReceivedPdu>> {
         Ok(None)
+    }
+
+    async fn backfill(
+        &self,
+        _origin: &ruma::ServerName,
+        _room_id: &ruma::RoomId,
+        _from: &[OwnedEventId],
+        _limit: usize,
+    ) -> crate::Result<Vec<crate::intent::ReceivedPdu>> {
+        Ok(Vec::new())
     }
 }
 

@@ -19,6 +19,8 @@ use ruma::{
 };
 use serde_json::{json, Map, Value};
 
+mod backfill;
+mod join;
 mod remote;
 
 use crate::{
@@ -187,6 +189,14 @@ impl Sequencer {
         batch: &RoomBatch,
         batch_id: Option<&str>,
     ) -> Result<Vec<StoredEvent>> {
+        if let Some(join) = &batch.join {
+            return self.sequence_join(&batch.room_id, join).await;
+        }
+        if !batch.backfill.is_empty() {
+            return self
+                .sequence_backfill(&batch.room_id, &batch.backfill)
+                .await;
+        }
         if !batch.remote.is_empty() {
             return self.sequence_remote(batch).await;
         }
@@ -327,6 +337,8 @@ impl Sequencer {
             // Events of other servers are added one at a time, each on its own.
             if results[i].is_some()
                 || !batch.remote.is_empty()
+                || batch.join.is_some()
+                || !batch.backfill.is_empty()
                 || !rooms.insert(batch.room_id.clone())
             {
                 continue;

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 
-use ruma::{EventId, OwnedEventId, RoomId};
+use ruma::{room_version_rules::RoomVersionRules, EventId, OwnedEventId, RoomId};
 
 use super::{Head, Sequencer};
 use crate::{
     error::ErrorCode,
     intent::{ReceivedPdu, RoomBatch},
-    ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange},
+    ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange, OUTLIERS_BELOW},
     remote_auth::{admit, check_against_auth_events, Admission, StateMap},
     state_resolution::{events_to_load, resolve, state_ids, AuthGraph, StateIds},
     Error, Pdu, Result, StoredEvent,
@@ -22,6 +22,15 @@ use crate::{
 
 /// The most events fetched to fill one gap before an event of another server.
 const MAX_MISSING: usize = 20;
+
+/// Where an event checked against its auth events alone is stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Placement {
+    /// Kept for what it authorizes: in no stream, no history, no state.
+    Outlier,
+    /// In the room's history, filled in later: not in the stream.
+    Backfilled,
+}
 
 /// What became of one received event.
 enum Outcome {
@@ -63,7 +72,12 @@ impl Sequencer {
     async fn fill_gap(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let mut complete = true;
         for prev in &pdu.prev_events {
-            complete &= self.store.event(prev).await?.is_some();
+            // An outlier is no place in the room's graph to build on.
+            complete &= self
+                .store
+                .event(prev)
+                .await?
+                .is_some_and(|e| e.pos > OUTLIERS_BELOW);
         }
         if complete {
             return Ok(());
@@ -114,7 +128,7 @@ impl Sequencer {
     /// server, and stores each as an outlier if it passes against its own auth events (else
     /// holds it as rejected). Oldest first, at most [`MAX_MISSING`]; what stays missing
     /// rejects `pdu` later, for its unknown auth event.
-    async fn fetch_auth_events(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
+    pub(super) async fn fetch_auth_events(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let origin = pdu.sender.server_name();
         let mut todo: Vec<OwnedEventId> = pdu.auth_events.clone();
         let mut seen = std::collections::HashSet::new();
@@ -146,7 +160,21 @@ impl Sequencer {
             return Err(Error::not_found(format!("{room_id} is not known here")));
         };
         let rules = super::rules_for(&version)?;
+        self.add_outside_stream(&rules, found, Placement::Outlier)
+            .await?;
+        Ok(())
+    }
+
+    /// Checks each of `found` against its own auth events, oldest first, and stores it as
+    /// `placement` says, or holds it as rejected. Answers how many were stored.
+    pub(super) async fn add_outside_stream(
+        &self,
+        rules: &RoomVersionRules,
+        mut found: Vec<(Pdu, ReceivedPdu)>,
+        placement: Placement,
+    ) -> Result<usize> {
         found.sort_by_key(|(p, _)| u64::from(p.depth));
+        let mut stored = 0;
         for (p, got) in found {
             let graph = AuthGraph::new(self.store.auth_graph(&p.auth_events).await?);
             let auth: HashMap<OwnedEventId, Pdu> = p
@@ -154,13 +182,19 @@ impl Sequencer {
                 .iter()
                 .filter_map(|id| graph.get(id).map(|e| (id.clone(), e.clone())))
                 .collect();
-            match check_against_auth_events(&rules, &p, &auth) {
-                Ok(()) => self.store.add_outlier(&p, &got.json).await?,
+            match check_against_auth_events(rules, &p, &auth) {
+                Ok(()) => {
+                    match placement {
+                        Placement::Outlier => self.store.add_outlier(&p, &got.json).await?,
+                        Placement::Backfilled => self.store.add_backfilled(&p, &got.json).await?,
+                    }
+                    stored += 1;
+                }
                 Err(reason) => {
                     self.store
                         .hold(&HeldEvent {
                             event_id: p.event_id.clone(),
-                            room_id: room_id.to_owned(),
+                            room_id: p.room_id().to_owned(),
                             json: got.json,
                             status: HeldStatus::Rejected,
                             reason,
@@ -169,7 +203,7 @@ impl Sequencer {
                 }
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Checks and appends (or holds) `pdu`, as received in `received`.
@@ -185,8 +219,11 @@ impl Sequencer {
         let Some(head) = guard.as_ref() else {
             return Err(Error::not_found(format!("{room_id} is not known here")));
         };
+        // An outlier it was stored as is not in the timeline yet: the append moves it there.
         if let Some(ev) = self.store.event(&received.event_id).await? {
-            return Ok(Outcome::Appended(Box::new(ev)));
+            if ev.pos > OUTLIERS_BELOW {
+                return Ok(Outcome::Appended(Box::new(ev)));
+            }
         }
         if let Some((status, why)) = self.store.held(&received.event_id).await? {
             return Ok(Outcome::Held(status, why));
@@ -377,10 +414,16 @@ impl Sequencer {
             extremities,
         };
 
+        // A redaction of another server's redacts an event of its own server's, or any event
+        // when its sender has the power to redact in the state before it.
         let sender_server = pdu.sender.server_name().to_owned();
+        let level = |kind: &str| graph.get(before.get(&(kind.into(), String::new()))?);
+        let (create, power) = (level("m.room.create"), level("m.room.power_levels"));
+        let may_redact_any = crate::state::power_level(&head.version, create, power, &pdu.sender)
+            >= crate::state::required_level(power, "redact", 50);
         let redaction = self
             .redaction_of(&room_id, &head.rules, &pdu, |target| {
-                target.sender.server_name() == sender_server
+                may_redact_any || target.sender.server_name() == sender_server
             })
             .await?;
         Ok(Admitted {

@@ -261,6 +261,8 @@ impl Rooms {
                     room_id: room_id.clone(),
                     create_version: Some(version.clone()),
                     remote: Vec::new(),
+                    join: None,
+                    backfill: Vec::new(),
                     events: events.clone(),
                 })
                 .await;

@@ -5,7 +5,7 @@ use ruma::{events::TimelineEventType, EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::json;
 
 use super::*;
-use crate::ports::{HistoryRange, TopoPoint};
+use crate::ports::{HistoryRange, TopoPoint, HISTORY_START, OUTLIERS_BELOW};
 
 /// A `/messages` token: a stream position (`s…` or `t<pos>`: a sync's `prev_batch`, or a
 /// token of an older version), or a point in the room's topological order (`t<depth>_<pos>`:
@@ -57,14 +57,15 @@ impl Rooms {
     }
 
     /// `(floor, until)`: the member reads positions in `(floor, until]` (history visibility
-    /// and departure both apply).
+    /// and departure both apply). A member who may read the whole history reads the
+    /// backfilled events below zero too ([`HISTORY_START`]).
     pub async fn visible_range(&self, user_id: &UserId, room_id: &RoomId) -> Result<(i64, i64)> {
         let until = self.membership_until(user_id, room_id).await?;
         let floor = match self.store.membership(room_id, user_id).await? {
             Some(m) => crate::visibility::floor(self.store.as_ref(), room_id, &m).await?,
             None => 0,
         };
-        Ok((floor, until))
+        Ok((if floor == 0 { HISTORY_START } else { floor }, until))
     }
 
     async fn membership_until(&self, user_id: &UserId, room_id: &RoomId) -> Result<i64> {
@@ -192,13 +193,58 @@ impl Rooms {
             }
             (Direction::Forward, Some(HistoryToken::Stream(q))) => range.until = range.until.min(q),
         }
-        let events = self.store.history(room_id, range, dir, limit).await?;
+        let mut events = self.store.history(room_id, range, dir, limit).await?;
+        // The bottom of what this server has of a room's whole history: fill in its past.
+        let at_bottom = dir == Direction::Backward
+            && events.len() < limit
+            && range.floor == HISTORY_START
+            && range.to.is_none();
+        if at_bottom && self.backfill(room_id).await {
+            events = self.store.history(room_id, range, dir, limit).await?;
+        }
         let end = if events.len() < limit {
             None
         } else {
             events.last().map(|e| HistoryToken::after(e).to_string())
         };
         Ok(Page { events, end })
+    }
+
+    /// Asks the servers in the room for its past when its earliest events name prev events
+    /// this server lacks (a room joined through another server), through the room's lane.
+    /// Answers whether it asked; a failure only leaves history where it ends.
+    async fn backfill(&self, room_id: &RoomId) -> bool {
+        let earliest = match self.store.earliest_events(room_id).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(%room_id, error = %e, "reading a room's earliest events failed");
+                return false;
+            }
+        };
+        let mut from = Vec::new();
+        for ev in earliest {
+            for prev in &ev.pdu.prev_events {
+                let known = self.store.event(prev).await.ok().flatten();
+                if known.is_none_or(|e| e.pos <= OUTLIERS_BELOW) {
+                    from.push(ev.pdu.event_id.clone());
+                    break;
+                }
+            }
+        }
+        if from.is_empty() {
+            return false;
+        }
+        let batch = RoomBatch {
+            backfill: from,
+            ..RoomBatch::intents(room_id.to_owned(), Vec::new())
+        };
+        match self.bus.submit(batch).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!(%room_id, error = %e, "backfill failed");
+                false
+            }
+        }
     }
 
     /// `GET /rooms/{roomId}/context/{eventId}`: events before and after, and the state.
