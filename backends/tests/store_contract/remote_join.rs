@@ -292,4 +292,26 @@ async fn a_room_joined_through_another_server_fills_in_its_past(db: Db) {
     let earliest = store.earliest_events(&room).await.unwrap();
     assert_eq!(earliest.len(), 1);
     assert_eq!(earliest[0].pdu.event_id, create);
+
+    // Bob, whose power reaches the redaction level, redacts Alice's words: an event of
+    // another server's, applied all the same.
+    let mut redaction = intent(BOB, "m.room.redaction", None, json!({}));
+    redaction.redacts = Some(said.pdu.event_id.clone());
+    let (_, json) = remote.event_on(
+        &room,
+        &RoomVersionId::V11,
+        redaction.clone(),
+        vec![said.pdu.event_id.clone()],
+        bob.auth_for(&redaction),
+        u64::from(said.pdu.depth) + 1,
+        T0,
+    );
+    let verified = verify_pdu(&keys, &RoomVersionId::V11, &room, &json)
+        .await
+        .unwrap();
+    bus.submit(RoomBatch::received(room.clone(), vec![verified.into()]))
+        .await
+        .unwrap();
+    let redacted = store.event(&said.pdu.event_id).await.unwrap().unwrap();
+    assert_eq!(redacted.pdu.content_value(), json!({}), "{redacted:?}");
 }
