@@ -93,6 +93,8 @@ mod server_keys;
 mod state_groups;
 #[path = "store_contract/stream.rs"]
 mod stream;
+#[path = "store_contract/sync_state.rs"]
+mod sync_state;
 
 on_both_backends!(
     batches_append_all_or_nothing_in_stream_order,

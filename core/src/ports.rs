@@ -16,7 +16,7 @@ pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, Seq
 mod room_dag;
 pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange,
-    StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
+    StateReset, StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
@@ -258,13 +258,25 @@ pub trait RoomStore: Send + Sync {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<StoredEvent>>;
-    /// The latest state event per (type, key) with a position in `(after, until]`.
+    /// The room's state entries that changed at positions in `(after, until]`, each with
+    /// the event it holds after the latest change: the latest state event of the entry, or
+    /// what state resolution set there since (see [`RoomStore::state_resets`]; an entry it
+    /// left out is not answered).
     async fn state_changes(
         &self,
         room_id: &RoomId,
         after: i64,
         until: i64,
     ) -> Result<Vec<StoredEvent>>;
+    /// The latest state reset per entry at positions in `(after, until]`: entries state
+    /// resolution set to another event than the one at that position (rooms other servers
+    /// write to only).
+    async fn state_resets(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StateReset>>;
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>>;
     /// Every room the user has a membership in (any kind), minus forgotten ones.
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;

@@ -288,6 +288,7 @@ async fn apply_state(tx: &mut AnyConnection, ev: &NewEvent, pos: i64) -> Result<
     let pdu = &ev.pdu;
     let room_id = pdu.room_id().as_str();
     if let Some(remote) = &ev.remote {
+        record_resets(tx, room_id, pos, &remote.resets).await?;
         // The resolution of the room's heads, as the sequencer computed it.
         for change in &remote.current_state {
             match &change.to {
@@ -341,6 +342,36 @@ async fn apply_state(tx: &mut AnyConnection, ev: &NewEvent, pos: i64) -> Result<
             .await
             .map_err(db)?;
     }
+    Ok(())
+}
+
+/// Keeps the state resets of the event at `pos`, in one statement.
+async fn record_resets(
+    tx: &mut AnyConnection,
+    room_id: &str,
+    pos: i64,
+    resets: &[sandcat_core::ports::StateChange],
+) -> Result<()> {
+    if resets.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..resets.len())
+        .map(|i| format!("({})", params(i * 5 + 1, 5)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO state_resets (room_id, pos, type, state_key, event_id) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for r in resets {
+        q = q
+            .bind(room_id)
+            .bind(pos)
+            .bind(r.kind.as_str())
+            .bind(r.state_key.as_str())
+            .bind(r.to.as_ref().map(|(id, _)| id.as_str()));
+    }
+    q.execute(&mut *tx).await.map_err(db)?;
     Ok(())
 }
 

@@ -2,7 +2,11 @@
 //! and the events of other servers held back (rejected or soft-failed).
 
 use super::*;
-use sandcat_core::ports::{Direction, HeldEvent, HeldStatus, HistoryRange, OUTLIERS_BELOW};
+use std::collections::HashMap;
+
+use sandcat_core::ports::{
+    Direction, HeldEvent, HeldStatus, HistoryRange, RoomStore, StateReset, OUTLIERS_BELOW,
+};
 
 /// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
 /// up on the write path, one round trip per read. Each dialect reads JSON its own way.
@@ -154,6 +158,81 @@ impl SqlStore {
             .ok_or_else(|| Error::storage(format!("unknown held status {status}")))?;
         Ok(Some((status, r.try_get("reason").map_err(db)?)))
     }
+}
+
+impl SqlStore {
+    /// The latest state reset per entry of the room at positions in `(after, until]`.
+    pub(super) async fn state_resets_in(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StateReset>> {
+        let rows = sqlx::query(
+            "SELECT pos, type, state_key, event_id FROM state_resets \
+             WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos",
+        )
+        .bind(room_id.as_str())
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut latest: HashMap<(String, String), (i64, Option<String>)> = HashMap::new();
+        for r in rows {
+            let key = (
+                r.try_get::<String, _>("type").map_err(db)?,
+                r.try_get::<String, _>("state_key").map_err(db)?,
+            );
+            let to = (
+                r.try_get::<i64, _>("pos").map_err(db)?,
+                r.try_get::<Option<String>, _>("event_id").map_err(db)?,
+            );
+            latest.insert(key, to);
+        }
+        let mut out = Vec::with_capacity(latest.len());
+        for ((kind, state_key), (pos, id)) in latest {
+            let event = match id {
+                Some(id) => RoomStore::event(self, &parse_id::<OwnedEventId>(id)?).await?,
+                None => None,
+            };
+            out.push(StateReset {
+                pos,
+                kind,
+                state_key,
+                event,
+            });
+        }
+        out.sort_by_key(|r| r.pos);
+        Ok(out)
+    }
+}
+
+/// The latest state event per entry, `events`, with the entries that `resets` set later (or
+/// at the same position, which the event there lost) replaced: an entry left out is dropped.
+pub(super) fn merge_resets(events: Vec<StoredEvent>, resets: Vec<StateReset>) -> Vec<StoredEvent> {
+    if resets.is_empty() {
+        return events;
+    }
+    let key_of = |e: &StoredEvent| {
+        (
+            e.pdu.kind.to_string(),
+            e.pdu.state_key.clone().unwrap_or_default(),
+        )
+    };
+    let mut by_key: HashMap<(String, String), (i64, Option<StoredEvent>)> = events
+        .into_iter()
+        .map(|e| (key_of(&e), (e.pos, Some(e))))
+        .collect();
+    for r in resets {
+        let key = (r.kind, r.state_key);
+        if by_key.get(&key).is_none_or(|(pos, _)| *pos <= r.pos) {
+            by_key.insert(key, (r.pos, r.event));
+        }
+    }
+    let mut out: Vec<StoredEvent> = by_key.into_values().filter_map(|(_, e)| e).collect();
+    out.sort_by_key(|e| e.pos);
+    out
 }
 
 impl SqlStore {

@@ -2,7 +2,7 @@
 
 use super::*;
 use ruma::events::room::member::MembershipState;
-use sandcat_core::ports::OUTLIERS_BELOW;
+use sandcat_core::ports::{StateReset, OUTLIERS_BELOW};
 
 fn membership_from_row(r: &AnyRow) -> Result<Membership> {
     Ok(Membership {
@@ -245,7 +245,18 @@ impl RoomStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        self.events_from_rows(rows).await
+        let events = self.events_from_rows(rows).await?;
+        let resets = self.state_resets_in(room_id, after, until).await?;
+        Ok(super::room_dag::merge_resets(events, resets))
+    }
+
+    async fn state_resets(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<StateReset>> {
+        self.state_resets_in(room_id, after, until).await
     }
 
     async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {

@@ -24,10 +24,10 @@ on_both_backends!(
     unknown_auth_events_are_fetched_as_outliers,
 );
 
-const ALICE: &str = "@alice:localhost";
-const BOB: &str = "@bob:remote.example";
+pub(super) const ALICE: &str = "@alice:localhost";
+pub(super) const BOB: &str = "@bob:remote.example";
 
-fn room() -> OwnedRoomId {
+pub(super) fn room() -> OwnedRoomId {
     room_id!("!room:localhost").to_owned()
 }
 
@@ -76,7 +76,7 @@ fn public_room() -> RoomBatch {
 }
 
 /// The other server and what it knows of the room.
-struct Peer {
+pub(super) struct Peer {
     server: Arc<RemoteServer>,
     keys: ServerKeys,
     store: Arc<SqlStore>,
@@ -85,7 +85,7 @@ struct Peer {
 impl Peer {
     /// An event of Bob's on `prev` (one event), its auth events chosen from the state after
     /// `prev` as his server would, checked on arrival as the federation API will.
-    async fn send(&self, prev: &StoredEvent, ev: EventIntent, ts: u64) -> ReceivedPdu {
+    pub(super) async fn send(&self, prev: &StoredEvent, ev: EventIntent, ts: u64) -> ReceivedPdu {
         let prev_id = (prev.pdu.event_id.clone(), u64::from(prev.pdu.depth));
         self.send_on(&prev.pdu.event_id, prev_id, ev, ts).await
     }
@@ -131,7 +131,7 @@ impl Peer {
     }
 }
 
-fn received(pdu: ReceivedPdu) -> RoomBatch {
+pub(super) fn received(pdu: ReceivedPdu) -> RoomBatch {
     RoomBatch {
         room_id: room(),
         create_version: None,
@@ -158,15 +158,15 @@ async fn in_timeline(store: &SqlStore, id: &OwnedEventId) -> bool {
 }
 
 /// Alice's public room, on a sequencer that fetches what its log lacks from Bob's server.
-struct Shared {
-    store: Arc<SqlStore>,
-    peer: Peer,
-    bus: InProcessBus,
+pub(super) struct Shared {
+    pub(super) store: Arc<SqlStore>,
+    pub(super) peer: Peer,
+    pub(super) bus: InProcessBus,
     /// The room's last event.
-    head: StoredEvent,
+    pub(super) head: StoredEvent,
 }
 
-async fn shared_room(db: &Db) -> Shared {
+pub(super) async fn shared_room(db: &Db) -> Shared {
     let store = db.open().await;
     let remote = RemoteServer::new(server_name!("remote.example"));
     let peer = Peer {
@@ -195,7 +195,7 @@ async fn shared_room(db: &Db) -> Shared {
     }
 }
 
-fn bob_joins() -> EventIntent {
+pub(super) fn bob_joins() -> EventIntent {
     intent(
         BOB,
         "m.room.member",
@@ -269,6 +269,34 @@ async fn a_room_forks_and_resolves_with_another_server(db: Db) {
         in_timeline(&store, &t_bob.pdu.event_id).await,
         "Bob's topic is history"
     );
+    // A reader of the stream is told so: at Bob's topic's position, the topic is Alice's
+    // (a state reset), and the state changes since Alice's topic answer hers, not the
+    // latest topic event.
+    let resets = store
+        .state_resets(&room(), t_alice.pos, t_bob.pos)
+        .await
+        .unwrap();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(
+        (resets[0].pos, resets[0].kind.as_str()),
+        (t_bob.pos, "m.room.topic")
+    );
+    assert_eq!(
+        resets[0].event.as_ref().map(|e| &e.pdu.event_id),
+        Some(&t_alice.pdu.event_id)
+    );
+    let changed = store
+        .state_changes(&room(), mod_bob.pos, t_bob.pos)
+        .await
+        .unwrap();
+    let ids: Vec<&OwnedEventId> = changed.iter().map(|e| &e.pdu.event_id).collect();
+    assert_eq!(ids, [&t_alice.pdu.event_id]);
+    // Events of this server's alone leave none.
+    assert!(store
+        .state_resets(&room(), 0, t_alice.pos)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Alice's next message merges the fork: it names both heads and is deeper than either;
     // the state after it is the resolved one.

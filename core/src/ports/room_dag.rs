@@ -23,6 +23,21 @@ pub struct RemoteAppend {
     /// The entries of the room's current state that change: the resolution of the forward
     /// extremities' states, compared with the current state.
     pub current_state: Vec<StateChange>,
+    /// What a reader of the stream cannot learn from the event itself: the entries set to
+    /// another event than it (or left out), and its own entry when resolution kept another
+    /// event there. Kept at its position for `/sync` (state resets).
+    pub resets: Vec<StateChange>,
+}
+
+/// An entry of a room's state that state resolution set at a stream position, other than
+/// the event at that position says.
+#[derive(Debug, Clone)]
+pub struct StateReset {
+    pub pos: i64,
+    pub kind: String,
+    pub state_key: String,
+    /// The event now in the entry; `None` when resolution left it out.
+    pub event: Option<crate::StoredEvent>,
 }
 
 /// One entry of a room's current state, set or removed.

@@ -150,7 +150,11 @@ impl Sequencer {
             room_version: Some(join.room_version.clone()),
             redaction: None,
             state_before: Some(state),
-            remote: Some(RemoteAppend { current_state }),
+            // A reader meets the room with its whole state: nothing to tell as a reset.
+            remote: Some(RemoteAppend {
+                current_state,
+                resets: Vec::new(),
+            }),
         };
         let slot = self.head_slot(&room_id);
         let mut guard = slot.lock().await;

@@ -399,6 +399,7 @@ impl Sequencer {
             resolve(&head.rules, &states, &graph)?
         };
         let current_state = changes(&head.state, &current, &graph);
+        let resets = resets_of(&pdu, &current_state, &head.state);
         // Every event now in the state is in the graph; were one not, the head is reloaded.
         let moved = HeadMove {
             state: current_state
@@ -435,7 +436,10 @@ impl Sequencer {
                 room_version: None,
                 redaction,
                 state_before,
-                remote: Some(RemoteAppend { current_state }),
+                remote: Some(RemoteAppend {
+                    current_state,
+                    resets,
+                }),
             },
             moved,
         })
@@ -489,6 +493,38 @@ fn stored(state: &StateIds) -> crate::ports::StoredState {
         .iter()
         .map(|((kind, key), id)| ((kind.to_string(), key.clone()), id.clone()))
         .collect()
+}
+
+/// What of `changes` (made by appending `pdu` to a room whose current state `was`) the event
+/// does not say itself: entries set to other events, and its own entry when resolution kept
+/// another event there.
+fn resets_of(
+    pdu: &Pdu,
+    changes: &[StateChange],
+    was: &HashMap<(String, String), Pdu>,
+) -> Vec<StateChange> {
+    let mut out: Vec<StateChange> = changes
+        .iter()
+        .filter(|c| c.to.as_ref().is_none_or(|(id, _)| *id != pdu.event_id))
+        .cloned()
+        .collect();
+    if let Some(key) = &pdu.state_key {
+        let kind = pdu.kind.to_string();
+        if !changes
+            .iter()
+            .any(|c| c.kind == kind && c.state_key == *key)
+        {
+            let to = was
+                .get(&(kind.clone(), key.clone()))
+                .map(|p| (p.event_id.clone(), p.membership()));
+            out.push(StateChange {
+                kind,
+                state_key: key.clone(),
+                to,
+            });
+        }
+    }
+    out
 }
 
 /// The entries of `current` that differ from the room's current state `was`.

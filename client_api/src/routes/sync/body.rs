@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use sandcat_core::{
-    services::sync::{JoinedRoomSync, LeftRoomSync, RoomSummary, SyncOutput},
+    services::sync::{JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, SyncOutput},
     StoredEvent,
 };
 use serde::{ser::SerializeMap, Serialize, Serializer};
@@ -123,7 +123,11 @@ struct Timeline<'a> {
 #[derive(Serialize)]
 struct Joined<'a> {
     timeline: Timeline<'a>,
-    state: Events<EventList<'a>>,
+    /// One of the two: `state_after` when the request set `use_state_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Events<EventList<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_after: Option<Events<EventList<'a>>>,
     ephemeral: Events<&'a [Value]>,
     account_data: Events<&'a [Value]>,
     unread_notifications: Unread,
@@ -171,8 +175,17 @@ impl RoomSection for JoinedRoomSync {
                 limited: self.limited,
                 prev_batch: self.prev_batch.as_deref(),
             },
-            state: Events {
-                events: EventList(&self.state, viewer),
+            state: match &self.state {
+                StateSection::Before(events) => Some(Events {
+                    events: EventList(events, viewer),
+                }),
+                StateSection::After(_) => None,
+            },
+            state_after: match &self.state {
+                StateSection::After(events) => Some(Events {
+                    events: EventList(events, viewer),
+                }),
+                StateSection::Before(_) => None,
             },
             ephemeral: Events {
                 events: &self.ephemeral,

@@ -82,6 +82,7 @@ async fn sync(
     let request = SyncRequest {
         since: b.since,
         full_state: b.full_state,
+        use_state_after: b.use_state_after,
         timeout_ms: b.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
         filter,
         set_presence: Some(b.set_presence.as_str().to_owned()),

@@ -11,6 +11,11 @@ use std::{
 use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
+mod filter;
+pub use filter::{EventFilter, SyncFilter};
+mod room_state;
+pub use room_state::StateSection;
+
 use crate::{
     changes::{Change, ChangeLog},
     ephemeral::Ephemeral,
@@ -20,98 +25,13 @@ use crate::{
     Error, Result, StoredEvent,
 };
 
-/// Which events a sync returns.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub types: Option<Vec<String>>,
-    pub not_types: Vec<String>,
-    pub senders: Option<Vec<String>>,
-    pub not_senders: Vec<String>,
-}
-
-fn glob(pattern: &str, value: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => value.starts_with(prefix),
-        None => pattern == value,
-    }
-}
-
-impl EventFilter {
-    pub fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
-        if self.not_types.iter().any(|p| glob(p, kind)) {
-            return false;
-        }
-        if let Some(types) = &self.types {
-            if !types.iter().any(|p| glob(p, kind)) {
-                return false;
-            }
-        }
-        if let Some(s) = sender {
-            if self.not_senders.iter().any(|p| p == s) {
-                return false;
-            }
-            if let Some(senders) = &self.senders {
-                if !senders.iter().any(|p| p == s) {
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn allows_event(&self, e: &StoredEvent) -> bool {
-        self.allows(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str()))
-    }
-}
-
-/// The parts of a Matrix filter that sync honours.
-#[derive(Debug, Clone)]
-pub struct SyncFilter {
-    pub timeline_limit: usize,
-    pub timeline: EventFilter,
-    pub state: EventFilter,
-    pub ephemeral: EventFilter,
-    pub room_account_data: EventFilter,
-    pub account_data: EventFilter,
-    pub presence: EventFilter,
-    pub rooms: Option<Vec<String>>,
-    pub not_rooms: Vec<String>,
-    pub include_leave: bool,
-}
-
-impl Default for SyncFilter {
-    fn default() -> Self {
-        SyncFilter {
-            timeline_limit: 10,
-            timeline: Default::default(),
-            state: Default::default(),
-            ephemeral: Default::default(),
-            room_account_data: Default::default(),
-            account_data: Default::default(),
-            presence: Default::default(),
-            rooms: None,
-            not_rooms: vec![],
-            include_leave: false,
-        }
-    }
-}
-
-impl SyncFilter {
-    fn allows_room(&self, room_id: &RoomId) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id.as_str())
-            && self
-                .rooms
-                .as_ref()
-                .is_none_or(|rs| rs.iter().any(|r| r == room_id.as_str()))
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct JoinedRoomSync {
     pub timeline: Vec<StoredEvent>,
     pub limited: bool,
     pub prev_batch: Option<String>,
-    pub state: Vec<StoredEvent>,
+    /// `state`, or `state_after` when the request asked for it.
+    pub state: StateSection,
     pub ephemeral: Vec<Value>,
     pub account_data: Vec<Value>,
     pub notification_count: u64,
@@ -165,6 +85,8 @@ impl SyncOutput {
 pub struct SyncRequest {
     pub since: Option<String>,
     pub full_state: bool,
+    /// Answer `state_after` (the state up to the end of the timeline) instead of `state`.
+    pub use_state_after: bool,
     pub timeout_ms: u64,
     pub filter: SyncFilter,
     pub set_presence: Option<String>,
@@ -443,6 +365,7 @@ impl Sync {
                             account_data,
                             floor,
                             overview,
+                            req.use_state_after,
                         )
                         .await?;
                     if let Some(room) = room {
@@ -564,6 +487,7 @@ impl Sync {
         account_data: Vec<Value>,
         floor: i64,
         prefetched: Option<Prefetched>,
+        state_after: bool,
     ) -> Result<Option<JoinedRoomSync>> {
         let limit = filter.timeline_limit;
         let after = if fresh { floor } else { since_pos };
@@ -593,7 +517,6 @@ impl Sync {
         events.reverse();
         let timeline_start = events.first().map(|e| e.pos);
         let prev_batch = Some(make_token(timeline_start.map(|p| p - 1).unwrap_or(now_pos)));
-        let in_timeline: HashSet<_> = events.iter().map(|e| e.pdu.event_id.clone()).collect();
         let current = match whole_state.take() {
             Some(state) if fresh => Some(state),
             _ if fresh => Some(self.rooms.current_state(room_id).await?),
@@ -610,21 +533,15 @@ impl Sync {
                 })
                 .collect::<Vec<_>>()
         });
-        let state: Vec<StoredEvent> = if let Some(current) = current {
-            current
-                .into_iter()
-                .filter(|e| !in_timeline.contains(&e.pdu.event_id) && e.pos <= now_pos)
-                .collect()
-        } else if limited {
-            let until = timeline_start.map(|p| p - 1).unwrap_or(now_pos);
-            self.rooms.state_changes(room_id, since_pos, until).await?
-        } else {
-            vec![]
+        let window = room_state::Window {
+            since: since_pos,
+            now: now_pos,
+            limited,
+            timeline: &events,
+            current,
         };
-        let state: Vec<StoredEvent> = state
-            .into_iter()
-            .filter(|e| filter.state.allows_event(e))
-            .collect();
+        let mut state = self.room_state(user, room_id, window, state_after).await?;
+        state.retain(|e| filter.state.allows_event(e));
         let timeline: Vec<StoredEvent> = events
             .into_iter()
             .filter(|e| filter.timeline.allows_event(e))
@@ -665,7 +582,7 @@ impl Sync {
 
         let changed = fresh
             || !timeline.is_empty()
-            || !state.is_empty()
+            || !state.events().is_empty()
             || !ephemeral.is_empty()
             || !account_data.is_empty();
         if !changed {
@@ -678,7 +595,7 @@ impl Sync {
         let members_changed = fresh
             || timeline
                 .iter()
-                .chain(state.iter())
+                .chain(state.events())
                 .any(|e| e.pdu.kind == TimelineEventType::RoomMember);
         let summary = if members_changed {
             let members = match members_of_state {
@@ -746,19 +663,5 @@ mod tests {
         assert!("12_3".parse::<SyncToken>().is_err());
         assert!("sx_1".parse::<SyncToken>().is_err());
         assert_eq!(t(12, 3, 7).to_string(), "s12_3_7");
-    }
-
-    #[test]
-    fn event_filters_match_wildcards_and_senders() {
-        let f = EventFilter {
-            types: Some(vec!["m.room.*".into()]),
-            not_types: vec!["m.room.member".into()],
-            senders: None,
-            not_senders: vec!["@spam:x".into()],
-        };
-        assert!(f.allows("m.room.message", Some("@a:x")));
-        assert!(!f.allows("m.room.member", Some("@a:x")));
-        assert!(!f.allows("m.reaction", Some("@a:x")));
-        assert!(!f.allows("m.room.message", Some("@spam:x")));
     }
 }
