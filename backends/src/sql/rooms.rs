@@ -211,6 +211,13 @@ impl RoomStore for SqlStore {
         &self,
         event_id: &EventId,
     ) -> Result<Option<(sandcat_core::ports::HeldStatus, String)>> {
+        Ok(self
+            .held_event(event_id)
+            .await?
+            .map(|h| (h.status, h.reason)))
+    }
+
+    async fn held_pdu(&self, event_id: &EventId) -> Result<Option<sandcat_core::ports::HeldEvent>> {
         self.held_event(event_id).await
     }
 

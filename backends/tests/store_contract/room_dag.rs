@@ -372,6 +372,33 @@ async fn a_room_forks_and_resolves_with_another_server(db: Db) {
         store.held(&raised.event_id).await.unwrap().map(|h| h.0),
         Some(HeldStatus::Rejected)
     );
+    // Bob's server, which accepted his raise, goes on from it: his next words are admitted,
+    // with the state before the raise, which changed nothing here.
+    let depth = u64::from(demoted.pdu.depth) + 1;
+    let on_raise = peer
+        .send_on(
+            &demoted.pdu.event_id,
+            (raised.event_id.clone(), depth),
+            intent(
+                BOB,
+                "m.room.message",
+                None,
+                json!({ "body": "on my raise" }),
+            ),
+            T0,
+        )
+        .await;
+    let admitted = bus.submit(received(on_raise.clone())).await.unwrap();
+    assert_eq!(admitted.len(), 1, "built on a rejected event, admitted");
+    let state = store
+        .state_after(&on_raise.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state[&("m.room.power_levels".to_owned(), String::new())],
+        demoted.pdu.event_id
+    );
 
     // Alice bans Bob; what Bob says after his ban is rejected.
     let ban = json!({ "membership": "ban" });

@@ -23,6 +23,9 @@ use crate::{
 /// The most events fetched to fill one gap before an event of another server.
 const MAX_MISSING: usize = 20;
 
+/// The most held events in a row that the state after an event is looked for through.
+const MAX_HELD_CHAIN: usize = 20;
+
 /// Where an event checked against its auth events alone is stored.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Placement {
@@ -72,12 +75,13 @@ impl Sequencer {
     async fn fill_gap(&self, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let mut complete = true;
         for prev in &pdu.prev_events {
-            // An outlier is no place in the room's graph to build on.
+            // An outlier is no place in the room's graph to build on; a held event is.
             complete &= self
                 .store
                 .event(prev)
                 .await?
-                .is_some_and(|e| e.pos > OUTLIERS_BELOW);
+                .is_some_and(|e| e.pos > OUTLIERS_BELOW)
+                || self.store.held(prev).await?.is_some();
         }
         if complete {
             return Ok(());
@@ -332,6 +336,17 @@ impl Sequencer {
     /// The state after a stored event. An event stored before the store kept the state at
     /// every event has none; while it is the room's only head, its state is the current one.
     async fn state_after(&self, head: &Head, event_id: &EventId) -> Result<StateIds> {
+        self.state_after_within(head, event_id, MAX_HELD_CHAIN)
+            .await
+    }
+
+    /// [`Self::state_after`], through at most `held` held events in a row.
+    async fn state_after_within(
+        &self,
+        head: &Head,
+        event_id: &EventId,
+        held: usize,
+    ) -> Result<StateIds> {
         if let Some(state) = self.store.state_after(event_id).await? {
             return Ok(state_ids(state));
         }
@@ -342,10 +357,45 @@ impl Sequencer {
                 .map(|((kind, key), p)| ((kind.as_str().into(), key.clone()), p.event_id.clone()))
                 .collect());
         }
+        if held > 0 {
+            if let Some(event) = self.store.held_pdu(event_id).await? {
+                return Box::pin(self.state_after_held(head, event, held - 1)).await;
+            }
+        }
         Err(Error::matrix(
             ErrorCode::NotFound,
             format!("the prev event {event_id} is not known here"),
         ))
+    }
+
+    /// The state after a held event, for an event of another server built on it: the state
+    /// before it (a rejected event changes nothing), with it in when it was only soft-failed
+    /// (it passed against the state before it).
+    async fn state_after_held(
+        &self,
+        head: &Head,
+        event: HeldEvent,
+        held: usize,
+    ) -> Result<StateIds> {
+        let pdu = Pdu::from_stored(&event.json, event.event_id, event.room_id)?;
+        let mut states = Vec::with_capacity(pdu.prev_events.len());
+        for prev in &pdu.prev_events {
+            states.push(self.state_after_within(head, prev, held).await?);
+        }
+        let mut state = match states.len() {
+            0 | 1 => states.pop().unwrap_or_default(),
+            _ => {
+                let graph = AuthGraph::new(self.store.auth_graph(&events_to_load(&states)).await?);
+                resolve(&head.rules, &states, &graph)?
+            }
+        };
+        if let (HeldStatus::SoftFailed, Some(key)) = (event.status, &pdu.state_key) {
+            state.insert(
+                (pdu.kind.to_string().into(), key.clone()),
+                pdu.event_id.clone(),
+            );
+        }
+        Ok(state)
     }
 
     /// The append of an admitted `pdu`: its state, and the room's new current state.
@@ -372,8 +422,13 @@ impl Sequencer {
             }
             after.insert(k, pdu.event_id.clone());
         }
-        // Its first prev event's state, unless the prev events' states had to be resolved.
-        let state_before = (before != first_prev).then(|| stored(&before));
+        // Its first prev event's state, unless the prev events' states had to be resolved or
+        // the first is a held event, whose state no group holds.
+        let first_held = match pdu.prev_events.first() {
+            Some(first) => self.store.event(first).await?.is_none(),
+            None => false,
+        };
+        let state_before = (before != first_prev || first_held).then(|| stored(&before));
 
         // The room's heads after it, and their states' resolution.
         let mut extremities: Vec<OwnedEventId> = head

@@ -462,3 +462,50 @@ fn conflicted_subgraph_is_the_paths_between_conflicted_events() {
     // rests on IPOWER. The create event and Alice's join are below IPOWER: not included.
     assert_eq!(names, ["IJR", "IMB", "IPOWER", "MB", "PA", "PB"]);
 }
+
+/// MSC4297's first problem, which state resolution v2.1 (room version 12) fixes: Alice raises
+/// Bob to moderator, then leaves. Two states hold her leave, one with the first power levels
+/// and one with hers. Version 2 checks the conflicted power levels starting from the
+/// unconflicted state, where Alice has left, so it rejects both and the room loses its power
+/// levels (a state reset); version 2.1 starts from nothing, and her later power levels stand.
+#[test]
+fn power_levels_are_not_reset_by_a_later_leave() {
+    for v in versions() {
+        let mut room = Room::new(v.clone());
+        let pl = room.power(&[(BOB, 50)]);
+        room.add(&power("PA", ALICE, pl), &[id("START")]);
+        let leave = json!({ "membership": "leave" });
+        room.add(
+            &("LA", ALICE, "m.room.member", Some(ALICE), leave),
+            &[id("PA")],
+        );
+        let key = ("m.room.power_levels".into(), String::new());
+        let with_pa = room.state_after[&id("LA")].clone();
+        let mut with_first = with_pa.clone();
+        with_first.insert(key.clone(), id("IPOWER"));
+
+        let got = resolve(
+            &room.rules,
+            &[with_pa.clone(), with_first.clone()],
+            &room.graph,
+        )
+        .expect("resolution runs");
+        let reversed =
+            resolve(&room.rules, &[with_first, with_pa], &room.graph).expect("resolution runs");
+        assert_eq!(got, reversed, "room version {v}");
+        let expected = room
+            .rules
+            .state_res
+            .v2_rules()
+            .map(|r| r.begin_iterative_auth_checks_with_empty_state_map);
+        match expected {
+            Some(true) => assert_eq!(got.get(&key), Some(&id("PA")), "room version {v}"),
+            _ => assert_eq!(got.get(&key), None, "room version {v}: the v2 reset"),
+        }
+        assert_eq!(
+            got.get(&("m.room.member".into(), ALICE.to_owned())),
+            Some(&id("LA")),
+            "room version {v}"
+        );
+    }
+}
