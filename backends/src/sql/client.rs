@@ -1,5 +1,6 @@
 //! Application service state and client data: account data, filters, receipts.
 
+use super::rows::ReceiptRow;
 use super::*;
 
 #[async_trait]
@@ -41,19 +42,6 @@ impl AppserviceStore for SqlStore {
             .map_err(db)?;
         Ok(())
     }
-}
-
-pub(super) fn receipt_from_row(r: &AnyRow) -> Result<Receipt> {
-    let thread: String = r.try_get("thread_id").map_err(db)?;
-    Ok(Receipt {
-        room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
-        user_id: parse_id(r.try_get("user_id").map_err(db)?)?,
-        receipt_type: r.try_get("receipt_type").map_err(db)?,
-        thread_id: (!thread.is_empty()).then_some(thread),
-        event_id: parse_id(r.try_get("event_id").map_err(db)?)?,
-        ts: r.try_get::<i64, _>("ts").map_err(db)? as u64,
-        pos: r.try_get("pos").map_err(db)?,
-    })
 }
 
 #[async_trait]
@@ -185,7 +173,7 @@ impl ClientStore for SqlStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-        rows.iter().map(receipt_from_row).collect()
+        rows.iter().map(ReceiptRow::read).collect()
     }
 
     async fn receipts_of(
@@ -208,6 +196,6 @@ impl ClientStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(receipt_from_row).transpose()
+        row.as_ref().map(ReceiptRow::read).transpose()
     }
 }

@@ -13,6 +13,7 @@ mod native;
 mod overview;
 mod room_dag;
 mod rooms;
+mod rows;
 mod server_keys;
 mod state_groups;
 mod stream;
@@ -247,33 +248,16 @@ impl SqlStore {
     }
 
     fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
-        let event_id: OwnedEventId = parse_id(row.try_get("event_id").map_err(db)?)?;
-        let room_id: OwnedRoomId = parse_id(row.try_get("room_id").map_err(db)?)?;
-        let json: String = row.try_get("json").map_err(db)?;
-        let pdu = Pdu::from_stored(&json, event_id, room_id)?;
-        let unsigned: Option<String> = row.try_get("unsigned").map_err(db)?;
-        let txn_user: Option<String> = row.try_get("txn_user").map_err(db)?;
-        let txn_device: Option<String> = row.try_get("txn_device").map_err(db)?;
-        let txn_id: Option<String> = row.try_get("txn_id").map_err(db)?;
-        let txn = match (txn_user, txn_device, txn_id) {
-            (Some(u), Some(d), Some(t)) => Some((parse_id(u)?, d, t)),
-            _ => None,
-        };
-        Ok(StoredEvent {
-            pos: row.try_get("pos").map_err(db)?,
-            pdu,
-            unsigned: unsigned.and_then(|u| serde_json::from_str(&u).ok()),
-            redacted_because: None,
-            txn,
-        })
+        rows::EventRow::read(row)?.into_event()
     }
 
     /// Rows to events, attaching the redaction event of redacted ones.
     async fn events_from_rows(&self, rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut ev = Self::event_from_row(&row)?;
-            let redacted_by: Option<String> = row.try_get("redacted_by").map_err(db)?;
+            let row = rows::EventRow::read(&row)?;
+            let redacted_by = row.redacted_by.clone();
+            let mut ev = row.into_event()?;
             if let Some(r) = redacted_by {
                 let r = sqlx::query(&format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"

@@ -1,53 +1,8 @@
 //! The Sandcat native API's profiles, friendships and codes, and the media index.
 
+use super::rows::{FriendDbRow, FriendshipRow, MediaRow, ProfileRow};
 use super::*;
 use sandcat_core::ports::FriendshipStatus;
-
-fn profile_from_row(r: &AnyRow) -> Result<NativeProfile> {
-    Ok(NativeProfile {
-        user_id: r.try_get("user_id").map_err(db)?,
-        email: r.try_get("email").map_err(db)?,
-        phone: r.try_get("phone").map_err(db)?,
-        gender: r.try_get("gender").map_err(db)?,
-        age: r.try_get::<i64, _>("age").map_err(db)? as i32,
-        region: r.try_get("region").map_err(db)?,
-        address: r.try_get("address").map_err(db)?,
-        birthday: r.try_get("birthday").map_err(db)?,
-        signature: r.try_get("signature").map_err(db)?,
-        create_time: r.try_get("create_time").map_err(db)?,
-        update_time: r.try_get("update_time").map_err(db)?,
-    })
-}
-
-fn friendship_from_row(r: &AnyRow) -> Result<Friendship> {
-    Ok(Friendship {
-        fs_id: r.try_get("fs_id").map_err(db)?,
-        user_id: r.try_get("user_id").map_err(db)?,
-        friend_id: r.try_get("friend_id").map_err(db)?,
-        status: FriendshipStatus::from_i32(r.try_get::<i64, _>("status").map_err(db)? as i32),
-        apply_msg: r.try_get("apply_msg").map_err(db)?,
-        req_remark: r.try_get("req_remark").map_err(db)?,
-        resp_msg: r.try_get("resp_msg").map_err(db)?,
-        resp_remark: r.try_get("resp_remark").map_err(db)?,
-        source: r.try_get("source").map_err(db)?,
-        create_time: r.try_get("create_time").map_err(db)?,
-        update_time: r.try_get("update_time").map_err(db)?,
-    })
-}
-
-fn friend_from_row(r: &AnyRow) -> Result<FriendRow> {
-    Ok(FriendRow {
-        user_id: r.try_get("user_id").map_err(db)?,
-        friend_id: r.try_get("friend_id").map_err(db)?,
-        fs_id: r.try_get("fs_id").map_err(db)?,
-        status: FriendshipStatus::from_i32(r.try_get::<i64, _>("status").map_err(db)? as i32),
-        remark: r.try_get("remark").map_err(db)?,
-        source: r.try_get("source").map_err(db)?,
-        room_id: r.try_get("room_id").map_err(db)?,
-        create_time: r.try_get("create_time").map_err(db)?,
-        update_time: r.try_get("update_time").map_err(db)?,
-    })
-}
 
 #[async_trait]
 impl NativeStore for SqlStore {
@@ -126,7 +81,7 @@ impl NativeStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(profile_from_row).transpose()
+        row.as_ref().map(ProfileRow::read).transpose()
     }
 
     async fn delete_native_profile(&self, user_id: &str) -> Result<()> {
@@ -226,7 +181,7 @@ impl NativeStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(friendship_from_row).transpose()
+        row.as_ref().map(FriendshipRow::read).transpose()
     }
 
     async fn friendships_to(
@@ -242,7 +197,7 @@ impl NativeStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(friendship_from_row).collect()
+        rows.iter().map(FriendshipRow::read).collect()
     }
 
     async fn put_friend(&self, f: &FriendRow) -> Result<()> {
@@ -269,7 +224,7 @@ impl NativeStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(friend_from_row).transpose()
+        row.as_ref().map(FriendDbRow::read).transpose()
     }
 
     async fn friends(&self, user_id: &str, since: i64) -> Result<Vec<FriendRow>> {
@@ -279,7 +234,7 @@ impl NativeStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(friend_from_row).collect()
+        rows.iter().map(FriendDbRow::read).collect()
     }
 
     async fn friends_in_room(&self, room_id: &str) -> Result<Vec<FriendRow>> {
@@ -288,7 +243,7 @@ impl NativeStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(friend_from_row).collect()
+        rows.iter().map(FriendDbRow::read).collect()
     }
 }
 
@@ -315,15 +270,6 @@ impl MediaIndex for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(MediaRecord {
-            media_id: r.try_get("media_id").map_err(db)?,
-            uploader: r.try_get("uploader").map_err(db)?,
-            content_type: r.try_get("content_type").map_err(db)?,
-            filename: r.try_get("filename").map_err(db)?,
-            size: r.try_get::<i64, _>("size").map_err(db)? as u64,
-            created_ts: r.try_get::<i64, _>("created_ts").map_err(db)? as u64,
-            uploaded: r.try_get::<i64, _>("uploaded").map_err(db)? != 0,
-        }))
+        row.as_ref().map(MediaRow::read).transpose()
     }
 }

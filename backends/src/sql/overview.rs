@@ -131,7 +131,7 @@ impl SqlStore {
                 q = q.bind(r.as_str());
             }
             for row in q.fetch_all(&self.pool).await.map_err(db)? {
-                let receipt = super::client::receipt_from_row(&row)?;
+                let receipt = super::rows::ReceiptRow::read(&row)?;
                 out.entry(receipt.room_id.clone())
                     .or_default()
                     .push(receipt);

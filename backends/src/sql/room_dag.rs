@@ -4,8 +4,10 @@
 use super::*;
 use std::collections::HashMap;
 
+use super::rows::HeldRow;
+
 use sandcat_core::ports::{
-    Direction, HeldEvent, HeldStatus, HistoryRange, RoomStore, StateReset, OUTLIERS_BELOW,
+    Direction, HeldEvent, HistoryRange, RoomStore, StateReset, OUTLIERS_BELOW,
 };
 
 /// Auth chains from the events' own `auth_events`, followed in the database: no table to keep
@@ -143,25 +145,13 @@ impl SqlStore {
 
     pub(super) async fn held_event(&self, event_id: &EventId) -> Result<Option<HeldEvent>> {
         let row = sqlx::query(
-            "SELECT room_id, json, status, reason FROM held_events WHERE event_id = $1",
+            "SELECT event_id, room_id, json, status, reason FROM held_events WHERE event_id = $1",
         )
         .bind(event_id.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        let Some(r) = row else {
-            return Ok(None);
-        };
-        let status: String = r.try_get("status").map_err(db)?;
-        let status = HeldStatus::parse(&status)
-            .ok_or_else(|| Error::storage(format!("unknown held status {status}")))?;
-        Ok(Some(HeldEvent {
-            event_id: event_id.to_owned(),
-            room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
-            json: r.try_get("json").map_err(db)?,
-            status,
-            reason: r.try_get("reason").map_err(db)?,
-        }))
+        row.as_ref().map(HeldRow::read).transpose()
     }
 }
 

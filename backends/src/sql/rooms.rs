@@ -1,21 +1,9 @@
 //! Rooms: the log, state, memberships, aliases, the directory, timelines.
 
+use super::rows::MembershipRow;
 use super::*;
 use ruma::events::room::member::MembershipState;
 use sandcat_core::ports::{StateReset, OUTLIERS_BELOW};
-
-fn membership_from_row(r: &AnyRow) -> Result<Membership> {
-    Ok(Membership {
-        room_id: parse_id(r.try_get("room_id").map_err(db)?)?,
-        membership: MembershipState::from(
-            r.try_get::<Option<String>, _>("membership")
-                .map_err(db)?
-                .unwrap_or_default(),
-        ),
-        pos: r.try_get("pos").map_err(db)?,
-        event_id: parse_id(r.try_get("event_id").map_err(db)?)?,
-    })
-}
 
 /// A `bus_batches` row as an outcome.
 fn outcome_of(ids: Option<String>, error: Option<String>) -> Result<BatchOutcome> {
@@ -273,7 +261,7 @@ impl RoomStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(membership_from_row).transpose()
+        row.as_ref().map(MembershipRow::read).transpose()
     }
 
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>> {
@@ -283,7 +271,7 @@ impl RoomStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(membership_from_row).collect()
+        rows.iter().map(MembershipRow::read).collect()
     }
 
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>> {

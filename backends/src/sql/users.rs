@@ -1,16 +1,7 @@
 //! Users, devices, access and refresh tokens, profiles.
 
+use super::rows::UserRow;
 use super::*;
-
-fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
-    Ok(UserRecord {
-        user_id: parse_id(row.try_get("user_id").map_err(db)?)?,
-        password_hash: row.try_get("password_hash").map_err(db)?,
-        displayname: row.try_get("displayname").map_err(db)?,
-        avatar_url: row.try_get("avatar_url").map_err(db)?,
-        deactivated: row.try_get::<i64, _>("deactivated").map_err(db)? != 0,
-    })
-}
 
 #[async_trait]
 impl UserStore for SqlStore {
@@ -38,7 +29,7 @@ impl UserStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(UserRow::read).transpose()
     }
 
     async fn set_password(&self, user_id: &UserId, password_hash: &str) -> Result<()> {
@@ -351,6 +342,6 @@ impl UserStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(user_from_row).collect()
+        rows.iter().map(UserRow::read).collect()
     }
 }
