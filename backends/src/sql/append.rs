@@ -169,12 +169,7 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
     let new = last.pdu.event_id.as_str();
     let prevs = &first.pdu.prev_events;
     if let Some(version) = &first.room_version {
-        sqlx::query("INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)")
-            .bind(room_id)
-            .bind(version.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        add_room(tx, room_id, version).await?;
     } else if let [prev] = prevs.as_slice() {
         let moved = sqlx::query(
             "UPDATE room_extremities SET event_id = $1, depth = $2 WHERE room_id = $3 AND event_id = $4",
@@ -191,9 +186,25 @@ async fn move_head(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
         let gone = drop_heads(tx, room_id, prevs).await?;
         moved_past(gone, prevs.len(), room_id)?;
     }
+    add_head(tx, room_id, new, depth).await
+}
+
+/// The room's row, for its first event here.
+async fn add_room(tx: &mut AnyConnection, room_id: &str, version: &RoomVersionId) -> Result<()> {
+    sqlx::query("INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)")
+        .bind(room_id)
+        .bind(version.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Makes `event_id` (at `depth`) a forward extremity of the room.
+async fn add_head(tx: &mut AnyConnection, room_id: &str, event_id: &str, depth: i64) -> Result<()> {
     sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
         .bind(room_id)
-        .bind(new)
+        .bind(event_id)
         .bind(depth)
         .execute(&mut *tx)
         .await
@@ -209,21 +220,16 @@ async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
     let room_id = pdu.room_id().as_str();
     // A room joined through another server starts with the join.
     if let Some(version) = &ev.room_version {
-        sqlx::query("INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)")
-            .bind(room_id)
-            .bind(version.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        add_room(tx, room_id, version).await?;
     }
     drop_heads(tx, room_id, &pdu.prev_events).await?;
-    sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
-        .bind(room_id)
-        .bind(pdu.event_id.as_str())
-        .bind(u64::from(pdu.depth) as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+    add_head(
+        tx,
+        room_id,
+        pdu.event_id.as_str(),
+        u64::from(pdu.depth) as i64,
+    )
+    .await?;
     // The room's first event of another server: from now on its history is read by depth.
     let became =
         sqlx::query("UPDATE rooms SET federated = TRUE WHERE room_id = $1 AND NOT federated")
