@@ -134,13 +134,37 @@ pub struct Config {
     pub federation: FederationConfig,
 }
 
-/// `[federation]`: how other homeservers find and trust this one.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[federation]`: how other homeservers find and trust this one, and how it reaches them.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FederationConfig {
     /// `host[:port]` that `/.well-known/matrix/server` delegates federation to (`m.server`).
     /// Empty: that document is not served (404), and servers reach `server_name` directly.
     pub well_known_server: String,
+    /// Where the TLS listener for other servers listens (`0.0.0.0:8448`); it serves the
+    /// client API too. Empty: none (a reverse proxy ends TLS in front of `listen`).
+    pub listen: String,
+    /// PEM files of the TLS listener's certificate chain and private key.
+    pub tls_certificate: String,
+    pub tls_private_key: String,
+    /// Check other servers' certificates. Off only where servers use self-signed ones.
+    pub verify_certificates: bool,
+    /// Let requests to other servers go to private, loopback and link-local addresses
+    /// (several servers on one machine or network).
+    pub allow_private_destinations: bool,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            well_known_server: String::new(),
+            listen: String::new(),
+            tls_certificate: String::new(),
+            tls_private_key: String::new(),
+            verify_certificates: true,
+            allow_private_destinations: false,
+        }
+    }
 }
 
 /// `[inbox]`: `backend = "embedded"` (a table of the `[storage]` database) or `"mongodb"`.
@@ -397,6 +421,15 @@ impl Config {
             (
                 "SANDCAT_FEDERATION_WELL_KNOWN_SERVER",
                 &mut self.federation.well_known_server,
+            ),
+            ("SANDCAT_FEDERATION_LISTEN", &mut self.federation.listen),
+            (
+                "SANDCAT_FEDERATION_TLS_CERTIFICATE",
+                &mut self.federation.tls_certificate,
+            ),
+            (
+                "SANDCAT_FEDERATION_TLS_PRIVATE_KEY",
+                &mut self.federation.tls_private_key,
             ),
         ] {
             if let Some(v) = get(key) {

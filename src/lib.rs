@@ -5,6 +5,7 @@ pub mod config;
 pub mod listener;
 mod pipeline;
 pub mod signing_key;
+mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,6 +36,7 @@ use sandcat_core::{
         accounts::Accounts,
         data::ClientData,
         deactivation::Deactivation,
+        federation::ServerReads,
         keys::Keys,
         media::Media,
         rooms::Rooms,
@@ -43,6 +45,7 @@ use sandcat_core::{
     },
     ServerConfig,
 };
+use sandcat_federation::client::{ClientOptions, FederationClient, RemoteEvents};
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
 
 pub use config::{BusBackend, CacheBackend, Config, InboxBackend, MediaBackend, StorageBackend};
@@ -68,6 +71,8 @@ pub struct App {
     /// Fills the per-user inboxes from the event stream; started by [`serve`].
     pub indexer: Arc<InboxIndexer>,
     pub notifier: Notifier,
+    /// The TLS listener other servers reach (`[federation] listen`), bound; served by [`serve`].
+    pub federation_listener: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -219,13 +224,35 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         login_lockout_secs: config.login_lockout_secs,
     });
     let signing = Arc::new(SigningKey { server_name, key });
-    let server_keys = Arc::new(ServerKeys::new(signing.clone(), store.clone()));
+    let outbound = Arc::new(
+        FederationClient::new(
+            signing.clone(),
+            ClientOptions {
+                verify_certificates: config.federation.verify_certificates,
+                allow_private_destinations: config.federation.allow_private_destinations,
+                ..ClientOptions::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("the federation client: {e}"))?,
+    );
+    let server_keys =
+        Arc::new(ServerKeys::new(signing.clone(), store.clone()).with_fetch(outbound.clone()));
     server_keys
         .publish_own()
         .await
         .map_err(|e| anyhow::anyhow!("publishing the signing key: {e}"))?;
-    let federation =
-        sandcat_federation::FederationState::new(server_keys, well_known_server(config)?);
+    let remote_events = Arc::new(RemoteEvents::new(
+        outbound,
+        server_keys.clone(),
+        store.clone(),
+    ));
+    let federation = sandcat_federation::FederationState::new(
+        signing.server_name.clone(),
+        server_keys,
+        Arc::new(ServerReads::new(store.clone())),
+        well_known_server(config)?,
+    );
+    let federation_listener = federation_listener(config).await?;
     let notifier = Notifier::default();
     let shared = store.dialect() == Dialect::Postgres;
     if shared {
@@ -255,11 +282,9 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             .await?,
         ),
     };
-    let sequencer = Arc::new(Sequencer::new(
-        store.clone(),
-        signing.clone(),
-        notifier.clone(),
-    ));
+    let sequencer = Arc::new(
+        Sequencer::new(store.clone(), signing.clone(), notifier.clone()).with_fetch(remote_events),
+    );
     let bus: Arc<dyn EventBus> = match config.bus.backend {
         BusBackend::Embedded => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
         BusBackend::Kafka => {
@@ -435,7 +460,23 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         store,
         indexer,
         notifier,
+        federation_listener,
     })
+}
+
+/// The TLS listener of `[federation] listen`, bound, if one is configured.
+async fn federation_listener(
+    config: &Config,
+) -> Result<Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>> {
+    let f = &config.federation;
+    if f.listen.is_empty() {
+        return Ok(None);
+    }
+    let tls = tls::acceptor(&f.tls_certificate, &f.tls_private_key)?;
+    let listener = tokio::net::TcpListener::bind(&f.listen)
+        .await
+        .with_context(|| format!("binding the federation listener to {}", f.listen))?;
+    Ok(Some((listener, tls)))
 }
 
 /// Runs its closure when dropped.
@@ -520,7 +561,25 @@ pub async fn serve(
             .follow(n.inbox.clone(), n.stream.clone(), n.notifier.clone())
             .await
     });
-    listener::serve(listener, app.router, &app.limits, shutdown).await;
+    // The federation listener stops with the main one.
+    let (stopped, stop) = tokio::sync::watch::channel(false);
+    let federation = app.federation_listener.map(|(l, tls)| {
+        let (router, limits, mut stop) = (app.router.clone(), app.limits.clone(), stop.clone());
+        tokio::spawn(async move {
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            listener::serve(l, router, &limits, Some(tls), stopping).await
+        })
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopped.send(true);
+    };
+    listener::serve(listener, app.router, &app.limits, None, shutdown).await;
+    if let Some(task) = federation {
+        let _ = task.await;
+    }
     watching.abort();
     leading_pushers.abort();
     leading_indexer.abort();

@@ -34,11 +34,12 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves; over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: &Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let max = limits
@@ -82,19 +83,24 @@ pub async fn serve(
                         .insert(ConnectInfo::<SocketAddr>(remote));
                     req
                 });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
-        let mut stop = stop.clone();
+        let (builder, stop, tls) = (builder.clone(), stop.clone(), tls.clone());
+        let handshake = limits.header_timeout;
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let ended = match tls {
+                None => serve_connection(&builder, TokioIo::new(stream), service, stop).await,
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(&builder, TokioIo::new(stream), service, stop).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %remote, "a TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "a TLS handshake took too long");
+                        Ok(())
+                    }
+                },
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
@@ -108,5 +114,37 @@ pub async fn serve(
     let drained = tokio::time::timeout(limits.drain_timeout, permits.acquire_many(max as u32));
     if drained.await.is_err() {
         tracing::warn!("requests still in flight at shutdown were cut off");
+    }
+}
+
+/// Serves one connection until it ends, or finishes its request in flight once `stop` is set.
+async fn serve_connection<IO, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: IO,
+    service: S,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder
+        .serve_connection(io, TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }

@@ -31,7 +31,7 @@ mod routes;
 pub mod ruma_wrapper;
 mod uiaa;
 
-pub use ruma_wrapper::{ApiError, Ruma, RumaResponse};
+pub use ruma_wrapper::{ApiError, ApiResult, Ruma, RumaResponse};
 
 /// The services the client API reaches. Cheap to clone.
 #[derive(Clone)]

@@ -1,29 +1,42 @@
-//! The Server-Server API: what other homeservers ask of this one. Today: this server's
-//! signing keys (`/_matrix/key/v2/server`) and federation discovery
-//! (`/.well-known/matrix/server`), which have no outbound part. Every path comes from ruma's
-//! endpoint metadata.
+//! The Server-Server API: what other homeservers ask of this one — this server's signing keys
+//! (`/_matrix/key/v2/server`), federation discovery (`/.well-known/matrix/server`), and reads
+//! of rooms' events by servers that sign their requests (`X-Matrix`) — and the client that
+//! asks the same of other servers. Every path comes from ruma's endpoint metadata.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::OwnedServerName;
-use sandcat_core::services::server_keys::ServerKeys;
+use sandcat_core::services::{federation::ServerReads, server_keys::ServerKeys};
 
+pub mod client;
 mod discovery;
 mod keys;
+mod rooms;
+pub mod signed;
 
 /// What the federation endpoints share.
 #[derive(Clone)]
 pub struct FederationState {
+    /// This server's name: the destination every signed request must name.
+    server_name: OwnedServerName,
     keys: Arc<ServerKeys>,
+    reads: Arc<ServerReads>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
 }
 
 impl FederationState {
-    pub fn new(keys: Arc<ServerKeys>, well_known_server: Option<OwnedServerName>) -> Self {
+    pub fn new(
+        server_name: OwnedServerName,
+        keys: Arc<ServerKeys>,
+        reads: Arc<ServerReads>,
+        well_known_server: Option<OwnedServerName>,
+    ) -> Self {
         FederationState {
+            server_name,
             keys,
+            reads,
             well_known_server,
         }
     }
@@ -35,5 +48,6 @@ pub fn router(state: FederationState) -> Router {
     let r = Router::new();
     let r = keys::routes(r);
     let r = discovery::routes(r);
+    let r = rooms::routes(r);
     r.with_state(state)
 }

@@ -205,6 +205,14 @@ impl RoomStore for SqlStore {
             .map(|h| (h.status, h.reason)))
     }
 
+    async fn event_json(&self, event_id: &EventId) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT json FROM events WHERE event_id = $1")
+            .bind(event_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
     async fn held_pdu(&self, event_id: &EventId) -> Result<Option<sandcat_core::ports::HeldEvent>> {
         self.held_event(event_id).await
     }

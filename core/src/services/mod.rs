@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod data;
 pub mod deactivation;
+pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod rooms;

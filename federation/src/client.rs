@@ -1,0 +1,305 @@
+//! Requests to other servers: signed with this server's key (`X-Matrix`), over TLS, to the
+//! address a server name gives; never to a private, loopback or link-local address unless the
+//! configuration allows it. Implements the ports through which the rest of the server reads
+//! other servers: their keys (`KeyFetch`) and their rooms' events (`RemoteFetch`, each event
+//! checked with `verify_pdu` before it is answered).
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use ruma::{
+    api::{
+        federation::{
+            authentication::{ServerSignatures, XMatrixSigningInput},
+            backfill::get_backfill,
+            event::{get_event, get_missing_events},
+        },
+        path_builder::SinglePath,
+        IncomingResponseExt, OutgoingRequest, OutgoingRequestExt,
+    },
+    OwnedEventId, RoomId, ServerName, UInt,
+};
+use sandcat_core::{
+    intent::ReceivedPdu,
+    ports::{KeyFetch, RemoteFetch, RoomStore},
+    remote_pdu::verify_pdu,
+    sequencer::SigningKey,
+    services::server_keys::ServerKeys,
+    Error, ErrorCode, Result,
+};
+use serde_json::value::RawValue;
+
+/// The largest answer read from another server.
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// How the client reaches other servers.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Check other servers' TLS certificates (off only for servers with self-signed ones,
+    /// as in tests on one machine).
+    pub verify_certificates: bool,
+    /// Let requests go to private, loopback and link-local addresses.
+    pub allow_private_destinations: bool,
+    /// The most one request may take.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            verify_certificates: true,
+            allow_private_destinations: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct FederationClient {
+    http: reqwest::Client,
+    signing: Arc<SigningKey>,
+    options: ClientOptions,
+}
+
+fn unreachable_server(destination: &ServerName, why: impl std::fmt::Display) -> Error {
+    Error::matrix(
+        ErrorCode::Unknown,
+        format!("{destination} could not be reached: {why}"),
+    )
+}
+
+/// Whether an address is one that outbound federation stays away from by default.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+impl FederationClient {
+    pub fn new(signing: Arc<SigningKey>, options: ClientOptions) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(!options.verify_certificates)
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(Error::internal)?;
+        Ok(FederationClient {
+            http,
+            signing,
+            options,
+        })
+    }
+
+    /// `https://host:port` of a destination: the name's explicit port, else 8448. (Delegation
+    /// through `.well-known` and SRV records comes with the rest of server discovery.)
+    async fn base_url(&self, destination: &ServerName) -> Result<String> {
+        let host = destination.host();
+        let port = destination.port().unwrap_or(8448);
+        let authority = format!("{host}:{port}");
+        if !self.options.allow_private_destinations {
+            let addrs = tokio::net::lookup_host(&authority)
+                .await
+                .map_err(|e| unreachable_server(destination, e))?;
+            for addr in addrs {
+                if is_private(addr.ip()) {
+                    return Err(Error::forbidden(format!(
+                        "{destination} resolves to a private address"
+                    )));
+                }
+            }
+        }
+        Ok(format!("https://{authority}"))
+    }
+
+    /// Sends a signed federation request to `destination` and parses its answer.
+    pub async fn send<R>(&self, destination: &ServerName, request: R) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
+        let base = self.base_url(destination).await?;
+        let input = XMatrixSigningInput::new(
+            self.signing.server_name.clone(),
+            destination.to_owned(),
+            &self.signing.key,
+        );
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(&base, input, ())
+            .map_err(Error::internal)?;
+        let request = reqwest::Request::try_from(http_request).map_err(Error::internal)?;
+        let (status, body) = self.execute(destination, request).await?;
+        let response = http::Response::builder()
+            .status(status)
+            .body(body.as_slice())
+            .map_err(Error::internal)?;
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| {
+            Error::matrix(
+                ErrorCode::Unknown,
+                format!("{destination} answered {status}: {e}"),
+            )
+        })
+    }
+
+    /// Runs `request`, reading at most [`MAX_RESPONSE`] bytes of the answer.
+    async fn execute(
+        &self,
+        destination: &ServerName,
+        request: reqwest::Request,
+    ) -> Result<(http::StatusCode, Vec<u8>)> {
+        let mut response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| unreachable_server(destination, e))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unreachable_server(destination, e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(unreachable_server(destination, "its answer is too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+#[async_trait]
+impl KeyFetch for FederationClient {
+    async fn key_documents(&self, server: &ServerName) -> Result<Vec<String>> {
+        let url = format!("{}/_matrix/key/v2/server", self.base_url(server).await?);
+        let request = self.http.get(url).build().map_err(Error::internal)?;
+        let (status, body) = self.execute(server, request).await?;
+        if !status.is_success() {
+            return Err(unreachable_server(
+                server,
+                format!("its key document answered {status}"),
+            ));
+        }
+        let doc = String::from_utf8(body).map_err(|e| unreachable_server(server, e))?;
+        Ok(vec![doc])
+    }
+}
+
+/// Other servers' events, each checked (`verify_pdu`) before it is handed on; one that fails
+/// is dropped.
+pub struct RemoteEvents {
+    client: Arc<FederationClient>,
+    keys: Arc<ServerKeys>,
+    store: Arc<dyn RoomStore>,
+}
+
+impl RemoteEvents {
+    pub fn new(
+        client: Arc<FederationClient>,
+        keys: Arc<ServerKeys>,
+        store: Arc<dyn RoomStore>,
+    ) -> Self {
+        RemoteEvents {
+            client,
+            keys,
+            store,
+        }
+    }
+
+    async fn verified(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        pdus: Vec<Box<RawValue>>,
+    ) -> Result<Vec<ReceivedPdu>> {
+        let version = self
+            .store
+            .room_version(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("{room_id} is not known here")))?;
+        let mut out = Vec::with_capacity(pdus.len());
+        for pdu in pdus {
+            match verify_pdu(&self.keys, &version, room_id, pdu.get()).await {
+                Ok(v) => out.push(v.into()),
+                Err(e) => {
+                    tracing::info!(%origin, %room_id, error = %e, "a fetched event was dropped")
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn uint(n: usize) -> UInt {
+    UInt::try_from(n as u64).unwrap_or(UInt::MAX)
+}
+
+#[async_trait]
+impl RemoteFetch for RemoteEvents {
+    async fn missing_events(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+    ) -> Result<Vec<ReceivedPdu>> {
+        let mut request = get_missing_events::v1::Request::new(
+            room_id.to_owned(),
+            earliest.to_vec(),
+            latest.to_vec(),
+        );
+        request.limit = uint(limit);
+        let answer = self.client.send(origin, request).await?;
+        self.verified(origin, room_id, answer.events).await
+    }
+
+    async fn event(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<Option<ReceivedPdu>> {
+        let request = get_event::v1::Request::new(event_id.to_owned());
+        let answer = match self.client.send(origin, request).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(%origin, %event_id, error = %e, "an event could not be fetched");
+                return Ok(None);
+            }
+        };
+        Ok(self
+            .verified(origin, room_id, vec![answer.pdu])
+            .await?
+            .into_iter()
+            .find(|p| p.event_id == event_id))
+    }
+
+    async fn backfill(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        from: &[OwnedEventId],
+        limit: usize,
+    ) -> Result<Vec<ReceivedPdu>> {
+        let request =
+            get_backfill::v1::Request::new(room_id.to_owned(), from.to_vec(), uint(limit));
+        let answer = self.client.send(origin, request).await?;
+        self.verified(origin, room_id, answer.pdus).await
+    }
+}

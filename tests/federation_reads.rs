@@ -1,0 +1,255 @@
+//! Two servers over loopback, each with its TLS federation listener: one reads the other's
+//! room over federation — requests signed (`X-Matrix`) and checked against keys fetched over
+//! TLS, every PDU answered verified as a third server would — and what it may not read, or
+//! asks without a valid signature, is refused. Runs on the embedded profile and, with
+//! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::{path::Path, sync::Arc};
+
+use common::Server;
+use ruma::{
+    api::federation::{
+        backfill::get_backfill,
+        event::{get_event, get_missing_events, get_room_state_ids},
+    },
+    signatures::Ed25519KeyPair,
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, UInt,
+};
+use sandcat_backends::sql::SqlStore;
+use sandcat_core::{
+    remote_pdu::verify_pdu, sequencer::SigningKey, services::server_keys::ServerKeys,
+};
+use sandcat_federation::client::{ClientOptions, FederationClient};
+use serde_json::{json, Value};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM files in `dir`.
+fn certificate(dir: &Path) -> (String, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server named `localhost:PORT` whose TLS listener is on that port.
+async fn federating(certs: &Path) -> (Server, OwnedServerName) {
+    let (cert, key) = certificate(certs);
+    let port = free_port();
+    let name: OwnedServerName = format!("localhost:{port}").try_into().unwrap();
+    let server_name = name.to_string();
+    let srv = Server::start_with(move |c| {
+        c.server_name = server_name;
+        c.federation.listen = format!("127.0.0.1:{port}");
+        c.federation.tls_certificate = cert;
+        c.federation.tls_private_key = key;
+        c.federation.verify_certificates = false;
+        c.federation.allow_private_destinations = true;
+    })
+    .await;
+    (srv, name)
+}
+
+fn loopback() -> ClientOptions {
+    ClientOptions {
+        verify_certificates: false,
+        allow_private_destinations: true,
+        ..ClientOptions::default()
+    }
+}
+
+/// A client signing as `server` with `key`.
+fn signing_as(server: &OwnedServerName, key: Ed25519KeyPair) -> FederationClient {
+    let signing = Arc::new(SigningKey {
+        server_name: server.clone(),
+        key,
+    });
+    FederationClient::new(signing, loopback()).unwrap()
+}
+
+#[tokio::test]
+async fn another_server_reads_a_room_over_signed_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating(certs.path()).await;
+    let (b, b_name) = federating(certs.path()).await;
+
+    // On A: a world-readable room with three messages, and a room of members only.
+    let alice = a.register("alice").await;
+    let open = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{
+                "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "world_readable" }
+            }]
+        }))
+        .await;
+    let mut said = Vec::new();
+    for (i, body) in ["one", "two", "three"].iter().enumerate() {
+        said.push(alice.send_text(&open, &format!("t{i}"), body).await);
+    }
+    let closed = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let secret = alice.send_text(&closed, "s", "secret").await;
+    let room: OwnedRoomId = open.as_str().try_into().unwrap();
+    let ids: Vec<OwnedEventId> = said
+        .iter()
+        .map(|e| e.as_str().try_into().unwrap())
+        .collect();
+
+    // B signs with its own key; A fetches B's key from B's TLS listener to check it.
+    let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
+    let as_b = signing_as(&b_name, b_key);
+    let event = as_b
+        .send(&a_name, get_event::v1::Request::new(ids[1].clone()))
+        .await
+        .expect("a world-readable room's event");
+    assert_eq!(event.origin, a_name);
+    // The PDU is A's as signed: a third server verifies it with A's keys, fetched over TLS.
+    let third = Arc::new(
+        SqlStore::open(&certs.path().join("third.db"))
+            .await
+            .unwrap(),
+    );
+    let third_key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap();
+    let fetcher = Arc::new(signing_as(&"third.example".try_into().unwrap(), third_key));
+    let third_signing = Arc::new(SigningKey {
+        server_name: "third.example".try_into().unwrap(),
+        key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "t".into()).unwrap(),
+    });
+    let keys = ServerKeys::new(third_signing, third).with_fetch(fetcher);
+    let version = RoomVersionId::try_from(
+        alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{open}/state/m.room.create/"
+            ))
+            .await
+            .1["room_version"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let verified = verify_pdu(&keys, &version, &room, event.pdu.get())
+        .await
+        .expect("A's signature and hash");
+    assert_eq!(verified.event_id(), &ids[1]);
+    let pdu: Value = serde_json::from_str(event.pdu.get()).unwrap();
+    assert_eq!(pdu["content"]["body"], "two");
+
+    // The state before "three": the room's five state events, and their auth chain.
+    let state = as_b
+        .send(
+            &a_name,
+            get_room_state_ids::v1::Request::new(ids[2].clone(), room.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(state.pdu_ids.len() >= 5, "{:?}", state.pdu_ids);
+    assert!(!state.auth_chain_ids.is_empty());
+    // History from "three" back, deepest first; and the gap between "one" and "three".
+    let back = as_b
+        .send(
+            &a_name,
+            get_backfill::v1::Request::new(room.clone(), vec![ids[2].clone()], UInt::from(3u32)),
+        )
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = back
+        .pdus
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p.get()).unwrap()["content"]["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("three"), json!("two"), json!("one")]);
+    let gap = as_b
+        .send(
+            &a_name,
+            get_missing_events::v1::Request::new(
+                room.clone(),
+                vec![ids[0].clone()],
+                vec![ids[2].clone()],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gap.events.len(), 1);
+    let two: Value = serde_json::from_str(gap.events[0].get()).unwrap();
+    assert_eq!(two["content"]["body"], "two");
+
+    // A room B has no member in, and whose history is not world-readable: refused.
+    let refused = as_b
+        .send(
+            &a_name,
+            get_event::v1::Request::new(secret.as_str().try_into().unwrap()),
+        )
+        .await;
+    let err = refused.expect_err("a members-only room");
+    assert!(err.to_string().contains("403"), "{err}");
+
+    // Signed with a key B never published, under B's name: refused, as is no signature.
+    let forged_key =
+        Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), signing_key_version(&b).await)
+            .unwrap();
+    let forged = signing_as(&b_name, forged_key)
+        .send(&a_name, get_event::v1::Request::new(ids[1].clone()))
+        .await;
+    let err = forged.expect_err("a forged signature");
+    assert!(err.to_string().contains("401"), "{err}");
+    let unsigned = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!(
+            "https://{a_name}/_matrix/federation/v1/event/{}",
+            common::enc(ids[1].as_str())
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body: Value = unsigned.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+
+    // The client API answers on the TLS listener too.
+    let versions = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("https://{a_name}/_matrix/client/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.status(), 200);
+
+    // By default, no request goes to a loopback address.
+    let careful = FederationClient::new(
+        Arc::new(SigningKey {
+            server_name: b_name.clone(),
+            key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "x".into()).unwrap(),
+        }),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let blocked = careful
+        .send(&a_name, get_event::v1::Request::new(ids[1].clone()))
+        .await
+        .expect_err("loopback is private");
+    assert!(blocked.to_string().contains("private"), "{blocked}");
+    drop(b);
+}
+
+/// The version of the key `srv` signs with (`a_XXXX` of `ed25519:a_XXXX`).
+async fn signing_key_version(srv: &Server) -> String {
+    let (_, doc) = srv.anon().get("/_matrix/key/v2/server").await;
+    let ids: Vec<&String> = doc["verify_keys"].as_object().unwrap().keys().collect();
+    ids[0].strip_prefix("ed25519:").unwrap().to_owned()
+}
