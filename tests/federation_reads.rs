@@ -204,10 +204,11 @@ async fn another_server_reads_a_room_over_signed_tls() {
         .await;
     let err = forged.expect_err("a forged signature");
     assert!(err.to_string().contains("401"), "{err}");
-    let unsigned = reqwest::Client::builder()
+    let https = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .build()
-        .unwrap()
+        .unwrap();
+    let unsigned = https
         .get(format!(
             "https://{a_name}/_matrix/federation/v1/event/{}",
             common::enc(ids[1].as_str())
@@ -220,10 +221,7 @@ async fn another_server_reads_a_room_over_signed_tls() {
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");
 
     // The client API answers on the TLS listener too.
-    let versions = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
+    let versions = https
         .get(format!("https://{a_name}/_matrix/client/versions"))
         .send()
         .await
