@@ -36,7 +36,7 @@ use sandcat_core::{
         accounts::Accounts,
         data::ClientData,
         deactivation::Deactivation,
-        federation::ServerReads,
+        federation::{Inbound, ServerReads},
         keys::Keys,
         media::Media,
         rooms::Rooms,
@@ -246,12 +246,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         server_keys.clone(),
         store.clone(),
     ));
-    let federation = sandcat_federation::FederationState::new(
-        signing.server_name.clone(),
-        server_keys,
-        Arc::new(ServerReads::new(store.clone())),
-        well_known_server(config)?,
-    );
+    let well_known = well_known_server(config)?;
     let federation_listener = federation_listener(config).await?;
     let notifier = Notifier::default();
     let shared = store.dialect() == Dialect::Postgres;
@@ -295,6 +290,13 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }
     };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
+    let federation = sandcat_federation::FederationState::new(
+        signing.server_name.clone(),
+        server_keys.clone(),
+        Arc::new(ServerReads::new(store.clone())),
+        Arc::new(Inbound::new(store.clone(), bus.clone(), server_keys)),
+        well_known,
+    );
     let rooms = Arc::new(Rooms::new(
         store.clone(),
         store.clone(),

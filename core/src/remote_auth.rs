@@ -48,9 +48,27 @@ pub fn admit(
     }
 }
 
+/// The events `pdu` is authorized by: its auth events, and in room versions whose room id
+/// names the create event (12 and later), that create event, which it no longer lists.
+pub fn auth_event_ids(rules: &RoomVersionRules, pdu: &Pdu) -> Vec<OwnedEventId> {
+    let mut ids = pdu.auth_events.clone();
+    if rules.authorization.room_create_event_id_as_room_id
+        && pdu.kind != ruma::events::TimelineEventType::RoomCreate
+    {
+        let localpart = pdu.room_id().as_str().trim_start_matches('!');
+        if let Ok(create) = OwnedEventId::try_from(format!("${localpart}")) {
+            if !ids.contains(&create) {
+                ids.push(create);
+            }
+        }
+    }
+    ids
+}
+
 /// The checks an outlier gets (an event stored for what it authorizes, not as part of the
 /// timeline), and the first ones of every event: the rules that need no state, then
-/// authorization against its own auth events (each it names must be in `auth_events`).
+/// authorization against its own auth events (each it names must be in `auth_events`, and
+/// the create event too where the room id names it: see [`auth_event_ids`]).
 pub fn check_against_auth_events(
     rules: &RoomVersionRules,
     pdu: &Pdu,
@@ -66,8 +84,7 @@ pub fn check_against_auth_events(
     let by_id = |id: &EventId| auth_events.get(id);
     state_res::check_state_independent_auth_rules(&rules.authorization, pdu, by_id)?;
     // The state its auth events say: what its sender claims the room was.
-    let claimed: StateMap = pdu
-        .auth_events
+    let claimed: StateMap = auth_event_ids(rules, pdu)
         .iter()
         .filter_map(|id| auth_events.get(id))
         .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p.clone())))

@@ -1,19 +1,24 @@
 //! The Server-Server API: what other homeservers ask of this one — this server's signing keys
-//! (`/_matrix/key/v2/server`), federation discovery (`/.well-known/matrix/server`), and reads
-//! of rooms' events by servers that sign their requests (`X-Matrix`) — and the client that
-//! asks the same of other servers. Every path comes from ruma's endpoint metadata.
+//! (`/_matrix/key/v2/server`), federation discovery (`/.well-known/matrix/server`), reads of
+//! rooms' events, joins and transactions of events by servers that sign their requests
+//! (`X-Matrix`) — and the client that asks the same of other servers. Every path comes from ruma's endpoint metadata.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::OwnedServerName;
-use sandcat_core::services::{federation::ServerReads, server_keys::ServerKeys};
+use sandcat_core::services::{
+    federation::{Inbound, ServerReads},
+    server_keys::ServerKeys,
+};
 
 pub mod client;
 mod discovery;
 mod keys;
+mod membership;
 mod rooms;
 pub mod signed;
+mod transactions;
 
 /// What the federation endpoints share.
 #[derive(Clone)]
@@ -22,6 +27,7 @@ pub struct FederationState {
     server_name: OwnedServerName,
     keys: Arc<ServerKeys>,
     reads: Arc<ServerReads>,
+    inbound: Arc<Inbound>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
 }
@@ -31,12 +37,14 @@ impl FederationState {
         server_name: OwnedServerName,
         keys: Arc<ServerKeys>,
         reads: Arc<ServerReads>,
+        inbound: Arc<Inbound>,
         well_known_server: Option<OwnedServerName>,
     ) -> Self {
         FederationState {
             server_name,
             keys,
             reads,
+            inbound,
             well_known_server,
         }
     }
@@ -49,5 +57,7 @@ pub fn router(state: FederationState) -> Router {
     let r = keys::routes(r);
     let r = discovery::routes(r);
     let r = rooms::routes(r);
+    let r = membership::routes(r);
+    let r = transactions::routes(r);
     r.with_state(state)
 }

@@ -2,7 +2,7 @@
 //! room's state before the join and its auth chain) becomes outliers, and the join event the
 //! room's first event here, its state that answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use ruma::{
     events::{room::member::MembershipState, TimelineEventType},
@@ -13,7 +13,7 @@ use super::{remote::Placement, Sequencer};
 use crate::{
     intent::{RemoteJoin, RoomBatch},
     ports::{NewEvent, RemoteAppend, StateChange, StoredState},
-    remote_auth::{admit, Admission, StateMap},
+    remote_auth::{admit, auth_event_ids, Admission, StateMap},
     state_resolution::AuthGraph,
     Error, Pdu, Result, StoredEvent,
 };
@@ -50,7 +50,7 @@ impl Sequencer {
         }
 
         let mut wanted: Vec<OwnedEventId> = state.values().cloned().collect();
-        wanted.extend(event.auth_events.iter().cloned());
+        wanted.extend(auth_event_ids(&rules, &event));
         let graph = AuthGraph::new(self.store.auth_graph(&wanted).await?);
         let mut before = StateMap::new();
         for (key, id) in &state {
@@ -59,11 +59,7 @@ impl Sequencer {
             })?;
             before.insert(key.clone(), pdu.clone());
         }
-        let auth: HashMap<OwnedEventId, Pdu> = event
-            .auth_events
-            .iter()
-            .filter_map(|id| graph.get(id).map(|p| (id.clone(), p.clone())))
-            .collect();
+        let auth = super::remote::auth_map(&rules, &event, &graph);
         match admit(&rules, &event, &auth, &before, &before) {
             Admission::Accepted => {}
             Admission::Rejected(why) | Admission::SoftFailed(why) => {

@@ -15,7 +15,7 @@ use crate::{
     error::ErrorCode,
     intent::{ReceivedPdu, RoomBatch},
     ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange, OUTLIERS_BELOW},
-    remote_auth::{admit, check_against_auth_events, Admission, StateMap},
+    remote_auth::{admit, auth_event_ids, check_against_auth_events, Admission, StateMap},
     state_resolution::{events_to_load, resolve, state_ids, AuthGraph, StateIds},
     Error, Pdu, Result, StoredEvent,
 };
@@ -180,12 +180,8 @@ impl Sequencer {
         found.sort_by_key(|(p, _)| u64::from(p.depth));
         let mut stored = 0;
         for (p, got) in found {
-            let graph = AuthGraph::new(self.store.auth_graph(&p.auth_events).await?);
-            let auth: HashMap<OwnedEventId, Pdu> = p
-                .auth_events
-                .iter()
-                .filter_map(|id| graph.get(id).map(|e| (id.clone(), e.clone())))
-                .collect();
+            let graph = AuthGraph::new(self.store.auth_graph(&auth_event_ids(rules, &p)).await?);
+            let auth = auth_map(rules, &p, &graph);
             match check_against_auth_events(rules, &p, &auth) {
                 Ok(()) => {
                     match placement {
@@ -301,7 +297,7 @@ impl Sequencer {
             prev_states.push(self.state_after(head, prev).await?);
         }
         let mut load = events_to_load(&prev_states);
-        load.extend(pdu.auth_events.iter().cloned());
+        load.extend(auth_event_ids(&head.rules, pdu));
         let graph = AuthGraph::new(self.store.auth_graph(&load).await?);
         let before = resolve(&head.rules, &prev_states, &graph)?;
         let Some(first_prev) = prev_states.into_iter().next() else {
@@ -309,11 +305,7 @@ impl Sequencer {
                 "an event of an existing room names prev events",
             ));
         };
-        let auth_events: HashMap<OwnedEventId, Pdu> = pdu
-            .auth_events
-            .iter()
-            .filter_map(|id| graph.get(id).map(|p| (id.clone(), p.clone())))
-            .collect();
+        let auth_events = auth_map(&head.rules, pdu, &graph);
         let before_events: StateMap = before
             .iter()
             .filter_map(|((kind, key), id)| {
@@ -547,6 +539,18 @@ fn stored(state: &StateIds) -> crate::ports::StoredState {
     state
         .iter()
         .map(|((kind, key), id)| ((kind.to_string(), key.clone()), id.clone()))
+        .collect()
+}
+
+/// The events `pdu` is authorized by (see [`auth_event_ids`]) that `graph` holds, by id.
+pub(super) fn auth_map(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    graph: &AuthGraph,
+) -> HashMap<OwnedEventId, Pdu> {
+    auth_event_ids(rules, pdu)
+        .into_iter()
+        .filter_map(|id| graph.get(&id).map(|p| (id, p.clone())))
         .collect()
 }
 

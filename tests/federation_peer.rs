@@ -1,7 +1,8 @@
-//! Two servers over loopback, each with its TLS federation listener: one reads the other's
-//! room over federation — requests signed (`X-Matrix`) and checked against keys fetched over
-//! TLS, every PDU answered verified as a third server would — and what it may not read, or
-//! asks without a valid signature, is refused. Runs on the embedded profile and, with
+//! Two servers over loopback, each with its TLS federation listener, one acting on the
+//! other's rooms over federation — requests signed (`X-Matrix`) and checked against keys
+//! fetched over TLS: it reads a room (every PDU answered verified as a third server would),
+//! and its user joins one (`make_join`, `send_join`) and talks in it (`/send`). What it may
+//! not read or do, or asks without a valid signature, is refused. Runs on the embedded profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -16,7 +17,7 @@ use ruma::{
         event::{get_event, get_missing_events, get_room_state_ids},
     },
     signatures::Ed25519KeyPair,
-    OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, UInt,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, UInt,
 };
 use sandcat_backends::sql::SqlStore;
 use sandcat_core::{
@@ -250,4 +251,172 @@ async fn signing_key_version(srv: &Server) -> String {
     let (_, doc) = srv.anon().get("/_matrix/key/v2/server").await;
     let ids: Vec<&String> = doc["verify_keys"].as_object().unwrap().keys().collect();
     ids[0].strip_prefix("ed25519:").unwrap().to_owned()
+}
+
+/// Signs `event` (a PDU without hashes and signatures) as `server`, and answers its id and
+/// JSON.
+fn signed_pdu(
+    server: &OwnedServerName,
+    key: &Ed25519KeyPair,
+    version: &RoomVersionId,
+    event: Value,
+) -> (OwnedEventId, Box<serde_json::value::RawValue>) {
+    let rules = version.rules().unwrap();
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    ruma::signatures::hash_and_sign_event(server.as_str(), key, &mut object, &rules.redaction)
+        .unwrap();
+    let id = ruma::signatures::reference_hash(&object, &rules).unwrap();
+    let json = serde_json::to_string(&object).unwrap();
+    (
+        format!("${id}").try_into().unwrap(),
+        serde_json::value::RawValue::from_string(json).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_user_of_another_server_joins_and_talks() {
+    use ruma::api::federation::{
+        membership::{create_join_event, prepare_join_event},
+        transactions::send_transaction_message,
+    };
+
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating(certs.path()).await;
+    let (b, b_name) = federating(certs.path()).await;
+    let alice = a.register("alice").await;
+    let open = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let closed = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let room: OwnedRoomId = open.as_str().try_into().unwrap();
+    let bob: ruma::OwnedUserId = format!("@bob:{b_name}").try_into().unwrap();
+    let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
+    let as_b = signing_as(&b_name, b_key);
+    let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
+
+    // make_join: the template, on the room's head, for a version B speaks.
+    let versions = vec![RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+    let mut ask = prepare_join_event::v1::Request::new(room.clone(), bob.clone());
+    ask.ver = versions.clone();
+    let template = as_b.send(&a_name, ask).await.expect("a public room");
+    let version = template.room_version.clone().unwrap();
+    let mut event: Value = serde_json::from_str(template.event.get()).unwrap();
+    assert_eq!(event["type"], "m.room.member");
+    assert_eq!(event["state_key"], bob.as_str());
+    // Not for a user of another server, nor for a room that is not public.
+    let mut theirs = prepare_join_event::v1::Request::new(
+        room.clone(),
+        "@carol:elsewhere.example".try_into().unwrap(),
+    );
+    theirs.ver = versions.clone();
+    assert!(as_b.send(&a_name, theirs).await.is_err());
+    let mut private =
+        prepare_join_event::v1::Request::new(closed.as_str().try_into().unwrap(), bob.clone());
+    private.ver = versions;
+    let err = as_b.send(&a_name, private).await.expect_err("invite only");
+    assert!(err.to_string().contains("403"), "{err}");
+
+    // send_join: the signed join is in the room; the answer is the state before it.
+    event["origin_server_ts"] = json!(MilliSecondsSinceUnixEpoch::now());
+    let (join_id, join) = signed_pdu(&b_name, &b_key, &version, event.clone());
+    let answer = as_b
+        .send(
+            &a_name,
+            create_join_event::v2::Request::new(room.clone(), join_id.clone(), join),
+        )
+        .await
+        .expect("the join is admitted");
+    let state_types: Vec<String> = answer
+        .room_state
+        .state
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<Value>(p.get()).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        state_types.contains(&"m.room.create".to_owned()),
+        "{state_types:?}"
+    );
+    assert!(state_types.contains(&"m.room.power_levels".to_owned()));
+    assert!(!answer.room_state.auth_chain.is_empty());
+    let (_, members) = alice
+        .get(&format!("/_matrix/client/v3/rooms/{open}/joined_members"))
+        .await;
+    assert!(members["joined"].get(bob.as_str()).is_some(), "{members}");
+
+    // A transaction: Bob speaks on his join; Alice reads it through /sync.
+    let mut auth: Vec<Value> = event["auth_events"].as_array().unwrap().clone();
+    auth.retain(|id| {
+        // The join rules authorise a join, not a message.
+        answer.room_state.state.iter().all(|p| {
+            let v: Value = serde_json::from_str(p.get()).unwrap();
+            !(v["type"] == "m.room.join_rules" && reference_of(&version, p.get()) == *id)
+        })
+    });
+    auth.push(json!(join_id));
+    let message = json!({
+        "room_id": room,
+        "sender": bob,
+        "type": "m.room.message",
+        "content": { "msgtype": "m.text", "body": "hello from afar" },
+        "origin_server_ts": MilliSecondsSinceUnixEpoch::now(),
+        "prev_events": [join_id],
+        "auth_events": auth,
+        "depth": event["depth"].as_u64().unwrap() + 1,
+    });
+    let (said_id, said) = signed_pdu(&b_name, &b_key, &version, message.clone());
+    // And one signed with a key B never published: refused on its own.
+    let forged_key =
+        Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), signing_key_version(&b).await)
+            .unwrap();
+    let mut other = message.clone();
+    other["content"]["body"] = json!("forged");
+    let (forged_id, forged) = signed_pdu(&b_name, &forged_key, &version, other);
+    let txn = send_transaction_message::v1::Request::new(
+        "t1".into(),
+        b_name.clone(),
+        MilliSecondsSinceUnixEpoch::now(),
+    );
+    let mut txn = txn;
+    txn.pdus = vec![said, forged];
+    let outcome = as_b.send(&a_name, txn).await.unwrap();
+    assert_eq!(
+        outcome.pdus.get(&said_id),
+        Some(&Ok(())),
+        "{:?}",
+        outcome.pdus
+    );
+    assert!(
+        matches!(outcome.pdus.get(&forged_id), Some(Err(_))),
+        "{:?}",
+        outcome.pdus
+    );
+    let sync = alice.sync(None, 0).await;
+    let bodies = common::timeline_bodies(&sync, &open);
+    assert!(bodies.contains(&"hello from afar".to_owned()), "{bodies:?}");
+    assert!(!bodies.contains(&"forged".to_owned()), "{bodies:?}");
+
+    // A transaction that says it is of another server than the one that signed it: refused.
+    let lying = send_transaction_message::v1::Request::new(
+        "t2".into(),
+        "elsewhere.example".try_into().unwrap(),
+        MilliSecondsSinceUnixEpoch::now(),
+    );
+    let err = as_b
+        .send(&a_name, lying)
+        .await
+        .expect_err("origin mismatch");
+    assert!(err.to_string().contains("403"), "{err}");
+}
+
+/// The event id of a PDU of room version `version`.
+fn reference_of(version: &RoomVersionId, pdu: &str) -> Value {
+    let rules = version.rules().unwrap();
+    let object: ruma::CanonicalJsonObject = serde_json::from_str(pdu).unwrap();
+    json!(format!(
+        "${}",
+        ruma::signatures::reference_hash(&object, &rules).unwrap()
+    ))
 }

@@ -95,32 +95,7 @@ impl ServerReads {
         event_id: &EventId,
     ) -> Result<StateIdsAt> {
         self.check(origin, room_id).await?;
-        let ev = self
-            .store
-            .event(event_id)
-            .await?
-            .filter(|e| e.pdu.room_id() == room_id)
-            .ok_or_else(|| Error::not_found("event not found"))?;
-        let mut state = self
-            .store
-            .state_after(event_id)
-            .await?
-            .ok_or_else(|| Error::not_found("the state at that event is not known here"))?;
-        // The state after a state event, less the event: what it replaced, if anything.
-        if let Some(key) = &ev.pdu.state_key {
-            let k = (ev.pdu.kind.to_string(), key.clone());
-            let replaced = ev
-                .unsigned
-                .as_ref()
-                .and_then(|u| u.get("replaces_state"))
-                .and_then(Value::as_str)
-                .and_then(|id| OwnedEventId::try_from(id).ok());
-            match replaced {
-                Some(id) => state.insert(k, id),
-                None => state.remove(&k),
-            };
-        }
-        let pdu_ids: Vec<OwnedEventId> = state.into_values().collect();
+        let pdu_ids = state_before(self.store.as_ref(), room_id, event_id).await?;
         let auth_chain_ids = self
             .store
             .auth_graph(&pdu_ids)
@@ -220,4 +195,36 @@ impl ServerReads {
         }
         Ok(out)
     }
+}
+
+/// The room's state before `event_id`, as event ids: the state after it, less it (what it
+/// replaced, if anything, back in its place).
+pub(super) async fn state_before(
+    store: &dyn RoomStore,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> Result<Vec<OwnedEventId>> {
+    let ev = store
+        .event(event_id)
+        .await?
+        .filter(|e| e.pdu.room_id() == room_id)
+        .ok_or_else(|| Error::not_found("event not found"))?;
+    let mut state = store
+        .state_after(event_id)
+        .await?
+        .ok_or_else(|| Error::not_found("the state at that event is not known here"))?;
+    if let Some(key) = &ev.pdu.state_key {
+        let k = (ev.pdu.kind.to_string(), key.clone());
+        let replaced = ev
+            .unsigned
+            .as_ref()
+            .and_then(|u| u.get("replaces_state"))
+            .and_then(Value::as_str)
+            .and_then(|id| OwnedEventId::try_from(id).ok());
+        match replaced {
+            Some(id) => state.insert(k, id),
+            None => state.remove(&k),
+        };
+    }
+    Ok(state.into_values().collect())
 }
