@@ -278,7 +278,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         ),
     };
     let sequencer = Arc::new(
-        Sequencer::new(store.clone(), signing.clone(), notifier.clone()).with_fetch(remote_events),
+        Sequencer::new(store.clone(), signing.clone(), notifier.clone())
+            .with_fetch(remote_events.clone()),
     );
     let bus: Arc<dyn EventBus> = match config.bus.backend {
         BusBackend::Embedded => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
@@ -297,13 +298,16 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         Arc::new(Inbound::new(store.clone(), bus.clone(), server_keys)),
         well_known,
     );
-    let rooms = Arc::new(Rooms::new(
-        store.clone(),
-        store.clone(),
-        bus.clone(),
-        signing,
-        server.clone(),
-    ));
+    let rooms = Arc::new(
+        Rooms::new(
+            store.clone(),
+            store.clone(),
+            bus.clone(),
+            signing,
+            server.clone(),
+        )
+        .with_remote(remote_events),
+    );
     let stores = SyncStores {
         rooms: store.clone(),
         client: store.clone(),

@@ -420,3 +420,69 @@ fn reference_of(version: &RoomVersionId, pdu: &str) -> Value {
         ruma::signatures::reference_hash(&object, &rules).unwrap()
     ))
 }
+
+#[tokio::test]
+async fn a_user_here_joins_a_room_of_another_server() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating(certs.path()).await;
+    let (b, _) = federating(certs.path()).await;
+    let alice = a.register("alice").await;
+    let open = alice.create_room(json!({ "preset": "public_chat" })).await;
+    for (i, body) in ["one", "two", "three"].iter().enumerate() {
+        alice.send_text(&open, &format!("t{i}"), body).await;
+    }
+
+    // Bob, of B, joins Alice's room on A through A (a version 12 room id names no server).
+    let bob = b.register("bob").await;
+    let (status, body) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                common::enc(&open),
+                common::enc(a_name.as_str())
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room_id"], open.as_str());
+
+    // Both servers have him in the room; on B, the room's state came from A.
+    let on_a = joined_members(&alice, &open).await;
+    let on_b = joined_members(&bob, &open).await;
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_a.len(), 2, "{on_a:?}");
+    let (_, create) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{open}/state/m.room.create/"
+        ))
+        .await;
+    assert_eq!(create["room_version"], "12", "{create}");
+
+    // His /sync has the room; paging back fills its past in from A.
+    let sync = bob.sync(None, 0).await;
+    assert!(sync["rooms"]["join"].get(&open).is_some(), "{sync}");
+    let (status, page) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{open}/messages?dir=b&limit=50"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["three", "two", "one"], "{page}");
+}
+
+/// The joined members of `room`, as `client`'s server has them, sorted.
+async fn joined_members(client: &common::Client, room: &str) -> Vec<String> {
+    let (_, m) = client
+        .get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"))
+        .await;
+    let mut ids: Vec<String> = m["joined"].as_object().unwrap().keys().cloned().collect();
+    ids.sort();
+    ids
+}

@@ -15,8 +15,8 @@ mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
 mod room_dag;
 pub use room_dag::{
-    HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, RemoteAppend, RemoteFetch, StateChange,
-    StateReset, StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
+    HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, RemoteAppend, RemoteFetch,
+    RemoteRooms, StateChange, StateReset, StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};

@@ -188,7 +188,12 @@ async fn join_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let room_id = super::appservice::resolve_room(&s, req.body.room_id_or_alias.as_str()).await?;
     s.rooms
-        .join(req.session()?, &room_id, req.body.reason.as_deref())
+        .join_via(
+            req.session()?,
+            &room_id,
+            &req.body.via,
+            req.body.reason.as_deref(),
+        )
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,

@@ -179,3 +179,37 @@ pub struct HistoryRange {
     /// The page stops before this point (exclusive).
     pub to: Option<TopoPoint>,
 }
+
+/// Rooms of other servers, as this server's users reach them: implemented by the federation
+/// client.
+#[async_trait::async_trait]
+pub trait RemoteRooms: Send + Sync {
+    /// Joins `user_id` to `room_id` through the first of `via` that lets it in (`make_join`,
+    /// the join signed here with `content`, `send_join`): what that server answered, every
+    /// event of it verified, ready for the room's lane.
+    async fn join(
+        &self,
+        via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        user_id: &ruma::UserId,
+        content: serde_json::Value,
+    ) -> crate::Result<crate::intent::RemoteJoin>;
+}
+
+/// The rooms of a server that talks to no other: none can be joined.
+pub struct NoRemoteRooms;
+
+#[async_trait::async_trait]
+impl RemoteRooms for NoRemoteRooms {
+    async fn join(
+        &self,
+        _via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        _user_id: &ruma::UserId,
+        _content: serde_json::Value,
+    ) -> crate::Result<crate::intent::RemoteJoin> {
+        Err(crate::Error::not_found(format!(
+            "{room_id} is not known here, and no other server was asked"
+        )))
+    }
+}

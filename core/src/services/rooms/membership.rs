@@ -1,7 +1,7 @@
 //! Joining, leaving, inviting, kicking, banning, forgetting, and profile changes in rooms.
 
 use ruma::events::room::member::MembershipState;
-use ruma::{events::TimelineEventType, RoomId, UserId};
+use ruma::{events::TimelineEventType, OwnedServerName, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::*;
@@ -13,19 +13,33 @@ impl Rooms {
         room_id: &RoomId,
         reason: Option<&str>,
     ) -> Result<()> {
-        if self.store.room_version(room_id).await?.is_none() {
-            return Err(Error::not_found("no such room on this server"));
-        }
-        if let Some(m) = self.store.membership(room_id, &session.user_id).await? {
-            if m.membership == MembershipState::Join {
-                return Ok(());
-            }
-        }
+        self.join_via(session, room_id, &[], reason).await
+    }
+
+    /// Joins a room; one this server does not have, through the servers of `via` (or the
+    /// one its id names).
+    pub async fn join_via(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> Result<()> {
         let mut c = self
             .member_content(&session.user_id, MembershipState::Join)
             .await?;
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
+        }
+        if self.store.room_version(room_id).await?.is_none() {
+            return self
+                .join_remote(session, room_id, via, Value::Object(c))
+                .await;
+        }
+        if let Some(m) = self.store.membership(room_id, &session.user_id).await? {
+            if m.membership == MembershipState::Join {
+                return Ok(());
+            }
         }
         let intent = EventIntent::new(
             session.user_id.clone(),
@@ -34,6 +48,38 @@ impl Rooms {
             Value::Object(c),
         );
         self.submit_one(room_id, intent).await?;
+        Ok(())
+    }
+
+    /// Joins a room of another server through it: the room's state it answers becomes
+    /// outliers, and the join the room's first event here (see the sequencer's `join.rs`).
+    async fn join_remote(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let own = &self.config.server_name;
+        let mut servers: Vec<OwnedServerName> = via.iter().filter(|s| *s != own).cloned().collect();
+        if let Some(named) = room_id.server_name() {
+            if named != own && !servers.iter().any(|s| s == named) {
+                servers.push(named.to_owned());
+            }
+        }
+        if servers.is_empty() {
+            return Err(Error::not_found("no such room on this server"));
+        }
+        let answer = self
+            .remote
+            .join(&servers, room_id, &session.user_id, content)
+            .await?;
+        self.bus
+            .submit(RoomBatch {
+                join: Some(Box::new(answer)),
+                ..RoomBatch::intents(room_id.to_owned(), Vec::new())
+            })
+            .await?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::ErrorCode,
     intent::{EventIntent, RoomBatch},
-    ports::{Direction, EventBus, RoomStore, UserStore},
+    ports::{Direction, EventBus, NoRemoteRooms, RemoteRooms, RoomStore, UserStore},
     sequencer::{build_pdu, room_id_from_create, rules_for, SigningKey},
     services::Session,
     state, Error, Result, ServerConfig, StoredEvent,
@@ -62,6 +62,8 @@ pub struct Rooms {
     bus: Arc<dyn EventBus>,
     signing: Arc<SigningKey>,
     config: Arc<ServerConfig>,
+    /// Rooms of other servers, joined through them.
+    remote: Arc<dyn RemoteRooms>,
 }
 
 /// A pagination token: a boundary in the stream; events at or below it are "before".
@@ -94,7 +96,14 @@ impl Rooms {
             bus,
             signing,
             config,
+            remote: Arc::new(NoRemoteRooms),
         }
+    }
+
+    /// Joins rooms of other servers through `remote`.
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteRooms>) -> Self {
+        self.remote = remote;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn RoomStore> {
