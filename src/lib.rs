@@ -45,7 +45,10 @@ use sandcat_core::{
     },
     ServerConfig,
 };
-use sandcat_federation::client::{ClientOptions, FederationClient, RemoteEvents};
+use sandcat_federation::{
+    client::{ClientOptions, FederationClient, RemoteEvents},
+    sender::FederationSender,
+};
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
 
 pub use config::{BusBackend, CacheBackend, Config, InboxBackend, MediaBackend, StorageBackend};
@@ -73,6 +76,8 @@ pub struct App {
     pub notifier: Notifier,
     /// The TLS listener other servers reach (`[federation] listen`), bound; served by [`serve`].
     pub federation_listener: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Sends this server's events to the servers in their rooms; started by [`serve`].
+    pub federation_sender: Arc<FederationSender>,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -242,7 +247,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         .await
         .map_err(|e| anyhow::anyhow!("publishing the signing key: {e}"))?;
     let remote_events = Arc::new(RemoteEvents::new(
-        outbound,
+        outbound.clone(),
         server_keys.clone(),
         store.clone(),
     ));
@@ -298,6 +303,14 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         Arc::new(Inbound::new(store.clone(), bus.clone(), server_keys)),
         well_known,
     );
+    let federation_sender = Arc::new(FederationSender::new(
+        outbound,
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        notifier.clone(),
+        signing.server_name.clone(),
+    ));
     let rooms = Arc::new(
         Rooms::new(
             store.clone(),
@@ -467,6 +480,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         indexer,
         notifier,
         federation_listener,
+        federation_sender,
     })
 }
 
@@ -560,6 +574,12 @@ pub async fn serve(
         let task = tokio::spawn(async move { indexer.run(notifier).await });
         move || task.abort()
     });
+    let sender = app.federation_sender.clone();
+    let leading_sender = lead(app.store.clone(), "federation-sender", move || {
+        sender.start();
+        let sender = sender.clone();
+        move || sender.stop()
+    });
     let native = app.native.clone();
     let watching = tokio::spawn(async move {
         let n = &native;
@@ -589,6 +609,8 @@ pub async fn serve(
     watching.abort();
     leading_pushers.abort();
     leading_indexer.abort();
+    leading_sender.abort();
+    app.federation_sender.stop();
     app.pushers.stop();
     app.bus.shutdown().await;
     Ok(())

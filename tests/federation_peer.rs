@@ -475,6 +475,35 @@ async fn a_user_here_joins_a_room_of_another_server() {
         .filter_map(|e| e["content"]["body"].as_str())
         .collect();
     assert_eq!(bodies, ["three", "two", "one"], "{page}");
+
+    // And they talk, live: each server sends its user's words to the other.
+    alice.send_text(&open, "live", "from A").await;
+    assert!(
+        heard(&bob, &open, "from A").await,
+        "B's /sync never had A's message"
+    );
+    bob.send_text(&open, "answer", "from B").await;
+    assert!(
+        heard(&alice, &open, "from B").await,
+        "A's /sync never had B's message"
+    );
+}
+
+/// Whether `body` reaches `client`'s timeline of `room` through `/sync` long-polls (a few
+/// seconds at most: the transaction goes out at once).
+async fn heard(client: &common::Client, room: &str, body: &str) -> bool {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let sync = client.sync(since.as_deref(), 1_000).await;
+        if common::timeline_bodies(&sync, room)
+            .iter()
+            .any(|b| b == body)
+        {
+            return true;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    false
 }
 
 /// The joined members of `room`, as `client`'s server has them, sorted.

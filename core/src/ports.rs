@@ -252,6 +252,8 @@ pub trait RoomStore: Send + Sync {
     async fn hold(&self, event: &HeldEvent) -> Result<()>;
     /// Why an event is held back, if it is.
     async fn held(&self, event_id: &ruma::EventId) -> Result<Option<(HeldStatus, String)>>;
+    /// The servers with a joined member in a room other servers share (this one too).
+    async fn federated_servers(&self) -> Result<Vec<ruma::OwnedServerName>>;
     /// The PDU of an event as stored: as signed, redacted if it was.
     async fn event_json(&self, event_id: &ruma::EventId) -> Result<Option<String>>;
     /// An event held back, as received.

@@ -17,6 +17,7 @@ mod discovery;
 mod keys;
 mod membership;
 mod rooms;
+pub mod sender;
 pub mod signed;
 mod transactions;
 

@@ -205,6 +205,22 @@ impl RoomStore for SqlStore {
             .map(|h| (h.status, h.reason)))
     }
 
+    async fn federated_servers(&self) -> Result<Vec<ruma::OwnedServerName>> {
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT state_key FROM current_state WHERE type = 'm.room.member' \
+             AND membership = 'join' AND room_id IN (SELECT room_id FROM rooms WHERE federated)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let servers: std::collections::BTreeSet<ruma::OwnedServerName> = users
+            .iter()
+            .filter_map(|u| UserId::parse(u.as_str()).ok())
+            .map(|u| u.server_name().to_owned())
+            .collect();
+        Ok(servers.into_iter().collect())
+    }
+
     async fn event_json(&self, event_id: &EventId) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT json FROM events WHERE event_id = $1")
             .bind(event_id.as_str())

@@ -1,0 +1,336 @@
+//! This server's events to the servers in their rooms: one task per destination follows the
+//! event stream from the position it last had acknowledged, picks the events of this server's
+//! users in rooms where the destination has a joined member, and sends them in a transaction
+//! (`PUT /_matrix/federation/v1/send/{txnId}`, at most 50 PDUs).
+//!
+//! As for application services, a transaction is persisted (id, position it covers, PDUs)
+//! before its first attempt and sent unchanged until the destination accepts it, with
+//! exponential backoff; only then does the position move, so a restart resumes it and nothing
+//! is lost. Destinations are the servers of the joined members of rooms other servers share
+//! (found at start, and as events arrive). Their state is kept with the application
+//! services' transaction streams, under `federation:<server name>`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ruma::{
+    api::federation::transactions::send_transaction_message, events::room::member::MembershipState,
+    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, ServerName,
+};
+use sandcat_core::{
+    notifier::Notifier,
+    ports::{AppserviceState, AppserviceStore, RoomStore, StreamPosition},
+    Error, Result, StoredEvent,
+};
+use serde_json::value::RawValue;
+use tokio::task::JoinHandle;
+
+use crate::client::FederationClient;
+use sandcat_core::services::federation::MAX_PDUS_PER_TRANSACTION;
+
+/// The first wait after a failed transaction, and the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+
+pub struct FederationSender {
+    client: Arc<FederationClient>,
+    state: Arc<dyn AppserviceStore>,
+    rooms: Arc<dyn RoomStore>,
+    stream: Arc<dyn StreamPosition>,
+    notifier: Notifier,
+    own: OwnedServerName,
+    running: Mutex<HashMap<OwnedServerName, JoinHandle<()>>>,
+    discovery: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn state_id(destination: &ServerName) -> String {
+    format!("federation:{destination}")
+}
+
+impl FederationSender {
+    pub fn new(
+        client: Arc<FederationClient>,
+        state: Arc<dyn AppserviceStore>,
+        rooms: Arc<dyn RoomStore>,
+        stream: Arc<dyn StreamPosition>,
+        notifier: Notifier,
+        own: OwnedServerName,
+    ) -> Self {
+        FederationSender {
+            client,
+            state,
+            rooms,
+            stream,
+            notifier,
+            own,
+            running: Default::default(),
+            discovery: Default::default(),
+        }
+    }
+
+    /// Starts a task per known destination, and one that finds new ones as events arrive.
+    pub fn start(self: &Arc<Self>) {
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.discover().await });
+        *self.discovery.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Stops every task. Pending transactions stay persisted and are resent on start.
+    pub fn stop(&self) {
+        if let Some(t) = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
+        for (_, t) in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            t.abort();
+        }
+    }
+
+    fn ensure(self: &Arc<Self>, destination: OwnedServerName, from: Option<i64>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if destination == self.own || running.contains_key(&destination) {
+            return;
+        }
+        let this = self.clone();
+        let d = destination.clone();
+        running.insert(
+            destination,
+            tokio::spawn(async move { this.run(d, from).await }),
+        );
+    }
+
+    /// The servers with a joined member in `room_id`.
+    async fn servers_in(&self, room_id: &OwnedRoomId) -> Result<BTreeSet<OwnedServerName>> {
+        Ok(self
+            .rooms
+            .members(room_id)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| *m == MembershipState::Join)
+            .map(|(u, _)| u.server_name().to_owned())
+            .collect())
+    }
+
+    /// Starts the destinations of the rooms other servers share, then follows the stream for
+    /// events of this server in rooms with servers that have no task yet.
+    async fn discover(self: Arc<Self>) {
+        match self.rooms.federated_servers().await {
+            Ok(servers) => {
+                for s in servers {
+                    self.ensure(s, None);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing the servers of shared rooms"),
+        }
+        let mut last = self.stream.current_pos();
+        loop {
+            let mut wake = self.notifier.subscribe();
+            let until = self.stream.current_pos();
+            while last < until {
+                let batch = match self.rooms.events_between(last, until, 500).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the stream for destinations");
+                        break;
+                    }
+                };
+                if batch.is_empty() {
+                    last = until;
+                    break;
+                }
+                for ev in &batch {
+                    if ev.pdu.sender.server_name() != self.own {
+                        continue;
+                    }
+                    let room = ev.pdu.room_id().to_owned();
+                    match self.servers_in(&room).await {
+                        // A new destination starts with this event.
+                        Ok(servers) => servers
+                            .into_iter()
+                            .for_each(|s| self.ensure(s, Some(ev.pos - 1))),
+                        Err(e) => tracing::warn!(%room, error = %e, "reading a room's servers"),
+                    }
+                }
+                last = batch.last().map_or(until, |e| e.pos);
+            }
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    async fn load_state(&self, destination: &ServerName, from: Option<i64>) -> AppserviceState {
+        let id = state_id(destination);
+        let mut delay = BACKOFF.0;
+        loop {
+            match self.state.appservice_state(&id).await {
+                Ok(Some(s)) => return s,
+                Ok(None) => {
+                    let s = AppserviceState {
+                        last_pos: from.unwrap_or_else(|| self.stream.current_pos()),
+                        next_txn: 1,
+                        pending: None,
+                    };
+                    if self.state.set_appservice_state(&id, &s).await.is_ok() {
+                        return s;
+                    }
+                }
+                Err(e) => tracing::warn!(%destination, error = %e, "reading a destination's state"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// Sends a destination's transactions, one at a time, as events for it arrive.
+    async fn run(self: Arc<Self>, destination: OwnedServerName, from: Option<i64>) {
+        let id = state_id(&destination);
+        let mut state = self.load_state(&destination, from).await;
+        let mut delay = BACKOFF.0;
+        loop {
+            let mut wake = self.notifier.subscribe();
+            if state.pending.is_none() {
+                match self.build(&destination, &state).await {
+                    Ok(next) => {
+                        let moved = next != state;
+                        state = next;
+                        if moved {
+                            if let Err(e) = self.state.set_appservice_state(&id, &state).await {
+                                tracing::warn!(%destination, error = %e, "saving a destination's state");
+                                state.pending = None;
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(BACKOFF.1);
+                                continue;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%destination, error = %e, "building a transaction");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(BACKOFF.1);
+                        continue;
+                    }
+                }
+            }
+            if let Some((txn, upto, body)) = state.pending.clone() {
+                match self.send(&destination, txn, &body).await {
+                    Ok(()) => {
+                        let done = AppserviceState {
+                            last_pos: state.last_pos.max(upto),
+                            next_txn: txn + 1,
+                            pending: None,
+                        };
+                        while let Err(e) = self.state.set_appservice_state(&id, &done).await {
+                            tracing::warn!(%destination, error = %e, "saving a destination's state");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(BACKOFF.1);
+                        }
+                        state = done;
+                        delay = BACKOFF.0;
+                    }
+                    Err(e) => {
+                        tracing::info!(%destination, txn, error = %e, retry_in_ms = delay.as_millis() as u64, "a transaction was not accepted");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(BACKOFF.1);
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    /// The next state after reading the stream: a pending transaction with the events for
+    /// `destination`, or the position moved on.
+    async fn build(
+        &self,
+        destination: &ServerName,
+        state: &AppserviceState,
+    ) -> Result<AppserviceState> {
+        let until = self.stream.current_pos();
+        let mut scanned = state.last_pos;
+        let mut pdus: Vec<String> = Vec::new();
+        let mut shared: HashMap<OwnedRoomId, bool> = HashMap::new();
+        'scan: while scanned < until {
+            let batch = self.rooms.events_between(scanned, until, 500).await?;
+            if batch.is_empty() {
+                scanned = until;
+                break;
+            }
+            for ev in batch {
+                if self.is_for(destination, &ev, &mut shared).await? {
+                    if let Some(json) = self.rooms.event_json(&ev.pdu.event_id).await? {
+                        pdus.push(json);
+                    }
+                }
+                scanned = ev.pos;
+                if pdus.len() >= MAX_PDUS_PER_TRANSACTION {
+                    break 'scan;
+                }
+            }
+        }
+        let mut next = state.clone();
+        if pdus.is_empty() {
+            next.last_pos = scanned.max(state.last_pos);
+        } else {
+            next.pending = Some((state.next_txn, scanned, serde_json::to_string(&pdus)?));
+        }
+        Ok(next)
+    }
+
+    /// Whether `ev` goes to `destination`: an event of this server's, in a room where the
+    /// destination has a joined member.
+    async fn is_for(
+        &self,
+        destination: &ServerName,
+        ev: &StoredEvent,
+        shared: &mut HashMap<OwnedRoomId, bool>,
+    ) -> Result<bool> {
+        if ev.pdu.sender.server_name() != self.own {
+            return Ok(false);
+        }
+        let room = ev.pdu.room_id().to_owned();
+        if let Some(known) = shared.get(&room) {
+            return Ok(*known);
+        }
+        let yes = self.servers_in(&room).await?.contains(destination);
+        shared.insert(room, yes);
+        Ok(yes)
+    }
+
+    async fn send(&self, destination: &ServerName, txn: u64, body: &str) -> Result<()> {
+        let pdus: Vec<String> = serde_json::from_str(body)?;
+        let mut request = send_transaction_message::v1::Request::new(
+            txn.to_string().into(),
+            self.own.clone(),
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.pdus = pdus
+            .into_iter()
+            .map(RawValue::from_string)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Error::internal)?;
+        let answer = self.client.send(destination, request).await?;
+        for (event_id, outcome) in answer.pdus {
+            if let Err(why) = outcome {
+                tracing::info!(%destination, %event_id, %why, "an event was refused");
+            }
+        }
+        Ok(())
+    }
+}
