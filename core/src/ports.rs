@@ -288,6 +288,19 @@ pub trait RoomStore: Send + Sync {
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
     /// `(user, membership)` of everyone with a membership in the room.
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>>;
+    /// The servers with a joined member in the room (this one too, if it has one).
+    async fn joined_servers(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>> {
+        Ok(self
+            .members(room_id)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| *m == MembershipState::Join)
+            .map(|(u, _)| u.server_name().to_owned())
+            .collect())
+    }
     /// The room's memberships as of stream position `at`: the current ones, but for a user
     /// whose membership changed after `at` (committed, perhaps not yet published), the one
     /// their latest membership event at or below `at` gave (none before it: left out).

@@ -11,14 +11,14 @@
 //! services' transaction streams, under `federation:<server name>`.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use ruma::{
-    api::federation::transactions::send_transaction_message, events::room::member::MembershipState,
-    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, ServerName,
+    api::federation::transactions::send_transaction_message, MilliSecondsSinceUnixEpoch,
+    OwnedRoomId, OwnedServerName, ServerName,
 };
 use sandcat_core::{
     notifier::Notifier,
@@ -110,18 +110,6 @@ impl FederationSender {
         );
     }
 
-    /// The servers with a joined member in `room_id`.
-    async fn servers_in(&self, room_id: &OwnedRoomId) -> Result<BTreeSet<OwnedServerName>> {
-        Ok(self
-            .rooms
-            .members(room_id)
-            .await?
-            .into_iter()
-            .filter(|(_, m)| *m == MembershipState::Join)
-            .map(|(u, _)| u.server_name().to_owned())
-            .collect())
-    }
-
     /// Starts the destinations of the rooms other servers share, then follows the stream for
     /// events of this server in rooms with servers that have no task yet.
     async fn discover(self: Arc<Self>) {
@@ -154,7 +142,7 @@ impl FederationSender {
                         continue;
                     }
                     let room = ev.pdu.room_id().to_owned();
-                    match self.servers_in(&room).await {
+                    match self.rooms.joined_servers(&room).await {
                         // A new destination starts with this event.
                         Ok(servers) => servers
                             .into_iter()
@@ -308,7 +296,11 @@ impl FederationSender {
         if let Some(known) = shared.get(&room) {
             return Ok(*known);
         }
-        let yes = self.servers_in(&room).await?.contains(destination);
+        let yes = self
+            .rooms
+            .joined_servers(&room)
+            .await?
+            .contains(destination);
         shared.insert(room, yes);
         Ok(yes)
     }

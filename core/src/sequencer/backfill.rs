@@ -3,9 +3,7 @@
 //! the stream takes them for new events, and they change neither the room's heads nor its
 //! state.
 
-use std::collections::BTreeSet;
-
-use ruma::{events::room::member::MembershipState, OwnedEventId, OwnedServerName, RoomId};
+use ruma::{OwnedEventId, OwnedServerName, RoomId};
 
 use super::{remote::Placement, Sequencer};
 use crate::{
@@ -61,16 +59,8 @@ impl Sequencer {
 
     /// The servers of the room's joined members, this one left out, in a stable order.
     async fn servers_in(&self, room_id: &RoomId) -> Result<Vec<OwnedServerName>> {
-        let own = &self.signing.server_name;
-        let servers: BTreeSet<OwnedServerName> = self
-            .store
-            .members(room_id)
-            .await?
-            .into_iter()
-            .filter(|(_, m)| *m == MembershipState::Join)
-            .map(|(user, _)| user.server_name().to_owned())
-            .filter(|s| s != own)
-            .collect();
+        let mut servers = self.store.joined_servers(room_id).await?;
+        servers.remove(&self.signing.server_name);
         Ok(servers.into_iter().collect())
     }
 

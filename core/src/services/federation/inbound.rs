@@ -179,12 +179,8 @@ impl Inbound {
             .collect();
         let servers_in_room = self
             .store
-            .members(room_id)
+            .joined_servers(room_id)
             .await?
-            .into_iter()
-            .filter(|(_, m)| *m == MembershipState::Join)
-            .map(|(u, _)| u.server_name().to_owned())
-            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         Ok(JoinAnswer {

@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use ruma::{events::room::member::MembershipState, EventId, OwnedEventId, RoomId, ServerName};
+use ruma::{EventId, OwnedEventId, RoomId, ServerName};
 use serde_json::Value;
 
 use crate::{ports::RoomStore, Error, Result, StoredEvent};
@@ -34,12 +34,7 @@ impl ServerReads {
 
     /// `M_FORBIDDEN` unless `origin` may read `room_id`.
     async fn check(&self, origin: &ServerName, room_id: &RoomId) -> Result<()> {
-        let member = self
-            .store
-            .members(room_id)
-            .await?
-            .iter()
-            .any(|(u, m)| *m == MembershipState::Join && u.server_name() == origin);
+        let member = self.store.joined_servers(room_id).await?.contains(origin);
         if member {
             return Ok(());
         }
