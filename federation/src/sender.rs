@@ -7,7 +7,7 @@
 //! before its first attempt and sent unchanged until the destination accepts it, with
 //! exponential backoff; only then does the position move, so a restart resumes it and nothing
 //! is lost. Destinations are the servers of the joined members of rooms other servers share
-//! (found at start, and as events arrive). Their state is kept with the application
+//! (found at start, and from joins as they arrive). Their state is kept with the application
 //! services' transaction streams, under `federation:<server name>`.
 
 use std::{
@@ -17,8 +17,9 @@ use std::{
 };
 
 use ruma::{
-    api::federation::transactions::send_transaction_message, MilliSecondsSinceUnixEpoch,
-    OwnedRoomId, OwnedServerName, ServerName,
+    api::federation::transactions::send_transaction_message,
+    events::{room::member::MembershipState, TimelineEventType},
+    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, ServerName, UserId,
 };
 use sandcat_core::{
     notifier::Notifier,
@@ -43,6 +44,11 @@ pub struct FederationSender {
     own: OwnedServerName,
     running: Mutex<HashMap<OwnedServerName, JoinHandle<()>>>,
     discovery: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn is_join(ev: &StoredEvent) -> bool {
+    ev.pdu.kind == TimelineEventType::RoomMember
+        && ev.pdu.membership() == Some(MembershipState::Join)
 }
 
 fn state_id(destination: &ServerName) -> String {
@@ -137,13 +143,18 @@ impl FederationSender {
                     last = until;
                     break;
                 }
-                for ev in &batch {
-                    if ev.pdu.sender.server_name() != self.own {
+                // A server becomes a destination when it has a member join a room here, or
+                // a user here joins a room of its: only joins are looked at, so messages cost
+                // nothing, and a server with no other server in its rooms reads nothing more.
+                for ev in batch.iter().filter(|e| is_join(e)) {
+                    let joined = ev.pdu.state_key.as_deref().map(UserId::parse);
+                    let Some(Ok(user)) = joined else { continue };
+                    if user.server_name() != self.own {
+                        self.ensure(user.server_name().to_owned(), Some(ev.pos - 1));
                         continue;
                     }
                     let room = ev.pdu.room_id().to_owned();
                     match self.rooms.joined_servers(&room).await {
-                        // A new destination starts with this event.
                         Ok(servers) => servers
                             .into_iter()
                             .for_each(|s| self.ensure(s, Some(ev.pos - 1))),
