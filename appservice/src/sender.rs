@@ -24,33 +24,50 @@ use ruma::{
 use sandcat_core::{
     notifier::Notifier,
     ports::{AppserviceState, AppserviceStore, EduSink, RoomStore, StreamPosition, ToDevice},
-    Error, Result, StoredEvent,
+    transaction_stream, Error, Result, StoredEvent,
 };
 use serde_json::{json, Value};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{registration::Appservice, service::Appservices};
 
+pub use sandcat_core::transaction_stream::Backoff;
+
+/// An application service as the receiver of its transactions.
+struct Service<'a> {
+    pushers: &'a Pushers,
+    asv: &'a Appservice,
+    queue: &'a Queue,
+}
+
+#[async_trait::async_trait]
+impl transaction_stream::Receiver for Service<'_> {
+    fn name(&self) -> &str {
+        self.asv.id()
+    }
+
+    async fn build(&self, state: &AppserviceState) -> Result<AppserviceState> {
+        self.pushers.build(self.asv, self.queue, state).await
+    }
+
+    async fn send(&self, txn: u64, body: &str) -> Result<()> {
+        self.pushers
+            .services
+            .client()
+            .put_transaction(self.asv, txn, body)
+            .await
+            .map_err(|e| Error::matrix(sandcat_core::ErrorCode::UrlNotSet, e.to_string()))
+    }
+
+    async fn other_news(&self) {
+        self.queue.wake.notified().await
+    }
+}
+
 /// Most events (and, separately, ephemeral items) in one transaction.
 const MAX_EVENTS: usize = 100;
 /// Most ephemeral items queued for a service that is not accepting them.
 const MAX_QUEUED: usize = 1000;
-
-/// Retry timing: first delay, and the ceiling it doubles up to.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(60),
-        }
-    }
-}
 
 enum Edu {
     Room(OwnedRoomId, Value),
@@ -199,109 +216,33 @@ impl Pushers {
         }
     }
 
-    async fn load_state(&self, id: &str) -> AppserviceState {
-        let mut delay = self.backoff.initial;
-        loop {
-            match self.store.appservice_state(id).await {
-                Ok(Some(s)) => return s,
-                Ok(None) => {
-                    // A new service starts from now, not from the beginning of history.
-                    let s = AppserviceState {
-                        last_pos: self.stream.current_pos(),
-                        next_txn: 1,
-                        pending: None,
-                    };
-                    if self.store.set_appservice_state(id, &s).await.is_ok() {
-                        return s;
-                    }
-                }
-                Err(e) => tracing::warn!(id, error = %e, "reading application service state"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.backoff.max);
-        }
-    }
-
     async fn run(self: Arc<Self>, asv: Arc<Appservice>) {
         let id = asv.id().to_owned();
         let queue = self.queue(&id);
-        let mut state = self.load_state(&id).await;
-        let mut delay = self.backoff.initial;
-        let mut saved_pos = state.last_pos;
-        let mut saved_at = std::time::Instant::now();
+        // A new service starts from now, not from the beginning of history.
+        let state = transaction_stream::load_state(self.store.as_ref(), &id, self.backoff, || {
+            self.stream.current_pos()
+        })
+        .await;
         tracing::info!(
             id,
             last_pos = state.last_pos,
             "application service pusher started"
         );
-        loop {
-            let mut wake = self.notifier.subscribe();
-            if state.pending.is_none() {
-                match self.build(&asv, &queue, &state).await {
-                    Ok(next) => {
-                        let advanced_only = next.pending.is_none();
-                        state = next;
-                        let due = saved_at.elapsed() > Duration::from_secs(1);
-                        if !advanced_only || (state.last_pos != saved_pos && due) {
-                            if let Err(e) = self.store.set_appservice_state(&id, &state).await {
-                                tracing::warn!(id, error = %e, "saving application service state");
-                                state.pending = None;
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(self.backoff.max);
-                                continue;
-                            }
-                            saved_pos = state.last_pos;
-                            saved_at = std::time::Instant::now();
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(id, error = %e, "building a transaction");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(self.backoff.max);
-                        continue;
-                    }
-                }
-            }
-            if let Some((txn, upto, body)) = state.pending.clone() {
-                match self
-                    .services
-                    .client()
-                    .put_transaction(&asv, txn, &body)
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::debug!(id, txn, upto, "transaction accepted");
-                        let done = AppserviceState {
-                            last_pos: state.last_pos.max(upto),
-                            next_txn: txn + 1,
-                            pending: None,
-                        };
-                        // Until this is saved the transaction may be sent again after a
-                        // restart, with the same id: the service drops it as a repeat.
-                        while let Err(e) = self.store.set_appservice_state(&id, &done).await {
-                            tracing::warn!(id, error = %e, "saving application service state");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(self.backoff.max);
-                        }
-                        state = done;
-                        saved_pos = state.last_pos;
-                        saved_at = std::time::Instant::now();
-                        delay = self.backoff.initial;
-                    }
-                    Err(e) => {
-                        tracing::warn!(id, txn, error = %e, retry_in_ms = delay.as_millis() as u64, "transaction not accepted");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(self.backoff.max);
-                    }
-                }
-                continue;
-            }
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = queue.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
+        let receiver = Service {
+            pushers: &self,
+            asv: &asv,
+            queue: &queue,
+        };
+        transaction_stream::run(
+            &receiver,
+            self.store.as_ref(),
+            &id,
+            state,
+            &self.notifier,
+            self.backoff,
+        )
+        .await
     }
 
     /// Reads the stream after `state.last_pos` and returns the next state: with a pending

@@ -23,6 +23,7 @@ pub mod services;
 pub mod state;
 pub mod state_resolution;
 pub mod token;
+pub mod transaction_stream;
 pub mod visibility;
 
 pub use config::ServerConfig;

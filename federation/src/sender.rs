@@ -3,10 +3,10 @@
 //! users in rooms where the destination has a joined member, and sends them in a transaction
 //! (`PUT /_matrix/federation/v1/send/{txnId}`, at most 50 PDUs).
 //!
-//! As for application services, a transaction is persisted (id, position it covers, PDUs)
-//! before its first attempt and sent unchanged until the destination accepts it, with
-//! exponential backoff; only then does the position move, so a restart resumes it and nothing
-//! is lost. Destinations are the servers of the joined members of rooms other servers share
+//! As for application services (the same `transaction_stream` driver), a transaction is
+//! persisted before its first attempt and sent unchanged until the destination accepts it,
+//! with exponential backoff; only then does the position move, so a restart resumes it and
+//! nothing is lost. Destinations are the servers of the joined members of rooms other servers share
 //! (found at start, and from joins as they arrive). Their state is kept with the application
 //! services' transaction streams, under `federation:<server name>`.
 
@@ -24,6 +24,7 @@ use ruma::{
 use sandcat_core::{
     notifier::Notifier,
     ports::{AppserviceState, AppserviceStore, RoomStore, StreamPosition},
+    transaction_stream::{self, Backoff},
     Error, Result, StoredEvent,
 };
 use serde_json::value::RawValue;
@@ -33,7 +34,31 @@ use crate::client::FederationClient;
 use sandcat_core::services::federation::MAX_PDUS_PER_TRANSACTION;
 
 /// The first wait after a failed transaction, and the longest.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(60),
+};
+
+/// A destination as the receiver of its transactions.
+struct Destination<'a> {
+    sender: &'a FederationSender,
+    name: OwnedServerName,
+}
+
+#[async_trait::async_trait]
+impl transaction_stream::Receiver for Destination<'_> {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    async fn build(&self, state: &AppserviceState) -> Result<AppserviceState> {
+        self.sender.build(&self.name, state).await
+    }
+
+    async fn send(&self, txn: u64, body: &str) -> Result<()> {
+        self.sender.send(&self.name, txn, body).await
+    }
+}
 
 pub struct FederationSender {
     client: Arc<FederationClient>,
@@ -170,88 +195,26 @@ impl FederationSender {
         }
     }
 
-    async fn load_state(&self, destination: &ServerName, from: Option<i64>) -> AppserviceState {
-        let id = state_id(destination);
-        let mut delay = BACKOFF.0;
-        loop {
-            match self.state.appservice_state(&id).await {
-                Ok(Some(s)) => return s,
-                Ok(None) => {
-                    let s = AppserviceState {
-                        last_pos: from.unwrap_or_else(|| self.stream.current_pos()),
-                        next_txn: 1,
-                        pending: None,
-                    };
-                    if self.state.set_appservice_state(&id, &s).await.is_ok() {
-                        return s;
-                    }
-                }
-                Err(e) => tracing::warn!(%destination, error = %e, "reading a destination's state"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(BACKOFF.1);
-        }
-    }
-
     /// Sends a destination's transactions, one at a time, as events for it arrive.
     async fn run(self: Arc<Self>, destination: OwnedServerName, from: Option<i64>) {
         let id = state_id(&destination);
-        let mut state = self.load_state(&destination, from).await;
-        let mut delay = BACKOFF.0;
-        loop {
-            let mut wake = self.notifier.subscribe();
-            if state.pending.is_none() {
-                match self.build(&destination, &state).await {
-                    Ok(next) => {
-                        let moved = next != state;
-                        state = next;
-                        if moved {
-                            if let Err(e) = self.state.set_appservice_state(&id, &state).await {
-                                tracing::warn!(%destination, error = %e, "saving a destination's state");
-                                state.pending = None;
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(BACKOFF.1);
-                                continue;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%destination, error = %e, "building a transaction");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(BACKOFF.1);
-                        continue;
-                    }
-                }
-            }
-            if let Some((txn, upto, body)) = state.pending.clone() {
-                match self.send(&destination, txn, &body).await {
-                    Ok(()) => {
-                        let done = AppserviceState {
-                            last_pos: state.last_pos.max(upto),
-                            next_txn: txn + 1,
-                            pending: None,
-                        };
-                        while let Err(e) = self.state.set_appservice_state(&id, &done).await {
-                            tracing::warn!(%destination, error = %e, "saving a destination's state");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(BACKOFF.1);
-                        }
-                        state = done;
-                        delay = BACKOFF.0;
-                    }
-                    Err(e) => {
-                        tracing::info!(%destination, txn, error = %e, retry_in_ms = delay.as_millis() as u64, "a transaction was not accepted");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(BACKOFF.1);
-                    }
-                }
-                continue;
-            }
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
+        let state = transaction_stream::load_state(self.state.as_ref(), &id, BACKOFF, || {
+            from.unwrap_or_else(|| self.stream.current_pos())
+        })
+        .await;
+        let receiver = Destination {
+            sender: &self,
+            name: destination,
+        };
+        transaction_stream::run(
+            &receiver,
+            self.state.as_ref(),
+            &id,
+            state,
+            &self.notifier,
+            BACKOFF,
+        )
+        .await
     }
 
     /// The next state after reading the stream: a pending transaction with the events for
