@@ -300,7 +300,13 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         signing.server_name.clone(),
         server_keys.clone(),
         Arc::new(ServerReads::new(store.clone())),
-        Arc::new(Inbound::new(store.clone(), bus.clone(), server_keys)),
+        Arc::new(Inbound::new(
+            store.clone(),
+            store.clone(),
+            bus.clone(),
+            server_keys,
+            signing.clone(),
+        )),
         well_known,
     );
     let federation_sender = Arc::new(FederationSender::new(

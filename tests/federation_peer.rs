@@ -8,9 +8,12 @@
 
 mod common;
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use common::Server;
+use common::{
+    federation::{federating, heard, joined_members, signing_as},
+    Server,
+};
 use ruma::{
     api::federation::{
         backfill::get_backfill,
@@ -25,59 +28,6 @@ use sandcat_core::{
 };
 use sandcat_federation::client::{ClientOptions, FederationClient};
 use serde_json::{json, Value};
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM files in `dir`.
-fn certificate(dir: &Path) -> (String, String) {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&c, cert.cert.pem()).unwrap();
-    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
-    (c.display().to_string(), k.display().to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server named `localhost:PORT` whose TLS listener is on that port.
-async fn federating(certs: &Path) -> (Server, OwnedServerName) {
-    let (cert, key) = certificate(certs);
-    let port = free_port();
-    let name: OwnedServerName = format!("localhost:{port}").try_into().unwrap();
-    let server_name = name.to_string();
-    let srv = Server::start_with(move |c| {
-        c.server_name = server_name;
-        c.federation.listen = format!("127.0.0.1:{port}");
-        c.federation.tls_certificate = cert;
-        c.federation.tls_private_key = key;
-        c.federation.verify_certificates = false;
-        c.federation.allow_private_destinations = true;
-    })
-    .await;
-    (srv, name)
-}
-
-fn loopback() -> ClientOptions {
-    ClientOptions {
-        verify_certificates: false,
-        allow_private_destinations: true,
-        ..ClientOptions::default()
-    }
-}
-
-/// A client signing as `server` with `key`.
-fn signing_as(server: &OwnedServerName, key: Ed25519KeyPair) -> FederationClient {
-    let signing = Arc::new(SigningKey {
-        server_name: server.clone(),
-        key,
-    });
-    FederationClient::new(signing, loopback()).unwrap()
-}
 
 #[tokio::test]
 async fn another_server_reads_a_room_over_signed_tls() {
@@ -487,31 +437,4 @@ async fn a_user_here_joins_a_room_of_another_server() {
         heard(&alice, &open, "from B").await,
         "A's /sync never had B's message"
     );
-}
-
-/// Whether `body` reaches `client`'s timeline of `room` through `/sync` long-polls (a few
-/// seconds at most: the transaction goes out at once).
-async fn heard(client: &common::Client, room: &str, body: &str) -> bool {
-    let mut since: Option<String> = None;
-    for _ in 0..20 {
-        let sync = client.sync(since.as_deref(), 1_000).await;
-        if common::timeline_bodies(&sync, room)
-            .iter()
-            .any(|b| b == body)
-        {
-            return true;
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-    }
-    false
-}
-
-/// The joined members of `room`, as `client`'s server has them, sorted.
-async fn joined_members(client: &common::Client, room: &str) -> Vec<String> {
-    let (_, m) = client
-        .get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"))
-        .await;
-    let mut ids: Vec<String> = m["joined"].as_object().unwrap().keys().cloned().collect();
-    ids.sort();
-    ids
 }

@@ -298,6 +298,7 @@ async fn append(bus: &InProcessBus, event: EventIntent) -> StoredEvent {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![event],
     };
     bus.submit(batch).await.unwrap().remove(0)
@@ -333,6 +334,7 @@ async fn the_indexer_copies_messages_to_members(inbox: Arc<dyn Inbox>) {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![
             intent(
                 &alice,

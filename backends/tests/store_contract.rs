@@ -158,6 +158,7 @@ fn create_batch() -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -206,6 +207,7 @@ async fn batches_append_all_or_nothing_in_stream_order(db: Db) {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![
             EventIntent::new(
                 user_id!("@alice:localhost").to_owned(),
@@ -418,6 +420,7 @@ fn in_room(events: Vec<EventIntent>) -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events,
     }
 }

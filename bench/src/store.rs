@@ -78,6 +78,7 @@ fn create_batch(room: &OwnedRoomId, user: &OwnedUserId) -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![
             ev(
                 TimelineEventType::RoomCreate,
@@ -115,6 +116,7 @@ async fn write_room(
             remote: Vec::new(),
             join: None,
             backfill: Vec::new(),
+            outside: None,
             events: vec![EventIntent::new(
                 user.clone(),
                 "m.room.message".into(),

@@ -54,6 +54,10 @@ pub struct RoomBatch {
     /// Fill the room's history in before these events (its earliest), from the servers in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backfill: Vec<OwnedEventId>,
+    /// A membership of a user of this server in a room this server is not in: an invite
+    /// another server sent, or the leave that rejects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Box<OutsideMembership>>,
 }
 
 impl RoomBatch {
@@ -66,6 +70,7 @@ impl RoomBatch {
             remote: Vec::new(),
             join: None,
             backfill: Vec::new(),
+            outside: None,
         }
     }
 
@@ -87,6 +92,20 @@ pub struct RemoteJoin {
     pub state: Vec<ReceivedPdu>,
     pub auth_chain: Vec<ReceivedPdu>,
     pub event: ReceivedPdu,
+}
+
+/// A membership event of a user of this server in a room whose state this server does not
+/// have (no user of it has joined): it is kept on its own, as what this server knows of the
+/// room, until a join through another server brings the room's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutsideMembership {
+    pub room_version: RoomVersionId,
+    /// The event, signed by the servers that must sign it (an invite: by both).
+    pub event: ReceivedPdu,
+    /// What the inviting server told of the room (`invite_room_state`), as stripped events
+    /// for the invited user's client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invite_state: Vec<Value>,
 }
 
 /// An event of another server, verified ([`crate::remote_pdu::verify_pdu`]): its id and the

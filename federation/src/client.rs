@@ -13,17 +13,15 @@ use ruma::{
             authentication::{ServerSignatures, XMatrixSigningInput},
             backfill::get_backfill,
             event::{get_event, get_missing_events},
-            membership::{create_join_event, prepare_join_event},
         },
         path_builder::SinglePath,
         IncomingResponseExt, OutgoingRequest, OutgoingRequestExt,
     },
-    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName, RoomId,
-    RoomVersionId, ServerName, UInt, UserId,
+    CanonicalJsonObject, OwnedEventId, RoomId, RoomVersionId, ServerName, UInt,
 };
 use sandcat_core::{
-    intent::{ReceivedPdu, RemoteJoin},
-    ports::{KeyFetch, RemoteFetch, RemoteRooms, RoomStore},
+    intent::ReceivedPdu,
+    ports::{KeyFetch, RemoteFetch, RoomStore},
     remote_pdu::verify_pdu,
     sequencer::SigningKey,
     services::server_keys::ServerKeys,
@@ -229,7 +227,7 @@ impl KeyFetch for FederationClient {
 /// Other servers' events, each checked (`verify_pdu`) before it is handed on; one that fails
 /// is dropped.
 pub struct RemoteEvents {
-    client: Arc<FederationClient>,
+    pub(crate) client: Arc<FederationClient>,
     keys: Arc<ServerKeys>,
     store: Arc<dyn RoomStore>,
 }
@@ -247,6 +245,10 @@ impl RemoteEvents {
         }
     }
 
+    pub(crate) fn keys(&self) -> &ServerKeys {
+        &self.keys
+    }
+
     async fn verified(
         &self,
         origin: &ServerName,
@@ -261,7 +263,7 @@ impl RemoteEvents {
         self.verified_as(origin, &version, room_id, pdus).await
     }
 
-    async fn verified_as(
+    pub(crate) async fn verified_as(
         &self,
         origin: &ServerName,
         version: &RoomVersionId,
@@ -337,88 +339,5 @@ impl RemoteFetch for RemoteEvents {
             get_backfill::v1::Request::new(room_id.to_owned(), from.to_vec(), uint(limit));
         let answer = self.client.send(origin, request).await?;
         self.verified(origin, room_id, answer.pdus).await
-    }
-}
-
-/// The room versions this server speaks, as it tells a server it joins through.
-fn supported_versions() -> Vec<RoomVersionId> {
-    vec![RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
-}
-
-impl RemoteEvents {
-    /// Joins through one server: its template, filled in and signed here, sent back.
-    async fn join_through(
-        &self,
-        server: &ServerName,
-        room_id: &RoomId,
-        user_id: &UserId,
-        content: &Value,
-    ) -> Result<RemoteJoin> {
-        let mut ask = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
-        ask.ver = supported_versions();
-        let template = self.client.send(server, ask).await?;
-        let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        if !supported_versions().contains(&version) {
-            return Err(Error::matrix(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("{room_id} is of room version {version}"),
-            ));
-        }
-        let mut event: Value = serde_json::from_str(template.event.get())?;
-        let is_own_join = event.get("type") == Some(&Value::from("m.room.member"))
-            && event.get("state_key") == Some(&Value::from(user_id.as_str()))
-            && event.get("sender") == Some(&Value::from(user_id.as_str()));
-        if !is_own_join {
-            return Err(Error::forbidden(format!(
-                "{server} answered a template of another event"
-            )));
-        }
-        event["content"] = content.clone();
-        event["origin_server_ts"] = serde_json::json!(MilliSecondsSinceUnixEpoch::now());
-        let (event_id, json) = self.client.sign_event(&version, event)?;
-        let pdu = RawValue::from_string(json.clone())?;
-        let answer = self
-            .client
-            .send(
-                server,
-                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu),
-            )
-            .await?
-            .room_state;
-        let state = self
-            .verified_as(server, &version, room_id, answer.state)
-            .await?;
-        let auth_chain = self
-            .verified_as(server, &version, room_id, answer.auth_chain)
-            .await?;
-        Ok(RemoteJoin {
-            room_version: version,
-            state,
-            auth_chain,
-            event: ReceivedPdu { event_id, json },
-        })
-    }
-}
-
-#[async_trait]
-impl RemoteRooms for RemoteEvents {
-    async fn join(
-        &self,
-        via: &[OwnedServerName],
-        room_id: &RoomId,
-        user_id: &UserId,
-        content: Value,
-    ) -> Result<RemoteJoin> {
-        let mut last = Error::not_found(format!("{room_id} could not be joined"));
-        for server in via {
-            match self.join_through(server, room_id, user_id, &content).await {
-                Ok(join) => return Ok(join),
-                Err(e) => {
-                    tracing::info!(%room_id, %server, error = %e, "joining through a server failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
     }
 }

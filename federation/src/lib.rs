@@ -16,6 +16,8 @@ pub mod client;
 mod discovery;
 mod keys;
 mod membership;
+mod query;
+mod remote_rooms;
 mod rooms;
 pub mod sender;
 pub mod signed;
@@ -60,5 +62,6 @@ pub fn router(state: FederationState) -> Router {
     let r = rooms::routes(r);
     let r = membership::routes(r);
     let r = transactions::routes(r);
+    let r = query::routes(r);
     r.with_state(state)
 }

@@ -1,9 +1,13 @@
-//! Another server's user joins a room here: `make_join` (the template its server signs) and
-//! `send_join` v2 (the signed join, answered with the room's state and auth chain), both
-//! through `Inbound`.
+//! Memberships of other servers' users in rooms here, all through `Inbound`: `make_join`
+//! (the template their server signs) and `send_join` v2 (the signed join, answered with the
+//! room's state and auth chain); `make_leave` and `send_leave` v2; and `/invite` v2, an
+//! invite of a user of this server, counter-signed.
 
 use axum::{extract::State, Router};
-use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+use ruma::api::federation::membership::{
+    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    RawStrippedState,
+};
 use sandcat_client_api::{ApiError, ApiResult, RumaResponse, RumaRouter};
 use sandcat_core::Error;
 use serde_json::value::RawValue;
@@ -13,6 +17,9 @@ use crate::{signed::Signed, FederationState};
 pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
     r.ruma::<prepare_join_event::v1::Request, _, _>(make_join)
         .ruma::<create_join_event::v2::Request, _, _>(send_join)
+        .ruma::<prepare_leave_event::v1::Request, _, _>(make_leave)
+        .ruma::<create_leave_event::v2::Request, _, _>(send_leave)
+        .ruma::<create_invite::v2::Request, _, _>(invite)
 }
 
 fn raw(json: String) -> Result<Box<RawValue>, ApiError> {
@@ -65,4 +72,65 @@ async fn send_join(
     Ok(RumaResponse(create_join_event::v2::Response::new(
         room_state,
     )))
+}
+
+/// GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
+async fn make_leave(
+    State(s): State<FederationState>,
+    req: Signed<prepare_leave_event::v1::Request>,
+) -> ApiResult<prepare_leave_event::v1::Response> {
+    let b = &req.body;
+    let (version, template) = s
+        .inbound
+        .make_leave(&req.origin, &b.room_id, &b.user_id)
+        .await?;
+    Ok(RumaResponse(prepare_leave_event::v1::Response::new(
+        Some(version),
+        raw(template.to_string())?,
+    )))
+}
+
+/// PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
+async fn send_leave(
+    State(s): State<FederationState>,
+    req: Signed<create_leave_event::v2::Request>,
+) -> ApiResult<create_leave_event::v2::Response> {
+    let b = &req.body;
+    s.inbound
+        .send_leave(&req.origin, &b.room_id, &b.event_id, b.pdu.get())
+        .await?;
+    Ok(RumaResponse(create_leave_event::v2::Response::new()))
+}
+
+/// PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+async fn invite(
+    State(s): State<FederationState>,
+    req: Signed<create_invite::v2::Request>,
+) -> ApiResult<create_invite::v2::Response> {
+    let b = &req.body;
+    let told = b
+        .invite_room_state
+        .iter()
+        .filter_map(|entry| {
+            let raw = match entry {
+                RawStrippedState::Pdu(pdu) => pdu.get(),
+                #[allow(deprecated)]
+                RawStrippedState::Stripped(stripped) => stripped.json().get(),
+                _ => return None,
+            };
+            serde_json::from_str(raw).ok()
+        })
+        .collect();
+    let signed = s
+        .inbound
+        .invite(
+            &req.origin,
+            &b.room_id,
+            &b.event_id,
+            &b.room_version,
+            b.event.get(),
+            told,
+        )
+        .await?;
+    Ok(RumaResponse(create_invite::v2::Response::new(raw(signed)?)))
 }

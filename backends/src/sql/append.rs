@@ -200,6 +200,39 @@ async fn add_room(tx: &mut AnyConnection, room_id: &str, version: &RoomVersionId
     Ok(())
 }
 
+/// The room's row for an event of another server that starts what this server knows of the
+/// room: a join with the room's whole state, or a membership outside it. A room already known
+/// only by such memberships keeps its row; its heads go (they were never the room's heads
+/// here), and so does its current state when the event brings the whole state.
+async fn restart_room(
+    tx: &mut AnyConnection,
+    ev: &NewEvent,
+    version: &RoomVersionId,
+) -> Result<()> {
+    let room_id = ev.pdu.room_id().as_str();
+    sqlx::query(
+        "INSERT INTO rooms (room_id, room_version) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING",
+    )
+    .bind(room_id)
+    .bind(version.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("DELETE FROM room_extremities WHERE room_id = $1")
+        .bind(room_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    if ev.remote.as_ref().is_some_and(|r| r.whole_state) {
+        sqlx::query("DELETE FROM current_state WHERE room_id = $1")
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
 /// Makes `event_id` (at `depth`) a forward extremity of the room.
 async fn add_head(tx: &mut AnyConnection, room_id: &str, event_id: &str, depth: i64) -> Result<()> {
     sqlx::query("INSERT INTO room_extremities (room_id, event_id, depth) VALUES ($1, $2, $3)")
@@ -218,9 +251,10 @@ async fn add_head(tx: &mut AnyConnection, room_id: &str, event_id: &str, depth: 
 async fn merge_heads(tx: &mut AnyConnection, ev: &NewEvent) -> Result<()> {
     let pdu = &ev.pdu;
     let room_id = pdu.room_id().as_str();
-    // A room joined through another server starts with the join.
+    // A room joined through another server starts with the join; one known only by
+    // memberships outside it (invites) starts again from its event.
     if let Some(version) = &ev.room_version {
-        add_room(tx, room_id, version).await?;
+        restart_room(tx, ev, version).await?;
     }
     drop_heads(tx, room_id, &pdu.prev_events).await?;
     add_head(

@@ -35,6 +35,7 @@ fn said(room: &OwnedRoomId, sender: OwnedUserId, body: &str, txn: Option<&str>) 
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![ev],
     }
 }

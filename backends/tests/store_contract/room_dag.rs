@@ -54,6 +54,7 @@ fn public_room() -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![
             ev("m.room.create", Some(""), json!({ "room_version": "11" })),
             ev(
@@ -139,6 +140,7 @@ pub(super) fn received(pdu: ReceivedPdu) -> RoomBatch {
         remote: vec![pdu],
         join: None,
         backfill: Vec::new(),
+        outside: None,
     }
 }
 

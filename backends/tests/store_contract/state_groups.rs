@@ -67,6 +67,7 @@ fn random_batch(room: &OwnedRoomId, rng: &mut Lcg, n: usize) -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events,
     }
 }

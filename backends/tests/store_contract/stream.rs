@@ -52,6 +52,7 @@ fn numbered(room: &OwnedRoomId, user: &OwnedUserId, n: u64) -> RoomBatch {
         remote: Vec::new(),
         join: None,
         backfill: Vec::new(),
+        outside: None,
         events: vec![ev],
     }
 }

@@ -12,7 +12,7 @@ use ruma::{
             get_user_for_protocol, get_user_for_user_id,
         },
     },
-    OwnedRoomId, RoomAliasId, UserId,
+    OwnedRoomId, OwnedServerName, RoomAliasId, UserId,
 };
 use sandcat_core::{Error, ErrorCode};
 use serde_json::{json, Map};
@@ -33,25 +33,32 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_user_for_user_id::v3::Request, _, _>(user_for_id)
 }
 
-/// Resolves `#alias` or `!room`; an alias nobody has is asked of the services whose
-/// namespace holds it, which may create it.
-pub(crate) async fn resolve_room(
+/// Resolves `#alias` or `!room`, with servers to join it through (none for a room id); an
+/// alias of this server nobody has is asked of the services whose namespace holds it, which
+/// may create it; another server's alias is asked of that server.
+pub(crate) async fn locate_room(
     s: &AppState,
     room_id_or_alias: &str,
-) -> Result<OwnedRoomId, Error> {
-    match s.rooms.resolve(room_id_or_alias).await {
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>), Error> {
+    if !room_id_or_alias.starts_with('#') {
+        return Ok((s.rooms.resolve(room_id_or_alias).await?, Vec::new()));
+    }
+    let alias = RoomAliasId::parse(room_id_or_alias)
+        .map_err(|e| Error::invalid_param(format!("invalid room alias: {e}")))?;
+    match s.rooms.locate(&alias).await {
         Err(Error::Matrix {
             code: ErrorCode::NotFound,
             message,
-        }) => match RoomAliasId::parse(room_id_or_alias) {
-            Ok(alias) if s.appservices.query_alias(&alias).await => {
-                s.rooms.resolve(room_id_or_alias).await
+        }) if alias.server_name() == s.config.server_name => {
+            if s.appservices.query_alias(&alias).await {
+                s.rooms.locate(&alias).await
+            } else {
+                Err(Error::Matrix {
+                    code: ErrorCode::NotFound,
+                    message,
+                })
             }
-            _ => Err(Error::Matrix {
-                code: ErrorCode::NotFound,
-                message,
-            }),
-        },
+        }
         other => other,
     }
 }

@@ -27,7 +27,7 @@ use ruma::{
         },
         Direction,
     },
-    OwnedRoomId, OwnedServerName, UInt,
+    UInt,
 };
 use sandcat_core::json::set;
 use sandcat_core::{
@@ -186,14 +186,11 @@ async fn join_by_id_or_alias(
     State(s): State<AppState>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
-    let room_id = super::appservice::resolve_room(&s, req.body.room_id_or_alias.as_str()).await?;
+    let (room_id, mut via) =
+        super::appservice::locate_room(&s, req.body.room_id_or_alias.as_str()).await?;
+    via.extend(req.body.via.iter().cloned());
     s.rooms
-        .join_via(
-            req.session()?,
-            &room_id,
-            &req.body.via,
-            req.body.reason.as_deref(),
-        )
+        .join_via(req.session()?, &room_id, &via, req.body.reason.as_deref())
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
@@ -678,9 +675,8 @@ async fn get_alias(
     State(s): State<AppState>,
     req: Ruma<get_alias::v3::Request>,
 ) -> ApiResult<get_alias::v3::Response> {
-    let room_id: OwnedRoomId =
-        super::appservice::resolve_room(&s, req.body.room_alias.as_str()).await?;
-    let servers: Vec<OwnedServerName> = vec![s.config.server_name.clone()];
+    let (room_id, servers) =
+        super::appservice::locate_room(&s, req.body.room_alias.as_str()).await?;
     Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }
 

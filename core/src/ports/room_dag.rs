@@ -27,6 +27,10 @@ pub struct RemoteAppend {
     /// another event than it (or left out), and its own entry when resolution kept another
     /// event there. Kept at its position for `/sync` (state resets).
     pub resets: Vec<StateChange>,
+    /// `current_state` is the room's whole state, replacing whatever this server knew of the
+    /// room before (a room joined through another server, of which this server may have held
+    /// only invites).
+    pub whole_state: bool,
 }
 
 /// An entry of a room's state that state resolution set at a stream position, other than
@@ -194,6 +198,30 @@ pub trait RemoteRooms: Send + Sync {
         user_id: &ruma::UserId,
         content: serde_json::Value,
     ) -> crate::Result<crate::intent::RemoteJoin>;
+    /// Leaves `room_id` for `user_id` through the first of `via` that takes the leave
+    /// (`make_leave`, the leave signed here with `content`, `send_leave`): the leave, as sent.
+    async fn leave(
+        &self,
+        via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        user_id: &ruma::UserId,
+        content: serde_json::Value,
+    ) -> crate::Result<crate::intent::OutsideMembership>;
+    /// Asks the server an alias names which room it names, and which servers are in it
+    /// (`/query/directory`).
+    async fn query_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)>;
+    /// Asks the server of the invited user to counter-sign an invite built and signed here
+    /// (`/invite`), telling it `invite_state` (PDUs) of the room: the invite as both signed,
+    /// verified.
+    async fn invite(
+        &self,
+        room_version: &ruma::RoomVersionId,
+        invite: &crate::intent::ReceivedPdu,
+        invite_state: &[String],
+    ) -> crate::Result<crate::intent::ReceivedPdu>;
 }
 
 /// The rooms of a server that talks to no other: none can be joined.
@@ -211,5 +239,37 @@ impl RemoteRooms for NoRemoteRooms {
         Err(crate::Error::not_found(format!(
             "{room_id} is not known here, and no other server was asked"
         )))
+    }
+
+    async fn leave(
+        &self,
+        _via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        _user_id: &ruma::UserId,
+        _content: serde_json::Value,
+    ) -> crate::Result<crate::intent::OutsideMembership> {
+        Err(crate::Error::not_found(format!(
+            "{room_id} is not known here, and no other server was asked"
+        )))
+    }
+
+    async fn query_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+        Err(crate::Error::not_found(format!(
+            "{alias} is not an alias of this server, and no other server was asked"
+        )))
+    }
+
+    async fn invite(
+        &self,
+        _room_version: &ruma::RoomVersionId,
+        _invite: &crate::intent::ReceivedPdu,
+        _invite_state: &[String],
+    ) -> crate::Result<crate::intent::ReceivedPdu> {
+        Err(crate::Error::forbidden(
+            "this server does not federate: users of other servers cannot be invited",
+        ))
     }
 }

@@ -22,7 +22,8 @@ impl Sequencer {
     /// Adds a room joined through another server. Every event of the answer is checked
     /// against its own auth events and stored as an outlier; the join must then pass against
     /// the state it names. A room this server already has takes the join as one more event
-    /// of another server.
+    /// of another server; one known only by memberships outside it starts again from the
+    /// join.
     pub(super) async fn sequence_join(
         &self,
         room_id: &RoomId,
@@ -44,7 +45,7 @@ impl Sequencer {
         check_create(&state, join)?;
         self.add_outside_stream(&rules, unknown, Placement::Outlier)
             .await?;
-        if self.store.room_version(room_id).await?.is_some() {
+        if self.is_resident(room_id).await? {
             let again = RoomBatch::received(room_id.to_owned(), vec![join.event.clone()]);
             return self.sequence_remote(&again).await;
         }
@@ -150,28 +151,10 @@ impl Sequencer {
             remote: Some(RemoteAppend {
                 current_state,
                 resets: Vec::new(),
+                whole_state: true,
             }),
         };
-        let slot = self.head_slot(&room_id);
-        let mut guard = slot.lock().await;
-        let appended = self
-            .store
-            .append(std::slice::from_ref(&new_event), None)
-            .await;
-        *guard = None;
-        drop(guard);
-        let pos = appended?
-            .first()
-            .copied()
-            .ok_or_else(|| Error::internal("an append answered no position"))?;
-        self.notifier.notify();
-        Ok(vec![StoredEvent {
-            pos,
-            pdu: new_event.pdu,
-            unsigned: new_event.unsigned,
-            redacted_because: None,
-            txn: None,
-        }])
+        self.append_alone(&room_id, new_event).await
     }
 }
 

@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 
 mod backfill;
 mod join;
+mod outside;
 mod remote;
 
 use crate::{
@@ -192,6 +193,9 @@ impl Sequencer {
         if let Some(join) = &batch.join {
             return self.sequence_join(&batch.room_id, join).await;
         }
+        if let Some(outside) = &batch.outside {
+            return self.sequence_outside(&batch.room_id, outside).await;
+        }
         if !batch.backfill.is_empty() {
             return self
                 .sequence_backfill(&batch.room_id, &batch.backfill)
@@ -338,6 +342,7 @@ impl Sequencer {
             if results[i].is_some()
                 || !batch.remote.is_empty()
                 || batch.join.is_some()
+                || batch.outside.is_some()
                 || !batch.backfill.is_empty()
                 || !rooms.insert(batch.room_id.clone())
             {

@@ -46,6 +46,12 @@ impl Sequencer {
     /// before), or the refusal of the first that is rejected. A soft-failed event is kept
     /// and answers nothing, as the spec has it: its sender learns nothing of it.
     pub(super) async fn sequence_remote(&self, batch: &RoomBatch) -> Result<Vec<StoredEvent>> {
+        if !self.is_resident(&batch.room_id).await? {
+            return Err(Error::forbidden(format!(
+                "this server is not in {}",
+                batch.room_id
+            )));
+        }
         let mut out = Vec::with_capacity(batch.remote.len());
         for received in &batch.remote {
             let pdu = Pdu::from_stored(
@@ -486,6 +492,7 @@ impl Sequencer {
                 remote: Some(RemoteAppend {
                     current_state,
                     resets,
+                    whole_state: false,
                 }),
             },
             moved,

@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use sandcat_core::{
-    services::sync::{JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, SyncOutput},
+    services::sync::{
+        InvitedRoom, JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, SyncOutput,
+    },
     StoredEvent,
 };
-use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde::{
+    ser::{SerializeMap, SerializeSeq},
+    Serialize, Serializer,
+};
 use serde_json::Value;
 
 /// Who reads the events: the sender's own device sees its transaction ids.
@@ -58,7 +63,7 @@ impl<'a> SyncBody<'a> {
 #[derive(Serialize)]
 struct Rooms<'a> {
     join: RoomMap<'a, JoinedRoomSync>,
-    invite: RoomMap<'a, Vec<StoredEvent>>,
+    invite: RoomMap<'a, InvitedRoom>,
     leave: RoomMap<'a, LeftRoomSync>,
     knock: Empty,
 }
@@ -226,7 +231,7 @@ impl RoomSection for LeftRoomSync {
 }
 
 /// An invite: the stripped state the invitee may see.
-impl RoomSection for Vec<StoredEvent> {
+impl RoomSection for InvitedRoom {
     fn write<S: Serializer>(&self, _viewer: Viewer<'_>, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct InviteState<'a> {
@@ -234,17 +239,25 @@ impl RoomSection for Vec<StoredEvent> {
         }
         InviteState {
             invite_state: Events {
-                events: Stripped(self),
+                events: Stripped(&self.state, &self.told),
             },
         }
         .serialize(s)
     }
 }
 
-struct Stripped<'a>(&'a [StoredEvent]);
+/// The room's state events as stripped events, then those another server told of it.
+struct Stripped<'a>(&'a [StoredEvent], &'a [Value]);
 
 impl Serialize for Stripped<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|e| e.stripped_event()))
+        let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
+        for e in self.0 {
+            seq.serialize_element(&e.stripped_event())?;
+        }
+        for v in self.1 {
+            seq.serialize_element(v)?;
+        }
+        seq.end()
     }
 }

@@ -1,8 +1,12 @@
-//! What other servers ask of this one's rooms: reads (`reads.rs`), and joins and
-//! transactions of events (`inbound.rs`), whose events enter a room through its lane.
+//! What other servers ask of this one's rooms: reads (`reads.rs`), transactions of events
+//! (`inbound.rs`) and memberships (`membership.rs`), whose events enter a room through its
+//! lane. `template.rs` places events built outside a room's lane.
 
 mod inbound;
+mod membership;
 mod reads;
+pub mod template;
 
-pub use inbound::{Inbound, JoinAnswer, MAX_PDUS_PER_TRANSACTION};
+pub use inbound::{Inbound, MAX_PDUS_PER_TRANSACTION};
+pub use membership::JoinAnswer;
 pub use reads::{ServerReads, StateIdsAt, MAX_EVENTS_PER_READ};

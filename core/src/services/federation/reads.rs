@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use ruma::{EventId, OwnedEventId, RoomId, ServerName};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, ServerName};
 use serde_json::Value;
 
 use crate::{ports::RoomStore, Error, Result, StoredEvent};
@@ -53,6 +53,34 @@ impl ServerReads {
                 "{origin} has no member in {room_id}"
             )))
         }
+    }
+
+    /// The room an alias of this server (`own`) names, and the servers in it, this one first
+    /// (`/query/directory`).
+    pub async fn alias(
+        &self,
+        own: &ServerName,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        if alias.server_name() != own {
+            return Err(Error::not_found(format!(
+                "{alias} is not an alias of {own}"
+            )));
+        }
+        let (room_id, _) = self
+            .store
+            .alias(alias.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("room alias not found"))?;
+        let mut servers = vec![own.to_owned()];
+        servers.extend(
+            self.store
+                .joined_servers(&room_id)
+                .await?
+                .into_iter()
+                .filter(|s| s != own),
+        );
+        Ok((room_id, servers))
     }
 
     /// One event's PDU, if `origin` may read its room.

@@ -263,6 +263,7 @@ impl Rooms {
                     remote: Vec::new(),
                     join: None,
                     backfill: Vec::new(),
+                    outside: None,
                     events: events.clone(),
                 })
                 .await;

@@ -31,7 +31,7 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        if self.store.room_version(room_id).await?.is_none() {
+        if !self.is_resident(room_id).await? {
             return self
                 .join_remote(session, room_id, via, Value::Object(c))
                 .await;
@@ -48,38 +48,6 @@ impl Rooms {
             Value::Object(c),
         );
         self.submit_one(room_id, intent).await?;
-        Ok(())
-    }
-
-    /// Joins a room of another server through it: the room's state it answers becomes
-    /// outliers, and the join the room's first event here (see the sequencer's `join.rs`).
-    async fn join_remote(
-        &self,
-        session: &Session,
-        room_id: &RoomId,
-        via: &[OwnedServerName],
-        content: Value,
-    ) -> Result<()> {
-        let own = &self.config.server_name;
-        let mut servers: Vec<OwnedServerName> = via.iter().filter(|s| *s != own).cloned().collect();
-        if let Some(named) = room_id.server_name() {
-            if named != own && !servers.iter().any(|s| s == named) {
-                servers.push(named.to_owned());
-            }
-        }
-        if servers.is_empty() {
-            return Err(Error::not_found("no such room on this server"));
-        }
-        let answer = self
-            .remote
-            .join(&servers, room_id, &session.user_id, content)
-            .await?;
-        self.bus
-            .submit(RoomBatch {
-                join: Some(Box::new(answer)),
-                ..RoomBatch::intents(room_id.to_owned(), Vec::new())
-            })
-            .await?;
         Ok(())
     }
 
@@ -106,7 +74,13 @@ impl Rooms {
                     )));
                 }
             }
-            self.member_content(target, MembershipState::Invite).await?
+            let c = self.member_content(target, MembershipState::Invite).await?;
+            if target.server_name() != self.config.server_name {
+                return self
+                    .invite_remote(session, room_id, target, c, reason)
+                    .await;
+            }
+            c
         } else {
             let mut c = Map::new();
             c.insert("membership".into(), json!(membership));
@@ -151,6 +125,9 @@ impl Rooms {
         c.insert("membership".into(), json!("leave"));
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
+        }
+        if !self.is_resident(room_id).await? {
+            return self.leave_outside(session, room_id, Value::Object(c)).await;
         }
         let intent = EventIntent::new(
             session.user_id.clone(),

@@ -6,6 +6,7 @@ mod directory;
 mod history;
 pub use history::HistoryToken;
 mod membership;
+mod remote;
 mod send;
 
 use ruma::events::room::member::MembershipState;
@@ -122,6 +123,7 @@ impl Rooms {
                 remote: Vec::new(),
                 join: None,
                 backfill: Vec::new(),
+                outside: None,
                 events: intents,
             })
             .await
@@ -163,6 +165,34 @@ impl Rooms {
                 .ok_or_else(|| Error::not_found("room alias not found"));
         }
         RoomId::parse(room_id_or_alias).map_err(|_| Error::invalid_param("invalid room id"))
+    }
+
+    /// The room an alias names and servers to join it through: this server's own aliases
+    /// from the store (this server first, then the others in the room), another server's
+    /// from that server.
+    pub async fn locate(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+        if alias.server_name() != self.config.server_name {
+            return self.remote.query_alias(alias).await;
+        }
+        let room_id = self
+            .store
+            .alias(alias.as_str())
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| Error::not_found("room alias not found"))?;
+        let own = self.config.server_name.clone();
+        let mut servers = vec![own.clone()];
+        servers.extend(
+            self.store
+                .joined_servers(&room_id)
+                .await?
+                .into_iter()
+                .filter(|s| *s != own),
+        );
+        Ok((room_id, servers))
     }
 
     async fn ensure_room(&self, room_id: &RoomId) -> Result<RoomVersionId> {

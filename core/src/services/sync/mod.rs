@@ -12,7 +12,9 @@ use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 mod filter;
+mod invites;
 pub use filter::{EventFilter, SyncFilter};
+use invites::{is_invite_state, told_invite_state};
 mod room_state;
 pub use room_state::StateSection;
 
@@ -54,11 +56,22 @@ pub struct LeftRoomSync {
     pub prev_batch: Option<String>,
 }
 
+/// A room the user is invited to: what the client may know of it before joining.
+#[derive(Debug, Default)]
+pub struct InvitedRoom {
+    /// The room's state events a client is shown (the invite among them), when this server
+    /// is in the room.
+    pub state: Vec<StoredEvent>,
+    /// What the inviting server told of a room this server is not in, as stripped events
+    /// (`type`, `state_key`, `sender`, `content`), beside the invite in `state`.
+    pub told: Vec<Value>,
+}
+
 #[derive(Debug, Default)]
 pub struct SyncOutput {
     pub next_batch: String,
     pub joined: BTreeMap<OwnedRoomId, JoinedRoomSync>,
-    pub invited: BTreeMap<OwnedRoomId, Vec<StoredEvent>>,
+    pub invited: BTreeMap<OwnedRoomId, InvitedRoom>,
     pub left: BTreeMap<OwnedRoomId, LeftRoomSync>,
     pub account_data: Vec<Value>,
     pub presence: Vec<Value>,
@@ -380,21 +393,20 @@ impl Sync {
                     let stripped: Vec<StoredEvent> = state
                         .into_iter()
                         .filter(|e| {
-                            matches!(
-                                e.pdu.kind.to_string().as_str(),
-                                "m.room.create"
-                                    | "m.room.join_rules"
-                                    | "m.room.name"
-                                    | "m.room.avatar"
-                                    | "m.room.canonical_alias"
-                                    | "m.room.encryption"
-                                    | "m.room.topic"
-                            ) || (e.pdu.kind == TimelineEventType::RoomMember
-                                && (e.pdu.state_key.as_deref() == Some(user.as_str())
-                                    || e.pdu.event_id == m.event_id))
+                            is_invite_state(e.pdu.kind.to_string().as_str())
+                                || (e.pdu.kind == TimelineEventType::RoomMember
+                                    && (e.pdu.state_key.as_deref() == Some(user.as_str())
+                                        || e.pdu.event_id == m.event_id))
                         })
                         .collect();
-                    out.invited.insert(m.room_id, stripped);
+                    let told = told_invite_state(&stripped);
+                    out.invited.insert(
+                        m.room_id,
+                        InvitedRoom {
+                            state: stripped,
+                            told,
+                        },
+                    );
                 }
                 MembershipState::Leave | MembershipState::Ban
                     if (!initial && m.pos > since_pos && m.pos <= now_pos)

@@ -1,0 +1,101 @@
+//! Memberships of this server's users in rooms this server is not in: an invite another
+//! server sent (`/invite`), and the leave that rejects it. The room's state is not here, so
+//! the event cannot be checked against it; it was checked where it came from (signed by the
+//! servers that must sign it), and it is kept on its own — the room's only state here, its
+//! only head — until a join through another server brings the room's whole state.
+
+use ruma::{events::TimelineEventType, RoomId};
+use serde_json::json;
+
+use super::Sequencer;
+use crate::{
+    intent::{OutsideMembership, RoomBatch},
+    ports::{NewEvent, RemoteAppend, StateChange, StoredState},
+    Error, Pdu, Result, StoredEvent,
+};
+
+impl Sequencer {
+    /// Adds a membership outside the room. A room this server is in takes the event as one
+    /// more event of another server, checked against its state.
+    pub(super) async fn sequence_outside(
+        &self,
+        room_id: &RoomId,
+        outside: &OutsideMembership,
+    ) -> Result<Vec<StoredEvent>> {
+        if self.is_resident(room_id).await? {
+            let again = RoomBatch::received(room_id.to_owned(), vec![outside.event.clone()]);
+            return self.sequence_remote(&again).await;
+        }
+        let event = Pdu::from_stored(
+            &outside.event.json,
+            outside.event.event_id.clone(),
+            room_id.to_owned(),
+        )?;
+        let (Some(key), Some(membership)) = (event.state_key.clone(), event.membership()) else {
+            return Err(Error::forbidden("not a membership event"));
+        };
+        if event.kind != TimelineEventType::RoomMember {
+            return Err(Error::forbidden("not a membership event"));
+        }
+        let unsigned = (!outside.invite_state.is_empty())
+            .then(|| json!({ "invite_room_state": outside.invite_state }));
+        let new_event = NewEvent {
+            json: outside.event.json.clone(),
+            unsigned,
+            txn: None,
+            room_version: Some(outside.room_version.clone()),
+            redaction: None,
+            state_before: Some(StoredState::new()),
+            remote: Some(RemoteAppend {
+                current_state: vec![StateChange {
+                    kind: event.kind.to_string(),
+                    state_key: key,
+                    to: Some((event.event_id.clone(), Some(membership))),
+                }],
+                resets: Vec::new(),
+                whole_state: false,
+            }),
+            pdu: event,
+        };
+        self.append_alone(room_id, new_event).await
+    }
+
+    /// Appends one event that moves the room's head in a way the cached head cannot follow:
+    /// the head is reloaded by the next batch.
+    pub(super) async fn append_alone(
+        &self,
+        room_id: &RoomId,
+        new_event: NewEvent,
+    ) -> Result<Vec<StoredEvent>> {
+        let slot = self.head_slot(room_id);
+        let mut guard = slot.lock().await;
+        let appended = self
+            .store
+            .append(std::slice::from_ref(&new_event), None)
+            .await;
+        *guard = None;
+        drop(guard);
+        let pos = appended?
+            .first()
+            .copied()
+            .ok_or_else(|| Error::internal("an append answered no position"))?;
+        self.notifier.notify();
+        Ok(vec![StoredEvent {
+            pos,
+            pdu: new_event.pdu,
+            unsigned: new_event.unsigned,
+            redacted_because: None,
+            txn: None,
+        }])
+    }
+
+    /// Whether this server is in the room: it has the room's state (its create event), not
+    /// only memberships outside it.
+    pub(super) async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self
+            .store
+            .state_event(room_id, "m.room.create", "")
+            .await?
+            .is_some())
+    }
+}

@@ -1,0 +1,258 @@
+//! This server's users in rooms of other servers (`RemoteRooms`): a join through a resident
+//! server (`make_join`, the join signed here, `send_join`, the answer verified), a leave
+//! (`make_leave`, `send_leave`), and an invite of another server's user, which that server
+//! counter-signs (`/invite`).
+
+use async_trait::async_trait;
+use ruma::{
+    api::federation::{
+        membership::{
+            create_invite, create_join_event, create_leave_event, prepare_join_event,
+            prepare_leave_event, RawStrippedState,
+        },
+        query::get_room_information,
+    },
+    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomVersionId,
+    ServerName, UserId,
+};
+use sandcat_core::{
+    intent::{OutsideMembership, ReceivedPdu, RemoteJoin},
+    ports::RemoteRooms,
+    remote_pdu::verify_pdu,
+    Error, ErrorCode, Result,
+};
+use serde_json::{value::RawValue, Value};
+
+use crate::client::RemoteEvents;
+
+/// The room versions this server speaks, as it tells a server it joins through.
+fn supported_versions() -> Vec<RoomVersionId> {
+    vec![RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+}
+
+/// A membership template another server answered, for `user_id`'s own membership: checked,
+/// filled in with `content`, and signed here. Answers the event's id and JSON.
+fn fill_template(
+    events: &RemoteEvents,
+    server: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    version: &RoomVersionId,
+    template: &RawValue,
+    content: &Value,
+) -> Result<ReceivedPdu> {
+    if !supported_versions().contains(version) {
+        return Err(Error::matrix(
+            ErrorCode::UnsupportedRoomVersion,
+            format!("{room_id} is of room version {version}"),
+        ));
+    }
+    let mut event: Value = serde_json::from_str(template.get())?;
+    let is_own = event.get("type") == Some(&Value::from("m.room.member"))
+        && event.get("state_key") == Some(&Value::from(user_id.as_str()))
+        && event.get("sender") == Some(&Value::from(user_id.as_str()))
+        && event.get("room_id") == Some(&Value::from(room_id.as_str()));
+    if !is_own {
+        return Err(Error::forbidden(format!(
+            "{server} answered a template of another event"
+        )));
+    }
+    event["content"] = content.clone();
+    event["origin_server_ts"] = serde_json::json!(MilliSecondsSinceUnixEpoch::now());
+    let (event_id, json) = events.client.sign_event(version, event)?;
+    Ok(ReceivedPdu { event_id, json })
+}
+
+impl RemoteEvents {
+    /// Joins through one server: its template, filled in and signed here, sent back.
+    async fn join_through(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: &Value,
+    ) -> Result<RemoteJoin> {
+        let mut ask = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        ask.ver = supported_versions();
+        let template = self.client.send(server, ask).await?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let event = fill_template(
+            self,
+            server,
+            room_id,
+            user_id,
+            &version,
+            &template.event,
+            content,
+        )?;
+        let pdu = RawValue::from_string(event.json.clone())?;
+        let answer = self
+            .client
+            .send(
+                server,
+                create_join_event::v2::Request::new(
+                    room_id.to_owned(),
+                    event.event_id.clone(),
+                    pdu,
+                ),
+            )
+            .await?
+            .room_state;
+        let state = self
+            .verified_as(server, &version, room_id, answer.state)
+            .await?;
+        let auth_chain = self
+            .verified_as(server, &version, room_id, answer.auth_chain)
+            .await?;
+        Ok(RemoteJoin {
+            room_version: version,
+            state,
+            auth_chain,
+            event,
+        })
+    }
+
+    /// Leaves through one server: its template, filled in and signed here, sent back.
+    async fn leave_through(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: &Value,
+    ) -> Result<OutsideMembership> {
+        let ask = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        let template = self.client.send(server, ask).await?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let event = fill_template(
+            self,
+            server,
+            room_id,
+            user_id,
+            &version,
+            &template.event,
+            content,
+        )?;
+        let pdu = RawValue::from_string(event.json.clone())?;
+        self.client
+            .send(
+                server,
+                create_leave_event::v2::Request::new(
+                    room_id.to_owned(),
+                    event.event_id.clone(),
+                    pdu,
+                ),
+            )
+            .await?;
+        Ok(OutsideMembership {
+            room_version: version,
+            event,
+            invite_state: Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl RemoteRooms for RemoteEvents {
+    async fn join(
+        &self,
+        via: &[OwnedServerName],
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: Value,
+    ) -> Result<RemoteJoin> {
+        let mut last = Error::not_found(format!("{room_id} could not be joined"));
+        for server in via {
+            match self.join_through(server, room_id, user_id, &content).await {
+                Ok(join) => return Ok(join),
+                Err(e) => {
+                    tracing::info!(%room_id, %server, error = %e, "joining through a server failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn leave(
+        &self,
+        via: &[OwnedServerName],
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: Value,
+    ) -> Result<OutsideMembership> {
+        let mut last = Error::not_found(format!("{room_id} could not be left"));
+        for server in via {
+            match self.leave_through(server, room_id, user_id, &content).await {
+                Ok(leave) => return Ok(leave),
+                Err(e) => {
+                    tracing::info!(%room_id, %server, error = %e, "leaving through a server failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn query_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        let server = alias.server_name();
+        let answer = self
+            .client
+            .send(
+                server,
+                get_room_information::v1::Request::new(alias.to_owned()),
+            )
+            .await?;
+        Ok((answer.room_id, answer.servers))
+    }
+
+    async fn invite(
+        &self,
+        room_version: &RoomVersionId,
+        invite: &ReceivedPdu,
+        invite_state: &[String],
+    ) -> Result<ReceivedPdu> {
+        let event: Value = serde_json::from_str(&invite.json)?;
+        let (Some(room_id), Some(invitee)) = (
+            event.get("room_id").and_then(Value::as_str),
+            event.get("state_key").and_then(Value::as_str),
+        ) else {
+            return Err(Error::invalid_param("an invite names its room and user"));
+        };
+        let room_id = RoomId::parse(room_id).map_err(|e| Error::invalid_param(e.to_string()))?;
+        let invitee = UserId::parse(invitee).map_err(|e| Error::invalid_param(e.to_string()))?;
+        let server = invitee.server_name();
+        let state = invite_state
+            .iter()
+            .map(|json| RawValue::from_string(json.clone()).map(RawStrippedState::Pdu))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let request = create_invite::v2::Request::new(
+            room_id.clone(),
+            invite.event_id.clone(),
+            room_version.clone(),
+            RawValue::from_string(invite.json.clone())?,
+            state,
+        );
+        let answer = self.client.send(server, request).await?;
+        let signed = verify_pdu(self.keys(), room_version, &room_id, answer.event.get()).await?;
+        if signed.pdu.event_id != invite.event_id {
+            return Err(Error::forbidden(format!(
+                "{server} answered another event than the invite"
+            )));
+        }
+        let by_invitee = serde_json::from_str::<Value>(&signed.json)?
+            .pointer(&format!(
+                "/signatures/{}",
+                server.as_str().replace('/', "~1")
+            ))
+            .is_some();
+        if !by_invitee {
+            return Err(Error::forbidden(format!(
+                "{server} did not sign the invite"
+            )));
+        }
+        Ok(signed.into())
+    }
+}

@@ -1,0 +1,90 @@
+//! Servers that federate over loopback: each named `localhost:PORT`, its TLS listener on that
+//! port with a self-signed certificate, other servers reached on private addresses.
+
+use std::{path::Path, sync::Arc};
+
+use ruma::{signatures::Ed25519KeyPair, OwnedServerName};
+use sandcat_core::sequencer::SigningKey;
+use sandcat_federation::client::{ClientOptions, FederationClient};
+
+use super::{Client, Server};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM files in `dir`.
+pub(crate) fn certificate(dir: &Path) -> (String, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server named `localhost:PORT` whose TLS listener is on that port.
+pub(crate) async fn federating(certs: &Path) -> (Server, OwnedServerName) {
+    let (cert, key) = certificate(certs);
+    let port = free_port();
+    let name: OwnedServerName = format!("localhost:{port}").try_into().unwrap();
+    let server_name = name.to_string();
+    let srv = Server::start_with(move |c| {
+        c.server_name = server_name;
+        c.federation.listen = format!("127.0.0.1:{port}");
+        c.federation.tls_certificate = cert;
+        c.federation.tls_private_key = key;
+        c.federation.verify_certificates = false;
+        c.federation.allow_private_destinations = true;
+    })
+    .await;
+    (srv, name)
+}
+
+pub(crate) fn loopback() -> ClientOptions {
+    ClientOptions {
+        verify_certificates: false,
+        allow_private_destinations: true,
+        ..ClientOptions::default()
+    }
+}
+
+/// A client signing as `server` with `key`.
+pub(crate) fn signing_as(server: &OwnedServerName, key: Ed25519KeyPair) -> FederationClient {
+    let signing = Arc::new(SigningKey {
+        server_name: server.clone(),
+        key,
+    });
+    FederationClient::new(signing, loopback()).unwrap()
+}
+
+/// Whether `body` reaches `client`'s timeline of `room` through `/sync` long-polls (a few
+/// seconds at most: the transaction goes out at once).
+pub(crate) async fn heard(client: &Client, room: &str, body: &str) -> bool {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let sync = client.sync(since.as_deref(), 1_000).await;
+        if super::timeline_bodies(&sync, room)
+            .iter()
+            .any(|b| b == body)
+        {
+            return true;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    false
+}
+
+/// The joined members of `room`, as `client`'s server has them, sorted.
+pub(crate) async fn joined_members(client: &Client, room: &str) -> Vec<String> {
+    let (_, m) = client
+        .get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"))
+        .await;
+    let mut ids: Vec<String> = m["joined"].as_object().unwrap().keys().cloned().collect();
+    ids.sort();
+    ids
+}
