@@ -3,8 +3,9 @@
 # test — the Rust workspace (end-to-end tests on real SQLite files, backend contract tests on
 # SQLite and PostgreSQL, the two-instance scale-out test), the end-to-end tests once more on
 # the pipeline services (PostgreSQL, Kafka, Redis, S3), and the interop tests that
-# drive the real binary with third-party software: matrix-nio and matrix-js-sdk (clients) and
-# mautrix (the application service framework of the mautrix bridges).
+# drive the real binary with third-party software: matrix-nio and matrix-js-sdk (clients),
+# mautrix (the application service framework of the mautrix bridges), and Synapse (the
+# reference homeserver, installed from PyPI) as a federation peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -53,7 +54,7 @@ echo "== cargo test --workspace"
 cargo test --workspace
 
 echo "== the end-to-end tests again, on the pipeline (PostgreSQL, Kafka, Redis, S3)"
-SANDCAT_TEST_PROFILE=pipeline cargo test --workspace --test client_api --test sandcat_api --test appservice --test media --test hardening --test oauth --test sandcat_delivery --test federation --test federation_peer
+SANDCAT_TEST_PROFILE=pipeline cargo test --workspace --test client_api --test sandcat_api --test appservice --test media --test hardening --test oauth --test sandcat_delivery --test federation --test federation_peer --test federation_invites
 
 echo "== interop: matrix-nio, matrix-js-sdk and mautrix against the sandcat binary"
 cargo build --bin sandcat
@@ -77,3 +78,7 @@ fail() {
 "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT" || fail
 (cd tests/interop/js && node js_sdk_interop.mjs "http://127.0.0.1:$PORT" 2>&1 | grep -v 'MatrixRTCSessionManager\|default global .* push rule') || fail
 "$VENV/bin/python" tests/interop/mautrix_echo.py "http://127.0.0.1:$PORT" "$CARGO_TARGET_DIR/debug/sandcat" "$DATA" || fail
+
+echo "== interop: federation with Synapse (matrix-nio on both servers)"
+SYNAPSE_VENV="${SANDCAT_SYNAPSE_VENV:-$ROOT/.venv-synapse}"
+scripts/synapse_interop.sh "$CARGO_TARGET_DIR/debug/sandcat" "$VENV/bin/python" "$SYNAPSE_VENV"

@@ -436,6 +436,16 @@ impl Config {
                 *field = v;
             }
         }
+        if let Some(v) = get("SANDCAT_FEDERATION_VERIFY_CERTIFICATES") {
+            self.federation.verify_certificates = v
+                .parse()
+                .context("SANDCAT_FEDERATION_VERIFY_CERTIFICATES must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_FEDERATION_ALLOW_PRIVATE_DESTINATIONS") {
+            self.federation.allow_private_destinations = v
+                .parse()
+                .context("SANDCAT_FEDERATION_ALLOW_PRIVATE_DESTINATIONS must be true or false")?;
+        }
         if let Some(v) = get("SANDCAT_STORAGE_BACKEND") {
             self.storage.backend = v.parse().context("SANDCAT_STORAGE_BACKEND")?;
         }

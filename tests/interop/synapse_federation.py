@@ -1,0 +1,175 @@
+"""Interop test: Sandcat and Synapse, the reference homeserver, federate over loopback TLS.
+
+matrix-nio drives a user on each server: rooms created on either side are joined from the
+other, by alias and by id; messages go both ways and are seen through /sync on each side;
+invites go both ways, one accepted, one rejected. Exits non-zero on the first failure.
+
+Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE_NAME
+"""
+
+import asyncio
+import sys
+import uuid
+from urllib.parse import quote
+
+from nio import (
+    AsyncClient,
+    JoinResponse,
+    LoginResponse,
+    RegisterResponse,
+    RoomCreateResponse,
+    RoomGetStateEventResponse,
+    RoomInviteResponse,
+    RoomLeaveResponse,
+    RoomMessageText,
+    RoomSendResponse,
+    RoomVisibility,
+    SyncResponse,
+)
+
+SANDCAT, SANDCAT_NAME, SYNAPSE, SYNAPSE_NAME = sys.argv[1:5]
+RUN = uuid.uuid4().hex[:8]
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    checks += 1
+    print(f"ok: {what}", flush=True)
+
+
+async def account(hs, server_name, name):
+    user = f"@{name}:{server_name}"
+    client = AsyncClient(hs, user, ssl=False)
+    resp = await client.register(name, "pw-" + name)
+    check(isinstance(resp, RegisterResponse), f"register {user} ({resp})")
+    await client.close()
+    client = AsyncClient(hs, user, ssl=False)
+    resp = await client.login("pw-" + name, device_name="nio")
+    check(isinstance(resp, LoginResponse), f"login {user} ({resp})")
+    first = await client.sync(timeout=0)
+    check(isinstance(first, SyncResponse), f"first sync of {user}")
+    return client
+
+
+async def sync_until(client, pred, what, rounds=30):
+    """Long-polls /sync until pred(response) holds; cross-server delivery takes a moment."""
+    for _ in range(rounds):
+        resp = await client.sync(timeout=2000)
+        check(isinstance(resp, SyncResponse) or print(resp), f"sync of {client.user_id}")
+        if pred(resp):
+            return resp
+    check(False, what)
+
+
+def has_message(room_id, body):
+    def pred(resp):
+        room = resp.rooms.join.get(room_id)
+        return room is not None and any(
+            isinstance(e, RoomMessageText) and e.body == body for e in room.timeline.events
+        )
+
+    return pred
+
+
+async def join_via(client, room_id, server):
+    """POST /join/{roomId}?via= — a version 12 room id names no server, so via is needed."""
+    path = f"/_matrix/client/v3/join/{quote(room_id)}?via={quote(server)}"
+    resp = await client.send(
+        "POST", path, "{}", headers={"Authorization": f"Bearer {client.access_token}"}
+    )
+    body = await resp.json()
+    check(resp.status == 200, f"{client.user_id} joins {room_id} via {server} ({body})")
+    return body["room_id"]
+
+
+async def membership(client, room_id, user_id):
+    resp = await client.room_get_state_event(room_id, "m.room.member", user_id)
+    if not isinstance(resp, RoomGetStateEventResponse):
+        return None
+    return resp.content.get("membership")
+
+
+async def talk(a, b, room_id, label):
+    """A message each way, each seen through the other's /sync."""
+    text = f"{label} from {a.user_id} {RUN}"
+    resp = await a.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+    check(isinstance(resp, RoomSendResponse), f"{a.user_id} sends in {label}")
+    await sync_until(b, has_message(room_id, text), f"{b.user_id} sees {a.user_id} in {label}")
+    check(True, f"{label}: {a.user_id} -> {b.user_id} seen through /sync")
+    text = f"{label} from {b.user_id} {RUN}"
+    resp = await b.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+    check(isinstance(resp, RoomSendResponse), f"{b.user_id} sends in {label}")
+    await sync_until(a, has_message(room_id, text), f"{a.user_id} sees {b.user_id} in {label}")
+    check(True, f"{label}: {b.user_id} -> {a.user_id} seen through /sync")
+
+
+async def main():
+    sam = await account(SANDCAT, SANDCAT_NAME, f"sam{RUN}")
+    syd = await account(SYNAPSE, SYNAPSE_NAME, f"syd{RUN}")
+
+    # Public rooms on Synapse: Sam joins one by alias, one by id (via Synapse); they talk.
+    for how in ("alias", "id"):
+        resp = await syd.room_create(
+            visibility=RoomVisibility.public, alias=f"syn{how}{RUN}", name="On Synapse"
+        )
+        check(isinstance(resp, RoomCreateResponse), f"Synapse room ({resp})")
+        room = resp.room_id
+        if how == "alias":
+            resp = await sam.join(f"#syn{how}{RUN}:{SYNAPSE_NAME}")
+            check(isinstance(resp, JoinResponse), f"Sam joins Synapse's room by alias ({resp})")
+            check(resp.room_id == room, "the alias names the room")
+        else:
+            await join_via(sam, room, SYNAPSE_NAME)
+        await talk(syd, sam, room, f"Synapse's room joined by {how}")
+
+    # Public rooms on Sandcat: Syd joins one by alias, one by id (via Sandcat); they talk.
+    for how in ("alias", "id"):
+        resp = await sam.room_create(
+            visibility=RoomVisibility.public, alias=f"sand{how}{RUN}", name="On Sandcat"
+        )
+        check(isinstance(resp, RoomCreateResponse), f"Sandcat room ({resp})")
+        room = resp.room_id
+        if how == "alias":
+            resp = await syd.join(f"#sand{how}{RUN}:{SANDCAT_NAME}")
+            check(isinstance(resp, JoinResponse), f"Syd joins Sandcat's room by alias ({resp})")
+            check(resp.room_id == room, "the alias names the room")
+        else:
+            await join_via(syd, room, SANDCAT_NAME)
+        await talk(sam, syd, room, f"Sandcat's room joined by {how}")
+
+    # Invites both ways: Sam invites Syd to a private room, who joins; Syd invites Sam, who
+    # declines.
+    resp = await sam.room_create(name="Sandcat private")
+    check(isinstance(resp, RoomCreateResponse), "Sandcat private room")
+    private = resp.room_id
+    resp = await sam.room_invite(private, syd.user_id)
+    check(isinstance(resp, RoomInviteResponse), f"Sam invites Syd ({resp})")
+    await sync_until(syd, lambda r: private in r.rooms.invite, "Syd sees Sam's invite")
+    resp = await syd.join(private)
+    check(isinstance(resp, JoinResponse), f"Syd accepts the invite ({resp})")
+    await talk(sam, syd, private, "Sandcat's private room")
+
+    resp = await syd.room_create(name="Synapse private")
+    check(isinstance(resp, RoomCreateResponse), "Synapse private room")
+    declined = resp.room_id
+    resp = await syd.room_invite(declined, sam.user_id)
+    check(isinstance(resp, RoomInviteResponse), f"Syd invites Sam ({resp})")
+    await sync_until(sam, lambda r: declined in r.rooms.invite, "Sam sees Syd's invite")
+    resp = await sam.room_leave(declined)
+    check(isinstance(resp, RoomLeaveResponse), f"Sam rejects the invite ({resp})")
+    for _ in range(30):
+        if await membership(syd, declined, sam.user_id) == "leave":
+            break
+        await asyncio.sleep(0.3)
+    check(await membership(syd, declined, sam.user_id) == "leave", "Synapse has Sam's rejection")
+
+    for c in (sam, syd):
+        await c.close()
+    print(f"synapse federation interop: {checks} checks passed")
+
+
+asyncio.run(main())
