@@ -47,6 +47,7 @@ use sandcat_core::{
 };
 use sandcat_federation::{
     client::{ClientOptions, FederationClient, RemoteEvents},
+    edus::EduSender,
     sender::FederationSender,
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
@@ -296,19 +297,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }
     };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
-    let federation = sandcat_federation::FederationState::new(
-        signing.server_name.clone(),
-        server_keys.clone(),
-        Arc::new(ServerReads::new(store.clone())),
-        Arc::new(Inbound::new(
-            store.clone(),
-            store.clone(),
-            bus.clone(),
-            server_keys,
-            signing.clone(),
-        )),
-        well_known,
-    );
+    let edu_sender = EduSender::new(outbound.clone(), store.clone(), signing.server_name.clone());
     let federation_sender = Arc::new(FederationSender::new(
         outbound,
         store.clone(),
@@ -322,7 +311,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             store.clone(),
             store.clone(),
             bus.clone(),
-            signing,
+            signing.clone(),
             server.clone(),
         )
         .with_remote(remote_events),
@@ -361,7 +350,22 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             ephemeral.clone(),
             notifier.clone(),
         )
-        .with_edu_sink(pushers.clone()),
+        .with_edu_sink(pushers.clone())
+        .with_federation_edus(Arc::new(edu_sender)),
+    );
+    let federation = sandcat_federation::FederationState::new(
+        signing.server_name.clone(),
+        server_keys.clone(),
+        Arc::new(ServerReads::new(store.clone(), store.clone())),
+        Arc::new(Inbound::new(
+            store.clone(),
+            store.clone(),
+            bus.clone(),
+            server_keys,
+            signing.clone(),
+        )),
+        data.clone(),
+        well_known,
     );
     let keys = Arc::new(
         Keys::new(

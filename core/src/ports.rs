@@ -558,6 +558,20 @@ pub trait EduSink: Send + Sync {
     fn to_device(&self, messages: &[ToDevice]);
 }
 
+/// EDUs of this server's users for the other servers in their rooms (federation): typing
+/// changes and public read receipts, as they happen.
+pub trait FederationEdus: Send + Sync {
+    fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool);
+    fn read(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &ruma::EventId,
+        thread_id: Option<&str>,
+        ts: u64,
+    );
+}
+
 /// What Sandcat clients know about a user beyond the Matrix profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NativeProfile {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::OwnedServerName;
 use sandcat_core::services::{
+    data::ClientData,
     federation::{Inbound, ServerReads},
     server_keys::ServerKeys,
 };
 
 pub mod client;
 mod discovery;
+pub mod edus;
 mod keys;
 mod membership;
 mod query;
@@ -31,6 +33,8 @@ pub struct FederationState {
     keys: Arc<ServerKeys>,
     reads: Arc<ServerReads>,
     inbound: Arc<Inbound>,
+    /// Where other servers' typing and receipts go.
+    data: Arc<ClientData>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
 }
@@ -41,6 +45,7 @@ impl FederationState {
         keys: Arc<ServerKeys>,
         reads: Arc<ServerReads>,
         inbound: Arc<Inbound>,
+        data: Arc<ClientData>,
         well_known_server: Option<OwnedServerName>,
     ) -> Self {
         FederationState {
@@ -48,6 +53,7 @@ impl FederationState {
             keys,
             reads,
             inbound,
+            data,
             well_known_server,
         }
     }

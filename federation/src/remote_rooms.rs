@@ -10,7 +10,7 @@ use ruma::{
             create_invite, create_join_event, create_leave_event, prepare_join_event,
             prepare_leave_event, RawStrippedState,
         },
-        query::get_room_information,
+        query::{get_profile_information, get_room_information},
     },
     MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomVersionId,
     ServerName, UserId,
@@ -206,6 +206,18 @@ impl RemoteRooms for RemoteEvents {
             )
             .await?;
         Ok((answer.room_id, answer.servers))
+    }
+
+    async fn query_profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+        let answer = self
+            .client
+            .send(
+                user_id.server_name(),
+                get_profile_information::v1::Request::new(user_id.to_owned()),
+            )
+            .await?;
+        let text = |field: &str| answer.get(field).and_then(Value::as_str).map(str::to_owned);
+        Ok((text("displayname"), text("avatar_url")))
     }
 
     async fn invite(

@@ -1,9 +1,15 @@
 //! `PUT /_matrix/federation/v1/send/{txnId}`: another server's events (PDUs), each added on
 //! its own through its room's lane with its own outcome. The transaction's `origin` must be
-//! the server that signed the request. EDUs are not taken yet.
+//! the server that signed the request. Its EDUs of typing and read receipts reach this
+//! server's users (each only for a user of the sending server joined to the room); other
+//! EDUs are not taken yet.
 
 use axum::{extract::State, Router};
-use ruma::api::federation::transactions::send_transaction_message;
+use ruma::{
+    api::federation::transactions::{edu::Edu, send_transaction_message},
+    serde::Raw,
+    ServerName,
+};
 use sandcat_client_api::{ApiResult, RumaResponse, RumaRouter};
 use sandcat_core::Error;
 
@@ -27,7 +33,47 @@ async fn send(
     }
     let pdus: Vec<&str> = b.pdus.iter().map(|p| p.get()).collect();
     let outcomes = s.inbound.transaction(&req.origin, &pdus).await?;
+    take_edus(&s, &req.origin, &b.edus).await;
     Ok(RumaResponse(send_transaction_message::v1::Response::new(
         outcomes,
     )))
+}
+
+/// The typing and read-receipt EDUs of a transaction, each on its own: one that fails its
+/// checks is logged with the origin and left out.
+async fn take_edus(s: &FederationState, origin: &ServerName, edus: &[Raw<Edu>]) {
+    for raw in edus {
+        let outcome = match raw.deserialize() {
+            Ok(Edu::Typing(t)) => {
+                s.data
+                    .remote_typing(origin, &t.room_id, &t.user_id, t.typing)
+                    .await
+            }
+            Ok(Edu::Receipt(r)) => {
+                let mut outcome = Ok(());
+                for (room_id, map) in &r.receipts {
+                    for (user_id, read) in &map.read {
+                        let thread = read.data.thread.as_str();
+                        let ts = read
+                            .data
+                            .ts
+                            .map_or_else(sandcat_core::now_ms, |t| t.get().into());
+                        for event_id in &read.event_ids {
+                            let one = s
+                                .data
+                                .remote_read(origin, room_id, user_id, event_id, thread, ts)
+                                .await;
+                            outcome = outcome.and(one);
+                        }
+                    }
+                }
+                outcome
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::bad_json(e.to_string())),
+        };
+        if let Err(e) = outcome {
+            tracing::info!(%origin, error = %e, "an EDU was left out");
+        }
+    }
 }

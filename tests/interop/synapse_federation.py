@@ -2,7 +2,8 @@
 
 matrix-nio drives a user on each server: rooms created on either side are joined from the
 other, by alias and by id; messages go both ways and are seen through /sync on each side;
-invites go both ways, one accepted, one rejected. Exits non-zero on the first failure.
+invites go both ways, one accepted, one rejected; typing and read receipts cross both ways;
+each server looks up the other's user's profile. Exits non-zero on the first failure.
 
 Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE_NAME
 """
@@ -23,8 +24,11 @@ from nio import (
     RoomLeaveResponse,
     RoomMessageText,
     RoomSendResponse,
+    ProfileGetDisplayNameResponse,
+    ReceiptEvent,
     RoomVisibility,
     SyncResponse,
+    TypingNoticeEvent,
 )
 
 SANDCAT, SANDCAT_NAME, SYNAPSE, SYNAPSE_NAME = sys.argv[1:5]
@@ -38,7 +42,7 @@ def check(cond, what):
         print(f"FAIL: {what}", flush=True)
         sys.exit(1)
     checks += 1
-    print(f"ok: {what}", flush=True)
+    print(f"ok: {what.splitlines()[0][:120]}", flush=True)
 
 
 async def account(hs, server_name, name):
@@ -91,6 +95,44 @@ async def membership(client, room_id, user_id):
     if not isinstance(resp, RoomGetStateEventResponse):
         return None
     return resp.content.get("membership")
+
+
+def ephemeral_of(room_id, kind, pred):
+    def found(resp):
+        room = resp.rooms.join.get(room_id)
+        return room is not None and any(isinstance(e, kind) and pred(e) for e in room.ephemeral)
+
+    return found
+
+
+async def typing_and_receipt(a, b, room_id):
+    """A types and reads B's latest message; B sees both through /sync."""
+    resp = await a.room_typing(room_id, typing_state=True, timeout=30000)
+    check(type(resp).__name__ == "RoomTypingResponse", f"{a.user_id} types ({resp})")
+    await sync_until(
+        b,
+        ephemeral_of(room_id, TypingNoticeEvent, lambda e: a.user_id in e.users),
+        f"{b.user_id} sees {a.user_id} typing",
+    )
+    check(True, f"{a.user_id} typing seen by {b.user_id}")
+    text = f"read me {b.user_id} {RUN}"
+    sent = await b.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+    check(isinstance(sent, RoomSendResponse), f"{b.user_id} sends")
+    await sync_until(a, has_message(room_id, text), f"{a.user_id} gets the message to read")
+    resp = await a.room_read_markers(room_id, fully_read_event=sent.event_id, read_event=sent.event_id)
+    check(type(resp).__name__ == "RoomReadMarkersResponse", f"{a.user_id} reads ({resp})")
+    await sync_until(
+        b,
+        ephemeral_of(
+            room_id,
+            ReceiptEvent,
+            lambda e: any(
+                r.event_id == sent.event_id and r.user_id == a.user_id for r in e.receipts
+            ),
+        ),
+        f"{b.user_id} sees {a.user_id}'s receipt",
+    )
+    check(True, f"{a.user_id}'s read receipt seen by {b.user_id}")
 
 
 async def talk(a, b, room_id, label):
@@ -166,6 +208,20 @@ async def main():
             break
         await asyncio.sleep(0.3)
     check(await membership(syd, declined, sam.user_id) == "leave", "Synapse has Sam's rejection")
+
+    # Typing and receipts, both ways, in the room Syd joined on Sandcat by invite.
+    await typing_and_receipt(sam, syd, private)
+    await typing_and_receipt(syd, sam, private)
+
+    # Profiles: each server asks the other for its user's display name.
+    for me, other, name in ((sam, syd, "Syd of Synapse"), (syd, sam, "Sam of Sandcat")):
+        resp = await other.set_displayname(name)
+        check(type(resp).__name__ == "ProfileSetDisplayNameResponse", f"{other.user_id} names self")
+        resp = await me.get_displayname(other.user_id)
+        check(
+            isinstance(resp, ProfileGetDisplayNameResponse) and resp.displayname == name,
+            f"{me.user_id} reads {other.user_id}'s display name over federation ({resp})",
+        )
 
     for c in (sam, syd):
         await c.close()

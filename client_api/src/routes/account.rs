@@ -378,6 +378,16 @@ async fn profile_of(
     if let Some(u) = s.accounts.user(user_id).await? {
         return Ok(u);
     }
+    if user_id.server_name() != s.config.server_name {
+        let (displayname, avatar_url) = s.rooms.remote_profile(user_id).await?;
+        return Ok(sandcat_core::ports::UserRecord {
+            user_id: user_id.to_owned(),
+            password_hash: None,
+            displayname,
+            avatar_url,
+            deactivated: false,
+        });
+    }
     super::appservice::user_known(s, user_id).await?;
     s.accounts
         .user(user_id)

@@ -184,8 +184,8 @@ pub struct HistoryRange {
     pub to: Option<TopoPoint>,
 }
 
-/// Rooms of other servers, as this server's users reach them: implemented by the federation
-/// client.
+/// Other servers as this server's users reach them — their rooms, aliases and users'
+/// profiles: implemented by the federation client.
 #[async_trait::async_trait]
 pub trait RemoteRooms: Send + Sync {
     /// Joins `user_id` to `room_id` through the first of `via` that lets it in (`make_join`,
@@ -213,6 +213,11 @@ pub trait RemoteRooms: Send + Sync {
         &self,
         alias: &ruma::RoomAliasId,
     ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)>;
+    /// Asks a user's server for the user's display name and avatar (`/query/profile`).
+    async fn query_profile(
+        &self,
+        user_id: &ruma::UserId,
+    ) -> crate::Result<(Option<String>, Option<String>)>;
     /// Asks the server of the invited user to counter-sign an invite built and signed here
     /// (`/invite`), telling it `invite_state` (PDUs) of the room: the invite as both signed,
     /// verified.
@@ -259,6 +264,15 @@ impl RemoteRooms for NoRemoteRooms {
     ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
         Err(crate::Error::not_found(format!(
             "{alias} is not an alias of this server, and no other server was asked"
+        )))
+    }
+
+    async fn query_profile(
+        &self,
+        user_id: &ruma::UserId,
+    ) -> crate::Result<(Option<String>, Option<String>)> {
+        Err(crate::Error::not_found(format!(
+            "{user_id} is not a user of this server, and no other server was asked"
         )))
     }
 

@@ -4,13 +4,13 @@
 use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
 
-use ruma::{push::Ruleset, EventId, RoomId, UserId};
+use ruma::{push::Ruleset, EventId, RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
 use crate::{
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{ClientStore, EduSink, Receipt, RoomStore},
+    ports::{ClientStore, EduSink, FederationEdus, Receipt, RoomStore},
     services::Session,
     Error, Result,
 };
@@ -21,7 +21,12 @@ pub struct ClientData {
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
     edus: Option<Arc<dyn EduSink>>,
+    federation: Option<Arc<dyn FederationEdus>>,
 }
+
+/// How long a typing notification of another server's user lasts unless renewed (federation
+/// typing EDUs carry no timeout; Synapse's is the same).
+const REMOTE_TYPING_MS: u64 = 30_000;
 
 impl ClientData {
     pub fn new(
@@ -36,7 +41,15 @@ impl ClientData {
             ephemeral,
             notifier,
             edus: None,
+            federation: None,
         }
+    }
+
+    /// Also hands this server's users' typing and public receipts to `sink`, for the other
+    /// servers in their rooms.
+    pub fn with_federation_edus(mut self, sink: Arc<dyn FederationEdus>) -> Self {
+        self.federation = Some(sink);
+        self
     }
 
     /// Also hands typing, public receipts and presence to `sink` as they happen.
@@ -179,44 +192,12 @@ impl ClientData {
                     .await?;
             }
             "m.read" | "m.read.private" => {
-                // Receipts only move forward.
-                if let Some(old) = self
-                    .store
-                    .receipt(room_id, &session.user_id, receipt_type)
-                    .await?
-                {
-                    if old.thread_id.as_deref() == thread_id {
-                        if let Some(old_ev) = self.rooms.event(&old.event_id).await? {
-                            if old_ev.pos >= ev.pos {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                self.store
-                    .set_receipt(&Receipt {
-                        room_id: room_id.to_owned(),
-                        user_id: session.user_id.clone(),
-                        receipt_type: receipt_type.to_owned(),
-                        thread_id: thread_id.map(str::to_owned),
-                        event_id: event_id.to_owned(),
-                        ts: crate::now_ms(),
-                        pos: 0,
-                    })
+                let ts = crate::now_ms();
+                let moved = self
+                    .store_read(&session.user_id, room_id, receipt_type, &ev, thread_id, ts)
                     .await?;
-                if let (Some(sink), "m.read") = (&self.edus, receipt_type) {
-                    let mut read = json!({ "ts": crate::now_ms() });
-                    if let Some(t) = thread_id {
-                        read["thread_id"] = json!(t);
-                    }
-                    sink.room_edu(
-                        room_id,
-                        json!({
-                            "type": "m.receipt",
-                            "room_id": room_id,
-                            "content": { event_id.as_str(): { "m.read": { session.user_id.as_str(): read } } },
-                        }),
-                    );
+                if let (true, Some(sink), "m.read") = (moved, &self.federation, receipt_type) {
+                    sink.read(room_id, &session.user_id, event_id, thread_id, ts);
                 }
             }
             other => {
@@ -229,6 +210,116 @@ impl ClientData {
         Ok(())
     }
 
+    /// Stores a read receipt (`m.read`, `m.read.private`) unless the user's receipt is already
+    /// at or past the event, and hands a public one to the application services. Answers
+    /// whether it moved.
+    async fn store_read(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        receipt_type: &str,
+        ev: &crate::StoredEvent,
+        thread_id: Option<&str>,
+        ts: u64,
+    ) -> Result<bool> {
+        let event_id = &ev.pdu.event_id;
+        // Receipts only move forward.
+        if let Some(old) = self.store.receipt(room_id, user_id, receipt_type).await? {
+            if old.thread_id.as_deref() == thread_id {
+                if let Some(old_ev) = self.rooms.event(&old.event_id).await? {
+                    if old_ev.pos >= ev.pos {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        self.store
+            .set_receipt(&Receipt {
+                room_id: room_id.to_owned(),
+                user_id: user_id.to_owned(),
+                receipt_type: receipt_type.to_owned(),
+                thread_id: thread_id.map(str::to_owned),
+                event_id: event_id.to_owned(),
+                ts,
+                pos: 0,
+            })
+            .await?;
+        if let (Some(sink), "m.read") = (&self.edus, receipt_type) {
+            let mut read = json!({ "ts": ts });
+            if let Some(t) = thread_id {
+                read["thread_id"] = json!(t);
+            }
+            sink.room_edu(
+                room_id,
+                json!({
+                    "type": "m.receipt",
+                    "room_id": room_id,
+                    "content": { event_id.as_str(): { "m.read": { user_id.as_str(): read } } },
+                }),
+            );
+        }
+        Ok(true)
+    }
+
+    /// A public read receipt of another server's user (from a federation transaction): only
+    /// for a user of `origin` joined to the room, on an event of the room this server has.
+    pub async fn remote_read(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+        ts: u64,
+    ) -> Result<()> {
+        self.check_remote(origin, room_id, user_id).await?;
+        let Some(ev) = self
+            .rooms
+            .event(event_id)
+            .await?
+            .filter(|e| e.pdu.room_id() == room_id)
+        else {
+            return Err(Error::not_found(format!("{event_id} is not known here")));
+        };
+        if self
+            .store_read(user_id, room_id, "m.read", &ev, thread_id, ts)
+            .await?
+        {
+            self.notifier.notify();
+        }
+        Ok(())
+    }
+
+    /// Typing of another server's user (from a federation transaction): only for a user of
+    /// `origin` joined to the room.
+    pub async fn remote_typing(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        typing: bool,
+    ) -> Result<()> {
+        self.check_remote(origin, room_id, user_id).await?;
+        self.ephemeral
+            .set_typing(room_id, user_id, typing, REMOTE_TYPING_MS);
+        self.announce_typing(room_id);
+        Ok(())
+    }
+
+    async fn check_remote(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<()> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(format!(
+                "{user_id} is not a user of {origin}"
+            )));
+        }
+        self.ensure_joined(user_id, room_id).await
+    }
+
     pub async fn typing(
         &self,
         session: &Session,
@@ -239,6 +330,15 @@ impl ClientData {
         self.ensure_joined(&session.user_id, room_id).await?;
         self.ephemeral
             .set_typing(room_id, &session.user_id, typing, timeout_ms);
+        if let Some(sink) = &self.federation {
+            sink.typing(room_id, &session.user_id, typing);
+        }
+        self.announce_typing(room_id);
+        Ok(())
+    }
+
+    /// Hands who types in the room now to the application services.
+    fn announce_typing(&self, room_id: &RoomId) {
         if let Some(sink) = &self.edus {
             let users = self.ephemeral.typing_since(room_id, 0).unwrap_or_default();
             sink.room_edu(
@@ -246,7 +346,6 @@ impl ClientData {
                 json!({ "type": "m.typing", "room_id": room_id, "content": { "user_ids": users } }),
             );
         }
-        Ok(())
     }
 
     pub fn set_presence(

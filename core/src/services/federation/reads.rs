@@ -8,10 +8,15 @@ use std::{
     sync::Arc,
 };
 
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, ServerName};
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, ServerName, UserId,
+};
 use serde_json::Value;
 
-use crate::{ports::RoomStore, Error, Result, StoredEvent};
+use crate::{
+    ports::{RoomStore, UserStore},
+    Error, Result, StoredEvent,
+};
 
 /// The most events one `/backfill` or `/get_missing_events` answers.
 pub const MAX_EVENTS_PER_READ: usize = 100;
@@ -25,11 +30,31 @@ pub struct StateIdsAt {
 
 pub struct ServerReads {
     store: Arc<dyn RoomStore>,
+    users: Arc<dyn UserStore>,
 }
 
 impl ServerReads {
-    pub fn new(store: Arc<dyn RoomStore>) -> Self {
-        ServerReads { store }
+    pub fn new(store: Arc<dyn RoomStore>, users: Arc<dyn UserStore>) -> Self {
+        ServerReads { store, users }
+    }
+
+    /// The display name and avatar of a user of this server (`own`), for `/query/profile`.
+    pub async fn profile(
+        &self,
+        own: &ServerName,
+        user_id: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
+        if user_id.server_name() != own {
+            return Err(Error::not_found(format!(
+                "{user_id} is not a user of {own}"
+            )));
+        }
+        let user = self
+            .users
+            .user(user_id)
+            .await?
+            .ok_or_else(|| Error::not_found("profile not found"))?;
+        Ok((user.displayname, user.avatar_url))
     }
 
     /// `M_FORBIDDEN` unless `origin` may read `room_id`.

@@ -248,4 +248,15 @@ impl Rooms {
             invite_state: Vec::new(),
         })
     }
+
+    /// The display name and avatar of a user of another server, asked of that server.
+    pub async fn remote_profile(
+        &self,
+        user_id: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
+        if user_id.server_name() == self.config.server_name {
+            return Err(Error::not_found("profile not found"));
+        }
+        self.remote.query_profile(user_id).await
+    }
 }

@@ -1,0 +1,176 @@
+//! EDUs of this server's users out to the other servers in their rooms: typing and public
+//! read receipts, queued per destination as they happen and sent in transactions of their own
+//! (at most 100 EDUs each). They are ephemeral: a destination that cannot be reached after a
+//! few attempts loses them, as the next typing change or receipt supersedes them anyway.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use ruma::{
+    api::federation::transactions::{edu::Edu, send_transaction_message},
+    serde::Raw,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, UserId,
+};
+use sandcat_core::ports::{FederationEdus, RoomStore};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::client::FederationClient;
+
+/// The most EDUs one transaction carries (the spec's limit).
+const MAX_EDUS_PER_TRANSACTION: usize = 100;
+/// Attempts at one transaction of EDUs before it is dropped.
+const ATTEMPTS: u32 = 4;
+
+/// The handle the rest of the server hands EDUs to.
+pub struct EduSender(Arc<Queues>);
+
+/// The destinations' queues, and what sending takes.
+struct Queues {
+    client: Arc<FederationClient>,
+    rooms: Arc<dyn RoomStore>,
+    own: OwnedServerName,
+    queues: Mutex<HashMap<OwnedServerName, mpsc::UnboundedSender<Value>>>,
+    /// Distinguishes this process's EDU transactions from each other and from the event
+    /// stream's (whose ids are numbers).
+    next_txn: AtomicU64,
+    started_ms: u64,
+}
+
+impl EduSender {
+    pub fn new(
+        client: Arc<FederationClient>,
+        rooms: Arc<dyn RoomStore>,
+        own: OwnedServerName,
+    ) -> Self {
+        EduSender(Arc::new(Queues {
+            client,
+            rooms,
+            own,
+            queues: Mutex::default(),
+            next_txn: AtomicU64::new(0),
+            started_ms: MilliSecondsSinceUnixEpoch::now().get().into(),
+        }))
+    }
+}
+
+impl Queues {
+    /// Queues `edu` for every other server with a joined member in the room.
+    fn to_room(self: &Arc<Self>, room_id: &RoomId, edu: Value) {
+        let this = self.clone();
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move {
+            let servers = match this.rooms.joined_servers(&room_id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%room_id, error = %e, "the servers of a room could not be read; an EDU is dropped");
+                    return;
+                }
+            };
+            for server in servers.into_iter().filter(|s| *s != this.own) {
+                this.queue(server).send(edu.clone()).ok();
+            }
+        });
+    }
+
+    /// The queue of `destination`, with its task started on first use.
+    fn queue(self: &Arc<Self>, destination: OwnedServerName) -> mpsc::UnboundedSender<Value> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = queues.get(&destination).filter(|q| !q.is_closed()) {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        queues.insert(destination.clone(), tx.clone());
+        tokio::spawn(self.clone().drain(destination, rx));
+        tx
+    }
+
+    /// Sends what arrives for `destination`, a transaction at a time.
+    async fn drain(
+        self: Arc<Self>,
+        destination: OwnedServerName,
+        mut rx: mpsc::UnboundedReceiver<Value>,
+    ) {
+        while let Some(first) = rx.recv().await {
+            let mut edus = vec![first];
+            while edus.len() < MAX_EDUS_PER_TRANSACTION {
+                match rx.try_recv() {
+                    Ok(edu) => edus.push(edu),
+                    Err(_) => break,
+                }
+            }
+            self.send(&destination, edus).await;
+        }
+    }
+
+    async fn send(&self, destination: &OwnedServerName, edus: Vec<Value>) {
+        let n = self.next_txn.fetch_add(1, Ordering::Relaxed);
+        let txn = format!("edu.{}.{n}", self.started_ms);
+        let raws: Vec<Raw<Edu>> = edus
+            .iter()
+            .filter_map(|e| Raw::new(e).ok().map(Raw::cast_unchecked))
+            .collect();
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=ATTEMPTS {
+            let mut request = send_transaction_message::v1::Request::new(
+                txn.clone().into(),
+                self.own.clone(),
+                MilliSecondsSinceUnixEpoch::now(),
+            );
+            request.edus = raws.clone();
+            match self.client.send(destination, request).await {
+                Ok(_) => return,
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::info!(%destination, error = %e, count = edus.len(), "EDUs were dropped");
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}
+
+impl FederationEdus for EduSender {
+    fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
+        self.0.to_room(
+            room_id,
+            json!({
+                "edu_type": "m.typing",
+                "content": { "room_id": room_id, "user_id": user_id, "typing": typing },
+            }),
+        );
+    }
+
+    fn read(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+        ts: u64,
+    ) {
+        let mut data = json!({ "ts": ts });
+        if let Some(t) = thread_id {
+            data["thread_id"] = json!(t);
+        }
+        let read = BTreeMap::from([(
+            user_id.as_str(),
+            json!({ "event_ids": [event_id], "data": data }),
+        )]);
+        self.0.to_room(
+            room_id,
+            json!({
+                "edu_type": "m.receipt",
+                "content": { room_id.as_str(): { "m.read": read } },
+            }),
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Typing and read receipts across servers, over loopback TLS: what a user of one server does
+//! in a shared room reaches the other server's user through `/sync`. Runs on the embedded
+//! profile and, with
+//! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::{
+    enc,
+    federation::{federating, heard},
+    Client,
+};
+use serde_json::{json, Value};
+
+/// The first ephemeral event of `kind` in `room` that `pred` accepts, through `client`'s
+/// `/sync` long-polls (a few seconds at most).
+async fn ephemeral(
+    client: &Client,
+    room: &str,
+    kind: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let sync = client.sync(since.as_deref(), 1_000).await;
+        let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array();
+        if let Some(e) = events
+            .into_iter()
+            .flatten()
+            .find(|e| e["type"] == kind && pred(e))
+        {
+            return Some(e.clone());
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    None
+}
+
+#[tokio::test]
+async fn typing_and_receipts_reach_the_other_server() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating(certs.path()).await;
+    let (b, _) = federating(certs.path()).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let (status, body) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room),
+                enc(a_name.as_str())
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bob types on B; Alice sees it on A.
+    let (status, body) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/typing/{}",
+                enc(&bob.user_id)
+            ),
+            json!({ "typing": true, "timeout": 30000 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let typing = ephemeral(&alice, &room, "m.typing", |e| {
+        e["content"]["user_ids"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u == bob.user_id.as_str()))
+    })
+    .await;
+    assert!(typing.is_some(), "A never showed Bob typing");
+
+    // Alice reads Bob's message on A; Bob sees her receipt on B.
+    let said = bob.send_text(&room, "t1", "read me").await;
+    assert!(heard(&alice, &room, "read me").await);
+    let (status, body) = alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                enc(&said)
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let receipt = ephemeral(&bob, &room, "m.receipt", |e| {
+        e["content"][said.as_str()]["m.read"]
+            .get(alice.user_id.as_str())
+            .is_some()
+    })
+    .await;
+    assert!(receipt.is_some(), "B never showed Alice's receipt");
+}
