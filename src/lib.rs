@@ -37,7 +37,7 @@ use sandcat_core::{
         data::ClientData,
         deactivation::Deactivation,
         federation::{Inbound, ServerReads},
-        keys::Keys,
+        keys::{Keys, KeysFederation},
         media::Media,
         rooms::Rooms,
         server_keys::ServerKeys,
@@ -314,7 +314,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             signing.clone(),
             server.clone(),
         )
-        .with_remote(remote_events),
+        .with_remote(remote_events.clone()),
     );
     let stores = SyncStores {
         rooms: store.clone(),
@@ -351,7 +351,21 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             notifier.clone(),
         )
         .with_edu_sink(pushers.clone())
-        .with_federation_edus(Arc::new(edu_sender)),
+        .with_federation_edus(Arc::new(edu_sender.clone())),
+    );
+    let keys = Arc::new(
+        Keys::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            notifier.clone(),
+        )
+        .with_edu_sink(pushers.clone())
+        .with_federation(KeysFederation {
+            own: signing.server_name.clone(),
+            remote: remote_events.clone(),
+            edus: Arc::new(edu_sender.clone()),
+        }),
     );
     let federation = sandcat_federation::FederationState::new(
         signing.server_name.clone(),
@@ -365,16 +379,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             signing.clone(),
         )),
         data.clone(),
+        keys.clone(),
         well_known,
-    );
-    let keys = Arc::new(
-        Keys::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            notifier.clone(),
-        )
-        .with_edu_sink(pushers.clone()),
     );
     let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
         MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),

@@ -18,6 +18,8 @@ pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, RemoteAppend, RemoteFetch,
     RemoteRooms, StateChange, StateReset, StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
+mod remote_keys;
+pub use remote_keys::{NoRemoteKeys, RemoteKeys};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 
@@ -558,10 +560,17 @@ pub trait EduSink: Send + Sync {
     fn to_device(&self, messages: &[ToDevice]);
 }
 
-/// EDUs of this server's users for the other servers in their rooms (federation): typing
-/// changes and public read receipts, as they happen.
+/// EDUs of this server's users for other servers (federation), as they happen: typing
+/// changes and public read receipts for the servers in the room, to-device messages, and
+/// device changes for the servers that share a room with the user.
 pub trait FederationEdus: Send + Sync {
     fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool);
+    /// To-device messages of a user of this server for users of `destination`: the content
+    /// of an `m.direct_to_device` EDU.
+    fn to_device(&self, destination: &ruma::ServerName, content: Value);
+    /// A user's device changed (its keys: `None` when it was deleted), for the servers that
+    /// share a room with the user.
+    fn device_list_update(&self, user_id: &UserId, device_id: &str, keys: Option<Value>);
     fn read(
         &self,
         room_id: &RoomId,

@@ -1,7 +1,9 @@
-//! EDUs of this server's users out to the other servers in their rooms: typing and public
-//! read receipts, queued per destination as they happen and sent in transactions of their own
-//! (at most 100 EDUs each). They are ephemeral: a destination that cannot be reached after a
-//! few attempts loses them, as the next typing change or receipt supersedes them anyway.
+//! EDUs of this server's users out to other servers: typing and public read receipts (for
+//! the servers in the room), to-device messages (for the recipients' server) and device list
+//! updates (for the servers that share a room with the user), queued per destination as they
+//! happen and sent in transactions of their own (at most 100 EDUs each). A destination that
+//! cannot be reached after a few attempts loses them: typing and receipts are superseded by
+//! the next ones; a lost device update leaves the other server's clients asking again later.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,8 +16,9 @@ use std::{
 
 use ruma::{
     api::federation::transactions::{edu::Edu, send_transaction_message},
+    events::room::member::MembershipState,
     serde::Raw,
-    EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, UserId,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, ServerName, UserId,
 };
 use sandcat_core::ports::{FederationEdus, RoomStore};
 use serde_json::{json, Value};
@@ -29,6 +32,7 @@ const MAX_EDUS_PER_TRANSACTION: usize = 100;
 const ATTEMPTS: u32 = 4;
 
 /// The handle the rest of the server hands EDUs to.
+#[derive(Clone)]
 pub struct EduSender(Arc<Queues>);
 
 /// The destinations' queues, and what sending takes.
@@ -73,6 +77,36 @@ impl Queues {
                     return;
                 }
             };
+            for server in servers.into_iter().filter(|s| *s != this.own) {
+                this.queue(server).send(edu.clone()).ok();
+            }
+        });
+    }
+
+    /// Queues `edu` for every other server with a joined member in a room `user_id` is in.
+    fn to_user_rooms(self: &Arc<Self>, user_id: &UserId, edu: Value) {
+        let this = self.clone();
+        let user_id = user_id.to_owned();
+        tokio::spawn(async move {
+            let mut servers = std::collections::BTreeSet::new();
+            let rooms = match this.rooms.memberships(&user_id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%user_id, error = %e, "a user's rooms could not be read; an EDU is dropped");
+                    return;
+                }
+            };
+            for m in rooms
+                .into_iter()
+                .filter(|m| m.membership == MembershipState::Join)
+            {
+                match this.rooms.joined_servers(&m.room_id).await {
+                    Ok(s) => servers.extend(s),
+                    Err(e) => {
+                        tracing::warn!(room_id = %m.room_id, error = %e, "the servers of a room could not be read")
+                    }
+                }
+            }
             for server in servers.into_iter().filter(|s| *s != this.own) {
                 this.queue(server).send(edu.clone()).ok();
             }
@@ -139,6 +173,32 @@ impl Queues {
 }
 
 impl FederationEdus for EduSender {
+    fn to_device(&self, destination: &ServerName, content: Value) {
+        if destination != self.0.own {
+            self.0
+                .queue(destination.to_owned())
+                .send(json!({ "edu_type": "m.direct_to_device", "content": content }))
+                .ok();
+        }
+    }
+
+    fn device_list_update(&self, user_id: &UserId, device_id: &str, keys: Option<Value>) {
+        let mut content = json!({
+            "user_id": user_id,
+            "device_id": device_id,
+            "stream_id": MilliSecondsSinceUnixEpoch::now(),
+            "prev_id": [],
+            "deleted": keys.is_none(),
+        });
+        if let Some(keys) = keys {
+            content["keys"] = keys;
+        }
+        self.0.to_user_rooms(
+            user_id,
+            json!({ "edu_type": "m.device_list_update", "content": content }),
+        );
+    }
+
     fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
         self.0.to_room(
             room_id,

@@ -10,6 +10,7 @@ use ruma::OwnedServerName;
 use sandcat_core::services::{
     data::ClientData,
     federation::{Inbound, ServerReads},
+    keys::Keys,
     server_keys::ServerKeys,
 };
 
@@ -19,11 +20,13 @@ pub mod edus;
 mod keys;
 mod membership;
 mod query;
+mod remote_keys;
 mod remote_rooms;
 mod rooms;
 pub mod sender;
 pub mod signed;
 mod transactions;
+mod user_keys;
 
 /// What the federation endpoints share.
 #[derive(Clone)]
@@ -35,6 +38,9 @@ pub struct FederationState {
     inbound: Arc<Inbound>,
     /// Where other servers' typing and receipts go.
     data: Arc<ClientData>,
+    /// This server's users' encryption keys, and where other servers' to-device messages and
+    /// device changes go.
+    e2ee: Arc<Keys>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
 }
@@ -46,6 +52,7 @@ impl FederationState {
         reads: Arc<ServerReads>,
         inbound: Arc<Inbound>,
         data: Arc<ClientData>,
+        e2ee: Arc<Keys>,
         well_known_server: Option<OwnedServerName>,
     ) -> Self {
         FederationState {
@@ -54,6 +61,7 @@ impl FederationState {
             reads,
             inbound,
             data,
+            e2ee,
             well_known_server,
         }
     }
@@ -69,5 +77,6 @@ pub fn router(state: FederationState) -> Router {
     let r = membership::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
+    let r = user_keys::routes(r);
     r.with_state(state)
 }

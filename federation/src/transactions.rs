@@ -1,8 +1,9 @@
 //! `PUT /_matrix/federation/v1/send/{txnId}`: another server's events (PDUs), each added on
 //! its own through its room's lane with its own outcome. The transaction's `origin` must be
-//! the server that signed the request. Its EDUs of typing and read receipts reach this
-//! server's users (each only for a user of the sending server joined to the room); other
-//! EDUs are not taken yet.
+//! the server that signed the request. Its EDUs reach this server's users: typing and read
+//! receipts (each only for a user of the sending server joined to the room), to-device
+//! messages and device list updates (each only of a user of the sending server); presence
+//! and signing-key updates are not taken yet.
 
 use axum::{extract::State, Router};
 use ruma::{
@@ -68,6 +69,30 @@ async fn take_edus(s: &FederationState, origin: &ServerName, edus: &[Raw<Edu>]) 
                     }
                 }
                 outcome
+            }
+            Ok(Edu::DirectToDevice(d)) => {
+                let messages = d
+                    .messages
+                    .iter()
+                    .map(|(user, devices)| {
+                        let per_device = devices
+                            .iter()
+                            .filter_map(|(device, content)| {
+                                let content = serde_json::from_str(content.json().get()).ok()?;
+                                Some((device.to_string(), content))
+                            })
+                            .collect();
+                        (user.clone(), per_device)
+                    })
+                    .collect();
+                s.e2ee
+                    .remote_to_device(origin, &d.sender, &d.ev_type.to_string(), &messages)
+                    .await
+            }
+            Ok(Edu::DeviceListUpdate(u)) => {
+                s.e2ee
+                    .remote_device_change(origin, &u.user_id, u.device_id.as_str())
+                    .await
             }
             Ok(_) => Ok(()),
             Err(e) => Err(Error::bad_json(e.to_string())),

@@ -1,5 +1,10 @@
 //! End-to-end encryption plumbing: device and cross-signing keys, one-time key claims, and
-//! to-device messages. The server stores and relays; it never sees plaintext.
+//! to-device messages. The server stores and relays; it never sees plaintext. What crosses
+//! to other servers — their users' keys and to-device messages, this server's users' device
+//! changes — is in `federation.rs`.
+
+mod federation;
+pub use federation::KeysFederation;
 
 use ruma::events::room::member::MembershipState;
 use std::{collections::BTreeMap, sync::Arc};
@@ -22,6 +27,9 @@ pub struct Keys {
     /// `(user, device, txn id)` of to-device sends already accepted.
     seen_txns: std::sync::Mutex<std::collections::HashSet<(OwnedUserId, String, String)>>,
     edus: Option<Arc<dyn EduSink>>,
+    /// Other servers: none when this server does not federate (every user is then treated
+    /// as this server's).
+    federation: Option<KeysFederation>,
 }
 
 impl Keys {
@@ -38,7 +46,14 @@ impl Keys {
             notifier,
             seen_txns: Default::default(),
             edus: None,
+            federation: None,
         }
+    }
+
+    /// Reaches other servers' users' keys and devices through `federation`.
+    pub fn with_federation(mut self, federation: KeysFederation) -> Self {
+        self.federation = Some(federation);
+        self
     }
 
     /// Also hands to-device messages to `sink` as they are queued.
@@ -91,6 +106,10 @@ impl Keys {
             self.keys
                 .set_device_keys(&session.user_id, &session.device_id, &keys)
                 .await?;
+            if let Some(f) = &self.federation {
+                f.edus
+                    .device_list_update(&session.user_id, &session.device_id, Some(keys));
+            }
         }
         if !one_time.is_empty() {
             self.keys
@@ -128,10 +147,24 @@ impl Keys {
             .await
     }
 
-    /// `POST /keys/query`: the response body.
+    /// `POST /keys/query`: the response body. Users of other servers are asked of their
+    /// servers.
     pub async fn query(
         &self,
         requester: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<String>>,
+    ) -> Result<Value> {
+        let (local, remote) = self.split(wanted);
+        let mut body = self.query_local(Some(requester), &local).await?;
+        self.query_remote(remote, &mut body).await;
+        Ok(body)
+    }
+
+    /// The keys of this server's users of `wanted`; cross-signing keys that sign others'
+    /// keys only for the requester itself (`None`: another server).
+    pub(super) async fn query_local(
+        &self,
+        requester: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<Value> {
         let mut device_keys = Map::new();
@@ -154,7 +187,7 @@ impl Keys {
                     "self_signing" => {
                         self_signing.insert(user.to_string(), key);
                     }
-                    "user_signing" if user == requester => {
+                    "user_signing" if Some(&**user) == requester => {
                         user_signing.insert(user.to_string(), key);
                     }
                     _ => {}
@@ -170,8 +203,20 @@ impl Keys {
         }))
     }
 
-    /// `POST /keys/claim`: the response body.
+    /// `POST /keys/claim`: the response body. Keys of users of other servers are claimed
+    /// from their servers.
     pub async fn claim(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    ) -> Result<Value> {
+        let (local, remote) = self.split(wanted);
+        let mut body = self.claim_local(&local).await?;
+        self.claim_remote(remote, &mut body).await;
+        Ok(body)
+    }
+
+    /// One-time keys of this server's users' devices.
+    pub(super) async fn claim_local(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
     ) -> Result<Value> {
@@ -324,10 +369,29 @@ impl Keys {
         {
             return Ok(());
         }
+        let (local, remote) = self.split(messages);
+        self.to_device_remote(&session.user_id, kind, txn_id, remote);
+        self.deliver(&session.user_id, kind, &local).await?;
+        self.seen_txns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Queues to-device messages of `sender` for this server's users' devices (`*`: every
+    /// device of the user), and hands them to the application services.
+    async fn deliver(
+        &self,
+        sender: &UserId,
+        kind: &str,
+        messages: &BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+    ) -> Result<()> {
         let mut out = Vec::new();
         for (user, devices) in messages {
             for (device, content) in devices {
-                let event = json!({ "sender": session.user_id, "type": kind, "content": content });
+                let event = json!({ "sender": sender, "type": kind, "content": content });
                 if device == "*" {
                     for d in self.users.devices(user).await? {
                         out.push(ToDevice {
@@ -349,11 +413,6 @@ impl Keys {
         if let Some(sink) = &self.edus {
             sink.to_device(&out);
         }
-        self.seen_txns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
-        self.notifier.notify();
         Ok(())
     }
 }

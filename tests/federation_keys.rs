@@ -1,0 +1,159 @@
+//! End-to-end encryption plumbing across servers, over loopback TLS: a user reads another
+//! server's user's device keys and claims a one-time key through its server, sends it a
+//! to-device message, and learns through `/sync` when that user's devices change. Runs on
+//! the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::{enc, federation::federating, Client};
+use serde_json::{json, Value};
+
+async fn device_of(client: &Client) -> String {
+    let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
+    me["device_id"].as_str().unwrap().to_owned()
+}
+
+fn device_keys(user: &str, device: &str, ed: &str) -> Value {
+    json!({
+        "user_id": user,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): "Y3VydmUyNTUxOSBrZXkgb2YgdGhlIGRldmljZQ",
+            format!("ed25519:{device}"): ed,
+        },
+        "signatures": { user: { format!("ed25519:{device}"): "c2lnbmF0dXJl" } },
+    })
+}
+
+/// The first `/sync` (long-polled from `since`) that `pred` accepts.
+async fn sync_until(
+    client: &Client,
+    mut since: Option<String>,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    for _ in 0..20 {
+        let sync = client.sync(since.as_deref(), 1_000).await;
+        if pred(&sync) {
+            return Some(sync);
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    None
+}
+
+#[tokio::test]
+async fn keys_and_to_device_messages_cross_servers() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating(certs.path()).await;
+    let (b, _) = federating(certs.path()).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let (status, body) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room),
+                enc(a_name.as_str())
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bob's device publishes its keys on B.
+    let dev = device_of(&bob).await;
+    let keys = device_keys(&bob.user_id, &dev, "ZWQyNTUxOSBrZXkgb25l");
+    let (status, body) = bob
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({
+                "device_keys": keys,
+                "one_time_keys": {
+                    "signed_curve25519:AAAAAQ": { "key": "b3RrIG9uZQ", "signatures": {} },
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Alice, on A, reads them through B, and claims his one-time key.
+    let (status, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { bob.user_id.as_str(): [] } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device_keys"][&bob.user_id][&dev], keys, "{body}");
+    assert_eq!(body["failures"], json!({}), "{body}");
+    let (status, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            json!({ "one_time_keys": { bob.user_id.as_str(): { dev.as_str(): "signed_curve25519" } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["one_time_keys"][&bob.user_id][&dev]["signed_curve25519:AAAAAQ"]["key"], "b3RrIG9uZQ",
+        "{body}"
+    );
+
+    // A to-device message from Alice reaches Bob's device on B.
+    let (status, body) = alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room.encrypted/t1",
+            json!({ "messages": { bob.user_id.as_str(): { dev.as_str(): { "ciphertext": "for bob" } } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = sync_until(&bob, None, |s| {
+        s["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["ciphertext"] == "for bob"))
+    })
+    .await
+    .expect("Bob never got Alice's to-device message");
+    let event = got["to_device"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["ciphertext"] == "for bob")
+        .unwrap()
+        .clone();
+    assert_eq!(event["sender"], alice.user_id.as_str());
+    assert_eq!(event["type"], "m.room.encrypted");
+
+    // Bob's device changes its keys: Alice's /sync says so, and she reads the new ones.
+    let since = alice.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = device_keys(&bob.user_id, &dev, "ZWQyNTUxOSBrZXkgdHdv");
+    let (status, body) = bob
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({ "device_keys": changed }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = sync_until(&alice, Some(since), |s| {
+        s["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str()))
+    })
+    .await;
+    assert!(
+        told.is_some(),
+        "A never told Alice that Bob's devices changed"
+    );
+    let (_, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { bob.user_id.as_str(): [] } }),
+        )
+        .await;
+    assert_eq!(body["device_keys"][&bob.user_id][&dev], changed, "{body}");
+}
