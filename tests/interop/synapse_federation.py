@@ -3,12 +3,14 @@
 matrix-nio drives a user on each server: rooms created on either side are joined from the
 other, by alias and by id; messages go both ways and are seen through /sync on each side;
 invites go both ways, one accepted, one rejected; typing and read receipts cross both ways;
-each server looks up the other's user's profile. Exits non-zero on the first failure.
+each server looks up the other's user's profile; each user reads the other's device keys,
+claims a one-time key and sends a to-device message through the other server. Exits non-zero on the first failure.
 
 Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE_NAME
 """
 
 import asyncio
+import json
 import sys
 import uuid
 from urllib.parse import quote
@@ -88,6 +90,78 @@ async def join_via(client, room_id, server):
     body = await resp.json()
     check(resp.status == 200, f"{client.user_id} joins {room_id} via {server} ({body})")
     return body["room_id"]
+
+
+async def api(client, method, path, body):
+    """A raw client API call (the keys endpoints need no olm here: the keys are opaque)."""
+    resp = await client.send(
+        method,
+        path,
+        json.dumps(body),
+        headers={
+            "Authorization": f"Bearer {client.access_token}",
+            "Content-Type": "application/json",
+        },
+    )
+    return resp.status, await resp.json()
+
+
+def fake_device_keys(client, ed):
+    device = client.device_id
+    return {
+        "user_id": client.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {f"curve25519:{device}": "Y3VydmUgb2YgdGhlIGRldmljZQ", f"ed25519:{device}": ed},
+        "signatures": {client.user_id: {f"ed25519:{device}": "c2lnbmF0dXJl"}},
+    }
+
+
+async def keys_across(a, b):
+    """B publishes keys on its server; A reads them, claims one and sends B a to-device
+    message, all through A's server."""
+    keys = fake_device_keys(b, "ZWQgb2Yg" + RUN)
+    status, body = await api(
+        b,
+        "POST",
+        "/_matrix/client/v3/keys/upload",
+        {
+            "device_keys": keys,
+            "one_time_keys": {f"signed_curve25519:{RUN}": {"key": "b3RrIG9uZQ", "signatures": {}}},
+        },
+    )
+    check(status == 200, f"{b.user_id} uploads keys ({body})")
+    status, body = await api(
+        a, "POST", "/_matrix/client/v3/keys/query", {"device_keys": {b.user_id: []}}
+    )
+    got = body.get("device_keys", {}).get(b.user_id, {}).get(b.device_id, {})
+    check(status == 200 and got.get("keys") == keys["keys"], f"{a.user_id} reads {b.user_id}'s keys ({body})")
+    status, body = await api(
+        a,
+        "POST",
+        "/_matrix/client/v3/keys/claim",
+        {"one_time_keys": {b.user_id: {b.device_id: "signed_curve25519"}}},
+    )
+    claimed = body.get("one_time_keys", {}).get(b.user_id, {}).get(b.device_id, {})
+    check(status == 200 and f"signed_curve25519:{RUN}" in claimed, f"{a.user_id} claims {b.user_id}'s key ({body})")
+    secret = f"for {b.user_id} {RUN}"
+    status, body = await api(
+        a,
+        "PUT",
+        f"/_matrix/client/v3/sendToDevice/org.sandcat.interop/{uuid.uuid4().hex}",
+        {"messages": {b.user_id: {b.device_id: {"ciphertext": secret}}}},
+    )
+    check(status == 200, f"{a.user_id} sends to {b.user_id}'s device ({body})")
+    await sync_until(
+        b,
+        lambda r: any(
+            getattr(e, "source", {}).get("content", {}).get("ciphertext") == secret
+            and getattr(e, "source", {}).get("sender") == a.user_id
+            for e in r.to_device_events
+        ),
+        f"{b.user_id} gets {a.user_id}'s to-device message",
+    )
+    check(True, f"to-device {a.user_id} -> {b.user_id} delivered")
 
 
 async def membership(client, room_id, user_id):
@@ -222,6 +296,10 @@ async def main():
             isinstance(resp, ProfileGetDisplayNameResponse) and resp.displayname == name,
             f"{me.user_id} reads {other.user_id}'s display name over federation ({resp})",
         )
+
+    # End-to-end encryption plumbing, both ways: keys read and claimed, to-device messages.
+    await keys_across(sam, syd)
+    await keys_across(syd, sam)
 
     for c in (sam, syd):
         await c.close()
