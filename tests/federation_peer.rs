@@ -16,8 +16,9 @@ use common::{
 };
 use ruma::{
     api::federation::{
+        authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state_ids},
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     },
     signatures::Ed25519KeyPair,
     MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, UInt,
@@ -107,6 +108,44 @@ async fn another_server_reads_a_room_over_signed_tls() {
         .unwrap();
     assert!(state.pdu_ids.len() >= 5, "{:?}", state.pdu_ids);
     assert!(!state.auth_chain_ids.is_empty());
+    // The same as PDUs (`/state`), and the auth chain of one event (`/event_auth`).
+    let whole = as_b
+        .send(
+            &a_name,
+            get_room_state::v1::Request::new(ids[2].clone(), room.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole.pdus.len(), state.pdu_ids.len());
+    assert_eq!(whole.auth_chain.len(), state.auth_chain_ids.len());
+    let auth = as_b
+        .send(
+            &a_name,
+            get_event_authorization::v1::Request::new(room.clone(), ids[2].clone()),
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<Value> = auth
+        .auth_chain
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p.get()).unwrap()["type"].clone())
+        .collect();
+    assert!(kinds.contains(&json!("m.room.power_levels")), "{kinds:?}");
+    assert!(kinds.contains(&json!("m.room.member")), "{kinds:?}");
+    // Which software answers (no signature needed).
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let version: Value = http
+        .get(format!("https://{a_name}/_matrix/federation/v1/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["server"]["name"], "Sandcat", "{version}");
     // History from "three" back, deepest first; and the gap between "one" and "three".
     let back = as_b
         .send(

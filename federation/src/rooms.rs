@@ -1,12 +1,13 @@
-//! Reads of a room's events by another server: `/event`, `/state_ids`, `/backfill` and
-//! `/get_missing_events`. The server must have a joined member in the room, or the room's
+//! Reads of a room's events by another server: `/event`, `/state`, `/state_ids`,
+//! `/event_auth`, `/backfill` and `/get_missing_events`. The server must have a joined member in the room, or the room's
 //! history must be world-readable (`ServerReads`).
 
 use axum::{extract::State, Router};
 use ruma::{
     api::federation::{
+        authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state_ids},
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     },
     MilliSecondsSinceUnixEpoch,
 };
@@ -19,6 +20,8 @@ use crate::{signed::Signed, FederationState};
 pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
     r.ruma::<get_event::v1::Request, _, _>(event)
         .ruma::<get_room_state_ids::v1::Request, _, _>(state_ids)
+        .ruma::<get_room_state::v1::Request, _, _>(state)
+        .ruma::<get_event_authorization::v1::Request, _, _>(event_auth)
         .ruma::<get_backfill::v1::Request, _, _>(backfill)
         .ruma::<get_missing_events::v1::Request, _, _>(missing_events)
 }
@@ -56,6 +59,35 @@ async fn state_ids(
     Ok(RumaResponse(get_room_state_ids::v1::Response::new(
         at.auth_chain_ids,
         at.pdu_ids,
+    )))
+}
+
+/// GET /_matrix/federation/v1/state/{roomId}
+async fn state(
+    State(s): State<FederationState>,
+    req: Signed<get_room_state::v1::Request>,
+) -> ApiResult<get_room_state::v1::Response> {
+    let (pdus, auth_chain) = s
+        .reads
+        .state(&req.origin, &req.body.room_id, &req.body.event_id)
+        .await?;
+    Ok(RumaResponse(get_room_state::v1::Response::new(
+        raws(auth_chain)?,
+        raws(pdus)?,
+    )))
+}
+
+/// GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
+async fn event_auth(
+    State(s): State<FederationState>,
+    req: Signed<get_event_authorization::v1::Request>,
+) -> ApiResult<get_event_authorization::v1::Response> {
+    let chain = s
+        .reads
+        .event_auth(&req.origin, &req.body.room_id, &req.body.event_id)
+        .await?;
+    Ok(RumaResponse(get_event_authorization::v1::Response::new(
+        raws(chain)?,
     )))
 }
 

@@ -157,6 +157,52 @@ impl ServerReads {
         })
     }
 
+    /// The room's state before `event_id` and its auth chain, as PDUs (`/state`).
+    pub async fn state(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let at = self.state_ids(origin, room_id, event_id).await?;
+        Ok((
+            self.pdus_by_id(&at.pdu_ids).await?,
+            self.pdus_by_id(&at.auth_chain_ids).await?,
+        ))
+    }
+
+    /// The auth chain of one event of the room, as PDUs (`/event_auth`).
+    pub async fn event_auth(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Vec<String>> {
+        self.check(origin, room_id).await?;
+        let ev = self
+            .store
+            .event(event_id)
+            .await?
+            .filter(|e| e.pdu.room_id() == room_id)
+            .ok_or_else(|| Error::not_found("event not found"))?;
+        let chain: Vec<OwnedEventId> = self
+            .store
+            .auth_graph(&ev.pdu.auth_events)
+            .await?
+            .into_iter()
+            .map(|p| p.event_id)
+            .collect();
+        self.pdus_by_id(&chain).await
+    }
+
+    async fn pdus_by_id(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.store.event_json(id).await?);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` events of the room from `from` backwards, `from` included (`/backfill`):
     /// the deepest first.
     pub async fn backfill(
