@@ -317,6 +317,7 @@ impl ClientData {
                 "{user_id} is not a user of {origin}"
             )));
         }
+        crate::services::federation::acl::check_acl(self.rooms.as_ref(), room_id, origin).await?;
         self.ensure_joined(user_id, room_id).await
     }
 

@@ -73,6 +73,13 @@ impl Inbound {
                 tracing::info!(%origin, %room_id, "a PDU of a room not known here was left out");
                 continue;
             };
+            if let Err(e) = super::acl::check_acl(self.store.as_ref(), &room_id, origin).await {
+                tracing::info!(%origin, %room_id, error = %e, "a PDU was refused");
+                if let Some(id) = event_id_of(&version, raw) {
+                    out.insert(id, Err(e.to_string()));
+                }
+                continue;
+            }
             let verified = match verify_pdu(&self.keys, &version, &room_id, raw).await {
                 Ok(v) => v,
                 Err(e) => {

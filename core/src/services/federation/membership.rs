@@ -10,7 +10,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::{reads::state_before, template::membership_template, Inbound};
+use super::{acl::check_acl, reads::state_before, template::membership_template, Inbound};
 use crate::{
     intent::{OutsideMembership, ReceivedPdu, RoomBatch},
     ports::RoomSnapshot,
@@ -61,6 +61,7 @@ impl Inbound {
         if !resident {
             return Err(Error::not_found(format!("this server is not in {room_id}")));
         }
+        check_acl(self.store.as_ref(), room_id, origin).await?;
         Ok(snapshot)
     }
 
@@ -223,6 +224,7 @@ impl Inbound {
         pdu: &str,
     ) -> Result<VerifiedPdu> {
         let version = self.version(room_id).await?;
+        check_acl(self.store.as_ref(), room_id, origin).await?;
         let verified = verify_pdu(&self.keys, &version, room_id, pdu).await?;
         let event = &verified.pdu;
         if event.event_id != event_id {
@@ -256,6 +258,7 @@ impl Inbound {
         invite_state: Vec<Value>,
     ) -> Result<String> {
         rules_for(version)?;
+        check_acl(self.store.as_ref(), room_id, origin).await?;
         let verified = verify_pdu(&self.keys, version, room_id, pdu).await?;
         let event = &verified.pdu;
         if event.event_id != event_id {

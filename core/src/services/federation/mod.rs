@@ -2,6 +2,7 @@
 //! (`inbound.rs`) and memberships (`membership.rs`), whose events enter a room through its
 //! lane. `template.rs` places events built outside a room's lane.
 
+pub mod acl;
 mod inbound;
 mod membership;
 mod reads;

@@ -57,8 +57,10 @@ impl ServerReads {
         Ok((user.displayname, user.avatar_url))
     }
 
-    /// `M_FORBIDDEN` unless `origin` may read `room_id`.
+    /// `M_FORBIDDEN` unless `origin` may read `room_id`: the room's server ACL lets it in, and
+    /// it has a joined member there or the room's history is world-readable.
     async fn check(&self, origin: &ServerName, room_id: &RoomId) -> Result<()> {
+        super::acl::check_acl(self.store.as_ref(), room_id, origin).await?;
         let member = self.store.joined_servers(room_id).await?.contains(origin);
         if member {
             return Ok(());
