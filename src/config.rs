@@ -152,6 +152,10 @@ pub struct FederationConfig {
     /// Let requests to other servers go to private, loopback and link-local addresses
     /// (several servers on one machine or network).
     pub allow_private_destinations: bool,
+    /// Requests each other server may make per second, sustained (0: no limit), and the burst
+    /// above it; counted per instance.
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: u32,
 }
 
 impl Default for FederationConfig {
@@ -163,6 +167,8 @@ impl Default for FederationConfig {
             tls_private_key: String::new(),
             verify_certificates: true,
             allow_private_destinations: false,
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 1000,
         }
     }
 }
@@ -445,6 +451,16 @@ impl Config {
             self.federation.allow_private_destinations = v
                 .parse()
                 .context("SANDCAT_FEDERATION_ALLOW_PRIVATE_DESTINATIONS must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_FEDERATION_RATE_LIMIT_PER_SECOND") {
+            self.federation.rate_limit_per_second = v
+                .parse()
+                .context("SANDCAT_FEDERATION_RATE_LIMIT_PER_SECOND must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_FEDERATION_RATE_LIMIT_BURST") {
+            self.federation.rate_limit_burst = v
+                .parse()
+                .context("SANDCAT_FEDERATION_RATE_LIMIT_BURST must be a number")?;
         }
         if let Some(v) = get("SANDCAT_STORAGE_BACKEND") {
             self.storage.backend = v.parse().context("SANDCAT_STORAGE_BACKEND")?;

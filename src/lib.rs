@@ -31,6 +31,7 @@ use sandcat_core::{
     inbox::{InboxIndexer, InboxWatch},
     notifier::Notifier,
     ports::{EventBus, Inbox, StreamPosition},
+    ratelimit::Limiter,
     sequencer::{Sequencer, SigningKey},
     services::{
         accounts::Accounts,
@@ -381,6 +382,10 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         data.clone(),
         keys.clone(),
         well_known,
+        Limiter::new(
+            config.federation.rate_limit_per_second,
+            config.federation.rate_limit_burst,
+        ),
     );
     let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
         MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),

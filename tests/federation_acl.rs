@@ -1,4 +1,5 @@
-//! Server ACLs across servers, over loopback TLS: once a room's `m.room.server_acl` refuses
+//! What keeps other servers in bounds, over loopback TLS. Server ACLs: once a room's
+//! `m.room.server_acl` refuses
 //! other servers, they can no longer read the room nor have their users join it through this
 //! server, while this server's users carry on. Runs on the embedded profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
@@ -8,7 +9,7 @@ mod common;
 
 use common::{
     enc,
-    federation::{federating, heard, signing_as},
+    federation::{federating, federating_with, heard, signing_as},
 };
 use ruma::{api::federation::event::get_event, OwnedEventId};
 use serde_json::json;
@@ -70,4 +71,42 @@ async fn a_server_refused_by_the_acl_is_kept_out() {
     // Alice's own words still go in.
     alice.send_text(&room, "t2", "after the ACL").await;
     assert!(heard(&alice, &room, "after the ACL").await);
+}
+
+#[tokio::test]
+async fn another_server_over_its_rate_limit_gets_429() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a, a_name) = federating_with(certs.path(), |c| {
+        c.federation.rate_limit_per_second = 0.01;
+        c.federation.rate_limit_burst = 3;
+    })
+    .await;
+    let (b, b_name) = federating(certs.path()).await;
+    let alice = a.register("alice").await;
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{
+                "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "world_readable" }
+            }]
+        }))
+        .await;
+    let said: OwnedEventId = alice
+        .send_text(&room, "t1", "hello")
+        .await
+        .try_into()
+        .unwrap();
+    let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
+    let as_b = signing_as(&b_name, b_key);
+    for _ in 0..3 {
+        as_b.send(&a_name, get_event::v1::Request::new(said.clone()))
+            .await
+            .expect("within the burst");
+    }
+    let over = as_b
+        .send(&a_name, get_event::v1::Request::new(said))
+        .await
+        .expect_err("past the burst");
+    assert!(over.to_string().contains("429"), "{over}");
 }

@@ -1,5 +1,6 @@
 //! Rate limiting: a token bucket per user (or per client address when unauthenticated) for the
-//! endpoints ruma marks as rate-limited and for the Sandcat login and code endpoints, and a
+//! endpoints ruma marks as rate-limited and for the Sandcat login and code endpoints, one per
+//! other server for every federation request, and a
 //! lockout of accounts after repeated failed passwords. Over a limit a client gets
 //! `M_LIMIT_EXCEEDED` (Sandcat: 429).
 
@@ -12,6 +13,8 @@ use governor::{clock::DefaultClock, state::keyed::DefaultKeyedStateStore, Quota,
 pub enum Key {
     User(String),
     Address(IpAddr),
+    /// Another server, by the name its requests are signed with.
+    Server(String),
 }
 
 pub struct Limiter {

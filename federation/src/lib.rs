@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::OwnedServerName;
+use sandcat_core::ratelimit::Limiter;
 use sandcat_core::services::{
     data::ClientData,
     federation::{Inbound, ServerReads},
@@ -41,6 +42,8 @@ pub struct FederationState {
     /// This server's users' encryption keys, and where other servers' to-device messages and
     /// device changes go.
     e2ee: Arc<Keys>,
+    /// Requests per other server.
+    limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
 }
@@ -54,6 +57,7 @@ impl FederationState {
         data: Arc<ClientData>,
         e2ee: Arc<Keys>,
         well_known_server: Option<OwnedServerName>,
+        limiter: Limiter,
     ) -> Self {
         FederationState {
             server_name,
@@ -63,6 +67,7 @@ impl FederationState {
             data,
             e2ee,
             well_known_server,
+            limiter: Arc::new(limiter),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A request of another server: its `X-Matrix` signature checked against the origin's keys
-//! (fetched once and kept until they expire), then parsed as the ruma endpoint it is for.
+//! (fetched once and kept until they expire), counted against the origin's rate limit, then
+//! parsed as the ruma endpoint it is for.
 
 use axum::{
     extract::{FromRequest, Path, Request},
@@ -10,7 +11,7 @@ use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedServerName,
 };
 use sandcat_client_api::ApiError;
-use sandcat_core::{Error, ErrorCode};
+use sandcat_core::{ratelimit::Key, Error, ErrorCode};
 
 use crate::FederationState;
 
@@ -55,6 +56,13 @@ where
         if let Err(e) = x_matrix.verify_http_request(&request, &state.server_name, &keys) {
             tracing::info!(%origin, error = %e, "a request's signature failed");
             return Err(unauthorized(format!("the request's signature failed: {e}")));
+        }
+        if let Err(wait) = state.limiter.check(Key::Server(origin.to_string())) {
+            tracing::info!(%origin, "a server went over its rate limit");
+            return Err(ApiError(Error::matrix(
+                ErrorCode::LimitExceeded,
+                format!("too many requests; retry in {} ms", wait.as_millis()),
+            )));
         }
         let (parts, bytes) = request.into_parts();
         let request = http::Request::from_parts(parts, bytes.as_ref());

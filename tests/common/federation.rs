@@ -29,6 +29,14 @@ pub(crate) fn free_port() -> u16 {
 
 /// A server named `localhost:PORT` whose TLS listener is on that port.
 pub(crate) async fn federating(certs: &Path) -> (Server, OwnedServerName) {
+    federating_with(certs, |_| {}).await
+}
+
+/// The same, with `tweak` applied to its configuration.
+pub(crate) async fn federating_with(
+    certs: &Path,
+    tweak: impl FnOnce(&mut sandcat::Config) + Send + 'static,
+) -> (Server, OwnedServerName) {
     let (cert, key) = certificate(certs);
     let port = free_port();
     let name: OwnedServerName = format!("localhost:{port}").try_into().unwrap();
@@ -40,6 +48,7 @@ pub(crate) async fn federating(certs: &Path) -> (Server, OwnedServerName) {
         c.federation.tls_private_key = key;
         c.federation.verify_certificates = false;
         c.federation.allow_private_destinations = true;
+        tweak(c);
     })
     .await;
     (srv, name)
