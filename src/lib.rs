@@ -370,17 +370,19 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     );
     let federation = sandcat_federation::FederationState::new(
         signing.server_name.clone(),
-        server_keys.clone(),
-        Arc::new(ServerReads::new(store.clone(), store.clone())),
-        Arc::new(Inbound::new(
-            store.clone(),
-            store.clone(),
-            bus.clone(),
-            server_keys,
-            signing.clone(),
-        )),
-        data.clone(),
-        keys.clone(),
+        sandcat_federation::FederationServices {
+            keys: server_keys.clone(),
+            reads: Arc::new(ServerReads::new(store.clone(), store.clone())),
+            inbound: Arc::new(Inbound::new(
+                store.clone(),
+                store.clone(),
+                bus.clone(),
+                server_keys,
+                signing.clone(),
+            )),
+            data: data.clone(),
+            e2ee: keys.clone(),
+        },
         well_known,
         Limiter::new(
             config.federation.rate_limit_per_second,

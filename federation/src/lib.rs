@@ -29,6 +29,19 @@ pub mod signed;
 mod transactions;
 mod user_keys;
 
+/// The services the federation endpoints answer with.
+pub struct FederationServices {
+    /// This server's and other servers' signing keys.
+    pub keys: Arc<ServerKeys>,
+    pub reads: Arc<ServerReads>,
+    pub inbound: Arc<Inbound>,
+    /// Where other servers' typing and receipts go.
+    pub data: Arc<ClientData>,
+    /// This server's users' encryption keys, and where other servers' to-device messages and
+    /// device changes go.
+    pub e2ee: Arc<Keys>,
+}
+
 /// What the federation endpoints share.
 #[derive(Clone)]
 pub struct FederationState {
@@ -37,10 +50,7 @@ pub struct FederationState {
     keys: Arc<ServerKeys>,
     reads: Arc<ServerReads>,
     inbound: Arc<Inbound>,
-    /// Where other servers' typing and receipts go.
     data: Arc<ClientData>,
-    /// This server's users' encryption keys, and where other servers' to-device messages and
-    /// device changes go.
     e2ee: Arc<Keys>,
     /// Requests per other server.
     limiter: Arc<Limiter>,
@@ -51,14 +61,17 @@ pub struct FederationState {
 impl FederationState {
     pub fn new(
         server_name: OwnedServerName,
-        keys: Arc<ServerKeys>,
-        reads: Arc<ServerReads>,
-        inbound: Arc<Inbound>,
-        data: Arc<ClientData>,
-        e2ee: Arc<Keys>,
+        services: FederationServices,
         well_known_server: Option<OwnedServerName>,
         limiter: Limiter,
     ) -> Self {
+        let FederationServices {
+            keys,
+            reads,
+            inbound,
+            data,
+            e2ee,
+        } = services;
         FederationState {
             server_name,
             keys,
