@@ -112,6 +112,13 @@ pub(crate) async fn request(
     if req.friend_id == req.user_id {
         return Err(ApiError::bad_request("cannot befriend yourself"));
     }
+    if s.matrix_id(&req.friend_id)?.server_name() != s.config.server_name {
+        return Err(ApiError::bad_request(format!(
+            "{} is a user of another server: friend requests reach users of this server only; \
+             add them to a group, or talk in a Matrix direct chat",
+            req.friend_id
+        )));
+    }
     user_view(&s, &req.friend_id).await?;
     if s.store
         .friend(&req.user_id, &req.friend_id)

@@ -159,14 +159,24 @@ async fn others(
         .collect())
 }
 
-/// Invites and joins users into the group, as Sandcat groups add members directly.
+/// The Matrix id of a member to add: a user of this server that exists, or any user of
+/// another server (whose server answers the invite).
+async fn member_id(s: &NativeState, id: &str) -> ApiResult<ruma::OwnedUserId> {
+    let uid = s.matrix_id(id)?;
+    if uid.server_name() == s.config.server_name && s.users.user(&uid).await?.is_none() {
+        return Err(ApiError::not_found(format!("no user {id}")));
+    }
+    Ok(uid)
+}
+
+/// Invites and joins users into the group, as Sandcat groups add members directly. A user
+/// of another server (a full Matrix id) is invited through their server, and joins from
+/// there when they accept.
 async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -> ApiResult<()> {
     let session = s.session(by)?;
     for id in ids {
-        let uid = s.matrix_id(id)?;
-        if s.users.user(&uid).await?.is_none() {
-            return Err(ApiError::not_found(format!("no user {id}")));
-        }
+        let uid = member_id(s, id).await?;
+        let local = uid.server_name() == s.config.server_name;
         match s.room_store().membership(room, &uid).await? {
             Some(m) if m.membership == MembershipState::Join => continue,
             Some(m) if m.membership == MembershipState::Invite => {}
@@ -176,7 +186,9 @@ async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -
                     .await?
             }
         }
-        s.rooms.join(&s.session(id)?, room, None).await?;
+        if local {
+            s.rooms.join(&s.session(id)?, room, None).await?;
+        }
     }
     Ok(())
 }
@@ -207,9 +219,7 @@ pub(crate) async fn create(
         .cloned()
         .collect();
     for m in &members {
-        if s.users.user(&s.matrix_id(m)?).await?.is_none() {
-            return Err(ApiError::not_found(format!("no user {m}")));
-        }
+        member_id(&s, m).await?;
     }
     let room = s
         .rooms
