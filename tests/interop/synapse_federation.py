@@ -4,17 +4,22 @@ matrix-nio drives a user on each server: rooms created on either side are joined
 other, by alias and by id; messages go both ways and are seen through /sync on each side;
 invites go both ways, one accepted, one rejected; typing and read receipts cross both ways;
 each server looks up the other's user's profile; each user reads the other's device keys,
-claims a one-time key and sends a to-device message through the other server. Exits non-zero on the first failure.
+claims a one-time key and sends a to-device message through the other server; and a Sandcat
+native client (its REST API and bincode WebSocket) makes a group with the Synapse user in it,
+and they talk. Exits non-zero on the first failure.
 
 Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE_NAME
 """
 
 import asyncio
+import base64
 import json
+import struct
 import sys
 import uuid
 from urllib.parse import quote
 
+import aiohttp
 from nio import (
     AsyncClient,
     JoinResponse,
@@ -164,6 +169,96 @@ async def keys_across(a, b):
     check(True, f"to-device {a.user_id} -> {b.user_id} delivered")
 
 
+# --- the Sandcat native protocol: a `Msg` frame in bincode (little-endian, u64 lengths)
+MSG_FIELDS = [
+    ("send_id", "s"), ("receiver_id", "s"), ("local_id", "s"), ("server_id", "s"),
+    ("create_time", "q"), ("send_time", "q"), ("seq", "q"), ("msg_type", "i"),
+    ("content_type", "i"), ("content", "b"), ("is_read", "?"), ("group_id", "s"),
+    ("platform", "i"), ("avatar", "s"), ("nickname", "s"), ("related_msg_id", "o"),
+    ("send_seq", "q"),
+]
+
+
+def encode_msg(msg):
+    out = b""
+    for name, kind in MSG_FIELDS:
+        v = msg.get(name)
+        if kind in ("s", "b"):
+            data = v.encode() if kind == "s" else v
+            out += struct.pack("<Q", len(data)) + data
+        elif kind == "o":
+            out += b"\x00" if v is None else b"\x01" + struct.pack("<Q", len(v)) + v.encode()
+        else:
+            out += struct.pack("<" + kind, v)
+    return out
+
+
+def decode_msg(data):
+    msg, at = {}, 0
+    for name, kind in MSG_FIELDS:
+        if kind in ("s", "b", "o"):
+            if kind == "o":
+                present = data[at]
+                at += 1
+                if not present:
+                    msg[name] = None
+                    continue
+            (n,) = struct.unpack_from("<Q", data, at)
+            at += 8
+            raw = data[at : at + n]
+            at += n
+            msg[name] = raw if kind == "b" else raw.decode()
+        else:
+            (msg[name],) = struct.unpack_from("<" + kind, data, at)
+            at += struct.calcsize("<" + kind)
+    return msg
+
+
+async def sandcat_group_with(sam, syd):
+    """Sam's Sandcat client makes a group with Syd (of Synapse) in it; they talk."""
+    name = sam.user_id.split(":")[0][1:]
+    async with aiohttp.ClientSession() as http:
+        pw = base64.b64encode(f"pw-{name}".encode()).decode().rstrip("=")
+        async with http.post(f"{SANDCAT}/api/user/login", json={"account": name, "password": pw}) as r:
+            login = await r.json()
+            check(r.status == 200, f"Sam logs in with the Sandcat client ({login})")
+        token, sid = login["token"], login["user"]["id"]
+        auth = {"Authorization": f"Bearer {token}"}
+        ws = await http.ws_connect(f"{login['ws_addr']}/{sid}/conn/{sid}/0/{token}")
+        group = {"id": "", "owner": sid, "avatar": "", "group_name": "Cats across", "members_id": [syd.user_id]}
+        async with http.post(f"{SANDCAT}/api/group/{sid}", json=group, headers=auth) as r:
+            made = await r.json()
+            check(r.status == 200, f"Sam makes a group with Syd in it ({made})")
+        room_id = made["info"]["id"]
+        await sync_until(syd, lambda r: room_id in r.rooms.invite, "Syd sees the group's invite")
+        resp = await syd.join(room_id)
+        check(isinstance(resp, JoinResponse), f"Syd joins the Sandcat group ({resp})")
+        text = f"meow from Synapse {RUN}"
+        resp = await syd.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+        check(isinstance(resp, RoomSendResponse), "Syd talks in the group")
+        got = None
+        for _ in range(100):
+            frame = await ws.receive(timeout=10)
+            if frame.type != aiohttp.WSMsgType.BINARY:
+                continue
+            m = decode_msg(frame.data)
+            if m["msg_type"] == 1 and m["group_id"] == room_id and m["content"] == text.encode():
+                got = m
+                break
+        check(got is not None and got["send_id"] == syd.user_id, "Syd's message reaches Sam's WebSocket")
+        reply = f"purr from the Sandcat client {RUN}"
+        frame = {name: "" for name, kind in MSG_FIELDS if kind == "s"}
+        frame.update(
+            send_id=sid, receiver_id=room_id, local_id=uuid.uuid4().hex, group_id=room_id,
+            create_time=0, send_time=0, seq=0, msg_type=1, content_type=1,
+            content=reply.encode(), is_read=False, platform=0, related_msg_id=None, send_seq=0,
+        )
+        await ws.send_bytes(encode_msg(frame))
+        await sync_until(syd, has_message(room_id, reply), "Syd sees the Sandcat client's message")
+        check(True, "the Sandcat client's message reaches Syd through /sync")
+        await ws.close()
+
+
 async def membership(client, room_id, user_id):
     resp = await client.room_get_state_event(room_id, "m.room.member", user_id)
     if not isinstance(resp, RoomGetStateEventResponse):
@@ -300,6 +395,9 @@ async def main():
     # End-to-end encryption plumbing, both ways: keys read and claimed, to-device messages.
     await keys_across(sam, syd)
     await keys_across(syd, sam)
+
+    # A Sandcat native client in a group with the Synapse user.
+    await sandcat_group_with(sam, syd)
 
     for c in (sam, syd):
         await c.close()
