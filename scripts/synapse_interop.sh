@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Federation interop with Synapse: starts Synapse (scripts/synapse_peer.sh) and the sandcat
-# binary, each named localhost:PORT with a TLS federation listener on that port, and drives a
+# binary (scripts/sandcat_peer.sh), each named localhost:PORT with a TLS federation listener on that port, and drives a
 # user on each with matrix-nio (tests/interop/synapse_federation.py).
 #   scripts/synapse_interop.sh SANDCAT_BINARY PYTHON_WITH_NIO SYNAPSE_VENV
 set -euo pipefail
@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 fail() {
     echo "--- sandcat log" >&2
-    tail -n 200 "$WORK/sandcat.log" >&2 || true
+    tail -n 200 "$WORK/sandcat/sandcat.log" >&2 || true
     echo "--- synapse log" >&2
     grep -E ' - (WARNING|ERROR) - ' "$WORK/synapse/homeserver.log" | tail -n 100 >&2 || true
     exit 1
@@ -33,24 +33,7 @@ SYNAPSE_PID=$(scripts/synapse_peer.sh "$WORK/synapse" "$SYN_PORT" "$SYNAPSE_VENV
 
 FED_PORT=$(free_port)
 CLIENT_PORT=$(free_port)
-mkdir -p "$WORK/sandcat"
-openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" > /dev/null 2>&1
-SANDCAT_SERVER_NAME="localhost:$FED_PORT" SANDCAT_LISTEN="127.0.0.1:$CLIENT_PORT" \
-    SANDCAT_DATA_DIR="$WORK/sandcat" SANDCAT_REGISTRATION_ENABLED=true SANDCAT_LOG=info \
-    SANDCAT_RATE_LIMIT_PER_SECOND=0 \
-    SANDCAT_FEDERATION_LISTEN="127.0.0.1:$FED_PORT" \
-    SANDCAT_FEDERATION_TLS_CERTIFICATE="$WORK/tls.crt" \
-    SANDCAT_FEDERATION_TLS_PRIVATE_KEY="$WORK/tls.key" \
-    SANDCAT_FEDERATION_VERIFY_CERTIFICATES=false \
-    SANDCAT_FEDERATION_ALLOW_PRIVATE_DESTINATIONS=true \
-    "$BIN" serve > "$WORK/sandcat.log" 2>&1 &
-SANDCAT_PID=$!
-for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$CLIENT_PORT/_matrix/client/versions" > /dev/null; then break; fi
-    sleep 0.1
-done
+SANDCAT_PID=$(scripts/sandcat_peer.sh "$BIN" "$WORK/sandcat" "$FED_PORT" "$CLIENT_PORT") || fail
 
 "$PY" tests/interop/synapse_federation.py "http://127.0.0.1:$CLIENT_PORT" "localhost:$FED_PORT" \
     "https://localhost:$SYN_PORT" "localhost:$SYN_PORT" || fail

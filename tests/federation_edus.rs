@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     enc,
-    federation::{federating, heard},
+    federation::{federating, heard, sync_until},
     Client,
 };
 use serde_json::{json, Value};
@@ -21,20 +21,16 @@ async fn ephemeral(
     kind: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Option<Value> {
-    let mut since: Option<String> = None;
-    for _ in 0..20 {
-        let sync = client.sync(since.as_deref(), 1_000).await;
-        let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array();
-        if let Some(e) = events
+    let found = |sync: &Value| {
+        sync["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
             .into_iter()
             .flatten()
             .find(|e| e["type"] == kind && pred(e))
-        {
-            return Some(e.clone());
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-    }
-    None
+            .cloned()
+    };
+    let sync = sync_until(client, None, |s| found(s).is_some()).await?;
+    found(&sync)
 }
 
 #[tokio::test]

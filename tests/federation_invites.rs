@@ -9,22 +9,15 @@ mod common;
 
 use common::{
     enc,
-    federation::{federating, heard, joined_members},
+    federation::{federating, heard, joined_members, sync_until},
     Client,
 };
 use serde_json::{json, Value};
 
 /// The invite section of `client`'s `/sync` for `room`, waiting a few seconds for it.
 async fn invite_of(client: &Client, room: &str) -> Option<Value> {
-    let mut since: Option<String> = None;
-    for _ in 0..20 {
-        let sync = client.sync(since.as_deref(), 1_000).await;
-        if let Some(invite) = sync["rooms"]["invite"].get(room) {
-            return Some(invite.clone());
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-    }
-    None
+    let sync = sync_until(client, None, |s| s["rooms"]["invite"].get(room).is_some()).await?;
+    Some(sync["rooms"]["invite"][room].clone())
 }
 
 /// The membership `client`'s server holds for `user` in `room`.

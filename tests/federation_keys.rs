@@ -6,7 +6,11 @@
 
 mod common;
 
-use common::{enc, federation::federating, Client};
+use common::{
+    enc,
+    federation::{federating, sync_until},
+    Client,
+};
 use serde_json::{json, Value};
 
 async fn device_of(client: &Client) -> String {
@@ -25,22 +29,6 @@ fn device_keys(user: &str, device: &str, ed: &str) -> Value {
         },
         "signatures": { user: { format!("ed25519:{device}"): "c2lnbmF0dXJl" } },
     })
-}
-
-/// The first `/sync` (long-polled from `since`) that `pred` accepts.
-async fn sync_until(
-    client: &Client,
-    mut since: Option<String>,
-    pred: impl Fn(&Value) -> bool,
-) -> Option<Value> {
-    for _ in 0..20 {
-        let sync = client.sync(since.as_deref(), 1_000).await;
-        if pred(&sync) {
-            return Some(sync);
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-    }
-    None
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     enc,
-    federation::{federating, heard},
+    federation::{federating, heard, sync_until},
     native::{next_of, sandcat_user, send_frame, text},
 };
 use serde_json::json;
@@ -33,16 +33,9 @@ async fn a_sandcat_group_has_a_member_of_another_server() {
         .await;
     assert_eq!(status, 200, "{made}");
     let group = made["info"]["id"].as_str().unwrap().to_owned();
-    let mut since: Option<String> = None;
-    let mut invited = false;
-    for _ in 0..20 {
-        let sync = bob.sync(since.as_deref(), 1_000).await;
-        if sync["rooms"]["invite"].get(&group).is_some() {
-            invited = true;
-            break;
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-    }
+    let invited = sync_until(&bob, None, |s| s["rooms"]["invite"].get(&group).is_some())
+        .await
+        .is_some();
     assert!(invited, "Bob never saw the group's invite");
     let (status, body) = bob
         .post(

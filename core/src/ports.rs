@@ -291,6 +291,14 @@ pub trait RoomStore: Send + Sync {
     /// `(user, membership)` of everyone with a membership in the room.
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>>;
     /// The servers with a joined member in the room (this one too, if it has one).
+    /// Whether this server is in the room: it has the room's state (its create event), not
+    /// only memberships of its users outside it (see the sequencer's `outside.rs`).
+    async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self
+            .state_event(room_id, "m.room.create", "")
+            .await?
+            .is_some())
+    }
     async fn joined_servers(
         &self,
         room_id: &RoomId,

@@ -151,6 +151,31 @@ impl RemoteEvents {
     }
 }
 
+/// The answer of the first of `via` that `ask` succeeds with, else the last failure; each
+/// failure is logged (`what`: what was asked).
+async fn first_answer<'a, T, F, Fut>(
+    via: &'a [OwnedServerName],
+    room_id: &RoomId,
+    what: &str,
+    ask: F,
+) -> Result<T>
+where
+    F: Fn(&'a ServerName) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut last = Error::not_found(format!("no server answered for {room_id}"));
+    for server in via {
+        match ask(server).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => {
+                tracing::info!(%room_id, %server, error = %e, "{what} through a server failed");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 #[async_trait]
 impl RemoteRooms for RemoteEvents {
     async fn join(
@@ -160,17 +185,10 @@ impl RemoteRooms for RemoteEvents {
         user_id: &UserId,
         content: Value,
     ) -> Result<RemoteJoin> {
-        let mut last = Error::not_found(format!("{room_id} could not be joined"));
-        for server in via {
-            match self.join_through(server, room_id, user_id, &content).await {
-                Ok(join) => return Ok(join),
-                Err(e) => {
-                    tracing::info!(%room_id, %server, error = %e, "joining through a server failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        first_answer(via, room_id, "joining", |server| {
+            self.join_through(server, room_id, user_id, &content)
+        })
+        .await
     }
 
     async fn leave(
@@ -180,17 +198,10 @@ impl RemoteRooms for RemoteEvents {
         user_id: &UserId,
         content: Value,
     ) -> Result<OutsideMembership> {
-        let mut last = Error::not_found(format!("{room_id} could not be left"));
-        for server in via {
-            match self.leave_through(server, room_id, user_id, &content).await {
-                Ok(leave) => return Ok(leave),
-                Err(e) => {
-                    tracing::info!(%room_id, %server, error = %e, "leaving through a server failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        first_answer(via, room_id, "leaving", |server| {
+            self.leave_through(server, room_id, user_id, &content)
+        })
+        .await
     }
 
     async fn query_alias(

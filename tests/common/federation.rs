@@ -7,6 +7,8 @@ use ruma::{signatures::Ed25519KeyPair, OwnedServerName};
 use sandcat_core::sequencer::SigningKey;
 use sandcat_federation::client::{ClientOptions, FederationClient};
 
+use serde_json::Value;
+
 use super::{Client, Server};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, as PEM files in `dir`.
@@ -74,18 +76,28 @@ pub(crate) fn signing_as(server: &OwnedServerName, key: Ed25519KeyPair) -> Feder
 /// Whether `body` reaches `client`'s timeline of `room` through `/sync` long-polls (a few
 /// seconds at most: the transaction goes out at once).
 pub(crate) async fn heard(client: &Client, room: &str, body: &str) -> bool {
-    let mut since: Option<String> = None;
+    sync_until(client, None, |sync| {
+        super::timeline_bodies(sync, room).iter().any(|b| b == body)
+    })
+    .await
+    .is_some()
+}
+
+/// The first `/sync` of `client`, long-polled from `since` (a few seconds at most), that
+/// `pred` accepts.
+pub(crate) async fn sync_until(
+    client: &Client,
+    mut since: Option<String>,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
     for _ in 0..20 {
         let sync = client.sync(since.as_deref(), 1_000).await;
-        if super::timeline_bodies(&sync, room)
-            .iter()
-            .any(|b| b == body)
-        {
-            return true;
+        if pred(&sync) {
+            return Some(sync);
         }
         since = sync["next_batch"].as_str().map(str::to_owned);
     }
-    false
+    None
 }
 
 /// The joined members of `room`, as `client`'s server has them, sorted.

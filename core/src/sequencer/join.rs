@@ -45,7 +45,7 @@ impl Sequencer {
         check_create(&state, join)?;
         self.add_outside_stream(&rules, unknown, Placement::Outlier)
             .await?;
-        if self.is_resident(room_id).await? {
+        if self.store.is_resident(room_id).await? {
             let again = RoomBatch::received(room_id.to_owned(), vec![join.event.clone()]);
             return self.sequence_remote(&again).await;
         }

@@ -22,7 +22,7 @@ impl Sequencer {
         room_id: &RoomId,
         outside: &OutsideMembership,
     ) -> Result<Vec<StoredEvent>> {
-        if self.is_resident(room_id).await? {
+        if self.store.is_resident(room_id).await? {
             let again = RoomBatch::received(room_id.to_owned(), vec![outside.event.clone()]);
             return self.sequence_remote(&again).await;
         }
@@ -87,15 +87,5 @@ impl Sequencer {
             redacted_because: None,
             txn: None,
         }])
-    }
-
-    /// Whether this server is in the room: it has the room's state (its create event), not
-    /// only memberships outside it.
-    pub(super) async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self
-            .store
-            .state_event(room_id, "m.room.create", "")
-            .await?
-            .is_some())
     }
 }

@@ -46,7 +46,7 @@ impl Sequencer {
     /// before), or the refusal of the first that is rejected. A soft-failed event is kept
     /// and answers nothing, as the spec has it: its sender learns nothing of it.
     pub(super) async fn sequence_remote(&self, batch: &RoomBatch) -> Result<Vec<StoredEvent>> {
-        if !self.is_resident(&batch.room_id).await? {
+        if !self.store.is_resident(&batch.room_id).await? {
             return Err(Error::forbidden(format!(
                 "this server is not in {}",
                 batch.room_id

@@ -14,7 +14,7 @@ use super::{acl::check_acl, reads::state_before, template::membership_template, 
 use crate::{
     intent::{OutsideMembership, ReceivedPdu, RoomBatch},
     ports::RoomSnapshot,
-    remote_pdu::{verify_pdu, VerifiedPdu},
+    remote_pdu::verify_pdu,
     sequencer::rules_for,
     Error, ErrorCode, Result,
 };
@@ -117,27 +117,12 @@ impl Inbound {
         event_id: &EventId,
         pdu: &str,
     ) -> Result<JoinAnswer> {
-        let verified = self.own_membership(origin, room_id, event_id, pdu).await?;
-        if verified.pdu.membership() != Some(MembershipState::Join) {
-            return Err(Error::forbidden(format!(
-                "not a join of a user of {origin}"
-            )));
-        }
-        let added = self
-            .bus
-            .submit(RoomBatch::received(
-                room_id.to_owned(),
-                vec![verified.into()],
-            ))
+        let join = self
+            .add_own_membership(origin, room_id, event_id, pdu, MembershipState::Join)
             .await?;
-        if added.is_empty() {
-            return Err(Error::forbidden("the join is not allowed now"));
-        }
         let state = state_before(self.store.as_ref(), room_id, event_id).await?;
         let mut wanted = state.clone();
-        if let Some(ev) = added.first() {
-            wanted.extend(ev.pdu.auth_events.iter().cloned());
-        }
+        wanted.extend(join.pdu.auth_events.iter().cloned());
         let chain: Vec<OwnedEventId> = self
             .store
             .auth_graph(&wanted)
@@ -196,33 +181,21 @@ impl Inbound {
         event_id: &EventId,
         pdu: &str,
     ) -> Result<()> {
-        let verified = self.own_membership(origin, room_id, event_id, pdu).await?;
-        if verified.pdu.membership() != Some(MembershipState::Leave) {
-            return Err(Error::forbidden(format!(
-                "not a leave of a user of {origin}"
-            )));
-        }
-        let added = self
-            .bus
-            .submit(RoomBatch::received(
-                room_id.to_owned(),
-                vec![verified.into()],
-            ))
+        self.add_own_membership(origin, room_id, event_id, pdu, MembershipState::Leave)
             .await?;
-        if added.is_empty() {
-            return Err(Error::forbidden("the leave is not allowed now"));
-        }
         Ok(())
     }
 
-    /// A membership event of a user of `origin` for itself, checked: signatures, hash, id.
-    async fn own_membership(
+    /// Adds a membership event (`membership`) of a user of `origin` for itself, checked
+    /// first — signatures, hash, id — then through the room's lane: the event as added.
+    async fn add_own_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &str,
-    ) -> Result<VerifiedPdu> {
+        membership: MembershipState,
+    ) -> Result<crate::StoredEvent> {
         let version = self.version(room_id).await?;
         check_acl(self.store.as_ref(), room_id, origin).await?;
         let verified = verify_pdu(&self.keys, &version, room_id, pdu).await?;
@@ -235,13 +208,24 @@ impl Inbound {
         }
         let own = event.kind == TimelineEventType::RoomMember
             && event.state_key.as_deref() == Some(event.sender.as_str())
-            && event.sender.server_name() == origin;
+            && event.sender.server_name() == origin
+            && event.membership() == Some(membership.clone());
         if !own {
             return Err(Error::forbidden(format!(
-                "not a membership of a user of {origin}"
+                "not a {membership} of a user of {origin}"
             )));
         }
-        Ok(verified)
+        let added = self
+            .bus
+            .submit(RoomBatch::received(
+                room_id.to_owned(),
+                vec![verified.into()],
+            ))
+            .await?;
+        added
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::forbidden(format!("the {membership} is not allowed now")))
     }
 
     /// Counter-signs the invite of a user of this server by a user of `origin` (`/invite`),

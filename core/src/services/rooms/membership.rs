@@ -31,7 +31,7 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        if !self.is_resident(room_id).await? {
+        if !self.store.is_resident(room_id).await? {
             return self
                 .join_remote(session, room_id, via, Value::Object(c))
                 .await;
@@ -126,7 +126,7 @@ impl Rooms {
         if let Some(r) = reason {
             c.insert("reason".into(), json!(r));
         }
-        if !self.is_resident(room_id).await? {
+        if !self.store.is_resident(room_id).await? {
             return self.leave_outside(session, room_id, Value::Object(c)).await;
         }
         let intent = EventIntent::new(

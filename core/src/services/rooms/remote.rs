@@ -28,16 +28,6 @@ const INVITE_STATE: [&str; 7] = [
 ];
 
 impl Rooms {
-    /// Whether this server is in the room: it has the room's state (its create event), not
-    /// only invites of its users.
-    pub(super) async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self
-            .store
-            .state_event(room_id, "m.room.create", "")
-            .await?
-            .is_some())
-    }
-
     /// The server that invited `user_id` to a room this server is not in.
     async fn inviting_server(
         &self,
