@@ -56,6 +56,7 @@ config.update({
     "rc_message": fast, "rc_registration": fast, "rc_room_creation": fast,
     "rc_login": {k: fast for k in ("address", "account", "failed_attempts")},
     "rc_joins": {"local": fast, "remote": fast},
+    "rc_joins_per_room": fast,
     "rc_invites": {"per_room": fast, "per_user": fast, "per_issuer": fast},
 })
 with open("homeserver.yaml", "w") as f:
