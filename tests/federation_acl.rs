@@ -7,10 +7,7 @@
 
 mod common;
 
-use common::{
-    enc,
-    federation::{federating, federating_with, heard, signing_as},
-};
+use common::federation::{federating, federating_with, heard, join_via, signing_as};
 use ruma::{api::federation::event::get_event, OwnedEventId};
 use serde_json::json;
 
@@ -24,16 +21,7 @@ async fn a_server_refused_by_the_acl_is_kept_out() {
     let (c, _) = federating(certs.path()).await;
     let carol = c.register("carol").await;
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join = |who: &common::Client| {
-        let path = format!(
-            "/_matrix/client/v3/join/{}?via={}",
-            enc(&room),
-            enc(a_name.as_str())
-        );
-        let who = who.clone();
-        async move { who.post(&path, json!({})).await }
-    };
-    let (status, body) = join(&bob).await;
+    let (status, body) = join_via(&bob, &room, &a_name).await;
     assert_eq!(status, 200, "{body}");
     bob.send_text(&room, "t0", "before the ACL").await;
     assert!(heard(&alice, &room, "before the ACL").await);
@@ -66,7 +54,7 @@ async fn a_server_refused_by_the_acl_is_kept_out() {
         .await
         .expect_err("a refused server reads nothing");
     assert!(refused.to_string().contains("403"), "{refused}");
-    let (status, body) = join(&carol).await;
+    let (status, body) = join_via(&carol, &room, &a_name).await;
     assert_ne!(status, 200, "{body}");
     // Alice's own words still go in.
     alice.send_text(&room, "t2", "after the ACL").await;

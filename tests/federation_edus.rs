@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     enc,
-    federation::{federating, heard, sync_until},
+    federation::{heard, shared_room, sync_until, SharedRoom},
     Client,
 };
 use serde_json::{json, Value};
@@ -36,22 +36,14 @@ async fn ephemeral(
 #[tokio::test]
 async fn typing_and_receipts_reach_the_other_server() {
     let certs = tempfile::tempdir().unwrap();
-    let (a, a_name) = federating(certs.path()).await;
-    let (b, _) = federating(certs.path()).await;
-    let alice = a.register("alice").await;
-    let bob = b.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let (status, body) = bob
-        .post(
-            &format!(
-                "/_matrix/client/v3/join/{}?via={}",
-                enc(&room),
-                enc(a_name.as_str())
-            ),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let SharedRoom {
+        a: _a,
+        b: _b,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room(certs.path()).await;
 
     // Bob types on B; Alice sees it on A.
     let (status, body) = bob

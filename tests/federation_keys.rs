@@ -7,8 +7,7 @@
 mod common;
 
 use common::{
-    enc,
-    federation::{federating, sync_until},
+    federation::{shared_room, sync_until, SharedRoom},
     Client,
 };
 use serde_json::{json, Value};
@@ -34,22 +33,13 @@ fn device_keys(user: &str, device: &str, ed: &str) -> Value {
 #[tokio::test]
 async fn keys_and_to_device_messages_cross_servers() {
     let certs = tempfile::tempdir().unwrap();
-    let (a, a_name) = federating(certs.path()).await;
-    let (b, _) = federating(certs.path()).await;
-    let alice = a.register("alice").await;
-    let bob = b.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let (status, body) = bob
-        .post(
-            &format!(
-                "/_matrix/client/v3/join/{}?via={}",
-                enc(&room),
-                enc(a_name.as_str())
-            ),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let SharedRoom {
+        a: _a,
+        b: _b,
+        alice,
+        bob,
+        ..
+    } = shared_room(certs.path()).await;
 
     // Bob's device publishes its keys on B.
     let dev = device_of(&bob).await;

@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use ruma::{signatures::Ed25519KeyPair, OwnedServerName};
+use ruma::{signatures::Ed25519KeyPair, OwnedServerName, ServerName};
 use sandcat_core::sequencer::SigningKey;
 use sandcat_federation::client::{ClientOptions, FederationClient};
 
@@ -108,4 +108,47 @@ pub(crate) async fn joined_members(client: &Client, room: &str) -> Vec<String> {
     let mut ids: Vec<String> = m["joined"].as_object().unwrap().keys().cloned().collect();
     ids.sort();
     ids
+}
+
+/// `client` joins `room` through `server` (`/join?via=`): the answer's status and body.
+pub(crate) async fn join_via(client: &Client, room: &str, server: &ServerName) -> (u16, Value) {
+    let path = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        super::enc(room),
+        super::enc(server.as_str())
+    );
+    client.post(&path, serde_json::json!({})).await
+}
+
+/// Two federating servers: Alice of the first has a public room, and Bob of the second has
+/// joined it through the first. The servers stop when `a` and `b` are dropped: keep them.
+pub(crate) struct SharedRoom {
+    pub a: Server,
+    pub b: Server,
+    pub a_name: OwnedServerName,
+    pub b_name: OwnedServerName,
+    pub alice: Client,
+    pub bob: Client,
+    pub room: String,
+}
+
+pub(crate) async fn shared_room(certs: &Path) -> SharedRoom {
+    let (a, a_name) = federating(certs).await;
+    let (b, b_name) = federating(certs).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = alice
+        .create_room(serde_json::json!({ "preset": "public_chat" }))
+        .await;
+    let (status, body) = join_via(&bob, &room, &a_name).await;
+    assert_eq!(status, 200, "{body}");
+    SharedRoom {
+        a,
+        b,
+        a_name,
+        b_name,
+        alice,
+        bob,
+        room,
+    }
 }
