@@ -258,6 +258,16 @@ pub trait RoomStore: Send + Sync {
     async fn federated_servers(&self) -> Result<Vec<ruma::OwnedServerName>>;
     /// The PDU of an event as stored: as signed, redacted if it was.
     async fn event_json(&self, event_id: &ruma::EventId) -> Result<Option<String>>;
+    /// The PDUs of many events as stored, in no particular order; those the store lacks are
+    /// left out. For answers of thousands of events (`send_join`, `/state`): one query per
+    /// chunk rather than per event.
+    async fn events_json(&self, event_ids: &[OwnedEventId]) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        for id in event_ids {
+            out.extend(self.event_json(id).await?);
+        }
+        Ok(out)
+    }
     /// An event held back, as received.
     async fn held_pdu(&self, event_id: &ruma::EventId) -> Result<Option<HeldEvent>>;
     async fn state_event(

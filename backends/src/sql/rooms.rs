@@ -229,6 +229,22 @@ impl RoomStore for SqlStore {
             .map_err(db)
     }
 
+    async fn events_json(&self, event_ids: &[OwnedEventId]) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(500) {
+            let sql = format!(
+                "SELECT json FROM events WHERE event_id IN ({})",
+                params(1, chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            out.extend(q.fetch_all(&self.pool).await.map_err(db)?);
+        }
+        Ok(out)
+    }
+
     async fn held_pdu(&self, event_id: &EventId) -> Result<Option<sandcat_core::ports::HeldEvent>> {
         self.held_event(event_id).await
     }

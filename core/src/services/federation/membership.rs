@@ -144,13 +144,7 @@ impl Inbound {
     }
 
     async fn pdus(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(json) = self.store.event_json(id).await? {
-                out.push(json);
-            }
-        }
-        Ok(out)
+        self.store.events_json(ids).await
     }
 
     /// The leave event `origin` may sign for `user_id` (`make_leave`): for a user who is in

@@ -198,11 +198,7 @@ impl ServerReads {
     }
 
     async fn pdus_by_id(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.extend(self.store.event_json(id).await?);
-        }
-        Ok(out)
+        self.store.events_json(ids).await
     }
 
     /// Up to `limit` events of the room from `from` backwards, `from` included (`/backfill`):
