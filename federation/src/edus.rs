@@ -28,6 +28,8 @@ use crate::client::FederationClient;
 
 /// The most EDUs one transaction carries (the spec's limit).
 const MAX_EDUS_PER_TRANSACTION: usize = 100;
+/// EDUs waiting for one destination; more are dropped (and logged) while it is unreachable.
+const MAX_QUEUED: usize = 1_000;
 /// Attempts at one transaction of EDUs before it is dropped.
 const ATTEMPTS: u32 = 4;
 
@@ -40,7 +42,7 @@ struct Queues {
     client: Arc<FederationClient>,
     rooms: Arc<dyn RoomStore>,
     own: OwnedServerName,
-    queues: Mutex<HashMap<OwnedServerName, mpsc::UnboundedSender<Value>>>,
+    queues: Mutex<HashMap<OwnedServerName, mpsc::Sender<Value>>>,
     /// Distinguishes this process's EDU transactions from each other and from the event
     /// stream's (whose ids are numbers).
     next_txn: AtomicU64,
@@ -78,7 +80,7 @@ impl Queues {
                 }
             };
             for server in servers.into_iter().filter(|s| *s != this.own) {
-                this.queue(server).send(edu.clone()).ok();
+                this.enqueue(server, edu.clone());
             }
         });
     }
@@ -108,29 +110,33 @@ impl Queues {
                 }
             }
             for server in servers.into_iter().filter(|s| *s != this.own) {
-                this.queue(server).send(edu.clone()).ok();
+                this.enqueue(server, edu.clone());
             }
         });
     }
 
+    /// Queues `edu` for `destination`, or drops it when the queue is full.
+    fn enqueue(self: &Arc<Self>, destination: OwnedServerName, edu: Value) {
+        let queue = self.queue(destination.clone());
+        if queue.try_send(edu).is_err() {
+            tracing::info!(%destination, "an EDU was dropped: too many wait for that server");
+        }
+    }
+
     /// The queue of `destination`, with its task started on first use.
-    fn queue(self: &Arc<Self>, destination: OwnedServerName) -> mpsc::UnboundedSender<Value> {
+    fn queue(self: &Arc<Self>, destination: OwnedServerName) -> mpsc::Sender<Value> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(q) = queues.get(&destination).filter(|q| !q.is_closed()) {
             return q.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(MAX_QUEUED);
         queues.insert(destination.clone(), tx.clone());
         tokio::spawn(self.clone().drain(destination, rx));
         tx
     }
 
     /// Sends what arrives for `destination`, a transaction at a time.
-    async fn drain(
-        self: Arc<Self>,
-        destination: OwnedServerName,
-        mut rx: mpsc::UnboundedReceiver<Value>,
-    ) {
+    async fn drain(self: Arc<Self>, destination: OwnedServerName, mut rx: mpsc::Receiver<Value>) {
         while let Some(first) = rx.recv().await {
             let mut edus = vec![first];
             while edus.len() < MAX_EDUS_PER_TRANSACTION {
@@ -175,10 +181,10 @@ impl Queues {
 impl FederationEdus for EduSender {
     fn to_device(&self, destination: &ServerName, content: Value) {
         if destination != self.0.own {
-            self.0
-                .queue(destination.to_owned())
-                .send(json!({ "edu_type": "m.direct_to_device", "content": content }))
-                .ok();
+            self.0.enqueue(
+                destination.to_owned(),
+                json!({ "edu_type": "m.direct_to_device", "content": content }),
+            );
         }
     }
 
