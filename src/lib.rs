@@ -300,7 +300,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
     let edu_sender = EduSender::new(outbound.clone(), store.clone(), signing.server_name.clone());
     let federation_sender = Arc::new(FederationSender::new(
-        outbound,
+        outbound.clone(),
         store.clone(),
         store.clone(),
         store.clone(),
@@ -368,6 +368,22 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             edus: Arc::new(edu_sender.clone()),
         }),
     );
+    let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
+        MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
+        MediaBackend::S3 => pipeline::s3_media(config).await?,
+    };
+    let media = Arc::new(
+        sandcat_api::DEFAULT_AVATARS.iter().fold(
+            Media::new(
+                blobs,
+                store.clone(),
+                config.max_upload_bytes,
+                signing.server_name.clone(),
+            )
+            .with_remote(outbound.clone()),
+            |m, (id, png)| m.with_builtin(id, "image/png", png),
+        ),
+    );
     let federation = sandcat_federation::FederationState::new(
         signing.server_name.clone(),
         sandcat_federation::FederationServices {
@@ -382,6 +398,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             )),
             data: data.clone(),
             e2ee: keys.clone(),
+            media: media.clone(),
         },
         well_known,
         Limiter::new(
@@ -389,14 +406,6 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             config.federation.rate_limit_burst,
         ),
     );
-    let blobs: Arc<dyn sandcat_core::ports::MediaStore> = match config.media.backend {
-        MediaBackend::Embedded => Arc::new(FsMediaStore::new(config.data_dir.join("media"))),
-        MediaBackend::S3 => pipeline::s3_media(config).await?,
-    };
-    let media = Arc::new(sandcat_api::DEFAULT_AVATARS.iter().fold(
-        Media::new(blobs, store.clone(), config.max_upload_bytes),
-        |m, (id, png)| m.with_builtin(id, "image/png", png),
-    ));
     let inbox: Arc<dyn Inbox> = match config.inbox.backend {
         InboxBackend::Embedded => store.clone(),
         InboxBackend::Mongodb => pipeline::mongo_inbox(config).await?,

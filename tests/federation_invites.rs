@@ -1,5 +1,6 @@
 //! Invites across servers, over loopback TLS: a user here invites a user of another server
-//! (whose server counter-signs the invite), who sees it with what the room told of itself,
+//! (whose server counter-signs the invite; by `/invite` or in `createRoom`, as a direct chat
+//! is started), who sees it with what the room told of itself,
 //! joins through the inviting server and talks; an invite the other way is rejected through
 //! the inviting server; and one whose server is gone is rejected on this server alone. Runs
 //! on the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
@@ -83,16 +84,24 @@ async fn users_of_two_servers_invite_each_other() {
         "A never had B's message"
     );
 
-    // The other way: Bob, on B, invites Alice, who declines through B.
-    let his_room = bob.create_room(json!({ "preset": "private_chat" })).await;
-    let (status, body) = bob
-        .post(
-            &format!("/_matrix/client/v3/rooms/{his_room}/invite"),
-            json!({ "user_id": alice.user_id }),
-        )
+    // The other way: Bob, on B, starts a direct chat with Alice as Element does (the invite
+    // in `createRoom`), and she declines through B.
+    let his_room = bob
+        .create_room(json!({
+            "preset": "trusted_private_chat",
+            "is_direct": true,
+            "invite": [alice.user_id],
+        }))
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(invite_of(&alice, &his_room).await.is_some());
+    assert_eq!(membership(&bob, &his_room, &alice.user_id).await, "invite");
+    let invite = invite_of(&alice, &his_room)
+        .await
+        .expect("Alice never saw the direct chat's invite");
+    let events = invite["invite_state"]["events"].as_array().unwrap();
+    let hers = events
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str());
+    assert_eq!(hers.unwrap()["content"]["is_direct"], true, "{invite}");
     let (status, body) = alice
         .post(
             &format!("/_matrix/client/v3/rooms/{his_room}/leave"),

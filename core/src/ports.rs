@@ -20,6 +20,8 @@ pub use room_dag::{
 };
 mod remote_keys;
 pub use remote_keys::{NoRemoteKeys, RemoteKeys};
+mod remote_media;
+pub use remote_media::{NoRemoteMedia, RemoteFile, RemoteMedia};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 

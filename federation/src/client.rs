@@ -109,23 +109,34 @@ impl FederationClient {
 
     /// `https://host:port` of a destination: the name's explicit port, else 8448. (Delegation
     /// through `.well-known` and SRV records comes with the rest of server discovery.)
-    async fn base_url(&self, destination: &ServerName) -> Result<String> {
+    pub(crate) async fn base_url(&self, destination: &ServerName) -> Result<String> {
         let host = destination.host();
         let port = destination.port().unwrap_or(8448);
         let authority = format!("{host}:{port}");
-        if !self.options.allow_private_destinations {
-            let addrs = tokio::net::lookup_host(&authority)
-                .await
-                .map_err(|e| unreachable_server(destination, e))?;
-            for addr in addrs {
-                if is_private(addr.ip()) {
-                    return Err(Error::forbidden(format!(
-                        "{destination} resolves to a private address"
-                    )));
-                }
+        self.check_public(destination, &authority).await?;
+        Ok(format!("https://{authority}"))
+    }
+
+    /// Refuses an address that resolves to a private one, unless the configuration allows it.
+    pub(crate) async fn check_public(
+        &self,
+        destination: &ServerName,
+        authority: &str,
+    ) -> Result<()> {
+        if self.options.allow_private_destinations {
+            return Ok(());
+        }
+        let addrs = tokio::net::lookup_host(authority)
+            .await
+            .map_err(|e| unreachable_server(destination, e))?;
+        for addr in addrs {
+            if is_private(addr.ip()) {
+                return Err(Error::forbidden(format!(
+                    "{destination} resolves to a private address"
+                )));
             }
         }
-        Ok(format!("https://{authority}"))
+        Ok(())
     }
 
     /// Hashes and signs an event built from a template (as this server), and answers its id
@@ -157,6 +168,27 @@ impl FederationClient {
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
     {
+        let response = self.send_raw(destination, request, MAX_RESPONSE).await?;
+        let status = response.status();
+        R::IncomingResponse::try_from_http_response(borrowed(&response)).map_err(|e| {
+            Error::matrix(
+                ErrorCode::Unknown,
+                format!("{destination} answered {status}: {e}"),
+            )
+        })
+    }
+
+    /// Sends a signed federation request to `destination` and answers its response as it
+    /// came (at most `limit` bytes of body).
+    pub(crate) async fn send_raw<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        limit: usize,
+    ) -> Result<http::Response<Vec<u8>>>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
         let base = self.base_url(destination).await?;
         let input = XMatrixSigningInput::new(
             self.signing.server_name.clone(),
@@ -167,44 +199,73 @@ impl FederationClient {
             .try_into_http_request::<Vec<u8>>(&base, input, ())
             .map_err(Error::internal)?;
         let request = reqwest::Request::try_from(http_request).map_err(Error::internal)?;
-        let (status, body) = self.execute(destination, request).await?;
-        let response = http::Response::builder()
-            .status(status)
-            .body(body.as_slice())
-            .map_err(Error::internal)?;
-        R::IncomingResponse::try_from_http_response(response).map_err(|e| {
-            Error::matrix(
-                ErrorCode::Unknown,
-                format!("{destination} answered {status}: {e}"),
-            )
-        })
+        self.execute(destination, request, limit).await
     }
 
-    /// Runs `request`, reading at most [`MAX_RESPONSE`] bytes of the answer.
-    async fn execute(
+    /// Runs `request`, reading at most `limit` bytes of the answer (`M_TOO_LARGE` past it).
+    pub(crate) async fn execute(
         &self,
         destination: &ServerName,
         request: reqwest::Request,
-    ) -> Result<(http::StatusCode, Vec<u8>)> {
+        limit: usize,
+    ) -> Result<http::Response<Vec<u8>>> {
         let mut response = self
             .http
             .execute(request)
             .await
             .map_err(|e| unreachable_server(destination, e))?;
-        let status = response.status();
+        let mut answer = http::Response::builder().status(response.status());
+        if let Some(headers) = answer.headers_mut() {
+            *headers = std::mem::take(response.headers_mut());
+        }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| unreachable_server(destination, e))?
         {
-            if body.len() + chunk.len() > MAX_RESPONSE {
-                return Err(unreachable_server(destination, "its answer is too large"));
+            if body.len() + chunk.len() > limit {
+                return Err(Error::matrix(
+                    ErrorCode::TooLarge,
+                    format!("the answer of {destination} is larger than {limit} bytes"),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, body))
+        answer.body(body).map_err(Error::internal)
     }
+
+    /// An unsigned GET of `url` (a file another server points to), checked like a server's
+    /// address.
+    pub(crate) async fn get_url(
+        &self,
+        destination: &ServerName,
+        url: &str,
+        limit: usize,
+    ) -> Result<http::Response<Vec<u8>>> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| unreachable_server(destination, e))?;
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            return Err(unreachable_server(destination, "a location without a host"));
+        };
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(unreachable_server(
+                destination,
+                "a location that is not http(s)",
+            ));
+        }
+        self.check_public(destination, &format!("{host}:{port}"))
+            .await?;
+        let request = self.http.get(parsed).build().map_err(Error::internal)?;
+        self.execute(destination, request, limit).await
+    }
+}
+
+/// A response whose body is read in place, as ruma's parsers take it.
+pub(crate) fn borrowed(response: &http::Response<Vec<u8>>) -> http::Response<&[u8]> {
+    let mut out = http::Response::new(response.body().as_slice());
+    *out.status_mut() = response.status();
+    *out.headers_mut() = response.headers().clone();
+    out
 }
 
 #[async_trait]
@@ -212,7 +273,9 @@ impl KeyFetch for FederationClient {
     async fn key_documents(&self, server: &ServerName) -> Result<Vec<String>> {
         let url = format!("{}/_matrix/key/v2/server", self.base_url(server).await?);
         let request = self.http.get(url).build().map_err(Error::internal)?;
-        let (status, body) = self.execute(server, request).await?;
+        let answer = self.execute(server, request, MAX_RESPONSE).await?;
+        let status = answer.status();
+        let body = answer.into_body();
         if !status.is_success() {
             return Err(unreachable_server(
                 server,

@@ -12,6 +12,7 @@ use sandcat_core::services::{
     data::ClientData,
     federation::{Inbound, ServerReads},
     keys::Keys,
+    media::Media,
     server_keys::ServerKeys,
 };
 
@@ -19,9 +20,11 @@ pub mod client;
 mod discovery;
 pub mod edus;
 mod keys;
+mod media;
 mod membership;
 mod query;
 mod remote_keys;
+mod remote_media;
 mod remote_rooms;
 mod rooms;
 pub mod sender;
@@ -40,6 +43,8 @@ pub struct FederationServices {
     /// This server's users' encryption keys, and where other servers' to-device messages and
     /// device changes go.
     pub e2ee: Arc<Keys>,
+    /// This server's media, served to other servers.
+    pub media: Arc<Media>,
 }
 
 /// What the federation endpoints share.
@@ -52,6 +57,7 @@ pub struct FederationState {
     inbound: Arc<Inbound>,
     data: Arc<ClientData>,
     e2ee: Arc<Keys>,
+    media: Arc<Media>,
     /// Requests per other server.
     limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
@@ -71,6 +77,7 @@ impl FederationState {
             inbound,
             data,
             e2ee,
+            media,
         } = services;
         FederationState {
             server_name,
@@ -79,6 +86,7 @@ impl FederationState {
             inbound,
             data,
             e2ee,
+            media,
             well_known_server,
             limiter: Arc::new(limiter),
         }
@@ -96,5 +104,6 @@ pub fn router(state: FederationState) -> Router {
     let r = transactions::routes(r);
     let r = query::routes(r);
     let r = user_keys::routes(r);
+    let r = media::routes(r);
     r.with_state(state)
 }

@@ -4,9 +4,11 @@ matrix-nio drives a user on each server: rooms created on either side are joined
 other, by alias and by id; messages go both ways and are seen through /sync on each side;
 invites go both ways, one accepted, one rejected; typing and read receipts cross both ways;
 each server looks up the other's user's profile; each user reads the other's device keys,
-claims a one-time key and sends a to-device message through the other server; and a Sandcat
-native client (its REST API and bincode WebSocket) makes a group with the Synapse user in it,
-and they talk. Exits non-zero on the first failure.
+claims a one-time key and sends a to-device message through the other server; a picture
+uploaded on either server is downloaded, and thumbnailed, from the other; an encrypted DM
+between a user of each server decrypts both ways (nio's own end-to-end encryption, vodozemac);
+and a Sandcat native client (its REST API and bincode WebSocket) makes a group with the
+Synapse user in it, and they talk. Exits non-zero on the first failure.
 
 Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE_NAME
 """
@@ -14,14 +16,23 @@ Usage: python synapse_federation.py SANDCAT_URL SANDCAT_NAME SYNAPSE_URL SYNAPSE
 import asyncio
 import base64
 import json
+import io
 import struct
 import sys
+import tempfile
 import uuid
+import zlib
 from urllib.parse import quote
 
 import aiohttp
 from nio import (
     AsyncClient,
+    AsyncClientConfig,
+    MegolmEvent,
+    MemoryDownloadResponse,
+    ResizingMethod,
+    ThumbnailResponse,
+    UploadResponse,
     JoinResponse,
     LoginResponse,
     RegisterResponse,
@@ -259,6 +270,121 @@ async def sandcat_group_with(sam, syd):
         await ws.close()
 
 
+def png(w, h):
+    """A real PNG picture of w x h, so that a thumbnail can be made of it."""
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(w) for v in (x % 256, y % 256, 99)) for y in range(h)
+    )
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+async def media_across(a, b):
+    """a uploads a picture to its server; b downloads it, and a thumbnail, through its own."""
+    data = png(120, 80)
+    resp, _ = await a.upload(
+        io.BytesIO(data), content_type="image/png", filename=f"pic{RUN}.png", filesize=len(data)
+    )
+    check(isinstance(resp, UploadResponse), f"{a.user_id} uploads a picture ({resp})")
+    mxc = resp.content_uri
+    resp = await b.download(mxc=mxc)
+    check(
+        isinstance(resp, MemoryDownloadResponse) and resp.body == data,
+        f"{b.user_id} downloads {mxc} through its server ({resp})",
+    )
+    check(resp.content_type == "image/png", f"the download keeps its type ({resp.content_type})")
+    server, media_id = mxc[len("mxc://"):].split("/", 1)
+    resp = await b.thumbnail(server, media_id, 32, 32, ResizingMethod.crop)
+    check(
+        isinstance(resp, ThumbnailResponse) and resp.body[:8] == b"\x89PNG\r\n\x1a\n",
+        f"{b.user_id} gets a thumbnail of {mxc} ({resp})",
+    )
+
+
+async def crypto_round(client, timeout=1000):
+    """One /sync, then what nio's sync loop would do for end-to-end encryption."""
+    resp = await client.sync(timeout=timeout)
+    check(isinstance(resp, SyncResponse) or print(resp), f"sync of {client.user_id}")
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        await client.keys_claim(client.get_users_for_key_claiming())
+    return resp
+
+
+async def e2e_account(hs, server_name, name, store):
+    """A user with a device that encrypts (nio's crypto store in `store`)."""
+    plain = await account(hs, server_name, name)
+    await plain.close()
+    config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+    client = AsyncClient(hs, plain.user_id, store_path=store, config=config, ssl=False)
+    resp = await client.login("pw-" + name, device_name="nio-e2ee")
+    check(isinstance(resp, LoginResponse), f"{client.user_id} logs in an encrypting device")
+    await crypto_round(client, timeout=0)
+    check(not client.should_upload_keys, f"{client.user_id} uploaded its device keys")
+    return client
+
+
+async def decrypted(client, room_id, body, what):
+    """Syncs until `body` arrives in `room_id`, sent encrypted and decrypted here. An event
+    that arrives before its room key is decrypted again once the key is here."""
+    pending = []
+    for _ in range(30):
+        resp = await crypto_round(client, timeout=2000)
+        room = resp.rooms.join.get(room_id)
+        pending.extend(e for e in (room.timeline.events if room else []) if isinstance(e, MegolmEvent))
+        events = [e for e in (room.timeline.events if room else []) if not isinstance(e, MegolmEvent)]
+        for e in list(pending):
+            clear = client.decrypt_event(e)
+            if isinstance(clear, RoomMessageText):
+                pending.remove(e)
+                events.append(clear)
+        if any(isinstance(e, RoomMessageText) and e.body == body and e.decrypted for e in events):
+            check(True, what)
+            return
+    check(False, f"{what} (still undecryptable: {len(pending)})")
+
+
+async def encrypted_dm(sandcat, sandcat_name, synapse, synapse_name):
+    """A DM in an encrypted room between a user of each server; each decrypts the other."""
+    with tempfile.TemporaryDirectory() as a_store, tempfile.TemporaryDirectory() as b_store:
+        eve = await e2e_account(sandcat, sandcat_name, f"eve{RUN}", a_store)
+        ezra = await e2e_account(synapse, synapse_name, f"ezra{RUN}", b_store)
+        encryption = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+        resp = await eve.room_create(is_direct=True, invite=[ezra.user_id], initial_state=[encryption])
+        check(isinstance(resp, RoomCreateResponse), f"Eve makes an encrypted DM with Ezra ({resp})")
+        dm = resp.room_id
+        for _ in range(30):
+            if dm in (await crypto_round(ezra)).rooms.invite:
+                break
+        resp = await ezra.join(dm)
+        check(isinstance(resp, JoinResponse), f"Ezra joins the encrypted DM ({resp})")
+        for _ in range(30):
+            await crypto_round(eve)
+            room = eve.rooms.get(dm)
+            if room is not None and ezra.user_id in room.users and room.encrypted:
+                break
+        check(ezra.user_id in eve.rooms[dm].users, "Eve's server has Ezra joined")
+        await crypto_round(ezra, timeout=0)
+
+        for sender, receiver, label in ((eve, ezra, "Sandcat -> Synapse"), (ezra, eve, "Synapse -> Sandcat")):
+            secret = f"secret {label} {RUN}"
+            await crypto_round(sender, timeout=0)
+            resp = await sender.room_send(
+                dm, "m.room.message", {"msgtype": "m.text", "body": secret}, ignore_unverified_devices=True
+            )
+            check(isinstance(resp, RoomSendResponse), f"{sender.user_id} sends encrypted ({resp})")
+            await decrypted(receiver, dm, secret, f"encrypted DM {label}: decrypted by {receiver.user_id}")
+        for c in (eve, ezra):
+            await c.close()
+
+
 async def membership(client, room_id, user_id):
     resp = await client.room_get_state_event(room_id, "m.room.member", user_id)
     if not isinstance(resp, RoomGetStateEventResponse):
@@ -395,6 +521,13 @@ async def main():
     # End-to-end encryption plumbing, both ways: keys read and claimed, to-device messages.
     await keys_across(sam, syd)
     await keys_across(syd, sam)
+
+    # Media, both ways: downloads and thumbnails of the other server's picture.
+    await media_across(sam, syd)
+    await media_across(syd, sam)
+
+    # An encrypted DM, decrypted both ways.
+    await encrypted_dm(SANDCAT, SANDCAT_NAME, SYNAPSE, SYNAPSE_NAME)
 
     # A Sandcat native client in a group with the Synapse user.
     await sandcat_group_with(sam, syd)

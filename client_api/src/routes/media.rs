@@ -1,6 +1,7 @@
 //! The media repository: `/_matrix/media/v3/*` (upload, create, download, thumbnail, config) and
 //! the authenticated `/_matrix/client/v1/media/*`. The unauthenticated v3 downloads are
 //! deprecated since Matrix 1.11 but still served: older clients (matrix-nio among them) use them.
+//! Another server's media is fetched from it once and kept (the `Media` service).
 #![allow(deprecated)]
 
 use axum::extract::State;
@@ -16,7 +17,10 @@ use ruma::{
     media::Method,
     OwnedMxcUri, ServerName, UInt,
 };
-use sandcat_core::{ports::MediaRecord, Error};
+use sandcat_core::{
+    services::media::{content_type, disposition},
+    Error,
+};
 
 use crate::{
     ruma_wrapper::{ApiResult, Ruma, RumaResponse},
@@ -39,43 +43,6 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
 
 fn mxc(s: &AppState, media_id: &str) -> OwnedMxcUri {
     OwnedMxcUri::from(format!("mxc://{}/{media_id}", s.config.server_name))
-}
-
-/// Media of other servers is not fetched (no federation yet).
-fn ours(s: &AppState, server: &ServerName) -> Result<(), Error> {
-    if server == s.config.server_name {
-        Ok(())
-    } else {
-        Err(Error::not_found("media of other servers is not available"))
-    }
-}
-
-/// Inline for types a browser shows safely, attachment otherwise.
-fn disposition(rec: &MediaRecord, filename: Option<String>) -> ContentDisposition {
-    let inline = rec.content_type.as_deref().is_some_and(|t| {
-        [
-            "image/jpeg",
-            "image/png",
-            "image/gif",
-            "image/webp",
-            "text/plain",
-        ]
-        .contains(&t)
-            || t.starts_with("video/")
-            || t.starts_with("audio/")
-    });
-    let kind = if inline {
-        ContentDispositionType::Inline
-    } else {
-        ContentDispositionType::Attachment
-    };
-    ContentDisposition::new(kind).with_filename(filename.or_else(|| rec.filename.clone()))
-}
-
-fn content_type(rec: &MediaRecord) -> String {
-    rec.content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".into())
 }
 
 /// POST /_matrix/media/v3/upload
@@ -112,9 +79,15 @@ async fn upload_to(
 ) -> Result<axum::response::Response, crate::ApiError> {
     let uploader = req.session()?.user_id.to_string();
     let b = req.body;
-    ours(&s, &b.server_name)?;
     s.media
-        .upload_to(&uploader, &b.media_id, &b.file, b.content_type, b.filename)
+        .upload_to(
+            &uploader,
+            &b.server_name,
+            &b.media_id,
+            &b.file,
+            b.content_type,
+            b.filename,
+        )
         .await?;
     // ruma's response type has no public constructor: the body is an empty object.
     Ok(axum::response::IntoResponse::into_response(axum::Json(
@@ -122,14 +95,18 @@ async fn upload_to(
     )))
 }
 
+/// A file of this server or, when `allow_remote`, of another (fetched from it once).
 async fn fetch(
     s: &AppState,
     server: &ServerName,
     media_id: &str,
     filename: Option<String>,
+    allow_remote: bool,
 ) -> Result<(Vec<u8>, String, ContentDisposition), Error> {
-    ours(s, server)?;
-    let (rec, bytes) = s.media.download(media_id).await?;
+    let (rec, bytes) = s
+        .media
+        .download_from(server, media_id, allow_remote)
+        .await?;
     Ok((bytes, content_type(&rec), disposition(&rec, filename)))
 }
 
@@ -140,16 +117,18 @@ async fn thumb(
     width: UInt,
     height: UInt,
     method: Option<Method>,
+    allow_remote: bool,
 ) -> Result<(Vec<u8>, String, ContentDisposition), Error> {
-    ours(s, server)?;
     let crop = !matches!(method, Some(Method::Scale));
+    let size = |n: UInt| u32::try_from(u64::from(n)).unwrap_or(u32::MAX);
     let (ct, bytes) = s
         .media
         .thumbnail(
+            server,
             media_id,
-            u32::try_from(u64::from(width)).unwrap_or(u32::MAX),
-            u32::try_from(u64::from(height)).unwrap_or(u32::MAX),
+            (size(width), size(height)),
             crop,
+            allow_remote,
         )
         .await?;
     Ok((
@@ -164,7 +143,8 @@ async fn download(
     State(s): State<AppState>,
     req: Ruma<auth::get_content::v1::Request>,
 ) -> ApiResult<auth::get_content::v1::Response> {
-    let (f, ct, cd) = fetch(&s, &req.body.server_name, &req.body.media_id, None).await?;
+    let b = req.body;
+    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, None, true).await?;
     Ok(RumaResponse(auth::get_content::v1::Response::new(
         f, ct, cd,
     )))
@@ -176,7 +156,7 @@ async fn download_named(
     req: Ruma<auth::get_content_as_filename::v1::Request>,
 ) -> ApiResult<auth::get_content_as_filename::v1::Response> {
     let b = req.body;
-    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, Some(b.filename)).await?;
+    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, Some(b.filename), true).await?;
     Ok(RumaResponse(
         auth::get_content_as_filename::v1::Response::new(f, ct, cd),
     ))
@@ -188,7 +168,16 @@ async fn thumbnail(
     req: Ruma<auth::get_content_thumbnail::v1::Request>,
 ) -> ApiResult<auth::get_content_thumbnail::v1::Response> {
     let b = req.body;
-    let (f, ct, cd) = thumb(&s, &b.server_name, &b.media_id, b.width, b.height, b.method).await?;
+    let (f, ct, cd) = thumb(
+        &s,
+        &b.server_name,
+        &b.media_id,
+        b.width,
+        b.height,
+        b.method,
+        true,
+    )
+    .await?;
     Ok(RumaResponse(
         auth::get_content_thumbnail::v1::Response::new(f, ct, cd),
     ))
@@ -209,7 +198,8 @@ async fn download_legacy(
     State(s): State<AppState>,
     req: Ruma<get_content::v3::Request>,
 ) -> ApiResult<get_content::v3::Response> {
-    let (f, ct, cd) = fetch(&s, &req.body.server_name, &req.body.media_id, None).await?;
+    let b = req.body;
+    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, None, b.allow_remote).await?;
     Ok(RumaResponse(get_content::v3::Response::new(f, ct, cd)))
 }
 
@@ -219,7 +209,14 @@ async fn download_named_legacy(
     req: Ruma<get_content_as_filename::v3::Request>,
 ) -> ApiResult<get_content_as_filename::v3::Response> {
     let b = req.body;
-    let (f, ct, cd) = fetch(&s, &b.server_name, &b.media_id, Some(b.filename)).await?;
+    let (f, ct, cd) = fetch(
+        &s,
+        &b.server_name,
+        &b.media_id,
+        Some(b.filename),
+        b.allow_remote,
+    )
+    .await?;
     Ok(RumaResponse(get_content_as_filename::v3::Response::new(
         f, ct, cd,
     )))
@@ -231,7 +228,16 @@ async fn thumbnail_legacy(
     req: Ruma<get_content_thumbnail::v3::Request>,
 ) -> ApiResult<get_content_thumbnail::v3::Response> {
     let b = req.body;
-    let (f, ct, cd) = thumb(&s, &b.server_name, &b.media_id, b.width, b.height, b.method).await?;
+    let (f, ct, cd) = thumb(
+        &s,
+        &b.server_name,
+        &b.media_id,
+        b.width,
+        b.height,
+        b.method,
+        b.allow_remote,
+    )
+    .await?;
     Ok(RumaResponse(get_content_thumbnail::v3::Response::new(
         f, ct, cd,
     )))

@@ -105,7 +105,32 @@ impl Rooms {
         if req.public {
             self.store.set_public(&room_id, true).await?;
         }
+        self.invite_remote_invitees(session, &room_id, &req).await;
         Ok(room_id)
+    }
+
+    /// Invites the users of other servers that `createRoom` names, each through its server. A
+    /// server that cannot be reached leaves its user uninvited (and logged), as Synapse does:
+    /// the room exists, and the invite can be sent again.
+    async fn invite_remote_invitees(&self, session: &Session, room_id: &RoomId, req: &CreateRoom) {
+        for invitee in req
+            .invite
+            .iter()
+            .filter(|i| i.server_name() != self.config.server_name)
+        {
+            let invited = async {
+                let mut c = self
+                    .member_content(invitee, MembershipState::Invite)
+                    .await?;
+                if req.is_direct {
+                    c.insert("is_direct".into(), json!(true));
+                }
+                self.invite_remote(session, room_id, invitee, c, None).await
+            };
+            if let Err(e) = invited.await {
+                tracing::warn!(%room_id, %invitee, error = %e, "a user of another server was not invited");
+            }
+        }
     }
 
     /// `#local:server`, if it is a valid alias nobody has taken.
@@ -227,7 +252,12 @@ impl Rooms {
                 json!({ "topic": topic }),
             ));
         }
-        for invitee in &req.invite {
+        // Users of other servers are invited once the room exists (their servers counter-sign).
+        for invitee in req
+            .invite
+            .iter()
+            .filter(|i| i.server_name() == self.config.server_name)
+        {
             let mut c = self
                 .member_content(invitee, MembershipState::Invite)
                 .await?;
