@@ -395,6 +395,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
                 bus.clone(),
                 server_keys,
                 signing.clone(),
+                store.clone(),
             )),
             data: data.clone(),
             e2ee: keys.clone(),

@@ -1,14 +1,18 @@
 //! End-to-end encryption plumbing across servers, over loopback TLS: a user reads another
 //! server's user's device keys and claims a one-time key through its server, sends it a
 //! to-device message, and learns through `/sync` when that user's devices change. Runs on
-//! the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
+//! the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline. A
+//! transaction sent again is taken once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
 use common::{
-    federation::{shared_room, sync_until, SharedRoom},
+    federation::{shared_room, signing_as, sync_until, SharedRoom},
     Client,
+};
+use ruma::{
+    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch,
 };
 use serde_json::{json, Value};
 
@@ -134,4 +138,70 @@ async fn keys_and_to_device_messages_cross_servers() {
         )
         .await;
     assert_eq!(body["device_keys"][&bob.user_id][&dev], changed, "{body}");
+}
+
+/// A server that lost the answer to a transaction sends it again: the retry is answered as
+/// the first time, and its to-device message reaches the device once.
+#[tokio::test]
+async fn a_transaction_sent_again_is_taken_once() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a: _a,
+        b,
+        a_name,
+        b_name,
+        alice,
+        bob,
+        ..
+    } = shared_room(certs.path()).await;
+    let dev = device_of(&alice).await;
+    let mut since = alice.sync(None, 0).await["next_batch"]
+        .as_str()
+        .map(str::to_owned);
+    let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
+    let as_b = signing_as(&b_name, b_key);
+    let edu = |n: u32| {
+        let edu = json!({
+            "edu_type": "m.direct_to_device",
+            "content": {
+                "sender": bob.user_id.as_str(),
+                "type": "m.room.encrypted",
+                "message_id": format!("message {n}"),
+                "messages": { alice.user_id.as_str(): { dev.as_str(): { "ciphertext": format!("copy {n}") } } },
+            },
+        });
+        Raw::from_json(serde_json::value::to_raw_value(&edu).unwrap())
+    };
+    for (txn, n) in [("txn1", 1), ("txn1", 1), ("txn2", 2)] {
+        let mut request = send_transaction_message::v1::Request::new(
+            txn.into(),
+            b_name.clone(),
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.edus = vec![edu(n)];
+        as_b.send(&a_name, request)
+            .await
+            .expect("the transaction is answered");
+    }
+
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let sync = alice.sync(since.as_deref(), 1_000).await;
+        since = sync["next_batch"].as_str().map(str::to_owned);
+        got.extend(
+            sync["to_device"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["content"]["ciphertext"].as_str().map(str::to_owned)),
+        );
+        if got.iter().any(|c| c == "copy 2") {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        ["copy 1", "copy 2"],
+        "each transaction's message, once"
+    );
 }

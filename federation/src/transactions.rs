@@ -3,7 +3,8 @@
 //! the server that signed the request. Its EDUs reach this server's users: typing and read
 //! receipts (each only for a user of the sending server joined to the room), to-device
 //! messages and device list updates (each only of a user of the sending server); presence
-//! and signing-key updates are not taken yet.
+//! and signing-key updates are not taken yet. A transaction sent again (the same origin and
+//! transaction id) gets the first answer and is not taken twice.
 
 use axum::{extract::State, Router};
 use ruma::{
@@ -32,9 +33,26 @@ async fn send(
         ))
         .into());
     }
+    if let Some(outcomes) = s
+        .inbound
+        .answered(&req.origin, b.transaction_id.as_str())
+        .await?
+    {
+        tracing::debug!(origin = %req.origin, txn_id = %b.transaction_id, "a transaction sent again");
+        return Ok(RumaResponse(send_transaction_message::v1::Response::new(
+            outcomes,
+        )));
+    }
     let pdus: Vec<&str> = b.pdus.iter().map(|p| p.get()).collect();
     let outcomes = s.inbound.transaction(&req.origin, &pdus).await?;
     take_edus(&s, &req.origin, &b.edus).await;
+    if let Err(e) = s
+        .inbound
+        .remember(&req.origin, b.transaction_id.as_str(), &outcomes)
+        .await
+    {
+        tracing::warn!(origin = %req.origin, error = %e, "a transaction's answer was not kept");
+    }
     Ok(RumaResponse(send_transaction_message::v1::Response::new(
         outcomes,
     )))

@@ -39,11 +39,23 @@ pub(crate) async fn federating_with(
     certs: &Path,
     tweak: impl FnOnce(&mut sandcat::Config) + Send + 'static,
 ) -> (Server, OwnedServerName) {
-    let (cert, key) = certificate(certs);
+    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let name: OwnedServerName = format!("localhost:{port}").try_into().unwrap();
-    let server_name = name.to_string();
-    let srv = Server::start_with(move |c| {
+    let srv = federating_in(certs, dir, port, tweak).await;
+    let name = format!("localhost:{port}").try_into().unwrap();
+    (srv, name)
+}
+
+/// The server `localhost:PORT` on the data in `dir`: a new one, or one stopped before.
+pub(crate) async fn federating_in(
+    certs: &Path,
+    dir: tempfile::TempDir,
+    port: u16,
+    tweak: impl FnOnce(&mut sandcat::Config) + Send + 'static,
+) -> Server {
+    let (cert, key) = certificate(certs);
+    let server_name = format!("localhost:{port}");
+    Server::start_in(dir, move |c| {
         c.server_name = server_name;
         c.federation.listen = format!("127.0.0.1:{port}");
         c.federation.tls_certificate = cert;
@@ -52,8 +64,7 @@ pub(crate) async fn federating_with(
         c.federation.allow_private_destinations = true;
         tweak(c);
     })
-    .await;
-    (srv, name)
+    .await
 }
 
 pub(crate) fn loopback() -> ClientOptions {

@@ -11,6 +11,7 @@ mod client;
 mod keys;
 mod native;
 mod overview;
+mod received_transactions;
 mod room_dag;
 mod rooms;
 mod rows;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     intent::RoomBatch,
-    ports::{EventBus, RoomStore, UserStore},
+    ports::{EventBus, ReceivedTransactions, RoomStore, UserStore},
     remote_pdu::verify_pdu,
     sequencer::{rules_for, SigningKey},
     services::server_keys::ServerKeys,
@@ -19,6 +19,9 @@ use crate::{
 /// The most PDUs one transaction carries (the spec's limit).
 pub const MAX_PDUS_PER_TRANSACTION: usize = 50;
 
+/// The outcome of each PDU of a transaction, by event id: taken, or why not.
+pub type Outcomes = BTreeMap<OwnedEventId, std::result::Result<(), String>>;
+
 pub struct Inbound {
     pub(super) store: Arc<dyn RoomStore>,
     pub(super) users: Arc<dyn UserStore>,
@@ -26,6 +29,7 @@ pub struct Inbound {
     pub(super) keys: Arc<ServerKeys>,
     /// This server's key, which counter-signs the invites of its users.
     pub(super) signing: Arc<SigningKey>,
+    transactions: Arc<dyn ReceivedTransactions>,
 }
 
 impl Inbound {
@@ -35,6 +39,7 @@ impl Inbound {
         bus: Arc<dyn EventBus>,
         keys: Arc<ServerKeys>,
         signing: Arc<SigningKey>,
+        transactions: Arc<dyn ReceivedTransactions>,
     ) -> Self {
         Inbound {
             store,
@@ -42,17 +47,45 @@ impl Inbound {
             bus,
             keys,
             signing,
+            transactions,
         }
+    }
+
+    /// The outcomes answered before, if `origin` sends its transaction `txn_id` again: the
+    /// retry gets them, and nothing of it is taken twice.
+    pub async fn answered(&self, origin: &ServerName, txn_id: &str) -> Result<Option<Outcomes>> {
+        let Some(answer) = self.transactions.transaction_answer(origin, txn_id).await? else {
+            return Ok(None);
+        };
+        let kept: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_str(&answer)?;
+        Ok(Some(
+            kept.into_iter()
+                .map(|(id, error)| (id, error.map_or(Ok(()), Err)))
+                .collect(),
+        ))
+    }
+
+    /// Keeps the outcomes of `origin`'s transaction `txn_id`, taken now, for its retries.
+    pub async fn remember(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        outcomes: &Outcomes,
+    ) -> Result<()> {
+        let kept: BTreeMap<&OwnedEventId, Option<&String>> = outcomes
+            .iter()
+            .map(|(id, outcome)| (id, outcome.as_ref().err()))
+            .collect();
+        let answer = serde_json::to_string(&kept)?;
+        self.transactions
+            .keep_transaction_answer(origin, txn_id, &answer, crate::now_ms())
+            .await
     }
 
     /// Adds the PDUs of a transaction of `origin` (`/send`), each on its own: the outcome
     /// per event id. A PDU of a room this server does not know, or one whose id cannot be
     /// told, is left out (and logged).
-    pub async fn transaction(
-        &self,
-        origin: &ServerName,
-        pdus: &[&str],
-    ) -> Result<BTreeMap<OwnedEventId, std::result::Result<(), String>>> {
+    pub async fn transaction(&self, origin: &ServerName, pdus: &[&str]) -> Result<Outcomes> {
         if pdus.len() > MAX_PDUS_PER_TRANSACTION {
             return Err(Error::matrix(
                 ErrorCode::TooLarge,

@@ -8,6 +8,6 @@ mod membership;
 mod reads;
 pub mod template;
 
-pub use inbound::{Inbound, MAX_PDUS_PER_TRANSACTION};
+pub use inbound::{Inbound, Outcomes, MAX_PDUS_PER_TRANSACTION};
 pub use membership::JoinAnswer;
 pub use reads::{ServerReads, StateIdsAt, MAX_EVENTS_PER_READ};

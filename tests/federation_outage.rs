@@ -1,0 +1,68 @@
+//! Another server goes down while this one's users talk in a room they share; when it is
+//! back (the same name, its data kept), it has every message once, in the order sent: the
+//! transactions waited, persisted, and were retried. Runs on the embedded profile.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::{
+    enc,
+    federation::{federating_in, heard, shared_room, SharedRoom},
+    Client,
+};
+
+/// The message bodies of `room` as `client`'s server has them, oldest first.
+async fn bodies(client: &Client, room: &str) -> Vec<String> {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+        enc(room)
+    );
+    let (status, page) = client.get(&path).await;
+    assert_eq!(status, 200, "{page}");
+    let mut out: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    out.reverse();
+    out
+}
+
+#[tokio::test]
+async fn a_server_that_was_down_gets_every_message_once_in_order() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a: _a,
+        b,
+        b_name,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room(certs.path()).await;
+    alice.send_text(&room, "t0", "before").await;
+    assert!(heard(&bob, &room, "before").await);
+
+    let data = b.stop().await;
+    let away: Vec<String> = (0..8).map(|i| format!("while away {i}")).collect();
+    for (i, body) in away.iter().enumerate() {
+        alice.send_text(&room, &format!("t{}", i + 1), body).await;
+    }
+
+    let port = b_name.port().unwrap();
+    let b = federating_in(certs.path(), data, port, |_| {}).await;
+    let bob = Client {
+        base: b.base.clone(),
+        ..bob
+    };
+    assert!(
+        heard(&bob, &room, away.last().unwrap()).await,
+        "the server back up never got the last message"
+    );
+    let mut expected = vec!["before".to_owned()];
+    expected.extend(away);
+    assert_eq!(bodies(&bob, &room).await, expected);
+    assert_eq!(bodies(&alice, &room).await, expected, "both servers agree");
+}
