@@ -229,9 +229,18 @@ async fn media_flow(server: &Server, on_disk: bool) {
     )
     .await;
     assert_eq!(s, 404);
+    // Another server's media is fetched from it; one this server may not reach (a private
+    // address, by default) is a gateway failure, and nothing is fetched when not asked.
     let (s, _, _) = get_bytes(
         &bob,
-        &format!("/_matrix/client/v1/media/download/example.org/{id}"),
+        &format!("/_matrix/client/v1/media/download/10.255.255.1:8448/{id}"),
+        true,
+    )
+    .await;
+    assert_eq!(s, 502);
+    let (s, _, _) = get_bytes(
+        &bob,
+        &format!("/_matrix/media/v3/download/10.255.255.1:8448/{id}?allow_remote=false"),
         true,
     )
     .await;

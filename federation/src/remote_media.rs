@@ -143,13 +143,15 @@ fn too_large(max_bytes: usize) -> Error {
     )
 }
 
-/// A server that could not be reached is a gateway failure to the client, not its mistake.
+/// A server that could not be reached (or may not be: a private address) is a gateway
+/// failure to the client, not its mistake; a file too large stays so.
 fn failed(e: Error) -> Error {
     match e {
         Error::Matrix {
-            code: ErrorCode::Unknown,
+            code: ErrorCode::TooLarge,
             message,
-        } => Error::matrix(ErrorCode::ConnectionFailed, message),
+        } => Error::matrix(ErrorCode::TooLarge, message),
+        Error::Matrix { message, .. } => Error::matrix(ErrorCode::ConnectionFailed, message),
         e => e,
     }
 }
