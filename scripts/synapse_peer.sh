@@ -46,7 +46,7 @@ config.update({
     "enable_registration": True,
     "enable_registration_without_verification": True,
     "report_stats": False,
-    "presence": {"enabled": False},
+    "presence": {"enabled": True},
     "federation": {
         "destination_min_retry_interval": "1s", "destination_max_retry_interval": "5s",
         "max_long_retry_delay": "5s", "max_short_retry_delay": "1s",

@@ -324,12 +324,15 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         stream: store.clone(),
         changes: store.changes(),
     };
-    let sync = Arc::new(Sync::new(
-        stores,
-        ephemeral.clone(),
-        notifier.clone(),
-        server.max_sync_timeout_ms,
-    ));
+    let sync = Arc::new(
+        Sync::new(
+            stores,
+            ephemeral.clone(),
+            notifier.clone(),
+            server.max_sync_timeout_ms,
+        )
+        .with_federation_edus(Arc::new(edu_sender.clone())),
+    );
     let appservices = Arc::new(Appservices::new(registry, store.clone()));
     appservices
         .ensure_senders()

@@ -1,4 +1,4 @@
-//! Typing and read receipts across servers, over loopback TLS: what a user of one server does
+//! Typing, read receipts and presence across servers, over loopback TLS: what a user of one server does
 //! in a shared room reaches the other server's user through `/sync`. Runs on the embedded
 //! profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
@@ -84,4 +84,51 @@ async fn typing_and_receipts_reach_the_other_server() {
     })
     .await;
     assert!(receipt.is_some(), "B never showed Alice's receipt");
+}
+
+/// The first presence event of `user` in `client`'s `/sync` long-polls that `pred` accepts.
+async fn presence_of(client: &Client, user: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    let found = |sync: &Value| {
+        sync["presence"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["sender"] == user && pred(&e["content"]))
+            .cloned()
+    };
+    let sync = sync_until(client, None, |s| found(s).is_some()).await?;
+    found(&sync)
+}
+
+#[tokio::test]
+async fn presence_reaches_the_other_server() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a: _a,
+        b: _b,
+        alice,
+        bob,
+        ..
+    } = shared_room(certs.path()).await;
+
+    // Alice sets hers on A; Bob sees it, with her status, on B.
+    let (status, body) = alice
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            json!({ "presence": "online", "status_msg": "at lunch" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = presence_of(&bob, &alice.user_id, |c| {
+        c["presence"] == "online" && c["status_msg"] == "at lunch"
+    })
+    .await;
+    assert!(seen.is_some(), "B never showed Alice's presence");
+
+    // Bob's /sync says he is away (`set_presence`); Alice sees it on A.
+    let _ = bob
+        .get("/_matrix/client/v3/sync?timeout=0&set_presence=unavailable")
+        .await;
+    let seen = presence_of(&alice, &bob.user_id, |c| c["presence"] == "unavailable").await;
+    assert!(seen.is_some(), "A never showed Bob away");
 }

@@ -1,6 +1,7 @@
 //! End-to-end encryption plumbing across servers, over loopback TLS: a user reads another
 //! server's user's device keys and claims a one-time key through its server, sends it a
-//! to-device message, and learns through `/sync` when that user's devices change. Runs on
+//! to-device message, and learns through `/sync` when that user's devices or cross-signing
+//! keys change. Runs on
 //! the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline. A
 //! transaction sent again is taken once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
@@ -138,6 +139,45 @@ async fn keys_and_to_device_messages_cross_servers() {
         )
         .await;
     assert_eq!(body["device_keys"][&bob.user_id][&dev], changed, "{body}");
+
+    // Bob sets up cross-signing: A is told (`m.signing_key_update`), and Alice reads his
+    // master key through B.
+    let since = alice.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let master = json!({
+        "user_id": bob.user_id,
+        "usage": ["master"],
+        "keys": { "ed25519:Ym9ibWFzdGVy": "Ym9iIG1hc3RlciBrZXk" },
+    });
+    let (status, body) = bob
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            json!({ "master_key": master }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = sync_until(&alice, Some(since), |s| {
+        s["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str()))
+    })
+    .await;
+    assert!(
+        told.is_some(),
+        "A never told Alice that Bob's signing keys changed"
+    );
+    let (_, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { bob.user_id.as_str(): [] } }),
+        )
+        .await;
+    assert_eq!(
+        body["master_keys"][&bob.user_id]["keys"], master["keys"],
+        "{body}"
+    );
 }
 
 /// A server that lost the answer to a transaction sends it again: the retry is answered as

@@ -209,7 +209,8 @@ impl Ephemeral {
         (room.serial > since).then(|| room.users.keys().cloned().collect())
     }
 
-    pub fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<String>) {
+    /// Sets a user's presence; answers whether it changed (beyond being active again).
+    pub fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<String>) -> bool {
         let changed = {
             let mut map = self.presence.lock().unwrap_or_else(|e| e.into_inner());
             let now = crate::now_ms();
@@ -247,16 +248,16 @@ impl Ephemeral {
             // The new record, as the other instances are told it.
             changed.then(|| map.get(user_id).cloned()).flatten()
         };
-        if let Some(r) = changed {
-            self.forward(EphemeralUpdate::Presence {
-                user_id: user_id.to_owned(),
-                state: r.state,
-                status_msg: r.status_msg,
-                last_active_ts: r.last_active_ts,
-                serial: r.serial,
-            });
-            self.notifier.notify();
-        }
+        let Some(r) = changed else { return false };
+        self.forward(EphemeralUpdate::Presence {
+            user_id: user_id.to_owned(),
+            state: r.state,
+            status_msg: r.status_msg,
+            last_active_ts: r.last_active_ts,
+            serial: r.serial,
+        });
+        self.notifier.notify();
+        true
     }
 
     pub fn presence(&self, user_id: &UserId) -> Option<PresenceRecord> {

@@ -593,6 +593,17 @@ pub trait FederationEdus: Send + Sync {
     /// A user's device changed (its keys: `None` when it was deleted), for the servers that
     /// share a room with the user.
     fn device_list_update(&self, user_id: &UserId, device_id: &str, keys: Option<Value>);
+    /// A user's presence changed (the content of an `m.presence` event), for the servers that
+    /// share a room with the user.
+    fn presence(&self, user_id: &UserId, content: Value);
+    /// A user's master or self-signing key changed (the new ones), for the servers that
+    /// share a room with the user.
+    fn signing_key_update(
+        &self,
+        user_id: &UserId,
+        master: Option<Value>,
+        self_signing: Option<Value>,
+    );
     fn read(
         &self,
         room_id: &RoomId,

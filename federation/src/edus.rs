@@ -205,6 +205,32 @@ impl FederationEdus for EduSender {
         );
     }
 
+    fn presence(&self, user_id: &UserId, content: Value) {
+        self.0.to_user_rooms(
+            user_id,
+            json!({ "edu_type": "m.presence", "content": { "push": [content] } }),
+        );
+    }
+
+    fn signing_key_update(
+        &self,
+        user_id: &UserId,
+        master: Option<Value>,
+        self_signing: Option<Value>,
+    ) {
+        let mut content = json!({ "user_id": user_id });
+        if let Some(master) = master {
+            content["master_key"] = master;
+        }
+        if let Some(self_signing) = self_signing {
+            content["self_signing_key"] = self_signing;
+        }
+        self.0.to_user_rooms(
+            user_id,
+            json!({ "edu_type": "m.signing_key_update", "content": content }),
+        );
+    }
+
     fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
         self.0.to_room(
             room_id,

@@ -2,8 +2,8 @@
 //! its own through its room's lane with its own outcome. The transaction's `origin` must be
 //! the server that signed the request. Its EDUs reach this server's users: typing and read
 //! receipts (each only for a user of the sending server joined to the room), to-device
-//! messages and device list updates (each only of a user of the sending server); presence
-//! and signing-key updates are not taken yet. A transaction sent again (the same origin and
+//! messages, device list and signing-key updates, and presence (each only of a user of the
+//! sending server; presence only of a user in a room here). A transaction sent again (the same origin and
 //! transaction id) gets the first answer and is not taken twice.
 
 use axum::{extract::State, Router};
@@ -106,6 +106,25 @@ async fn take_edus(s: &FederationState, origin: &ServerName, edus: &[Raw<Edu>]) 
                 s.e2ee
                     .remote_to_device(origin, &d.sender, &d.ev_type.to_string(), &messages)
                     .await
+            }
+            Ok(Edu::Presence(p)) => {
+                let mut outcome = Ok(());
+                for u in &p.push {
+                    let one = s
+                        .data
+                        .remote_presence(
+                            origin,
+                            &u.user_id,
+                            u.presence.as_str(),
+                            u.status_msg.clone(),
+                        )
+                        .await;
+                    outcome = outcome.and(one);
+                }
+                outcome
+            }
+            Ok(Edu::SigningKeyUpdate(u)) => {
+                s.e2ee.remote_signing_key_change(origin, &u.user_id).await
             }
             Ok(Edu::DeviceListUpdate(u)) => {
                 s.e2ee

@@ -2,7 +2,8 @@
 
 matrix-nio drives a user on each server: rooms created on either side are joined from the
 other, by alias and by id; messages go both ways and are seen through /sync on each side;
-invites go both ways, one accepted, one rejected; typing and read receipts cross both ways;
+invites go both ways, one accepted, one rejected; typing, read receipts and presence cross
+both ways;
 each server looks up the other's user's profile; each user reads the other's device keys,
 claims a one-time key and sends a to-device message through the other server; a picture
 uploaded on either server is downloaded, and thumbnailed, from the other; an encrypted DM
@@ -385,6 +386,22 @@ async def encrypted_dm(sandcat, sandcat_name, synapse, synapse_name):
             await c.close()
 
 
+async def presence_across(a, b):
+    """a sets its presence with a status; b's /sync shows it, through b's server."""
+    status = f"in a meeting {RUN}"
+    resp = await a.set_presence("unavailable", status)
+    check(type(resp).__name__ == "PresenceSetResponse", f"{a.user_id} sets presence ({resp})")
+    await sync_until(
+        b,
+        lambda r: any(
+            e.user_id == a.user_id and e.presence == "unavailable" and e.status_msg == status
+            for e in r.presence_events
+        ),
+        f"{b.user_id} sees {a.user_id}'s presence",
+    )
+    check(True, f"presence {a.user_id} -> {b.user_id}")
+
+
 async def membership(client, room_id, user_id):
     resp = await client.room_get_state_event(room_id, "m.room.member", user_id)
     if not isinstance(resp, RoomGetStateEventResponse):
@@ -507,6 +524,10 @@ async def main():
     # Typing and receipts, both ways, in the room Syd joined on Sandcat by invite.
     await typing_and_receipt(sam, syd, private)
     await typing_and_receipt(syd, sam, private)
+
+    # Presence, both ways.
+    await presence_across(sam, syd)
+    await presence_across(syd, sam)
 
     # Profiles: each server asks the other for its user's display name.
     for me, other, name in ((sam, syd, "Syd of Synapse"), (syd, sam, "Sam of Sandcat")):

@@ -306,6 +306,36 @@ impl ClientData {
         Ok(())
     }
 
+    /// Another server's user's presence (an `m.presence` EDU), kept for the users here who
+    /// share a room with that user; one of a user who is in no room here is dropped.
+    pub async fn remote_presence(
+        &self,
+        origin: &ServerName,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(format!(
+                "{user_id} is not a user of {origin}"
+            )));
+        }
+        if !matches!(state, "online" | "offline" | "unavailable" | "busy") {
+            return Err(Error::invalid_param(format!("unknown presence {state}")));
+        }
+        let joined = self
+            .rooms
+            .memberships(user_id)
+            .await?
+            .iter()
+            .any(|m| m.membership == MembershipState::Join);
+        if !joined {
+            return Err(Error::forbidden(format!("{user_id} is in no room here")));
+        }
+        self.ephemeral.set_presence(user_id, state, status_msg);
+        Ok(())
+    }
+
     async fn check_remote(
         &self,
         origin: &ServerName,
@@ -360,7 +390,11 @@ impl ClientData {
                 "presence must be online, offline or unavailable",
             ));
         }
-        self.ephemeral.set_presence(user_id, state, status_msg);
+        if self.ephemeral.set_presence(user_id, state, status_msg) {
+            if let Some(f) = &self.federation {
+                f.presence(user_id, self.presence(user_id));
+            }
+        }
         if let Some(sink) = &self.edus {
             sink.presence(
                 user_id,

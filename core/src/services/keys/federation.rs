@@ -213,6 +213,26 @@ impl Keys {
         self.notifier.notify();
         Ok(())
     }
+
+    /// The master or self-signing key of a user of `origin` changed (an
+    /// `m.signing_key_update` EDU): as for a device change, the users here who share a room
+    /// with that user see it in `device_lists.changed` and ask again.
+    pub async fn remote_signing_key_change(
+        &self,
+        origin: &ServerName,
+        user_id: &UserId,
+    ) -> Result<()> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(format!(
+                "{user_id} is not a user of {origin}"
+            )));
+        }
+        self.keys
+            .set_cross_signing_key(user_id, "master", &json!({}))
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
 }
 
 /// Merges the `section` map of `answer` into that of `body`, user by user.

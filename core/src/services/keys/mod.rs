@@ -294,6 +294,19 @@ impl Keys {
                     .await?;
             }
         }
+        if let Some(f) = &self.federation {
+            // The user-signing key stays private to the user's own server.
+            let of = |name: &str| {
+                keys.iter()
+                    .find(|(k, _)| *k == name)
+                    .and_then(|(_, v)| v.clone())
+            };
+            let (master, self_signing) = (of("master"), of("self_signing"));
+            if master.is_some() || self_signing.is_some() {
+                f.edus
+                    .signing_key_update(&session.user_id, master, self_signing);
+            }
+        }
         self.notifier.notify();
         Ok(())
     }
@@ -328,6 +341,13 @@ impl Keys {
                     self.keys
                         .set_device_keys(&user_id, &device, &stored)
                         .await?;
+                    if let Some(f) = self
+                        .federation
+                        .as_ref()
+                        .filter(|_| user_id == session.user_id)
+                    {
+                        f.edus.device_list_update(&user_id, &device, Some(stored));
+                    }
                 } else if let Some((kind, mut stored)) = cross
                     .iter()
                     .find(|(_, k)| {
@@ -341,6 +361,19 @@ impl Keys {
                     self.keys
                         .set_cross_signing_key(&user_id, &kind, &stored)
                         .await?;
+                    let public = kind == "master" || kind == "self_signing";
+                    if let Some(f) = self
+                        .federation
+                        .as_ref()
+                        .filter(|_| public && user_id == session.user_id)
+                    {
+                        let (master, self_signing) = if kind == "master" {
+                            (Some(stored), None)
+                        } else {
+                            (None, Some(stored))
+                        };
+                        f.edus.signing_key_update(&user_id, master, self_signing);
+                    }
                 }
             }
         }

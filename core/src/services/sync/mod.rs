@@ -22,7 +22,10 @@ use crate::{
     changes::{Change, ChangeLog},
     ephemeral::Ephemeral,
     notifier::Notifier,
-    ports::{ClientStore, Direction, KeyStore, Receipt, RoomOverview, RoomStore, StreamPosition},
+    ports::{
+        ClientStore, Direction, FederationEdus, KeyStore, Receipt, RoomOverview, RoomStore,
+        StreamPosition,
+    },
     services::{data::presence_content, rooms::make_token, Session},
     Error, Result, StoredEvent,
 };
@@ -114,6 +117,8 @@ pub struct Sync {
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
     max_timeout_ms: u64,
+    /// Where a presence change `set_presence` makes goes to other servers.
+    federation: Option<Arc<dyn FederationEdus>>,
 }
 
 /// A `/sync` token, `s{pos}_{ephemeral}_{to_device}`: the stream position, the ephemeral
@@ -184,7 +189,14 @@ impl Sync {
             ephemeral,
             notifier,
             max_timeout_ms,
+            federation: None,
         }
+    }
+
+    /// Presence changes made by `set_presence` go to other servers through `edus`.
+    pub fn with_federation_edus(mut self, edus: Arc<dyn FederationEdus>) -> Self {
+        self.federation = Some(edus);
+        self
     }
 
     pub async fn sync(&self, session: &Session, req: SyncRequest) -> Result<SyncOutput> {
@@ -195,7 +207,14 @@ impl Sync {
             .transpose()?;
         if let Some(p) = &req.set_presence {
             if matches!(p.as_str(), "online" | "unavailable" | "offline") {
-                self.ephemeral.set_presence(&session.user_id, p, None);
+                let changed = self.ephemeral.set_presence(&session.user_id, p, None);
+                if let Some(f) = self.federation.as_ref().filter(|_| changed) {
+                    let record = self.ephemeral.presence(&session.user_id);
+                    f.presence(
+                        &session.user_id,
+                        presence_content(&session.user_id, record.as_ref()),
+                    );
+                }
             }
         }
         let deadline = tokio::time::Instant::now()
