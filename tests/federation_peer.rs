@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    federation::{federating, heard, joined_members, signing_as},
+    federation::{federating, heard, joined_members, signed_pdu, signing_as},
     Server,
 };
 use ruma::{
@@ -21,7 +21,7 @@ use ruma::{
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     },
     signatures::Ed25519KeyPair,
-    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId, UInt,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, RoomVersionId, UInt,
 };
 use sandcat_backends::sql::SqlStore;
 use sandcat_core::{
@@ -240,26 +240,6 @@ async fn signing_key_version(srv: &Server) -> String {
     let (_, doc) = srv.anon().get("/_matrix/key/v2/server").await;
     let ids: Vec<&String> = doc["verify_keys"].as_object().unwrap().keys().collect();
     ids[0].strip_prefix("ed25519:").unwrap().to_owned()
-}
-
-/// Signs `event` (a PDU without hashes and signatures) as `server`, and answers its id and
-/// JSON.
-fn signed_pdu(
-    server: &OwnedServerName,
-    key: &Ed25519KeyPair,
-    version: &RoomVersionId,
-    event: Value,
-) -> (OwnedEventId, Box<serde_json::value::RawValue>) {
-    let rules = version.rules().unwrap();
-    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
-    ruma::signatures::hash_and_sign_event(server.as_str(), key, &mut object, &rules.redaction)
-        .unwrap();
-    let id = ruma::signatures::reference_hash(&object, &rules).unwrap();
-    let json = serde_json::to_string(&object).unwrap();
-    (
-        format!("${id}").try_into().unwrap(),
-        serde_json::value::RawValue::from_string(json).unwrap(),
-    )
 }
 
 #[tokio::test]

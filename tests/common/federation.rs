@@ -3,11 +3,11 @@
 
 use std::{path::Path, sync::Arc};
 
-use ruma::{signatures::Ed25519KeyPair, OwnedServerName, ServerName};
+use ruma::{signatures::Ed25519KeyPair, OwnedEventId, OwnedServerName, RoomVersionId, ServerName};
 use sandcat_core::sequencer::SigningKey;
 use sandcat_federation::client::{ClientOptions, FederationClient};
 
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 
 use super::{Client, Server};
 
@@ -162,4 +162,24 @@ pub(crate) async fn shared_room(certs: &Path) -> SharedRoom {
         bob,
         room,
     }
+}
+
+/// Signs `event` (a PDU without hashes and signatures) as `server`, and answers its id and
+/// JSON.
+pub(crate) fn signed_pdu(
+    server: &ServerName,
+    key: &Ed25519KeyPair,
+    version: &RoomVersionId,
+    event: Value,
+) -> (OwnedEventId, Box<RawValue>) {
+    let rules = version.rules().unwrap();
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    ruma::signatures::hash_and_sign_event(server.as_str(), key, &mut object, &rules.redaction)
+        .unwrap();
+    let id = ruma::signatures::reference_hash(&object, &rules).unwrap();
+    let json = serde_json::to_string(&object).unwrap();
+    (
+        format!("${id}").try_into().unwrap(),
+        RawValue::from_string(json).unwrap(),
+    )
 }
