@@ -409,7 +409,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             config.federation.rate_limit_per_second,
             config.federation.rate_limit_burst,
         ),
-    );
+    )
+    .with_sender(federation_sender.clone());
     let inbox: Arc<dyn Inbox> = match config.inbox.backend {
         InboxBackend::Embedded => store.clone(),
         InboxBackend::Mongodb => pipeline::mongo_inbox(config).await?,

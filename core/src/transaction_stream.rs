@@ -50,6 +50,11 @@ pub trait Receiver: Send + Sync {
     async fn other_news(&self) {
         std::future::pending::<()>().await
     }
+    /// Resolves when the receiver is known to be reachable again (it contacted us): a
+    /// transaction waiting out its backoff is sent at once.
+    async fn back(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// The state kept under `id`, or, for a receiver met for the first time, one starting at
@@ -148,8 +153,13 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::info!(name, txn, error = %e, retry_in_ms = delay.as_millis() as u64, "a transaction was not accepted");
-                    tokio::time::sleep(delay).await;
-                    delay = backoff.next(delay);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => delay = backoff.next(delay),
+                        _ = receiver.back() => {
+                            tracing::debug!(name, txn, "the receiver is back: sending at once");
+                            delay = backoff.initial;
+                        }
+                    }
                 }
             }
             continue;

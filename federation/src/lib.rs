@@ -62,6 +62,8 @@ pub struct FederationState {
     limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
     well_known_server: Option<OwnedServerName>,
+    /// Told of every server whose signed request arrives, to retry what waits for it.
+    sender: Option<Arc<sender::FederationSender>>,
 }
 
 impl FederationState {
@@ -89,7 +91,14 @@ impl FederationState {
             media,
             well_known_server,
             limiter: Arc::new(limiter),
+            sender: None,
         }
+    }
+
+    /// The sender to tell when another server makes a signed request (it is up).
+    pub fn with_sender(mut self, sender: Arc<sender::FederationSender>) -> Self {
+        self.sender = Some(sender);
+        self
     }
 }
 

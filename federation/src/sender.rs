@@ -8,7 +8,8 @@
 //! with exponential backoff; only then does the position move, so a restart resumes it and
 //! nothing is lost. Destinations are the servers of the joined members of rooms other servers share
 //! (found at start, and from joins as they arrive). Their state is kept with the application
-//! services' transaction streams, under `federation:<server name>`.
+//! services' transaction streams, under `federation:<server name>`. A destination that makes a
+//! signed request here is up again: its transaction waiting out a backoff goes at once.
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,7 @@ use sandcat_core::{
     Error, Result, StoredEvent,
 };
 use serde_json::value::RawValue;
-use tokio::task::JoinHandle;
+use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::client::FederationClient;
 use sandcat_core::services::federation::MAX_PDUS_PER_TRANSACTION;
@@ -58,6 +59,10 @@ impl transaction_stream::Receiver for Destination<'_> {
     async fn send(&self, txn: u64, body: &str) -> Result<()> {
         self.sender.send(&self.name, txn, body).await
     }
+
+    async fn back(&self) {
+        self.sender.contact_of(&self.name).notified().await
+    }
 }
 
 pub struct FederationSender {
@@ -69,6 +74,8 @@ pub struct FederationSender {
     own: OwnedServerName,
     running: Mutex<HashMap<OwnedServerName, JoinHandle<()>>>,
     discovery: Mutex<Option<JoinHandle<()>>>,
+    /// Per destination, told when it makes a signed request here: it is up again.
+    contacts: Mutex<HashMap<OwnedServerName, Arc<Notify>>>,
 }
 
 fn is_join(ev: &StoredEvent) -> bool {
@@ -98,7 +105,22 @@ impl FederationSender {
             own,
             running: Default::default(),
             discovery: Default::default(),
+            contacts: Default::default(),
         }
+    }
+
+    /// `origin` made a signed request here, so it is up: a transaction of its that waits out
+    /// a backoff on this instance is sent at once.
+    pub fn contacted(&self, origin: &ServerName) {
+        let contacts = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = contacts.get(origin) {
+            n.notify_waiters();
+        }
+    }
+
+    fn contact_of(&self, destination: &ServerName) -> Arc<Notify> {
+        let mut contacts = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        contacts.entry(destination.to_owned()).or_default().clone()
     }
 
     /// Starts a task per known destination, and one that finds new ones as events arrive.

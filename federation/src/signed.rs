@@ -57,6 +57,9 @@ where
             tracing::info!(%origin, error = %e, "a request's signature failed");
             return Err(unauthorized(format!("the request's signature failed: {e}")));
         }
+        if let Some(sender) = &state.sender {
+            sender.contacted(&origin);
+        }
         if let Err(wait) = state.limiter.check(Key::Server(origin.to_string())) {
             tracing::info!(%origin, "a server went over its rate limit");
             return Err(ApiError(Error::matrix(
