@@ -152,6 +152,9 @@ pub struct FederationConfig {
     /// Let requests to other servers go to private, loopback and link-local addresses
     /// (several servers on one machine or network).
     pub allow_private_destinations: bool,
+    /// The DNS server (`ip:port`) that finds other servers (addresses and SRV records).
+    /// Empty: the system's (`/etc/resolv.conf`, `/etc/hosts`).
+    pub dns_server: String,
     /// Requests each other server may make per second, sustained (0: no limit), and the burst
     /// above it; counted per instance.
     pub rate_limit_per_second: f64,
@@ -167,6 +170,7 @@ impl Default for FederationConfig {
             tls_private_key: String::new(),
             verify_certificates: true,
             allow_private_destinations: false,
+            dns_server: String::new(),
             rate_limit_per_second: 100.0,
             rate_limit_burst: 1000,
         }
@@ -436,6 +440,10 @@ impl Config {
             (
                 "SANDCAT_FEDERATION_TLS_PRIVATE_KEY",
                 &mut self.federation.tls_private_key,
+            ),
+            (
+                "SANDCAT_FEDERATION_DNS_SERVER",
+                &mut self.federation.dns_server,
             ),
         ] {
             if let Some(v) = get(key) {

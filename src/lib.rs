@@ -156,6 +156,17 @@ async fn open_store(config: &Config) -> Result<SqlStore> {
     }
 }
 
+/// `[federation] dns_server` as an address, if set.
+fn dns_server(config: &Config) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let s = config.federation.dns_server.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("[federation] dns_server must be ip:port, not {s:?}"))
+}
+
 /// `m.server` of `/.well-known/matrix/server`, if configured.
 fn well_known_server(config: &Config) -> Result<Option<OwnedServerName>> {
     let v = config.federation.well_known_server.trim();
@@ -237,6 +248,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             ClientOptions {
                 verify_certificates: config.federation.verify_certificates,
                 allow_private_destinations: config.federation.allow_private_destinations,
+                dns_server: dns_server(config)?,
                 ..ClientOptions::default()
             },
         )

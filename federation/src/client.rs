@@ -4,7 +4,11 @@
 //! other servers: their keys (`KeyFetch`) and their rooms' events (`RemoteFetch`, each event
 //! checked with `verify_pdu` before it is answered).
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use ruma::{
@@ -29,6 +33,8 @@ use sandcat_core::{
 };
 use serde_json::{value::RawValue, Value};
 
+use crate::resolve::{parse_well_known, Dns, HttpDns, ServerResolver, WELL_KNOWN_LIMITS};
+
 /// The largest answer read from another server.
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -42,6 +48,8 @@ pub struct ClientOptions {
     pub allow_private_destinations: bool,
     /// The most one request may take.
     pub timeout: Duration,
+    /// The DNS server to ask (`ip:port`); none: the system's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +58,7 @@ impl Default for ClientOptions {
             verify_certificates: true,
             allow_private_destinations: false,
             timeout: Duration::from_secs(30),
+            dns_server: None,
         }
     }
 }
@@ -57,7 +66,20 @@ impl Default for ClientOptions {
 pub struct FederationClient {
     http: reqwest::Client,
     signing: Arc<SigningKey>,
-    options: ClientOptions,
+    dns: Arc<Dns>,
+    servers: ServerResolver,
+}
+
+/// An error with its causes, `outer: inner: …` (reqwest hides why a connection failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 fn unreachable_server(destination: &ServerName, why: impl std::fmt::Display) -> Error {
@@ -67,33 +89,14 @@ fn unreachable_server(destination: &ServerName, why: impl std::fmt::Display) -> 
     )
 }
 
-/// Whether an address is one that outbound federation stays away from by default.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // Shared address space (carrier-grade NAT), 100.64.0.0/10.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
-}
-
 impl FederationClient {
     pub fn new(signing: Arc<SigningKey>, options: ClientOptions) -> Result<Self> {
+        let dns = Arc::new(
+            Dns::new(options.dns_server, options.allow_private_destinations)
+                .map_err(|e| Error::internal(format!("the DNS resolver: {e}")))?,
+        );
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(HttpDns(dns.clone())))
             .danger_accept_invalid_certs(!options.verify_certificates)
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
@@ -103,40 +106,39 @@ impl FederationClient {
         Ok(FederationClient {
             http,
             signing,
-            options,
+            servers: ServerResolver::new(dns.clone()),
+            dns,
         })
     }
 
-    /// `https://host:port` of a destination: the name's explicit port, else 8448. (Delegation
-    /// through `.well-known` and SRV records comes with the rest of server discovery.)
+    /// `https://host:port` of a destination, as server discovery finds it (`resolve.rs`).
     pub(crate) async fn base_url(&self, destination: &ServerName) -> Result<String> {
-        let host = destination.host();
-        let port = destination.port().unwrap_or(8448);
-        let authority = format!("{host}:{port}");
-        self.check_public(destination, &authority).await?;
-        Ok(format!("https://{authority}"))
+        let endpoint = self
+            .servers
+            .endpoint(destination, |host| self.well_known(host))
+            .await;
+        // A URL with an IP address is connected without asking the resolver: checked here.
+        if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
+            self.dns
+                .check(&endpoint.host, vec![ip])
+                .map_err(|e| Error::forbidden(format!("{destination}: {e}")))?;
+        }
+        Ok(endpoint.base_url())
     }
 
-    /// Refuses an address that resolves to a private one, unless the configuration allows it.
-    pub(crate) async fn check_public(
-        &self,
-        destination: &ServerName,
-        authority: &str,
-    ) -> Result<()> {
-        if self.options.allow_private_destinations {
-            return Ok(());
-        }
-        let addrs = tokio::net::lookup_host(authority)
-            .await
-            .map_err(|e| unreachable_server(destination, e))?;
-        for addr in addrs {
-            if is_private(addr.ip()) {
-                return Err(Error::forbidden(format!(
-                    "{destination} resolves to a private address"
-                )));
+    /// `https://{host}/.well-known/matrix/server`, if it answers a JSON document.
+    async fn well_known(&self, host: String) -> Option<Value> {
+        let (timeout, max) = WELL_KNOWN_LIMITS;
+        let url = format!("https://{host}/.well-known/matrix/server");
+        let request = self.http.get(url).timeout(timeout).build().ok()?;
+        let name = ServerName::parse(host.as_str()).ok()?;
+        match self.execute(&name, request, max).await {
+            Ok(answer) => parse_well_known(answer.status(), answer.body()),
+            Err(e) => {
+                tracing::debug!(host, error = %e, "no .well-known delegation");
+                None
             }
         }
-        Ok(())
     }
 
     /// Hashes and signs an event built from a template (as this server), and answers its id
@@ -213,7 +215,7 @@ impl FederationClient {
             .http
             .execute(request)
             .await
-            .map_err(|e| unreachable_server(destination, e))?;
+            .map_err(|e| unreachable_server(destination, with_causes(&e)))?;
         let mut answer = http::Response::builder().status(response.status());
         if let Some(headers) = answer.headers_mut() {
             *headers = std::mem::take(response.headers_mut());
@@ -244,7 +246,7 @@ impl FederationClient {
         limit: usize,
     ) -> Result<http::Response<Vec<u8>>> {
         let parsed = reqwest::Url::parse(url).map_err(|e| unreachable_server(destination, e))?;
-        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        let Some(host) = parsed.host_str() else {
             return Err(unreachable_server(destination, "a location without a host"));
         };
         if !matches!(parsed.scheme(), "https" | "http") {
@@ -253,8 +255,13 @@ impl FederationClient {
                 "a location that is not http(s)",
             ));
         }
-        self.check_public(destination, &format!("{host}:{port}"))
-            .await?;
+        // A name is checked by the resolver as it connects; an address, here.
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            self.dns
+                .check(&ip.to_string(), vec![ip])
+                .map_err(|e| Error::forbidden(format!("{destination}: {e}")))?;
+        }
         let request = self.http.get(parsed).build().map_err(Error::internal)?;
         self.execute(destination, request, limit).await
     }

@@ -26,6 +26,7 @@ mod query;
 mod remote_keys;
 mod remote_media;
 mod remote_rooms;
+mod resolve;
 mod rooms;
 pub mod sender;
 pub mod signed;

@@ -53,10 +53,21 @@ pub(crate) async fn federating_in(
     port: u16,
     tweak: impl FnOnce(&mut sandcat::Config) + Send + 'static,
 ) -> Server {
+    federating_as(certs, dir, format!("localhost:{port}"), port, tweak).await
+}
+
+/// The server `name` whose TLS listener is on `port` (found through DNS or delegation when
+/// `name` does not say so).
+pub(crate) async fn federating_as(
+    certs: &Path,
+    dir: tempfile::TempDir,
+    name: String,
+    port: u16,
+    tweak: impl FnOnce(&mut sandcat::Config) + Send + 'static,
+) -> Server {
     let (cert, key) = certificate(certs);
-    let server_name = format!("localhost:{port}");
     Server::start_in(dir, move |c| {
-        c.server_name = server_name;
+        c.server_name = name;
         c.federation.listen = format!("127.0.0.1:{port}");
         c.federation.tls_certificate = cert;
         c.federation.tls_private_key = key;

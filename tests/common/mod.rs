@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod dns;
 pub(crate) mod federation;
 pub(crate) mod native;
 
