@@ -12,8 +12,9 @@ use ruma::{
         },
         query::{get_profile_information, get_room_information},
     },
-    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomVersionId,
-    ServerName, UserId,
+    canonical_json::redact,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId,
+    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, ServerName, UserId,
 };
 use sandcat_core::{
     intent::{OutsideMembership, ReceivedPdu, RemoteJoin},
@@ -265,17 +266,49 @@ impl RemoteRooms for RemoteEvents {
                 "{server} answered another event than the invite"
             )));
         }
-        let by_invitee = serde_json::from_str::<Value>(&signed.json)?
-            .pointer(&format!(
-                "/signatures/{}",
-                server.as_str().replace('/', "~1")
-            ))
-            .is_some();
-        if !by_invitee {
-            return Err(Error::forbidden(format!(
-                "{server} did not sign the invite"
-            )));
-        }
+        self.check_counter_signature(room_version, server, &signed.json)
+            .await?;
         Ok(signed.into())
+    }
+}
+
+impl RemoteEvents {
+    /// Checks `server`'s signature of an invite (`json`, as it answered it) with its keys: the
+    /// signature covers the redacted event, as every event signature does.
+    async fn check_counter_signature(
+        &self,
+        room_version: &RoomVersionId,
+        server: &ServerName,
+        json: &str,
+    ) -> Result<()> {
+        let refused =
+            |why: String| Error::forbidden(format!("{server} did not sign the invite: {why}"));
+        let rules = room_version.rules().ok_or_else(|| {
+            Error::invalid_param(format!("room version {room_version} is unknown"))
+        })?;
+        let object: CanonicalJsonObject = serde_json::from_str(json)?;
+        let mut redacted =
+            redact(object, &rules.redaction, None).map_err(|e| refused(e.to_string()))?;
+        let theirs = match redacted.get("signatures") {
+            Some(CanonicalJsonValue::Object(all)) => all.get(server.as_str()).cloned(),
+            _ => None,
+        };
+        let Some(CanonicalJsonValue::Object(theirs)) = theirs else {
+            return Err(refused("no signature".into()));
+        };
+        let key_ids: Vec<String> = theirs.keys().cloned().collect();
+        // Only that server's signature is checked here (the inviter's was, by `verify_pdu`).
+        redacted.insert(
+            "signatures".into(),
+            CanonicalJsonValue::Object(
+                [(server.to_string(), CanonicalJsonValue::Object(theirs))].into(),
+            ),
+        );
+        let now: u64 = MilliSecondsSinceUnixEpoch::now().get().into();
+        let keys = self
+            .keys()
+            .key_map(&[(server.to_owned(), key_ids)].into(), now)
+            .await?;
+        ruma::signatures::verify_json(&keys, &redacted).map_err(|e| refused(e.to_string()))
     }
 }

@@ -263,11 +263,14 @@ impl Inbound {
         {
             return Err(Error::not_found(format!("{invitee} is not a user here")));
         }
+        // The counter-signature covers the redacted event, as every event signature does (the
+        // content hash is computed again, and is the same).
         let mut object: CanonicalJsonObject = serde_json::from_str(&verified.json)?;
-        ruma::signatures::sign_json(
+        ruma::signatures::hash_and_sign_event(
             self.signing.server_name.as_str(),
             &self.signing.key,
             &mut object,
+            &rules_for(version)?.redaction,
         )
         .map_err(Error::internal)?;
         let json = serde_json::to_string(&object)?;
