@@ -7,17 +7,8 @@
 
 mod common;
 
-use common::{federation::federating, Client};
+use common::{federation::federating, png, Client};
 use serde_json::Value;
-
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 7])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
 
 async fn upload(c: &Client, bytes: Vec<u8>, name: &str, ct: &str) -> String {
     let res = c
@@ -124,8 +115,8 @@ async fn remote_media_is_fetched_once_and_kept() {
     .await;
     assert_eq!(s, 404, "an id that is not a media id");
 
-    // The first server goes away: what was fetched is still served; what was not is a
-    // gateway failure, not the client's.
+    // The first server goes away: what was fetched is still served; what was not is not
+    // found, and the answer says why.
     let _data = a.stop().await;
     let (s, _, _, bytes) = get(
         &bob,
@@ -142,7 +133,19 @@ async fn remote_media_is_fetched_once_and_kept() {
         &format!("/_matrix/client/v1/media/download/{a_name}/{text_id}"),
     )
     .await;
-    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (s, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

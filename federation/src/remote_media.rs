@@ -130,10 +130,7 @@ fn check_status(server: &ServerName, answer: &Response<Vec<u8>>) -> Result<()> {
 }
 
 fn bad_answer(server: &ServerName, why: impl std::fmt::Display) -> Error {
-    Error::matrix(
-        ErrorCode::BadStatus,
-        format!("{server} did not answer with the media: {why}"),
-    )
+    Error::not_found(format!("{server} did not answer with the media: {why}"))
 }
 
 fn too_large(max_bytes: usize) -> Error {
@@ -143,15 +140,16 @@ fn too_large(max_bytes: usize) -> Error {
     )
 }
 
-/// A server that could not be reached (or may not be: a private address) is a gateway
-/// failure to the client, not its mistake; a file too large stays so.
+/// Media of a server that could not be reached (or may not be: a private address) is not
+/// found here — the client's answer is a 404 naming why, never a server error; a file too
+/// large stays so.
 fn failed(e: Error) -> Error {
     match e {
         Error::Matrix {
             code: ErrorCode::TooLarge,
             message,
         } => Error::matrix(ErrorCode::TooLarge, message),
-        Error::Matrix { message, .. } => Error::matrix(ErrorCode::ConnectionFailed, message),
+        Error::Matrix { message, .. } => Error::not_found(message),
         e => e,
     }
 }

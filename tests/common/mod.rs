@@ -302,3 +302,13 @@ pub(crate) async fn sandcat_get_user(
         .status()
         .as_u16()
 }
+
+/// A PNG picture of `w`×`h` (a gradient), to upload and thumbnail.
+pub(crate) fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
