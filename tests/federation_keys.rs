@@ -17,6 +17,32 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
+/// Where `client`'s next `/sync` starts: now.
+async fn now(client: &Client) -> String {
+    client.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether `client`'s `/sync` from `since` lists `user` in `device_lists.changed` (a few
+/// seconds at most), and then `user`'s keys as `client` reads them.
+async fn told_of_change(client: &Client, since: String, user: &str) -> Option<Value> {
+    sync_until(client, Some(since), |s| {
+        s["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == user))
+    })
+    .await?;
+    let (_, body) = client
+        .post(
+            "/_matrix/client/v3/keys/query",
+            json!({ "device_keys": { user: [] } }),
+        )
+        .await;
+    Some(body)
+}
+
 async fn device_of(client: &Client) -> String {
     let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
     me["device_id"].as_str().unwrap().to_owned()
@@ -110,10 +136,7 @@ async fn keys_and_to_device_messages_cross_servers() {
     assert_eq!(event["type"], "m.room.encrypted");
 
     // Bob's device changes its keys: Alice's /sync says so, and she reads the new ones.
-    let since = alice.sync(None, 0).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = now(&alice).await;
     let changed = device_keys(&bob.user_id, &dev, "ZWQyNTUxOSBrZXkgdHdv");
     let (status, body) = bob
         .post(
@@ -122,30 +145,14 @@ async fn keys_and_to_device_messages_cross_servers() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let told = sync_until(&alice, Some(since), |s| {
-        s["device_lists"]["changed"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str()))
-    })
-    .await;
-    assert!(
-        told.is_some(),
-        "A never told Alice that Bob's devices changed"
-    );
-    let (_, body) = alice
-        .post(
-            "/_matrix/client/v3/keys/query",
-            json!({ "device_keys": { bob.user_id.as_str(): [] } }),
-        )
-        .await;
+    let body = told_of_change(&alice, since, &bob.user_id)
+        .await
+        .expect("A never told Alice that Bob's devices changed");
     assert_eq!(body["device_keys"][&bob.user_id][&dev], changed, "{body}");
 
     // Bob sets up cross-signing: A is told (`m.signing_key_update`), and Alice reads his
     // master key through B.
-    let since = alice.sync(None, 0).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = now(&alice).await;
     let master = json!({
         "user_id": bob.user_id,
         "usage": ["master"],
@@ -158,22 +165,9 @@ async fn keys_and_to_device_messages_cross_servers() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let told = sync_until(&alice, Some(since), |s| {
-        s["device_lists"]["changed"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str()))
-    })
-    .await;
-    assert!(
-        told.is_some(),
-        "A never told Alice that Bob's signing keys changed"
-    );
-    let (_, body) = alice
-        .post(
-            "/_matrix/client/v3/keys/query",
-            json!({ "device_keys": { bob.user_id.as_str(): [] } }),
-        )
-        .await;
+    let body = told_of_change(&alice, since, &bob.user_id)
+        .await
+        .expect("A never told Alice that Bob's signing keys changed");
     assert_eq!(
         body["master_keys"][&bob.user_id]["keys"], master["keys"],
         "{body}"
@@ -195,9 +189,7 @@ async fn a_transaction_sent_again_is_taken_once() {
         ..
     } = shared_room(certs.path()).await;
     let dev = device_of(&alice).await;
-    let mut since = alice.sync(None, 0).await["next_batch"]
-        .as_str()
-        .map(str::to_owned);
+    let mut since = Some(now(&alice).await);
     let b_key = sandcat::signing_key::load_or_create(&b.dir.path().join("signing.key")).unwrap();
     let as_b = signing_as(&b_name, b_key);
     let edu = |n: u32| {

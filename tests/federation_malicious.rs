@@ -10,8 +10,7 @@
 mod common;
 
 use common::{
-    enc,
-    federation::{federating, joined_members, signed_pdu, signing_as},
+    federation::{federating, joined_members, room_bodies, signed_pdu, signing_as},
     Client,
 };
 use ruma::{
@@ -23,20 +22,10 @@ use serde_json::{json, value::RawValue, Value};
 
 /// What `client` reads of `room`: its messages, oldest first, and its joined members.
 async fn view(client: &Client, room: &str) -> (Vec<String>, Vec<String>) {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-        enc(room)
-    );
-    let (status, page) = client.get(&path).await;
-    assert_eq!(status, 200, "{page}");
-    let mut bodies: Vec<String> = page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect();
-    bodies.reverse();
-    (bodies, joined_members(client, room).await)
+    (
+        room_bodies(client, room).await,
+        joined_members(client, room).await,
+    )
 }
 
 fn transaction(

@@ -7,29 +7,9 @@
 mod common;
 
 use common::{
-    enc,
-    federation::{federating_in, heard, shared_room, SharedRoom},
+    federation::{federating_in, heard, room_bodies, shared_room, SharedRoom},
     Client,
 };
-
-/// The message bodies of `room` as `client`'s server has them, oldest first.
-async fn bodies(client: &Client, room: &str) -> Vec<String> {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-        enc(room)
-    );
-    let (status, page) = client.get(&path).await;
-    assert_eq!(status, 200, "{page}");
-    let mut out: Vec<String> = page["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message")
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect();
-    out.reverse();
-    out
-}
 
 #[tokio::test]
 async fn a_server_that_was_down_gets_every_message_once_in_order() {
@@ -65,14 +45,14 @@ async fn a_server_that_was_down_gets_every_message_once_in_order() {
         "the server back up never got the last message"
     );
     assert!(heard(&alice, &room, "back").await);
-    let mut got = bodies(&bob, &room).await;
+    let mut got = room_bodies(&bob, &room).await;
     // Bob's message is concurrent with those sent while he was away: it may sit anywhere
     // after "before"; the rest keep their order.
     got.retain(|b| b != "back");
     let mut expected = vec!["before".to_owned()];
     expected.extend(away);
     assert_eq!(got, expected);
-    let mut theirs = bodies(&alice, &room).await;
+    let mut theirs = room_bodies(&alice, &room).await;
     theirs.retain(|b| b != "back");
     assert_eq!(theirs, expected, "both servers agree");
 }

@@ -132,6 +132,25 @@ pub(crate) async fn joined_members(client: &Client, room: &str) -> Vec<String> {
     ids
 }
 
+/// The message bodies of `room` as `client`'s server has them (`/messages`), oldest first.
+pub(crate) async fn room_bodies(client: &Client, room: &str) -> Vec<String> {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+        super::enc(room)
+    );
+    let (status, page) = client.get(&path).await;
+    assert_eq!(status, 200, "{page}");
+    let mut out: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    out.reverse();
+    out
+}
+
 /// `client` joins `room` through `server` (`/join?via=`): the answer's status and body.
 pub(crate) async fn join_via(client: &Client, room: &str, server: &ServerName) -> (u16, Value) {
     let path = format!(

@@ -315,11 +315,7 @@ impl ClientData {
         state: &str,
         status_msg: Option<String>,
     ) -> Result<()> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{user_id} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, user_id)?;
         if !matches!(state, "online" | "offline" | "unavailable" | "busy") {
             return Err(Error::invalid_param(format!("unknown presence {state}")));
         }
@@ -342,11 +338,7 @@ impl ClientData {
         room_id: &RoomId,
         user_id: &UserId,
     ) -> Result<()> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{user_id} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, user_id)?;
         crate::services::federation::acl::check_acl(self.rooms.as_ref(), room_id, origin).await?;
         self.ensure_joined(user_id, room_id).await
     }

@@ -44,11 +44,7 @@ impl Inbound {
         room_id: &RoomId,
         user_id: &UserId,
     ) -> Result<RoomSnapshot> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{user_id} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, user_id)?;
         let snapshot = self
             .store
             .load_room(room_id)

@@ -5,9 +5,11 @@
 pub mod acl;
 mod inbound;
 mod membership;
+mod origin;
 mod reads;
 pub mod template;
 
 pub use inbound::{Inbound, Outcomes, MAX_PDUS_PER_TRANSACTION};
 pub use membership::JoinAnswer;
+pub use origin::check_user_of;
 pub use reads::{ServerReads, StateIdsAt, MAX_EVENTS_PER_READ};

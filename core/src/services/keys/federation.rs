@@ -182,11 +182,7 @@ impl Keys {
         kind: &str,
         messages: &BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
     ) -> Result<()> {
-        if sender.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{sender} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, sender)?;
         let (local, _) = self.split(messages);
         self.deliver(sender, kind, &local).await?;
         self.notifier.notify();
@@ -201,11 +197,7 @@ impl Keys {
         user_id: &UserId,
         device_id: &str,
     ) -> Result<()> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{user_id} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, user_id)?;
         // Recorded as a key change only: `/keys/query` for the user goes to its server.
         self.keys
             .set_device_keys(user_id, device_id, &json!({}))
@@ -222,11 +214,7 @@ impl Keys {
         origin: &ServerName,
         user_id: &UserId,
     ) -> Result<()> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(format!(
-                "{user_id} is not a user of {origin}"
-            )));
-        }
+        crate::services::federation::check_user_of(origin, user_id)?;
         self.keys
             .set_cross_signing_key(user_id, "master", &json!({}))
             .await?;
