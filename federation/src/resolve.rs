@@ -23,8 +23,11 @@ use hickory_resolver::{
 use ruma::{OwnedServerName, ServerName};
 use serde_json::Value;
 
-/// How long a server name's resolution is kept.
+/// How long a server name's resolution is kept, and how many names are kept at most (any
+/// user can name a server, in a media URI for one: past this, the expired ones go, and if
+/// none has, all).
 const KEPT: Duration = Duration::from_secs(60 * 60);
+const MAX_KEPT: usize = 10_000;
 /// The longest a `.well-known` document may take, and its largest size.
 const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const WELL_KNOWN_MAX: usize = 64 * 1024;
@@ -162,10 +165,12 @@ impl Dns {
     }
 
     fn route(&self, host: &str, target: &str) {
-        self.targets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_owned(), target.to_owned());
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        if targets.len() >= MAX_KEPT {
+            // Routes are found again as their names are resolved again.
+            targets.clear();
+        }
+        targets.insert(host.to_owned(), target.to_owned());
     }
 }
 
@@ -217,10 +222,14 @@ impl ServerResolver {
             }
         }
         let endpoint = self.discover(server, well_known).await;
-        self.kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(server.to_owned(), (endpoint.clone(), Instant::now()));
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= MAX_KEPT {
+            kept.retain(|_, (_, at)| at.elapsed() < KEPT);
+            if kept.len() >= MAX_KEPT {
+                kept.clear();
+            }
+        }
+        kept.insert(server.to_owned(), (endpoint.clone(), Instant::now()));
         endpoint
     }
 
