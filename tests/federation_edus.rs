@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     enc,
-    federation::{heard, shared_room, sync_until, SharedRoom},
+    federation::{heard, shared_room, sync_find, SharedRoom},
     Client,
 };
 use serde_json::{json, Value};
@@ -21,16 +21,15 @@ async fn ephemeral(
     kind: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Option<Value> {
-    let found = |sync: &Value| {
+    sync_find(client, |sync| {
         sync["rooms"]["join"][room]["ephemeral"]["events"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|e| e["type"] == kind && pred(e))
             .cloned()
-    };
-    let sync = sync_until(client, None, |s| found(s).is_some()).await?;
-    found(&sync)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -88,16 +87,15 @@ async fn typing_and_receipts_reach_the_other_server() {
 
 /// The first presence event of `user` in `client`'s `/sync` long-polls that `pred` accepts.
 async fn presence_of(client: &Client, user: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-    let found = |sync: &Value| {
+    sync_find(client, |sync| {
         sync["presence"]["events"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|e| e["sender"] == user && pred(&e["content"]))
             .cloned()
-    };
-    let sync = sync_until(client, None, |s| found(s).is_some()).await?;
-    found(&sync)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -122,6 +122,15 @@ pub(crate) async fn sync_until(
     None
 }
 
+/// The first thing `find` picks out of `client`'s `/sync` long-polls (a few seconds at most).
+pub(crate) async fn sync_find(
+    client: &Client,
+    find: impl Fn(&Value) -> Option<Value>,
+) -> Option<Value> {
+    let sync = sync_until(client, None, |s| find(s).is_some()).await?;
+    find(&sync)
+}
+
 /// The joined members of `room`, as `client`'s server has them, sorted.
 pub(crate) async fn joined_members(client: &Client, room: &str) -> Vec<String> {
     let (_, m) = client
