@@ -47,6 +47,8 @@ config.update({
     "enable_registration_without_verification": True,
     "report_stats": False,
     "presence": {"enabled": True},
+    "allow_public_rooms_over_federation": True,
+    "room_list_publication_rules": [{"action": "allow"}],
     "federation": {
         "destination_min_retry_interval": "1s", "destination_max_retry_interval": "5s",
         "max_long_retry_delay": "5s", "max_short_retry_delay": "1s",

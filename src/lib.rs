@@ -415,6 +415,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             data: data.clone(),
             e2ee: keys.clone(),
             media: media.clone(),
+            rooms: rooms.clone(),
         },
         well_known,
         Limiter::new(

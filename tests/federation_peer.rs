@@ -1,7 +1,8 @@
 //! Two servers over loopback, each with its TLS federation listener, one acting on the
 //! other's rooms over federation — requests signed (`X-Matrix`) and checked against keys
 //! fetched over TLS: it reads a room (every PDU answered verified as a third server would),
-//! and its user joins one (`make_join`, `send_join`) and talks in it (`/send`). What it may
+//! and its user finds one in its directory (`/publicRooms`), joins it (`make_join`,
+//! `send_join`) and talks in it (`/send`). What it may
 //! not read or do, or asks without a valid signature, is refused. Runs on the embedded profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
@@ -396,13 +397,49 @@ async fn a_user_here_joins_a_room_of_another_server() {
     let (a, a_name) = federating(certs.path()).await;
     let (b, _) = federating(certs.path()).await;
     let alice = a.register("alice").await;
-    let open = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let open = alice
+        .create_room(json!({ "preset": "public_chat", "visibility": "public", "name": "Atrium" }))
+        .await;
+    alice
+        .create_room(json!({ "preset": "public_chat", "visibility": "public", "name": "Cellar" }))
+        .await;
     for (i, body) in ["one", "two", "three"].iter().enumerate() {
         alice.send_text(&open, &format!("t{i}"), body).await;
     }
 
-    // Bob, of B, joins Alice's room on A through A (a version 12 room id names no server).
+    // Bob, of B, finds it in A's directory, asked through B: a page at a time, or by name.
     let bob = b.register("bob").await;
+    let server = common::enc(a_name.as_str());
+    let (status, page) = bob
+        .get(&format!(
+            "/_matrix/client/v3/publicRooms?server={server}&limit=1"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["chunk"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["total_room_count_estimate"], 2, "{page}");
+    let next = page["next_batch"].as_str().expect("a next page").to_owned();
+    let (status, rest) = bob
+        .get(&format!(
+            "/_matrix/client/v3/publicRooms?server={server}&since={next}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    let mut names = [&page, &rest].map(|p| p["chunk"][0]["name"].as_str().unwrap().to_owned());
+    names.sort();
+    assert_eq!(names, ["Atrium", "Cellar"]);
+    let (status, found) = bob
+        .post(
+            &format!("/_matrix/client/v3/publicRooms?server={server}"),
+            json!({ "filter": { "generic_search_term": "atri" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["chunk"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["chunk"][0]["room_id"], open.as_str(), "{found}");
+    assert_eq!(found["chunk"][0]["num_joined_members"], 1, "{found}");
+
+    // He joins Alice's room on A through A (a version 12 room id names no server).
     let (status, body) = bob
         .post(
             &format!(

@@ -342,6 +342,8 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         Unauthorized => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
         UrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),
         CannotOverwriteMedia => (StatusCode::CONFLICT, ErrorKind::CannotOverwriteMedia),
+        UnableToAuthorizeJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToAuthorizeJoin),
+        UnableToGrantJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToGrantJoin),
         ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
         ConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
         BadStatus => (
@@ -370,6 +372,13 @@ impl IntoResponse for ApiError {
             Error::Matrix { code, message } => {
                 let (status, kind) = status_and_kind(code);
                 error_response(status, kind, message)
+            }
+            Error::IncompatibleRoomVersion(version) => {
+                let message = format!("the room is of version {version}");
+                let kind = ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
+                );
+                error_response(StatusCode::BAD_REQUEST, kind, message)
             }
             other => {
                 tracing::error!(error = %other, "request failed");

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     ConnectionFailed,
     BadStatus,
     CannotOverwriteMedia,
+    /// A resident server cannot tell whether the user meets a restricted room's allow list:
+    /// it is in none of the rooms the list names.
+    UnableToAuthorizeJoin,
+    /// A resident server has no user who may vouch for a restricted join.
+    UnableToGrantJoin,
     Unknown,
 }
 
@@ -46,6 +51,10 @@ pub enum Error {
     /// instances sequencing one room): the batch is rebuilt on the new head.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The room is of a version the asking server does not speak (`make_join`, `make_knock`):
+    /// `M_INCOMPATIBLE_ROOM_VERSION`, naming the version.
+    #[error("the room is of version {0}, which the asking server does not speak")]
+    IncompatibleRoomVersion(ruma::RoomVersionId),
     /// A bug or an impossible state; the client sees `M_UNKNOWN`.
     #[error("internal: {0}")]
     Internal(String),

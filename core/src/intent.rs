@@ -94,18 +94,18 @@ pub struct RemoteJoin {
     pub event: ReceivedPdu,
 }
 
-/// A membership event of a user of this server in a room whose state this server does not
-/// have (no user of it has joined): it is kept on its own, as what this server knows of the
+/// A membership event (invite, knock, leave) of a user of this server in a room whose state
+/// this server does not have (no user of it has joined): it is kept on its own, as what this server knows of the
 /// room, until a join through another server brings the room's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutsideMembership {
     pub room_version: RoomVersionId,
     /// The event, signed by the servers that must sign it (an invite: by both).
     pub event: ReceivedPdu,
-    /// What the inviting server told of the room (`invite_room_state`), as stripped events
-    /// for the invited user's client.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub invite_state: Vec<Value>,
+    /// What the room's server told of it (`invite_room_state` with an invite,
+    /// `knock_room_state` with a knock), as stripped events for the user's client.
+    #[serde(default, alias = "invite_state", skip_serializing_if = "Vec::is_empty")]
+    pub stripped_state: Vec<Value>,
 }
 
 /// An event of another server, verified ([`crate::remote_pdu::verify_pdu`]): its id and the

@@ -11,6 +11,7 @@ pub mod error;
 pub mod inbox;
 pub mod input;
 pub mod intent;
+pub mod join_rules;
 pub mod json;
 pub mod notifier;
 pub mod pdu;

@@ -15,8 +15,9 @@ mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
 mod room_dag;
 pub use room_dag::{
-    HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, RemoteAppend, RemoteFetch,
-    RemoteRooms, StateChange, StateReset, StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
+    HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, PublicRoomsPage,
+    PublicRoomsQuery, RemoteAppend, RemoteFetch, RemoteRooms, StateChange, StateReset, StoredState,
+    TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
 mod remote_keys;
 pub use remote_keys::{NoRemoteKeys, RemoteKeys};

@@ -6,6 +6,21 @@ use serde_json::Value;
 
 use crate::Pdu;
 
+/// The state events a user who is invited or knocking is shown of a room before joining
+/// (stripped state): what identifies the room and says how to join it.
+pub fn shown_before_joining(kind: &str) -> bool {
+    matches!(
+        kind,
+        "m.room.create"
+            | "m.room.join_rules"
+            | "m.room.name"
+            | "m.room.avatar"
+            | "m.room.canonical_alias"
+            | "m.room.encryption"
+            | "m.room.topic"
+    )
+}
+
 /// A user's power in a room; `i64::MAX` for the creators of a v12 room.
 pub fn power_level(
     version: &RoomVersionId,

@@ -172,6 +172,9 @@ impl FederationClient {
     {
         let response = self.send_raw(destination, request, MAX_RESPONSE).await?;
         let status = response.status();
+        if !status.is_success() {
+            return Err(remote_error(destination, status, response.body()));
+        }
         R::IncomingResponse::try_from_http_response(borrowed(&response)).map_err(|e| {
             Error::matrix(
                 ErrorCode::Unknown,
@@ -265,6 +268,41 @@ impl FederationClient {
         let request = self.http.get(parsed).build().map_err(Error::internal)?;
         self.execute(destination, request, limit).await
     }
+}
+
+/// What another server refused, as this server tells it on: the refusals a client can act
+/// on keep their code (a join that is forbidden, a room that is not there or of a version
+/// this server does not speak, a restricted join that server cannot vouch for); the rest
+/// are `M_UNKNOWN`. The message names the server and its status.
+fn remote_error(destination: &ServerName, status: http::StatusCode, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        errcode: Option<String>,
+        error: Option<String>,
+        room_version: Option<RoomVersionId>,
+    }
+    let refusal = serde_json::from_slice::<Refusal>(body).ok();
+    let (errcode, error, version) = match refusal {
+        Some(r) => (r.errcode, r.error, r.room_version),
+        None => (None, None, None),
+    };
+    let errcode = errcode.unwrap_or_default();
+    let message = format!(
+        "{destination} answered {status}: {errcode} {}",
+        error.unwrap_or_default()
+    );
+    let code = match errcode.as_str() {
+        "M_FORBIDDEN" => ErrorCode::Forbidden,
+        "M_NOT_FOUND" => ErrorCode::NotFound,
+        "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorCode::UnableToAuthorizeJoin,
+        "M_UNABLE_TO_GRANT_JOIN" => ErrorCode::UnableToGrantJoin,
+        "M_INCOMPATIBLE_ROOM_VERSION" => match version {
+            Some(v) => return Error::IncompatibleRoomVersion(v),
+            None => ErrorCode::Unknown,
+        },
+        _ => ErrorCode::Unknown,
+    };
+    Error::matrix(code, message.trim_end().to_owned())
 }
 
 /// A response whose body is read in place, as ruma's parsers take it.

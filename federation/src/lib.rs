@@ -13,10 +13,12 @@ use sandcat_core::services::{
     federation::{Inbound, ServerReads},
     keys::Keys,
     media::Media,
+    rooms::Rooms,
     server_keys::ServerKeys,
 };
 
 pub mod client;
+mod directory;
 mod discovery;
 pub mod edus;
 mod keys;
@@ -46,6 +48,8 @@ pub struct FederationServices {
     pub e2ee: Arc<Keys>,
     /// This server's media, served to other servers.
     pub media: Arc<Media>,
+    /// This server's rooms: the public room directory.
+    pub rooms: Arc<Rooms>,
 }
 
 /// What the federation endpoints share.
@@ -59,6 +63,7 @@ pub struct FederationState {
     data: Arc<ClientData>,
     e2ee: Arc<Keys>,
     media: Arc<Media>,
+    rooms: Arc<Rooms>,
     /// Requests per other server.
     limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
@@ -81,6 +86,7 @@ impl FederationState {
             data,
             e2ee,
             media,
+            rooms,
         } = services;
         FederationState {
             server_name,
@@ -90,6 +96,7 @@ impl FederationState {
             data,
             e2ee,
             media,
+            rooms,
             well_known_server,
             limiter: Arc::new(limiter),
             sender: None,
@@ -113,6 +120,7 @@ pub fn router(state: FederationState) -> Router {
     let r = membership::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
+    let r = directory::routes(r);
     let r = user_keys::routes(r);
     let r = media::routes(r);
     r.with_state(state)

@@ -1,30 +1,33 @@
 //! This server's users in rooms of other servers (`RemoteRooms`): a join through a resident
 //! server (`make_join`, the join signed here, `send_join`, the answer verified), a leave
-//! (`make_leave`, `send_leave`), and an invite of another server's user, which that server
+//! (`make_leave`, `send_leave`), a knock (`make_knock`, `send_knock`), and an invite of another server's user, which that server
 //! counter-signs (`/invite`).
 
 use async_trait::async_trait;
 use ruma::{
     api::federation::{
+        directory::get_public_rooms_filtered,
         membership::{
-            create_invite, create_join_event, create_leave_event, prepare_join_event,
-            prepare_leave_event, RawStrippedState,
+            create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event, RawStrippedState,
         },
         query::{get_profile_information, get_room_information},
     },
     canonical_json::redact,
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId,
-    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, ServerName, UserId,
+    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, ServerName, UInt, UserId,
 };
 use sandcat_core::{
     intent::{OutsideMembership, ReceivedPdu, RemoteJoin},
-    ports::RemoteRooms,
+    join_rules::AUTHORISED_VIA,
+    ports::{PublicRoomsPage, PublicRoomsQuery, RemoteRooms},
     remote_pdu::verify_pdu,
+    services::federation::stripped,
     Error, ErrorCode, Result,
 };
 use serde_json::{value::RawValue, Value};
 
-use crate::client::RemoteEvents;
+use crate::{client::RemoteEvents, membership::told_state};
 
 /// The room versions this server speaks, as it tells a server it joins through.
 fn supported_versions() -> Vec<RoomVersionId> {
@@ -58,7 +61,12 @@ fn fill_template(
             "{server} answered a template of another event"
         )));
     }
+    // A restricted room's resident server names the member who vouches for the join.
+    let voucher = event["content"].get(AUTHORISED_VIA).cloned();
     event["content"] = content.clone();
+    if let Some(v) = voucher {
+        event["content"][AUTHORISED_VIA] = v;
+    }
     event["origin_server_ts"] = serde_json::json!(MilliSecondsSinceUnixEpoch::now());
     let (event_id, json) = events.client.sign_event(version, event)?;
     Ok(ReceivedPdu { event_id, json })
@@ -99,6 +107,19 @@ impl RemoteEvents {
             )
             .await?
             .room_state;
+        // A join vouched for by a member of that server comes back signed by it too.
+        let event = match answer.event {
+            Some(signed) => {
+                let signed = verify_pdu(self.keys(), &version, room_id, signed.get()).await?;
+                if signed.pdu.event_id != event.event_id {
+                    return Err(Error::forbidden(format!(
+                        "{server} answered another event than the join"
+                    )));
+                }
+                signed.into()
+            }
+            None => event,
+        };
         let state = self
             .verified_as(server, &version, room_id, answer.state)
             .await?;
@@ -147,7 +168,53 @@ impl RemoteEvents {
         Ok(OutsideMembership {
             room_version: version,
             event,
-            invite_state: Vec::new(),
+            stripped_state: Vec::new(),
+        })
+    }
+}
+
+impl RemoteEvents {
+    /// Knocks through one server: its template, filled in and signed here, sent back; with
+    /// what the room told of itself.
+    async fn knock_through(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: &Value,
+    ) -> Result<OutsideMembership> {
+        let mut ask = prepare_knock_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        ask.ver = supported_versions();
+        let template = self.client.send(server, ask).await?;
+        let version = template.room_version;
+        let event = fill_template(
+            self,
+            server,
+            room_id,
+            user_id,
+            &version,
+            &template.event,
+            content,
+        )?;
+        let pdu = RawValue::from_string(event.json.clone())?;
+        let answer = self
+            .client
+            .send(
+                server,
+                create_knock_event::v1::Request::new(
+                    room_id.to_owned(),
+                    event.event_id.clone(),
+                    pdu,
+                ),
+            )
+            .await?;
+        Ok(OutsideMembership {
+            room_version: version,
+            event,
+            stripped_state: told_state(&answer.knock_room_state)
+                .into_iter()
+                .filter_map(stripped)
+                .collect(),
         })
     }
 }
@@ -205,6 +272,19 @@ impl RemoteRooms for RemoteEvents {
         .await
     }
 
+    async fn knock(
+        &self,
+        via: &[OwnedServerName],
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: Value,
+    ) -> Result<OutsideMembership> {
+        first_answer(via, room_id, "knocking", |server| {
+            self.knock_through(server, room_id, user_id, &content)
+        })
+        .await
+    }
+
     async fn query_alias(
         &self,
         alias: &RoomAliasId,
@@ -218,6 +298,28 @@ impl RemoteRooms for RemoteEvents {
             )
             .await?;
         Ok((answer.room_id, answer.servers))
+    }
+
+    async fn public_rooms(
+        &self,
+        server: &ServerName,
+        query: &PublicRoomsQuery,
+    ) -> Result<PublicRoomsPage> {
+        let mut ask = get_public_rooms_filtered::v1::Request::new();
+        ask.filter.generic_search_term = query.filter.clone();
+        ask.since = query.since.clone();
+        ask.limit = query.limit.and_then(|l| UInt::try_from(l as u64).ok());
+        let answer = self.client.send(server, ask).await?;
+        Ok(PublicRoomsPage {
+            chunk: answer
+                .chunk
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<std::result::Result<_, _>>()?,
+            next_batch: answer.next_batch,
+            prev_batch: answer.prev_batch,
+            total: answer.total_room_count_estimate.map(u64::from),
+        })
     }
 
     async fn query_profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {

@@ -461,6 +461,59 @@ async def talk(a, b, room_id, label):
     check(True, f"{label}: {b.user_id} -> {a.user_id} seen through /sync")
 
 
+async def eventually_member(client, room_id, user_id, want, what):
+    for _ in range(30):
+        if await membership(client, room_id, user_id) == want:
+            break
+        await asyncio.sleep(0.3)
+    check(await membership(client, room_id, user_id) == want, what)
+
+
+async def knocked(client, room_id):
+    """The knock section of `client`'s /sync for `room_id` (read raw: nio keeps no knocks).
+    Each attempt asks with another timeout: Synapse answers a request it has answered in the
+    last minutes from a cache."""
+    for attempt in range(30):
+        path = f"/_matrix/client/v3/sync?timeout={attempt + 1}"
+        status, body = await api(client, "GET", path, {})
+        knocks = body.get("rooms", {}).get("knock", {}) if status == 200 else {}
+        if room_id in knocks:
+            return knocks[room_id]
+        await asyncio.sleep(0.3)
+    return None
+
+async def knock_and_restricted(owner, owner_name, other):
+    """`other`, of the other server, knocks on a room of `owner`'s and is let in; then joins
+    a room restricted to that room's members, vouched for by `owner`'s server."""
+    rule = lambda content: [{"type": "m.room.join_rules", "state_key": "", "content": content}]
+    resp = await owner.room_create(name="Door", initial_state=rule({"join_rule": "knock"}))
+    check(isinstance(resp, RoomCreateResponse), f"{owner.user_id} makes a room for knocking")
+    door = resp.room_id
+    path = f"/_matrix/client/v3/knock/{quote(door)}?via={quote(owner_name)}"
+    status, body = await api(other, "POST", path, {"reason": "hello"})
+    check(status == 200, f"{other.user_id} knocks on {owner.user_id}'s room ({body})")
+    shown = await knocked(other, door)
+    names = [e["content"].get("name") for e in (shown or {}).get("knock_state", {}).get("events", [])
+             if e.get("type") == "m.room.name"]
+    check(names == ["Door"], f"{other.user_id}'s /sync shows the knock with the room's name ({shown})")
+    await eventually_member(owner, door, other.user_id, "knock", f"{owner.user_id} sees the knock")
+    resp = await owner.room_invite(door, other.user_id)
+    check(isinstance(resp, RoomInviteResponse), f"{owner.user_id} lets {other.user_id} in ({resp})")
+    await sync_until(other, lambda r: door in r.rooms.invite, f"{other.user_id} is invited")
+    resp = await other.join(door)
+    check(isinstance(resp, JoinResponse), f"{other.user_id} joins after knocking ({resp})")
+
+    allow = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": door}]}
+    resp = await owner.room_create(name="Lounge", initial_state=rule(allow))
+    check(isinstance(resp, RoomCreateResponse), f"{owner.user_id} makes a restricted room")
+    lounge = resp.room_id
+    await join_via(other, lounge, owner_name)
+    await eventually_member(
+        owner, lounge, other.user_id, "join", f"{owner.user_id}'s server has the restricted join"
+    )
+    await talk(owner, other, lounge, f"{owner.user_id}'s restricted room")
+
+
 async def main():
     sam = await account(SANDCAT, SANDCAT_NAME, f"sam{RUN}")
     syd = await account(SYNAPSE, SYNAPSE_NAME, f"syd{RUN}")
@@ -495,6 +548,13 @@ async def main():
             await join_via(syd, room, SANDCAT_NAME)
         await talk(sam, syd, room, f"Sandcat's room joined by {how}")
 
+    # Directories, both ways: each user finds the other server's public room through its own.
+    for me, server, name in ((sam, SYNAPSE_NAME, "On Synapse"), (syd, SANDCAT_NAME, "On Sandcat")):
+        path = f"/_matrix/client/v3/publicRooms?server={quote(server)}"
+        status, body = await api(me, "POST", path, {"filter": {"generic_search_term": name}})
+        names = [r.get("name") for r in body.get("chunk", [])] if status == 200 else body
+        check(name in names, f"{me.user_id} finds {name!r} in {server}'s directory ({names})")
+
     # Invites both ways: Sam invites Syd to a private room, who joins; Syd invites Sam, who
     # declines.
     resp = await sam.room_create(name="Sandcat private")
@@ -520,6 +580,10 @@ async def main():
             break
         await asyncio.sleep(0.3)
     check(await membership(syd, declined, sam.user_id) == "leave", "Synapse has Sam's rejection")
+
+    # Knocks and restricted joins, both ways.
+    await knock_and_restricted(sam, SANDCAT_NAME, syd)
+    await knock_and_restricted(syd, SYNAPSE_NAME, sam)
 
     # Typing and receipts, both ways, in the room Syd joined on Sandcat by invite.
     await typing_and_receipt(sam, syd, private)

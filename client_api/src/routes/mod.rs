@@ -5,6 +5,7 @@ pub(crate) mod appservice;
 mod data;
 mod keys;
 mod media;
+mod membership;
 pub(crate) mod rooms;
 mod server;
 mod sync;
@@ -16,6 +17,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = server::routes(r);
     let r = account::routes(r);
     let r = rooms::routes(r);
+    let r = membership::routes(r);
     let r = sync::routes(r);
     let r = keys::routes(r);
     let r = appservice::routes(r);

@@ -1,7 +1,7 @@
-//! Rooms: create, membership, send, state, redact, read history, aliases and directory.
+//! Rooms: create, send, state, redact, read history, aliases and directory (memberships are
+//! in `membership.rs`).
 
 use axum::{extract::State, response::IntoResponse, Json};
-use ruma::events::room::member::MembershipState;
 use ruma::{
     api::{
         client::{
@@ -10,11 +10,6 @@ use ruma::{
             directory::{
                 get_public_rooms, get_public_rooms_filtered, get_room_visibility,
                 set_room_visibility,
-            },
-            membership::{
-                ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
-                join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
-                unban_user,
             },
             message::{get_message_events, send_message_event},
             redact::redact_event,
@@ -31,14 +26,14 @@ use ruma::{
 };
 use sandcat_core::json::set;
 use sandcat_core::{
-    ports::Direction as Dir,
+    ports::{Direction as Dir, PublicRoomsPage, PublicRoomsQuery},
     services::{
         rooms::{CreateRoom, RoomPreset},
         sync::EventFilter,
     },
     Error, StoredEvent,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::{
     ruma_wrapper::{ApiResult, Ruma, RumaResponse},
@@ -47,17 +42,6 @@ use crate::{
 
 pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<create_room::v3::Request, _, _>(create_room)
-        .ruma::<join_room_by_id::v3::Request, _, _>(join_by_id)
-        .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(join_by_id_or_alias)
-        .ruma::<invite_user::v3::Request, _, _>(invite)
-        .ruma::<leave_room::v3::Request, _, _>(leave)
-        .ruma::<forget_room::v3::Request, _, _>(forget)
-        .ruma::<kick_user::v3::Request, _, _>(kick)
-        .ruma::<ban_user::v3::Request, _, _>(ban)
-        .ruma::<unban_user::v3::Request, _, _>(unban)
-        .ruma::<joined_rooms::v3::Request, _, _>(joined_rooms)
-        .ruma::<joined_members::v3::Request, _, _>(joined_members)
-        .ruma::<get_member_events::v3::Request, _, _>(members)
         .ruma::<send_message_event::v3::Request, _, _>(send)
         .ruma::<send_state_event::v3::Request, _, _>(send_state)
         .ruma::<get_state_events::v3::Request, _, _>(state)
@@ -164,215 +148,10 @@ async fn create_room(
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 
-/// POST /_matrix/client/v3/rooms/{roomId}/join
-async fn join_by_id(
-    State(s): State<AppState>,
-    req: Ruma<join_room_by_id::v3::Request>,
-) -> ApiResult<join_room_by_id::v3::Response> {
-    s.rooms
-        .join(
-            req.session()?,
-            &req.body.room_id,
-            req.body.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(join_room_by_id::v3::Response::new(
-        req.body.room_id.clone(),
-    )))
-}
-
-/// POST /_matrix/client/v3/join/{roomIdOrAlias}
-async fn join_by_id_or_alias(
-    State(s): State<AppState>,
-    req: Ruma<join_room_by_id_or_alias::v3::Request>,
-) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
-    let (room_id, mut via) =
-        super::appservice::locate_room(&s, req.body.room_id_or_alias.as_str()).await?;
-    via.extend(req.body.via.iter().cloned());
-    s.rooms
-        .join_via(req.session()?, &room_id, &via, req.body.reason.as_deref())
-        .await?;
-    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
-        room_id,
-    )))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/invite
-async fn invite(
-    State(s): State<AppState>,
-    req: Ruma<invite_user::v3::Request>,
-) -> ApiResult<invite_user::v3::Response> {
-    let invite_user::v3::InvitationRecipient::UserId(r) = &req.body.recipient else {
-        return Err(Error::matrix(
-            sandcat_core::ErrorCode::Unknown,
-            "third-party invites are not supported",
-        )
-        .into());
-    };
-    super::appservice::user_known(&s, &r.user_id).await?;
-    s.rooms
-        .set_membership(
-            req.session()?,
-            &req.body.room_id,
-            &r.user_id,
-            MembershipState::Invite,
-            r.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(invite_user::v3::Response::new()))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/leave
-async fn leave(
-    State(s): State<AppState>,
-    req: Ruma<leave_room::v3::Request>,
-) -> ApiResult<leave_room::v3::Response> {
-    s.rooms
-        .leave(
-            req.session()?,
-            &req.body.room_id,
-            req.body.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(leave_room::v3::Response::new()))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/forget
-async fn forget(
-    State(s): State<AppState>,
-    req: Ruma<forget_room::v3::Request>,
-) -> ApiResult<forget_room::v3::Response> {
-    s.rooms.forget(req.session()?, &req.body.room_id).await?;
-    Ok(RumaResponse(forget_room::v3::Response::new()))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/kick
-async fn kick(
-    State(s): State<AppState>,
-    req: Ruma<kick_user::v3::Request>,
-) -> ApiResult<kick_user::v3::Response> {
-    s.rooms
-        .set_membership(
-            req.session()?,
-            &req.body.room_id,
-            &req.body.user_id,
-            MembershipState::Leave,
-            req.body.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(kick_user::v3::Response::new()))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/ban
-async fn ban(
-    State(s): State<AppState>,
-    req: Ruma<ban_user::v3::Request>,
-) -> ApiResult<ban_user::v3::Response> {
-    s.rooms
-        .set_membership(
-            req.session()?,
-            &req.body.room_id,
-            &req.body.user_id,
-            MembershipState::Ban,
-            req.body.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(ban_user::v3::Response::new()))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/unban
-async fn unban(
-    State(s): State<AppState>,
-    req: Ruma<unban_user::v3::Request>,
-) -> ApiResult<unban_user::v3::Response> {
-    match s
-        .rooms
-        .store()
-        .membership(&req.body.room_id, &req.body.user_id)
-        .await?
-    {
-        Some(m) if m.membership == MembershipState::Ban => {}
-        _ => return Err(Error::forbidden("user is not banned").into()),
-    }
-    s.rooms
-        .set_membership(
-            req.session()?,
-            &req.body.room_id,
-            &req.body.user_id,
-            MembershipState::Leave,
-            req.body.reason.as_deref(),
-        )
-        .await?;
-    Ok(RumaResponse(unban_user::v3::Response::new()))
-}
-
-/// GET /_matrix/client/v3/joined_rooms
-async fn joined_rooms(
-    State(s): State<AppState>,
-    req: Ruma<joined_rooms::v3::Request>,
-) -> ApiResult<joined_rooms::v3::Response> {
-    Ok(RumaResponse(joined_rooms::v3::Response::new(
-        s.rooms.joined_rooms(&req.session()?.user_id).await?,
-    )))
-}
-
-/// GET /_matrix/client/v3/rooms/{roomId}/joined_members
-async fn joined_members(
-    State(s): State<AppState>,
-    req: Ruma<joined_members::v3::Request>,
-) -> Result<axum::response::Response, ApiError> {
-    let members = s
-        .rooms
-        .members(&req.session()?.user_id, &req.body.room_id)
-        .await?;
-    let mut joined = Map::new();
-    for m in members
-        .iter()
-        .filter(|m| m.pdu.membership() == Some(MembershipState::Join))
-    {
-        let c = m.pdu.content_value();
-        joined.insert(
-            m.pdu.state_key.clone().unwrap_or_default(),
-            crate::routes::present(
-                json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
-            ),
-        );
-    }
-    Ok(Json(json!({ "joined": joined })).into_response())
-}
-
-fn client_events(s: &ruma::UserId, evs: &[StoredEvent]) -> Vec<Value> {
+pub(super) fn client_events(s: &ruma::UserId, evs: &[StoredEvent]) -> Vec<Value> {
     evs.iter()
         .map(|e| e.to_client_value(true, Some((s, None))))
         .collect()
-}
-
-/// GET /_matrix/client/v3/rooms/{roomId}/members
-async fn members(
-    State(s): State<AppState>,
-    req: Ruma<get_member_events::v3::Request>,
-) -> Result<axum::response::Response, ApiError> {
-    let user = &req.session()?.user_id;
-    let members = s.rooms.members(user, &req.body.room_id).await?;
-    let want = req
-        .body
-        .membership
-        .as_ref()
-        .map(|m| MembershipState::from(m.as_str()));
-    let not = req
-        .body
-        .not_membership
-        .as_ref()
-        .map(|m| MembershipState::from(m.as_str()));
-    let chunk: Vec<StoredEvent> = members
-        .into_iter()
-        .filter(|m| {
-            let ms = m.pdu.membership();
-            want.as_ref().is_none_or(|w| ms.as_ref() == Some(w))
-                && not.as_ref().is_none_or(|n| ms.as_ref() != Some(n))
-        })
-        .collect();
-    Ok(Json(json!({ "chunk": client_events(user, &chunk) })).into_response())
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
@@ -691,25 +470,17 @@ async fn delete_alias(
     Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
-fn public_page(rooms: Vec<Value>, since: Option<&str>, limit: Option<UInt>) -> Value {
-    let total = rooms.len();
-    let start: usize = since.and_then(|s| s.parse().ok()).unwrap_or(0).min(total);
-    let limit = limit
-        .map(|l| u64::from(l) as usize)
-        .unwrap_or(total.max(1))
-        .max(1);
-    let end = start.saturating_add(limit).min(total);
-    let chunk: Vec<Value> = rooms.into_iter().skip(start).take(end - start).collect();
-    let mut body = json!({ "chunk": chunk, "total_room_count_estimate": total });
-    if end < total {
-        set(&mut body, "next_batch", json!(end.to_string()));
-    }
-    if start > 0 {
-        set(
-            &mut body,
-            "prev_batch",
-            json!(start.saturating_sub(limit).to_string()),
-        );
+/// A directory page as the client API answers it.
+fn public_page_body(page: PublicRoomsPage) -> Value {
+    let mut body = json!({ "chunk": page.chunk });
+    for (key, value) in [
+        ("next_batch", page.next_batch.map(Value::from)),
+        ("prev_batch", page.prev_batch.map(Value::from)),
+        ("total_room_count_estimate", page.total.map(Value::from)),
+    ] {
+        if let Some(v) = value {
+            set(&mut body, key, v);
+        }
     }
     body
 }
@@ -719,13 +490,17 @@ async fn public_rooms(
     State(s): State<AppState>,
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let rooms = s.rooms.public_rooms(None).await?;
-    Ok(Json(public_page(
-        rooms,
-        req.body.since.as_deref(),
-        req.body.limit,
-    ))
-    .into_response())
+    let b = &req.body;
+    let query = PublicRoomsQuery {
+        filter: None,
+        since: b.since.clone(),
+        limit: b.limit.map(|l| u64::from(l) as usize),
+    };
+    let page = s
+        .rooms
+        .public_rooms_page(b.server.as_deref(), &query)
+        .await?;
+    Ok(Json(public_page_body(page)).into_response())
 }
 
 /// POST /_matrix/client/v3/publicRooms
@@ -733,16 +508,17 @@ async fn public_rooms_filtered(
     State(s): State<AppState>,
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<axum::response::Response, ApiError> {
-    let rooms = s
+    let b = &req.body;
+    let query = PublicRoomsQuery {
+        filter: b.filter.generic_search_term.clone(),
+        since: b.since.clone(),
+        limit: b.limit.map(|l| u64::from(l) as usize),
+    };
+    let page = s
         .rooms
-        .public_rooms(req.body.filter.generic_search_term.as_deref())
+        .public_rooms_page(b.server.as_deref(), &query)
         .await?;
-    Ok(Json(public_page(
-        rooms,
-        req.body.since.as_deref(),
-        req.body.limit,
-    ))
-    .into_response())
+    Ok(Json(public_page_body(page)).into_response())
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}

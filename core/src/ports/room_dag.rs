@@ -184,6 +184,25 @@ pub struct HistoryRange {
     pub to: Option<TopoPoint>,
 }
 
+/// A page of a server's public room directory: each room's summary as the spec's
+/// `PublicRoomsChunk` (JSON), the tokens of the pages around it, and how many rooms there are.
+#[derive(Debug, Clone, Default)]
+pub struct PublicRoomsPage {
+    pub chunk: Vec<serde_json::Value>,
+    pub next_batch: Option<String>,
+    pub prev_batch: Option<String>,
+    pub total: Option<u64>,
+}
+
+/// What a page of a public room directory asks for: a search term, the token of the page,
+/// and how many rooms at most.
+#[derive(Debug, Clone, Default)]
+pub struct PublicRoomsQuery {
+    pub filter: Option<String>,
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+}
+
 /// Other servers as this server's users reach them — their rooms, aliases and users'
 /// profiles: implemented by the federation client.
 #[async_trait::async_trait]
@@ -207,12 +226,28 @@ pub trait RemoteRooms: Send + Sync {
         user_id: &ruma::UserId,
         content: serde_json::Value,
     ) -> crate::Result<crate::intent::OutsideMembership>;
+    /// Knocks on `room_id` for `user_id` through the first of `via` that takes the knock
+    /// (`make_knock`, the knock signed here with `content`, `send_knock`): the knock, with
+    /// what the room told of itself.
+    async fn knock(
+        &self,
+        via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        user_id: &ruma::UserId,
+        content: serde_json::Value,
+    ) -> crate::Result<crate::intent::OutsideMembership>;
     /// Asks the server an alias names which room it names, and which servers are in it
     /// (`/query/directory`).
     async fn query_alias(
         &self,
         alias: &ruma::RoomAliasId,
     ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)>;
+    /// Asks `server` for a page of its public room directory (`/publicRooms`).
+    async fn public_rooms(
+        &self,
+        server: &ruma::ServerName,
+        query: &PublicRoomsQuery,
+    ) -> crate::Result<PublicRoomsPage>;
     /// Asks a user's server for the user's display name and avatar (`/query/profile`).
     async fn query_profile(
         &self,
@@ -258,12 +293,34 @@ impl RemoteRooms for NoRemoteRooms {
         )))
     }
 
+    async fn knock(
+        &self,
+        _via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+        _user_id: &ruma::UserId,
+        _content: serde_json::Value,
+    ) -> crate::Result<crate::intent::OutsideMembership> {
+        Err(crate::Error::not_found(format!(
+            "{room_id} is not known here, and no other server was asked"
+        )))
+    }
+
     async fn query_alias(
         &self,
         alias: &ruma::RoomAliasId,
     ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
         Err(crate::Error::not_found(format!(
             "{alias} is not an alias of this server, and no other server was asked"
+        )))
+    }
+
+    async fn public_rooms(
+        &self,
+        server: &ruma::ServerName,
+        _query: &PublicRoomsQuery,
+    ) -> crate::Result<PublicRoomsPage> {
+        Err(crate::Error::not_found(format!(
+            "{server} is not this server, and no other server was asked"
         )))
     }
 

@@ -1,10 +1,14 @@
 //! Memberships of this server's users in rooms this server is not in: an invite another
-//! server sent (`/invite`), and the leave that rejects it. The room's state is not here, so
+//! server sent (`/invite`), a knock sent through another server, and the leave that rejects
+//! or withdraws them. The room's state is not here, so
 //! the event cannot be checked against it; it was checked where it came from (signed by the
 //! servers that must sign it), and it is kept on its own — the room's only state here, its
 //! only head — until a join through another server brings the room's whole state.
 
-use ruma::{events::TimelineEventType, RoomId};
+use ruma::{
+    events::{room::member::MembershipState, TimelineEventType},
+    RoomId,
+};
 use serde_json::json;
 
 use super::Sequencer;
@@ -37,8 +41,12 @@ impl Sequencer {
         if event.kind != TimelineEventType::RoomMember {
             return Err(Error::forbidden("not a membership event"));
         }
-        let unsigned = (!outside.invite_state.is_empty())
-            .then(|| json!({ "invite_room_state": outside.invite_state }));
+        let told = match &membership {
+            MembershipState::Knock => "knock_room_state",
+            _ => "invite_room_state",
+        };
+        let unsigned =
+            (!outside.stripped_state.is_empty()).then(|| json!({ told: outside.stripped_state }));
         let new_event = NewEvent {
             json: outside.event.json.clone(),
             unsigned,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use sandcat_core::{
     services::sync::{
-        InvitedRoom, JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, SyncOutput,
+        JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, StrippedRoom, SyncOutput,
     },
     StoredEvent,
 };
@@ -37,9 +37,9 @@ impl<'a> SyncBody<'a> {
             next_batch: &out.next_batch,
             rooms: Rooms {
                 join: RoomMap(&out.joined, viewer),
-                invite: RoomMap(&out.invited, viewer),
+                invite: StrippedMap(&out.invited, "invite_state"),
                 leave: RoomMap(&out.left, viewer),
-                knock: Empty {},
+                knock: StrippedMap(&out.knocked, "knock_state"),
             },
             account_data: Events {
                 events: &out.account_data,
@@ -63,13 +63,10 @@ impl<'a> SyncBody<'a> {
 #[derive(Serialize)]
 struct Rooms<'a> {
     join: RoomMap<'a, JoinedRoomSync>,
-    invite: RoomMap<'a, InvitedRoom>,
+    invite: StrippedMap<'a>,
     leave: RoomMap<'a, LeftRoomSync>,
-    knock: Empty,
+    knock: StrippedMap<'a>,
 }
-
-#[derive(Serialize)]
-struct Empty {}
 
 #[derive(Serialize)]
 struct Events<T> {
@@ -230,19 +227,20 @@ impl RoomSection for LeftRoomSync {
     }
 }
 
-/// An invite: the stripped state the invitee may see.
-impl RoomSection for InvitedRoom {
-    fn write<S: Serializer>(&self, _viewer: Viewer<'_>, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct InviteState<'a> {
-            invite_state: Events<Stripped<'a>>,
+/// Invites (`invite_state`) or knocks (`knock_state`): for each room, the stripped state
+/// the user may see, under that key.
+struct StrippedMap<'a>(&'a BTreeMap<OwnedRoomId, StrippedRoom>, &'static str);
+
+impl Serialize for StrippedMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (room_id, room) in self.0 {
+            let events = Events {
+                events: Stripped(&room.state, &room.told),
+            };
+            m.serialize_entry(room_id, &BTreeMap::from([(self.1, events)]))?;
         }
-        InviteState {
-            invite_state: Events {
-                events: Stripped(&self.state, &self.told),
-            },
-        }
-        .serialize(s)
+        m.end()
     }
 }
 

@@ -4,19 +4,21 @@
 //! counter-signs and keeps.
 
 use ruma::{
+    canonical_json::redact,
     events::{room::member::MembershipState, TimelineEventType},
-    CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName,
-    UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId,
+    RoomVersionId, ServerName, UserId,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{acl::check_acl, reads::state_before, template::membership_template, Inbound};
 use crate::{
     intent::{OutsideMembership, ReceivedPdu, RoomBatch},
+    join_rules::{voucher, AUTHORISED_VIA},
     ports::RoomSnapshot,
     remote_pdu::verify_pdu,
-    sequencer::rules_for,
-    Error, ErrorCode, Result,
+    sequencer::{rules_for, SigningKey},
+    Error, Result,
 };
 
 /// What a joining server gets back: the room's state before its join, and the auth chain of
@@ -26,6 +28,8 @@ pub struct JoinAnswer {
     pub state: Vec<String>,
     pub auth_chain: Vec<String>,
     pub servers_in_room: Vec<OwnedServerName>,
+    /// The join as signed here too, when a member here vouched for it.
+    pub event: Option<String>,
 }
 
 impl Inbound {
@@ -38,7 +42,7 @@ impl Inbound {
 
     /// The room, for a membership template of `user_id`, a user of `origin`: only a room
     /// this server is in.
-    async fn room_for(
+    pub(super) async fn room_for(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
@@ -62,7 +66,10 @@ impl Inbound {
     }
 
     /// The membership of `user_id` in the room `snapshot` shows.
-    fn membership_in(snapshot: &RoomSnapshot, user_id: &UserId) -> Option<MembershipState> {
+    pub(super) fn membership_in(
+        snapshot: &RoomSnapshot,
+        user_id: &UserId,
+    ) -> Option<MembershipState> {
         snapshot
             .state
             .iter()
@@ -75,7 +82,8 @@ impl Inbound {
 
     /// The join event `origin` may sign for `user_id` (`make_join`): on the room's heads, its
     /// auth events from the room's state. Only for a user of `origin`, a room version it
-    /// speaks, and a room the user may join (public, or invited).
+    /// speaks, and a room the user may join: public, invited, or (a restricted room) a member
+    /// of an allowed room, vouched for by a member here (`join_authorised_via_users_server`).
     pub async fn make_join(
         &self,
         origin: &ServerName,
@@ -84,28 +92,33 @@ impl Inbound {
         versions: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Value)> {
         let snapshot = self.room_for(origin, room_id, user_id).await?;
-        if !versions.contains(&snapshot.version) {
-            return Err(Error::matrix(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("{room_id} is of room version {}", snapshot.version),
-            ));
+        speaks(&snapshot, versions)?;
+        let mut content = json!({ "membership": "join" });
+        let own = &self.signing.server_name;
+        if let Some(via) = voucher(self.store.as_ref(), &snapshot, user_id, own).await? {
+            content[AUTHORISED_VIA] = json!(via);
+        } else {
+            let public = snapshot.state.iter().any(|p| {
+                p.kind == TimelineEventType::RoomJoinRules
+                    && p.content_value().get("join_rule") == Some(&Value::from("public"))
+            });
+            let member = matches!(
+                Self::membership_in(&snapshot, user_id),
+                Some(MembershipState::Invite | MembershipState::Join)
+            );
+            if !public && !member {
+                return Err(Error::forbidden(format!(
+                    "{user_id} may not join {room_id}"
+                )));
+            }
         }
-        let public = snapshot.state.iter().any(|p| {
-            p.kind == TimelineEventType::RoomJoinRules
-                && p.content_value().get("join_rule") == Some(&Value::from("public"))
-        });
-        let invited = Self::membership_in(&snapshot, user_id) == Some(MembershipState::Invite);
-        if !public && !invited {
-            return Err(Error::forbidden(format!(
-                "{user_id} may not join {room_id}"
-            )));
-        }
-        let template = membership_template(&snapshot, room_id, user_id, "join")?;
+        let template = membership_template(&snapshot, room_id, user_id, content)?;
         Ok((snapshot.version, template))
     }
 
     /// Adds the join `origin` signed (`send_join`), and answers the room's state before it
-    /// with the auth chain. The join must be its own user's, under `event_id`.
+    /// with the auth chain. The join must be its own user's, under `event_id`. A join vouched
+    /// for by a member here is signed here too, and answered as signed.
     pub async fn send_join(
         &self,
         origin: &ServerName,
@@ -113,8 +126,15 @@ impl Inbound {
         event_id: &EventId,
         pdu: &str,
     ) -> Result<JoinAnswer> {
+        let vouched = self.vouch(room_id, pdu).await?;
         let join = self
-            .add_own_membership(origin, room_id, event_id, pdu, MembershipState::Join)
+            .add_own_membership(
+                origin,
+                room_id,
+                event_id,
+                vouched.as_deref().unwrap_or(pdu),
+                MembershipState::Join,
+            )
             .await?;
         let state = state_before(self.store.as_ref(), room_id, event_id).await?;
         let mut wanted = state.clone();
@@ -136,7 +156,52 @@ impl Inbound {
             state: self.pdus(&state).await?,
             auth_chain: self.pdus(&chain).await?,
             servers_in_room,
+            event: vouched,
         })
+    }
+
+    /// A join (`pdu`) that names a member of this server in `join_authorised_via_users_server`,
+    /// signed here: only while the joining user still meets the room's allow list (the auth
+    /// rules then check the named member's membership and power). `None` for a join that
+    /// names nobody here.
+    async fn vouch(&self, room_id: &RoomId, pdu: &str) -> Result<Option<String>> {
+        let mut object: CanonicalJsonObject = serde_json::from_str(pdu)
+            .map_err(|e| Error::bad_json(format!("a PDU must be canonical JSON: {e}")))?;
+        let field = |name: &str| match object.get(name) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let named = match object.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => match c.get(AUTHORISED_VIA) {
+                Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(named) = named.and_then(|u| UserId::parse(u).ok()) else {
+            return Ok(None);
+        };
+        if named.server_name() != self.signing.server_name {
+            return Ok(None);
+        }
+        let user = field("state_key")
+            .and_then(|u| UserId::parse(u).ok())
+            .ok_or_else(|| Error::bad_json("a join names its user in `state_key`"))?;
+        let snapshot = self
+            .store
+            .load_room(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("{room_id} is not known here")))?;
+        // Refused unless the user still meets the allow list (or needs no voucher at all).
+        voucher(
+            self.store.as_ref(),
+            &snapshot,
+            &user,
+            &self.signing.server_name,
+        )
+        .await?;
+        add_signature(&self.signing, &snapshot.version, &mut object)?;
+        Ok(Some(serde_json::to_string(&object)?))
     }
 
     async fn pdus(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
@@ -159,7 +224,12 @@ impl Inbound {
         if !may_leave {
             return Err(Error::forbidden(format!("{user_id} is not in {room_id}")));
         }
-        let template = membership_template(&snapshot, room_id, user_id, "leave")?;
+        let template = membership_template(
+            &snapshot,
+            room_id,
+            user_id,
+            json!({ "membership": "leave" }),
+        )?;
         Ok((snapshot.version, template))
     }
 
@@ -178,7 +248,7 @@ impl Inbound {
 
     /// Adds a membership event (`membership`) of a user of `origin` for itself, checked
     /// first — signatures, hash, id — then through the room's lane: the event as added.
-    async fn add_own_membership(
+    pub(super) async fn add_own_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
@@ -276,7 +346,7 @@ impl Inbound {
                 event_id: event_id.to_owned(),
                 json: json.clone(),
             },
-            invite_state: invite_state.into_iter().filter_map(stripped).collect(),
+            stripped_state: invite_state.into_iter().filter_map(stripped).collect(),
         };
         let added = self
             .bus
@@ -292,9 +362,46 @@ impl Inbound {
     }
 }
 
+/// The room is of a version the asking server speaks (it listed `versions`), else
+/// `M_INCOMPATIBLE_ROOM_VERSION`.
+pub(super) fn speaks(snapshot: &RoomSnapshot, versions: &[RoomVersionId]) -> Result<()> {
+    if versions.contains(&snapshot.version) {
+        Ok(())
+    } else {
+        Err(Error::IncompatibleRoomVersion(snapshot.version.clone()))
+    }
+}
+
+/// Adds this server's signature to an event another server built and signed: over the
+/// redacted event, as every event signature is; the event's hashes stay as they were, so a
+/// wrong content hash is still caught where the event is verified.
+fn add_signature(
+    signing: &SigningKey,
+    version: &RoomVersionId,
+    object: &mut CanonicalJsonObject,
+) -> Result<()> {
+    let rules = rules_for(version)?;
+    let mut redacted = redact(object.clone(), &rules.redaction, None)
+        .map_err(|e| Error::bad_json(e.to_string()))?;
+    redacted.remove("signatures");
+    ruma::signatures::sign_json(signing.server_name.as_str(), &signing.key, &mut redacted)
+        .map_err(Error::internal)?;
+    let Some(CanonicalJsonValue::Object(ours)) = redacted.remove("signatures") else {
+        return Err(Error::internal("signing added no signature"));
+    };
+    let all = object
+        .entry("signatures".into())
+        .or_insert_with(|| CanonicalJsonValue::Object(Default::default()));
+    let CanonicalJsonValue::Object(all) = all else {
+        return Err(Error::bad_json("`signatures` must be an object"));
+    };
+    all.extend(ours);
+    Ok(())
+}
+
 /// An entry of `invite_room_state` (a stripped event, or since Matrix 1.16 a whole PDU) as a
 /// stripped event; none without a type and a state key.
-fn stripped(v: Value) -> Option<Value> {
+pub fn stripped(v: Value) -> Option<Value> {
     let kind = v.get("type")?.as_str()?;
     let key = v.get("state_key")?.as_str()?;
     Some(serde_json::json!({

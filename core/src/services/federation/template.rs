@@ -62,15 +62,14 @@ pub fn place(
     })
 }
 
-/// The template of a membership event of `user_id` that its own server fills in and signs
-/// (`make_join`, `make_leave`).
+/// The template of a membership event of `user_id` (with `content`) that its own server
+/// fills in and signs (`make_join`, `make_leave`, `make_knock`).
 pub fn membership_template(
     snapshot: &RoomSnapshot,
     room_id: &RoomId,
     user_id: &UserId,
-    membership: &str,
+    content: Value,
 ) -> Result<Value> {
-    let content = json!({ "membership": membership });
     let at = place(
         snapshot,
         &TimelineEventType::RoomMember,

@@ -1,10 +1,30 @@
-//! Aliases, room summaries and the public room directory.
+//! Aliases, room summaries and the public room directory (this server's, or another's).
 
 use ruma::events::room::member::MembershipState;
-use ruma::RoomId;
+use ruma::{RoomId, ServerName};
 use serde_json::{json, Value};
 
 use super::*;
+use crate::ports::{PublicRoomsPage, PublicRoomsQuery};
+
+/// The page `query` asks for of `rooms`: `since` is the index of its first room.
+fn page_of(rooms: Vec<Value>, query: &PublicRoomsQuery) -> PublicRoomsPage {
+    let total = rooms.len();
+    let start = query
+        .since
+        .as_deref()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(total);
+    let limit = query.limit.unwrap_or(total.max(1)).max(1);
+    let end = start.saturating_add(limit).min(total);
+    PublicRoomsPage {
+        chunk: rooms.into_iter().skip(start).take(end - start).collect(),
+        next_batch: (end < total).then(|| end.to_string()),
+        prev_batch: (start > 0).then(|| start.saturating_sub(limit).to_string()),
+        total: Some(total as u64),
+    }
+}
 
 impl Rooms {
     pub async fn set_alias(&self, session: &Session, alias: &str, room_id: &RoomId) -> Result<()> {
@@ -89,6 +109,22 @@ impl Rooms {
         Ok(v)
     }
 
+    /// A page of a public room directory: this server's, or (`server` naming another) that
+    /// server's, asked over federation.
+    pub async fn public_rooms_page(
+        &self,
+        server: Option<&ServerName>,
+        query: &PublicRoomsQuery,
+    ) -> Result<PublicRoomsPage> {
+        if let Some(server) = server.filter(|s| *s != self.config.server_name) {
+            return self.remote.public_rooms(server, query).await;
+        }
+        let rooms = self.public_rooms(query.filter.as_deref()).await?;
+        Ok(page_of(rooms, query))
+    }
+
+    /// This server's public rooms whose name, topic or alias holds `filter`, the most joined
+    /// first.
     pub async fn public_rooms(&self, filter: Option<&str>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         for room_id in self.store.public_rooms().await? {

@@ -1,10 +1,11 @@
 //! Joining, leaving, inviting, kicking, banning, forgetting, and profile changes in rooms.
 
 use ruma::events::room::member::MembershipState;
-use ruma::{events::TimelineEventType, OwnedServerName, RoomId, UserId};
+use ruma::{events::TimelineEventType, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::join_rules::{allowed_rooms, voucher, AUTHORISED_VIA};
 
 impl Rooms {
     pub async fn join(
@@ -28,9 +29,7 @@ impl Rooms {
         let mut c = self
             .member_content(&session.user_id, MembershipState::Join)
             .await?;
-        if let Some(r) = reason {
-            c.insert("reason".into(), json!(r));
-        }
+        with_reason(&mut c, reason);
         if !self.store.is_resident(room_id).await? {
             return self
                 .join_remote(session, room_id, via, Value::Object(c))
@@ -41,12 +40,65 @@ impl Rooms {
                 return Ok(());
             }
         }
-        let intent = EventIntent::new(
-            session.user_id.clone(),
-            TimelineEventType::RoomMember,
-            Some(session.user_id.to_string()),
-            Value::Object(c),
-        );
+        if let Some(via) = self.restricted_voucher(room_id, &session.user_id).await? {
+            c.insert(AUTHORISED_VIA.into(), json!(via));
+        }
+        let intent = member_intent(&session.user_id, &session.user_id, c);
+        self.submit_one(room_id, intent).await?;
+        Ok(())
+    }
+
+    /// The member of this server who lets `user` into a restricted room (see `join_rules`),
+    /// if the room's join rule asks for one.
+    async fn restricted_voucher(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<OwnedUserId>> {
+        let version = self.ensure_room(room_id).await?;
+        let Some(rules) = self
+            .store
+            .state_event(room_id, "m.room.join_rules", "")
+            .await?
+        else {
+            return Ok(None);
+        };
+        if allowed_rooms(&version, &rules.pdu).is_none() {
+            return Ok(None);
+        }
+        let snapshot = self
+            .store
+            .load_room(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("unknown room"))?;
+        voucher(
+            self.store.as_ref(),
+            &snapshot,
+            user,
+            &self.config.server_name,
+        )
+        .await
+    }
+
+    /// Knocks on a room (asks to be invited): one this server is in, through its lane; one
+    /// it is not in, through the servers of `via` (or the one its id names).
+    pub async fn knock(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut c = self
+            .member_content(&session.user_id, MembershipState::Knock)
+            .await?;
+        with_reason(&mut c, reason);
+        if !self.store.is_resident(room_id).await? {
+            return self
+                .knock_remote(session, room_id, via, Value::Object(c))
+                .await;
+        }
+        let intent = member_intent(&session.user_id, &session.user_id, c);
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
@@ -93,15 +145,8 @@ impl Rooms {
                 _ => return Err(Error::forbidden(format!("{target} is not in the room"))),
             }
         }
-        if let Some(r) = reason {
-            c.insert("reason".into(), json!(r));
-        }
-        let intent = EventIntent::new(
-            session.user_id.clone(),
-            TimelineEventType::RoomMember,
-            Some(target.to_string()),
-            Value::Object(c),
-        );
+        with_reason(&mut c, reason);
+        let intent = member_intent(&session.user_id, target, c);
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
@@ -123,18 +168,11 @@ impl Rooms {
         }
         let mut c = Map::new();
         c.insert("membership".into(), json!("leave"));
-        if let Some(r) = reason {
-            c.insert("reason".into(), json!(r));
-        }
+        with_reason(&mut c, reason);
         if !self.store.is_resident(room_id).await? {
             return self.leave_outside(session, room_id, Value::Object(c)).await;
         }
-        let intent = EventIntent::new(
-            session.user_id.clone(),
-            TimelineEventType::RoomMember,
-            Some(session.user_id.to_string()),
-            Value::Object(c),
-        );
+        let intent = member_intent(&session.user_id, &session.user_id, c);
         self.submit_one(room_id, intent).await?;
         Ok(())
     }
@@ -163,16 +201,28 @@ impl Rooms {
             let c = self
                 .member_content(&session.user_id, MembershipState::Join)
                 .await?;
-            let intent = EventIntent::new(
-                session.user_id.clone(),
-                TimelineEventType::RoomMember,
-                Some(session.user_id.to_string()),
-                Value::Object(c),
-            );
+            let intent = member_intent(&session.user_id, &session.user_id, c);
             if let Err(e) = self.submit_one(&m.room_id, intent).await {
                 tracing::warn!(room_id = %m.room_id, error = %e, "could not update profile in room");
             }
         }
         Ok(())
+    }
+}
+
+/// The `m.room.member` event `sender` sends about `target`, with `content`.
+fn member_intent(sender: &UserId, target: &UserId, content: Map<String, Value>) -> EventIntent {
+    EventIntent::new(
+        sender.to_owned(),
+        TimelineEventType::RoomMember,
+        Some(target.to_string()),
+        Value::Object(content),
+    )
+}
+
+/// Adds the reason a user gave, if any, to a membership's content.
+pub(super) fn with_reason(content: &mut Map<String, Value>, reason: Option<&str>) {
+    if let Some(r) = reason {
+        content.insert("reason".into(), json!(r));
     }
 }

@@ -1,13 +1,13 @@
-//! Memberships that cross to other servers: joining a room this server is not in (through a
-//! server that is), inviting another server's user (that server counter-signs first), and
-//! leaving a room this server knows only by an invite (through the inviting server, or on
-//! this server alone when it cannot be reached).
+//! Memberships that cross to other servers: joining or knocking on a room this server is
+//! not in (through a server that is), inviting another server's user (that server
+//! counter-signs first), and leaving a room this server knows only by an invite or a knock
+//! (through a server of the room, or on this server alone when none can be reached).
 
 use ruma::{
     events::{room::member::MembershipState, TimelineEventType},
     OwnedServerName, RoomId, UserId,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::*;
 use crate::{
@@ -15,36 +15,61 @@ use crate::{
     services::federation::template::place,
 };
 
-/// The state events an invited user's server is told of the room (as whole PDUs, since
-/// Matrix 1.16), beside the inviter's membership.
-const INVITE_STATE: [&str; 7] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
-
 impl Rooms {
-    /// The server that invited `user_id` to a room this server is not in.
-    async fn inviting_server(
+    /// The servers that know a room this server is not in, where `user_id` is invited or
+    /// knocking: the inviting server; for a knock, the servers of the members the room told
+    /// of. With the invite or knock.
+    async fn outside_servers(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-    ) -> Result<Option<(OwnedServerName, StoredEvent)>> {
+    ) -> Result<Option<(Vec<OwnedServerName>, StoredEvent)>> {
         let Some(m) = self.store.membership(room_id, user_id).await? else {
             return Ok(None);
         };
-        if m.membership != MembershipState::Invite {
+        let Some(event) = self.store.event(&m.event_id).await? else {
             return Ok(None);
+        };
+        let servers = match m.membership {
+            MembershipState::Invite => vec![event.pdu.sender.server_name().to_owned()],
+            MembershipState::Knock => {
+                let told = event
+                    .unsigned
+                    .as_ref()
+                    .and_then(|u| u.get("knock_room_state")?.as_array().cloned())
+                    .unwrap_or_default();
+                let mut servers: Vec<OwnedServerName> = Vec::new();
+                for sender in told.iter().filter_map(|e| e.get("sender")?.as_str()) {
+                    if let Ok(u) = UserId::parse(sender) {
+                        if !servers.iter().any(|s| s == u.server_name()) {
+                            servers.push(u.server_name().to_owned());
+                        }
+                    }
+                }
+                servers
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((servers, event)))
+    }
+
+    /// The servers to ask about a room this server is not in: those of `via`, then `known`,
+    /// then the one the room's id names; never this one.
+    fn servers_to_ask(
+        &self,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        known: Vec<OwnedServerName>,
+    ) -> Vec<OwnedServerName> {
+        let own = &self.config.server_name;
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        let named = room_id.server_name().map(ToOwned::to_owned);
+        for server in via.iter().cloned().chain(known).chain(named) {
+            if server != *own && !servers.contains(&server) {
+                servers.push(server);
+            }
         }
-        Ok(self
-            .store
-            .event(&m.event_id)
-            .await?
-            .map(|e| (e.pdu.sender.server_name().to_owned(), e)))
+        servers
     }
 
     /// Joins a room of another server through it: the room's state it answers becomes
@@ -58,17 +83,12 @@ impl Rooms {
         via: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
-        let own = &self.config.server_name;
-        let mut servers: Vec<OwnedServerName> = via.iter().filter(|s| *s != own).cloned().collect();
-        let inviter = self
-            .inviting_server(room_id, &session.user_id)
+        let known = self
+            .outside_servers(room_id, &session.user_id)
             .await?
-            .map(|(server, _)| server);
-        for named in inviter.iter().map(|s| &**s).chain(room_id.server_name()) {
-            if named != own && !servers.iter().any(|s| s == named) {
-                servers.push(named.to_owned());
-            }
-        }
+            .map(|(servers, _)| servers)
+            .unwrap_or_default();
+        let servers = self.servers_to_ask(room_id, via, known);
         if servers.is_empty() {
             return Err(Error::not_found("no such room on this server"));
         }
@@ -85,6 +105,26 @@ impl Rooms {
         Ok(())
     }
 
+    /// Knocks on a room of another server through it (`make_knock`, `send_knock`): the knock
+    /// is kept on its own, with what the room told of itself, until the user is invited.
+    pub(super) async fn knock_remote(
+        &self,
+        session: &Session,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let servers = self.servers_to_ask(room_id, via, Vec::new());
+        if servers.is_empty() {
+            return Err(Error::not_found("no such room on this server"));
+        }
+        let knock = self
+            .remote
+            .knock(&servers, room_id, &session.user_id, content)
+            .await?;
+        self.keep_outside(room_id, knock).await
+    }
+
     /// Invites a user of another server: the invite is built on the room's heads and signed
     /// here, counter-signed by the invitee's server, then added through the room's lane like
     /// any event of the room.
@@ -96,9 +136,7 @@ impl Rooms {
         mut content: Map<String, Value>,
         reason: Option<&str>,
     ) -> Result<()> {
-        if let Some(r) = reason {
-            content.insert("reason".into(), json!(r));
-        }
+        super::membership::with_reason(&mut content, reason);
         let joined = self
             .store
             .membership(room_id, &session.user_id)
@@ -137,7 +175,8 @@ impl Rooms {
         )?;
         let mut told = Vec::new();
         for p in &snapshot.state {
-            let shown = INVITE_STATE.contains(&p.kind.to_string().as_str())
+            // Whole PDUs, since Matrix 1.16, beside the inviter's membership.
+            let shown = state::shown_before_joining(&p.kind.to_string())
                 || (p.kind == TimelineEventType::RoomMember
                     && p.state_key.as_deref() == Some(session.user_id.as_str()));
             if shown {
@@ -173,15 +212,10 @@ impl Rooms {
         content: Value,
     ) -> Result<()> {
         let user = &session.user_id;
-        let Some((inviter, invite)) = self.inviting_server(room_id, user).await? else {
+        let Some((known, invite)) = self.outside_servers(room_id, user).await? else {
             return Err(Error::forbidden("you are not in this room"));
         };
-        let mut via = vec![inviter];
-        if let Some(named) = room_id.server_name() {
-            if !via.iter().any(|s| s == named) && named != self.config.server_name {
-                via.push(named.to_owned());
-            }
-        }
+        let via = self.servers_to_ask(room_id, &[], known);
         let leave = match self
             .remote
             .leave(&via, room_id, user, content.clone())
@@ -193,9 +227,15 @@ impl Rooms {
                 self.local_leave(room_id, user, &invite, content).await?
             }
         };
+        self.keep_outside(room_id, leave).await
+    }
+
+    /// Keeps a membership of a local user in a room this server is not in (see the
+    /// sequencer's `outside.rs`).
+    async fn keep_outside(&self, room_id: &RoomId, membership: OutsideMembership) -> Result<()> {
         self.bus
             .submit(RoomBatch {
-                outside: Some(Box::new(leave)),
+                outside: Some(Box::new(membership)),
                 ..RoomBatch::intents(room_id.to_owned(), Vec::new())
             })
             .await?;
@@ -235,7 +275,7 @@ impl Rooms {
                 event_id: pdu.event_id,
                 json,
             },
-            invite_state: Vec::new(),
+            stripped_state: Vec::new(),
         })
     }
 

@@ -1,5 +1,6 @@
-//! What an invited user's client is shown of a room before joining: the room's state events
-//! of a few kinds when this server is in the room, else what the inviting server told of it.
+//! What the client of a user who is invited or knocking is shown of a room before joining:
+//! the room's state events of a few kinds when this server is in the room, else what the
+//! room's server told of it (with the invite, or in answer to the knock).
 
 use std::collections::HashSet;
 
@@ -7,24 +8,36 @@ use serde_json::{json, Value};
 
 use crate::StoredEvent;
 
-/// The state events an invited user's client is shown of the room.
-pub(super) fn is_invite_state(kind: &str) -> bool {
-    matches!(
-        kind,
-        "m.room.create"
-            | "m.room.join_rules"
-            | "m.room.name"
-            | "m.room.avatar"
-            | "m.room.canonical_alias"
-            | "m.room.encryption"
-            | "m.room.topic"
-    )
+use ruma::{events::TimelineEventType, UserId};
+
+use super::StrippedRoom;
+use crate::{ports::Membership, state::shown_before_joining};
+
+/// The room `m` (an invite or a knock of `user`) as its client is shown it: of the room's
+/// current `state`, the kinds shown before joining and the user's membership; then what the
+/// room's server told of it.
+pub(super) fn stripped_room(
+    state: Vec<StoredEvent>,
+    m: &Membership,
+    user: &UserId,
+) -> StrippedRoom {
+    let state: Vec<StoredEvent> = state
+        .into_iter()
+        .filter(|e| {
+            shown_before_joining(e.pdu.kind.to_string().as_str())
+                || (e.pdu.kind == TimelineEventType::RoomMember
+                    && (e.pdu.state_key.as_deref() == Some(user.as_str())
+                        || e.pdu.event_id == m.event_id))
+        })
+        .collect();
+    let told = told_state(&state);
+    StrippedRoom { state, told }
 }
 
-/// What the inviting server told of a room this server is not in (kept with the invite as
-/// `invite_room_state`), as stripped events: the kinds a client is shown, none that the
-/// room's state here already has.
-pub(super) fn told_invite_state(state: &[StoredEvent]) -> Vec<Value> {
+/// What the room's server told of a room this server is not in (kept with the invite as
+/// `invite_room_state`, with the knock as `knock_room_state`), as stripped events: the kinds
+/// a client is shown, none that the room's state here already has.
+fn told_state(state: &[StoredEvent]) -> Vec<Value> {
     let held: HashSet<(String, &str)> = state
         .iter()
         .map(|e| {
@@ -36,12 +49,18 @@ pub(super) fn told_invite_state(state: &[StoredEvent]) -> Vec<Value> {
         .collect();
     let told = state
         .iter()
-        .filter_map(|e| e.unsigned.as_ref()?.get("invite_room_state")?.as_array())
+        .filter_map(|e| {
+            let unsigned = e.unsigned.as_ref()?;
+            unsigned
+                .get("invite_room_state")
+                .or_else(|| unsigned.get("knock_room_state"))?
+                .as_array()
+        })
         .flatten();
     told.filter_map(|v| {
         let kind = v.get("type")?.as_str()?;
         let key = v.get("state_key")?.as_str()?;
-        let wanted = is_invite_state(kind) || kind == "m.room.member";
+        let wanted = shown_before_joining(kind) || kind == "m.room.member";
         (wanted && !held.contains(&(kind.to_owned(), key))).then(|| {
             json!({
                 "type": kind,

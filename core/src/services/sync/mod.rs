@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 mod filter;
 mod invites;
 pub use filter::{EventFilter, SyncFilter};
-use invites::{is_invite_state, told_invite_state};
+use invites::stripped_room;
 mod room_state;
 pub use room_state::StateSection;
 
@@ -59,14 +59,15 @@ pub struct LeftRoomSync {
     pub prev_batch: Option<String>,
 }
 
-/// A room the user is invited to: what the client may know of it before joining.
+/// A room the user is invited to or knocking on: what the client may know of it before
+/// joining.
 #[derive(Debug, Default)]
-pub struct InvitedRoom {
-    /// The room's state events a client is shown (the invite among them), when this server
-    /// is in the room.
+pub struct StrippedRoom {
+    /// The room's state events a client is shown (the invite or knock among them), when
+    /// this server is in the room.
     pub state: Vec<StoredEvent>,
-    /// What the inviting server told of a room this server is not in, as stripped events
-    /// (`type`, `state_key`, `sender`, `content`), beside the invite in `state`.
+    /// What the room's server told of a room this server is not in, as stripped events
+    /// (`type`, `state_key`, `sender`, `content`), beside the invite or knock in `state`.
     pub told: Vec<Value>,
 }
 
@@ -74,7 +75,8 @@ pub struct InvitedRoom {
 pub struct SyncOutput {
     pub next_batch: String,
     pub joined: BTreeMap<OwnedRoomId, JoinedRoomSync>,
-    pub invited: BTreeMap<OwnedRoomId, InvitedRoom>,
+    pub invited: BTreeMap<OwnedRoomId, StrippedRoom>,
+    pub knocked: BTreeMap<OwnedRoomId, StrippedRoom>,
     pub left: BTreeMap<OwnedRoomId, LeftRoomSync>,
     pub account_data: Vec<Value>,
     pub presence: Vec<Value>,
@@ -90,6 +92,7 @@ impl SyncOutput {
             && self.device_lists_changed.is_empty()
             && self.joined.is_empty()
             && self.invited.is_empty()
+            && self.knocked.is_empty()
             && self.left.is_empty()
             && self.account_data.is_empty()
             && self.presence.is_empty()
@@ -404,28 +407,18 @@ impl Sync {
                         out.joined.insert(m.room_id, room);
                     }
                 }
-                MembershipState::Invite if initial || m.pos > since_pos => {
+                MembershipState::Invite | MembershipState::Knock
+                    if initial || m.pos > since_pos =>
+                {
                     if m.pos > now_pos {
                         continue;
                     }
                     let state = self.rooms.current_state(&m.room_id).await?;
-                    let stripped: Vec<StoredEvent> = state
-                        .into_iter()
-                        .filter(|e| {
-                            is_invite_state(e.pdu.kind.to_string().as_str())
-                                || (e.pdu.kind == TimelineEventType::RoomMember
-                                    && (e.pdu.state_key.as_deref() == Some(user.as_str())
-                                        || e.pdu.event_id == m.event_id))
-                        })
-                        .collect();
-                    let told = told_invite_state(&stripped);
-                    out.invited.insert(
-                        m.room_id,
-                        InvitedRoom {
-                            state: stripped,
-                            told,
-                        },
-                    );
+                    let room = stripped_room(state, &m, user);
+                    match m.membership {
+                        MembershipState::Invite => out.invited.insert(m.room_id, room),
+                        _ => out.knocked.insert(m.room_id, room),
+                    };
                 }
                 MembershipState::Leave | MembershipState::Ban
                     if (!initial && m.pos > since_pos && m.pos <= now_pos)
