@@ -16,8 +16,8 @@ pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, Seq
 mod room_dag;
 pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, PublicRoomsPage,
-    PublicRoomsQuery, RemoteAppend, RemoteFetch, RemoteRooms, StateChange, StateReset, StoredState,
-    TopoPoint, HISTORY_START, OUTLIERS_BELOW,
+    PublicRoomsQuery, RemoteAppend, RemoteFetch, RemoteRooms, RemoteSpace, StateChange, StateReset,
+    StoredState, TopoPoint, HISTORY_START, OUTLIERS_BELOW,
 };
 mod remote_keys;
 pub use remote_keys::{NoRemoteKeys, RemoteKeys};

@@ -1,10 +1,15 @@
 //! This server's public room directory as other servers read it: `GET` and `POST
-//! /publicRooms` (with a search term), paged as the client API pages it.
+//! /publicRooms` (with a search term), paged as the client API pages it; and `/hierarchy`,
+//! a room of a space with its children as the asking server may see them.
 
 use axum::{extract::State, Router};
 use ruma::{
-    api::federation::directory::{get_public_rooms, get_public_rooms_filtered},
+    api::federation::{
+        directory::{get_public_rooms, get_public_rooms_filtered},
+        space::{get_hierarchy, SpaceHierarchyParentSummary},
+    },
     directory::PublicRoomsChunk,
+    room::RoomSummary,
     UInt,
 };
 use sandcat_client_api::{ApiError, ApiResult, RumaResponse, RumaRouter};
@@ -18,6 +23,32 @@ use crate::{signed::Signed, FederationState};
 pub(crate) fn routes(r: Router<FederationState>) -> Router<FederationState> {
     r.ruma::<get_public_rooms::v1::Request, _, _>(public_rooms)
         .ruma::<get_public_rooms_filtered::v1::Request, _, _>(public_rooms_filtered)
+        .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy)
+}
+
+fn typed_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError(Error::internal(e)))
+}
+
+/// GET /_matrix/federation/v1/hierarchy/{roomId}
+async fn hierarchy(
+    State(s): State<FederationState>,
+    req: Signed<get_hierarchy::v1::Request>,
+) -> ApiResult<get_hierarchy::v1::Response> {
+    let space = s
+        .rooms
+        .hierarchy_for_server(&req.origin, &req.body.room_id, req.body.suggested_only)
+        .await?;
+    let room: SpaceHierarchyParentSummary = typed_json(space.room)?;
+    let children = space
+        .children
+        .into_iter()
+        .map(typed_json::<RoomSummary>)
+        .collect::<Result<_, _>>()?;
+    let mut answer = get_hierarchy::v1::Response::new(room);
+    answer.children = children;
+    answer.inaccessible_children = space.inaccessible;
+    Ok(RumaResponse(answer))
 }
 
 /// A page as ruma types it.

@@ -1,7 +1,8 @@
 //! This server's users in rooms of other servers (`RemoteRooms`): a join through a resident
 //! server (`make_join`, the join signed here, `send_join`, the answer verified), a leave
-//! (`make_leave`, `send_leave`), a knock (`make_knock`, `send_knock`), and an invite of another server's user, which that server
-//! counter-signs (`/invite`).
+//! (`make_leave`, `send_leave`), a knock (`make_knock`, `send_knock`), an invite of another
+//! server's user, which that server counter-signs (`/invite`), and reads of other servers'
+//! directories, spaces, aliases and profiles.
 
 use async_trait::async_trait;
 use ruma::{
@@ -12,6 +13,7 @@ use ruma::{
             prepare_join_event, prepare_knock_event, prepare_leave_event, RawStrippedState,
         },
         query::{get_profile_information, get_room_information},
+        space::get_hierarchy,
     },
     canonical_json::redact,
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId,
@@ -20,7 +22,7 @@ use ruma::{
 use sandcat_core::{
     intent::{OutsideMembership, ReceivedPdu, RemoteJoin},
     join_rules::AUTHORISED_VIA,
-    ports::{PublicRoomsPage, PublicRoomsQuery, RemoteRooms},
+    ports::{PublicRoomsPage, PublicRoomsQuery, RemoteRooms, RemoteSpace},
     remote_pdu::verify_pdu,
     services::federation::stripped,
     Error, ErrorCode, Result,
@@ -320,6 +322,23 @@ impl RemoteRooms for RemoteEvents {
             prev_batch: answer.prev_batch,
             total: answer.total_room_count_estimate.map(u64::from),
         })
+    }
+
+    async fn hierarchy(&self, via: &[OwnedServerName], room_id: &RoomId) -> Result<RemoteSpace> {
+        first_answer(via, room_id, "reading a space", |server| async move {
+            let ask = get_hierarchy::v1::Request::new(room_id.to_owned());
+            let answer = self.client.send(server, ask).await?;
+            Ok(RemoteSpace {
+                room: serde_json::to_value(&answer.room)?,
+                children: answer
+                    .children
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<std::result::Result<_, _>>()?,
+                inaccessible: answer.inaccessible_children,
+            })
+        })
+        .await
     }
 
     async fn query_profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {

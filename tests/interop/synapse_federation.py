@@ -469,6 +469,32 @@ async def eventually_member(client, room_id, user_id, want, what):
     check(await membership(client, room_id, user_id) == want, what)
 
 
+async def space_across(owner, owner_name, other):
+    """`owner` makes a space holding a public room and a sub-space with a room of its own;
+    `other`, of the other server, joins the space and walks it through its own server, which
+    asks `owner`'s server for the rooms it is not in."""
+    async def made(name, space=False):
+        resp = await owner.room_create(name=name, visibility=RoomVisibility.public, space=space)
+        check(isinstance(resp, RoomCreateResponse), f"{owner.user_id} makes {name} ({resp})")
+        return resp.room_id
+
+    async def child(parent, room_id):
+        path = f"/_matrix/client/v3/rooms/{quote(parent)}/state/m.space.child/{quote(room_id)}"
+        status, body = await api(owner, "PUT", path, {"via": [owner_name]})
+        check(status == 200, f"{owner.user_id} puts a room in a space ({body})")
+
+    hall, patio, wing, attic = (await made("Hall", True), await made("Patio"),
+                                await made("Wing", True), await made("Attic"))
+    await child(hall, patio)
+    await child(hall, wing)
+    await child(wing, attic)
+    await join_via(other, hall, owner_name)
+    status, body = await api(other, "GET", f"/_matrix/client/v1/rooms/{quote(hall)}/hierarchy", {})
+    names = sorted(r.get("name") for r in body.get("rooms", [])) if status == 200 else body
+    check(names == ["Attic", "Hall", "Patio", "Wing"],
+          f"{other.user_id} walks {owner.user_id}'s space through its own server ({names})")
+
+
 async def knocked(client, room_id):
     """The knock section of `client`'s /sync for `room_id` (read raw: nio keeps no knocks).
     Each attempt asks with another timeout: Synapse answers a request it has answered in the
@@ -580,6 +606,10 @@ async def main():
             break
         await asyncio.sleep(0.3)
     check(await membership(syd, declined, sam.user_id) == "leave", "Synapse has Sam's rejection")
+
+    # Spaces, both ways: each walks the other server's space.
+    await space_across(sam, SANDCAT_NAME, syd)
+    await space_across(syd, SYNAPSE_NAME, sam)
 
     # Knocks and restricted joins, both ways.
     await knock_and_restricted(sam, SANDCAT_NAME, syd)

@@ -18,6 +18,7 @@ use ruma::{
                 get_relating_events_with_rel_type_and_event_type,
             },
             room::{create_room, get_room_event, Visibility},
+            space::get_hierarchy,
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
         Direction,
@@ -28,7 +29,7 @@ use sandcat_core::json::set;
 use sandcat_core::{
     ports::{Direction as Dir, PublicRoomsPage, PublicRoomsQuery},
     services::{
-        rooms::{CreateRoom, RoomPreset},
+        rooms::{CreateRoom, HierarchyQuery, RoomPreset},
         sync::EventFilter,
     },
     Error, StoredEvent,
@@ -61,6 +62,7 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_public_rooms::v3::Request, _, _>(public_rooms)
         .ruma::<get_public_rooms_filtered::v3::Request, _, _>(public_rooms_filtered)
         .ruma::<get_room_visibility::v3::Request, _, _>(get_visibility)
+        .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy)
         .ruma::<set_room_visibility::v3::Request, _, _>(set_visibility)
 }
 
@@ -519,6 +521,30 @@ async fn public_rooms_filtered(
         .public_rooms_page(b.server.as_deref(), &query)
         .await?;
     Ok(Json(public_page_body(page)).into_response())
+}
+
+/// GET /_matrix/client/v1/rooms/{roomId}/hierarchy
+async fn hierarchy(
+    State(s): State<AppState>,
+    req: Ruma<get_hierarchy::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let b = &req.body;
+    let as_usize = |v: Option<UInt>| v.map(|l| u64::from(l).min(u32::MAX.into()) as usize);
+    let query = HierarchyQuery {
+        from: b.from.clone(),
+        limit: as_usize(b.limit),
+        max_depth: as_usize(b.max_depth),
+        suggested_only: b.suggested_only,
+    };
+    let page = s
+        .rooms
+        .hierarchy(&req.session()?.user_id, &b.room_id, &query)
+        .await?;
+    let mut body = json!({ "rooms": page.rooms });
+    if let Some(next) = page.next_batch {
+        set(&mut body, "next_batch", json!(next));
+    }
+    Ok(Json(body).into_response())
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}

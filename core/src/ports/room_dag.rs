@@ -203,6 +203,16 @@ pub struct PublicRoomsQuery {
     pub limit: Option<usize>,
 }
 
+/// A room of a space as its server shows it (`/hierarchy` of the federation API): its
+/// summary with its `children_state`, the summaries of the children that server shows, and
+/// the ids of those it does not.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSpace {
+    pub room: serde_json::Value,
+    pub children: Vec<serde_json::Value>,
+    pub inaccessible: Vec<ruma::OwnedRoomId>,
+}
+
 /// Other servers as this server's users reach them — their rooms, aliases and users'
 /// profiles: implemented by the federation client.
 #[async_trait::async_trait]
@@ -248,6 +258,13 @@ pub trait RemoteRooms: Send + Sync {
         server: &ruma::ServerName,
         query: &PublicRoomsQuery,
     ) -> crate::Result<PublicRoomsPage>;
+    /// Asks the first of `via` that answers how it shows `room_id` in a space hierarchy
+    /// (`/hierarchy`).
+    async fn hierarchy(
+        &self,
+        via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+    ) -> crate::Result<RemoteSpace>;
     /// Asks a user's server for the user's display name and avatar (`/query/profile`).
     async fn query_profile(
         &self,
@@ -321,6 +338,16 @@ impl RemoteRooms for NoRemoteRooms {
     ) -> crate::Result<PublicRoomsPage> {
         Err(crate::Error::not_found(format!(
             "{server} is not this server, and no other server was asked"
+        )))
+    }
+
+    async fn hierarchy(
+        &self,
+        _via: &[ruma::OwnedServerName],
+        room_id: &ruma::RoomId,
+    ) -> crate::Result<RemoteSpace> {
+        Err(crate::Error::not_found(format!(
+            "{room_id} is not known here, and no other server was asked"
         )))
     }
 

@@ -75,38 +75,11 @@ impl Rooms {
         Ok(())
     }
 
-    /// Name, topic, avatar, alias, join rule and member count of a room, for directories.
+    /// Name, topic, avatar, alias, type, version, encryption, join rule (with the rooms a
+    /// restricted one allows) and member count of a room, for directories.
     pub async fn summary(&self, room_id: &RoomId) -> Result<Value> {
         let state = self.store.current_state(room_id).await?;
-        let get = |kind: &str, field: &str| -> Option<Value> {
-            state
-                .iter()
-                .find(|e| e.pdu.kind.to_string() == kind && e.pdu.state_key.as_deref() == Some(""))
-                .and_then(|e| e.pdu.content_value().get(field).cloned())
-        };
-        let joined = state
-            .iter()
-            .filter(|e| e.pdu.membership() == Some(MembershipState::Join))
-            .count();
-        let mut v = json!({
-            "room_id": room_id,
-            "num_joined_members": joined,
-            "world_readable": get("m.room.history_visibility", "history_visibility") == Some(json!("world_readable")),
-            "guest_can_join": get("m.room.guest_access", "guest_access") == Some(json!("can_join")),
-            "join_rule": get("m.room.join_rules", "join_rule").unwrap_or(json!("invite")),
-        });
-        for (kind, field, out) in [
-            ("m.room.name", "name", "name"),
-            ("m.room.topic", "topic", "topic"),
-            ("m.room.avatar", "url", "avatar_url"),
-            ("m.room.canonical_alias", "alias", "canonical_alias"),
-            ("m.room.create", "type", "room_type"),
-        ] {
-            if let Some(val) = get(kind, field) {
-                v[out] = val;
-            }
-        }
-        Ok(v)
+        Ok(summary_of(room_id, &state))
     }
 
     /// A page of a public room directory: this server's, or (`server` naming another) that
@@ -161,4 +134,52 @@ impl Rooms {
         }
         self.store.set_public(room_id, public).await
     }
+}
+
+/// The directory summary of a room from its current `state`.
+pub(super) fn summary_of(room_id: &RoomId, state: &[StoredEvent]) -> Value {
+    let get = |kind: &str, field: &str| -> Option<Value> {
+        state
+            .iter()
+            .find(|e| e.pdu.kind.to_string() == kind && e.pdu.state_key.as_deref() == Some(""))
+            .and_then(|e| e.pdu.content_value().get(field).cloned())
+    };
+    let joined = state
+        .iter()
+        .filter(|e| e.pdu.membership() == Some(MembershipState::Join))
+        .count();
+    let mut v = json!({
+        "room_id": room_id,
+        "num_joined_members": joined,
+        "world_readable": get("m.room.history_visibility", "history_visibility") == Some(json!("world_readable")),
+        "guest_can_join": get("m.room.guest_access", "guest_access") == Some(json!("can_join")),
+        "join_rule": get("m.room.join_rules", "join_rule").unwrap_or(json!("invite")),
+    });
+    for (kind, field, out) in [
+        ("m.room.name", "name", "name"),
+        ("m.room.topic", "topic", "topic"),
+        ("m.room.avatar", "url", "avatar_url"),
+        ("m.room.canonical_alias", "alias", "canonical_alias"),
+        ("m.room.create", "type", "room_type"),
+        ("m.room.create", "room_version", "room_version"),
+        ("m.room.encryption", "algorithm", "encryption"),
+    ] {
+        if let Some(val) = get(kind, field) {
+            v[out] = val;
+        }
+    }
+    if matches!(
+        v["join_rule"].as_str(),
+        Some("restricted" | "knock_restricted")
+    ) {
+        let allowed: Vec<Value> = get("m.room.join_rules", "allow")
+            .and_then(|a| a.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|rule| rule["type"] == "m.room_membership")
+            .filter_map(|rule| rule.get("room_id").cloned())
+            .collect();
+        v["allowed_room_ids"] = Value::Array(allowed);
+    }
+    v
 }

@@ -1,8 +1,11 @@
-//! Rooms: creation, membership, sending, state, redaction, aliases, the public directory, and
-//! the read side of room history (messages, context, members, relations), one module each.
+//! Rooms: creation, membership, sending, state, redaction, aliases, the public directory,
+//! space hierarchies, and the read side of room history (messages, context, members,
+//! relations), one module each.
 
 mod create;
 mod directory;
+mod hierarchy;
+pub use hierarchy::{HierarchyPage, HierarchyQuery, MAX_HIERARCHY_ROOMS};
 mod history;
 pub use history::HistoryToken;
 mod membership;
