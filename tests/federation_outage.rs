@@ -1,15 +1,20 @@
 //! Another server goes down while this one's users talk in a room they share; when it is
 //! back (the same name, its data kept), it has every message once, in the order sent: the
 //! transactions waited, persisted, and were retried — at once when that server makes a
-//! request here again. Runs on the embedded profile.
+//! request here again. And while one server is away, a user on each side changes the room's
+//! topic: the fork resolves to the same state on both once they hear of each other. Runs on
+//! the embedded profile.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
+
+use std::time::Duration;
 
 use common::{
     federation::{federating_in, heard, room_bodies, shared_room, SharedRoom},
     Client,
 };
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_server_that_was_down_gets_every_message_once_in_order() {
@@ -55,4 +60,103 @@ async fn a_server_that_was_down_gets_every_message_once_in_order() {
     let mut theirs = room_bodies(&alice, &room).await;
     theirs.retain(|b| b != "back");
     assert_eq!(theirs, expected, "both servers agree");
+}
+
+/// `client`'s answer for `path` once it is 200 (a few seconds at most: another server's
+/// event is on its way), else the last answer.
+async fn once_there(client: &Client, path: &str) -> (u16, Value) {
+    for _ in 0..100 {
+        let (status, body) = client.get(path).await;
+        if status == 200 {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.get(path).await
+}
+
+async fn set_topic(client: &Client, room: &str, topic: &str) -> String {
+    let (status, body) = client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+            json!({ "topic": topic }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn concurrent_state_changes_on_two_servers_resolve_the_same_on_both() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a,
+        a_name,
+        b: _b,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room(certs.path()).await;
+
+    // Alice lets Bob set the topic, and sets a first one; B hears of both.
+    let power_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/");
+    let (_, mut power) = alice.get(&power_path).await;
+    power["users"][&bob.user_id] = json!(50);
+    let (status, body) = alice.put(&power_path, power).await;
+    assert_eq!(status, 200, "{body}");
+    let first = set_topic(&alice, &room, "first").await;
+    let (status, _) = once_there(
+        &bob,
+        &format!("/_matrix/client/v3/rooms/{room}/event/{first}"),
+    )
+    .await;
+    assert_eq!(status, 200, "B never had the first topic");
+
+    // A goes away. Bob changes the topic; B's transaction waits, and its retries back off to
+    // seconds apart.
+    let data = a.stop().await;
+    let his = set_topic(&bob, &room, "from B").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // A is back; Alice, who has not seen his change, makes her own: the room forks.
+    let a = federating_in(certs.path(), data, a_name.port().unwrap(), |_| {}).await;
+    let alice = Client {
+        base: a.base.clone(),
+        ..alice
+    };
+    let hers = set_topic(&alice, &room, "from A").await;
+    let (_, event) = alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/event/{hers}"))
+        .await;
+    assert_eq!(
+        event["unsigned"]["replaces_state"], first,
+        "Alice's topic replaced another than the first: no fork ({event})"
+    );
+
+    // Each server gets the other's change and resolves the fork: the same topic on both,
+    // the later change (state resolution orders the two by time).
+    let (status, _) = once_there(
+        &alice,
+        &format!("/_matrix/client/v3/rooms/{room}/event/{his}"),
+    )
+    .await;
+    assert_eq!(status, 200, "A never had Bob's topic");
+    let (status, _) = once_there(
+        &bob,
+        &format!("/_matrix/client/v3/rooms/{room}/event/{hers}"),
+    )
+    .await;
+    assert_eq!(status, 200, "B never had Alice's topic");
+    let topic_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    let (_, on_a) = alice.get(&topic_path).await;
+    let (_, on_b) = bob.get(&topic_path).await;
+    assert_eq!(on_a, on_b, "the servers resolved the fork differently");
+    assert_eq!(on_a["topic"], "from A", "{on_a}");
+
+    // The room goes on from the merged heads on both sides.
+    alice.send_text(&room, "t1", "merged").await;
+    assert!(heard(&bob, &room, "merged").await);
+    bob.send_text(&room, "t2", "merged too").await;
+    assert!(heard(&alice, &room, "merged too").await);
 }
