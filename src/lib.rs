@@ -40,6 +40,7 @@ use sandcat_core::{
         federation::{Inbound, ServerReads},
         keys::{Keys, KeysFederation},
         media::Media,
+        openid::OpenId,
         rooms::Rooms,
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
@@ -399,6 +400,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             |m, (id, png)| m.with_builtin(id, "image/png", png),
         ),
     );
+    let openid = Arc::new(OpenId::new(
+        store.clone(),
+        store.clone(),
+        signing.server_name.clone(),
+    ));
     let federation = sandcat_federation::FederationState::new(
         signing.server_name.clone(),
         sandcat_federation::FederationServices {
@@ -416,6 +422,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             e2ee: keys.clone(),
             media: media.clone(),
             rooms: rooms.clone(),
+            openid: openid.clone(),
         },
         well_known,
         Limiter::new(
@@ -474,6 +481,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         media,
         metrics.clone(),
         deactivation,
+        openid,
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 

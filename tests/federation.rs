@@ -1,16 +1,17 @@
 //! What other homeservers read of this one: its signing keys (`/_matrix/key/v2/server`, checked
-//! with ruma as a remote server would) and federation discovery (`/.well-known/matrix/server`).
+//! with ruma as a remote server would) and federation discovery (`/.well-known/matrix/server`);
+//! and what a third party a user trusts reads: whose an OpenID token is (`/openid/userinfo`).
 //! Runs on the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
-use common::{pipeline_profile, use_pipeline, Server};
+use common::{enc, pipeline_profile, use_pipeline, Server};
 use ruma::{
     api::federation::discovery::ServerSigningKeys, canonical_json::CanonicalJsonObject,
     signatures::PublicKeyMap, MilliSecondsSinceUnixEpoch,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The key document at `path`, parsed by ruma and checked against its own verify keys.
 async fn key_document(srv: &Server, path: &str) -> ServerSigningKeys {
@@ -149,4 +150,67 @@ async fn a_rotated_key_is_published_as_an_old_key() {
     let srv = Server::start_in(dir, |_| {}).await;
     let doc = key_document(&srv, "/_matrix/key/v2/server").await;
     assert_eq!(doc.old_verify_keys.len(), 2);
+}
+
+#[tokio::test]
+async fn an_openid_token_tells_a_third_party_whose_it_is() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let path = format!(
+        "/_matrix/client/v3/user/{}/openid/request_token",
+        enc(&alice.user_id)
+    );
+    let (status, token) = alice.post(&path, json!({})).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["token_type"], "Bearer", "{token}");
+    assert_eq!(token["expires_in"], 3600, "{token}");
+    let server = alice.user_id.split_once(':').unwrap().1;
+    assert_eq!(token["matrix_server_name"], server, "{token}");
+    let secret = token["access_token"].as_str().unwrap();
+
+    // The third party asks, with no signature and no access token: the token is the proof.
+    let third = srv.anon();
+    let (status, info) = third
+        .get(&format!(
+            "/_matrix/federation/v1/openid/userinfo?access_token={}",
+            enc(secret)
+        ))
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["sub"], alice.user_id.as_str());
+    let (status, info) = third
+        .get("/_matrix/federation/v1/openid/userinfo?access_token=forged")
+        .await;
+    assert_eq!((status, &info["errcode"]), (401, &json!("M_UNKNOWN_TOKEN")));
+    let (status, info) = third.get("/_matrix/federation/v1/openid/userinfo").await;
+    assert_eq!((status, &info["errcode"]), (400, &json!("M_MISSING_PARAM")));
+
+    // Nobody gets a token for someone else, and the token opens no client API.
+    let (status, body) = bob.post(&path, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = third
+        .get(&format!(
+            "/_matrix/client/v3/account/whoami?access_token={}",
+            enc(secret)
+        ))
+        .await;
+    assert_eq!(status, 401);
+
+    // A deactivated user's token is told of no more.
+    let (status, body) = alice
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            json!({ "auth": { "type": "m.login.password", "password": "pw-alice",
+                              "identifier": { "type": "m.id.user", "user": alice.user_id } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = third
+        .get(&format!(
+            "/_matrix/federation/v1/openid/userinfo?access_token={}",
+            enc(secret)
+        ))
+        .await;
+    assert_eq!(status, 401);
 }

@@ -20,7 +20,7 @@ use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, keys::Keys, media::Media,
-        rooms::Rooms, sync::Sync,
+        openid::OpenId, rooms::Rooms, sync::Sync,
     },
     ServerConfig,
 };
@@ -48,6 +48,7 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::Limiter>,
     pub metrics: Arc<metrics::Metrics>,
     pub deactivation: Arc<Deactivation>,
+    pub openid: Arc<OpenId>,
 }
 
 impl AppState {
@@ -63,6 +64,7 @@ impl AppState {
         media: Arc<Media>,
         metrics: Arc<metrics::Metrics>,
         deactivation: Arc<Deactivation>,
+        openid: Arc<OpenId>,
     ) -> Self {
         AppState {
             config,
@@ -77,6 +79,7 @@ impl AppState {
             limiter: Arc::new(ratelimit::Limiter::new(0.0, 0)),
             metrics,
             deactivation,
+            openid,
         }
     }
 }

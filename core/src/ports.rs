@@ -23,6 +23,8 @@ mod remote_keys;
 pub use remote_keys::{NoRemoteKeys, RemoteKeys};
 mod remote_media;
 pub use remote_media::{NoRemoteMedia, RemoteFile, RemoteMedia};
+mod openid_tokens;
+pub use openid_tokens::OpenIdTokens;
 mod received_transactions;
 pub use received_transactions::{ReceivedTransactions, TRANSACTION_KEPT_MS};
 mod server_keys;

@@ -13,6 +13,7 @@ use sandcat_core::services::{
     federation::{Inbound, ServerReads},
     keys::Keys,
     media::Media,
+    openid::OpenId,
     rooms::Rooms,
     server_keys::ServerKeys,
 };
@@ -24,6 +25,7 @@ pub mod edus;
 mod keys;
 mod media;
 mod membership;
+mod openid;
 mod query;
 mod remote_keys;
 mod remote_media;
@@ -50,6 +52,8 @@ pub struct FederationServices {
     pub media: Arc<Media>,
     /// This server's rooms: the public room directory.
     pub rooms: Arc<Rooms>,
+    /// Whose an OpenID token is.
+    pub openid: Arc<OpenId>,
 }
 
 /// What the federation endpoints share.
@@ -64,6 +68,7 @@ pub struct FederationState {
     e2ee: Arc<Keys>,
     media: Arc<Media>,
     rooms: Arc<Rooms>,
+    openid: Arc<OpenId>,
     /// Requests per other server.
     limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
@@ -87,6 +92,7 @@ impl FederationState {
             e2ee,
             media,
             rooms,
+            openid,
         } = services;
         FederationState {
             server_name,
@@ -97,6 +103,7 @@ impl FederationState {
             e2ee,
             media,
             rooms,
+            openid,
             well_known_server,
             limiter: Arc::new(limiter),
             sender: None,
@@ -121,6 +128,7 @@ pub fn router(state: FederationState) -> Router {
     let r = transactions::routes(r);
     let r = query::routes(r);
     let r = directory::routes(r);
+    let r = openid::routes(r);
     let r = user_keys::routes(r);
     let r = media::routes(r);
     r.with_state(state)

@@ -10,6 +10,7 @@ mod append;
 mod client;
 mod keys;
 mod native;
+mod openid_tokens;
 mod overview;
 mod received_transactions;
 mod room_dag;

@@ -4,8 +4,8 @@ use axum::{extract::State, response::IntoResponse};
 use ruma::{
     api::client::{
         account::{
-            change_password, deactivate, get_username_availability, register, whoami,
-            ThirdPartyIdRemovalStatus,
+            change_password, deactivate, get_username_availability, register, request_openid_token,
+            whoami, ThirdPartyIdRemovalStatus,
         },
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
         profile::{
@@ -45,6 +45,24 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<set_display_name::v3::Request, _, _>(set_displayname)
         .ruma::<get_avatar_url::v3::Request, _, _>(avatar_url)
         .ruma::<set_avatar_url::v3::Request, _, _>(set_avatar_url)
+        .ruma::<request_openid_token::v3::Request, _, _>(openid_token)
+}
+
+/// POST /_matrix/client/v3/user/{userId}/openid/request_token
+async fn openid_token(
+    State(s): State<AppState>,
+    req: Ruma<request_openid_token::v3::Request>,
+) -> ApiResult<request_openid_token::v3::Response> {
+    let token = s
+        .openid
+        .request_token(req.session()?, &req.body.user_id)
+        .await?;
+    Ok(RumaResponse(request_openid_token::v3::Response::new(
+        token.access_token,
+        ruma::authentication::TokenType::Bearer,
+        token.matrix_server_name,
+        std::time::Duration::from_secs(token.expires_in_secs),
+    )))
 }
 
 /// POST /_matrix/client/v3/register

@@ -6,6 +6,7 @@ pub mod deactivation;
 pub mod federation;
 pub mod keys;
 pub mod media;
+pub mod openid;
 pub mod rooms;
 pub mod server_keys;
 pub mod sync;
