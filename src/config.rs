@@ -132,6 +132,82 @@ pub struct Config {
     pub oauth: sandcat_api::oauth::OAuthConfig,
     /// What other servers are told about this one.
     pub federation: FederationConfig,
+    /// The TURN servers calls go through.
+    pub voip: VoipConfig,
+    /// Whom users and other admins contact about this server (`/.well-known/matrix/support`).
+    pub support: SupportConfig,
+}
+
+/// `[voip]`: the TURN servers clients use for calls (`/voip/turnServer`), with credentials
+/// made from a secret shared with them (TURN REST credentials: coturn's `use-auth-secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoipConfig {
+    /// `turn:` and `turns:` URIs. Empty: no TURN server is offered.
+    pub turn_uris: Vec<String>,
+    pub turn_shared_secret: String,
+    /// How long a credential is good for.
+    pub turn_ttl_secs: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        VoipConfig {
+            turn_uris: Vec::new(),
+            turn_shared_secret: String::new(),
+            turn_ttl_secs: 86_400,
+        }
+    }
+}
+
+/// `[support]`: `/.well-known/matrix/support`, served when either is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupportConfig {
+    /// A web page about getting help with this server.
+    pub support_page: String,
+    pub contacts: Vec<SupportContact>,
+}
+
+impl SupportConfig {
+    /// The `/.well-known/matrix/support` document; `None` when nothing is configured. A
+    /// contact needs a role and a Matrix id or an email address.
+    pub fn document(&self) -> Result<Option<serde_json::Value>> {
+        if self.support_page.is_empty() && self.contacts.is_empty() {
+            return Ok(None);
+        }
+        let mut contacts = Vec::new();
+        for c in &self.contacts {
+            if c.role.is_empty() || (c.matrix_id.is_empty() && c.email_address.is_empty()) {
+                anyhow::bail!("a [[support.contacts]] entry needs a role, and a matrix_id or an email_address");
+            }
+            let mut contact = serde_json::json!({ "role": c.role });
+            if !c.matrix_id.is_empty() {
+                ruma::UserId::parse(&c.matrix_id)
+                    .with_context(|| format!("support contact {}", c.matrix_id))?;
+                contact["matrix_id"] = c.matrix_id.clone().into();
+            }
+            if !c.email_address.is_empty() {
+                contact["email_address"] = c.email_address.clone().into();
+            }
+            contacts.push(contact);
+        }
+        let mut doc = serde_json::json!({ "contacts": contacts });
+        if !self.support_page.is_empty() {
+            doc["support_page"] = self.support_page.clone().into();
+        }
+        Ok(Some(doc))
+    }
+}
+
+/// A contact of `[support]`: a role (`m.role.admin`, `m.role.security`) and a Matrix id or
+/// an email address, or both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupportContact {
+    pub role: String,
+    pub matrix_id: String,
+    pub email_address: String,
 }
 
 /// `[federation]`: how other homeservers find and trust this one, and how it reaches them.
@@ -321,6 +397,8 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             oauth: Default::default(),
             federation: FederationConfig::default(),
+            voip: VoipConfig::default(),
+            support: SupportConfig::default(),
         }
     }
 }
@@ -444,6 +522,10 @@ impl Config {
             (
                 "SANDCAT_FEDERATION_DNS_SERVER",
                 &mut self.federation.dns_server,
+            ),
+            (
+                "SANDCAT_VOIP_TURN_SHARED_SECRET",
+                &mut self.voip.turn_shared_secret,
             ),
         ] {
             if let Some(v) = get(key) {

@@ -38,6 +38,7 @@ use sandcat_core::{
         data::ClientData,
         deactivation::Deactivation,
         federation::{Inbound, ServerReads},
+        key_backup::KeyBackup,
         keys::{Keys, KeysFederation},
         media::Media,
         openid::OpenId,
@@ -45,7 +46,7 @@ use sandcat_core::{
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
     },
-    ServerConfig,
+    ServerConfig, TurnServers,
 };
 use sandcat_federation::{
     client::{ClientOptions, FederationClient, RemoteEvents},
@@ -241,6 +242,12 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         public_base_url_configured: !config.public_base_url.is_empty(),
         max_login_failures: config.max_login_failures,
         login_lockout_secs: config.login_lockout_secs,
+        turn: TurnServers {
+            uris: config.voip.turn_uris.clone(),
+            shared_secret: config.voip.turn_shared_secret.clone(),
+            ttl_secs: config.voip.turn_ttl_secs,
+        },
+        support: config.support.document()?,
     });
     let signing = Arc::new(SigningKey { server_name, key });
     let outbound = Arc::new(
@@ -482,6 +489,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         metrics.clone(),
         deactivation,
         openid,
+        Arc::new(KeyBackup::new(store.clone())),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 

@@ -11,29 +11,6 @@ fn errcode(b: &Value) -> &str {
 }
 
 #[tokio::test]
-async fn discovery_endpoints() {
-    let srv = Server::start().await;
-    let c = srv.anon();
-    let (s, b) = c.get("/_matrix/client/versions").await;
-    assert_eq!(s, 200);
-    assert!(b["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|v| v == "v1.12"));
-    let (s, b) = c.get("/.well-known/matrix/client").await;
-    assert_eq!(s, 200);
-    assert!(b["m.homeserver"]["base_url"].is_string());
-    let alice = srv.register("alice").await;
-    let (s, b) = alice.get("/_matrix/client/v3/capabilities").await;
-    assert_eq!(s, 200);
-    assert_eq!(b["capabilities"]["m.room_versions"]["default"], "12");
-    let (s, b) = c.get("/_matrix/client/v3/login").await;
-    assert_eq!(s, 200);
-    assert_eq!(b["flows"][0]["type"], "m.login.password");
-}
-
-#[tokio::test]
 async fn registration_flow_and_errors() {
     let srv = Server::start().await;
     let c = srv.anon();
@@ -1037,17 +1014,6 @@ async fn data_survives_a_restart() {
         ));
     }
     assert_eq!(bodies, vec!["kept", "after restart"]);
-}
-
-#[tokio::test]
-async fn health_and_metrics() {
-    let srv = Server::start().await;
-    let c = srv.anon();
-    let (s, b) = c.get("/health").await;
-    assert_eq!((s, b), (200, json!("OK")));
-    let (s, b) = c.get("/metrics").await;
-    assert_eq!(s, 200);
-    assert!(b.as_str().unwrap().contains("sandcat_http_requests_total"));
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! Space hierarchies (`/rooms/{roomId}/hierarchy`): a space with a public room, a private
+//! Room summaries (`/room_summary`), a room's aliases, and space hierarchies
+//! (`/rooms/{roomId}/hierarchy`): a space with a public room, a private
 //! room, a sub-space and a child without `via`, walked breadth first in the children's
 //! `order`, paged, cut at a depth, and limited to suggested rooms; each user sees only what
 //! they may; and, across two servers over loopback TLS, a user of the other server sees the
@@ -149,6 +150,61 @@ async fn a_space_is_walked_as_each_user_may_see_it() {
     assert_eq!(names(&suggested), ["Space", "Public"]);
     let (status, body) = hierarchy(&alice, &space.id, "?from=nonsense").await;
     assert_eq!(status, 400, "{body}");
+
+    // A room's summary: with the asker's membership, to anyone for an open room, to none
+    // but its members for a private one.
+    let summary = |room: &str| format!("/_matrix/client/v1/room_summary/{}", enc(room));
+    let (status, body) = alice.get(&summary(&space.private)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["name"], &body["membership"]),
+        (&json!("Private"), &json!("join"))
+    );
+    let (status, body) = bob.get(&summary(&space.public)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Public");
+    assert!(body.get("membership").is_none(), "{body}");
+    assert!(body.get("children_state").is_none(), "{body}");
+    let (status, body) = srv.anon().get(&summary(&space.sub)).await;
+    assert_eq!(
+        (status, &body["room_type"]),
+        (200, &json!("m.space")),
+        "{body}"
+    );
+    for asker in [&bob, &srv.anon()] {
+        let (status, _) = asker.get(&summary(&space.private)).await;
+        assert_eq!(status, 404);
+    }
+
+    // A room's aliases, for its members.
+    let alias = format!("#atrium:{server}");
+    let (status, body) = alice
+        .put(
+            &format!("/_matrix/client/v3/directory/room/{}", enc(&alias)),
+            json!({ "room_id": space.public }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/aliases",
+            space.public
+        ))
+        .await;
+    assert_eq!((status, &body["aliases"]), (200, &json!([alias])), "{body}");
+    let (status, _) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/aliases",
+            space.public
+        ))
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = bob.get(&summary(&alias)).await;
+    assert_eq!(
+        (status, &body["room_id"]),
+        (200, &json!(space.public)),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -175,6 +231,16 @@ async fn a_space_of_another_server_is_walked_through_it() {
     assert_eq!(sub["room_type"], "m.space", "{sub}");
     assert_eq!(sub["children_state"][0]["state_key"], space.deep.as_str());
     assert_eq!(sub["num_joined_members"], 1, "{sub}");
+
+    // The summary of a room B is not in comes from A.
+    let (status, body) = bob
+        .get(&format!(
+            "/_matrix/client/v1/room_summary/{}?via={}",
+            enc(&space.public),
+            enc(a_name.as_str())
+        ))
+        .await;
+    assert_eq!((status, &body["name"]), (200, &json!("Public")), "{body}");
 
     // Once Bob is in the private room, A shows it to B too.
     let (status, body) = alice

@@ -19,8 +19,8 @@ use ruma::api::{error::ErrorKind, path_builder::PathBuilder, Metadata};
 use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{
-        accounts::Accounts, data::ClientData, deactivation::Deactivation, keys::Keys, media::Media,
-        openid::OpenId, rooms::Rooms, sync::Sync,
+        accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
+        keys::Keys, media::Media, openid::OpenId, rooms::Rooms, sync::Sync,
     },
     ServerConfig,
 };
@@ -49,6 +49,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub deactivation: Arc<Deactivation>,
     pub openid: Arc<OpenId>,
+    pub key_backup: Arc<KeyBackup>,
 }
 
 impl AppState {
@@ -65,6 +66,7 @@ impl AppState {
         metrics: Arc<metrics::Metrics>,
         deactivation: Arc<Deactivation>,
         openid: Arc<OpenId>,
+        key_backup: Arc<KeyBackup>,
     ) -> Self {
         AppState {
             config,
@@ -80,6 +82,7 @@ impl AppState {
             metrics,
             deactivation,
             openid,
+            key_backup,
         }
     }
 }

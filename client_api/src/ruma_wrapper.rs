@@ -380,6 +380,13 @@ impl IntoResponse for ApiError {
                 );
                 error_response(StatusCode::BAD_REQUEST, kind, message)
             }
+            Error::WrongRoomKeysVersion(current) => {
+                let message = format!("the current backup version is {current}");
+                let kind = ErrorKind::WrongRoomKeysVersion(
+                    ruma::api::error::WrongRoomKeysVersionErrorData::new(current),
+                );
+                error_response(StatusCode::FORBIDDEN, kind, message)
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 error_response(

@@ -22,6 +22,18 @@ pub struct ServerConfig {
     /// of it is refused until that window ends; 0 turns the lockout off.
     pub max_login_failures: u32,
     pub login_lockout_secs: u64,
+    /// The TURN servers offered for calls.
+    pub turn: TurnServers,
+    /// `/.well-known/matrix/support`, when configured.
+    pub support: Option<serde_json::Value>,
+}
+
+/// TURN servers and the secret their credentials are made with (TURN REST credentials).
+#[derive(Debug, Clone, Default)]
+pub struct TurnServers {
+    pub uris: Vec<String>,
+    pub shared_secret: String,
+    pub ttl_secs: u64,
 }
 
 impl ServerConfig {
@@ -37,6 +49,8 @@ impl ServerConfig {
             public_base_url_configured: true,
             max_login_failures: 0,
             login_lockout_secs: 60,
+            turn: TurnServers::default(),
+            support: None,
         }
     }
 

@@ -55,6 +55,10 @@ pub enum Error {
     /// `M_INCOMPATIBLE_ROOM_VERSION`, naming the version.
     #[error("the room is of version {0}, which the asking server does not speak")]
     IncompatibleRoomVersion(ruma::RoomVersionId),
+    /// Keys sent to a backup version that is not the current one:
+    /// `M_WRONG_ROOM_KEYS_VERSION`, naming the current one.
+    #[error("the backup version is not the current one, {0} is")]
+    WrongRoomKeysVersion(String),
     /// A bug or an impossible state; the client sees `M_UNKNOWN`.
     #[error("internal: {0}")]
     Internal(String),

@@ -27,7 +27,7 @@ pub mod token;
 pub mod transaction_stream;
 pub mod visibility;
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, TurnServers};
 pub use error::{Error, ErrorCode, Result};
 pub use pdu::{Pdu, StoredEvent};
 

@@ -23,6 +23,8 @@ mod remote_keys;
 pub use remote_keys::{NoRemoteKeys, RemoteKeys};
 mod remote_media;
 pub use remote_media::{NoRemoteMedia, RemoteFile, RemoteMedia};
+mod key_backups;
+pub use key_backups::{BackedUpKey, BackupVersion, KeyBackups, KeyScope};
 mod openid_tokens;
 pub use openid_tokens::OpenIdTokens;
 mod received_transactions;

@@ -488,6 +488,10 @@ async def space_across(owner, owner_name, other):
     await child(hall, patio)
     await child(hall, wing)
     await child(wing, attic)
+    path = f"/_matrix/client/v1/room_summary/{quote(patio)}?via={quote(owner_name)}"
+    status, body = await api(other, "GET", path, {})
+    check(status == 200 and body.get("name") == "Patio",
+          f"{other.user_id} reads the summary of a room of {owner.user_id}'s server ({body})")
     await join_via(other, hall, owner_name)
     status, body = await api(other, "GET", f"/_matrix/client/v1/rooms/{quote(hall)}/hierarchy", {})
     names = sorted(r.get("name") for r in body.get("rooms", [])) if status == 200 else body

@@ -8,6 +8,7 @@
 
 mod append;
 mod client;
+mod key_backups;
 mod keys;
 mod native;
 mod openid_tokens;

@@ -1,11 +1,10 @@
-//! End-to-end encryption endpoints: keys, cross-signing, to-device, key backup discovery.
+//! End-to-end encryption endpoints: keys, cross-signing, to-device (key backup: `backup.rs`).
 
 use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::{
     api::client::{
-        backup::get_latest_backup_info,
         keys::{
             claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
             upload_signing_keys,
@@ -31,7 +30,6 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<upload_signing_keys::v3::Request, _, _>(upload_cross_signing)
         .ruma::<upload_signatures::v3::Request, _, _>(upload_signatures)
         .ruma::<send_event_to_device::v3::Request, _, _>(send_to_device)
-        .ruma::<get_latest_backup_info::v3::Request, _, _>(backup_version)
 }
 
 fn json<T>(raw: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {
@@ -185,11 +183,4 @@ async fn send_to_device(
         )
         .await?;
     Ok(RumaResponse(send_event_to_device::v3::Response::new()))
-}
-
-/// GET /_matrix/client/v3/room_keys/version
-async fn backup_version(
-    _: Ruma<get_latest_backup_info::v3::Request>,
-) -> Result<axum::response::Response, ApiError> {
-    Err(Error::not_found("no key backup on this server").into())
 }

@@ -2,6 +2,7 @@
 
 mod account;
 pub(crate) mod appservice;
+mod backup;
 mod data;
 mod keys;
 mod media;
@@ -20,6 +21,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = membership::routes(r);
     let r = sync::routes(r);
     let r = keys::routes(r);
+    let r = backup::routes(r);
     let r = appservice::routes(r);
     let r = media::routes(r);
     data::routes(r)

@@ -17,7 +17,7 @@ use ruma::{
                 get_relating_events, get_relating_events_with_rel_type,
                 get_relating_events_with_rel_type_and_event_type,
             },
-            room::{create_room, get_room_event, Visibility},
+            room::{aliases, create_room, get_room_event, get_summary, Visibility},
             space::get_hierarchy,
             state::{get_state_event_for_key, get_state_events, send_state_event},
         },
@@ -63,6 +63,8 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_public_rooms_filtered::v3::Request, _, _>(public_rooms_filtered)
         .ruma::<get_room_visibility::v3::Request, _, _>(get_visibility)
         .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy)
+        .ruma::<get_summary::v1::Request, _, _>(summary)
+        .ruma::<aliases::v3::Request, _, _>(room_aliases)
         .ruma::<set_room_visibility::v3::Request, _, _>(set_visibility)
 }
 
@@ -545,6 +547,37 @@ async fn hierarchy(
         set(&mut body, "next_batch", json!(next));
     }
     Ok(Json(body).into_response())
+}
+
+/// GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
+async fn summary(
+    State(s): State<AppState>,
+    req: Ruma<get_summary::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let (room_id, mut via) =
+        super::appservice::locate_room(&s, req.body.room_id_or_alias.as_str()).await?;
+    via.extend(req.body.via.iter().cloned());
+    let user = req.session.as_ref().map(|s| s.user_id.clone());
+    let (mut body, membership) = s
+        .rooms
+        .room_summary(user.as_deref(), &room_id, &via)
+        .await?;
+    if let Some(m) = membership {
+        set(&mut body, "membership", json!(m));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/aliases
+async fn room_aliases(
+    State(s): State<AppState>,
+    req: Ruma<aliases::v3::Request>,
+) -> ApiResult<aliases::v3::Response> {
+    let aliases = s
+        .rooms
+        .aliases(&req.session()?.user_id, &req.body.room_id)
+        .await?;
+    Ok(RumaResponse(aliases::v3::Response::new(aliases)))
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}

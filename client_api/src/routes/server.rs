@@ -1,10 +1,14 @@
-//! Discovery: versions, well-known, capabilities.
+//! Discovery: versions, well-known (client and support), capabilities; and the TURN
+//! servers calls go through.
 
 use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, Json};
-use ruma::api::client::discovery::{get_capabilities, get_supported_versions};
-use sandcat_core::ServerConfig;
+use ruma::api::client::{
+    discovery::{discover_support, get_capabilities, get_supported_versions},
+    voip::get_turn_server_info,
+};
+use sandcat_core::{services::voip::turn_credentials, Error, ServerConfig};
 use serde_json::json;
 
 use crate::{
@@ -16,6 +20,35 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<get_supported_versions::Request, _, _>(versions)
         .ruma::<get_capabilities::v3::Request, _, _>(capabilities)
         .route("/.well-known/matrix/client", axum::routing::get(well_known))
+        .ruma::<discover_support::Request, _, _>(support)
+        .ruma::<get_turn_server_info::v3::Request, _, _>(turn_server)
+}
+
+/// GET /.well-known/matrix/support: the configured contacts, else 404.
+async fn support(State(s): State<AppState>) -> Result<axum::response::Response, crate::ApiError> {
+    match &s.config.support {
+        Some(doc) => Ok(Json(doc.clone()).into_response()),
+        None => Err(Error::not_found("no support contacts are configured").into()),
+    }
+}
+
+/// GET /_matrix/client/v3/voip/turnServer: a credential for the configured TURN servers, or
+/// an empty object when there are none (as clients expect).
+async fn turn_server(
+    State(s): State<AppState>,
+    req: Ruma<get_turn_server_info::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
+    let now = sandcat_core::now_ms() / 1000;
+    let body = match turn_credentials(&s.config.turn, &req.session()?.user_id, now)? {
+        Some(c) => json!({
+            "username": c.username,
+            "password": c.password,
+            "uris": c.uris,
+            "ttl": c.ttl_secs,
+        }),
+        None => json!({}),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// GET /_matrix/client/versions

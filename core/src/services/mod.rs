@@ -4,12 +4,14 @@ pub mod accounts;
 pub mod data;
 pub mod deactivation;
 pub mod federation;
+pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod openid;
 pub mod rooms;
 pub mod server_keys;
 pub mod sync;
+pub mod voip;
 
 /// A user acting through a device.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Aliases, room summaries and the public room directory (this server's, or another's).
 
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, ServerName};
+use ruma::{RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
 use super::*;
@@ -73,6 +73,41 @@ impl Rooms {
         }
         self.store.delete_alias(alias).await?;
         Ok(())
+    }
+
+    /// The local aliases of a room (`/rooms/{roomId}/aliases`), for a member or anyone when
+    /// the room's history is world-readable.
+    pub async fn aliases(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<ruma::OwnedRoomAliasId>> {
+        self.ensure_room(room_id).await?;
+        let joined = self
+            .store
+            .membership(room_id, user)
+            .await?
+            .is_some_and(|m| m.membership == MembershipState::Join);
+        let readable =
+            || async {
+                let setting = self
+                    .store
+                    .state_event(room_id, "m.room.history_visibility", "")
+                    .await?;
+                Ok::<_, Error>(setting.is_some_and(|e| {
+                    e.pdu.content_value()["history_visibility"] == "world_readable"
+                }))
+            };
+        if !joined && !readable().await? {
+            return Err(Error::forbidden("you are not in this room"));
+        }
+        Ok(self
+            .store
+            .aliases_of(room_id)
+            .await?
+            .into_iter()
+            .filter_map(|a| ruma::OwnedRoomAliasId::try_from(a).ok())
+            .collect())
     }
 
     /// Name, topic, avatar, alias, type, version, encryption, join rule (with the rooms a

@@ -1,4 +1,4 @@
-//! Spaces: the rooms below a space — its `m.space.child` state events with a non-empty `via`
+//! Room summaries, and spaces: the rooms below a space — its `m.space.child` state events with a non-empty `via`
 //! — walked breadth first, for a user (`/hierarchy` of the client API) or for another server
 //! (`/hierarchy` of the federation API: the room and its children, one level). A room this
 //! server is not in is asked of the servers its `m.space.child` event names.
@@ -108,7 +108,7 @@ impl Rooms {
             if !seen.insert(room_id.clone()) {
                 continue;
             }
-            let Some(summary) = self.space_room_for(user, &room_id, &via).await? else {
+            let Some(summary) = self.space_room_for(Some(user), &room_id, &via).await? else {
                 if room_id == root {
                     return Err(Error::forbidden("you may not see this room"));
                 }
@@ -133,7 +133,7 @@ impl Rooms {
     /// answers. `None` when the user may not see it or no server knows it.
     async fn space_room_for(
         &self,
-        user: &UserId,
+        user: Option<&UserId>,
         room_id: &RoomId,
         via: &[OwnedServerName],
     ) -> Result<Option<Value>> {
@@ -157,22 +157,53 @@ impl Rooms {
                 }
             }
         };
-        let member = self
-            .store
-            .membership(room_id, user)
-            .await?
-            .is_some_and(|m| {
-                matches!(
-                    m.membership,
-                    MembershipState::Join | MembershipState::Invite
-                )
-            });
+        let member = match user {
+            Some(user) => self
+                .store
+                .membership(room_id, user)
+                .await?
+                .is_some_and(|m| {
+                    matches!(
+                        m.membership,
+                        MembershipState::Join | MembershipState::Invite
+                    )
+                }),
+            None => false,
+        };
         Ok((member || self.open_to(user, &summary).await?).then_some(summary))
     }
 
+    /// A room's summary (`/room_summary`) for `user` (or anyone, without one), with the
+    /// user's membership: from this server's state when it is in the room, else from the
+    /// servers of `via`. `M_NOT_FOUND` for a room that is not known or not open to the user.
+    pub async fn room_summary(
+        &self,
+        user: Option<&UserId>,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+    ) -> Result<(Value, Option<MembershipState>)> {
+        let Some(mut summary) = self.space_room_for(user, room_id, via).await? else {
+            return Err(Error::not_found(format!(
+                "{room_id} is not known here, or not open to you"
+            )));
+        };
+        if let Value::Object(fields) = &mut summary {
+            fields.remove("children_state");
+        }
+        let membership = match user {
+            Some(user) => self
+                .store
+                .membership(room_id, user)
+                .await?
+                .map(|m| m.membership),
+            None => None,
+        };
+        Ok((summary, membership))
+    }
+
     /// Whether a room's summary lets a user who is not in it see it: world-readable, public,
-    /// taking knocks, or restricted to a room the user is joined to.
-    async fn open_to(&self, user: &UserId, summary: &Value) -> Result<bool> {
+    /// taking knocks, or restricted to a room the user (if any) is joined to.
+    async fn open_to(&self, user: Option<&UserId>, summary: &Value) -> Result<bool> {
         if summary["world_readable"] == json!(true) {
             return Ok(true);
         }
@@ -180,6 +211,9 @@ impl Rooms {
         match summary["join_rule"].as_str() {
             None | Some("public" | "knock" | "knock_restricted") => Ok(true),
             Some("restricted") => {
+                let Some(user) = user else {
+                    return Ok(false);
+                };
                 for allowed in summary["allowed_room_ids"].as_array().into_iter().flatten() {
                     let Some(allowed) = allowed.as_str().and_then(|r| RoomId::parse(r).ok()) else {
                         continue;
