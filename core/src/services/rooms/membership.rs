@@ -27,9 +27,8 @@ impl Rooms {
         reason: Option<&str>,
     ) -> Result<()> {
         let mut c = self
-            .member_content(&session.user_id, MembershipState::Join)
+            .own_content(&session.user_id, MembershipState::Join, reason)
             .await?;
-        with_reason(&mut c, reason);
         if !self.store.is_resident(room_id).await? {
             return self
                 .join_remote(session, room_id, via, Value::Object(c))
@@ -80,6 +79,18 @@ impl Rooms {
         .await
     }
 
+    /// The content of a user's own membership event: profile and reason.
+    async fn own_content(
+        &self,
+        user: &UserId,
+        membership: MembershipState,
+        reason: Option<&str>,
+    ) -> Result<Map<String, Value>> {
+        let mut c = self.member_content(user, membership).await?;
+        with_reason(&mut c, reason);
+        Ok(c)
+    }
+
     /// Knocks on a room (asks to be invited): one this server is in, through its lane; one
     /// it is not in, through the servers of `via` (or the one its id names).
     pub async fn knock(
@@ -89,10 +100,9 @@ impl Rooms {
         via: &[OwnedServerName],
         reason: Option<&str>,
     ) -> Result<()> {
-        let mut c = self
-            .member_content(&session.user_id, MembershipState::Knock)
+        let c = self
+            .own_content(&session.user_id, MembershipState::Knock, reason)
             .await?;
-        with_reason(&mut c, reason);
         if !self.store.is_resident(room_id).await? {
             return self
                 .knock_remote(session, room_id, via, Value::Object(c))

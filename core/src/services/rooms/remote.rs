@@ -54,13 +54,13 @@ impl Rooms {
     }
 
     /// The servers to ask about a room this server is not in: those of `via`, then `known`,
-    /// then the one the room's id names; never this one.
+    /// then the one the room's id names; never this one. `M_NOT_FOUND` when there are none.
     fn servers_to_ask(
         &self,
         room_id: &RoomId,
         via: &[OwnedServerName],
         known: Vec<OwnedServerName>,
-    ) -> Vec<OwnedServerName> {
+    ) -> Result<Vec<OwnedServerName>> {
         let own = &self.config.server_name;
         let mut servers: Vec<OwnedServerName> = Vec::new();
         let named = room_id.server_name().map(ToOwned::to_owned);
@@ -69,7 +69,10 @@ impl Rooms {
                 servers.push(server);
             }
         }
-        servers
+        if servers.is_empty() {
+            return Err(Error::not_found("no such room on this server"));
+        }
+        Ok(servers)
     }
 
     /// Joins a room of another server through it: the room's state it answers becomes
@@ -88,10 +91,7 @@ impl Rooms {
             .await?
             .map(|(servers, _)| servers)
             .unwrap_or_default();
-        let servers = self.servers_to_ask(room_id, via, known);
-        if servers.is_empty() {
-            return Err(Error::not_found("no such room on this server"));
-        }
+        let servers = self.servers_to_ask(room_id, via, known)?;
         let answer = self
             .remote
             .join(&servers, room_id, &session.user_id, content)
@@ -114,10 +114,7 @@ impl Rooms {
         via: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
-        let servers = self.servers_to_ask(room_id, via, Vec::new());
-        if servers.is_empty() {
-            return Err(Error::not_found("no such room on this server"));
-        }
+        let servers = self.servers_to_ask(room_id, via, Vec::new())?;
         let knock = self
             .remote
             .knock(&servers, room_id, &session.user_id, content)
@@ -215,7 +212,7 @@ impl Rooms {
         let Some((known, invite)) = self.outside_servers(room_id, user).await? else {
             return Err(Error::forbidden("you are not in this room"));
         };
-        let via = self.servers_to_ask(room_id, &[], known);
+        let via = self.servers_to_ask(room_id, &[], known).unwrap_or_default();
         let leave = match self
             .remote
             .leave(&via, room_id, user, content.clone())
