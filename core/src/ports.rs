@@ -13,6 +13,8 @@ use crate::{intent::RoomBatch, Error, Pdu, Result, StoredEvent};
 
 mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
+mod threads;
+pub use threads::{RoomThreads, ThreadActivity};
 mod room_dag;
 pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, PublicRoomsPage,
@@ -193,7 +195,7 @@ pub struct Membership {
 
 /// Events, room state, memberships, aliases and the public room directory.
 #[async_trait]
-pub trait RoomStore: Send + Sync {
+pub trait RoomStore: RoomThreads + Send + Sync {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
     /// Appends sequenced events atomically (all or none), returning their stream positions.
     /// The prev events of a batch's first event must all still be forward extremities of the

@@ -20,6 +20,7 @@ mod rows;
 mod server_keys;
 mod state_groups;
 mod stream;
+mod threads;
 mod tx;
 mod users;
 

@@ -20,6 +20,7 @@ use ruma::{
             room::{aliases, create_room, get_room_event, get_summary, Visibility},
             space::get_hierarchy,
             state::{get_state_event_for_key, get_state_events, send_state_event},
+            threads::get_threads,
         },
         Direction,
     },
@@ -64,6 +65,7 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_room_visibility::v3::Request, _, _>(get_visibility)
         .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy)
         .ruma::<get_summary::v1::Request, _, _>(summary)
+        .ruma::<get_threads::v1::Request, _, _>(threads)
         .ruma::<aliases::v3::Request, _, _>(room_aliases)
         .ruma::<set_room_visibility::v3::Request, _, _>(set_visibility)
 }
@@ -545,6 +547,26 @@ async fn hierarchy(
     let mut body = json!({ "rooms": page.rooms });
     if let Some(next) = page.next_batch {
         set(&mut body, "next_batch", json!(next));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// GET /_matrix/client/v1/rooms/{roomId}/threads
+async fn threads(
+    State(s): State<AppState>,
+    req: Ruma<get_threads::v1::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let b = &req.body;
+    let user = &req.session()?.user_id;
+    let participated = b.include == get_threads::v1::IncludeThreads::Participated;
+    let limit = b.limit.map(|l| u64::from(l) as usize).unwrap_or(50);
+    let page = s
+        .rooms
+        .threads(user, &b.room_id, participated, b.from.as_deref(), limit)
+        .await?;
+    let mut body = json!({ "chunk": client_events(user, &page.events) });
+    if let Some(end) = page.end {
+        set(&mut body, "next_batch", json!(end));
     }
     Ok(Json(body).into_response())
 }

@@ -1,6 +1,6 @@
 //! Rooms: creation, membership, sending, state, redaction, aliases, the public directory,
 //! space hierarchies, and the read side of room history (messages, context, members,
-//! relations), one module each.
+//! relations, threads), one module each.
 
 mod create;
 mod directory;
@@ -11,6 +11,7 @@ pub use history::HistoryToken;
 mod membership;
 mod remote;
 mod send;
+mod threads;
 
 use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
