@@ -42,6 +42,7 @@ use sandcat_core::{
         keys::{Keys, KeysFederation},
         media::Media,
         openid::OpenId,
+        reports::ContentReports,
         rooms::Rooms,
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
@@ -183,6 +184,19 @@ fn well_known_server(config: &Config) -> Result<Option<OwnedServerName>> {
 /// Replaces the signing key by a new one (`sandcat key rotate`): the old key is published as
 /// an old key from then on, expired now. Running instances sign with the key they started
 /// with until they restart. Returns the old and the new key id.
+/// The latest reports users made (`sandcat reports`), newest first, at most `limit`.
+pub async fn latest_reports(
+    config: &Config,
+    limit: usize,
+) -> Result<Vec<sandcat_core::ports::Report>> {
+    use sandcat_core::ports::Reports;
+    let store = open_store(config).await?;
+    store
+        .latest_reports(limit)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 pub async fn rotate_signing_key(config: &Config) -> Result<(String, String)> {
     let store: Arc<SqlStore> = Arc::new(open_store(config).await?);
     let (old, new) = signing_key::rotate(&signing_key_path(config))?;
@@ -478,7 +492,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         store.clone(),
     ));
     let state = AppState::new(
-        server,
+        server.clone(),
         accounts.clone(),
         rooms,
         sync,
@@ -490,6 +504,12 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         deactivation,
         openid,
         Arc::new(KeyBackup::new(store.clone())),
+        Arc::new(ContentReports::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            server.clone(),
+        )),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sandcat::Config;
+use sandcat_core::ports::Reported;
 
 /// mimalloc returns freed memory to the system; glibc's malloc keeps the 19 MiB blocks of each
 /// argon2 hash in its heap (its mmap threshold grows after the first), so RSS climbed by
@@ -82,6 +83,13 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Print the latest reports users made of events, rooms and users, newest first, one
+    /// JSON object a line.
+    Reports {
+        /// How many at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -181,6 +189,22 @@ async fn main() -> Result<()> {
             println!(
                 "signing key rotated: {old} -> {new}; restart every instance to sign with {new}"
             );
+        }
+        Command::Reports { limit } => {
+            for r in sandcat::latest_reports(&offline(&config), limit).await? {
+                let (room, event, user) = match &r.subject {
+                    Reported::Event(room, event) => {
+                        (Some(room.as_str()), Some(event.as_str()), None)
+                    }
+                    Reported::Room(room) => (Some(room.as_str()), None, None),
+                    Reported::User(user) => (None, None, Some(user.as_str())),
+                };
+                let line = serde_json::json!({
+                    "reporter": r.reporter, "room_id": room, "event_id": event,
+                    "user_id": user, "reason": r.reason, "received_ts": r.received_ms,
+                });
+                println!("{line}");
+            }
         }
         Command::Migrate => {
             sandcat::build(&offline(&config)).await?;

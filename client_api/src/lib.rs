@@ -20,7 +20,8 @@ use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
-        keys::Keys, media::Media, openid::OpenId, rooms::Rooms, sync::Sync,
+        keys::Keys, media::Media, openid::OpenId, reports::ContentReports, rooms::Rooms,
+        sync::Sync,
     },
     ServerConfig,
 };
@@ -50,6 +51,7 @@ pub struct AppState {
     pub deactivation: Arc<Deactivation>,
     pub openid: Arc<OpenId>,
     pub key_backup: Arc<KeyBackup>,
+    pub reports: Arc<ContentReports>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
         deactivation: Arc<Deactivation>,
         openid: Arc<OpenId>,
         key_backup: Arc<KeyBackup>,
+        reports: Arc<ContentReports>,
     ) -> Self {
         AppState {
             config,
@@ -83,6 +86,7 @@ impl AppState {
             deactivation,
             openid,
             key_backup,
+            reports,
         }
     }
 }

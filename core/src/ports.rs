@@ -27,6 +27,8 @@ mod remote_media;
 pub use remote_media::{NoRemoteMedia, RemoteFile, RemoteMedia};
 mod key_backups;
 pub use key_backups::{BackedUpKey, BackupVersion, KeyBackups, KeyScope};
+mod reports;
+pub use reports::{Report, Reported, Reports};
 mod openid_tokens;
 pub use openid_tokens::OpenIdTokens;
 mod received_transactions;

@@ -14,6 +14,7 @@ mod native;
 mod openid_tokens;
 mod overview;
 mod received_transactions;
+mod reports;
 mod room_dag;
 mod rooms;
 mod rows;

@@ -7,6 +7,7 @@ mod data;
 mod keys;
 mod media;
 mod membership;
+mod reports;
 pub(crate) mod rooms;
 mod server;
 mod sync;
@@ -22,6 +23,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = sync::routes(r);
     let r = keys::routes(r);
     let r = backup::routes(r);
+    let r = reports::routes(r);
     let r = appservice::routes(r);
     let r = media::routes(r);
     data::routes(r)

@@ -8,6 +8,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod openid;
+pub mod reports;
 pub mod rooms;
 pub mod server_keys;
 pub mod sync;
