@@ -30,7 +30,7 @@ use sandcat_core::json::set;
 use sandcat_core::{
     ports::{Direction as Dir, PublicRoomsPage, PublicRoomsQuery},
     services::{
-        rooms::{CreateRoom, HierarchyQuery, RoomPreset},
+        rooms::{CreateRoom, HierarchyQuery, Page, RoomPreset},
         sync::EventFilter,
     },
     Error, StoredEvent,
@@ -374,11 +374,17 @@ async fn relations_common(
         .rooms
         .relations(user, room_id, event_id, rel, kind, from, limit)
         .await?;
+    Ok(Json(chunk_page(user, page)).into_response())
+}
+
+/// A page of events as `/relations` and `/threads` answer it: the events and the token of
+/// the next page.
+fn chunk_page(user: &ruma::UserId, page: Page) -> Value {
     let mut body = json!({ "chunk": client_events(user, &page.events) });
     if let Some(end) = page.end {
         set(&mut body, "next_batch", json!(end));
     }
-    Ok(Json(body).into_response())
+    body
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}
@@ -564,11 +570,7 @@ async fn threads(
         .rooms
         .threads(user, &b.room_id, participated, b.from.as_deref(), limit)
         .await?;
-    let mut body = json!({ "chunk": client_events(user, &page.events) });
-    if let Some(end) = page.end {
-        set(&mut body, "next_batch", json!(end));
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(chunk_page(user, page)).into_response())
 }
 
 /// GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
