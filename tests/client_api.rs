@@ -743,6 +743,16 @@ async fn devices_profile_password() {
         .expect("last_seen_ts");
     assert!(seen > 0 && seen <= sandcat_core::now_ms());
     assert_eq!(b["devices"][0]["last_seen_ip"], "127.0.0.1");
+    // Whois tells the same, to the user alone.
+    let whois = format!("/_matrix/client/v3/admin/whois/{}", enc(&alice.user_id));
+    let (s, w) = alice.get(&whois).await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["user_id"], alice.user_id.as_str());
+    let connection = &w["devices"][&device]["sessions"][0]["connections"][0];
+    assert_eq!(connection["ip"], "127.0.0.1", "{w}");
+    assert_eq!(connection["last_seen"], seen, "{w}");
+    let (s, _) = bob.get(&whois).await;
+    assert_eq!(s, 403);
     let (s, _) = alice
         .put(
             &format!("/_matrix/client/v3/devices/{device}"),

@@ -7,6 +7,7 @@ use ruma::{
             change_password, deactivate, get_username_availability, register, request_openid_token,
             whoami, ThirdPartyIdRemovalStatus,
         },
+        admin::get_user_info,
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
         profile::{
             get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
@@ -46,6 +47,31 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_avatar_url::v3::Request, _, _>(avatar_url)
         .ruma::<set_avatar_url::v3::Request, _, _>(set_avatar_url)
         .ruma::<request_openid_token::v3::Request, _, _>(openid_token)
+        .ruma::<get_user_info::v3::Request, _, _>(whois)
+}
+
+/// GET /_matrix/client/v3/admin/whois/{userId}
+async fn whois(
+    State(s): State<AppState>,
+    req: Ruma<get_user_info::v3::Request>,
+) -> Result<axum::response::Response, crate::ApiError> {
+    let user_id = &req.body.user_id;
+    let devices: serde_json::Map<String, serde_json::Value> = s
+        .accounts
+        .whois(req.session()?, user_id)
+        .await?
+        .into_iter()
+        .map(|d| {
+            let connections: Vec<serde_json::Value> = d
+                .last_seen_ts
+                .map(|ts| json!({ "ip": d.last_seen_ip, "last_seen": ts }))
+                .into_iter()
+                .collect();
+            let sessions = json!([{ "connections": connections }]);
+            (d.device_id, json!({ "sessions": sessions }))
+        })
+        .collect();
+    Ok(axum::Json(json!({ "user_id": user_id, "devices": devices })).into_response())
 }
 
 /// POST /_matrix/client/v3/user/{userId}/openid/request_token

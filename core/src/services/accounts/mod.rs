@@ -242,6 +242,17 @@ impl Accounts {
         self.users.devices(user_id).await
     }
 
+    /// A user's devices with where and when each was last seen (`/admin/whois`): for the
+    /// user alone, as this server has no admin accounts (its admins use the command line).
+    pub async fn whois(&self, session: &Session, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
+        if session.user_id != user_id {
+            return Err(Error::forbidden(
+                "whois is only for one's own account on this server",
+            ));
+        }
+        self.users.devices(user_id).await
+    }
+
     pub async fn device(&self, user_id: &UserId, device_id: &str) -> Result<DeviceRecord> {
         self.users
             .devices(user_id)
