@@ -25,7 +25,7 @@ use sandcat_core::{
     ports::{PublicRoomsPage, PublicRoomsQuery, RemoteRooms, RemoteSpace},
     remote_pdu::verify_pdu,
     services::federation::stripped,
-    Error, ErrorCode, Result,
+    Error, ErrorCode, Result, ServerConfig,
 };
 use serde_json::{value::RawValue, Value};
 
@@ -33,20 +33,32 @@ use crate::{client::RemoteEvents, membership::told_state};
 
 /// The room versions this server speaks, as it tells a server it joins through.
 fn supported_versions() -> Vec<RoomVersionId> {
-    vec![RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+    ServerConfig::supported_room_versions().to_vec()
 }
 
-/// A membership template another server answered, for `user_id`'s own membership: checked,
-/// filled in with `content`, and signed here. Answers the event's id and JSON.
+/// A membership of this server's user that another server is asked for.
+struct Asking<'a> {
+    server: &'a ServerName,
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+    content: &'a Value,
+}
+
+/// A membership template another server answered (`make_join`, `make_leave`,
+/// `make_knock`), for the user's own membership: checked, filled in with the content, and
+/// signed here. Answers the event, and its JSON as the `send_*` request carries it.
 fn fill_template(
     events: &RemoteEvents,
-    server: &ServerName,
-    room_id: &RoomId,
-    user_id: &UserId,
+    asking: &Asking<'_>,
     version: &RoomVersionId,
     template: &RawValue,
-    content: &Value,
-) -> Result<ReceivedPdu> {
+) -> Result<(ReceivedPdu, Box<RawValue>)> {
+    let Asking {
+        server,
+        room_id,
+        user_id,
+        content,
+    } = asking;
     if !supported_versions().contains(version) {
         return Err(Error::matrix(
             ErrorCode::UnsupportedRoomVersion,
@@ -65,13 +77,14 @@ fn fill_template(
     }
     // A restricted room's resident server names the member who vouches for the join.
     let voucher = event["content"].get(AUTHORISED_VIA).cloned();
-    event["content"] = content.clone();
+    event["content"] = (*content).clone();
     if let Some(v) = voucher {
         event["content"][AUTHORISED_VIA] = v;
     }
     event["origin_server_ts"] = serde_json::json!(MilliSecondsSinceUnixEpoch::now());
     let (event_id, json) = events.client.sign_event(version, event)?;
-    Ok(ReceivedPdu { event_id, json })
+    let pdu = RawValue::from_string(json.clone())?;
+    Ok((ReceivedPdu { event_id, json }, pdu))
 }
 
 impl RemoteEvents {
@@ -87,16 +100,13 @@ impl RemoteEvents {
         ask.ver = supported_versions();
         let template = self.client.send(server, ask).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let event = fill_template(
-            self,
+        let asking = Asking {
             server,
             room_id,
             user_id,
-            &version,
-            &template.event,
             content,
-        )?;
-        let pdu = RawValue::from_string(event.json.clone())?;
+        };
+        let (event, pdu) = fill_template(self, &asking, &version, &template.event)?;
         let answer = self
             .client
             .send(
@@ -147,16 +157,13 @@ impl RemoteEvents {
         let ask = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
         let template = self.client.send(server, ask).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let event = fill_template(
-            self,
+        let asking = Asking {
             server,
             room_id,
             user_id,
-            &version,
-            &template.event,
             content,
-        )?;
-        let pdu = RawValue::from_string(event.json.clone())?;
+        };
+        let (event, pdu) = fill_template(self, &asking, &version, &template.event)?;
         self.client
             .send(
                 server,
@@ -189,16 +196,13 @@ impl RemoteEvents {
         ask.ver = supported_versions();
         let template = self.client.send(server, ask).await?;
         let version = template.room_version;
-        let event = fill_template(
-            self,
+        let asking = Asking {
             server,
             room_id,
             user_id,
-            &version,
-            &template.event,
             content,
-        )?;
-        let pdu = RawValue::from_string(event.json.clone())?;
+        };
+        let (event, pdu) = fill_template(self, &asking, &version, &template.event)?;
         let answer = self
             .client
             .send(

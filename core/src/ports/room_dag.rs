@@ -284,6 +284,11 @@ pub trait RemoteRooms: Send + Sync {
 /// The rooms of a server that talks to no other: none can be joined.
 pub struct NoRemoteRooms;
 
+/// What a server that talks to no other answers for `what` it does not know itself.
+fn not_asked(what: String) -> crate::Error {
+    crate::Error::not_found(format!("{what}, and no other server was asked"))
+}
+
 #[async_trait::async_trait]
 impl RemoteRooms for NoRemoteRooms {
     async fn join(
@@ -293,9 +298,7 @@ impl RemoteRooms for NoRemoteRooms {
         _user_id: &ruma::UserId,
         _content: serde_json::Value,
     ) -> crate::Result<crate::intent::RemoteJoin> {
-        Err(crate::Error::not_found(format!(
-            "{room_id} is not known here, and no other server was asked"
-        )))
+        Err(not_asked(format!("{room_id} is not known here")))
     }
 
     async fn leave(
@@ -305,9 +308,7 @@ impl RemoteRooms for NoRemoteRooms {
         _user_id: &ruma::UserId,
         _content: serde_json::Value,
     ) -> crate::Result<crate::intent::OutsideMembership> {
-        Err(crate::Error::not_found(format!(
-            "{room_id} is not known here, and no other server was asked"
-        )))
+        Err(not_asked(format!("{room_id} is not known here")))
     }
 
     async fn knock(
@@ -317,18 +318,14 @@ impl RemoteRooms for NoRemoteRooms {
         _user_id: &ruma::UserId,
         _content: serde_json::Value,
     ) -> crate::Result<crate::intent::OutsideMembership> {
-        Err(crate::Error::not_found(format!(
-            "{room_id} is not known here, and no other server was asked"
-        )))
+        Err(not_asked(format!("{room_id} is not known here")))
     }
 
     async fn query_alias(
         &self,
         alias: &ruma::RoomAliasId,
     ) -> crate::Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
-        Err(crate::Error::not_found(format!(
-            "{alias} is not an alias of this server, and no other server was asked"
-        )))
+        Err(not_asked(format!("{alias} is not an alias of this server")))
     }
 
     async fn public_rooms(
@@ -336,9 +333,7 @@ impl RemoteRooms for NoRemoteRooms {
         server: &ruma::ServerName,
         _query: &PublicRoomsQuery,
     ) -> crate::Result<PublicRoomsPage> {
-        Err(crate::Error::not_found(format!(
-            "{server} is not this server, and no other server was asked"
-        )))
+        Err(not_asked(format!("{server} is not this server")))
     }
 
     async fn hierarchy(
@@ -346,18 +341,14 @@ impl RemoteRooms for NoRemoteRooms {
         _via: &[ruma::OwnedServerName],
         room_id: &ruma::RoomId,
     ) -> crate::Result<RemoteSpace> {
-        Err(crate::Error::not_found(format!(
-            "{room_id} is not known here, and no other server was asked"
-        )))
+        Err(not_asked(format!("{room_id} is not known here")))
     }
 
     async fn query_profile(
         &self,
         user_id: &ruma::UserId,
     ) -> crate::Result<(Option<String>, Option<String>)> {
-        Err(crate::Error::not_found(format!(
-            "{user_id} is not a user of this server, and no other server was asked"
-        )))
+        Err(not_asked(format!("{user_id} is not a user of this server")))
     }
 
     async fn invite(

@@ -13,8 +13,14 @@ use serde_json::{json, Value};
 use super::*;
 use crate::ports::RemoteSpace;
 
-/// The most rooms one walk of a hierarchy visits (a page is cut from them).
+/// The most rooms one walk of a hierarchy visits (a page is cut from them), and the most
+/// children it keeps waiting to be visited.
 pub const MAX_HIERARCHY_ROOMS: usize = 1_000;
+/// The most rooms of other servers one walk (or one summary) asks about: each ask may wait
+/// for a slow server.
+pub const MAX_REMOTE_ASKS: usize = 50;
+/// The most `allowed_room_ids` of another server's summary checked against the user's rooms.
+const MAX_ALLOWED_CHECKED: usize = 100;
 /// The deepest a walk goes when the client sets no `max_depth`.
 const DEFAULT_MAX_DEPTH: usize = 10;
 /// The rooms of a page when the client sets no `limit`, and the most it may ask for.
@@ -101,14 +107,19 @@ impl Rooms {
         let mut queue = VecDeque::from([(root.to_owned(), 0, Vec::new())]);
         let mut seen = HashSet::new();
         let mut walked = Vec::new();
+        let wanted = skip.saturating_add(limit);
+        let mut remote_asks = MAX_REMOTE_ASKS;
         while let Some((room_id, depth, via)) = queue.pop_front() {
-            if walked.len() > skip + limit || seen.len() >= MAX_HIERARCHY_ROOMS {
+            if walked.len() > wanted || seen.len() >= MAX_HIERARCHY_ROOMS {
                 break;
             }
             if !seen.insert(room_id.clone()) {
                 continue;
             }
-            let Some(summary) = self.space_room_for(Some(user), &room_id, &via).await? else {
+            let summary = self
+                .space_room_for(Some(user), &room_id, &via, &mut remote_asks)
+                .await?;
+            let Some(summary) = summary else {
                 if room_id == root {
                     return Err(Error::forbidden("you may not see this room"));
                 }
@@ -116,12 +127,14 @@ impl Rooms {
             };
             if depth < max_depth {
                 for child in children_of(&summary, query.suggested_only) {
-                    queue.push_back((child.room_id, depth + 1, child.via));
+                    if queue.len() < MAX_HIERARCHY_ROOMS {
+                        queue.push_back((child.room_id, depth + 1, child.via));
+                    }
                 }
             }
             walked.push(summary);
         }
-        let next_batch = (walked.len() > skip + limit).then(|| (skip + limit).to_string());
+        let next_batch = (walked.len() > wanted).then(|| wanted.to_string());
         Ok(HierarchyPage {
             rooms: walked.into_iter().skip(skip).take(limit).collect(),
             next_batch,
@@ -130,12 +143,14 @@ impl Rooms {
 
     /// A room of a hierarchy as `user` may see it, with its `children_state`: from this
     /// server's state when it is in the room, else from the first server of `via` that
-    /// answers. `None` when the user may not see it or no server knows it.
+    /// answers, while `remote_asks` lasts. `None` when the user may not see it or no server
+    /// knows it.
     async fn space_room_for(
         &self,
         user: Option<&UserId>,
         room_id: &RoomId,
         via: &[OwnedServerName],
+        remote_asks: &mut usize,
     ) -> Result<Option<Value>> {
         let summary = if self.store.is_resident(room_id).await? {
             self.space_summary(room_id).await?
@@ -145,9 +160,10 @@ impl Rooms {
                 .filter(|s| **s != self.config.server_name)
                 .cloned()
                 .collect();
-            if servers.is_empty() {
+            if servers.is_empty() || *remote_asks == 0 {
                 return Ok(None);
             }
+            *remote_asks -= 1;
             match self.remote.hierarchy(&servers, room_id).await {
                 Ok(RemoteSpace { room, .. }) if room["room_id"] == json!(room_id) => room,
                 Ok(_) => return Ok(None),
@@ -182,7 +198,11 @@ impl Rooms {
         room_id: &RoomId,
         via: &[OwnedServerName],
     ) -> Result<(Value, Option<MembershipState>)> {
-        let Some(mut summary) = self.space_room_for(user, room_id, via).await? else {
+        let mut remote_asks = 1;
+        let summary = self
+            .space_room_for(user, room_id, via, &mut remote_asks)
+            .await?;
+        let Some(mut summary) = summary else {
             return Err(Error::not_found(format!(
                 "{room_id} is not known here, or not open to you"
             )));
@@ -214,7 +234,8 @@ impl Rooms {
                 let Some(user) = user else {
                     return Ok(false);
                 };
-                for allowed in summary["allowed_room_ids"].as_array().into_iter().flatten() {
+                let allowed_ids = summary["allowed_room_ids"].as_array().into_iter().flatten();
+                for allowed in allowed_ids.take(MAX_ALLOWED_CHECKED) {
                     let Some(allowed) = allowed.as_str().and_then(|r| RoomId::parse(r).ok()) else {
                         continue;
                     };

@@ -5,7 +5,7 @@
 mod create;
 mod directory;
 mod hierarchy;
-pub use hierarchy::{HierarchyPage, HierarchyQuery, MAX_HIERARCHY_ROOMS};
+pub use hierarchy::{HierarchyPage, HierarchyQuery, MAX_HIERARCHY_ROOMS, MAX_REMOTE_ASKS};
 mod history;
 pub use history::HistoryToken;
 mod membership;
