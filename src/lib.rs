@@ -357,6 +357,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         keys: store.clone(),
         stream: store.clone(),
         changes: store.changes(),
+        connections: store.clone(),
     };
     let sync = Arc::new(
         Sync::new(

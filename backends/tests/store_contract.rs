@@ -89,6 +89,8 @@ mod remote_pdu;
 mod room_dag;
 #[path = "store_contract/server_keys.rs"]
 mod server_keys;
+#[path = "store_contract/sliding.rs"]
+mod sliding;
 #[path = "store_contract/state_groups.rs"]
 mod state_groups;
 #[path = "store_contract/stream.rs"]

@@ -344,6 +344,7 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         CannotOverwriteMedia => (StatusCode::CONFLICT, ErrorKind::CannotOverwriteMedia),
         UnableToAuthorizeJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToAuthorizeJoin),
         UnableToGrantJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToGrantJoin),
+        UnknownPos => (StatusCode::BAD_REQUEST, ErrorKind::UnknownPos),
         ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
         ConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
         BadStatus => (

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     UnableToAuthorizeJoin,
     /// A resident server has no user who may vouch for a restricted join.
     UnableToGrantJoin,
+    /// A sliding-sync `pos` this server no longer keeps (or never made): the client starts
+    /// the connection again.
+    UnknownPos,
     Unknown,
 }
 

@@ -15,6 +15,10 @@ mod inbox;
 pub use inbox::{number_inbox_items, Inbox, InboxEntry, InboxItem, InboxSeqs, SeqRange};
 mod threads;
 pub use threads::{RoomThreads, ThreadActivity};
+mod room_lists;
+pub use room_lists::{RoomLists, BUMP_EVENT_TYPES};
+mod sliding_connections;
+pub use sliding_connections::{ConnectionKey, SlidingConnections, POSITION_KEPT_MS};
 mod room_dag;
 pub use room_dag::{
     HeldEvent, HeldStatus, HistoryRange, NoRemoteFetch, NoRemoteRooms, PublicRoomsPage,
@@ -197,7 +201,7 @@ pub struct Membership {
 
 /// Events, room state, memberships, aliases and the public room directory.
 #[async_trait]
-pub trait RoomStore: RoomThreads + Send + Sync {
+pub trait RoomStore: RoomThreads + RoomLists + Send + Sync {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
     /// Appends sequenced events atomically (all or none), returning their stream positions.
     /// The prev events of a batch's first event must all still be forward extremities of the

@@ -50,6 +50,7 @@ async fn a_state_reset_reaches_sync(db: Db) {
             keys: store.clone(),
             stream: store.clone(),
             changes: store.changes(),
+            connections: store.clone(),
         },
         Arc::new(Ephemeral::new(Notifier::default())),
         Notifier::default(),

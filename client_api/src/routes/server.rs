@@ -61,7 +61,11 @@ async fn versions(
     ];
     let mut resp =
         get_supported_versions::Response::new(versions.iter().map(|v| v.to_string()).collect());
-    resp.unstable_features = BTreeMap::from([("org.matrix.msc3827.stable".to_owned(), true)]);
+    resp.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3827.stable".to_owned(), true),
+        // Simplified sliding sync (MSC4186).
+        ("org.matrix.simplified_msc3575".to_owned(), true),
+    ]);
     Ok(RumaResponse(resp))
 }
 

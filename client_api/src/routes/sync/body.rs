@@ -17,7 +17,7 @@ use serde::{
 use serde_json::Value;
 
 /// Who reads the events: the sender's own device sees its transaction ids.
-type Viewer<'a> = (&'a UserId, Option<&'a str>);
+pub(super) type Viewer<'a> = (&'a UserId, Option<&'a str>);
 
 #[derive(Serialize)]
 pub(super) struct SyncBody<'a> {
@@ -106,7 +106,7 @@ impl<R: RoomSection> Serialize for Section<'_, R> {
 }
 
 /// A list of stored events in the client format.
-struct EventList<'a>(&'a [StoredEvent], Viewer<'a>);
+pub(super) struct EventList<'a>(pub(super) &'a [StoredEvent], pub(super) Viewer<'a>);
 
 impl Serialize for EventList<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -11,6 +11,8 @@ use sandcat_core::{
 };
 
 mod body;
+mod sliding;
+mod sliding_body;
 
 use body::SyncBody;
 
@@ -22,6 +24,7 @@ use crate::{
 
 pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<sync_events::v3::Request, _, _>(sync)
+        .ruma::<sync_events::v5::Request, _, _>(sliding::sliding_sync)
         .ruma::<create_filter::v3::Request, _, _>(create_filter)
         .ruma::<get_filter::v3::Request, _, _>(get_filter)
 }

@@ -17,6 +17,7 @@ pub use filter::{EventFilter, SyncFilter};
 use invites::stripped_room;
 mod room_state;
 pub use room_state::StateSection;
+pub mod sliding;
 
 use crate::{
     changes::{Change, ChangeLog},
@@ -24,7 +25,7 @@ use crate::{
     notifier::Notifier,
     ports::{
         ClientStore, Direction, FederationEdus, KeyStore, Receipt, RoomOverview, RoomStore,
-        StreamPosition,
+        SlidingConnections, StreamPosition,
     },
     services::{data::presence_content, rooms::make_token, Session},
     Error, Result, StoredEvent,
@@ -117,6 +118,7 @@ pub struct Sync {
     keys: Arc<dyn KeyStore>,
     stream: Arc<dyn StreamPosition>,
     changes: Arc<ChangeLog>,
+    connections: Arc<dyn SlidingConnections>,
     ephemeral: Arc<Ephemeral>,
     notifier: Notifier,
     max_timeout_ms: u64,
@@ -167,6 +169,8 @@ pub struct SyncStores {
     pub keys: Arc<dyn KeyStore>,
     pub stream: Arc<dyn StreamPosition>,
     pub changes: Arc<ChangeLog>,
+    /// Where sliding-sync connections keep their positions.
+    pub connections: Arc<dyn SlidingConnections>,
 }
 
 impl Sync {
@@ -182,6 +186,7 @@ impl Sync {
             keys,
             stream,
             changes,
+            connections,
         } = stores;
         Sync {
             rooms,
@@ -189,6 +194,7 @@ impl Sync {
             keys,
             stream,
             changes,
+            connections,
             ephemeral,
             notifier,
             max_timeout_ms,
@@ -208,18 +214,7 @@ impl Sync {
             .as_deref()
             .map(str::parse::<SyncToken>)
             .transpose()?;
-        if let Some(p) = &req.set_presence {
-            if matches!(p.as_str(), "online" | "unavailable" | "offline") {
-                let changed = self.ephemeral.set_presence(&session.user_id, p, None);
-                if let Some(f) = self.federation.as_ref().filter(|_| changed) {
-                    let record = self.ephemeral.presence(&session.user_id);
-                    f.presence(
-                        &session.user_id,
-                        presence_content(&session.user_id, record.as_ref()),
-                    );
-                }
-            }
-        }
+        self.set_presence(session, req.set_presence.as_deref());
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(req.timeout_ms.min(self.max_timeout_ms));
         let mut rx = self.notifier.subscribe();
@@ -247,6 +242,49 @@ impl Sync {
                 _ => return self.compute(session, since, &req).await,
             }
         }
+    }
+
+    /// The presence a sync request sets (`set_presence`), told to other servers when it
+    /// changed.
+    fn set_presence(&self, session: &Session, presence: Option<&str>) {
+        let Some(p) = presence.filter(|p| matches!(*p, "online" | "unavailable" | "offline"))
+        else {
+            return;
+        };
+        let changed = self.ephemeral.set_presence(&session.user_id, p, None);
+        if let Some(f) = self.federation.as_ref().filter(|_| changed) {
+            let record = self.ephemeral.presence(&session.user_id);
+            f.presence(
+                &session.user_id,
+                presence_content(&session.user_id, record.as_ref()),
+            );
+        }
+    }
+
+    /// The users whose keys changed in `(since, now]` that `user` shares one of `joined`
+    /// with (or `user`).
+    async fn shared_key_changes(
+        &self,
+        user: &UserId,
+        joined: &HashSet<&OwnedRoomId>,
+        since: i64,
+        now: i64,
+    ) -> Result<Vec<OwnedUserId>> {
+        let mut out = Vec::new();
+        if !self.changes.has_changed(&Change::Keys, since) {
+            return Ok(out);
+        }
+        for other in self.keys.key_changes(since, now).await? {
+            let shares =
+                other == *user
+                    || self.rooms.memberships(&other).await?.iter().any(|m| {
+                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
+                    });
+            if shares {
+                out.push(other);
+            }
+        }
+        Ok(out)
     }
 
     async fn compute(
@@ -451,16 +489,10 @@ impl Sync {
         }
 
         let joined: HashSet<&OwnedRoomId> = joined_rooms.iter().collect();
-        if !initial && self.changes.has_changed(&Change::Keys, since_pos) {
-            for other in self.keys.key_changes(since_pos, now_pos).await? {
-                let shares = other == *user
-                    || self.rooms.memberships(&other).await?.iter().any(|m| {
-                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
-                    });
-                if shares {
-                    out.device_lists_changed.push(other);
-                }
-            }
+        if !initial {
+            out.device_lists_changed = self
+                .shared_key_changes(user, &joined, since_pos, now_pos)
+                .await?;
         }
         out.one_time_key_counts = self
             .keys
@@ -586,20 +618,7 @@ impl Sync {
                     .await?
             }
         };
-        let mut content: Map<String, Value> = Map::new();
-        for r in receipts
-            .iter()
-            .filter(|r| r.receipt_type != "m.read.private" || r.user_id == user)
-        {
-            let mut entry = json!({ "ts": r.ts });
-            if let Some(t) = &r.thread_id {
-                entry["thread_id"] = json!(t);
-            }
-            let ev = content
-                .entry(r.event_id.to_string())
-                .or_insert_with(|| json!({}));
-            ev[&r.receipt_type][r.user_id.as_str()] = entry;
-        }
+        let content = receipt_content(&receipts, user);
         if !content.is_empty() && filter.ephemeral.allows("m.receipt", None) {
             ephemeral.push(json!({ "type": "m.receipt", "content": content }));
         }
@@ -662,6 +681,26 @@ impl Sync {
             summary,
         }))
     }
+}
+
+/// The content of an `m.receipt` event of `receipts`, as `user` may see them (private
+/// receipts are the reader's alone).
+fn receipt_content(receipts: &[Receipt], user: &UserId) -> Map<String, Value> {
+    let mut content: Map<String, Value> = Map::new();
+    for r in receipts
+        .iter()
+        .filter(|r| r.receipt_type != "m.read.private" || r.user_id == user)
+    {
+        let mut entry = json!({ "ts": r.ts });
+        if let Some(t) = &r.thread_id {
+            entry["thread_id"] = json!(t);
+        }
+        let ev = content
+            .entry(r.event_id.to_string())
+            .or_insert_with(|| json!({}));
+        ev[&r.receipt_type][r.user_id.as_str()] = entry;
+    }
+    content
 }
 
 /// What was read for a room sent whole, together with the other such rooms.
