@@ -105,6 +105,9 @@ pub struct Config {
     /// logins are refused for `login_lockout_secs`; 0 turns the lockout off.
     pub max_login_failures: u32,
     pub login_lockout_secs: u64,
+    /// How long an access token handed out with a refresh token lives; 0: until logout.
+    /// Clients that ask for no refresh token get tokens that never expire.
+    pub access_token_lifetime_secs: u64,
     /// Directory of application service registration files (`*.yaml`), re-read while running.
     /// Empty: `<data_dir>/appservices`.
     pub appservice_dir: PathBuf,
@@ -385,6 +388,7 @@ impl Default for Config {
             rate_limit_burst: 50,
             max_login_failures: 5,
             login_lockout_secs: 60,
+            access_token_lifetime_secs: 0,
             appservice_dir: PathBuf::new(),
             jwt_secret: String::new(),
             max_upload_bytes: 50 * 1024 * 1024,
@@ -461,6 +465,11 @@ impl Config {
             self.max_login_failures = v
                 .parse()
                 .context("SANDCAT_MAX_LOGIN_FAILURES must be a number")?;
+        }
+        if let Some(v) = get("SANDCAT_ACCESS_TOKEN_LIFETIME_SECS") {
+            self.access_token_lifetime_secs = v
+                .parse()
+                .context("SANDCAT_ACCESS_TOKEN_LIFETIME_SECS must be a number")?;
         }
         if let Some(v) = get("SANDCAT_LOGIN_LOCKOUT_SECS") {
             self.login_lockout_secs = v

@@ -256,6 +256,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         public_base_url_configured: !config.public_base_url.is_empty(),
         max_login_failures: config.max_login_failures,
         login_lockout_secs: config.login_lockout_secs,
+        access_token_lifetime_ms: (config.access_token_lifetime_secs > 0)
+            .then(|| config.access_token_lifetime_secs.saturating_mul(1000)),
         turn: TurnServers {
             uris: config.voip.turn_uris.clone(),
             shared_secret: config.voip.turn_shared_secret.clone(),

@@ -323,6 +323,11 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
             StatusCode::UNAUTHORIZED,
             ErrorKind::UnknownToken(Default::default()),
         ),
+        ExpiredToken => {
+            let mut data = ruma::api::error::UnknownTokenErrorData::new();
+            data.soft_logout = true;
+            (StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(data))
+        }
         MissingToken => (StatusCode::UNAUTHORIZED, ErrorKind::MissingToken),
         UserInUse => (StatusCode::BAD_REQUEST, ErrorKind::UserInUse),
         InvalidUsername => (StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername),

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     /// of it is refused until that window ends; 0 turns the lockout off.
     pub max_login_failures: u32,
     pub login_lockout_secs: u64,
+    /// How long an access token handed out with a refresh token lives (`None`: until logout).
+    /// Clients that do not ask for a refresh token get tokens that never expire.
+    pub access_token_lifetime_ms: Option<u64>,
     /// The TURN servers offered for calls.
     pub turn: TurnServers,
     /// `/.well-known/matrix/support`, when configured.
@@ -49,6 +52,7 @@ impl ServerConfig {
             public_base_url_configured: true,
             max_login_failures: 0,
             login_lockout_secs: 60,
+            access_token_lifetime_ms: None,
             turn: TurnServers::default(),
             support: None,
         }

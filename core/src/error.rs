@@ -11,6 +11,9 @@ pub enum ErrorCode {
     InvalidParam,
     MissingParam,
     UnknownToken,
+    /// An access token that expired: the client refreshes it (`soft_logout`), its session
+    /// lives on.
+    ExpiredToken,
     MissingToken,
     UserInUse,
     InvalidUsername,

@@ -58,6 +58,25 @@ pub struct DeviceRecord {
     pub last_seen_ip: Option<String>,
 }
 
+/// The device an access token opens, and when it stops (`None`: never).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub expires_ms: Option<u64>,
+}
+
+/// The tokens a refresh hands out.
+#[derive(Debug, Clone)]
+pub struct TokenRotation {
+    pub refresh: String,
+    pub access: String,
+    pub access_expires_ms: Option<u64>,
+    /// The device's earlier access tokens work until then at the latest (requests in flight
+    /// when the client refreshed still succeed).
+    pub earlier_until_ms: u64,
+}
+
 /// Users, devices, access tokens and profiles.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -71,13 +90,15 @@ pub trait UserStore: Send + Sync {
         displayname: Option<Option<&str>>,
         avatar_url: Option<Option<&str>>,
     ) -> Result<()>;
-    /// Creates (or reuses) a device and gives it a new access token.
+    /// Creates (or reuses) a device and gives it a new access token (its only one), valid
+    /// until `expires_ms` when given.
     async fn add_device_token(
         &self,
         user_id: &UserId,
         device_id: &str,
         display_name: Option<&str>,
         token: &str,
+        expires_ms: Option<u64>,
     ) -> Result<()>;
     /// Creates a device without an access token (a Sandcat session, whose JWTs name the
     /// device); an existing device is kept.
@@ -104,8 +125,17 @@ pub trait UserStore: Send + Sync {
     /// Marks the account deactivated, for good: every device, access and refresh token gone
     /// and the profile cleared; the id stays taken. Returns the tokens that stopped working.
     async fn deactivate_user(&self, user_id: &UserId) -> Result<Vec<String>>;
-    /// `(user, device)` for a valid access token.
-    async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>>;
+    /// Uses a refresh token, once and atomically: it is replaced by `rotation.refresh`, the
+    /// device gets the access token `rotation.access`, and its earlier access tokens expire
+    /// by `rotation.earlier_until_ms` at the latest. `None` when the refresh token was not
+    /// (or no longer) valid.
+    async fn refresh_session(
+        &self,
+        old_refresh: &str,
+        rotation: &TokenRotation,
+    ) -> Result<Option<(OwnedUserId, String)>>;
+    /// Who an access token belongs to, and until when it is valid, while it exists.
+    async fn find_token(&self, token: &str) -> Result<Option<TokenOwner>>;
     async fn delete_token(&self, token: &str) -> Result<()>;
     async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>>;
     async fn update_device(

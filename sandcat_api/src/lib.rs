@@ -240,9 +240,10 @@ impl From<CoreError> for ApiError {
             CoreError::Matrix { code, message } => match code {
                 ErrorCode::NotFound => ApiError::not_found(message),
                 ErrorCode::Forbidden => ApiError::forbidden(message),
-                ErrorCode::UnknownToken | ErrorCode::MissingToken | ErrorCode::Unauthorized => {
-                    ApiError::unauthorized(message)
-                }
+                ErrorCode::UnknownToken
+                | ErrorCode::ExpiredToken
+                | ErrorCode::MissingToken
+                | ErrorCode::Unauthorized => ApiError::unauthorized(message),
                 ErrorCode::LimitExceeded => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "BadRequest", message)
                 }

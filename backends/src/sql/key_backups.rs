@@ -6,14 +6,6 @@ use sqlx::FromRow;
 
 use super::*;
 
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn uint(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 #[derive(FromRow)]
 struct VersionRow {
     version: i64,
@@ -37,8 +29,8 @@ impl KeyRow {
         Ok(BackedUpKey {
             room_id: OwnedRoomId::try_from(self.room_id).map_err(Error::internal)?,
             session_id: self.session_id,
-            first_message_index: uint(self.first_message_index),
-            forwarded_count: uint(self.forwarded_count),
+            first_message_index: from_db_int(self.first_message_index),
+            forwarded_count: from_db_int(self.forwarded_count),
             is_verified: self.is_verified != 0,
             session_data: self.session_data,
         })
@@ -64,7 +56,7 @@ async fn bump_etag(tx: &mut AnyConnection, user: &UserId, version: u64) -> Resul
         "UPDATE key_backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2",
     )
     .bind(user.as_str())
-    .bind(int(version))
+    .bind(to_db_int(version))
     .execute(&mut *tx)
     .await
     .map_err(db)?;
@@ -101,7 +93,7 @@ impl KeyBackups for SqlStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(uint(version))
+        Ok(from_db_int(version))
     }
 
     async fn backup_version(
@@ -115,7 +107,7 @@ impl KeyBackups for SqlStore {
                  WHERE user_id = $1 AND version = $2 AND deleted = 0",
             )
             .bind(user.as_str())
-            .bind(int(v)),
+            .bind(to_db_int(v)),
             None => sqlx::query_as(
                 "SELECT version, algorithm, auth_data, etag FROM key_backup_versions \
                  WHERE user_id = $1 AND deleted = 0 ORDER BY version DESC LIMIT 1",
@@ -137,11 +129,11 @@ impl KeyBackups for SqlStore {
         .await
         .map_err(db)?;
         Ok(Some(BackupVersion {
-            version: uint(row.version),
+            version: from_db_int(row.version),
             algorithm: row.algorithm,
             auth_data: row.auth_data,
-            etag: uint(row.etag),
-            count: uint(count),
+            etag: from_db_int(row.etag),
+            count: from_db_int(count),
         }))
     }
 
@@ -156,7 +148,7 @@ impl KeyBackups for SqlStore {
              WHERE user_id = $1 AND version = $2 AND deleted = 0",
         )
         .bind(user.as_str())
-        .bind(int(version))
+        .bind(to_db_int(version))
         .bind(auth_data)
         .execute(&self.pool)
         .await
@@ -171,13 +163,13 @@ impl KeyBackups for SqlStore {
              WHERE user_id = $1 AND version = $2 AND deleted = 0",
         )
         .bind(user.as_str())
-        .bind(int(version))
+        .bind(to_db_int(version))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         sqlx::query("DELETE FROM key_backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user.as_str())
-            .bind(int(version))
+            .bind(to_db_int(version))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -206,11 +198,11 @@ impl KeyBackups for SqlStore {
                  session_data = excluded.session_data",
             )
             .bind(user.as_str())
-            .bind(int(version))
+            .bind(to_db_int(version))
             .bind(key.room_id.as_str())
             .bind(&key.session_id)
-            .bind(int(key.first_message_index))
-            .bind(int(key.forwarded_count))
+            .bind(to_db_int(key.first_message_index))
+            .bind(to_db_int(key.forwarded_count))
             .bind(i64::from(key.is_verified))
             .bind(&key.session_data)
             .execute(&mut *tx)
@@ -235,7 +227,7 @@ impl KeyBackups for SqlStore {
         );
         let mut query = sqlx::query_as::<_, KeyRow>(&sql)
             .bind(user.as_str())
-            .bind(int(version));
+            .bind(to_db_int(version));
         for v in values {
             query = query.bind(v);
         }
@@ -258,7 +250,9 @@ impl KeyBackups for SqlStore {
         let sql =
             format!("DELETE FROM key_backup_keys WHERE user_id = $1 AND version = $2{narrow}");
         let mut tx = self.begin().await?;
-        let mut query = sqlx::query(&sql).bind(user.as_str()).bind(int(version));
+        let mut query = sqlx::query(&sql)
+            .bind(user.as_str())
+            .bind(to_db_int(version));
         for v in values {
             query = query.bind(v);
         }

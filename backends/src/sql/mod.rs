@@ -86,6 +86,16 @@ pub(crate) fn params(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// A count or a time in milliseconds as the databases store it (`BIGINT`), saturating.
+fn to_db_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored `BIGINT` as a count or a time; never negative.
+fn from_db_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 fn parse_id<T: TryFrom<String>>(s: String) -> Result<T> {
     T::try_from(s).map_err(|_| Error::storage("invalid identifier in database"))
 }

@@ -5,10 +5,6 @@ use sandcat_core::ports::OpenIdTokens;
 
 use super::*;
 
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl OpenIdTokens for SqlStore {
     async fn keep_openid_token(
@@ -20,14 +16,14 @@ impl OpenIdTokens for SqlStore {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM openid_tokens WHERE expires_ts <= $1")
-            .bind(ms(now_ms))
+            .bind(to_db_int(now_ms))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         sqlx::query("INSERT INTO openid_tokens (token, user_id, expires_ts) VALUES ($1, $2, $3)")
             .bind(token)
             .bind(user.as_str())
-            .bind(ms(expires_ms))
+            .bind(to_db_int(expires_ms))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -39,7 +35,7 @@ impl OpenIdTokens for SqlStore {
             "SELECT user_id FROM openid_tokens WHERE token = $1 AND expires_ts > $2",
         )
         .bind(token)
-        .bind(ms(now_ms))
+        .bind(to_db_int(now_ms))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;

@@ -4,10 +4,6 @@ use sandcat_core::ports::{ConnectionKey, SlidingConnections, POSITION_KEPT_MS};
 
 use super::*;
 
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl SlidingConnections for SqlStore {
     async fn connection_position(
@@ -38,7 +34,7 @@ impl SlidingConnections for SqlStore {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM sliding_positions WHERE created_ts < $1")
-            .bind(ms(now_ms.saturating_sub(POSITION_KEPT_MS)))
+            .bind(to_db_int(now_ms.saturating_sub(POSITION_KEPT_MS)))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -62,7 +58,7 @@ impl SlidingConnections for SqlStore {
         .bind(conn.conn_id)
         .bind(pos)
         .bind(state)
-        .bind(ms(now_ms))
+        .bind(to_db_int(now_ms))
         .execute(&mut *tx)
         .await
         .map_err(db)?;

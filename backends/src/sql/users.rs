@@ -1,7 +1,13 @@
 //! Users, devices, access and refresh tokens, profiles.
 
 use super::rows::UserRow;
+use sandcat_core::ports::{TokenOwner, TokenRotation};
+
 use super::*;
+
+/// How long an expired access token is remembered, so that its client is told to refresh
+/// (`soft_logout`) rather than to log in again.
+const EXPIRED_TOKEN_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 #[async_trait]
 impl UserStore for SqlStore {
@@ -73,6 +79,7 @@ impl UserStore for SqlStore {
         device_id: &str,
         display_name: Option<&str>,
         token: &str,
+        expires_ms: Option<u64>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name)")
@@ -90,10 +97,11 @@ impl UserStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, expires_ts) VALUES ($1, $2, $3, $4)")
             .bind(token)
             .bind(user_id.as_str())
             .bind(device_id)
+            .bind(expires_ms.map(to_db_int))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -212,19 +220,84 @@ impl UserStore for SqlStore {
         Ok(tokens)
     }
 
-    async fn find_token(&self, token: &str) -> Result<Option<(OwnedUserId, String)>> {
-        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = $1")
-            .bind(token)
-            .fetch_optional(&self.pool)
+    async fn find_token(&self, token: &str) -> Result<Option<TokenOwner>> {
+        let row = sqlx::query(
+            "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            let expires: Option<i64> = r.try_get("expires_ts").map_err(db)?;
+            Ok(TokenOwner {
+                user_id: parse_id(r.try_get("user_id").map_err(db)?)?,
+                device_id: r.try_get("device_id").map_err(db)?,
+                expires_ms: expires.map(from_db_int),
+            })
+        })
+        .transpose()
+    }
+
+    async fn refresh_session(
+        &self,
+        old_refresh: &str,
+        rotation: &TokenRotation,
+    ) -> Result<Option<(OwnedUserId, String)>> {
+        let mut tx = self.begin().await?;
+        let row =
+            sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
+                .bind(old_refresh)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (user, device): (String, String) = (
+            row.try_get("user_id").map_err(db)?,
+            row.try_get("device_id").map_err(db)?,
+        );
+        sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+            .bind(&rotation.refresh)
+            .bind(&user)
+            .bind(&device)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        match row {
-            Some(r) => Ok(Some((
-                parse_id(r.try_get("user_id").map_err(db)?)?,
-                r.try_get("device_id").map_err(db)?,
-            ))),
-            None => Ok(None),
-        }
+        let until = to_db_int(rotation.earlier_until_ms);
+        // Earlier tokens expire soon; those long expired (kept to answer `soft_logout`) go.
+        sqlx::query(
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND expires_ts < $3",
+        )
+        .bind(&user)
+        .bind(&device)
+        .bind(until.saturating_sub(EXPIRED_TOKEN_KEPT_MS))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE access_tokens SET expires_ts = $3 WHERE user_id = $1 AND device_id = $2 \
+             AND (expires_ts IS NULL OR expires_ts > $3)",
+        )
+        .bind(&user)
+        .bind(&device)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token, user_id, device_id, expires_ts) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&rotation.access)
+        .bind(&user)
+        .bind(&device)
+        .bind(rotation.access_expires_ms.map(to_db_int))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some((parse_id(user)?, device)))
     }
 
     async fn delete_token(&self, token: &str) -> Result<()> {

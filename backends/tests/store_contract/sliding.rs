@@ -34,8 +34,14 @@ async fn room_lists_read_many_rooms_at_once(db: Db) {
     )]))
     .await
     .unwrap();
-    assert_eq!(store.bump_stamps(&rooms, i64::MAX).await.unwrap()[&room], sent);
-    assert_eq!(store.bump_stamps(&rooms, sent - 1).await.unwrap()[&room], created);
+    assert_eq!(
+        store.bump_stamps(&rooms, i64::MAX).await.unwrap()[&room],
+        sent
+    );
+    assert_eq!(
+        store.bump_stamps(&rooms, sent - 1).await.unwrap()[&room],
+        created
+    );
 
     let kinds = |events: Vec<sandcat_core::StoredEvent>| -> Vec<String> {
         events.iter().map(|e| e.pdu.kind.to_string()).collect()
@@ -47,7 +53,11 @@ async fn room_lists_read_many_rooms_at_once(db: Db) {
     assert_eq!(kinds(some), ["m.room.create", "m.room.topic"]);
     let all = kinds(store.state_of_rooms(&rooms, &[]).await.unwrap());
     assert_eq!(all.len(), 5, "{all:?}");
-    assert!(store.state_of_rooms(&[unknown], &[]).await.unwrap().is_empty());
+    assert!(store
+        .state_of_rooms(&[unknown], &[])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn a_connection_keeps_its_latest_two_positions(db: Db) {

@@ -12,12 +12,18 @@ use ruma::{
         profile::{
             get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
         },
-        session::{get_login_types, login, logout, logout_all},
+        session::{get_login_types, login, logout, logout_all, refresh_token},
         uiaa::AuthData,
     },
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId,
 };
-use sandcat_core::{ports::DeviceRecord, services::Session, Error, ErrorCode};
+use std::time::Duration;
+
+use sandcat_core::{
+    ports::DeviceRecord,
+    services::{accounts::NewDevice, Session},
+    Error, ErrorCode,
+};
 use serde_json::json;
 
 use crate::{
@@ -31,6 +37,7 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_username_availability::v3::Request, _, _>(available)
         .ruma::<get_login_types::v3::Request, _, _>(login_types)
         .ruma::<login::v3::Request, _, _>(login)
+        .ruma::<refresh_token::v3::Request, _, _>(refresh)
         .ruma::<logout::v3::Request, _, _>(logout)
         .ruma::<logout_all::v3::Request, _, _>(logout_all)
         .ruma::<whoami::v3::Request, _, _>(whoami)
@@ -150,16 +157,16 @@ async fn register(
     };
     let mut resp = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
-        let login = s
-            .accounts
-            .login_new_device(
-                &user_id,
-                body.device_id.map(|d| d.to_string()),
-                body.initial_device_display_name.as_deref(),
-            )
-            .await?;
+        let device = NewDevice {
+            device_id: body.device_id.map(|d| d.to_string()),
+            display_name: body.initial_device_display_name.as_deref(),
+            refresh: body.refresh_token,
+        };
+        let login = s.accounts.login_new_device(&user_id, device).await?;
         resp.access_token = Some(login.access_token);
         resp.device_id = Some(OwnedDeviceId::from(login.device_id));
+        resp.refresh_token = login.refresh_token;
+        resp.expires_in = login.expires_in_ms.map(Duration::from_millis);
     }
     Ok(RumaResponse(resp).into_response())
 }
@@ -197,8 +204,11 @@ async fn login(
 ) -> ApiResult<login::v3::Response> {
     let session = req.session;
     let body = req.body;
-    let device_id = body.device_id.map(|d| d.to_string());
-    let display_name = body.initial_device_display_name.as_deref();
+    let device = NewDevice {
+        device_id: body.device_id.map(|d| d.to_string()),
+        display_name: body.initial_device_display_name.as_deref(),
+        refresh: body.refresh_token,
+    };
     let result = match &body.login_info {
         login::v3::LoginInfo::Password(p) => {
             let user = p
@@ -206,9 +216,7 @@ async fn login(
                 .as_ref()
                 .and_then(identifier_user)
                 .ok_or_else(|| Error::forbidden("invalid username or password"))?;
-            s.accounts
-                .login_password(user, &p.password, device_id, display_name)
-                .await?
+            s.accounts.login_password(user, &p.password, device).await?
         }
         login::v3::LoginInfo::ApplicationService(a) => {
             let asv = session
@@ -235,9 +243,7 @@ async fn login(
             if !s.accounts.exists(&user_id).await? {
                 return Err(Error::forbidden(format!("{user_id} is not registered")).into());
             }
-            s.accounts
-                .login_new_device(&user_id, device_id, display_name)
-                .await?
+            s.accounts.login_new_device(&user_id, device).await?
         }
         _ => {
             return Err(Error::matrix(
@@ -252,10 +258,24 @@ async fn login(
         result.access_token,
         OwnedDeviceId::from(result.device_id),
     );
+    resp.refresh_token = result.refresh_token;
+    resp.expires_in = result.expires_in_ms.map(Duration::from_millis);
     #[allow(deprecated)]
     {
         resp.home_server = Some(s.config.server_name.clone());
     }
+    Ok(RumaResponse(resp))
+}
+
+/// POST /_matrix/client/v3/refresh
+async fn refresh(
+    State(s): State<AppState>,
+    req: Ruma<refresh_token::v3::Request>,
+) -> ApiResult<refresh_token::v3::Response> {
+    let fresh = s.accounts.refresh(&req.body.refresh_token).await?;
+    let mut resp = refresh_token::v3::Response::new(fresh.access_token);
+    resp.refresh_token = fresh.refresh_token;
+    resp.expires_in_ms = fresh.expires_in_ms.map(Duration::from_millis);
     Ok(RumaResponse(resp))
 }
 

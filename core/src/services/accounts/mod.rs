@@ -46,12 +46,25 @@ pub struct Accounts {
     last_seen: LastSeen,
 }
 
-/// What a successful login or registration hands the client.
+/// What a successful login, registration or refresh hands the client.
 #[derive(Debug, Clone)]
 pub struct LoginResult {
     pub user_id: OwnedUserId,
     pub access_token: String,
     pub device_id: String,
+    /// When the client asked for one.
+    pub refresh_token: Option<String>,
+    /// How long the access token lives, when it expires.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// The device a login opens: its id (a new one when `None`), its name, and whether the
+/// client takes a refresh token (and so an access token that expires).
+#[derive(Debug, Clone, Default)]
+pub struct NewDevice<'a> {
+    pub device_id: Option<String>,
+    pub display_name: Option<&'a str>,
+    pub refresh: bool,
 }
 
 impl Accounts {
@@ -145,8 +158,7 @@ impl Accounts {
         &self,
         user: &str,
         password: &str,
-        device_id: Option<String>,
-        display_name: Option<&str>,
+        device: NewDevice<'_>,
     ) -> Result<LoginResult> {
         let user_id = self
             .user_id_from(user)
@@ -154,8 +166,7 @@ impl Accounts {
         if !self.check_password(&user_id, password).await? {
             return Err(Error::forbidden("invalid username or password"));
         }
-        self.login_new_device(&user_id, device_id, display_name)
-            .await
+        self.login_new_device(&user_id, device).await
     }
 
     pub async fn exists(&self, user_id: &UserId) -> Result<bool> {

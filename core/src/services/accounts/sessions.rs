@@ -14,14 +14,15 @@ use std::collections::{HashMap, HashSet};
 
 use ruma::{OwnedUserId, UserId};
 
-use super::{Accounts, LoginResult};
-use crate::{error::ErrorCode, services::Session, token, Error, Result};
+use super::{Accounts, LoginResult, NewDevice};
+use crate::{error::ErrorCode, ports::TokenRotation, services::Session, token, Error, Result};
 
 /// Sessions known valid, when this process is the store's only user.
 #[derive(Default)]
 pub(super) struct SessionCache {
     enabled: bool,
-    tokens: std::sync::RwLock<HashMap<String, Session>>,
+    /// Each token's session and expiry.
+    tokens: std::sync::RwLock<HashMap<String, (Session, Option<u64>)>>,
     devices: std::sync::RwLock<HashSet<(OwnedUserId, String)>>,
 }
 
@@ -33,7 +34,7 @@ impl SessionCache {
         }
     }
 
-    fn token(&self, token: &str) -> Option<Session> {
+    fn token(&self, token: &str) -> Option<(Session, Option<u64>)> {
         if !self.enabled {
             return None;
         }
@@ -44,12 +45,12 @@ impl SessionCache {
             .cloned()
     }
 
-    fn keep_token(&self, token: &str, session: &Session) {
+    fn keep_token(&self, token: &str, session: &Session, expires_ms: Option<u64>) {
         if self.enabled {
             self.tokens
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(token.to_owned(), session.clone());
+                .insert(token.to_owned(), (session.clone(), expires_ms));
         }
     }
 
@@ -97,22 +98,80 @@ fn unknown_token() -> Error {
     Error::matrix(ErrorCode::UnknownToken, "unknown or expired access token")
 }
 
+fn expired_token() -> Error {
+    Error::matrix(
+        ErrorCode::ExpiredToken,
+        "the access token expired: refresh it",
+    )
+}
+
+/// How long a device's access token keeps working after the device refreshed it.
+const EARLIER_TOKEN_GRACE_MS: u64 = 60_000;
+
 impl Accounts {
     pub async fn login_new_device(
         &self,
         user_id: &UserId,
-        device_id: Option<String>,
-        display_name: Option<&str>,
+        device: NewDevice<'_>,
     ) -> Result<LoginResult> {
-        let device_id = device_id.unwrap_or_else(token::device_id);
+        let device_id = device.device_id.unwrap_or_else(token::device_id);
         let access_token = token::access_token();
+        let lifetime = self
+            .config
+            .access_token_lifetime_ms
+            .filter(|_| device.refresh);
         self.users
-            .add_device_token(user_id, &device_id, display_name, &access_token)
+            .add_device_token(
+                user_id,
+                &device_id,
+                device.display_name,
+                &access_token,
+                lifetime.map(|l| crate::now_ms().saturating_add(l)),
+            )
             .await?;
+        let refresh_token = if device.refresh {
+            let t = token::random_string(32);
+            self.users
+                .add_refresh_token(user_id, &device_id, &t)
+                .await?;
+            Some(t)
+        } else {
+            None
+        };
         Ok(LoginResult {
             user_id: user_id.to_owned(),
             access_token,
             device_id,
+            refresh_token,
+            expires_in_ms: lifetime,
+        })
+    }
+
+    /// `POST /refresh`: a new access token (expiring as configured) and a new refresh token
+    /// for the device of `refresh_token`, which never works again. The device's earlier
+    /// access token keeps working a little while, for requests already on their way.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<LoginResult> {
+        let now = crate::now_ms();
+        let lifetime = self.config.access_token_lifetime_ms;
+        let rotation = TokenRotation {
+            refresh: token::random_string(32),
+            access: token::access_token(),
+            access_expires_ms: lifetime.map(|l| now.saturating_add(l)),
+            earlier_until_ms: now + EARLIER_TOKEN_GRACE_MS,
+        };
+        let (user_id, device_id) = self
+            .users
+            .refresh_session(refresh_token, &rotation)
+            .await?
+            .ok_or_else(unknown_token)?;
+        // The earlier token's expiry changed: cached sessions are read again.
+        self.cache.forget_all();
+        Ok(LoginResult {
+            user_id,
+            access_token: rotation.access,
+            device_id,
+            refresh_token: Some(rotation.refresh),
+            expires_in_ms: lifetime,
         })
     }
 
@@ -138,18 +197,27 @@ impl Accounts {
         })
     }
 
-    /// The session behind an access token, or `M_UNKNOWN_TOKEN`.
+    /// The session behind an access token: `M_UNKNOWN_TOKEN` if there is none, with
+    /// `soft_logout` if it expired.
     pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
-        if let Some(s) = self.cache.token(access_token) {
-            return Ok(s);
+        let now = crate::now_ms();
+        if let Some((s, expires)) = self.cache.token(access_token) {
+            return match expires {
+                Some(e) if e <= now => Err(expired_token()),
+                _ => Ok(s),
+            };
         }
-        let (user_id, device_id) = self
+        let owner = self
             .users
             .find_token(access_token)
             .await?
             .ok_or_else(unknown_token)?;
-        let session = Session::new(user_id, device_id);
-        self.cache.keep_token(access_token, &session);
+        if owner.expires_ms.is_some_and(|e| e <= now) {
+            return Err(expired_token());
+        }
+        let session = Session::new(owner.user_id, owner.device_id);
+        self.cache
+            .keep_token(access_token, &session, owner.expires_ms);
         Ok(session)
     }
 
