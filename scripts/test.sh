@@ -3,7 +3,8 @@
 # test — the Rust workspace (end-to-end tests on real SQLite files, backend contract tests on
 # SQLite and PostgreSQL, the two-instance scale-out test), the end-to-end tests once more on
 # the pipeline services (PostgreSQL, Kafka, Redis, S3), and the interop tests that
-# drive the real binary with third-party software: matrix-nio and matrix-js-sdk (clients),
+# drive the real binary with third-party software: matrix-nio, matrix-js-sdk and
+# matrix-rust-sdk (clients),
 # mautrix (the application service framework of the mautrix bridges), and Synapse (the
 # reference homeserver, installed from PyPI) as a federation peer.
 set -euo pipefail
@@ -79,6 +80,12 @@ fail() {
 "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT" || fail
 (cd tests/interop/js && node js_sdk_interop.mjs "http://127.0.0.1:$PORT" 2>&1 | grep -v 'MatrixRTCSessionManager\|default global .* push rule') || fail
 "$VENV/bin/python" tests/interop/mautrix_echo.py "http://127.0.0.1:$PORT" "$CARGO_TARGET_DIR/debug/sandcat" "$DATA" || fail
+
+echo "== interop: matrix-rust-sdk (the SDK under Element X: sliding sync, timeline, encryption)"
+# A crate of its own (the SDK pins another ruma), built into a target directory of its own.
+RUST_SDK_TARGET="${SANDCAT_RUST_SDK_TARGET:-$CARGO_TARGET_DIR/rust-sdk}"
+(cd tests/interop/rust_sdk && CARGO_TARGET_DIR="$RUST_SDK_TARGET" cargo build --locked --quiet)
+"$RUST_SDK_TARGET/debug/sandcat-rust-sdk-interop" "http://127.0.0.1:$PORT" || fail
 
 echo "== interop: federation with Synapse (matrix-nio on both servers)"
 SYNAPSE_VENV="${SANDCAT_SYNAPSE_VENV:-$ROOT/.venv-synapse}"
