@@ -3,7 +3,9 @@
 //! `SyncService` driving the room list and the encryption sync), and check what its users
 //! see: the room list fills with named rooms, an invite appears and is accepted, a room's
 //! timeline paginates back to its first message, unread counts rise with messages and fall
-//! with a read receipt, and an encrypted direct chat decrypts both ways.
+//! with a read receipt, an encrypted direct chat decrypts both ways, cross-signing is set up
+//! (and replaced with user-interactive auth), and recovery backs the room keys up so that a
+//! new device reads the encrypted history.
 //!
 //! Usage: `sandcat-rust-sdk-interop http://127.0.0.1:PORT`. Exits non-zero on the first
 //! failed check, naming it.
@@ -13,10 +15,15 @@ use std::{future::Future, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
 use matrix_sdk::{
+    encryption::{BackupDownloadStrategy, CrossSigningResetAuthType, EncryptionSettings},
     ruma::{
         api::client::receipt::create_receipt::v3::ReceiptType,
-        api::client::room::create_room::v3::Request as CreateRoom,
-        events::room::message::RoomMessageEventContent, OwnedRoomId, RoomId,
+        api::client::{
+            room::create_room::v3::Request as CreateRoom,
+            uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier},
+        },
+        events::room::message::RoomMessageEventContent,
+        OwnedRoomId, RoomId,
     },
     sliding_sync::{Version, VersionBuilder},
     Client, RoomState,
@@ -48,12 +55,17 @@ async fn register(base: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new device of `name`'s, signed in as Element X signs in, its sync running.
 async fn sign_in(base: &str, name: &str) -> Result<User> {
-    register(base, name).await?;
     let store = tempfile::tempdir()?;
     let client = Client::builder()
         .homeserver_url(base)
         .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
+        .with_encryption_settings(EncryptionSettings {
+            // Room keys come from the backup as soon as its key does (from secret storage).
+            backup_download_strategy: BackupDownloadStrategy::OneShot,
+            ..Default::default()
+        })
         .sqlite_store(store.path(), None)
         .build()
         .await
@@ -137,8 +149,11 @@ async fn main() -> Result<()> {
         .nth(1)
         .context("usage: sandcat-rust-sdk-interop BASE_URL")?;
     let suffix = std::process::id();
-    let alice = sign_in(&base, &format!("rsalice{suffix}")).await?;
-    let bob = sign_in(&base, &format!("rsbob{suffix}")).await?;
+    let (alice_name, bob_name) = (format!("rsalice{suffix}"), format!("rsbob{suffix}"));
+    register(&base, &alice_name).await?;
+    register(&base, &bob_name).await?;
+    let alice = sign_in(&base, &alice_name).await?;
+    let bob = sign_in(&base, &bob_name).await?;
 
     // The room list fills with the user's rooms, named.
     let mut mine = Vec::new();
@@ -262,6 +277,51 @@ async fn main() -> Result<()> {
     })
     .await?;
 
+    // Cross-signing: the first keys need no password; replacing them asks for it (UIA).
+    let encryption = alice.client.encryption();
+    encryption.bootstrap_cross_signing(None).await?;
+    let handle = encryption.reset_cross_signing().await?.ok_or_else(|| {
+        anyhow!("new cross-signing keys replaced the old ones without a password")
+    })?;
+    let CrossSigningResetAuthType::Uiaa(uiaa) = handle.auth_type() else {
+        bail!("replacing cross-signing keys asked for something else than UIA");
+    };
+    let mut password = Password::new(
+        UserIdentifier::Matrix(MatrixUserIdentifier::new(alice.name.clone())),
+        format!("pw-{}", alice.name),
+    );
+    password.session = uiaa.session.clone();
+    handle.auth(Some(AuthData::Password(password))).await?;
+    println!("ok: cross-signing bootstrapped, replaced with user-interactive auth");
+
+    // Recovery as Element X sets it up: a key backup holding the room keys, its key in
+    // secret storage; a new device restores both and reads the encrypted history.
+    let recovery_key = encryption
+        .recovery()
+        .enable()
+        .wait_for_backups_to_upload()
+        .await?;
+    println!("ok: key backup created and the room keys uploaded");
+    let again = sign_in(&base, &alice.name).await?;
+    again
+        .client
+        .encryption()
+        .recovery()
+        .recover(&recovery_key)
+        .await?;
+    eventually(
+        "alice's new device decrypts the DM from the key backup",
+        || async {
+            bodies(&again, &dm_id)
+                .await
+                .iter()
+                .any(|b| b == "secret from bob")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    again.sync.stop().await;
     alice.sync.stop().await;
     bob.sync.stop().await;
     println!("matrix-rust-sdk interop: all checks passed");
