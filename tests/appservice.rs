@@ -583,29 +583,9 @@ async fn transactions_in_order_with_ephemeral_data() {
         && e["content"]["membership"] == "invite"));
 
     // Typing and receipts ride along as ephemeral data.
-    let (s, _) = alice
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/typing/{}",
-                enc(&room),
-                enc(&alice.user_id)
-            ),
-            json!({ "typing": true, "timeout": 10000 }),
-        )
-        .await;
-    assert_eq!(s, 200);
+    alice.start_typing(&room).await;
     let last = alice.send_text(&room, "tx", "last").await;
-    let (s, _) = alice
-        .post(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
-                enc(&room),
-                enc(&last)
-            ),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    alice.read_up_to(&room, &last).await;
     eventually("typing and receipt delivered", || {
         let acc = seen.accepted.lock().unwrap();
         let eph: Vec<Value> = acc

@@ -249,29 +249,9 @@ async fn invites_subscriptions_and_the_extensions() {
     assert!(r["prev_batch"].is_string());
 
     // Typing, a read receipt and a to-device message reach the extensions.
-    let (s, _) = alice
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/typing/{}",
-                enc(&room),
-                enc(&alice.user_id)
-            ),
-            json!({ "typing": true, "timeout": 10000 }),
-        )
-        .await;
-    assert_eq!(s, 200);
+    alice.start_typing(&room).await;
     let last = alice.send_text(&room, "m5", "read me").await;
-    let (s, _) = alice
-        .post(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
-                enc(&room),
-                enc(&last)
-            ),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    alice.read_up_to(&room, &last).await;
     let bob_device = device_id(&bob).await;
     let (s, _) = alice
         .put(

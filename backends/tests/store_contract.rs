@@ -87,6 +87,8 @@ mod remote_join;
 mod remote_pdu;
 #[path = "store_contract/room_dag.rs"]
 mod room_dag;
+#[path = "store_contract/room_times.rs"]
+mod room_times;
 #[path = "store_contract/server_keys.rs"]
 mod server_keys;
 #[path = "store_contract/sliding.rs"]

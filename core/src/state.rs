@@ -68,7 +68,7 @@ pub fn required_level(power: Option<&Pdu>, name: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
-fn as_int(v: &Value) -> Option<i64> {
+pub(crate) fn as_int(v: &Value) -> Option<i64> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }

@@ -263,6 +263,36 @@ impl Client {
         b["event_id"].as_str().expect("event id").to_owned()
     }
 
+    /// Starts typing in `room` for ten seconds.
+    pub(crate) async fn start_typing(&self, room: &str) {
+        let (s, b) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/typing/{}",
+                    enc(room),
+                    enc(&self.user_id)
+                ),
+                json!({ "typing": true, "timeout": 10000 }),
+            )
+            .await;
+        assert_eq!(s, 200, "typing: {b}");
+    }
+
+    /// Marks `room` read up to `event` (`m.read`).
+    pub(crate) async fn read_up_to(&self, room: &str, event: &str) {
+        let (s, b) = self
+            .post(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                    enc(room),
+                    enc(event)
+                ),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "receipt: {b}");
+    }
+
     pub(crate) async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(s) = since {

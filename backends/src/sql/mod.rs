@@ -17,6 +17,7 @@ mod received_transactions;
 mod reports;
 mod room_dag;
 mod room_lists;
+mod room_times;
 mod rooms;
 mod rows;
 mod server_keys;

@@ -9,6 +9,36 @@ use super::*;
 /// (`soft_logout`) rather than to log in again.
 const EXPIRED_TOKEN_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
+/// Replaces the refresh token `old` by `new` within `tx`: the `(user, device)` it belonged
+/// to, or `None` (and nothing written) when `old` was not valid.
+async fn rotate_refresh_token(
+    tx: &mut super::tx::Tx,
+    old: &str,
+    new: &str,
+) -> Result<Option<(String, String)>> {
+    let row =
+        sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
+            .bind(old)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (user, device): (String, String) = (
+        row.try_get("user_id").map_err(db)?,
+        row.try_get("device_id").map_err(db)?,
+    );
+    sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+        .bind(new)
+        .bind(&user)
+        .bind(&device)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(Some((user, device)))
+}
+
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, user: &UserRecord) -> Result<()> {
@@ -172,26 +202,9 @@ impl UserStore for SqlStore {
         new: &str,
     ) -> Result<Option<(OwnedUserId, String)>> {
         let mut tx = self.begin().await?;
-        let row =
-            sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
-                .bind(old)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some(row) = row else {
+        let Some((user, device)) = rotate_refresh_token(&mut tx, old, new).await? else {
             return Ok(None);
         };
-        let (user, device): (String, String) = (
-            row.try_get("user_id").map_err(db)?,
-            row.try_get("device_id").map_err(db)?,
-        );
-        sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
-            .bind(new)
-            .bind(&user)
-            .bind(&device)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Some((parse_id(user)?, device)))
     }
@@ -245,26 +258,11 @@ impl UserStore for SqlStore {
         rotation: &TokenRotation,
     ) -> Result<Option<(OwnedUserId, String)>> {
         let mut tx = self.begin().await?;
-        let row =
-            sqlx::query("DELETE FROM refresh_tokens WHERE token = $1 RETURNING user_id, device_id")
-                .bind(old_refresh)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some(row) = row else {
+        let Some((user, device)) =
+            rotate_refresh_token(&mut tx, old_refresh, &rotation.refresh).await?
+        else {
             return Ok(None);
         };
-        let (user, device): (String, String) = (
-            row.try_get("user_id").map_err(db)?,
-            row.try_get("device_id").map_err(db)?,
-        );
-        sqlx::query("INSERT INTO refresh_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
-            .bind(&rotation.refresh)
-            .bind(&user)
-            .bind(&device)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
         let until = to_db_int(rotation.earlier_until_ms);
         // Earlier tokens expire soon; those long expired (kept to answer `soft_logout`) go.
         sqlx::query(

@@ -1,14 +1,15 @@
 //! Memberships: join (by id or alias, through other servers), knock, invite, leave, forget,
-//! kick, ban, unban, and the lists of joined rooms and members.
+//! kick, ban, unban, the lists of joined rooms and members, and the rooms shared with another
+//! user.
 
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::{
     api::client::{
         knock::knock_room,
         membership::{
-            ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
-            join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
-            unban_user,
+            ban_user, forget_room, get_member_events, get_mutual_rooms, invite_user,
+            join_room_by_id, join_room_by_id_or_alias, joined_members, joined_rooms, kick_user,
+            leave_room, unban_user,
         },
     },
     events::room::member::MembershipState,
@@ -35,6 +36,28 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<joined_rooms::v3::Request, _, _>(joined_rooms)
         .ruma::<joined_members::v3::Request, _, _>(joined_members)
         .ruma::<get_member_events::v3::Request, _, _>(members)
+        .ruma::<get_mutual_rooms::v1::Request, _, _>(mutual_rooms)
+}
+
+/// GET /_matrix/client/v1/mutual_rooms
+async fn mutual_rooms(
+    State(s): State<AppState>,
+    req: Ruma<get_mutual_rooms::v1::Request>,
+) -> ApiResult<get_mutual_rooms::v1::Response> {
+    let page = s
+        .rooms
+        .mutual_rooms(
+            &req.session()?.user_id,
+            &req.body.user_id,
+            req.body.from.as_deref(),
+        )
+        .await?;
+    let mut resp = get_mutual_rooms::v1::Response::new(
+        ruma::UInt::try_from(page.count).unwrap_or(ruma::UInt::MAX),
+        page.joined,
+    );
+    resp.next_batch = page.next_batch;
+    Ok(RumaResponse(resp))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/join

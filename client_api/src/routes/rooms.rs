@@ -1,5 +1,5 @@
-//! Rooms: create, send, state, redact, read history, aliases and directory (memberships are
-//! in `membership.rs`).
+//! Rooms: create, upgrade, send, state, redact, read history, aliases and directory
+//! (memberships are in `membership.rs`).
 
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::{
@@ -17,7 +17,10 @@ use ruma::{
                 get_relating_events, get_relating_events_with_rel_type,
                 get_relating_events_with_rel_type_and_event_type,
             },
-            room::{aliases, create_room, get_room_event, get_summary, Visibility},
+            room::{
+                aliases, create_room, get_event_by_timestamp, get_room_event, get_summary,
+                upgrade_room, Visibility,
+            },
             space::get_hierarchy,
             state::{get_state_event_for_key, get_state_events, send_state_event},
             threads::get_threads,
@@ -30,7 +33,7 @@ use sandcat_core::json::set;
 use sandcat_core::{
     ports::{Direction as Dir, PublicRoomsPage, PublicRoomsQuery},
     services::{
-        rooms::{CreateRoom, HierarchyQuery, Page, RoomPreset},
+        rooms::{CreateRoom, HierarchyQuery, Page, RoomPreset, Upgrade},
         sync::EventFilter,
     },
     Error, StoredEvent,
@@ -68,6 +71,45 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_threads::v1::Request, _, _>(threads)
         .ruma::<aliases::v3::Request, _, _>(room_aliases)
         .ruma::<set_room_visibility::v3::Request, _, _>(set_visibility)
+        .ruma::<upgrade_room::v3::Request, _, _>(upgrade)
+        .ruma::<get_event_by_timestamp::v1::Request, _, _>(event_at_time)
+}
+
+/// GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
+async fn event_at_time(
+    State(s): State<AppState>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> ApiResult<get_event_by_timestamp::v1::Response> {
+    let b = &req.body;
+    let dir = match b.dir {
+        Direction::Forward => Dir::Forward,
+        Direction::Backward => Dir::Backward,
+    };
+    let (event_id, ts) = s
+        .rooms
+        .event_at_time(&req.session()?.user_id, &b.room_id, b.ts.get().into(), dir)
+        .await?;
+    Ok(RumaResponse(get_event_by_timestamp::v1::Response::new(
+        event_id,
+        ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(ts).unwrap_or(ruma::UInt::MAX)),
+    )))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/upgrade
+async fn upgrade(
+    State(s): State<AppState>,
+    req: Ruma<upgrade_room::v3::Request>,
+) -> ApiResult<upgrade_room::v3::Response> {
+    let b = &req.body;
+    let upgrade = Upgrade {
+        new_version: b.new_version.clone(),
+        additional_creators: b.additional_creators.clone(),
+    };
+    let new_room = s
+        .rooms
+        .upgrade_room(req.session()?, &b.room_id, upgrade)
+        .await?;
+    Ok(RumaResponse(upgrade_room::v3::Response::new(new_room)))
 }
 
 fn raw_json<T>(v: &ruma::serde::Raw<T>) -> Result<Value, ApiError> {

@@ -327,3 +327,22 @@ impl Rooms {
             .collect())
     }
 }
+
+impl Rooms {
+    /// `/timestamp_to_event`: the event of the room the user may read that is closest to
+    /// `ts` in direction `dir` (the first at or after it, or the last at or before it), with
+    /// its timestamp; `M_NOT_FOUND` when there is none.
+    pub async fn event_at_time(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> Result<(OwnedEventId, u64)> {
+        let (floor, until) = self.visible_range(user, room_id).await?;
+        self.store
+            .event_at_time(room_id, ts, dir, floor.max(OUTLIERS_BELOW), until)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no event of {room_id} near {ts}")))
+    }
+}

@@ -1,6 +1,6 @@
 //! Rooms: creation, membership, sending, state, redaction, aliases, the public directory,
-//! space hierarchies, and the read side of room history (messages, context, members,
-//! relations, threads), one module each.
+//! space hierarchies, mutual rooms, upgrades, and the read side of room history (messages, context,
+//! members, relations, threads), one module each.
 
 mod create;
 mod directory;
@@ -9,9 +9,13 @@ pub use hierarchy::{HierarchyPage, HierarchyQuery, MAX_HIERARCHY_ROOMS, MAX_REMO
 mod history;
 pub use history::HistoryToken;
 mod membership;
+mod mutual;
+pub use mutual::{MutualRooms, MUTUAL_ROOMS_PAGE};
 mod remote;
 mod send;
 mod threads;
+mod upgrade;
+pub use upgrade::Upgrade;
 
 use ruma::events::room::member::MembershipState;
 use std::sync::Arc;
