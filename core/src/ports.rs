@@ -19,6 +19,10 @@ mod room_lists;
 pub use room_lists::{RoomLists, BUMP_EVENT_TYPES};
 mod room_times;
 pub use room_times::RoomTimes;
+mod room_search;
+pub use room_search::{
+    RoomSearch, SearchHits, SearchOrder, SearchQuery, SearchedRoom, SEARCHED_TYPES,
+};
 mod sliding_connections;
 pub use sliding_connections::{ConnectionKey, SlidingConnections, POSITION_KEPT_MS};
 mod room_dag;
@@ -233,7 +237,7 @@ pub struct Membership {
 
 /// Events, room state, memberships, aliases and the public room directory.
 #[async_trait]
-pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + Send + Sync {
+pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + Sync {
     async fn load_room(&self, room_id: &RoomId) -> Result<Option<RoomSnapshot>>;
     /// Appends sequenced events atomically (all or none), returning their stream positions.
     /// The prev events of a batch's first event must all still be forward extremities of the

@@ -20,6 +20,7 @@ mod room_lists;
 mod room_times;
 mod rooms;
 mod rows;
+mod search;
 mod server_keys;
 mod sliding_connections;
 mod state_groups;

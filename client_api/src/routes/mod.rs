@@ -9,6 +9,7 @@ mod media;
 mod membership;
 mod reports;
 pub(crate) mod rooms;
+mod search;
 mod server;
 mod sync;
 
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = keys::routes(r);
     let r = backup::routes(r);
     let r = reports::routes(r);
+    let r = search::routes(r);
     let r = appservice::routes(r);
     let r = media::routes(r);
     data::routes(r)

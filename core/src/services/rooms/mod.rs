@@ -1,5 +1,5 @@
 //! Rooms: creation, membership, sending, state, redaction, aliases, the public directory,
-//! space hierarchies, mutual rooms, upgrades, and the read side of room history (messages, context,
+//! space hierarchies, mutual rooms, upgrades, message search, and the read side of room history (messages, context,
 //! members, relations, threads), one module each.
 
 mod create;
@@ -12,6 +12,11 @@ mod membership;
 mod mutual;
 pub use mutual::{MutualRooms, MUTUAL_ROOMS_PAGE};
 mod remote;
+mod search;
+pub use search::{
+    ContextRequest, ResultContext, SearchRequest, SearchResult, SearchResults, MAX_SEARCH_CONTEXT,
+    MAX_SEARCH_RESULTS, MAX_SEARCH_WORDS,
+};
 mod send;
 mod threads;
 mod upgrade;
