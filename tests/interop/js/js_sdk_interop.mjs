@@ -1,7 +1,7 @@
 // Interop test: matrix-js-sdk, the SDK Element Web is built on, drives a running sandcat.
 // Registers two users, creates a room, invites, joins through the sync loop, exchanges
-// messages both ways with the client's live timeline, and checks the read receipt and
-// typing notification Element would show. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
+// messages both ways with the client's live timeline, checks the read receipt and typing
+// notification Element would show, then searches, lists threads and walks a space. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
@@ -91,6 +91,26 @@ await receipt;
 const room = alice.getRoom(roomId);
 check(room.name === "js room", "room name from state");
 check(room.getJoinedMemberCount() === 2, "two joined members");
+
+// Search, as Element's search box asks it: the message is found by one of its words.
+const found = await alice.searchRoomEvents({ term: "hello" });
+check(found.count >= 1 && found.highlights.includes("hello"), "search counts and highlights");
+check(found.results.some((r) => r.context.getEvent().getContent().body === "hello from js"), "search finds alice's message, with its context");
+
+// Threads: a reply in a thread makes its root a thread the threads panel lists.
+await bob.sendMessage(roomId, sent.event_id, { msgtype: "m.text", body: "in the thread" });
+const threads = await alice.createThreadListMessagesRequest(roomId, null, 20, sdk.Direction.Backward, sdk.ThreadFilterType.All);
+check(threads.chunk.some((e) => e.event_id === sent.event_id), "the threads list holds the thread's root");
+
+// Spaces: a space with the room as its child, walked as Element's space home walks it.
+const { room_id: spaceId } = await alice.createRoom({
+  name: "js space",
+  creation_content: { type: "m.space" },
+  initial_state: [{ type: "m.space.child", state_key: roomId, content: { via: ["localhost"] } }],
+});
+const hierarchy = await alice.getRoomHierarchy(spaceId, 10, 1);
+check(hierarchy.rooms[0]?.room_id === spaceId && hierarchy.rooms[0]?.room_type === "m.space", "the hierarchy starts at the space");
+check(hierarchy.rooms.some((r) => r.room_id === roomId && r.name === "js room"), "the hierarchy holds the space's room");
 
 alice.stopClient();
 bob.stopClient();
