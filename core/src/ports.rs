@@ -19,6 +19,8 @@ mod room_lists;
 pub use room_lists::{RoomLists, BUMP_EVENT_TYPES};
 mod room_times;
 pub use room_times::RoomTimes;
+mod profile_fields;
+pub use profile_fields::ProfileFields;
 mod room_search;
 pub use room_search::{
     RoomSearch, SearchHits, SearchOrder, SearchQuery, SearchedRoom, SEARCHED_TYPES,
@@ -85,7 +87,7 @@ pub struct TokenRotation {
 
 /// Users, devices, access tokens and profiles.
 #[async_trait]
-pub trait UserStore: Send + Sync {
+pub trait UserStore: ProfileFields + Send + Sync {
     /// Creates a user; `Err(M_USER_IN_USE)` if the id is taken.
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>>;

@@ -13,6 +13,7 @@ mod keys;
 mod native;
 mod openid_tokens;
 mod overview;
+mod profile_fields;
 mod received_transactions;
 mod reports;
 mod room_dag;

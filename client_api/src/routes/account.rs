@@ -10,7 +10,8 @@ use ruma::{
         admin::get_user_info,
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
         profile::{
-            get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
+            delete_profile_field, get_avatar_url, get_display_name, get_profile, get_profile_field,
+            set_avatar_url, set_display_name, set_profile_field,
         },
         session::{get_login_types, login, logout, logout_all, refresh_token},
         uiaa::AuthData,
@@ -53,6 +54,9 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<set_display_name::v3::Request, _, _>(set_displayname)
         .ruma::<get_avatar_url::v3::Request, _, _>(avatar_url)
         .ruma::<set_avatar_url::v3::Request, _, _>(set_avatar_url)
+        .ruma::<get_profile_field::v3::Request, _, _>(profile_field)
+        .ruma::<set_profile_field::v3::Request, _, _>(set_profile_field)
+        .ruma::<delete_profile_field::v3::Request, _, _>(delete_profile_field)
         .ruma::<request_openid_token::v3::Request, _, _>(openid_token)
         .ruma::<get_user_info::v3::Request, _, _>(whois)
 }
@@ -472,7 +476,48 @@ async fn profile(
     if let Some(a) = u.avatar_url {
         sandcat_core::json::set(&mut body, "avatar_url", json!(a));
     }
+    if req.body.user_id.server_name() == s.config.server_name {
+        for (field, value) in s.accounts.profile_fields(&req.body.user_id).await? {
+            sandcat_core::json::set(&mut body, &field, value);
+        }
+    }
     Ok(axum::Json(body).into_response())
+}
+
+/// GET /_matrix/client/v3/profile/{userId}/{keyName}: an extended profile field.
+async fn profile_field(
+    State(s): State<AppState>,
+    req: Ruma<get_profile_field::v3::Request>,
+) -> ApiResult<get_profile_field::v3::Response> {
+    let field = req.body.field.as_str();
+    let value = s.accounts.profile_field(&req.body.user_id, field).await?;
+    let value = ruma::profile::ProfileFieldValue::new(field, value)
+        .map_err(|e| Error::bad_json(e.to_string()))?;
+    Ok(RumaResponse(get_profile_field::v3::Response::new(value)))
+}
+
+/// PUT /_matrix/client/v3/profile/{userId}/{keyName}
+async fn set_profile_field(
+    State(s): State<AppState>,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> ApiResult<set_profile_field::v3::Response> {
+    let field = req.body.value.field_name();
+    let value = req.body.value.value().into_owned();
+    s.accounts
+        .set_profile_field(req.session()?, &req.body.user_id, field.as_str(), value)
+        .await?;
+    Ok(RumaResponse(set_profile_field::v3::Response::new()))
+}
+
+/// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
+async fn delete_profile_field(
+    State(s): State<AppState>,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> ApiResult<delete_profile_field::v3::Response> {
+    s.accounts
+        .delete_profile_field(req.session()?, &req.body.user_id, req.body.field.as_str())
+        .await?;
+    Ok(RumaResponse(delete_profile_field::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/displayname

@@ -3,6 +3,8 @@
 
 mod hash;
 mod last_seen;
+mod profile_fields;
+pub use profile_fields::{MAX_FIELD_NAME, MAX_PROFILE_BYTES};
 mod sessions;
 
 use std::{

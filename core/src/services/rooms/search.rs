@@ -127,8 +127,10 @@ impl Rooms {
         };
         let found = self.store.search_events(&query).await?;
         let next_batch = match req.order {
-            SearchOrder::Rank => ((skip + found.hits.len()) < found.count as usize)
-                .then(|| format!("r{}", skip + found.hits.len())),
+            SearchOrder::Rank => {
+                let seen = skip.saturating_add(found.hits.len());
+                (u64::try_from(seen).unwrap_or(u64::MAX) < found.count).then(|| format!("r{seen}"))
+            }
             SearchOrder::Recent => (found.hits.len() == limit)
                 .then(|| found.hits.last().map(|(e, _)| format!("p{}", e.pos)))
                 .flatten(),
