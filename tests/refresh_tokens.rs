@@ -1,7 +1,8 @@
 //! Refresh tokens (spec 1.3): a client that asks for one on login or registration gets an
 //! access token that expires; once expired it answers `M_UNKNOWN_TOKEN` with `soft_logout`,
 //! and `POST /refresh` hands a new pair, each refresh token working once. A client that asks
-//! for none keeps a token that never expires. Runs on the embedded profile and, with
+//! for none keeps a token that never expires. Login tokens (`login/get_token`) sign another
+//! device in, once. Runs on the embedded profile and, with
 //! `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -163,4 +164,61 @@ async fn without_a_lifetime_refresh_tokens_still_rotate() {
         )
         .await;
     assert_eq!((s, err["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+}
+
+/// Login tokens (`login/get_token`, `m.login.token`): a signed-in device asks for one with the
+/// user's password; another device signs in with it, once, as the same user.
+#[tokio::test]
+async fn a_login_token_signs_in_another_device_once() {
+    let srv = Server::start().await;
+    let anon = srv.anon();
+    let alice = srv.register("alice").await;
+    let (_, flows) = anon.get("/_matrix/client/v3/login").await;
+    assert!(
+        flows["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["type"] == "m.login.token" && f["get_login_token"] == true),
+        "{flows}"
+    );
+    let (_, caps) = alice.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(caps["capabilities"]["m.get_login_token"]["enabled"], true);
+
+    // The password first (user-interactive auth), then the token.
+    let (s, challenge) = alice
+        .post("/_matrix/client/v1/login/get_token", json!({}))
+        .await;
+    assert_eq!(s, 401, "{challenge}");
+    assert_eq!(challenge["flows"][0]["stages"][0], "m.login.password");
+    let (s, issued) = alice
+        .post(
+            "/_matrix/client/v1/login/get_token",
+            json!({ "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "alice" }, "password": "pw-alice" } }),
+        )
+        .await;
+    assert_eq!(s, 200, "{issued}");
+    assert!(issued["expires_in_ms"].as_u64().unwrap() > 0);
+    let token = issued["login_token"].as_str().unwrap();
+
+    let login = json!({ "type": "m.login.token", "token": token });
+    let (s, other) = anon.post("/_matrix/client/v3/login", login.clone()).await;
+    assert_eq!(s, 200, "{other}");
+    assert_eq!(other["user_id"], alice.user_id.as_str());
+    let (_, me) = whoami(&with_token(&anon, other["access_token"].as_str().unwrap())).await;
+    assert_eq!(me["user_id"], alice.user_id.as_str());
+    // Once only; and nonsense never.
+    let (s, err) = anon.post("/_matrix/client/v3/login", login).await;
+    assert_eq!(
+        (s, err["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{err}"
+    );
+    let (s, _) = anon
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.token", "token": "nope" }),
+        )
+        .await;
+    assert_eq!(s, 403);
 }

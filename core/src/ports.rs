@@ -21,6 +21,8 @@ mod room_times;
 pub use room_times::RoomTimes;
 mod profile_fields;
 pub use profile_fields::ProfileFields;
+mod login_tokens;
+pub use login_tokens::LoginTokens;
 mod room_search;
 pub use room_search::{
     RoomSearch, SearchHits, SearchOrder, SearchQuery, SearchedRoom, SEARCHED_TYPES,
@@ -87,7 +89,7 @@ pub struct TokenRotation {
 
 /// Users, devices, access tokens and profiles.
 #[async_trait]
-pub trait UserStore: ProfileFields + Send + Sync {
+pub trait UserStore: ProfileFields + LoginTokens + Send + Sync {
     /// Creates a user; `Err(M_USER_IN_USE)` if the id is taken.
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>>;

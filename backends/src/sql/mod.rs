@@ -10,6 +10,7 @@ mod append;
 mod client;
 mod key_backups;
 mod keys;
+mod login_tokens;
 mod native;
 mod openid_tokens;
 mod overview;

@@ -359,7 +359,7 @@ impl UserStore for SqlStore {
             .await
             .map_err(db)?;
             tokens.extend(rows);
-            for table in ["refresh_tokens", "devices", "profile_fields"] {
+            for table in ["refresh_tokens", "devices"] {
                 sqlx::query(&format!(
                     "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
                 ))

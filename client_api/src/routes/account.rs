@@ -13,7 +13,7 @@ use ruma::{
             delete_profile_field, get_avatar_url, get_display_name, get_profile, get_profile_field,
             set_avatar_url, set_display_name, set_profile_field,
         },
-        session::{get_login_types, login, logout, logout_all, refresh_token},
+        session::{get_login_token, get_login_types, login, logout, logout_all, refresh_token},
         uiaa::AuthData,
     },
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId,
@@ -39,6 +39,7 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_login_types::v3::Request, _, _>(login_types)
         .ruma::<login::v3::Request, _, _>(login)
         .ruma::<refresh_token::v3::Request, _, _>(refresh)
+        .ruma::<get_login_token::v1::Request, _, _>(login_token)
         .ruma::<logout::v3::Request, _, _>(logout)
         .ruma::<logout_all::v3::Request, _, _>(logout_all)
         .ruma::<whoami::v3::Request, _, _>(whoami)
@@ -194,9 +195,14 @@ async fn available(
 async fn login_types(
     _: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    use get_login_types::v3::{ApplicationServiceLoginType, LoginType, PasswordLoginType};
+    use get_login_types::v3::{
+        ApplicationServiceLoginType, LoginType, PasswordLoginType, TokenLoginType,
+    };
+    let mut token = TokenLoginType::new();
+    token.get_login_token = true;
     Ok(RumaResponse(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
+        LoginType::Token(token),
         LoginType::ApplicationService(ApplicationServiceLoginType::new()),
     ])))
 }
@@ -222,6 +228,7 @@ async fn login(
                 .ok_or_else(|| Error::forbidden("invalid username or password"))?;
             s.accounts.login_password(user, &p.password, device).await?
         }
+        login::v3::LoginInfo::Token(t) => s.accounts.login_with_token(&t.token, device).await?,
         login::v3::LoginInfo::ApplicationService(a) => {
             let asv = session
                 .as_ref()
@@ -249,13 +256,11 @@ async fn login(
             }
             s.accounts.login_new_device(&user_id, device).await?
         }
-        _ => {
-            return Err(Error::matrix(
-                ErrorCode::Unknown,
-                "only m.login.password and m.login.application_service are supported",
-            )
-            .into())
-        }
+        _ => return Err(Error::matrix(
+            ErrorCode::Unknown,
+            "only m.login.password, m.login.token and m.login.application_service are supported",
+        )
+        .into()),
     };
     let mut resp = login::v3::Response::new(
         result.user_id,
@@ -269,6 +274,22 @@ async fn login(
         resp.home_server = Some(s.config.server_name.clone());
     }
     Ok(RumaResponse(resp))
+}
+
+/// POST /_matrix/client/v1/login/get_token: a single-use token for signing in another
+/// device, after the user's password (user-interactive auth).
+async fn login_token(
+    State(s): State<AppState>,
+    req: Ruma<get_login_token::v1::Request>,
+) -> Result<axum::response::Response, UiaaError> {
+    let session = req.session()?;
+    uiaa::password_stage(&s, session, &req.body.auth).await?;
+    let (token, ttl_ms) = s.accounts.issue_login_token(session).await?;
+    Ok(RumaResponse(get_login_token::v1::Response::new(
+        Duration::from_millis(ttl_ms),
+        token,
+    ))
+    .into_response())
 }
 
 /// POST /_matrix/client/v3/refresh

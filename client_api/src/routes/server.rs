@@ -91,7 +91,7 @@ async fn capabilities(
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
-            "m.get_login_token": { "enabled": false },
+            "m.get_login_token": { "enabled": true },
             // Extended profile fields (spec 1.16): any field but those with their own
             // endpoints, which the two capabilities above govern.
             "m.profile_fields": { "enabled": true, "disallowed": ["displayname", "avatar_url"] },

@@ -300,3 +300,36 @@ impl Accounts {
         Ok(())
     }
 }
+
+/// How long a login token works.
+pub const LOGIN_TOKEN_TTL_MS: u64 = 120_000;
+
+impl Accounts {
+    /// `login/get_token`: a single-use token another device of the user signs in with.
+    pub async fn issue_login_token(&self, session: &Session) -> Result<(String, u64)> {
+        let token = token::random_string(32);
+        let now = crate::now_ms();
+        self.users
+            .keep_login_token(&token, &session.user_id, now + LOGIN_TOKEN_TTL_MS, now)
+            .await?;
+        Ok((token, LOGIN_TOKEN_TTL_MS))
+    }
+
+    /// `m.login.token`: opens a device for the user a valid login token was given to.
+    pub async fn login_with_token(
+        &self,
+        login_token: &str,
+        device: NewDevice<'_>,
+    ) -> Result<LoginResult> {
+        let invalid = || Error::forbidden("invalid or expired login token");
+        let user_id = self
+            .users
+            .take_login_token(login_token, crate::now_ms())
+            .await?
+            .ok_or_else(invalid)?;
+        match self.users.user(&user_id).await? {
+            Some(u) if !u.deactivated => self.login_new_device(&user_id, device).await,
+            _ => Err(invalid()),
+        }
+    }
+}
