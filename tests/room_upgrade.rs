@@ -164,3 +164,48 @@ async fn the_event_nearest_a_moment() {
     let (s, _) = at(&carol, ts, "b").await;
     assert_eq!(s, 403);
 }
+
+/// `/rooms/{roomId}/initialSync`: a member's snapshot of one room — membership, the latest
+/// messages oldest first with a token to page back, the state, the directory visibility;
+/// nothing for a stranger.
+#[tokio::test]
+async fn a_rooms_initial_sync() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let carol = srv.register("carol").await;
+    let room = alice
+        .create_room(json!({ "name": "Snapshot", "visibility": "public", "preset": "public_chat" }))
+        .await;
+    for i in 0..25 {
+        alice
+            .send_text(&room, &format!("m{i}"), &format!("message {i}"))
+            .await;
+    }
+    let path = format!("/_matrix/client/v3/rooms/{}/initialSync", enc(&room));
+    let (s, snap) = alice.get(&path).await;
+    assert_eq!(s, 200, "{snap}");
+    assert_eq!(snap["room_id"], room.as_str());
+    assert_eq!(snap["membership"], "join");
+    assert_eq!(snap["visibility"], "public");
+    let chunk = snap["messages"]["chunk"].as_array().unwrap();
+    assert_eq!(chunk.len(), 20);
+    assert_eq!(chunk.last().unwrap()["content"]["body"], "message 24");
+    assert_eq!(chunk[0]["content"]["body"], "message 5", "oldest first");
+    // The start token pages on back.
+    let start = snap["messages"]["start"].as_str().unwrap();
+    let (_, older) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5&from={}",
+            enc(&room),
+            enc(start)
+        ))
+        .await;
+    assert_eq!(older["chunk"][0]["content"]["body"], "message 4", "{older}");
+    assert!(snap["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Snapshot"));
+    let (s, _) = carol.get(&path).await;
+    assert_eq!(s, 403);
+}

@@ -12,6 +12,7 @@ use ruma::{
                 set_room_visibility,
             },
             message::{get_message_events, send_message_event},
+            peeking::get_current_state,
             redact::redact_event,
             relations::{
                 get_relating_events, get_relating_events_with_rel_type,
@@ -73,6 +74,35 @@ pub(crate) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<set_room_visibility::v3::Request, _, _>(set_visibility)
         .ruma::<upgrade_room::v3::Request, _, _>(upgrade)
         .ruma::<get_event_by_timestamp::v1::Request, _, _>(event_at_time)
+        .ruma::<get_current_state::v3::Request, _, _>(room_initial_sync)
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/initialSync
+async fn room_initial_sync(
+    State(s): State<AppState>,
+    req: Ruma<get_current_state::v3::Request>,
+) -> Result<axum::response::Response, ApiError> {
+    let user = &req.session()?.user_id;
+    let room_id = &req.body.room_id;
+    let snapshot = s.rooms.room_initial_sync(user, room_id, 20).await?;
+    let tags = s.data.tags(user, room_id).await?;
+    let mut messages = json!({
+        "chunk": client_events(user, &snapshot.messages),
+        "end": snapshot.end,
+    });
+    if let Some(start) = &snapshot.start {
+        set(&mut messages, "start", json!(start));
+    }
+    Ok(Json(json!({
+        "room_id": room_id,
+        "membership": snapshot.membership.map(|m| m.to_string()),
+        "messages": messages,
+        "state": client_events(user, &snapshot.state),
+        "visibility": if snapshot.public { "public" } else { "private" },
+        "account_data": [{ "type": "m.tag", "content": tags }],
+        "presence": [],
+    }))
+    .into_response())
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event

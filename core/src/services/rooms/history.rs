@@ -346,3 +346,46 @@ impl Rooms {
             .ok_or_else(|| Error::not_found(format!("no event of {room_id} near {ts}")))
     }
 }
+
+/// A room as `/rooms/{roomId}/initialSync` shows it: the user's membership, the latest
+/// events (oldest first) with the tokens to page back from them and to go on after them, the
+/// room's state, and whether it is listed in the directory.
+#[derive(Debug)]
+pub struct RoomInitialSync {
+    pub membership: Option<MembershipState>,
+    pub messages: Vec<StoredEvent>,
+    pub start: Option<String>,
+    pub end: String,
+    pub state: Vec<StoredEvent>,
+    pub public: bool,
+}
+
+impl Rooms {
+    /// `/rooms/{roomId}/initialSync` for a member (or former member) of the room.
+    pub async fn room_initial_sync(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        limit: usize,
+    ) -> Result<RoomInitialSync> {
+        let state = self.state(user, room_id).await?;
+        let page = self
+            .messages(user, room_id, None, None, Direction::Backward, limit)
+            .await?;
+        let mut messages = page.events;
+        messages.reverse();
+        let end = make_token(messages.last().map_or(0, |e| e.pos));
+        Ok(RoomInitialSync {
+            membership: self
+                .store
+                .membership(room_id, user)
+                .await?
+                .map(|m| m.membership),
+            messages,
+            start: page.end,
+            end,
+            state,
+            public: self.store.is_public(room_id).await?,
+        })
+    }
+}

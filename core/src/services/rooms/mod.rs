@@ -7,7 +7,7 @@ mod directory;
 mod hierarchy;
 pub use hierarchy::{HierarchyPage, HierarchyQuery, MAX_HIERARCHY_ROOMS, MAX_REMOTE_ASKS};
 mod history;
-pub use history::HistoryToken;
+pub use history::{HistoryToken, RoomInitialSync};
 mod membership;
 mod mutual;
 pub use mutual::{MutualRooms, MUTUAL_ROOMS_PAGE};
