@@ -8,11 +8,10 @@
 
 mod append;
 mod client;
+mod expiring_tokens;
 mod key_backups;
 mod keys;
-mod login_tokens;
 mod native;
-mod openid_tokens;
 mod overview;
 mod profile_fields;
 mod received_transactions;
