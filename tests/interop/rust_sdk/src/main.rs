@@ -312,6 +312,14 @@ async fn main() -> Result<()> {
     eventually(
         "alice's new device decrypts the DM from the key backup",
         || async {
+            // As Element X does on a message it cannot decrypt: fetch the room's keys from
+            // the backup (the download that recovery starts may not have reached it yet).
+            let _ = again
+                .client
+                .encryption()
+                .backups()
+                .download_room_keys_for_room(&dm_id)
+                .await;
             bodies(&again, &dm_id)
                 .await
                 .iter()
