@@ -90,6 +90,9 @@ pub struct Config {
     pub public_base_url: String,
     /// Whether anyone may register an account through `/register`.
     pub registration_enabled: bool,
+    /// Whether registering needs a registration token (`sandcat registration-token create`);
+    /// only with `registration_enabled`.
+    pub registration_requires_token: bool,
     /// Room version for new rooms: 10, 11 or 12.
     pub default_room_version: String,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sandcat=debug,info`.
@@ -137,8 +140,20 @@ pub struct Config {
     pub federation: FederationConfig,
     /// The TURN servers calls go through.
     pub voip: VoipConfig,
+    /// How notifications reach push gateways.
+    pub push: PushConfig,
     /// Whom users and other admins contact about this server (`/.well-known/matrix/support`).
     pub support: SupportConfig,
+}
+
+/// `[push]`: how notifications reach the push gateways pushers name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Let notifications go to gateways at private, loopback and link-local addresses (a
+    /// gateway on this machine or network). Off: a pusher cannot make this server call into
+    /// its own network.
+    pub allow_private_gateways: bool,
 }
 
 /// `[voip]`: the TURN servers clients use for calls (`/voip/turnServer`), with credentials
@@ -381,6 +396,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             public_base_url: String::new(),
             registration_enabled: false,
+            registration_requires_token: false,
             default_room_version: "12".into(),
             log: "info,ruma_state_res=warn".into(),
             bus_shards: 16,
@@ -402,6 +418,7 @@ impl Default for Config {
             oauth: Default::default(),
             federation: FederationConfig::default(),
             voip: VoipConfig::default(),
+            push: PushConfig::default(),
             support: SupportConfig::default(),
         }
     }
@@ -440,6 +457,10 @@ impl Config {
         }
         if let Some(v) = get("SANDCAT_REGISTRATION_ENABLED") {
             self.registration_enabled =
+                matches!(v.to_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("SANDCAT_REGISTRATION_REQUIRES_TOKEN") {
+            self.registration_requires_token =
                 matches!(v.to_lowercase().as_str(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = get("SANDCAT_DEFAULT_ROOM_VERSION") {
@@ -550,6 +571,11 @@ impl Config {
             self.federation.allow_private_destinations = v
                 .parse()
                 .context("SANDCAT_FEDERATION_ALLOW_PRIVATE_DESTINATIONS must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_PUSH_ALLOW_PRIVATE_GATEWAYS") {
+            self.push.allow_private_gateways = v
+                .parse()
+                .context("SANDCAT_PUSH_ALLOW_PRIVATE_GATEWAYS must be true or false")?;
         }
         if let Some(v) = get("SANDCAT_FEDERATION_RATE_LIMIT_PER_SECOND") {
             self.federation.rate_limit_per_second = v

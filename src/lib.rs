@@ -31,6 +31,7 @@ use sandcat_core::{
     inbox::{InboxIndexer, InboxWatch},
     notifier::Notifier,
     ports::{EventBus, Inbox, StreamPosition},
+    push::PushRules,
     ratelimit::Limiter,
     sequencer::{Sequencer, SigningKey},
     services::{
@@ -42,6 +43,8 @@ use sandcat_core::{
         keys::{Keys, KeysFederation},
         media::Media,
         openid::OpenId,
+        push::Push,
+        registration_tokens::{NewToken, RegistrationGate},
         reports::ContentReports,
         rooms::Rooms,
         server_keys::ServerKeys,
@@ -54,6 +57,7 @@ use sandcat_federation::{
     edus::EduSender,
     sender::FederationSender,
 };
+use sandcat_push::{GatewayOptions, Gateways, PushSenders};
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer, trace::TraceLayer};
 
 pub use config::{BusBackend, CacheBackend, Config, InboxBackend, MediaBackend, StorageBackend};
@@ -83,6 +87,8 @@ pub struct App {
     pub federation_listener: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     /// Sends this server's events to the servers in their rooms; started by [`serve`].
     pub federation_sender: Arc<FederationSender>,
+    /// Sends notifications to push gateways; started by [`serve`].
+    pub push_senders: Arc<PushSenders>,
 }
 
 /// The secret that signs Sandcat JWTs: from the config, else a random one kept in the data
@@ -181,9 +187,6 @@ fn well_known_server(config: &Config) -> Result<Option<OwnedServerName>> {
         .with_context(|| format!("[federation] well_known_server {v:?} is not host[:port]"))
 }
 
-/// Replaces the signing key by a new one (`sandcat key rotate`): the old key is published as
-/// an old key from then on, expired now. Running instances sign with the key they started
-/// with until they restart. Returns the old and the new key id.
 /// The latest reports users made (`sandcat reports`), newest first, at most `limit`.
 pub async fn latest_reports(
     config: &Config,
@@ -197,6 +200,30 @@ pub async fn latest_reports(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The registration tokens of the server's store (`sandcat registration-token`).
+pub async fn registration_tokens(config: &Config) -> Result<RegistrationGate> {
+    let store = Arc::new(open_store(config).await?);
+    Ok(RegistrationGate::new(
+        store,
+        config.registration_requires_token,
+    ))
+}
+
+/// Creates a registration token (`sandcat registration-token create`).
+pub async fn create_registration_token(
+    config: &Config,
+    new: NewToken,
+) -> Result<sandcat_core::ports::RegistrationToken> {
+    registration_tokens(config)
+        .await?
+        .create(new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Replaces the signing key by a new one (`sandcat key rotate`): the old key is published as
+/// an old key from then on, expired now. Running instances sign with the key they started
+/// with until they restart. Returns the old and the new key id.
 pub async fn rotate_signing_key(config: &Config) -> Result<(String, String)> {
     let store: Arc<SqlStore> = Arc::new(open_store(config).await?);
     let (old, new) = signing_key::rotate(&signing_key_path(config))?;
@@ -322,7 +349,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     };
     let sequencer = Arc::new(
         Sequencer::new(store.clone(), signing.clone(), notifier.clone())
-            .with_fetch(remote_events.clone()),
+            .with_fetch(remote_events.clone())
+            .with_push(Arc::new(PushRules::new(
+                store.clone(),
+                signing.server_name.clone(),
+            ))),
     );
     let bus: Arc<dyn EventBus> = match config.bus.backend {
         BusBackend::Embedded => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
@@ -513,8 +544,27 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             store.clone(),
             server.clone(),
         )),
+        Arc::new(Push::new(store.clone(), notifier.clone())),
+        Arc::new(RegistrationGate::new(
+            store.clone(),
+            config.registration_requires_token,
+        )),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
+    let push_senders = Arc::new(PushSenders::new(
+        Arc::new(
+            Gateways::new(GatewayOptions {
+                allow_private: config.push.allow_private_gateways,
+                ..Default::default()
+            })
+            .map_err(|e| anyhow::anyhow!("the push gateway client: {e}"))?,
+        ),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        notifier.clone(),
+    ));
 
     let router = sandcat_client_api::router(state)
         .merge(sandcat_api::router(native.clone()))
@@ -570,6 +620,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         notifier,
         federation_listener,
         federation_sender,
+        push_senders,
     })
 }
 
@@ -669,6 +720,12 @@ pub async fn serve(
         let sender = sender.clone();
         move || sender.stop()
     });
+    let push_senders = app.push_senders.clone();
+    let leading_push = lead(app.store.clone(), "push-senders", move || {
+        push_senders.start();
+        let push_senders = push_senders.clone();
+        move || push_senders.stop()
+    });
     let native = app.native.clone();
     let watching = tokio::spawn(async move {
         let n = &native;
@@ -699,7 +756,9 @@ pub async fn serve(
     leading_pushers.abort();
     leading_indexer.abort();
     leading_sender.abort();
+    leading_push.abort();
     app.federation_sender.stop();
+    app.push_senders.stop();
     app.pushers.stop();
     app.bus.shutdown().await;
     Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sandcat::Config;
-use sandcat_core::ports::Reported;
+use sandcat_core::{ports::Reported, services::registration_tokens::NewToken};
 
 /// mimalloc returns freed memory to the system; glibc's malloc keeps the 19 MiB blocks of each
 /// argon2 hash in its heap (its mmap threshold grows after the first), so RSS climbed by
@@ -61,7 +61,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST, SANDCAT_APPSERVICE_DIR, SANDCAT_JWT_SECRET, SANDCAT_MAX_UPLOAD_BYTES, SANDCAT_MEDIA_BACKEND, SANDCAT_MEDIA_S3_ENDPOINT, SANDCAT_MEDIA_S3_REGION, SANDCAT_MEDIA_S3_BUCKET, SANDCAT_MEDIA_S3_ACCESS_KEY, SANDCAT_MEDIA_S3_SECRET_KEY, SANDCAT_STORAGE_BACKEND, SANDCAT_STORAGE_URL, SANDCAT_STORAGE_MAX_CONNECTIONS, SANDCAT_BUS_BACKEND, SANDCAT_BUS_BROKERS, SANDCAT_BUS_TOPIC, SANDCAT_BUS_PARTITIONS, SANDCAT_BUS_GROUP, SANDCAT_CACHE_BACKEND, SANDCAT_CACHE_URL, SANDCAT_CACHE_PREFIX, SANDCAT_INBOX_BACKEND, SANDCAT_INBOX_URL, SANDCAT_INBOX_DATABASE, SANDCAT_FEDERATION_WELL_KNOWN_SERVER";
+const ENV_HELP: &str = "Environment overrides: SANDCAT_SERVER_NAME, SANDCAT_LISTEN, SANDCAT_DATA_DIR, SANDCAT_PUBLIC_BASE_URL, SANDCAT_REGISTRATION_ENABLED, SANDCAT_REGISTRATION_REQUIRES_TOKEN, SANDCAT_DEFAULT_ROOM_VERSION, SANDCAT_LOG, SANDCAT_BUS_SHARDS, SANDCAT_RATE_LIMIT_PER_SECOND, SANDCAT_RATE_LIMIT_BURST, SANDCAT_APPSERVICE_DIR, SANDCAT_JWT_SECRET, SANDCAT_MAX_UPLOAD_BYTES, SANDCAT_MEDIA_BACKEND, SANDCAT_MEDIA_S3_ENDPOINT, SANDCAT_MEDIA_S3_REGION, SANDCAT_MEDIA_S3_BUCKET, SANDCAT_MEDIA_S3_ACCESS_KEY, SANDCAT_MEDIA_S3_SECRET_KEY, SANDCAT_STORAGE_BACKEND, SANDCAT_STORAGE_URL, SANDCAT_STORAGE_MAX_CONNECTIONS, SANDCAT_BUS_BACKEND, SANDCAT_BUS_BROKERS, SANDCAT_BUS_TOPIC, SANDCAT_BUS_PARTITIONS, SANDCAT_BUS_GROUP, SANDCAT_CACHE_BACKEND, SANDCAT_CACHE_URL, SANDCAT_CACHE_PREFIX, SANDCAT_INBOX_BACKEND, SANDCAT_INBOX_URL, SANDCAT_INBOX_DATABASE, SANDCAT_FEDERATION_WELL_KNOWN_SERVER, SANDCAT_PUSH_ALLOW_PRIVATE_GATEWAYS";
 
 #[derive(Subcommand)]
 enum Command {
@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Manage registration tokens (for `registration_requires_token`).
+    RegistrationToken {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Print the latest reports users made of events, rooms and users, newest first, one
     /// JSON object a line.
     Reports {
@@ -91,6 +96,26 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it.
+    Create {
+        /// The token (1 to 64 of A-Z a-z 0-9 . _ ~ -); a random one when omitted.
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows; any number when omitted.
+        #[arg(long)]
+        uses: Option<u64>,
+        /// How long it works, in seconds; for ever when omitted.
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    /// List the tokens, one JSON object a line.
+    List,
+    /// Delete a token.
+    Delete { token: String },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +214,44 @@ async fn main() -> Result<()> {
             println!(
                 "signing key rotated: {old} -> {new}; restart every instance to sign with {new}"
             );
+        }
+        Command::RegistrationToken { command } => {
+            let tokens = sandcat::registration_tokens(&config).await?;
+            let fail = |e: sandcat_core::Error| anyhow::anyhow!("{e}");
+            match command {
+                TokenCommand::Create {
+                    token,
+                    uses,
+                    expires_in_secs,
+                } => {
+                    let new = NewToken {
+                        token,
+                        uses_allowed: uses,
+                        lifetime_ms: expires_in_secs.map(|s| s.saturating_mul(1000)),
+                    };
+                    println!("{}", tokens.create(new).await.map_err(fail)?.token);
+                }
+                TokenCommand::List => {
+                    for t in tokens.list().await.map_err(fail)? {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "token": t.token,
+                                "uses_allowed": t.uses_allowed,
+                                "completed": t.completed,
+                                "expiry_time": t.expiry_time,
+                                "valid": t.is_valid(sandcat_core::now_ms()),
+                            })
+                        );
+                    }
+                }
+                TokenCommand::Delete { token } => {
+                    if !tokens.delete(&token).await.map_err(fail)? {
+                        anyhow::bail!("no token {token}");
+                    }
+                    println!("deleted {token}");
+                }
+            }
         }
         Command::Reports { limit } => {
             for r in sandcat::latest_reports(&offline(&config), limit).await? {

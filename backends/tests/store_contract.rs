@@ -18,6 +18,7 @@ use sandcat_core::{
     ports::{
         BatchHandler, BatchOutcome, ClientStore, Direction, EventBus, RoomStore, StreamPosition,
     },
+    push::PushRules,
     sequencer::{Sequencer, SigningKey},
 };
 use serde_json::json;
@@ -79,6 +80,8 @@ macro_rules! on_both_backends {
 mod lists;
 #[path = "store_contract/many_rooms.rs"]
 mod many_rooms;
+#[path = "store_contract/push.rs"]
+mod push;
 #[path = "store_contract/remote.rs"]
 mod remote;
 #[path = "store_contract/remote_join.rs"]
@@ -148,7 +151,11 @@ fn sequencer(store: Arc<SqlStore>) -> Arc<Sequencer> {
         server_name: "localhost".try_into().unwrap(),
         key,
     });
-    Arc::new(Sequencer::new(store, signing, Notifier::default()))
+    let push = Arc::new(PushRules::new(
+        store.clone(),
+        "localhost".try_into().unwrap(),
+    ));
+    Arc::new(Sequencer::new(store, signing, Notifier::default()).with_push(push))
 }
 
 fn create_batch() -> RoomBatch {

@@ -20,8 +20,8 @@ use sandcat_appservice::Appservices;
 use sandcat_core::{
     services::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
-        keys::Keys, media::Media, openid::OpenId, reports::ContentReports, rooms::Rooms,
-        sync::Sync,
+        keys::Keys, media::Media, openid::OpenId, push::Push,
+        registration_tokens::RegistrationGate, reports::ContentReports, rooms::Rooms, sync::Sync,
     },
     ServerConfig,
 };
@@ -52,6 +52,8 @@ pub struct AppState {
     pub openid: Arc<OpenId>,
     pub key_backup: Arc<KeyBackup>,
     pub reports: Arc<ContentReports>,
+    pub push: Arc<Push>,
+    pub registration: Arc<RegistrationGate>,
 }
 
 impl AppState {
@@ -70,6 +72,8 @@ impl AppState {
         openid: Arc<OpenId>,
         key_backup: Arc<KeyBackup>,
         reports: Arc<ContentReports>,
+        push: Arc<Push>,
+        registration: Arc<RegistrationGate>,
     ) -> Self {
         AppState {
             config,
@@ -87,6 +91,8 @@ impl AppState {
             openid,
             key_backup,
             reports,
+            push,
+            registration,
         }
     }
 }

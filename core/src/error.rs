@@ -72,6 +72,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error with its causes, `outer: inner: …` (HTTP clients hide why a connection failed).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 impl Error {
     pub fn matrix(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Matrix {

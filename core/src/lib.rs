@@ -4,6 +4,7 @@
 //! This crate does no I/O of its own: storage, the event bus and media reach it through the
 //! port traits in [`ports`], implemented in `sandcat-backends` and wired together by the binary.
 
+pub mod addresses;
 pub mod changes;
 pub mod config;
 pub mod ephemeral;
@@ -16,6 +17,7 @@ pub mod json;
 pub mod notifier;
 pub mod pdu;
 pub mod ports;
+pub mod push;
 pub mod ratelimit;
 pub mod remote_auth;
 pub mod remote_pdu;

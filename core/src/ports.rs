@@ -23,6 +23,8 @@ mod profile_fields;
 pub use profile_fields::ProfileFields;
 mod login_tokens;
 pub use login_tokens::LoginTokens;
+mod registration_tokens;
+pub use registration_tokens::{RegistrationToken, RegistrationTokens};
 mod users;
 pub use users::{DeviceRecord, TokenOwner, TokenRotation, UserRecord, UserStore};
 mod room_search;
@@ -49,6 +51,8 @@ mod openid_tokens;
 pub use openid_tokens::OpenIdTokens;
 mod received_transactions;
 pub use received_transactions::{ReceivedTransactions, TRANSACTION_KEPT_MS};
+mod push;
+pub use push::{Counts, Notified, PushAction, PushFormat, PushStore, PusherRecord, UnreadCounts};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 
@@ -85,6 +89,8 @@ pub struct NewEvent {
     pub state_before: Option<StoredState>,
     /// Set on an event of another server: the current state it brings.
     pub remote: Option<RemoteAppend>,
+    /// What push rules asked of local users for it: kept in the same transaction.
+    pub push: Vec<PushAction>,
 }
 
 /// One batch of an [`RoomStore::append_group`].
@@ -294,8 +300,8 @@ pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + S
         limit: usize,
     ) -> Result<Vec<StoredEvent>>;
     async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()>;
-    /// Messages from others after the user's latest read receipt (public or private).
-    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64>;
+    /// The user's notifications in the room that no read receipt (public or private) covers.
+    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<UnreadCounts>;
     /// What a sync shows of rooms it sends whole (an initial sync, a room joined since), for
     /// many rooms in a few queries rather than several per room.
     async fn room_overviews(
@@ -328,8 +334,8 @@ pub struct RoomOverview {
     pub state: Vec<StoredEvent>,
     /// The latest events up to the position asked for, newest first.
     pub latest: Vec<StoredEvent>,
-    /// Messages of others after the user's read receipt.
-    pub unread: u64,
+    /// The user's notifications no read receipt covers.
+    pub unread: UnreadCounts,
 }
 
 /// A read receipt as stored.

@@ -70,18 +70,6 @@ pub struct FederationClient {
     servers: ServerResolver,
 }
 
-/// An error with its causes, `outer: inner: …` (reqwest hides why a connection failed).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 fn unreachable_server(destination: &ServerName, why: impl std::fmt::Display) -> Error {
     Error::matrix(
         ErrorCode::Unknown,
@@ -214,11 +202,10 @@ impl FederationClient {
         request: reqwest::Request,
         limit: usize,
     ) -> Result<http::Response<Vec<u8>>> {
-        let mut response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| unreachable_server(destination, with_causes(&e)))?;
+        let mut response =
+            self.http.execute(request).await.map_err(|e| {
+                unreachable_server(destination, sandcat_core::error::with_causes(&e))
+            })?;
         let mut answer = http::Response::builder().status(response.status());
         if let Some(headers) = answer.headers_mut() {
             *headers = std::mem::take(response.headers_mut());

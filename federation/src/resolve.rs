@@ -50,31 +50,8 @@ impl Endpoint {
 }
 
 /// Whether an address is one that outbound federation stays away from by default.
-pub(crate) fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // Shared address space (carrier-grade NAT), 100.64.0.0/10.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
-}
+pub(crate) use sandcat_core::addresses::is_private;
 
-/// The DNS side, shared with the HTTP client: host names to addresses, through the SRV target
-/// a host name was found to stand for.
 pub(crate) struct Dns {
     resolver: TokioResolver,
     /// Host name → the SRV target its connections go to.

@@ -20,6 +20,8 @@ pub(crate) struct Server {
     /// Verification codes the Sandcat API "mailed".
     pub outbox: std::sync::Arc<sandcat_api::Outbox>,
     pub dir: tempfile::TempDir,
+    /// The configuration it runs with (for tests that act as its admin).
+    pub config: sandcat::Config,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -129,6 +131,7 @@ impl Server {
             base,
             outbox,
             dir,
+            config,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -71,6 +71,7 @@ impl SqlStore {
             for chunk in positioned.chunks(EVENTS_PER_INSERT) {
                 insert_events(tx, chunk).await?;
             }
+            insert_push_actions(tx, &positioned).await?;
             for b in batches {
                 match b.events {
                     [one] if one.remote.is_some() => merge_heads(tx, one).await?,
@@ -152,6 +153,45 @@ async fn insert_events(
             .bind(pdu.room_id().as_str());
     }
     q.execute(&mut *tx).await.map_err(db)?;
+    Ok(())
+}
+
+/// Push actions per `INSERT`: 8 parameters each.
+const PUSH_ACTIONS_PER_INSERT: usize = 1000;
+
+/// What push rules asked of local users for the appended events, in the same transaction.
+async fn insert_push_actions(
+    tx: &mut AnyConnection,
+    positioned: &[(&NewEvent, i64, GroupOf<'_>)],
+) -> Result<()> {
+    let ts = sandcat_core::now_ms() as i64;
+    let rows: Vec<(&NewEvent, i64, &sandcat_core::ports::PushAction)> = positioned
+        .iter()
+        .flat_map(|(ev, pos, _)| ev.push.iter().map(move |a| (*ev, *pos, a)))
+        .collect();
+    for chunk in rows.chunks(PUSH_ACTIONS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 8 + 1, 8)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO push_actions (user_id, room_id, pos, event_id, thread_id, highlight, actions, ts) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (ev, pos, action) in chunk {
+            q = q
+                .bind(action.user_id.as_str())
+                .bind(ev.pdu.room_id().as_str())
+                .bind(*pos)
+                .bind(ev.pdu.event_id.as_str())
+                .bind(action.thread.as_ref().map_or("", |t| t.as_str()))
+                .bind(i64::from(action.highlight))
+                .bind(serde_json::to_string(&action.actions)?)
+                .bind(ts);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+    }
     Ok(())
 }
 

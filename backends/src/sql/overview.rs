@@ -33,7 +33,7 @@ impl SqlStore {
                     o.latest.push(ev);
                 }
             }
-            for (room, n) in self.unread_of(chunk, user_id).await? {
+            for (room, n) in self.unread_in(user_id, Some(chunk), until).await? {
                 if let Some(o) = out.get_mut(&room) {
                     o.unread = n;
                 }
@@ -83,37 +83,6 @@ impl SqlStore {
         // `UNION ALL` keeps no order across terms: newest first within each room.
         events.sort_by_key(|e| std::cmp::Reverse(e.pos));
         Ok(events)
-    }
-
-    /// How many messages of others each room has after `user_id`'s read receipt.
-    async fn unread_of(
-        &self,
-        rooms: &[OwnedRoomId],
-        user_id: &UserId,
-    ) -> Result<Vec<(OwnedRoomId, u64)>> {
-        let list = params(2, rooms.len());
-        let sql = format!(
-            "SELECT e.room_id AS room_id, COUNT(*) AS n FROM events e \
-             LEFT JOIN (SELECT r.room_id AS rid, MAX(x.pos) AS p FROM receipts r JOIN events x ON x.event_id = r.event_id \
-                        WHERE r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({list}) \
-                        GROUP BY r.room_id) rr ON rr.rid = e.room_id \
-             WHERE e.room_id IN ({list}) AND e.sender != $1 \
-               AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND e.redacted_by IS NULL \
-               AND e.pos > COALESCE(rr.p, 0) \
-             GROUP BY e.room_id"
-        );
-        let mut q = sqlx::query(&sql).bind(user_id.as_str());
-        for r in rooms {
-            q = q.bind(r.as_str());
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let room: String = r.try_get("room_id").map_err(db)?;
-                let n: i64 = r.try_get("n").map_err(db)?;
-                Ok((parse_id(room)?, n as u64))
-            })
-            .collect()
     }
 
     pub(super) async fn receipts_of_rooms(

@@ -448,19 +448,16 @@ impl RoomStore for SqlStore {
         self.overviews(rooms, user_id, until, latest).await
     }
 
-    async fn count_unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender != $2 \
-             AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
-             AND pos > COALESCE((SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
-                                 WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
-        )
-        .bind(room_id.as_str())
-        .bind(user_id.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(n as u64)
+    async fn count_unread(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<sandcat_core::ports::UnreadCounts> {
+        Ok(self
+            .unread_in(user_id, Some(&[room_id.to_owned()]), i64::MAX)
+            .await?
+            .remove(room_id)
+            .unwrap_or_default())
     }
 
     async fn set_alias(&self, alias: &str, room_id: &RoomId, creator: &UserId) -> Result<()> {

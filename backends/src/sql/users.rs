@@ -222,7 +222,7 @@ impl UserStore for SqlStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
-        for table in ["refresh_tokens", "devices", "profile_fields"] {
+        for table in ["refresh_tokens", "devices", "profile_fields", "pushers"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(user_id.as_str())
                 .execute(&mut *tx)
@@ -359,7 +359,8 @@ impl UserStore for SqlStore {
             .await
             .map_err(db)?;
             tokens.extend(rows);
-            for table in ["refresh_tokens", "devices"] {
+            // A device's pushers go with it, as its tokens do.
+            for table in ["refresh_tokens", "devices", "pushers"] {
                 sqlx::query(&format!(
                     "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
                 ))

@@ -4,8 +4,9 @@ use axum::{extract::State, response::IntoResponse};
 use ruma::{
     api::client::{
         account::{
-            change_password, deactivate, get_username_availability, register, request_openid_token,
-            whoami, ThirdPartyIdRemovalStatus,
+            change_password, check_registration_token_validity, deactivate,
+            get_username_availability, register, request_openid_token, whoami,
+            ThirdPartyIdRemovalStatus,
         },
         admin::get_user_info,
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use sandcat_core::{
     ports::DeviceRecord,
-    services::{accounts::NewDevice, Session},
+    services::{accounts::NewDevice, registration_tokens::TakenToken, Session},
     Error, ErrorCode,
 };
 use serde_json::json;
@@ -36,6 +37,7 @@ use crate::{
 pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
     r.ruma::<register::v3::Request, _, _>(register)
         .ruma::<get_username_availability::v3::Request, _, _>(available)
+        .ruma::<check_registration_token_validity::v1::Request, _, _>(token_validity)
         .ruma::<get_login_types::v3::Request, _, _>(login_types)
         .ruma::<login::v3::Request, _, _>(login)
         .ruma::<refresh_token::v3::Request, _, _>(refresh)
@@ -150,15 +152,34 @@ async fn register(
         s.accounts.create_user(&localpart, None).await?
     } else {
         s.appservices.check_user_claim(&wanted, None)?;
-        if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
-            return Err(UiaaError::Challenge(r));
+        let taken = if s.registration.required() {
+            Some(take_registration_token(&s, &body.auth).await?)
+        } else {
+            if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
+                return Err(UiaaError::Challenge(r));
+            }
+            None
+        };
+        let password = body.password.as_deref().filter(|p| !p.is_empty());
+        let made = match password {
+            Some(p) => s.accounts.create_user(&localpart, Some(p)).await,
+            None => Err(Error::matrix(
+                ErrorCode::MissingParam,
+                "password is required",
+            )),
+        };
+        match (made, taken) {
+            (Ok(user), Some(t)) => {
+                t.keep();
+                user
+            }
+            (Ok(user), None) => user,
+            (Err(e), Some(t)) => {
+                t.give_back().await?;
+                return Err(e.into());
+            }
+            (Err(e), None) => return Err(e.into()),
         }
-        let password = body
-            .password
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::matrix(ErrorCode::MissingParam, "password is required"))?;
-        s.accounts.create_user(&localpart, Some(password)).await?
     };
     let mut resp = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
@@ -174,6 +195,35 @@ async fn register(
         resp.expires_in = login.expires_in_ms.map(Duration::from_millis);
     }
     Ok(RumaResponse(resp).into_response())
+}
+
+/// The `m.login.registration_token` stage: the token, counted against its uses, or the 401
+/// that asks for one (again, with the reason, when the one given does not work).
+async fn take_registration_token<'a>(
+    s: &'a AppState,
+    auth: &Option<AuthData>,
+) -> Result<TakenToken<'a>, UiaaError> {
+    const STAGE: &str = "m.login.registration_token";
+    let Some(AuthData::RegistrationToken(given)) = auth else {
+        return Err(UiaaError::Challenge(s.uiaa.challenge(STAGE, None)));
+    };
+    s.registration.take(&given.token).await.map_err(|e| {
+        UiaaError::Challenge(
+            s.uiaa
+                .challenge(STAGE, Some(("M_FORBIDDEN", &e.to_string()))),
+        )
+    })
+}
+
+/// GET /_matrix/client/v1/register/m.login.registration_token/validity
+async fn token_validity(
+    State(s): State<AppState>,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> ApiResult<check_registration_token_validity::v1::Response> {
+    let valid = s.registration.is_valid(&req.body.token).await?;
+    Ok(RumaResponse(
+        check_registration_token_validity::v1::Response::new(valid),
+    ))
 }
 
 /// GET /_matrix/client/v3/register/available

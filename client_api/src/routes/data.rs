@@ -9,9 +9,9 @@ use ruma::{
         },
         presence::{get_presence, set_presence},
         push::{
-            delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-            get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
-            set_pushrule_actions, set_pushrule_enabled,
+            delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+            get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
+            set_pushrule_enabled,
         },
         read_marker::set_read_marker,
         receipt::create_receipt,
@@ -52,8 +52,6 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<set_pushrule_enabled::v3::Request, _, _>(set_push_rule_enabled)
         .ruma::<get_pushrule_actions::v3::Request, _, _>(push_rule_actions)
         .ruma::<set_pushrule_actions::v3::Request, _, _>(set_push_rule_actions)
-        .ruma::<get_pushers::v3::Request, _, _>(pushers)
-        .ruma::<set_pusher::v3::Request, _, _>(set_pusher)
         .ruma::<search_users::v3::Request, _, _>(search)
 }
 
@@ -403,18 +401,6 @@ async fn set_push_rule_actions(
         .map_err(|_| no_rule())?;
     s.data.set_push_rules(user, &rules).await?;
     Ok(RumaResponse(set_pushrule_actions::v3::Response::new()))
-}
-
-/// GET /_matrix/client/v3/pushers
-async fn pushers(_: Ruma<get_pushers::v3::Request>) -> ApiResult<get_pushers::v3::Response> {
-    Ok(RumaResponse(get_pushers::v3::Response::new(vec![])))
-}
-
-/// POST /_matrix/client/v3/pushers/set
-async fn set_pusher(
-    _: Ruma<set_pusher::v3::Request>,
-) -> Result<axum::response::Response, ApiError> {
-    Err(Error::matrix(ErrorCode::Unknown, "push gateways are not supported yet").into())
 }
 
 /// POST /_matrix/client/v3/user_directory/search

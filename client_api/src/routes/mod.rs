@@ -7,6 +7,7 @@ mod data;
 mod keys;
 mod media;
 mod membership;
+mod push;
 mod reports;
 pub(crate) mod rooms;
 mod search;
@@ -25,6 +26,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = keys::routes(r);
     let r = backup::routes(r);
     let r = reports::routes(r);
+    let r = push::routes(r);
     let r = search::routes(r);
     let r = appservice::routes(r);
     let r = media::routes(r);

@@ -153,6 +153,7 @@ impl Sequencer {
                 resets: Vec::new(),
                 whole_state: true,
             }),
+            push: Vec::new(),
         };
         self.append_alone(&room_id, new_event).await
     }

@@ -32,6 +32,7 @@ use crate::{
         AppendBatch, BatchHandler, BatchOutcome, NewEvent, NoRemoteFetch, RemoteFetch, RoomStore,
         MAX_PREV_EVENTS,
     },
+    push::{PushRules, RulesOf},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -123,6 +124,8 @@ pub struct Sequencer {
     /// Where events of other servers that the log lacks are fetched from.
     fetch: Arc<dyn RemoteFetch>,
     heads: std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<Head>>>>>,
+    /// Evaluates local users' push rules for every event; none: no notifications are kept.
+    push: Option<Arc<PushRules>>,
 }
 
 impl Sequencer {
@@ -133,7 +136,30 @@ impl Sequencer {
             notifier,
             fetch: Arc::new(NoRemoteFetch),
             heads: Default::default(),
+            push: None,
         }
+    }
+
+    /// Evaluates local users' push rules for every event it appends, keeping what they ask.
+    pub fn with_push(mut self, push: Arc<PushRules>) -> Self {
+        self.push = Some(push);
+        self
+    }
+
+    /// Sets what push rules ask of local users for `ev`, on the room's state at it.
+    async fn evaluate_push(
+        &self,
+        version: &RoomVersionId,
+        state: &HashMap<StateKey, Pdu>,
+        ev: &mut NewEvent,
+        known: &mut RulesOf,
+    ) -> Result<()> {
+        if let Some(push) = &self.push {
+            ev.push = push
+                .evaluate(version, state, &ev.pdu, &ev.json, known)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Fetches the events other servers' events name and the log lacks from `fetch`.
@@ -256,6 +282,7 @@ impl Sequencer {
 
         let mut new_events = Vec::with_capacity(batch.events.len());
         let mut replies: Vec<Option<StoredEvent>> = Vec::with_capacity(batch.events.len());
+        let mut rules = RulesOf::new();
         let result: Result<()> = async {
             for intent in &batch.events {
                 if let Some((device, txn)) = &intent.txn {
@@ -273,8 +300,10 @@ impl Sequencer {
                         continue;
                     }
                 }
-                let ev = self
+                let mut ev = self
                     .build_and_check(&batch.room_id, &mut head, intent)
+                    .await?;
+                self.evaluate_push(&head.version, &head.state, &mut ev, &mut rules)
                     .await?;
                 new_events.push(ev);
                 replies.push(None);
@@ -510,6 +539,7 @@ impl Sequencer {
             redaction,
             state_before,
             remote: None,
+            push: Vec::new(),
         })
     }
 }

@@ -15,6 +15,7 @@ use super::Sequencer;
 use crate::{
     intent::{OutsideMembership, RoomBatch},
     ports::{NewEvent, RemoteAppend, StateChange, StoredState},
+    push::{RoomState, RulesOf},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -63,8 +64,26 @@ impl Sequencer {
                 resets: Vec::new(),
                 whole_state: false,
             }),
+            push: Vec::new(),
             pdu: event,
         };
+        // The invite is the room's only state here: what the invitee's rules ask of it.
+        let mut new_event = new_event;
+        let state: RoomState = [(
+            (
+                new_event.pdu.kind.to_string(),
+                new_event.pdu.state_key.clone().unwrap_or_default(),
+            ),
+            new_event.pdu.clone(),
+        )]
+        .into();
+        self.evaluate_push(
+            &outside.room_version,
+            &state,
+            &mut new_event,
+            &mut RulesOf::new(),
+        )
+        .await?;
         self.append_alone(room_id, new_event).await
     }
 

@@ -15,6 +15,7 @@ use crate::{
     error::ErrorCode,
     intent::{ReceivedPdu, RoomBatch},
     ports::{HeldEvent, HeldStatus, NewEvent, RemoteAppend, StateChange, OUTLIERS_BELOW},
+    push::RulesOf,
     remote_auth::{admit, auth_event_ids, check_against_auth_events, Admission, StateMap},
     state_resolution::{events_to_load, resolve, state_ids, AuthGraph, StateIds},
     Error, Pdu, Result, StoredEvent,
@@ -261,11 +262,18 @@ impl Sequencer {
             }
         };
         let Admitted {
-            event: new_event,
+            event: mut new_event,
             moved,
         } = self
             .remote_new_event(head, pdu, received, (before, first_prev), graph)
             .await?;
+        self.evaluate_push(
+            &head.version,
+            &head.state,
+            &mut new_event,
+            &mut RulesOf::new(),
+        )
+        .await?;
         let positions = match self
             .store
             .append(std::slice::from_ref(&new_event), None)
@@ -494,6 +502,7 @@ impl Sequencer {
                     resets,
                     whole_state: false,
                 }),
+                push: Vec::new(),
             },
             moved,
         })

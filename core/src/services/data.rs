@@ -401,17 +401,11 @@ impl ClientData {
     }
 
     pub async fn push_rules(&self, user_id: &UserId) -> Result<Ruleset> {
-        match self
+        let data = self
             .store
             .account_data(user_id, None, "m.push_rules")
-            .await?
-        {
-            Some(v) => Ok(
-                serde_json::from_value(v.get("global").cloned().unwrap_or(Value::Null))
-                    .unwrap_or_else(|_| Ruleset::server_default(user_id)),
-            ),
-            None => Ok(Ruleset::server_default(user_id)),
-        }
+            .await?;
+        Ok(crate::push::rules_from_account_data(user_id, data.as_ref()))
     }
 
     pub async fn set_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> Result<()> {

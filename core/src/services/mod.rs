@@ -8,6 +8,8 @@ pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod openid;
+pub mod push;
+pub mod registration_tokens;
 pub mod reports;
 pub mod rooms;
 pub mod server_keys;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use sandcat_core::{
     services::sync::{
         JoinedRoomSync, LeftRoomSync, RoomSummary, StateSection, StrippedRoom, SyncOutput,
@@ -133,6 +133,8 @@ struct Joined<'a> {
     ephemeral: Events<&'a [Value]>,
     account_data: Events<&'a [Value]>,
     unread_notifications: Unread,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    unread_thread_notifications: BTreeMap<&'a OwnedEventId, Unread>,
     summary: Summary<'a>,
 }
 
@@ -199,6 +201,19 @@ impl RoomSection for JoinedRoomSync {
                 notification_count: self.notification_count,
                 highlight_count: self.highlight_count,
             },
+            unread_thread_notifications: self
+                .thread_counts
+                .iter()
+                .map(|(root, c)| {
+                    (
+                        root,
+                        Unread {
+                            notification_count: c.notifications,
+                            highlight_count: c.highlights,
+                        },
+                    )
+                })
+                .collect(),
             summary: self.summary.as_ref().into(),
         }
         .serialize(s)

@@ -61,6 +61,7 @@ fn sync_filter(def: &FilterDefinition) -> SyncFilter {
             .map(|r| r.iter().map(|r| r.to_string()).collect()),
         not_rooms: room.not_rooms.iter().map(|r| r.to_string()).collect(),
         include_leave: room.include_leave,
+        unread_thread_notifications: room.timeline.unread_thread_notifications,
     }
 }
 

@@ -61,6 +61,8 @@ pub struct SyncFilter {
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
     pub include_leave: bool,
+    /// Count threads' notifications apart from the main timeline's.
+    pub unread_thread_notifications: bool,
 }
 
 impl Default for SyncFilter {
@@ -76,6 +78,7 @@ impl Default for SyncFilter {
             rooms: None,
             not_rooms: vec![],
             include_leave: false,
+            unread_thread_notifications: false,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     ephemeral::Ephemeral,
     notifier::Notifier,
     ports::{
-        ClientStore, Direction, FederationEdus, KeyStore, Receipt, RoomOverview, RoomStore,
+        ClientStore, Counts, Direction, FederationEdus, KeyStore, Receipt, RoomOverview, RoomStore,
         SlidingConnections, StreamPosition,
     },
     services::{data::presence_content, rooms::make_token, Session},
@@ -42,6 +42,8 @@ pub struct JoinedRoomSync {
     pub account_data: Vec<Value>,
     pub notification_count: u64,
     pub highlight_count: u64,
+    /// Each thread's counts, apart from the room's, when the filter asks for them.
+    pub thread_counts: std::collections::BTreeMap<ruma::OwnedEventId, Counts>,
     /// Present when membership may have changed.
     pub summary: Option<RoomSummary>,
 }
@@ -631,9 +633,14 @@ impl Sync {
         if !changed {
             return Ok(None);
         }
-        let notification_count = match unread {
+        let unread = match unread {
             Some(n) => n,
             None => self.rooms.count_unread(room_id, user).await?,
+        };
+        let (counts, thread_counts) = if filter.unread_thread_notifications {
+            (unread.main, unread.threads)
+        } else {
+            (unread.total(), Default::default())
         };
         let members_changed = fresh
             || timeline
@@ -676,8 +683,9 @@ impl Sync {
             state,
             ephemeral,
             account_data,
-            notification_count,
-            highlight_count: 0,
+            notification_count: counts.notifications,
+            highlight_count: counts.highlights,
+            thread_counts,
             summary,
         }))
     }

@@ -147,8 +147,8 @@ pub(super) fn joined_room(
         num_live: Some(num_live),
         bump_stamp: c.bump_stamp,
         heroes,
-        notification_count: Some(overview.unread),
-        highlight_count: Some(0),
+        notification_count: Some(overview.unread.total().notifications),
+        highlight_count: Some(overview.unread.total().highlights),
     }
 }
 
