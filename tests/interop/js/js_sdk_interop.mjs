@@ -1,7 +1,9 @@
 // Interop test: matrix-js-sdk, the SDK Element Web is built on, drives a running sandcat.
 // Registers two users, creates a room, invites, joins through the sync loop, exchanges
 // messages both ways with the client's live timeline, checks the read receipt and typing
-// notification Element would show, then searches, lists threads and walks a space. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
+// notification Element would show, then searches, lists threads and walks a space, and
+// checks the unread and highlight counts of its room list, the notification panel's list
+// and a pusher. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
@@ -49,6 +51,15 @@ function waitFor(client, event, pred, what, ms = 15000) {
     };
     client.on(event, handler);
   });
+}
+
+async function until(cond, what, ms = 15000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) check(false, what);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(true, what);
 }
 
 function started(client) {
@@ -111,6 +122,27 @@ const { room_id: spaceId } = await alice.createRoom({
 const hierarchy = await alice.getRoomHierarchy(spaceId, 10, 1);
 check(hierarchy.rooms[0]?.room_id === spaceId && hierarchy.rooms[0]?.room_type === "m.space", "the hierarchy starts at the space");
 check(hierarchy.rooms.some((r) => r.room_id === roomId && r.name === "js room"), "the hierarchy holds the space's room");
+
+// Push: a mention of alice raises her room's highlight count as Element's room list shows
+// it, the notification panel lists it, and her read receipt clears the counts.
+const mentionAtAlice = waitFor(alice, sdk.RoomEvent.Timeline, (e, r) => r?.roomId === roomId && e.getContent().body === "alice, look" && e, "the mention reaches alice");
+const mentioned = await bob.sendMessage(roomId, {
+  msgtype: "m.text",
+  body: "alice, look",
+  "m.mentions": { user_ids: [alice.getUserId()] },
+});
+await until(() => room.getUnreadNotificationCount(sdk.NotificationCountType.Highlight) === 1, "the mention highlights alice's room");
+check(room.getUnreadNotificationCount(sdk.NotificationCountType.Total) >= 1, "alice's room counts unread notifications");
+const notifs = await alice.http.authedRequest(sdk.Method.Get, "/notifications", { only: "highlight" });
+check(notifs.notifications[0]?.event?.event_id === mentioned.event_id && notifs.notifications[0].read === false, "the notification panel lists the mention, unread");
+await alice.sendReadReceipt(await mentionAtAlice);
+await until(() => room.getUnreadNotificationCount(sdk.NotificationCountType.Total) === 0, "alice's read receipt clears her counts");
+await alice.setPusher({
+  kind: "http", app_id: "org.example.js", pushkey: "js-key", app_display_name: "js", device_display_name: "js",
+  lang: "en", data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+});
+const { pushers } = await alice.getPushers();
+check(pushers.length === 1 && pushers[0].pushkey === "js-key" && pushers[0].data.format === "event_id_only", "a pusher is set and listed");
 
 alice.stopClient();
 bob.stopClient();
