@@ -52,7 +52,9 @@ pub use openid_tokens::OpenIdTokens;
 mod received_transactions;
 pub use received_transactions::{ReceivedTransactions, TRANSACTION_KEPT_MS};
 mod push;
-pub use push::{Counts, Notified, PushAction, PushFormat, PushStore, PusherRecord, UnreadCounts};
+pub use push::{
+    Counts, Notified, PushAction, PushFormat, PushStore, PusherRecord, StoredRules, UnreadCounts,
+};
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 

@@ -4,14 +4,17 @@
 //! outcome with the event, so unread counts, `/notifications` and the pushers read one answer,
 //! made once, that no crash can separate from its event.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use ruma::{
     events::room::{
         member::MembershipState,
         power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
     },
-    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     serde::Raw,
     OwnedEventId, OwnedServerName, OwnedUserId, RoomVersionId, UInt, UserId,
 };
@@ -109,18 +112,55 @@ fn display_name(state: &RoomState, user: &UserId) -> String {
 }
 
 /// Push rule evaluation for a room's sequencer: the rules of the users an event may notify,
-/// read from the store (one query for all of them), then each evaluated.
+/// read from the store (one query for all of them), each parsed once per change and kept,
+/// then evaluated on the event flattened once.
 pub struct PushRules {
     store: Arc<dyn PushStore>,
     server: OwnedServerName,
+    parsed: Mutex<HashMap<OwnedUserId, Parsed>>,
 }
 
+/// A user's rules as parsed, with the position of the account data they were parsed from
+/// (`None`: the server's defaults).
+type Parsed = (Option<i64>, Arc<Ruleset>);
+
 /// The rules of the users met so far in one batch.
-pub type RulesOf = HashMap<OwnedUserId, Ruleset>;
+pub type RulesOf = HashMap<OwnedUserId, Arc<Ruleset>>;
+
+/// The most users whose parsed rules are kept; past it the cache starts afresh.
+const MAX_PARSED: usize = 10_000;
 
 impl PushRules {
     pub fn new(store: Arc<dyn PushStore>, server: OwnedServerName) -> Self {
-        PushRules { store, server }
+        PushRules {
+            store,
+            server,
+            parsed: Mutex::default(),
+        }
+    }
+
+    /// Reads the rules of `users` into `known`, parsing only those changed since last read.
+    async fn load(&self, users: &[OwnedUserId], known: &mut RulesOf) -> Result<()> {
+        let mut stored = self.store.push_rules_of(users).await?;
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if parsed.len() > MAX_PARSED {
+            parsed.clear();
+        }
+        for user in users {
+            let found = stored.remove(user);
+            let pos = found.as_ref().map(|r| r.pos);
+            let rules = match parsed.get(user) {
+                Some((at, rules)) if *at == pos => rules.clone(),
+                _ => {
+                    let data = found.and_then(|r| serde_json::from_str::<Value>(&r.json).ok());
+                    let rules = Arc::new(rules_from_account_data(user, data.as_ref()));
+                    parsed.insert(user.clone(), (pos, rules.clone()));
+                    rules
+                }
+            };
+            known.insert(user.clone(), rules);
+        }
+        Ok(())
     }
 
     /// What `event` (signed JSON `json`) asks of each local user it may notify, on the room
@@ -143,14 +183,11 @@ impl PushRules {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            let mut stored = self.store.push_rules_of(&missing).await?;
-            for user in missing {
-                let rules = rules_from_account_data(&user, stored.remove(&user).as_ref());
-                known.insert(user, rules);
-            }
+            self.load(&missing, known).await?;
         }
         let raw: Raw<Value> =
             Raw::from_json(serde_json::value::RawValue::from_string(json.to_owned())?);
+        let flat = FlattenedJson::from_raw(&raw);
         let joined = state
             .iter()
             .filter(|((kind, _), p)| {
@@ -172,7 +209,15 @@ impl PushRules {
                 display_name(state, &user),
             );
             ctx.power_levels = power.clone();
-            let actions = rules.get_actions(&raw, &ctx).await;
+            // The first rule that applies decides (what `Ruleset::get_actions` does, on the
+            // event flattened once for every user).
+            let mut actions: &[Action] = &[];
+            for rule in rules.as_ref() {
+                if rule.applies(&flat, &ctx).await {
+                    actions = rule.actions();
+                    break;
+                }
+            }
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }

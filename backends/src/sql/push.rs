@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 
 use ruma::{push::Action, OwnedDeviceId};
-use sandcat_core::ports::{Counts, Notified, PushFormat, PushStore, PusherRecord, UnreadCounts};
+use sandcat_core::ports::{
+    Counts, Notified, PushFormat, PushStore, PusherRecord, StoredRules, UnreadCounts,
+};
 
 use super::*;
 
@@ -185,11 +187,14 @@ impl PusherRow {
 
 #[async_trait]
 impl PushStore for SqlStore {
-    async fn push_rules_of(&self, users: &[OwnedUserId]) -> Result<HashMap<OwnedUserId, Value>> {
+    async fn push_rules_of(
+        &self,
+        users: &[OwnedUserId],
+    ) -> Result<HashMap<OwnedUserId, StoredRules>> {
         let mut out = HashMap::new();
         for chunk in users.chunks(PER_QUERY) {
             let sql = format!(
-                "SELECT user_id, content FROM account_data \
+                "SELECT user_id, content, pos FROM account_data \
                  WHERE room_id = '' AND type = 'm.push_rules' AND user_id IN ({})",
                 params(1, chunk.len())
             );
@@ -199,10 +204,11 @@ impl PushStore for SqlStore {
             }
             for row in q.fetch_all(&self.pool).await.map_err(db)? {
                 let user: OwnedUserId = parse_id(row.try_get("user_id").map_err(db)?)?;
-                let content: String = row.try_get("content").map_err(db)?;
-                if let Ok(v) = serde_json::from_str(&content) {
-                    out.insert(user, v);
-                }
+                let rules = StoredRules {
+                    pos: row.try_get("pos").map_err(db)?,
+                    json: row.try_get("content").map_err(db)?,
+                };
+                out.insert(user, rules);
             }
         }
         Ok(out)

@@ -96,10 +96,21 @@ pub struct PusherRecord {
     pub created_ts: u64,
 }
 
+/// A user's `m.push_rules` account data as stored: the position of its last change and its
+/// JSON, parsed only when the position is new to the reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRules {
+    pub pos: i64,
+    pub json: String,
+}
+
 #[async_trait]
 pub trait PushStore: Send + Sync {
     /// The `m.push_rules` account data of those of `users` that have any.
-    async fn push_rules_of(&self, users: &[OwnedUserId]) -> Result<HashMap<OwnedUserId, Value>>;
+    async fn push_rules_of(
+        &self,
+        users: &[OwnedUserId],
+    ) -> Result<HashMap<OwnedUserId, StoredRules>>;
 
     /// The unread counts of `user` in each of `rooms` as of the stream position `until`
     /// (rooms without any are left out).

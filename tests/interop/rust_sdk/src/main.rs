@@ -29,7 +29,9 @@ use matrix_sdk::{
     Client, RoomState,
 };
 use matrix_sdk_ui::{
-    room_list_service::RoomListLoadingState, sync_service::SyncService, timeline::RoomExt,
+    room_list_service::RoomListLoadingState,
+    sync_service::SyncService,
+    timeline::{EncryptedMessage, RoomExt},
 };
 use serde_json::json;
 
@@ -125,6 +127,37 @@ async fn bodies(user: &User, room_id: &RoomId) -> Vec<String> {
             let event = item.as_event()?;
             Some(event.content().as_message()?.body().to_owned())
         })
+        .collect()
+}
+
+/// The message bodies of a room's timeline once what could not be decrypted was tried again,
+/// as Element X's timeline does when room keys arrive (here: from the key backup).
+async fn decrypted_bodies(user: &User, room_id: &RoomId) -> Vec<String> {
+    let Some(room) = user.client.get_room(room_id) else {
+        return Vec::new();
+    };
+    let Ok(timeline) = room.timeline().await else {
+        return Vec::new();
+    };
+    let sessions: Vec<String> = timeline
+        .items()
+        .await
+        .iter()
+        .filter_map(
+            |item| match item.as_event()?.content().as_unable_to_decrypt()? {
+                EncryptedMessage::MegolmV1AesSha2 { session_id, .. } => Some(session_id.clone()),
+                _ => None,
+            },
+        )
+        .collect();
+    if !sessions.is_empty() {
+        timeline.retry_decryption(sessions).await;
+    }
+    timeline
+        .items()
+        .await
+        .iter()
+        .filter_map(|item| Some(item.as_event()?.content().as_message()?.body().to_owned()))
         .collect()
 }
 
@@ -320,7 +353,7 @@ async fn main() -> Result<()> {
                 .backups()
                 .download_room_keys_for_room(&dm_id)
                 .await;
-            bodies(&again, &dm_id)
+            decrypted_bodies(&again, &dm_id)
                 .await
                 .iter()
                 .any(|b| b == "secret from bob")
