@@ -200,6 +200,30 @@ pub async fn latest_reports(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Makes a user a server administrator (who may suspend and lock accounts), or no longer one
+/// (`sandcat user admin`). `user` is a localpart or a user id of this server. Returns the id.
+pub async fn set_admin(config: &Config, user: &str, admin: bool) -> Result<ruma::OwnedUserId> {
+    use sandcat_core::ports::{AccountFlag, AccountStanding};
+    let server_name = server_name(config)?;
+    let user_id = if user.starts_with('@') {
+        ruma::UserId::parse(user).with_context(|| format!("{user} is not a user id"))?
+    } else {
+        ruma::UserId::parse_with_server_name(user.to_lowercase(), &server_name)
+            .with_context(|| format!("{user} is not a user name"))?
+    };
+    anyhow::ensure!(
+        user_id.server_name() == server_name,
+        "{user_id} is not a user of this server"
+    );
+    let store = open_store(config).await?;
+    let found = store
+        .set_account_flag(&user_id, AccountFlag::Admin, admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(found, "there is no account {user_id}");
+    Ok(user_id)
+}
+
 /// The registration tokens of the server's store (`sandcat registration-token`).
 pub async fn registration_tokens(config: &Config) -> Result<RegistrationGate> {
     let store = Arc::new(open_store(config).await?);

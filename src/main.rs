@@ -148,6 +148,14 @@ enum UserCommand {
         #[arg(long, env = "SANDCAT_PASSWORD")]
         password: String,
     },
+    /// Make a user a server administrator (who may suspend and lock accounts).
+    Admin {
+        /// The localpart or user id.
+        username: String,
+        /// Make the user no longer an administrator.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[tokio::main]
@@ -184,6 +192,15 @@ async fn main() -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("created {user_id}");
+        }
+        Command::User {
+            command: UserCommand::Admin { username, revoke },
+        } => {
+            let user_id = sandcat::set_admin(&offline(&config), &username, !revoke).await?;
+            match revoke {
+                false => println!("{user_id} is a server administrator"),
+                true => println!("{user_id} is no longer a server administrator"),
+            }
         }
         Command::Appservice {
             command: AppserviceCommand::Register { file },

@@ -110,11 +110,9 @@ impl Appservices {
             }
             None => String::new(),
         };
-        Ok(Session {
-            user_id,
-            device_id,
-            appservice: Some(asv.id().to_owned()),
-        })
+        let mut session = Session::new(user_id, device_id);
+        session.appservice = Some(asv.id().to_owned());
+        Ok(session)
     }
 
     /// Refuses a user id another party reserved (`M_EXCLUSIVE`). `by` is the caller's service.

@@ -17,7 +17,7 @@ use ruma::api::{
     path_builder::PathBuilder,
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
 };
-use sandcat_core::{input, services::Session, Error, ErrorCode};
+use sandcat_core::{input, ports::Standing, services::Session, Error, ErrorCode};
 
 use crate::{ratelimit::Key, AppState};
 
@@ -182,6 +182,12 @@ where
         };
         if let Some(s) = &session {
             tracing::Span::current().record("user_id", tracing::field::display(&s.user_id));
+            if s.standing == Standing::Locked && !allowed_while_locked::<T>() {
+                return Err(ApiError(Error::matrix(
+                    ErrorCode::UserLocked,
+                    "this account is locked",
+                )));
+            }
             if s.appservice.is_none() {
                 let ip = parts
                     .extensions
@@ -269,6 +275,13 @@ fn is_upload<T: 'static>() -> bool {
         || t == TypeId::of::<create_content_async::v3::Request>()
 }
 
+/// What a locked account may still do: log out.
+fn allowed_while_locked<T: 'static>() -> bool {
+    use ruma::api::client::session::{logout, logout_all};
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<logout::v3::Request>() || t == TypeId::of::<logout_all::v3::Request>()
+}
+
 /// Event-writing endpoints, limited like Synapse's `rc_message` although the spec's metadata
 /// does not mark them.
 fn writes_events<T: 'static>() -> bool {
@@ -343,6 +356,8 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         BadState => (StatusCode::BAD_REQUEST, ErrorKind::BadState),
         UnsupportedRoomVersion => (StatusCode::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
         UserDeactivated => (StatusCode::FORBIDDEN, ErrorKind::UserDeactivated),
+        UserSuspended => (StatusCode::FORBIDDEN, ErrorKind::UserSuspended),
+        UserLocked => (StatusCode::UNAUTHORIZED, ErrorKind::UserLocked),
         BadAlias => (StatusCode::BAD_REQUEST, ErrorKind::BadAlias),
         Unauthorized => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
         UrlNotSet => (StatusCode::BAD_REQUEST, ErrorKind::UrlNotSet),

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     BadState,
     UnsupportedRoomVersion,
     UserDeactivated,
+    /// An administrator suspended the account: it may read but not add (403).
+    UserSuspended,
+    /// An administrator locked the account: nothing but logging out (401, `soft_logout`).
+    UserLocked,
     BadAlias,
     Unauthorized,
     /// An application service call: no url, no answer in time, not reachable, error status.

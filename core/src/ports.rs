@@ -27,6 +27,8 @@ mod registration_tokens;
 pub use registration_tokens::{RegistrationToken, RegistrationTokens};
 mod users;
 pub use users::{DeviceRecord, TokenOwner, TokenRotation, UserRecord, UserStore};
+mod account_standing;
+pub use account_standing::{AccountFlag, AccountFlags, AccountStanding, Standing};
 mod room_search;
 pub use room_search::{
     RoomSearch, SearchHits, SearchOrder, SearchQuery, SearchedRoom, SEARCHED_TYPES,

@@ -247,14 +247,14 @@ async fn reusable_room(s: &NativeState, a: &str, b: &str) -> ApiResult<Option<ru
     };
     s.rooms
         .set_membership(
-            &s.session(stayed)?,
+            &s.session(stayed).await?,
             &room,
             &left_id,
             MembershipState::Invite,
             None,
         )
         .await?;
-    s.rooms.join(&s.session(left)?, &room, None).await?;
+    s.rooms.join(&s.session(left).await?, &room, None).await?;
     Ok(Some(room))
 }
 
@@ -283,7 +283,7 @@ pub(crate) async fn agree(
             let room = s
                 .rooms
                 .create_room(
-                    &s.session(&requester)?,
+                    &s.session(&requester).await?,
                     CreateRoom {
                         preset: Some(sandcat_core::services::rooms::RoomPreset::TrustedPrivateChat),
                         invite: vec![s.matrix_id(&acceptor)?],
@@ -294,7 +294,9 @@ pub(crate) async fn agree(
                     },
                 )
                 .await?;
-            s.rooms.join(&s.session(&acceptor)?, &room, None).await?;
+            s.rooms
+                .join(&s.session(&acceptor).await?, &room, None)
+                .await?;
             room
         }
     };
@@ -350,7 +352,7 @@ pub(crate) async fn delete(
     let room = ruma::RoomId::parse(&mine.room_id)
         .map_err(|_| ApiError::not_found("the friendship has no room"))?;
     s.rooms
-        .leave(&s.session(&req.user_id)?, &room, None)
+        .leave(&s.session(&req.user_id).await?, &room, None)
         .await?;
     let t = now();
     for (u, f) in [

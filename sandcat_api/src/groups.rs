@@ -173,7 +173,7 @@ async fn member_id(s: &NativeState, id: &str) -> ApiResult<ruma::OwnedUserId> {
 /// of another server (a full Matrix id) is invited through their server, and joins from
 /// there when they accept.
 async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -> ApiResult<()> {
-    let session = s.session(by)?;
+    let session = s.session(by).await?;
     for id in ids {
         let uid = member_id(s, id).await?;
         let local = uid.server_name() == s.config.server_name;
@@ -187,7 +187,7 @@ async fn add_members(s: &NativeState, by: &str, room: &RoomId, ids: &[String]) -
             }
         }
         if local {
-            s.rooms.join(&s.session(id)?, room, None).await?;
+            s.rooms.join(&s.session(id).await?, room, None).await?;
         }
     }
     Ok(())
@@ -224,7 +224,7 @@ pub(crate) async fn create(
     let room = s
         .rooms
         .create_room(
-            &s.session(&user_id)?,
+            &s.session(&user_id).await?,
             CreateRoom {
                 preset: Some(sandcat_core::services::rooms::RoomPreset::PrivateChat),
                 name: Some(req.group_name.clone()).filter(|n| !n.is_empty()),
@@ -251,7 +251,7 @@ pub(crate) async fn update(
     auth.check(&user_id)?;
     let room = room_id(&req.id)?;
     let (before, _) = info(&s, &user_id, &room).await?;
-    let session = s.session(&user_id)?;
+    let session = s.session(&user_id).await?;
     let mut changes: Vec<(&str, Value)> = Vec::new();
     if req.name != before.name {
         changes.push(("m.room.name", json!({ "name": req.name })));
@@ -344,7 +344,7 @@ pub(crate) async fn remove(
 ) -> ApiResult<()> {
     auth.check(&req.user_id)?;
     let room = room_id(&req.group_id)?;
-    let session = s.session(&req.user_id)?;
+    let session = s.session(&req.user_id).await?;
     for m in &req.mem_id {
         s.rooms
             .set_membership(
@@ -369,7 +369,7 @@ pub(crate) async fn leave_or_dismiss(
     let room = room_id(&req.group_id)?;
     let (info, state) = info(&s, &req.user_id, &room).await?;
     let others = others(&s, &info, &state, &req.user_id).await?;
-    let session = s.session(&req.user_id)?;
+    let session = s.session(&req.user_id).await?;
     if req.is_dismiss && info.owner == req.user_id {
         for m in &others {
             s.rooms

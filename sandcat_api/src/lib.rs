@@ -20,7 +20,7 @@ use ruma::OwnedUserId;
 use sandcat_core::{
     inbox::InboxWatch,
     notifier::Notifier,
-    ports::{Inbox, NativeStore, RoomStore, StreamPosition, UserStore},
+    ports::{Inbox, NativeStore, RoomStore, Standing, StreamPosition, UserStore},
     ratelimit::{Key, Limiter},
     services::{accounts::Accounts, data::ClientData, media::Media, rooms::Rooms, Session},
     Error as CoreError, ErrorCode, ServerConfig,
@@ -179,8 +179,10 @@ impl NativeState {
     pub async fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> ApiResult<Auth> {
         let claims = self.jwt.verify(token, jwt::TokenUse::Access)?;
         let uid = self.matrix_id(&claims.sub)?;
-        self.accounts.device_session(&uid, &claims.sid).await?;
-        let session = Session::new(uid, claims.sid.clone());
+        let session = self.accounts.device_session(&uid, &claims.sid).await?;
+        if session.standing == Standing::Locked {
+            return Err(ApiError::unauthorized("this account is locked"));
+        }
         // A device list that lags is no reason to refuse the request.
         if let Err(e) = self.accounts.touch(&session, ip).await {
             tracing::warn!(error = %e, "recording the device's last use");
@@ -191,9 +193,12 @@ impl NativeState {
         })
     }
 
-    /// The session Sandcat actions of `user` run as in the Matrix services.
-    fn session(&self, user: &str) -> Result<Session, ApiError> {
-        Ok(Session::new(self.matrix_id(user)?, "SANDCAT".into()))
+    /// The session Sandcat actions of `user` run as in the Matrix services, with the
+    /// account's standing (a suspended user's messages are refused as over Matrix).
+    async fn session(&self, user: &str) -> Result<Session, ApiError> {
+        let user_id = self.matrix_id(user)?;
+        let standing = self.accounts.standing(&user_id).await?;
+        Ok(Session::new(user_id, "SANDCAT".into()).with_standing(standing))
     }
 }
 
@@ -239,10 +244,11 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::Matrix { code, message } => match code {
                 ErrorCode::NotFound => ApiError::not_found(message),
-                ErrorCode::Forbidden => ApiError::forbidden(message),
+                ErrorCode::Forbidden | ErrorCode::UserSuspended => ApiError::forbidden(message),
                 ErrorCode::UnknownToken
                 | ErrorCode::ExpiredToken
                 | ErrorCode::MissingToken
+                | ErrorCode::UserLocked
                 | ErrorCode::Unauthorized => ApiError::unauthorized(message),
                 ErrorCode::LimitExceeded => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "BadRequest", message)

@@ -364,10 +364,12 @@ pub(crate) async fn update(
     let uid = s.matrix_id(&req.id)?;
     let name = Some(req.name.trim()).filter(|n| !n.is_empty());
     let avatar = avatar_to_mxc(&s, &req.avatar);
+    let session = s.session(&req.id).await?;
+    session.ensure_may_add()?;
     s.accounts
         .set_profile(&uid, name.map(Some), avatar.as_deref().map(Some))
         .await?;
-    s.rooms.propagate_profile(&s.session(&req.id)?).await?;
+    s.rooms.propagate_profile(&session).await?;
     let mut p = s
         .store
         .native_profile(&req.id)

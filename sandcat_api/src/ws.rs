@@ -469,7 +469,7 @@ impl Connection {
             .s
             .rooms
             .send(
-                &self.s.session(&self.me)?,
+                &self.s.session(&self.me).await?,
                 room,
                 "m.room.message",
                 content,
@@ -503,7 +503,7 @@ impl Connection {
         self.s
             .data
             .receipt(
-                &self.s.session(&self.me)?,
+                &self.s.session(&self.me).await?,
                 ev.pdu.room_id(),
                 "m.read",
                 &ev.pdu.event_id,

@@ -6,6 +6,7 @@
 //! Every persistent write takes its positions from one stream; how, and when readers see
 //! them, is in `stream.rs`.
 
+mod account_standing;
 mod append;
 mod client;
 mod expiring_tokens;

@@ -1,7 +1,7 @@
 //! Users, devices, access and refresh tokens, profiles.
 
 use super::rows::UserRow;
-use sandcat_core::ports::{TokenOwner, TokenRotation};
+use sandcat_core::ports::{AccountFlags, TokenOwner, TokenRotation};
 
 use super::*;
 
@@ -235,7 +235,8 @@ impl UserStore for SqlStore {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenOwner>> {
         let row = sqlx::query(
-            "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token = $1",
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.suspended, u.locked \
+             FROM access_tokens t LEFT JOIN users u ON u.user_id = t.user_id WHERE t.token = $1",
         )
         .bind(token)
         .fetch_optional(&self.pool)
@@ -247,6 +248,12 @@ impl UserStore for SqlStore {
                 user_id: parse_id(r.try_get("user_id").map_err(db)?)?,
                 device_id: r.try_get("device_id").map_err(db)?,
                 expires_ms: expires.map(from_db_int),
+                standing: AccountFlags {
+                    admin: false,
+                    suspended: r.try_get::<Option<i64>, _>("suspended").map_err(db)? == Some(1),
+                    locked: r.try_get::<Option<i64>, _>("locked").map_err(db)? == Some(1),
+                }
+                .standing(),
             })
         })
         .transpose()

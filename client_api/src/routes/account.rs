@@ -618,6 +618,7 @@ async fn set_displayname(
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }
+    session.ensure_may_add()?;
     s.accounts
         .set_profile(
             &session.user_id,
@@ -638,6 +639,7 @@ async fn set_avatar_url(
     if req.body.user_id != session.user_id {
         return Err(Error::forbidden("you may only change your own profile").into());
     }
+    session.ensure_may_add()?;
     let url = req.body.avatar_url.as_ref().map(|u| u.to_string());
     s.accounts
         .set_profile(&session.user_id, None, Some(url.as_deref()))

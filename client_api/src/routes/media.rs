@@ -50,7 +50,9 @@ async fn upload(
     State(s): State<AppState>,
     req: Ruma<create_content::v3::Request>,
 ) -> ApiResult<create_content::v3::Response> {
-    let uploader = req.session()?.user_id.to_string();
+    let session = req.session()?;
+    session.ensure_may_add()?;
+    let uploader = session.user_id.to_string();
     let b = req.body;
     let id = s
         .media
@@ -66,7 +68,9 @@ async fn create(
     State(s): State<AppState>,
     req: Ruma<create_mxc_uri::v1::Request>,
 ) -> ApiResult<create_mxc_uri::v1::Response> {
-    let id = s.media.create(req.session()?.user_id.as_str()).await?;
+    let session = req.session()?;
+    session.ensure_may_add()?;
+    let id = s.media.create(session.user_id.as_str()).await?;
     Ok(RumaResponse(create_mxc_uri::v1::Response::new(mxc(
         &s, &id,
     ))))
@@ -77,7 +81,9 @@ async fn upload_to(
     State(s): State<AppState>,
     req: Ruma<create_content_async::v3::Request>,
 ) -> Result<axum::response::Response, crate::ApiError> {
-    let uploader = req.session()?.user_id.to_string();
+    let session = req.session()?;
+    session.ensure_may_add()?;
+    let uploader = session.user_id.to_string();
     let b = req.body;
     s.media
         .upload_to(

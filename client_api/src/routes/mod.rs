@@ -1,6 +1,7 @@
 //! Route tables, one module per area of the API.
 
 mod account;
+mod admin;
 pub(crate) mod appservice;
 mod backup;
 mod data;
@@ -26,6 +27,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = keys::routes(r);
     let r = backup::routes(r);
     let r = reports::routes(r);
+    let r = admin::routes(r);
     let r = push::routes(r);
     let r = search::routes(r);
     let r = appservice::routes(r);

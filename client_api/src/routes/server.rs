@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, Json};
 use ruma::api::client::{
-    discovery::{discover_support, get_capabilities, get_supported_versions},
+    discovery::{
+        discover_policy_server, discover_support, get_capabilities, get_supported_versions,
+    },
     voip::get_turn_server_info,
 };
 use sandcat_core::{services::voip::turn_credentials, Error, ServerConfig};
@@ -21,6 +23,7 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<get_capabilities::v3::Request, _, _>(capabilities)
         .route("/.well-known/matrix/client", axum::routing::get(well_known))
         .ruma::<discover_support::Request, _, _>(support)
+        .ruma::<discover_policy_server::Request, _, _>(policy_server)
         .ruma::<get_turn_server_info::v3::Request, _, _>(turn_server)
 }
 
@@ -30,6 +33,14 @@ async fn support(State(s): State<AppState>) -> Result<axum::response::Response, 
         Some(doc) => Ok(Json(doc.clone()).into_response()),
         None => Err(Error::not_found("no support contacts are configured").into()),
     }
+}
+
+/// GET /.well-known/matrix/policy_server: this server is no policy server (spec 1.18), so
+/// it has no keys to publish.
+async fn policy_server(
+    _: Ruma<discover_policy_server::Request>,
+) -> ApiResult<discover_policy_server::Response> {
+    Err(Error::not_found("this server is not a policy server").into())
 }
 
 /// GET /_matrix/client/v3/voip/turnServer: a credential for the configured TURN servers, or
@@ -77,8 +88,10 @@ async fn well_known(State(s): State<AppState>) -> impl IntoResponse {
 /// GET /_matrix/client/v3/capabilities
 async fn capabilities(
     State(s): State<AppState>,
-    _: Ruma<get_capabilities::v3::Request>,
+    req: Ruma<get_capabilities::v3::Request>,
 ) -> Result<axum::response::Response, crate::ApiError> {
+    // Administrators may suspend and lock accounts (`/admin/suspend`, `/admin/lock`).
+    let admin = s.accounts.is_admin(&req.session()?.user_id).await?;
     let available: serde_json::Map<String, serde_json::Value> =
         ServerConfig::supported_room_versions()
             .iter()
@@ -95,6 +108,7 @@ async fn capabilities(
             // Extended profile fields (spec 1.16): any field but those with their own
             // endpoints, which the two capabilities above govern.
             "m.profile_fields": { "enabled": true, "disallowed": ["displayname", "avatar_url"] },
+            "m.account_moderation": { "suspend": admin, "lock": admin },
         }
     }))
     .into_response())

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
 
-use super::{LoginTokens, ProfileFields};
+use super::{AccountStanding, LoginTokens, ProfileFields, Standing};
 use crate::Result;
 
 /// A user account.
@@ -30,6 +30,8 @@ pub struct TokenOwner {
     pub user_id: OwnedUserId,
     pub device_id: String,
     pub expires_ms: Option<u64>,
+    /// The standing of the token's account.
+    pub standing: Standing,
 }
 
 /// The tokens a refresh hands out.
@@ -45,7 +47,7 @@ pub struct TokenRotation {
 
 /// Users, devices, access tokens and profiles.
 #[async_trait]
-pub trait UserStore: ProfileFields + LoginTokens + Send + Sync {
+pub trait UserStore: ProfileFields + LoginTokens + AccountStanding + Send + Sync {
     /// Creates a user; `Err(M_USER_IN_USE)` if the id is taken.
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>>;

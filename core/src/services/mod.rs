@@ -24,6 +24,8 @@ pub struct Session {
     pub device_id: String,
     /// The application service acting for the user, if the token was an `as_token`.
     pub appservice: Option<String>,
+    /// What the account may do, as of the request's authentication.
+    pub standing: crate::ports::Standing,
 }
 
 impl Session {
@@ -32,6 +34,29 @@ impl Session {
             user_id,
             device_id,
             appservice: None,
+            standing: crate::ports::Standing::Active,
+        }
+    }
+
+    /// The session with the account's standing.
+    pub fn with_standing(mut self, standing: crate::ports::Standing) -> Self {
+        self.standing = standing;
+        self
+    }
+
+    /// Refuses what a suspended (`M_USER_SUSPENDED`) or locked (`M_USER_LOCKED`) account may
+    /// not do: add to rooms, their membership or the user's profile.
+    pub fn ensure_may_add(&self) -> crate::Result<()> {
+        match self.standing {
+            crate::ports::Standing::Active => Ok(()),
+            crate::ports::Standing::Suspended => Err(crate::Error::matrix(
+                crate::ErrorCode::UserSuspended,
+                "this account is suspended: it may read, leave and redact, not add",
+            )),
+            crate::ports::Standing::Locked => Err(crate::Error::matrix(
+                crate::ErrorCode::UserLocked,
+                "this account is locked",
+            )),
         }
     }
 }

@@ -6,6 +6,7 @@ mod last_seen;
 mod profile_fields;
 pub use profile_fields::{MAX_FIELD_NAME, MAX_PROFILE_BYTES};
 mod sessions;
+mod standing;
 pub use sessions::LOGIN_TOKEN_TTL_MS;
 
 use std::{

@@ -78,6 +78,7 @@ fn check_field(session: &Session, user_id: &UserId, field: &str) -> Result<()> {
     if session.user_id != user_id {
         return Err(Error::forbidden("you may only change your own profile"));
     }
+    session.ensure_may_add()?;
     if field.is_empty() || field.len() > MAX_FIELD_NAME {
         return Err(Error::matrix(
             ErrorCode::TooLarge,

@@ -10,12 +10,17 @@
 //! every request checks its token against the store with one primary-key lookup, so a
 //! revocation committed on one instance is refused by every other on its next request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ruma::{OwnedUserId, UserId};
 
 use super::{Accounts, LoginResult, NewDevice};
-use crate::{error::ErrorCode, ports::TokenRotation, services::Session, token, Error, Result};
+use crate::{
+    error::ErrorCode,
+    ports::{Standing, TokenRotation},
+    services::Session,
+    token, Error, Result,
+};
 
 /// Sessions known valid, when this process is the store's only user.
 #[derive(Default)]
@@ -23,7 +28,8 @@ pub(super) struct SessionCache {
     enabled: bool,
     /// Each token's session and expiry.
     tokens: std::sync::RwLock<HashMap<String, (Session, Option<u64>)>>,
-    devices: std::sync::RwLock<HashSet<(OwnedUserId, String)>>,
+    /// Each device known to exist, with its account's standing.
+    devices: std::sync::RwLock<HashMap<(OwnedUserId, String), Standing>>,
 }
 
 impl SessionCache {
@@ -54,26 +60,29 @@ impl SessionCache {
         }
     }
 
-    fn device(&self, user_id: &UserId, device_id: &str) -> bool {
-        self.enabled
-            && self
-                .devices
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&(user_id.to_owned(), device_id.to_owned()))
+    fn device(&self, user_id: &UserId, device_id: &str) -> Option<Standing> {
+        if !self.enabled {
+            return None;
+        }
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(user_id.to_owned(), device_id.to_owned()))
+            .copied()
     }
 
-    fn keep_device(&self, user_id: &UserId, device_id: &str) {
+    fn keep_device(&self, user_id: &UserId, device_id: &str, standing: Standing) {
         if self.enabled {
             self.devices
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert((user_id.to_owned(), device_id.to_owned()));
+                .insert((user_id.to_owned(), device_id.to_owned()), standing);
         }
     }
 
-    /// After any revocation: revocations are rare, and clearing everything cannot miss one.
-    fn forget_all(&self) {
+    /// After any revocation or change of standing: they are rare, and clearing everything
+    /// cannot miss one.
+    pub(super) fn forget_all(&self) {
         self.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,6 +123,7 @@ impl Accounts {
         user_id: &UserId,
         device: NewDevice<'_>,
     ) -> Result<LoginResult> {
+        self.ensure_not_locked(user_id).await?;
         let device_id = device.device_id.unwrap_or_else(token::device_id);
         let access_token = token::access_token();
         let lifetime = self
@@ -182,6 +192,7 @@ impl Accounts {
         user_id: &UserId,
         display_name: &str,
     ) -> Result<DeviceSession> {
+        self.ensure_not_locked(user_id).await?;
         let device_id = token::device_id();
         self.users
             .add_device(user_id, &device_id, Some(display_name))
@@ -215,21 +226,27 @@ impl Accounts {
         if owner.expires_ms.is_some_and(|e| e <= now) {
             return Err(expired_token());
         }
-        let session = Session::new(owner.user_id, owner.device_id);
+        let session = Session::new(owner.user_id, owner.device_id).with_standing(owner.standing);
         self.cache
             .keep_token(access_token, &session, owner.expires_ms);
         Ok(session)
     }
 
-    /// The session of a device named by a token this server signed, while the device exists.
+    /// The session of a device named by a token this server signed, while the device exists,
+    /// with its account's standing.
     pub async fn device_session(&self, user_id: &UserId, device_id: &str) -> Result<Session> {
-        if !self.cache.device(user_id, device_id) {
-            if !self.users.has_device(user_id, device_id).await? {
-                return Err(unknown_token());
+        let standing = match self.cache.device(user_id, device_id) {
+            Some(standing) => standing,
+            None => {
+                if !self.users.has_device(user_id, device_id).await? {
+                    return Err(unknown_token());
+                }
+                let standing = self.standing(user_id).await?;
+                self.cache.keep_device(user_id, device_id, standing);
+                standing
             }
-            self.cache.keep_device(user_id, device_id);
-        }
-        Ok(Session::new(user_id.to_owned(), device_id.to_owned()))
+        };
+        Ok(Session::new(user_id.to_owned(), device_id.to_owned()).with_standing(standing))
     }
 
     /// The device of a valid refresh token.

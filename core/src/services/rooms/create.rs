@@ -27,6 +27,7 @@ fn unique_create_ts(ts: u64) -> u64 {
 impl Rooms {
     /// `POST /createRoom`.
     pub async fn create_room(&self, session: &Session, req: CreateRoom) -> Result<OwnedRoomId> {
+        session.ensure_may_add()?;
         let creator = &session.user_id;
         let version = req
             .room_version

@@ -28,6 +28,7 @@ fn page_of(rooms: Vec<Value>, query: &PublicRoomsQuery) -> PublicRoomsPage {
 
 impl Rooms {
     pub async fn set_alias(&self, session: &Session, alias: &str, room_id: &RoomId) -> Result<()> {
+        session.ensure_may_add()?;
         let parsed = ruma::RoomAliasId::parse(alias)
             .map_err(|_| Error::invalid_param("invalid room alias"))?;
         if parsed.server_name() != self.config.server_name {

@@ -26,6 +26,7 @@ impl Rooms {
         via: &[OwnedServerName],
         reason: Option<&str>,
     ) -> Result<()> {
+        session.ensure_may_add()?;
         let mut c = self
             .own_content(&session.user_id, MembershipState::Join, reason)
             .await?;
@@ -101,6 +102,7 @@ impl Rooms {
         via: &[OwnedServerName],
         reason: Option<&str>,
     ) -> Result<()> {
+        session.ensure_may_add()?;
         let c = self
             .own_content(&session.user_id, MembershipState::Knock, reason)
             .await?;
@@ -125,6 +127,7 @@ impl Rooms {
     ) -> Result<()> {
         self.ensure_room(room_id).await?;
         let mut c = if membership == MembershipState::Invite {
+            session.ensure_may_add()?;
             if target.server_name() == self.config.server_name
                 && self.users.user(target).await?.is_none()
             {

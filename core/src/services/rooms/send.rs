@@ -16,6 +16,7 @@ impl Rooms {
         txn_id: Option<&str>,
         ts: Option<u64>,
     ) -> Result<OwnedEventId> {
+        session.ensure_may_add()?;
         if !content.is_object() {
             return Err(Error::bad_json("content must be a JSON object"));
         }
@@ -43,6 +44,7 @@ impl Rooms {
         content: Value,
         ts: Option<u64>,
     ) -> Result<OwnedEventId> {
+        session.ensure_may_add()?;
         if !content.is_object() {
             return Err(Error::bad_json("content must be a JSON object"));
         }

@@ -39,6 +39,7 @@ impl Rooms {
         room_id: &RoomId,
         upgrade: Upgrade,
     ) -> Result<OwnedRoomId> {
+        session.ensure_may_add()?;
         let user = &session.user_id;
         if !ServerConfig::supported_room_versions().contains(&upgrade.new_version) {
             return Err(Error::matrix(
