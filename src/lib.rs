@@ -371,13 +371,16 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             .await?,
         ),
     };
+    // With a store no other instance writes, parsed push rules are kept until they change.
+    let push_rules = Arc::new(PushRules::new(
+        store.clone(),
+        signing.server_name.clone(),
+        !shared,
+    ));
     let sequencer = Arc::new(
         Sequencer::new(store.clone(), signing.clone(), notifier.clone())
             .with_fetch(remote_events.clone())
-            .with_push(Arc::new(PushRules::new(
-                store.clone(),
-                signing.server_name.clone(),
-            ))),
+            .with_push(push_rules.clone()),
     );
     let bus: Arc<dyn EventBus> = match config.bus.backend {
         BusBackend::Embedded => Arc::new(InProcessBus::new(sequencer, config.bus_shards)),
@@ -447,7 +450,8 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             notifier.clone(),
         )
         .with_edu_sink(pushers.clone())
-        .with_federation_edus(Arc::new(edu_sender.clone())),
+        .with_federation_edus(Arc::new(edu_sender.clone()))
+        .with_push_rules(push_rules),
     );
     let keys = Arc::new(
         Keys::new(

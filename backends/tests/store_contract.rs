@@ -151,9 +151,11 @@ fn sequencer(store: Arc<SqlStore>) -> Arc<Sequencer> {
         server_name: "localhost".try_into().unwrap(),
         key,
     });
+    // Rules change straight in the store here: asked of it for every batch.
     let push = Arc::new(PushRules::new(
         store.clone(),
         "localhost".try_into().unwrap(),
+        false,
     ));
     Arc::new(Sequencer::new(store, signing, Notifier::default()).with_push(push))
 }

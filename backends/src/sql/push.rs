@@ -31,6 +31,24 @@ const READ_UP_TO: &str = "COALESCE((SELECT MAX(p) FROM ( \
        WHERE m.room_id = a.room_id AND m.type = 'm.room.member' AND m.state_key = a.user_id \
      ) floors), 0)";
 
+/// The user's floors in each room they have a membership in (`c`, its current membership
+/// event): the membership event's position (`joined`), and the latest events their
+/// unthreaded and `main` receipts cover. Continued by a condition on `c` and `)`.
+const UNREAD_FLOORS: &str = "raw_floors AS (SELECT c.room_id AS room_id, c.pos AS joined, \
+       COALESCE((SELECT MAX(x.pos) FROM receipts r JOIN events x ON x.event_id = r.event_id \
+         WHERE r.room_id = c.room_id AND r.user_id = c.state_key \
+           AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''), 0) AS unthreaded, \
+       COALESCE((SELECT MAX(x.pos) FROM receipts r JOIN events x ON x.event_id = r.event_id \
+         WHERE r.room_id = c.room_id AND r.user_id = c.state_key \
+           AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = 'main'), 0) AS main \
+     FROM current_state c WHERE c.type = 'm.room.member' AND c.state_key = $1";
+
+/// The latest event the user's receipts in the thread of the notification `a` cover.
+const THREAD_RECEIPT: &str = "COALESCE((SELECT MAX(x.pos) FROM receipts r \
+       JOIN events x ON x.event_id = r.event_id \
+       WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
+         AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = a.thread_id), 0)";
+
 /// Columns of a notification: the event's, then the action's.
 const NOTIFIED_COLUMNS: &str = "e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, \
      e.txn_user, e.txn_device, e.txn_id, a.highlight AS push_highlight, a.actions AS push_actions, \
@@ -38,6 +56,10 @@ const NOTIFIED_COLUMNS: &str = "e.pos, e.event_id, e.room_id, e.json, e.unsigned
 
 impl SqlStore {
     /// The user's unread counts in `rooms` (all rooms when `None`) as of `until`.
+    ///
+    /// The floors are read once per room (see [`UNREAD_FLOORS`]); then the main timeline's
+    /// unread notifications are one range of `push_actions_room` per room, and those in
+    /// threads are checked against their thread's receipt.
     pub(super) async fn unread_in(
         &self,
         user: &UserId,
@@ -51,15 +73,30 @@ impl SqlStore {
         };
         for chunk in chunks {
             let in_rooms = match rooms {
-                Some(_) => format!(" AND a.room_id IN ({})", params(3, chunk.len())),
+                Some(_) => format!(" AND c.room_id IN ({})", params(3, chunk.len())),
                 None => String::new(),
             };
             let sql = format!(
-                "SELECT a.room_id AS room_id, a.thread_id AS thread_id, COUNT(*) AS n, \
-                 COUNT(CASE WHEN a.highlight = 1 THEN 1 END) AS h \
-                 FROM push_actions a JOIN events e ON e.pos = a.pos \
-                 WHERE a.user_id = $1 AND a.pos <= $2{in_rooms} AND e.redacted_by IS NULL \
-                   AND a.pos > {READ_UP_TO} \
+                "WITH {UNREAD_FLOORS}{in_rooms}), \
+                 floors AS (SELECT room_id, main, \
+                   CASE WHEN joined > unthreaded THEN joined ELSE unthreaded END AS room_floor \
+                   FROM raw_floors) \
+                 SELECT a.room_id AS room_id, a.thread_id AS thread_id, COUNT(*) AS n, \
+                   COUNT(CASE WHEN a.highlight = 1 THEN 1 END) AS h \
+                 FROM floors f JOIN push_actions a ON a.user_id = $1 AND a.room_id = f.room_id \
+                   AND a.thread_id = '' \
+                   AND a.pos > CASE WHEN f.main > f.room_floor THEN f.main ELSE f.room_floor END \
+                   AND a.pos <= $2 \
+                 JOIN events e ON e.pos = a.pos \
+                 WHERE e.redacted_by IS NULL \
+                 GROUP BY a.room_id, a.thread_id \
+                 UNION ALL \
+                 SELECT a.room_id AS room_id, a.thread_id AS thread_id, COUNT(*) AS n, \
+                   COUNT(CASE WHEN a.highlight = 1 THEN 1 END) AS h \
+                 FROM floors f JOIN push_actions a ON a.user_id = $1 AND a.room_id = f.room_id \
+                   AND a.thread_id > '' AND a.pos > f.room_floor AND a.pos <= $2 \
+                 JOIN events e ON e.pos = a.pos \
+                 WHERE e.redacted_by IS NULL AND a.pos > {THREAD_RECEIPT} \
                  GROUP BY a.room_id, a.thread_id"
             );
             let mut q = sqlx::query(&sql).bind(user.as_str()).bind(until);

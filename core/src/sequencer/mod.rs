@@ -32,7 +32,7 @@ use crate::{
         AppendBatch, BatchHandler, BatchOutcome, NewEvent, NoRemoteFetch, RemoteFetch, RoomStore,
         MAX_PREV_EVENTS,
     },
-    push::{PushRules, RulesOf},
+    push::{PushRoom, PushRules, RulesOf},
     Error, Pdu, Result, StoredEvent,
 };
 
@@ -66,6 +66,38 @@ struct Head {
     /// The greatest depth in the room.
     depth: u64,
     state: HashMap<StateKey, Pdu>,
+    /// What push rules read of the state, derived on first use after the state changed.
+    push_room: Option<Arc<PushRoom>>,
+}
+
+impl Head {
+    /// Puts `pdu` in the state (a state event) under `key`.
+    fn set_state(&mut self, key: StateKey, pdu: Pdu) {
+        self.state.insert(key, pdu);
+        self.push_room = None;
+    }
+
+    /// Takes `key` out of the state.
+    fn remove_state(&mut self, key: &StateKey) {
+        self.state.remove(key);
+        self.push_room = None;
+    }
+
+    /// What push rules read of the current state.
+    fn push_room(&mut self, server: &ruma::ServerName) -> Arc<PushRoom> {
+        let (version, state) = (&self.version, &self.state);
+        self.push_room
+            .get_or_insert_with(|| Arc::new(PushRoom::new(version, state, server)))
+            .clone()
+    }
+}
+
+/// The state an event's push rules are evaluated on.
+enum PushOn<'a> {
+    /// The room's head, whose derived [`PushRoom`] is kept.
+    Head(&'a mut Head),
+    /// A state the sequencer holds no head of (an invite from outside the room).
+    State(&'a RoomVersionId, &'a HashMap<StateKey, Pdu>),
 }
 
 /// A batch built on its room's head, holding the head until it is appended or abandoned.
@@ -146,19 +178,27 @@ impl Sequencer {
         self
     }
 
-    /// Sets what push rules ask of local users for `ev`, on the room's state at it.
+    /// Sets what push rules ask of local users for `ev`, on the room's state at it: the
+    /// head's, or `state` of a room the head does not hold.
     async fn evaluate_push(
         &self,
-        version: &RoomVersionId,
-        state: &HashMap<StateKey, Pdu>,
+        on: PushOn<'_>,
         ev: &mut NewEvent,
         known: &mut RulesOf,
     ) -> Result<()> {
-        if let Some(push) = &self.push {
-            ev.push = push
-                .evaluate(version, state, &ev.pdu, &ev.json, known)
-                .await?;
-        }
+        let Some(push) = &self.push else {
+            return Ok(());
+        };
+        let (room, state) = match on {
+            PushOn::Head(head) => (head.push_room(&self.signing.server_name), &head.state),
+            PushOn::State(version, state) => (
+                Arc::new(PushRoom::new(version, state, &self.signing.server_name)),
+                state,
+            ),
+        };
+        ev.push = push
+            .evaluate(&room, state, &ev.pdu, &ev.json, known)
+            .await?;
         Ok(())
     }
 
@@ -189,6 +229,7 @@ impl Sequencer {
             extremities: snap.extremities,
             depth: snap.depth,
             state,
+            push_room: None,
         }))
     }
 
@@ -267,6 +308,7 @@ impl Sequencer {
                 extremities: Vec::new(),
                 depth: 0,
                 state: HashMap::new(),
+                push_room: None,
             },
             (None, None) => {
                 drop(guard);
@@ -303,7 +345,7 @@ impl Sequencer {
                 let mut ev = self
                     .build_and_check(&batch.room_id, &mut head, intent)
                     .await?;
-                self.evaluate_push(&head.version, &head.state, &mut ev, &mut rules)
+                self.evaluate_push(PushOn::Head(&mut head), &mut ev, &mut rules)
                     .await?;
                 new_events.push(ev);
                 replies.push(None);
@@ -520,7 +562,7 @@ impl Sequencer {
                     "replaces_state": prev.event_id,
                 }));
             }
-            head.state.insert(k, pdu.clone());
+            head.set_state(k, pdu.clone());
         }
         head.extremities.retain(|e| !pdu.prev_events.contains(e));
         head.extremities.insert(0, pdu.event_id.clone());

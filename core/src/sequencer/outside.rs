@@ -11,7 +11,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::Sequencer;
+use super::{PushOn, Sequencer};
 use crate::{
     intent::{OutsideMembership, RoomBatch},
     ports::{NewEvent, RemoteAppend, StateChange, StoredState},
@@ -78,8 +78,7 @@ impl Sequencer {
         )]
         .into();
         self.evaluate_push(
-            &outside.room_version,
-            &state,
+            PushOn::State(&outside.room_version, &state),
             &mut new_event,
             &mut RulesOf::new(),
         )

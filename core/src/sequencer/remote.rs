@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use ruma::{room_version_rules::RoomVersionRules, EventId, OwnedEventId, RoomId};
 
-use super::{Head, Sequencer};
+use super::{Head, PushOn, Sequencer};
 use crate::{
     error::ErrorCode,
     intent::{ReceivedPdu, RoomBatch},
@@ -268,8 +268,7 @@ impl Sequencer {
             .remote_new_event(head, pdu, received, (before, first_prev), graph)
             .await?;
         self.evaluate_push(
-            &head.version,
-            &head.state,
+            PushOn::State(&head.version, &head.state),
             &mut new_event,
             &mut RulesOf::new(),
         )
@@ -534,9 +533,9 @@ impl HeadMove {
         head.depth = head.depth.max(u64::from(pdu.depth));
         for (key, to) in self.state.into_iter().flatten() {
             match to {
-                Some(p) => head.state.insert(key, p),
-                None => head.state.remove(&key),
-            };
+                Some(p) => head.set_state(key, p),
+                None => head.remove_state(&key),
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct ClientData {
     notifier: Notifier,
     edus: Option<Arc<dyn EduSink>>,
     federation: Option<Arc<dyn FederationEdus>>,
+    /// Told of every change of a user's push rules.
+    push_rules: Option<Arc<crate::push::PushRules>>,
 }
 
 /// How long a typing notification of another server's user lasts unless renewed (federation
@@ -42,7 +44,14 @@ impl ClientData {
             notifier,
             edus: None,
             federation: None,
+            push_rules: None,
         }
+    }
+
+    /// Tells `push` of every change of a user's push rules.
+    pub fn with_push_rules(mut self, push: Arc<crate::push::PushRules>) -> Self {
+        self.push_rules = Some(push);
+        self
     }
 
     /// Also hands this server's users' typing and public receipts to `sink`, for the other
@@ -412,6 +421,9 @@ impl ClientData {
         self.store
             .set_account_data(user_id, None, "m.push_rules", &json!({ "global": rules }))
             .await?;
+        if let Some(push) = &self.push_rules {
+            push.changed(user_id);
+        }
         self.notifier.notify();
         Ok(())
     }
