@@ -147,13 +147,25 @@ pub struct Config {
 }
 
 /// `[push]`: how notifications reach the push gateways pushers name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
     /// Let notifications go to gateways at private, loopback and link-local addresses (a
     /// gateway on this machine or network). Off: a pusher cannot make this server call into
     /// its own network.
     pub allow_private_gateways: bool,
+    /// How long a notification its gateway keeps refusing is retried before it is dropped
+    /// and the pusher goes on with the next (a day: later, it is no news).
+    pub give_up_after_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            allow_private_gateways: false,
+            give_up_after_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 /// `[voip]`: the TURN servers clients use for calls (`/voip/turnServer`), with credentials
@@ -576,6 +588,11 @@ impl Config {
             self.push.allow_private_gateways = v
                 .parse()
                 .context("SANDCAT_PUSH_ALLOW_PRIVATE_GATEWAYS must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_PUSH_GIVE_UP_AFTER_SECS") {
+            self.push.give_up_after_secs = v
+                .parse()
+                .context("SANDCAT_PUSH_GIVE_UP_AFTER_SECS must be a number of seconds")?;
         }
         if let Some(v) = get("SANDCAT_FEDERATION_RATE_LIMIT_PER_SECOND") {
             self.federation.rate_limit_per_second = v

@@ -579,20 +579,23 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         )),
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
-    let push_senders = Arc::new(PushSenders::new(
-        Arc::new(
-            Gateways::new(GatewayOptions {
-                allow_private: config.push.allow_private_gateways,
-                ..Default::default()
-            })
-            .map_err(|e| anyhow::anyhow!("the push gateway client: {e}"))?,
-        ),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        notifier.clone(),
-    ));
+    let push_senders = Arc::new(
+        PushSenders::new(
+            Arc::new(
+                Gateways::new(GatewayOptions {
+                    allow_private: config.push.allow_private_gateways,
+                    ..Default::default()
+                })
+                .map_err(|e| anyhow::anyhow!("the push gateway client: {e}"))?,
+            ),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            notifier.clone(),
+        )
+        .with_give_up_after(Duration::from_secs(config.push.give_up_after_secs)),
+    );
 
     let router = sandcat_client_api::router(state)
         .merge(sandcat_api::router(native.clone()))

@@ -354,3 +354,78 @@ async fn a_push_gateway_gets_dm_and_mention_notifications() {
     let (_, listed) = bob.get("/_matrix/client/v3/pushers").await;
     assert_eq!(listed["pushers"], json!([]));
 }
+
+/// A push gateway that answers 500 to every notification of a message whose body is
+/// `refused`; every attempt goes to the test.
+async fn refusing_gateway(refused: &'static str) -> (String, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app =
+        Router::new()
+            .route(
+                "/_matrix/push/v1/notify",
+                post(
+                    move |State(tx): State<mpsc::UnboundedSender<Value>>,
+                          Json(body): Json<Value>| async move {
+                        let refuse = body["notification"]["content"]["body"] == refused;
+                        let _ = tx.send(body);
+                        match refuse {
+                            true => (
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                Json(json!({})),
+                            ),
+                            false => (axum::http::StatusCode::OK, Json(json!({ "rejected": [] }))),
+                        }
+                    },
+                ),
+            )
+            .with_state(tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/_matrix/push/v1/notify",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_notification_refused_for_too_long_is_dropped() {
+    let srv = Server::start_with(|c| {
+        c.push.allow_private_gateways = true;
+        c.push.give_up_after_secs = 1;
+    })
+    .await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let (url, mut got) = refusing_gateway("stale").await;
+    let (s, b) = set_pusher(&bob, &url, "bob-phone", None).await;
+    assert_eq!(s, 200, "{b}");
+    let dm = alice
+        .create_room(
+            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }),
+        )
+        .await;
+    bob.join(&dm).await;
+
+    // The gateway keeps refusing the first message: it is retried, then dropped, and the
+    // pusher goes on with the next instead of waiting on it for ever.
+    let stale = alice.send_text(&dm, "g1", "stale").await;
+    let fresh = alice.send_text(&dm, "g2", "fresh").await;
+    let mut stale_attempts = 0;
+    loop {
+        let body = tokio::time::timeout(Duration::from_secs(30), got.recv())
+            .await
+            .expect("the pusher went on in time")
+            .expect("the gateway is up");
+        let n = &body["notification"];
+        if n["event_id"] == stale.as_str() {
+            stale_attempts += 1;
+        } else if n["event_id"] == fresh.as_str() {
+            break;
+        }
+    }
+    assert!(
+        stale_attempts >= 2,
+        "retried before dropped: {stale_attempts}"
+    );
+}

@@ -2,8 +2,9 @@
 //! loses nothing: the receiver's state (the position it has everything up to, the next
 //! transaction id, the transaction built but not yet accepted) is kept in the store. A
 //! transaction is persisted before its first attempt and sent unchanged, with exponential
-//! backoff, until the receiver accepts it; only then does the position move. A restart
-//! resumes the pending transaction; an accepted one is never sent again.
+//! backoff, until the receiver accepts it (or, for a receiver that says so, until it has been
+//! refused for too long: push notifications go stale); only then does the position move. A
+//! restart resumes the pending transaction; an accepted one is never sent again.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,11 @@ pub trait Receiver: Send + Sync {
     async fn back(&self) {
         std::future::pending::<()>().await
     }
+    /// How long a transaction is retried before it is dropped and the stream moves past it
+    /// (`None`: until accepted, for receivers that must miss nothing).
+    fn give_up_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The state kept under `id`, or, for a receiver met for the first time, one starting at
@@ -102,6 +108,8 @@ pub async fn run(
     // second: after a restart, those events are read again and again found of no interest.
     let mut saved_pos = state.last_pos;
     let mut saved_at = Instant::now();
+    // When the pending transaction was first refused.
+    let mut failing_since: Option<Instant> = None;
     loop {
         let mut wake = notifier.subscribe();
         if state.pending.is_none() {
@@ -131,9 +139,21 @@ pub async fn run(
             }
         }
         if let Some((txn, upto, body)) = state.pending.clone() {
-            match receiver.send(txn, &body).await {
+            let sent = match receiver.send(txn, &body).await {
+                Err(e)
+                    if receiver.give_up_after().is_some_and(|limit| {
+                        failing_since.is_some_and(|since| since.elapsed() >= limit)
+                    }) =>
+                {
+                    tracing::warn!(name, txn, upto, error = %e, "a transaction was refused for too long: dropped");
+                    Ok(())
+                }
+                sent => sent,
+            };
+            match sent {
                 Ok(()) => {
                     tracing::debug!(name, txn, upto, "transaction accepted");
+                    failing_since = None;
                     let done = AppserviceState {
                         last_pos: state.last_pos.max(upto),
                         next_txn: txn + 1,
@@ -152,6 +172,7 @@ pub async fn run(
                     delay = backoff.initial;
                 }
                 Err(e) => {
+                    failing_since.get_or_insert_with(Instant::now);
                     tracing::info!(name, txn, error = %e, retry_in_ms = delay.as_millis() as u64, "a transaction was not accepted");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => delay = backoff.next(delay),

@@ -48,6 +48,8 @@ const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(500),
     max: Duration::from_secs(60),
 };
+/// How long a notification is retried before it is dropped, by default.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// Notifications read per step of a pusher.
 const PER_STEP: usize = 100;
 /// How often the pusher list is read again at most, and at least.
@@ -75,6 +77,8 @@ pub struct PushSenders {
     state: Arc<dyn AppserviceStore>,
     stream: Arc<dyn StreamPosition>,
     notifier: Notifier,
+    /// How long a notification is retried before it is dropped.
+    give_up_after: Duration,
     running: Mutex<HashMap<PusherKey, (PusherRecord, JoinHandle<()>)>>,
     manager: Mutex<Option<JoinHandle<()>>>,
 }
@@ -94,6 +98,10 @@ impl transaction_stream::Receiver for Pusher<'_> {
 
     async fn build(&self, state: &AppserviceState) -> Result<AppserviceState> {
         self.senders.build(&self.pusher, state).await
+    }
+
+    fn give_up_after(&self) -> Option<Duration> {
+        Some(self.senders.give_up_after)
     }
 
     async fn send(&self, _txn: u64, body: &str) -> Result<()> {
@@ -131,9 +139,17 @@ impl PushSenders {
             state,
             stream,
             notifier,
+            give_up_after: GIVE_UP_AFTER,
             running: Default::default(),
             manager: Default::default(),
         }
+    }
+
+    /// Drops a notification its gateway has refused for `after` (a day by default): one that
+    /// late is no news, and the pusher goes on with the next.
+    pub fn with_give_up_after(mut self, after: Duration) -> Self {
+        self.give_up_after = after;
+        self
     }
 
     /// Starts following the pushers: a task per pusher, started and stopped as pushers come
