@@ -8,7 +8,9 @@
 mod common;
 
 use common::{enc, native, Client, Server};
+use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn standing(admin: &Client, kind: &str, user: &str) -> (u16, Value) {
     admin
@@ -305,6 +307,15 @@ async fn the_sandcat_api_obeys_the_same_standing() {
         .call(reqwest::Method::GET, &format!("/user/{}", cat.id), None)
         .await;
     assert_eq!(s, 401, "{b}");
+    // Its WebSocket is closed with 4002, as for a token that is no good.
+    let mut ws = cat.connect(0).await;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("the server answered in time")
+    {
+        Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 4002),
+        other => panic!("expected 4002, got {other:?}"),
+    }
     set_standing(&root, "lock", &matrix_id, false).await;
     let (s, b) = cat.call(reqwest::Method::PUT, "/user", Some(update)).await;
     assert_eq!(s, 200, "{b}");

@@ -10,7 +10,7 @@
 //! counts both sequences without gaps. Call offers, answers and candidates are relayed between
 //! live connections; call records are stored like messages.
 
-use sandcat_core::ports::{FriendshipStatus, InboxEntry};
+use sandcat_core::ports::{FriendshipStatus, InboxEntry, Standing};
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -227,11 +227,19 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
-                    // A session revoked elsewhere ends its open connections too.
+                    // A session revoked elsewhere, or an account locked, ends its open
+                    // connections too.
                     if let Ok(uid) = s.matrix_id(&user_id) {
-                        if let Err(sandcat_core::Error::Matrix { .. }) = s.accounts.device_session(&uid, &device).await {
-                            close(&mut socket, UNAUTHORIZED, "session ended").await;
-                            break;
+                        match s.accounts.device_session(&uid, &device).await {
+                            Err(sandcat_core::Error::Matrix { .. }) => {
+                                close(&mut socket, UNAUTHORIZED, "session ended").await;
+                                break;
+                            }
+                            Ok(session) if session.standing == Standing::Locked => {
+                                close(&mut socket, UNAUTHORIZED, "account locked").await;
+                                break;
+                            }
+                            _ => {}
                         }
                     }
                     if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
