@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use axum::{extract::State, routing::post, Json, Router};
+use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
 use common::{enc, Client, Server};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -153,9 +153,11 @@ async fn counts_receipts_and_the_notification_list() {
     assert_eq!(counts(&bob.sync(None, 0).await, &room), (0, 0));
 }
 
-/// A push gateway: every notification it receives goes to the test; push keys in `reject`
-/// are answered as rejected.
-async fn gateway(reject: &'static str) -> (String, mpsc::UnboundedReceiver<Value>) {
+/// A push gateway on loopback: every notification it receives goes to the test, and `answer`
+/// makes the reply (status and body) to it.
+async fn gateway_answering(
+    answer: impl Fn(&Value) -> (StatusCode, Value) + Clone + Send + Sync + 'static,
+) -> (String, mpsc::UnboundedReceiver<Value>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app =
         Router::new()
@@ -164,15 +166,9 @@ async fn gateway(reject: &'static str) -> (String, mpsc::UnboundedReceiver<Value
                 post(
                     move |State(tx): State<mpsc::UnboundedSender<Value>>,
                           Json(body): Json<Value>| async move {
-                        let rejected: Vec<Value> = body["notification"]["devices"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|d| d["pushkey"] == reject)
-                            .map(|d| d["pushkey"].clone())
-                            .collect();
+                        let (status, reply) = answer(&body);
                         let _ = tx.send(body);
-                        Json(json!({ "rejected": rejected }))
+                        (status, Json(reply))
                     },
                 ),
             )
@@ -184,6 +180,33 @@ async fn gateway(reject: &'static str) -> (String, mpsc::UnboundedReceiver<Value
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, rx)
+}
+
+/// A push gateway that takes every notification; push keys in `reject` are answered as
+/// rejected.
+async fn gateway(reject: &'static str) -> (String, mpsc::UnboundedReceiver<Value>) {
+    gateway_answering(move |body| {
+        let rejected: Vec<Value> = body["notification"]["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["pushkey"] == reject)
+            .map(|d| d["pushkey"].clone())
+            .collect();
+        (StatusCode::OK, json!({ "rejected": rejected }))
+    })
+    .await
+}
+
+/// A direct chat `alice` opens with `bob`, who joins it.
+async fn dm(alice: &Client, bob: &Client) -> String {
+    let dm = alice
+        .create_room(
+            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }),
+        )
+        .await;
+    bob.join(&dm).await;
+    dm
 }
 
 /// The next notification the gateway receives of `event_id` (an invite's comes first when
@@ -264,12 +287,7 @@ async fn a_push_gateway_gets_dm_and_mention_notifications() {
     assert_eq!(listed["pushers"][0]["data"]["url"], url.as_str());
 
     // A DM: the message, with its content, sender, room and the unread count.
-    let dm = alice
-        .create_room(
-            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }),
-        )
-        .await;
-    bob.join(&dm).await;
+    let dm = dm(&alice, &bob).await;
     let hi = alice.send_text(&dm, "d1", "hi bob").await;
     let n = notification_of(&mut got, &hi).await;
     assert_eq!(
@@ -355,39 +373,6 @@ async fn a_push_gateway_gets_dm_and_mention_notifications() {
     assert_eq!(listed["pushers"], json!([]));
 }
 
-/// A push gateway that answers 500 to every notification of a message whose body is
-/// `refused`; every attempt goes to the test.
-async fn refusing_gateway(refused: &'static str) -> (String, mpsc::UnboundedReceiver<Value>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app =
-        Router::new()
-            .route(
-                "/_matrix/push/v1/notify",
-                post(
-                    move |State(tx): State<mpsc::UnboundedSender<Value>>,
-                          Json(body): Json<Value>| async move {
-                        let refuse = body["notification"]["content"]["body"] == refused;
-                        let _ = tx.send(body);
-                        match refuse {
-                            true => (
-                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                                Json(json!({})),
-                            ),
-                            false => (axum::http::StatusCode::OK, Json(json!({ "rejected": [] }))),
-                        }
-                    },
-                ),
-            )
-            .with_state(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/_matrix/push/v1/notify",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, rx)
-}
-
 #[tokio::test]
 async fn a_notification_refused_for_too_long_is_dropped() {
     let srv = Server::start_with(|c| {
@@ -397,15 +382,18 @@ async fn a_notification_refused_for_too_long_is_dropped() {
     .await;
     let alice = srv.register("alice").await;
     let bob = srv.register("bob").await;
-    let (url, mut got) = refusing_gateway("stale").await;
-    let (s, b) = set_pusher(&bob, &url, "bob-phone", None).await;
-    assert_eq!(s, 200, "{b}");
-    let dm = alice
-        .create_room(
-            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }),
+    // The gateway answers 500 to the message `stale`.
+    let (url, mut got) =
+        gateway_answering(
+            |body| match body["notification"]["content"]["body"] == "stale" {
+                true => (StatusCode::INTERNAL_SERVER_ERROR, json!({})),
+                false => (StatusCode::OK, json!({ "rejected": [] })),
+            },
         )
         .await;
-    bob.join(&dm).await;
+    let (s, b) = set_pusher(&bob, &url, "bob-phone", None).await;
+    assert_eq!(s, 200, "{b}");
+    let dm = dm(&alice, &bob).await;
 
     // The gateway keeps refusing the first message: it is retried, then dropped, and the
     // pusher goes on with the next instead of waiting on it for ever.

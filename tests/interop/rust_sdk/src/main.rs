@@ -139,6 +139,9 @@ async fn decrypted_bodies(user: &User, room_id: &RoomId) -> Vec<String> {
     let Ok(timeline) = room.timeline().await else {
         return Vec::new();
     };
+    // As a user opening the room and scrolling up: a new device's sync brings a room's
+    // latest event only, and the message may be before it.
+    let _ = timeline.paginate_backwards(20).await;
     let sessions: Vec<String> = timeline
         .items()
         .await
