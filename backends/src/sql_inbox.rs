@@ -102,7 +102,7 @@ async fn save_counters(
 #[async_trait]
 impl Inbox for SqlStore {
     async fn append(&self, items: &[InboxItem], redacted: &[String], upto: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read_write().await?;
         let indexed: i64 = sqlx::query_scalar("SELECT pos FROM inbox_indexed WHERE id = 0")
             .fetch_one(&mut *tx)
             .await

@@ -36,6 +36,19 @@ enum Conn {
 
 impl SqlStore {
     /// Begins a transaction on a connection of the pool.
+    /// A transaction that reads before it writes. On SQLite it takes the write lock at its
+    /// start (`BEGIN IMMEDIATE`, waiting as long as the busy timeout allows): a read snapshot
+    /// that another writer's commit outdated cannot become a write (`SQLITE_BUSY` at once,
+    /// which waiting does not cure).
+    pub(crate) async fn begin_read_write(&self) -> Result<Tx> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(Tx {
+                conn: Conn::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?),
+            }),
+            Dialect::Postgres => self.begin().await,
+        }
+    }
+
     pub(crate) async fn begin(&self) -> Result<Tx> {
         let conn = match self.dialect {
             Dialect::Sqlite => Conn::Sqlite(self.pool.begin().await.map_err(db)?),
