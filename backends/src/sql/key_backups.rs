@@ -71,7 +71,8 @@ impl KeyBackups for SqlStore {
         algorithm: &str,
         auth_data: &str,
     ) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        // Reads the last version, then writes the next.
+        let mut tx = self.begin_read_write().await?;
         // Numbered after every version the user had, deleted ones too: a client never sees
         // a version number come back.
         let last: Option<i64> =
