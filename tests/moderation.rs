@@ -53,6 +53,16 @@ async fn login(srv: &Server, name: &str, password: &str) -> (u16, Value) {
         .await
 }
 
+async fn leave(c: &Client, room: &str) {
+    let (s, b) = c
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(room)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
 async fn moderation_capability(c: &Client) -> Value {
     let (s, b) = c.get("/_matrix/client/v3/capabilities").await;
     assert_eq!(s, 200, "{b}");
@@ -204,13 +214,7 @@ async fn a_suspended_account_reads_leaves_and_redacts_but_adds_nothing() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = bob
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    leave(&bob, &room).await;
     // An invite can be turned down too.
     let (s, b) = root
         .post(
@@ -219,13 +223,7 @@ async fn a_suspended_account_reads_leaves_and_redacts_but_adds_nothing() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = bob
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&elsewhere)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    leave(&bob, &elsewhere).await;
 
     // Lifted: everything works again.
     set_standing(&root, "suspend", &bob.user_id, false).await;

@@ -1,9 +1,23 @@
 //! Users, devices, access and refresh tokens, profiles.
 
 use super::rows::UserRow;
-use sandcat_core::ports::{AccountFlags, TokenOwner, TokenRotation};
+use sandcat_core::ports::{AccountFlags, Standing, TokenOwner, TokenRotation};
 
 use super::*;
+
+/// The standing in a row with the `suspended` and `locked` columns of `users` (null when the
+/// account row is missing: active).
+fn standing_of(r: &AnyRow) -> Result<Standing> {
+    let flag = |column: &str| -> Result<bool> {
+        Ok(r.try_get::<Option<i64>, _>(column).map_err(db)? == Some(1))
+    };
+    Ok(AccountFlags {
+        admin: false,
+        suspended: flag("suspended")?,
+        locked: flag("locked")?,
+    }
+    .standing())
+}
 
 /// How long an expired access token is remembered, so that its client is told to refresh
 /// (`soft_logout`) rather than to log in again.
@@ -155,14 +169,17 @@ impl UserStore for SqlStore {
         Ok(())
     }
 
-    async fn has_device(&self, user_id: &UserId, device_id: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 AS one FROM devices WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id.as_str())
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(row.is_some())
+    async fn device_standing(&self, user_id: &UserId, device_id: &str) -> Result<Option<Standing>> {
+        let row = sqlx::query(
+            "SELECT u.suspended, u.locked FROM devices d \
+             LEFT JOIN users u ON u.user_id = d.user_id WHERE d.user_id = $1 AND d.device_id = $2",
+        )
+        .bind(user_id.as_str())
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(standing_of).transpose()
     }
 
     async fn add_refresh_token(
@@ -248,12 +265,7 @@ impl UserStore for SqlStore {
                 user_id: parse_id(r.try_get("user_id").map_err(db)?)?,
                 device_id: r.try_get("device_id").map_err(db)?,
                 expires_ms: expires.map(from_db_int),
-                standing: AccountFlags {
-                    admin: false,
-                    suspended: r.try_get::<Option<i64>, _>("suspended").map_err(db)? == Some(1),
-                    locked: r.try_get::<Option<i64>, _>("locked").map_err(db)? == Some(1),
-                }
-                .standing(),
+                standing: standing_of(&r)?,
             })
         })
         .transpose()

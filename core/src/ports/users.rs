@@ -76,8 +76,9 @@ pub trait UserStore: ProfileFields + LoginTokens + AccountStanding + Send + Sync
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<()>;
-    /// Whether the device exists (a session that was not revoked).
-    async fn has_device(&self, user_id: &UserId, device_id: &str) -> Result<bool>;
+    /// The standing of the device's account while the device exists (a session that was not
+    /// revoked); `None` once it is gone.
+    async fn device_standing(&self, user_id: &UserId, device_id: &str) -> Result<Option<Standing>>;
     /// Stores a refresh token of a device.
     async fn add_refresh_token(&self, user_id: &UserId, device_id: &str, token: &str)
         -> Result<()>;

@@ -238,10 +238,11 @@ impl Accounts {
         let standing = match self.cache.device(user_id, device_id) {
             Some(standing) => standing,
             None => {
-                if !self.users.has_device(user_id, device_id).await? {
-                    return Err(unknown_token());
-                }
-                let standing = self.standing(user_id).await?;
+                let standing = self
+                    .users
+                    .device_standing(user_id, device_id)
+                    .await?
+                    .ok_or_else(unknown_token)?;
                 self.cache.keep_device(user_id, device_id, standing);
                 standing
             }
