@@ -144,6 +144,67 @@ pub struct Config {
     pub push: PushConfig,
     /// Whom users and other admins contact about this server (`/.well-known/matrix/support`).
     pub support: SupportConfig,
+    /// The mail relay that validates email addresses and sends Sandcat verification codes.
+    pub email: EmailConfig,
+}
+
+/// How the connection to the mail relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain TCP: only for a relay on this host or a trusted network.
+    None,
+    /// STARTTLS (port 587), refused if the relay cannot.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+impl std::str::FromStr for SmtpSecurity {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(SmtpSecurity::None),
+            "starttls" => Ok(SmtpSecurity::Starttls),
+            "tls" => Ok(SmtpSecurity::Tls),
+            other => anyhow::bail!(
+                "email.smtp_security must be \"none\", \"starttls\" or \"tls\", not {other:?}"
+            ),
+        }
+    }
+}
+
+/// `[email]`: the SMTP relay mail goes through. Without a host, email addresses cannot be
+/// added or validated through the Matrix API, and Sandcat verification codes go to the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Empty: no mail is sent.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: SmtpSecurity,
+    /// Empty: no login.
+    pub smtp_user: String,
+    pub smtp_password: String,
+    /// The sender; empty: `Sandcat <noreply@SERVER_NAME>`.
+    pub from: String,
+    /// How long a mailed validation token works.
+    pub validation_lifetime_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_user: String::new(),
+            smtp_password: String::new(),
+            from: String::new(),
+            validation_lifetime_secs: 3600,
+        }
+    }
 }
 
 /// `[push]`: how notifications reach the push gateways pushers name.
@@ -432,6 +493,7 @@ impl Default for Config {
             voip: VoipConfig::default(),
             push: PushConfig::default(),
             support: SupportConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -569,6 +631,10 @@ impl Config {
                 "SANDCAT_VOIP_TURN_SHARED_SECRET",
                 &mut self.voip.turn_shared_secret,
             ),
+            ("SANDCAT_EMAIL_SMTP_HOST", &mut self.email.smtp_host),
+            ("SANDCAT_EMAIL_SMTP_USER", &mut self.email.smtp_user),
+            ("SANDCAT_EMAIL_SMTP_PASSWORD", &mut self.email.smtp_password),
+            ("SANDCAT_EMAIL_FROM", &mut self.email.from),
         ] {
             if let Some(v) = get(key) {
                 *field = v;
@@ -588,6 +654,14 @@ impl Config {
             self.push.allow_private_gateways = v
                 .parse()
                 .context("SANDCAT_PUSH_ALLOW_PRIVATE_GATEWAYS must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_EMAIL_SMTP_PORT") {
+            self.email.smtp_port = v
+                .parse()
+                .context("SANDCAT_EMAIL_SMTP_PORT must be a port number")?;
+        }
+        if let Some(v) = get("SANDCAT_EMAIL_SMTP_SECURITY") {
+            self.email.smtp_security = v.parse()?;
         }
         if let Some(v) = get("SANDCAT_PUSH_GIVE_UP_AFTER_SECS") {
             self.push.give_up_after_secs = v

@@ -2,6 +2,7 @@
 //! backend; it builds each port once and hands the services the handles they need.
 
 pub mod config;
+mod email;
 pub mod listener;
 mod pipeline;
 pub mod signing_key;
@@ -49,6 +50,7 @@ use sandcat_core::{
         rooms::Rooms,
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
+        threepids::ThreePids,
     },
     ServerConfig, TurnServers,
 };
@@ -275,7 +277,14 @@ pub async fn rotate_signing_key(config: &Config) -> Result<(String, String)> {
 
 /// Builds every part of the server from the configuration.
 pub async fn build(config: &Config) -> Result<App> {
-    build_with(config, Arc::new(LogMailer)).await
+    let codes: Arc<dyn Mailer> = match email::mailer(config, &config.server_name)? {
+        Some(mailer) => Arc::new(email::MailedCodes {
+            mailer,
+            server_name: config.server_name.clone(),
+        }),
+        None => Arc::new(LogMailer),
+    };
+    build_with(config, codes).await
 }
 
 /// Builds the server with a given mailer for Sandcat verification codes.
@@ -548,10 +557,19 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     .with_oauth(sandcat_api::oauth::OAuth::new(&config.oauth).map_err(anyhow::Error::msg)?)
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let metrics = Arc::new(Metrics::default());
+    let threepids = Arc::new(ThreePids::new(
+        store.clone(),
+        store.clone(),
+        accounts.clone(),
+        server.clone(),
+        email::mailer(config, server.server_name.as_str())?,
+        config.email.validation_lifetime_secs.saturating_mul(1000),
+    ));
     let deactivation = Arc::new(Deactivation::new(
         accounts.clone(),
         rooms.clone(),
         store.clone(),
+        threepids.clone(),
     ));
     let state = AppState::new(
         server.clone(),
@@ -577,6 +595,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             store.clone(),
             config.registration_requires_token,
         )),
+        threepids,
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let push_senders = Arc::new(

@@ -22,5 +22,6 @@ pub mod mongo_inbox;
 pub mod redis_wake;
 #[cfg(feature = "s3")]
 pub mod s3_media;
+pub mod smtp;
 pub mod sql;
 pub mod sql_inbox;

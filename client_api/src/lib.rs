@@ -22,6 +22,7 @@ use sandcat_core::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
         keys::Keys, media::Media, openid::OpenId, push::Push,
         registration_tokens::RegistrationGate, reports::ContentReports, rooms::Rooms, sync::Sync,
+        threepids::ThreePids,
     },
     ServerConfig,
 };
@@ -54,6 +55,7 @@ pub struct AppState {
     pub reports: Arc<ContentReports>,
     pub push: Arc<Push>,
     pub registration: Arc<RegistrationGate>,
+    pub threepids: Arc<ThreePids>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
         reports: Arc<ContentReports>,
         push: Arc<Push>,
         registration: Arc<RegistrationGate>,
+        threepids: Arc<ThreePids>,
     ) -> Self {
         AppState {
             config,
@@ -93,6 +96,7 @@ impl AppState {
             reports,
             push,
             registration,
+            threepids,
         }
     }
 }

@@ -365,6 +365,13 @@ pub fn status_and_kind(code: ErrorCode) -> (StatusCode, ErrorKind) {
         UnableToAuthorizeJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToAuthorizeJoin),
         UnableToGrantJoin => (StatusCode::BAD_REQUEST, ErrorKind::UnableToGrantJoin),
         UnknownPos => (StatusCode::BAD_REQUEST, ErrorKind::UnknownPos),
+        ThreepidInUse => (StatusCode::BAD_REQUEST, ErrorKind::ThreepidInUse),
+        ThreepidNotFound => (StatusCode::BAD_REQUEST, ErrorKind::ThreepidNotFound),
+        ThreepidAuthFailed => (StatusCode::FORBIDDEN, ErrorKind::ThreepidAuthFailed),
+        ThreepidMediumNotSupported => (
+            StatusCode::BAD_REQUEST,
+            ErrorKind::ThreepidMediumNotSupported,
+        ),
         ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorKind::ConnectionTimeout),
         ConnectionFailed => (StatusCode::BAD_GATEWAY, ErrorKind::ConnectionFailed),
         BadStatus => (

@@ -13,20 +13,20 @@ use crate::ruma_wrapper::ApiError;
 #[derive(Default)]
 pub struct Sessions;
 
-/// What the handler must do next.
-pub enum Uiaa {
-    /// The stage is complete.
-    Done,
-    /// Reply with this 401.
-    Challenge(Response),
-}
-
 impl Sessions {
     /// A 401 listing one flow with one stage, with a fresh session id.
     pub fn challenge(&self, stage: &str, error: Option<(&str, &str)>) -> Response {
+        self.challenge_any(&[stage], error)
+    }
+
+    /// A 401 listing flows of one stage each (any one completes it), with a fresh session
+    /// id.
+    pub fn challenge_any(&self, stages: &[&str], error: Option<(&str, &str)>) -> Response {
         let session = sandcat_core::token::random_string(16);
+        let flows: Vec<serde_json::Value> =
+            stages.iter().map(|s| json!({ "stages": [s] })).collect();
         let mut body = json!({
-            "flows": [{ "stages": [stage] }],
+            "flows": flows,
             "params": {},
             "session": session,
         });
@@ -36,29 +36,40 @@ impl Sessions {
         }
         (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
     }
-
-    /// `m.login.dummy`: any request carrying it passes.
-    pub fn dummy(&self, auth: &Option<AuthData>) -> Uiaa {
-        match auth {
-            Some(AuthData::Dummy(_)) => Uiaa::Done,
-            _ => Uiaa::Challenge(self.challenge("m.login.dummy", None)),
-        }
-    }
 }
 
-impl From<Uiaa> for Result<(), Response> {
-    fn from(u: Uiaa) -> Self {
-        match u {
-            Uiaa::Done => Ok(()),
-            Uiaa::Challenge(r) => Err(r),
-        }
+/// The stage that proves an address by a mailed token.
+pub(crate) const EMAIL_STAGE: &str = "m.login.email.identity";
+
+/// The outcome of an `m.login.email.identity` stage: a session not validated (or unknown)
+/// is the challenge again with the reason; any other error stays what it is.
+pub(crate) fn threepid_checked<T>(
+    s: &crate::AppState,
+    stages: &[&str],
+    checked: sandcat_core::Result<T>,
+) -> Result<T, UiaaError> {
+    match checked {
+        Err(sandcat_core::Error::Matrix {
+            code: sandcat_core::ErrorCode::ThreepidAuthFailed,
+            message,
+        }) => Err(UiaaError::challenge(
+            s.uiaa
+                .challenge_any(stages, Some(("M_UNAUTHORIZED", &message))),
+        )),
+        other => Ok(other?),
     }
 }
 
 /// Either a Matrix error or a UIA challenge.
 pub(crate) enum UiaaError {
     Api(ApiError),
-    Challenge(Response),
+    Challenge(Box<Response>),
+}
+
+impl UiaaError {
+    pub(crate) fn challenge(r: Response) -> Self {
+        UiaaError::Challenge(Box::new(r))
+    }
 }
 
 impl From<ApiError> for UiaaError {
@@ -77,7 +88,7 @@ impl IntoResponse for UiaaError {
     fn into_response(self) -> Response {
         match self {
             UiaaError::Api(e) => e.into_response(),
-            UiaaError::Challenge(r) => r,
+            UiaaError::Challenge(r) => *r,
         }
     }
 }
@@ -94,7 +105,7 @@ pub(crate) async fn password_stage(
                 .map(|u| s.accounts.user_id_from(u))
                 .transpose()?;
             if claimed.is_some_and(|c| c != session.user_id) {
-                return Err(UiaaError::Challenge(s.uiaa.challenge(
+                return Err(UiaaError::challenge(s.uiaa.challenge(
                     "m.login.password",
                     Some(("M_FORBIDDEN", "wrong user")),
                 )));
@@ -105,13 +116,13 @@ pub(crate) async fn password_stage(
             {
                 Ok(())
             } else {
-                Err(UiaaError::Challenge(s.uiaa.challenge(
+                Err(UiaaError::challenge(s.uiaa.challenge(
                     "m.login.password",
                     Some(("M_FORBIDDEN", "invalid password")),
                 )))
             }
         }
-        _ => Err(UiaaError::Challenge(
+        _ => Err(UiaaError::challenge(
             s.uiaa.challenge("m.login.password", None),
         )),
     }

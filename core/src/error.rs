@@ -46,6 +46,14 @@ pub enum ErrorCode {
     /// A sliding-sync `pos` this server no longer keeps (or never made): the client starts
     /// the connection again.
     UnknownPos,
+    /// An address another account has (or this one, on registration).
+    ThreepidInUse,
+    /// An address no account has.
+    ThreepidNotFound,
+    /// An address whose validation session is unknown, not validated yet, or expired.
+    ThreepidAuthFailed,
+    /// A medium this server does not validate (phone numbers; email without a mail relay).
+    ThreepidMediumNotSupported,
     Unknown,
 }
 

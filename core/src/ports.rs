@@ -24,6 +24,12 @@ pub use profile_fields::ProfileFields;
 mod login_tokens;
 pub use login_tokens::LoginTokens;
 mod registration_tokens;
+mod threepids;
+pub use threepids::{
+    IdentityServers, ThreePid, ThreePidStore, ValidationPurpose, ValidationSession,
+};
+mod mail;
+pub use mail::{Mail, Mailer};
 pub use registration_tokens::{RegistrationToken, RegistrationTokens};
 mod users;
 pub use users::{DeviceRecord, TokenOwner, TokenRotation, UserRecord, UserStore};

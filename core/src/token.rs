@@ -23,3 +23,8 @@ pub fn device_id() -> String {
         .map(|_| rng.gen_range(b'A'..=b'Z') as char)
         .collect()
 }
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -419,7 +419,7 @@ pub(crate) async fn change_password(
     let pwd = decode_password(&req.pwd)?;
     take_code(&s, &req.email, &req.code).await?;
     s.accounts
-        .reset_password(&s.matrix_id(&req.user_id)?, &pwd)
+        .reset_password(&s.matrix_id(&req.user_id)?, &pwd, true)
         .await?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub(crate) mod cluster;
 pub(crate) mod dns;
 pub(crate) mod federation;
 pub(crate) mod native;
+pub(crate) mod smtp;
 
 use serde_json::{json, Value};
 

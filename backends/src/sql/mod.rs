@@ -30,6 +30,7 @@ mod sliding_connections;
 mod state_groups;
 mod stream;
 mod threads;
+mod threepids;
 mod tx;
 mod users;
 

@@ -123,12 +123,28 @@ impl NativeStore for SqlStore {
     }
 
     async fn user_by_contact(&self, contact: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT user_id FROM native_profiles WHERE email = $1 OR phone = $2")
-            .bind(contact)
-            .bind(contact)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)
+        let native: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM native_profiles WHERE email = $1 OR phone = $2",
+        )
+        .bind(contact)
+        .bind(contact)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if native.is_some() {
+            return Ok(native);
+        }
+        // An address added to the account through the Matrix API (one set of users).
+        let threepid: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM user_threepids WHERE medium = 'email' AND address = $1",
+        )
+        .bind(contact)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(threepid
+            .and_then(|u| OwnedUserId::try_from(u).ok())
+            .map(|u| u.localpart().to_owned()))
     }
 
     async fn oauth_user(&self, provider: &str, subject: &str) -> Result<Option<String>> {

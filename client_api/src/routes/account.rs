@@ -6,7 +6,6 @@ use ruma::{
         account::{
             change_password, check_registration_token_validity, deactivate,
             get_username_availability, register, request_openid_token, whoami,
-            ThirdPartyIdRemovalStatus,
         },
         admin::get_user_info,
         device::{delete_device, delete_devices, get_device, get_devices, update_device, Device},
@@ -15,14 +14,14 @@ use ruma::{
             set_avatar_url, set_display_name, set_profile_field,
         },
         session::{get_login_token, get_login_types, login, logout, logout_all, refresh_token},
-        uiaa::AuthData,
+        uiaa::{AuthData, ThirdpartyIdCredentials, UserIdentifier},
     },
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId,
 };
 use std::time::Duration;
 
 use sandcat_core::{
-    ports::DeviceRecord,
+    ports::{DeviceRecord, ValidationPurpose},
     services::{accounts::NewDevice, registration_tokens::TakenToken, Session},
     Error, ErrorCode,
 };
@@ -30,7 +29,7 @@ use serde_json::json;
 
 use crate::{
     ruma_wrapper::{ApiResult, Ruma, RumaResponse},
-    uiaa::{self, identifier_user, Uiaa, UiaaError},
+    uiaa::{self, identifier_user, UiaaError},
     AppState, RumaRouter,
 };
 
@@ -152,13 +151,10 @@ async fn register(
         s.accounts.create_user(&localpart, None).await?
     } else {
         s.appservices.check_user_claim(&wanted, None)?;
-        let taken = if s.registration.required() {
-            Some(take_registration_token(&s, &body.auth).await?)
+        let (taken, email) = if s.registration.required() {
+            (Some(take_registration_token(&s, &body.auth).await?), None)
         } else {
-            if let Uiaa::Challenge(r) = s.uiaa.dummy(&body.auth) {
-                return Err(UiaaError::Challenge(r));
-            }
-            None
+            (None, open_registration_stage(&s, &body.auth).await?)
         };
         let password = body.password.as_deref().filter(|p| !p.is_empty());
         let made = match password {
@@ -168,7 +164,7 @@ async fn register(
                 "password is required",
             )),
         };
-        match (made, taken) {
+        let user = match (made, taken) {
             (Ok(user), Some(t)) => {
                 t.keep();
                 user
@@ -179,7 +175,18 @@ async fn register(
                 return Err(e.into());
             }
             (Err(e), None) => return Err(e.into()),
+        };
+        if let Some(creds) = email {
+            s.threepids
+                .add_to_account(
+                    &user,
+                    creds.sid.as_str(),
+                    creds.client_secret.as_str(),
+                    ValidationPurpose::Register,
+                )
+                .await?;
         }
+        user
     };
     let mut resp = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
@@ -205,14 +212,46 @@ async fn take_registration_token<'a>(
 ) -> Result<TakenToken<'a>, UiaaError> {
     const STAGE: &str = "m.login.registration_token";
     let Some(AuthData::RegistrationToken(given)) = auth else {
-        return Err(UiaaError::Challenge(s.uiaa.challenge(STAGE, None)));
+        return Err(UiaaError::challenge(s.uiaa.challenge(STAGE, None)));
     };
     s.registration.take(&given.token).await.map_err(|e| {
-        UiaaError::Challenge(
+        UiaaError::challenge(
             s.uiaa
                 .challenge(STAGE, Some(("M_FORBIDDEN", &e.to_string()))),
         )
     })
+}
+
+/// The stage of open registration: `m.login.dummy`, or — when this server mails —
+/// `m.login.email.identity`, whose validated address joins the new account. An address not
+/// validated yet gets the challenge again, with the reason (clients poll until it is).
+async fn open_registration_stage(
+    s: &AppState,
+    auth: &Option<AuthData>,
+) -> Result<Option<ThirdpartyIdCredentials>, UiaaError> {
+    const DUMMY: &str = "m.login.dummy";
+    let stages: &[&str] = if s.threepids.email_enabled() {
+        &[DUMMY, uiaa::EMAIL_STAGE]
+    } else {
+        &[DUMMY]
+    };
+    match auth {
+        Some(AuthData::Dummy(_)) => Ok(None),
+        Some(AuthData::EmailIdentity(e)) if s.threepids.email_enabled() => {
+            let c = &e.thirdparty_id_creds;
+            let checked = s
+                .threepids
+                .validated(
+                    c.sid.as_str(),
+                    c.client_secret.as_str(),
+                    ValidationPurpose::Register,
+                )
+                .await;
+            uiaa::threepid_checked(s, stages, checked)?;
+            Ok(Some(c.clone()))
+        }
+        _ => Err(UiaaError::challenge(s.uiaa.challenge_any(stages, None))),
+    }
 }
 
 /// GET /_matrix/client/v1/register/m.login.registration_token/validity
@@ -271,12 +310,19 @@ async fn login(
     };
     let result = match &body.login_info {
         login::v3::LoginInfo::Password(p) => {
-            let user = p
-                .identifier
-                .as_ref()
-                .and_then(identifier_user)
-                .ok_or_else(|| Error::forbidden("invalid username or password"))?;
-            s.accounts.login_password(user, &p.password, device).await?
+            let user = match &p.identifier {
+                Some(UserIdentifier::Email(e)) => s
+                    .threepids
+                    .owner(&e.address.trim().to_lowercase())
+                    .await?
+                    .map(|u| u.to_string()),
+                Some(id) => identifier_user(id).map(str::to_owned),
+                None => None,
+            }
+            .ok_or_else(|| Error::forbidden("invalid username or password"))?;
+            s.accounts
+                .login_password(&user, &p.password, device)
+                .await?
         }
         login::v3::LoginInfo::Token(t) => s.accounts.login_with_token(&t.token, device).await?,
         login::v3::LoginInfo::ApplicationService(a) => {
@@ -401,7 +447,7 @@ async fn deactivate_account(
                 _ => None,
             };
             let Some(user) = user else {
-                return Err(UiaaError::Challenge(
+                return Err(UiaaError::challenge(
                     s.uiaa.challenge("m.login.password", None),
                 ));
             };
@@ -410,11 +456,12 @@ async fn deactivate_account(
             session
         }
     };
-    s.deactivation
+    let unbound = s
+        .deactivation
         .deactivate(&session.user_id, req.body.erase)
         .await?;
     Ok(RumaResponse(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
+        crate::routes::threepid::removal_status(unbound),
     ))
     .into_response())
 }
@@ -424,11 +471,42 @@ async fn change_password(
     State(s): State<AppState>,
     req: Ruma<change_password::v3::Request>,
 ) -> Result<axum::response::Response, UiaaError> {
-    let session = req.session()?.clone();
-    uiaa::password_stage(&s, &session, &req.body.auth).await?;
-    s.accounts
-        .change_password(&session, &req.body.new_password, req.body.logout_devices)
-        .await?;
+    let body = &req.body;
+    match (&req.session, &body.auth) {
+        (Some(session), auth) => {
+            uiaa::password_stage(&s, session, auth).await?;
+            s.accounts
+                .change_password(session, &body.new_password, body.logout_devices)
+                .await?;
+        }
+        // A forgotten password: the address the reset mail went to proves the account.
+        (None, Some(AuthData::EmailIdentity(e))) if s.threepids.email_enabled() => {
+            let c = &e.thirdparty_id_creds;
+            let reset = s
+                .threepids
+                .reset_password(
+                    c.sid.as_str(),
+                    c.client_secret.as_str(),
+                    &body.new_password,
+                    body.logout_devices,
+                )
+                .await
+                .map(|_| ());
+            uiaa::threepid_checked(&s, &[uiaa::EMAIL_STAGE], reset)?;
+        }
+        (None, _) if s.threepids.email_enabled() => {
+            return Err(UiaaError::challenge(
+                s.uiaa.challenge(uiaa::EMAIL_STAGE, None),
+            ))
+        }
+        (None, _) => {
+            return Err(Error::matrix(
+                ErrorCode::MissingToken,
+                "an access token is needed to change the password",
+            )
+            .into())
+        }
+    }
     Ok(RumaResponse(change_password::v3::Response::new()).into_response())
 }
 

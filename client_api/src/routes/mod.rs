@@ -14,6 +14,7 @@ pub(crate) mod rooms;
 mod search;
 mod server;
 mod sync;
+pub(crate) mod threepid;
 
 use crate::AppState;
 
@@ -30,6 +31,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     let r = admin::routes(r);
     let r = push::routes(r);
     let r = search::routes(r);
+    let r = threepid::routes(r);
     let r = appservice::routes(r);
     let r = media::routes(r);
     data::routes(r)

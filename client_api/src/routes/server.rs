@@ -103,7 +103,7 @@ async fn capabilities(
             "m.room_versions": { "default": s.config.default_room_version, "available": available },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
+            "m.3pid_changes": { "enabled": s.threepids.email_enabled() },
             "m.get_login_token": { "enabled": true },
             // Extended profile fields (spec 1.16): any field but those with their own
             // endpoints, which the two capabilities above govern.

@@ -7,7 +7,12 @@ use ruma::UserId;
 
 use crate::{
     ports::NativeStore,
-    services::{accounts::Accounts, rooms::Rooms, Session},
+    services::{
+        accounts::Accounts,
+        rooms::Rooms,
+        threepids::{ThreePids, Unbound},
+        Session,
+    },
     Result,
 };
 
@@ -15,23 +20,33 @@ pub struct Deactivation {
     accounts: Arc<Accounts>,
     rooms: Arc<Rooms>,
     native: Arc<dyn NativeStore>,
+    threepids: Arc<ThreePids>,
 }
 
 impl Deactivation {
-    pub fn new(accounts: Arc<Accounts>, rooms: Arc<Rooms>, native: Arc<dyn NativeStore>) -> Self {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        rooms: Arc<Rooms>,
+        native: Arc<dyn NativeStore>,
+        threepids: Arc<ThreePids>,
+    ) -> Self {
         Deactivation {
             accounts,
             rooms,
             native,
+            threepids,
         }
     }
 
     /// Shuts the account for good. First every session ends (on every instance) and the
     /// password and profile go, so nothing can act as the user while the rest happens; then
     /// the user leaves every room they are in or invited to. `erase` also deletes what Sandcat
-    /// kept about them (email, phone, …). The user id is never handed out again.
-    pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> Result<()> {
+    /// kept about them (email, phone, …). The user id is never handed out again. The
+    /// account's email addresses are free again, unbound from identity servers that bind
+    /// them (the answer says whether every one did).
+    pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> Result<Unbound> {
         self.accounts.deactivate(user_id).await?;
+        let unbound = self.threepids.forget(user_id).await?;
         let session = Session::new(user_id.to_owned(), String::new());
         for m in self.rooms.store().memberships(user_id).await? {
             if !matches!(
@@ -49,6 +64,6 @@ impl Deactivation {
                 .delete_native_profile(user_id.localpart())
                 .await?;
         }
-        Ok(())
+        Ok(unbound)
     }
 }

@@ -14,6 +14,7 @@ pub mod reports;
 pub mod rooms;
 pub mod server_keys;
 pub mod sync;
+pub mod threepids;
 pub mod voip;
 
 /// A user acting through a device.

@@ -242,15 +242,23 @@ impl Accounts {
         Ok(())
     }
 
-    /// Sets a new password proven by something other than a session (an emailed code): every
-    /// session of the user ends.
-    pub async fn reset_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
+    /// Sets a new password proven by something other than a session (an emailed code);
+    /// every session of the user ends when `logout_devices`.
+    pub async fn reset_password(
+        &self,
+        user_id: &UserId,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> Result<()> {
         if new_password.is_empty() {
             return Err(Error::invalid_param("password must not be empty"));
         }
         let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(user_id, &hash).await?;
-        self.logout_others(user_id, None).await
+        if logout_devices {
+            self.logout_others(user_id, None).await?;
+        }
+        Ok(())
     }
 
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {

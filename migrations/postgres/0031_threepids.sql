@@ -1,0 +1,34 @@
+-- Email addresses of accounts (3PIDs), the validation sessions that prove them (a token
+-- mailed to the address), and the identity servers an address was bound through.
+CREATE TABLE user_threepids (
+    medium       TEXT NOT NULL,
+    address      TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    validated_at BIGINT NOT NULL,
+    added_at     BIGINT NOT NULL,
+    PRIMARY KEY (medium, address)
+);
+CREATE INDEX user_threepids_user ON user_threepids (user_id);
+
+CREATE TABLE threepid_validations (
+    sid           TEXT PRIMARY KEY,
+    client_secret TEXT NOT NULL,
+    address       TEXT NOT NULL,
+    -- register | add | password
+    purpose       TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    send_attempt  BIGINT NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    validated_ms  BIGINT,
+    next_link     TEXT
+);
+CREATE INDEX threepid_validations_secret ON threepid_validations (client_secret, address, purpose);
+CREATE INDEX threepid_validations_created ON threepid_validations (created_ms);
+
+CREATE TABLE threepid_id_server_binds (
+    user_id   TEXT NOT NULL,
+    medium    TEXT NOT NULL,
+    address   TEXT NOT NULL,
+    id_server TEXT NOT NULL,
+    PRIMARY KEY (user_id, medium, address, id_server)
+);
