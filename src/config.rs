@@ -446,6 +446,11 @@ pub struct MediaConfig {
     pub s3_bucket: String,
     pub s3_access_key: String,
     pub s3_secret_key: String,
+    /// Previews of links (`/media/preview_url`): the server fetches the page a user names,
+    /// never from a private, loopback or link-local address unless allowed below.
+    pub url_preview: bool,
+    /// Let previews fetch from private addresses (pages on this machine or network).
+    pub url_preview_allow_private: bool,
 }
 
 impl Default for MediaConfig {
@@ -457,6 +462,8 @@ impl Default for MediaConfig {
             s3_bucket: "sandcat-media".into(),
             s3_access_key: String::new(),
             s3_secret_key: String::new(),
+            url_preview: true,
+            url_preview_allow_private: false,
         }
     }
 }
@@ -686,6 +693,16 @@ impl Config {
         }
         if let Some(v) = get("SANDCAT_CACHE_BACKEND") {
             self.cache.backend = v.parse().context("SANDCAT_CACHE_BACKEND")?;
+        }
+        if let Some(v) = get("SANDCAT_MEDIA_URL_PREVIEW") {
+            self.media.url_preview = v
+                .parse()
+                .context("SANDCAT_MEDIA_URL_PREVIEW must be true or false")?;
+        }
+        if let Some(v) = get("SANDCAT_MEDIA_URL_PREVIEW_ALLOW_PRIVATE") {
+            self.media.url_preview_allow_private = v
+                .parse()
+                .context("SANDCAT_MEDIA_URL_PREVIEW_ALLOW_PRIVATE must be true or false")?;
         }
         if let Some(v) = get("SANDCAT_MEDIA_BACKEND") {
             self.media.backend = v.parse().context("SANDCAT_MEDIA_BACKEND")?;

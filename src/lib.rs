@@ -51,6 +51,7 @@ use sandcat_core::{
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
         threepids::ThreePids,
+        url_previews::UrlPreviews,
     },
     ServerConfig, TurnServers,
 };
@@ -273,6 +274,20 @@ pub async fn rotate_signing_key(config: &Config) -> Result<(String, String)> {
         .await
         .map_err(|e| anyhow::anyhow!("recording the new key: {e}"))?;
     Ok((old.key_id(), keys.own_key().key_id))
+}
+
+/// The page fetcher of URL previews; `None` when they are off.
+fn web_pages(config: &Config) -> Result<Option<Arc<dyn sandcat_core::ports::WebPages>>> {
+    if !config.media.url_preview {
+        return Ok(None);
+    }
+    let fetcher = sandcat_backends::web::WebFetcher::new(sandcat_backends::web::PageOptions {
+        allow_private: config.media.url_preview_allow_private,
+        max_image_bytes: config.max_upload_bytes,
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("the URL preview client: {e}"))?;
+    Ok(Some(Arc::new(fetcher)))
 }
 
 /// Builds every part of the server from the configuration.
@@ -557,6 +572,11 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
     .with_oauth(sandcat_api::oauth::OAuth::new(&config.oauth).map_err(anyhow::Error::msg)?)
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let metrics = Arc::new(Metrics::default());
+    let previews = Arc::new(UrlPreviews::new(
+        web_pages(config)?,
+        media.clone(),
+        server.server_name.clone(),
+    ));
     let threepids = Arc::new(ThreePids::new(
         store.clone(),
         store.clone(),
@@ -596,6 +616,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             config.registration_requires_token,
         )),
         threepids,
+        previews,
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let push_senders = Arc::new(

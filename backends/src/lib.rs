@@ -25,3 +25,4 @@ pub mod s3_media;
 pub mod smtp;
 pub mod sql;
 pub mod sql_inbox;
+pub mod web;

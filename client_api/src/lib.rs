@@ -22,7 +22,7 @@ use sandcat_core::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
         keys::Keys, media::Media, openid::OpenId, push::Push,
         registration_tokens::RegistrationGate, reports::ContentReports, rooms::Rooms, sync::Sync,
-        threepids::ThreePids,
+        threepids::ThreePids, url_previews::UrlPreviews,
     },
     ServerConfig,
 };
@@ -56,6 +56,7 @@ pub struct AppState {
     pub push: Arc<Push>,
     pub registration: Arc<RegistrationGate>,
     pub threepids: Arc<ThreePids>,
+    pub previews: Arc<UrlPreviews>,
 }
 
 impl AppState {
@@ -77,6 +78,7 @@ impl AppState {
         push: Arc<Push>,
         registration: Arc<RegistrationGate>,
         threepids: Arc<ThreePids>,
+        previews: Arc<UrlPreviews>,
     ) -> Self {
         AppState {
             config,
@@ -97,6 +99,7 @@ impl AppState {
             push,
             registration,
             threepids,
+            previews,
         }
     }
 }

@@ -28,6 +28,8 @@ mod threepids;
 pub use threepids::{
     IdentityServers, ThreePid, ThreePidStore, ValidationPurpose, ValidationSession,
 };
+mod web_pages;
+pub use web_pages::{WebContent, WebPages};
 mod mail;
 pub use mail::{Mail, Mailer};
 pub use registration_tokens::{RegistrationToken, RegistrationTokens};

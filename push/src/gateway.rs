@@ -3,9 +3,10 @@
 //! connect time for host names (the resolver refuses them) and before the request for IP
 //! literals (which reqwest connects without resolving).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use sandcat_core::{addresses::is_private, error::with_causes, Error, ErrorCode, Result};
+use sandcat_backends::web::{guarded_client, is_private_literal, read_body};
+use sandcat_core::{error::with_causes, Error, ErrorCode, Result};
 
 /// The largest gateway answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -28,37 +29,6 @@ impl Default for GatewayOptions {
     }
 }
 
-/// Resolves host names through the system, refusing private addresses unless allowed.
-struct GuardedDns {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("{} resolves to a private address", name.as_str()),
-                )
-                .into());
-            }
-            if addrs.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} has no address", name.as_str()),
-                )
-                .into());
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 pub struct Gateways {
     http: reqwest::Client,
     allow_private: bool,
@@ -70,15 +40,8 @@ fn unreachable(url: &str, why: impl std::fmt::Display) -> Error {
 
 impl Gateways {
     pub fn new(options: GatewayOptions) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedDns {
-                allow_private: options.allow_private,
-            }))
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(Error::internal)?;
+        let http =
+            guarded_client(options.allow_private, options.timeout, 0).map_err(Error::internal)?;
         Ok(Gateways {
             http,
             allow_private: options.allow_private,
@@ -89,12 +52,7 @@ impl Gateways {
     /// it rejected.
     pub async fn notify(&self, url: &str, body: String) -> Result<Vec<String>> {
         let parsed = reqwest::Url::parse(url).map_err(|e| unreachable(url, e))?;
-        let ip = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-            _ => None,
-        };
-        if ip.is_some_and(is_private) && !self.allow_private {
+        if is_private_literal(&parsed) && !self.allow_private {
             return Err(unreachable(url, "a private address"));
         }
         let mut answer = self
@@ -106,13 +64,9 @@ impl Gateways {
             .await
             .map_err(|e| unreachable(url, with_causes(&e)))?;
         let status = answer.status();
-        let mut read = Vec::new();
-        while let Some(chunk) = answer.chunk().await.map_err(|e| unreachable(url, e))? {
-            if read.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(unreachable(url, "the answer is too large"));
-            }
-            read.extend_from_slice(&chunk);
-        }
+        let read = read_body(&mut answer, MAX_ANSWER_BYTES, false)
+            .await
+            .map_err(|e| unreachable(url, e))?;
         if !status.is_success() {
             return Err(unreachable(url, format!("answered {status}")));
         }

@@ -10,7 +10,7 @@ use ruma::{
         authenticated_media as auth,
         media::{
             create_content, create_content_async, create_mxc_uri, get_content,
-            get_content_as_filename, get_content_thumbnail, get_media_config,
+            get_content_as_filename, get_content_thumbnail, get_media_config, get_media_preview,
         },
     },
     http_headers::{ContentDisposition, ContentDispositionType},
@@ -39,6 +39,36 @@ pub(super) fn routes(r: axum::Router<AppState>) -> axum::Router<AppState> {
         .ruma::<auth::get_content_as_filename::v1::Request, _, _>(download_named)
         .ruma::<auth::get_content_thumbnail::v1::Request, _, _>(thumbnail)
         .ruma::<auth::get_media_config::v1::Request, _, _>(config)
+        .ruma::<auth::get_media_preview::v1::Request, _, _>(preview)
+        .ruma::<get_media_preview::v3::Request, _, _>(preview_legacy)
+}
+
+/// GET /_matrix/client/v1/media/preview_url
+async fn preview(
+    State(s): State<AppState>,
+    req: Ruma<auth::get_media_preview::v1::Request>,
+) -> ApiResult<auth::get_media_preview::v1::Response> {
+    let answer = s
+        .previews
+        .preview(&req.session()?.user_id, &req.body.url)
+        .await?;
+    auth::get_media_preview::v1::Response::from_serialize(&answer)
+        .map(RumaResponse)
+        .map_err(|e| Error::internal(e).into())
+}
+
+/// GET /_matrix/media/v3/preview_url (deprecated; the same answer)
+async fn preview_legacy(
+    State(s): State<AppState>,
+    req: Ruma<get_media_preview::v3::Request>,
+) -> ApiResult<get_media_preview::v3::Response> {
+    let answer = s
+        .previews
+        .preview(&req.session()?.user_id, &req.body.url)
+        .await?;
+    get_media_preview::v3::Response::from_serialize(&answer)
+        .map(RumaResponse)
+        .map_err(|e| Error::internal(e).into())
 }
 
 fn mxc(s: &AppState, media_id: &str) -> OwnedMxcUri {

@@ -15,6 +15,7 @@ pub mod rooms;
 pub mod server_keys;
 pub mod sync;
 pub mod threepids;
+pub mod url_previews;
 pub mod voip;
 
 /// A user acting through a device.
