@@ -15,7 +15,7 @@ use ruma::{
         request_registration_token_via_msisdn, unbind_3pid, ThirdPartyIdRemovalStatus,
     },
     thirdparty::{Medium, ThirdPartyIdentifier, ThirdPartyIdentifierInit},
-    MilliSecondsSinceUnixEpoch, OwnedSessionId, UInt,
+    ClientSecret, MilliSecondsSinceUnixEpoch, OwnedSessionId, UInt,
 };
 use sandcat_core::{
     ports::ValidationPurpose,
@@ -55,13 +55,28 @@ pub(crate) fn removal_status(unbound: Unbound) -> ThirdPartyIdRemovalStatus {
     }
 }
 
-fn session_id(requested: &Requested) -> Result<OwnedSessionId, ApiError> {
-    OwnedSessionId::try_from(requested.sid.as_str())
-        .map_err(|e| ApiError(Error::internal(format!("a session id: {e}"))))
-}
-
-fn attempt(n: UInt) -> u64 {
-    u64::from(n)
+/// Mails a token for `purpose`; the session id and the `submit_url` to answer.
+async fn mail_token(
+    s: &AppState,
+    purpose: ValidationPurpose,
+    client_secret: &ClientSecret,
+    email: &str,
+    send_attempt: UInt,
+    next_link: Option<&str>,
+) -> Result<(OwnedSessionId, String), ApiError> {
+    let Requested { sid, submit_url } = s
+        .threepids
+        .request_token(
+            purpose,
+            client_secret.as_str(),
+            email,
+            u64::from(send_attempt),
+            next_link,
+        )
+        .await?;
+    let sid = OwnedSessionId::try_from(sid.as_str())
+        .map_err(|e| ApiError(Error::internal(format!("a session id: {e}"))))?;
+    Ok((sid, submit_url))
 }
 
 /// POST /_matrix/client/v3/account/3pid/email/requestToken
@@ -70,19 +85,17 @@ async fn add_token(
     req: Ruma<request_3pid_management_token_via_email::v3::Request>,
 ) -> ApiResult<request_3pid_management_token_via_email::v3::Response> {
     let b = &req.body;
-    let requested = s
-        .threepids
-        .request_token(
-            ValidationPurpose::AddToAccount,
-            b.client_secret.as_str(),
-            &b.email,
-            attempt(b.send_attempt),
-            b.next_link.as_deref(),
-        )
-        .await?;
-    let mut resp =
-        request_3pid_management_token_via_email::v3::Response::new(session_id(&requested)?);
-    resp.submit_url = Some(requested.submit_url);
+    let (sid, submit_url) = mail_token(
+        &s,
+        ValidationPurpose::AddToAccount,
+        &b.client_secret,
+        &b.email,
+        b.send_attempt,
+        b.next_link.as_deref(),
+    )
+    .await?;
+    let mut resp = request_3pid_management_token_via_email::v3::Response::new(sid);
+    resp.submit_url = Some(submit_url);
     Ok(RumaResponse(resp))
 }
 
@@ -95,18 +108,17 @@ async fn register_token(
         return Err(Error::forbidden("registration is disabled on this server").into());
     }
     let b = &req.body;
-    let requested = s
-        .threepids
-        .request_token(
-            ValidationPurpose::Register,
-            b.client_secret.as_str(),
-            &b.email,
-            attempt(b.send_attempt),
-            b.next_link.as_deref(),
-        )
-        .await?;
-    let mut resp = request_registration_token_via_email::v3::Response::new(session_id(&requested)?);
-    resp.submit_url = Some(requested.submit_url);
+    let (sid, submit_url) = mail_token(
+        &s,
+        ValidationPurpose::Register,
+        &b.client_secret,
+        &b.email,
+        b.send_attempt,
+        b.next_link.as_deref(),
+    )
+    .await?;
+    let mut resp = request_registration_token_via_email::v3::Response::new(sid);
+    resp.submit_url = Some(submit_url);
     Ok(RumaResponse(resp))
 }
 
@@ -116,19 +128,17 @@ async fn password_token(
     req: Ruma<request_password_change_token_via_email::v3::Request>,
 ) -> ApiResult<request_password_change_token_via_email::v3::Response> {
     let b = &req.body;
-    let requested = s
-        .threepids
-        .request_token(
-            ValidationPurpose::PasswordReset,
-            b.client_secret.as_str(),
-            &b.email,
-            attempt(b.send_attempt),
-            b.next_link.as_deref(),
-        )
-        .await?;
-    let mut resp =
-        request_password_change_token_via_email::v3::Response::new(session_id(&requested)?);
-    resp.submit_url = Some(requested.submit_url);
+    let (sid, submit_url) = mail_token(
+        &s,
+        ValidationPurpose::PasswordReset,
+        &b.client_secret,
+        &b.email,
+        b.send_attempt,
+        b.next_link.as_deref(),
+    )
+    .await?;
+    let mut resp = request_password_change_token_via_email::v3::Response::new(sid);
+    resp.submit_url = Some(submit_url);
     Ok(RumaResponse(resp))
 }
 
