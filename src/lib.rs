@@ -339,6 +339,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             ttl_secs: config.voip.turn_ttl_secs,
         },
         support: config.support.document()?,
+        sign_in_providers: config.oauth.configured(),
     });
     let signing = Arc::new(SigningKey { server_name, key });
     let outbound = Arc::new(

@@ -253,3 +253,172 @@ async fn start_loose(server: &Server) -> String {
         .unwrap();
     state
 }
+
+/// Starts a Matrix single sign-on as a Matrix client does (the browser at
+/// `/login/sso/redirect…`); the provider page's query.
+async fn sso_start(server: &Server, path: &str) -> std::collections::HashMap<String, String> {
+    let res = http()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_redirection(), "{path}: {}", res.status());
+    let to = reqwest::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(to.path().ends_with("/login/oauth/authorize"), "{to}");
+    to.query_pairs().into_owned().collect()
+}
+
+/// The provider sending the browser back to this server; the status and where it goes on.
+async fn sso_callback(server: &Server, code: &str, state: &str) -> (u16, Option<reqwest::Url>) {
+    let res = http()
+        .get(format!("{}/_sandcat/sso/callback/github", server.base))
+        .query(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| reqwest::Url::parse(l.to_str().unwrap()).unwrap());
+    (status, location)
+}
+
+async fn token_login(server: &Server, token: &str) -> (u16, Value) {
+    server
+        .anon()
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.token", "token": token }),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn matrix_clients_sign_in_through_the_same_provider() {
+    let server = with_github().await;
+    // The provider is offered as m.login.sso.
+    let (s, flows) = server.anon().get("/_matrix/client/v3/login").await;
+    assert_eq!(s, 200);
+    let sso = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["type"] == "m.login.sso")
+        .unwrap_or_else(|| panic!("no m.login.sso: {flows}"))
+        .clone();
+    assert_eq!(sso["identity_providers"][0]["id"], "github");
+    assert_eq!(sso["identity_providers"][0]["name"], "GitHub");
+    assert_eq!(sso["identity_providers"][0]["brand"], "github");
+
+    // The provider sends the browser back to this server, not to the Sandcat client's page.
+    let redirect_url = "https://client.example/after?x=1";
+    let q = sso_start(
+        &server,
+        &format!(
+            "/_matrix/client/v3/login/sso/redirect/github?redirectUrl={}",
+            common::enc(redirect_url)
+        ),
+    )
+    .await;
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/_sandcat/sso/callback/github", server.base)
+    );
+    let (s, to) = sso_callback(&server, "good-octo", &q["state"]).await;
+    assert_eq!(s, 303);
+    let to = to.unwrap();
+    assert_eq!(to.host_str(), Some("client.example"));
+    let back: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(back["x"], "1", "the client's own query stays");
+    let (s, login) = token_login(&server, &back["loginToken"]).await;
+    assert_eq!(s, 200, "{login}");
+    let user_id = login["user_id"].as_str().unwrap().to_owned();
+    // The token works once.
+    let (s, _) = token_login(&server, &back["loginToken"]).await;
+    assert_eq!(s, 403);
+
+    // With one provider, the redirect without an id goes to it; the same account again,
+    // and the one a Sandcat client signing in through the provider reaches.
+    let q = sso_start(
+        &server,
+        &format!(
+            "/_matrix/client/v3/login/sso/redirect?redirectUrl={}",
+            common::enc("io.element.app:/callback")
+        ),
+    )
+    .await;
+    let (s, to) = sso_callback(&server, "good-octo", &q["state"]).await;
+    assert_eq!(s, 303);
+    let to = to.unwrap();
+    assert_eq!(to.scheme(), "io.element.app");
+    let token = to
+        .query_pairs()
+        .find(|(k, _)| k == "loginToken")
+        .unwrap()
+        .1
+        .into_owned();
+    let (s, again) = token_login(&server, &token).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["user_id"], user_id.as_str());
+    let (s, native) = callback(&server, "good-octo", &start(&server).await).await;
+    assert_eq!(s, 200, "{native}");
+    assert_eq!(
+        format!("@{}:", native["user"]["id"].as_str().unwrap()),
+        user_id[..user_id.find(':').unwrap() + 1]
+    );
+
+    // Refusals: no redirectUrl, an unknown provider, a Sandcat sign-in's state, a code the
+    // provider refuses; and a Matrix sign-in's state at the Sandcat callback.
+    let (s, e) = server
+        .anon()
+        .get("/_matrix/client/v3/login/sso/redirect/github")
+        .await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (400, Some("M_MISSING_PARAM")),
+        "{e}"
+    );
+    let (s, e) = server
+        .anon()
+        .get("/_matrix/client/v3/login/sso/redirect/gitlab?redirectUrl=https%3A%2F%2Fc.example")
+        .await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{e}"
+    );
+    let (s, to) = sso_callback(&server, "good-octo", &start(&server).await).await;
+    assert_eq!((s, to), (400, None));
+    let q = sso_start(
+        &server,
+        "/_matrix/client/v3/login/sso/redirect/github?redirectUrl=https%3A%2F%2Fc.example",
+    )
+    .await;
+    let (s, to) = sso_callback(&server, "bad-code", &q["state"]).await;
+    assert_eq!((s, to), (401, None));
+    let (s, e) = callback(&server, "good-octo", &q["state"]).await;
+    assert_eq!(s, 400, "{e}");
+
+    // Without providers: no m.login.sso, and the redirect says there is none.
+    let plain = Server::start().await;
+    let (_, flows) = plain.anon().get("/_matrix/client/v3/login").await;
+    assert!(
+        !flows["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["type"] == "m.login.sso"),
+        "{flows}"
+    );
+    let (s, e) = plain
+        .anon()
+        .get("/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fc.example")
+        .await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{e}"
+    );
+}

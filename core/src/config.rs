@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub turn: TurnServers,
     /// `/.well-known/matrix/support`, when configured.
     pub support: Option<serde_json::Value>,
+    /// The single sign-on providers configured (`github`, `google`), offered as
+    /// `m.login.sso`.
+    pub sign_in_providers: Vec<String>,
 }
 
 /// TURN servers and the secret their credentials are made with (TURN REST credentials).
@@ -55,6 +58,7 @@ impl ServerConfig {
             access_token_lifetime_ms: None,
             turn: TurnServers::default(),
             support: None,
+            sign_in_providers: Vec::new(),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Claims {
     /// The refresh secret stored with the device (refresh tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rid: Option<String>,
+    /// Where a Matrix client waits for the sign-in's login token (single sign-on states
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
 }
 
 pub struct Jwt {
@@ -76,6 +80,7 @@ impl Jwt {
             sid: device.to_owned(),
             typ,
             rid: None,
+            redirect: None,
         }
     }
 
@@ -97,14 +102,17 @@ impl Jwt {
     }
 
     /// The `state` of a sign-in through `provider`.
-    pub fn issue_state(&self, provider: &str) -> Result<String, ApiError> {
+    /// The `state` of a sign-in through `provider`; `redirect`: the Matrix client's
+    /// `redirectUrl` (single sign-on).
+    pub fn issue_state(&self, provider: &str, redirect: Option<&str>) -> Result<String, ApiError> {
         let mut claims = Self::claims(provider, "", TokenUse::OAuthState, OAUTH_STATE_SECS);
         claims.rid = Some(crate::friends::random_id());
+        claims.redirect = redirect.map(str::to_owned);
         self.issue(&claims)
     }
 
-    /// Whether `state` is one this server issued for `provider`, unexpired.
-    pub fn check_state(&self, state: &str, provider: &str) -> Result<(), ApiError> {
+    /// Whether `state` is one this server issued for `provider`, unexpired; its claims.
+    pub fn check_state(&self, state: &str, provider: &str) -> Result<Claims, ApiError> {
         let claims = self
             .verify(state, TokenUse::OAuthState)
             .map_err(|_| ApiError::bad_request("the sign-in expired or was not started here"))?;
@@ -113,7 +121,7 @@ impl Jwt {
                 "the sign-in was started with another provider",
             ));
         }
-        Ok(())
+        Ok(claims)
     }
 
     /// The claims of a valid, unexpired token made for `typ`. Whether its session still

@@ -35,6 +35,7 @@ mod mapping;
 mod messages;
 pub mod model;
 pub mod oauth;
+pub mod sso;
 mod users;
 mod ws;
 
@@ -445,6 +446,7 @@ pub fn router(state: NativeState) -> Router {
     Router::new()
         .merge(routes())
         .nest("/api", routes())
+        .merge(sso::routes())
         .with_state(state)
 }
 

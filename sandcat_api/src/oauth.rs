@@ -37,10 +37,18 @@ pub enum Provider {
 }
 
 impl Provider {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Provider::Github => "github",
             Provider::Google => "google",
+        }
+    }
+
+    /// Its name as people know it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Provider::Github => "GitHub",
+            Provider::Google => "Google",
         }
     }
 
@@ -107,6 +115,20 @@ pub struct ProviderConfig {
 pub struct OAuthConfig {
     pub github: Option<ProviderConfig>,
     pub google: Option<ProviderConfig>,
+}
+
+impl OAuthConfig {
+    /// The ids of the configured providers (`github`, `google`).
+    pub fn configured(&self) -> Vec<String> {
+        [
+            (Provider::Github, &self.github),
+            (Provider::Google, &self.google),
+        ]
+        .into_iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(p, _)| p.as_str().to_owned())
+        .collect()
+    }
 }
 
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -183,15 +205,26 @@ impl OAuth {
     }
 
     /// Who the user is at the provider, from an authorization code.
-    async fn identity(&self, provider: Provider, code: &str) -> ApiResult<Identity> {
+    /// `redirect`: where the provider sent the browser back to, when not the Sandcat
+    /// client's page (Matrix single sign-on comes back to this server).
+    pub(crate) async fn identity(
+        &self,
+        provider: Provider,
+        code: &str,
+        redirect: Option<RedirectUrl>,
+    ) -> ApiResult<Identity> {
         let p = self.get(provider)?;
         let refused = |e: &dyn fmt::Display| {
             tracing::info!(%provider, error = %e, "a sign-in was refused by the provider");
             ApiError::unauthorized(format!("{provider} did not accept the sign-in"))
         };
-        let token = p
+        let mut exchange = p
             .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .exchange_code(AuthorizationCode::new(code.to_owned()));
+        if let Some(r) = redirect {
+            exchange = exchange.set_redirect_uri(std::borrow::Cow::Owned(r));
+        }
+        let token = exchange
             .request_async(&self.http)
             .await
             .map_err(|e| refused(&e))?;
@@ -211,8 +244,42 @@ impl OAuth {
     }
 }
 
+impl OAuth {
+    /// The configured providers, GitHub first.
+    pub fn providers(&self) -> Vec<Provider> {
+        [Provider::Github, Provider::Google]
+            .into_iter()
+            .filter(|p| self.providers.contains_key(p))
+            .collect()
+    }
+
+    /// The provider's sign-in page for a sign-in with `state`, coming back to `redirect`
+    /// (else the configured client page).
+    pub(crate) fn authorize_url(
+        &self,
+        provider: Provider,
+        state: String,
+        redirect: Option<RedirectUrl>,
+    ) -> ApiResult<String> {
+        let p = self.get(provider)?;
+        let mut auth = p.client.authorize_url(|| CsrfToken::new(state));
+        for scope in provider.scopes() {
+            auth = auth.add_scope(Scope::new((*scope).to_owned()));
+        }
+        if let Some(r) = redirect {
+            auth = auth.set_redirect_uri(std::borrow::Cow::Owned(r));
+        }
+        let (url, _) = auth.url();
+        Ok(url.to_string())
+    }
+
+    pub(crate) fn is_configured(&self, provider: Provider) -> bool {
+        self.providers.contains_key(&provider)
+    }
+}
+
 /// A user as a provider tells it.
-struct Identity {
+pub(crate) struct Identity {
     subject: String,
     name: Option<String>,
     email: Option<String>,
@@ -258,14 +325,9 @@ pub(crate) async fn start(
     PathArgs(provider): PathArgs<String>,
 ) -> ApiResult<Redirect> {
     let provider: Provider = provider.parse()?;
-    let p = s.oauth.get(provider)?;
-    let state = s.jwt.issue_state(provider.as_str())?;
-    let mut auth = p.client.authorize_url(|| CsrfToken::new(state));
-    for scope in provider.scopes() {
-        auth = auth.add_scope(Scope::new((*scope).to_owned()));
-    }
-    let (url, _) = auth.url();
-    Ok(Redirect::to(url.as_str()))
+    s.oauth.get(provider)?;
+    let state = s.jwt.issue_state(provider.as_str(), None)?;
+    Ok(Redirect::to(&s.oauth.authorize_url(provider, state, None)?))
 }
 
 /// GET /user/auth/{provider}/callback?code&state — signs in as the provider's user.
@@ -279,45 +341,49 @@ pub(crate) async fn callback(
     let provider: Provider = provider.parse()?;
     s.oauth.get(provider)?;
     s.limit(Key::Address(peer.ip()))?;
-    s.jwt.check_state(&q.state, provider.as_str())?;
+    if s.jwt
+        .check_state(&q.state, provider.as_str())?
+        .redirect
+        .is_some()
+    {
+        return Err(ApiError::bad_request(
+            "the sign-in was started by a Matrix client",
+        ));
+    }
     if q.code.is_empty() {
         return Err(ApiError::bad_request("the provider sent no code"));
     }
-    let who = s.oauth.identity(provider, &q.code).await?;
-    let id = match s.store.oauth_user(provider.as_str(), &who.subject).await? {
-        Some(id) => id,
-        None => {
-            let id = crate::users::new_account(
-                &s,
-                None,
-                who.name.as_deref().unwrap_or(provider.as_str()),
-                who.email.as_deref(),
-            )
-            .await?;
-            if !s
-                .store
-                .link_oauth(provider.as_str(), &who.subject, &id)
-                .await?
-            {
-                // Another sign-in of the same identity linked first: use that account.
-                return sign_in_linked(&s, &headers, provider, &who.subject).await;
-            }
-            id
-        }
-    };
+    let who = s.oauth.identity(provider, &q.code, None).await?;
+    let id = account_of(&s, provider, &who).await?;
     Ok(Json(crate::users::sign_in(&s, &id, &headers).await?))
 }
 
-async fn sign_in_linked(
+/// The account linked to the provider's user — made the first time (when registration is
+/// open); its Sandcat id.
+pub(crate) async fn account_of(
     s: &NativeState,
-    headers: &HeaderMap,
     provider: Provider,
-    subject: &str,
-) -> ApiResult<Json<Token>> {
-    let id = s
-        .store
-        .oauth_user(provider.as_str(), subject)
+    who: &Identity,
+) -> ApiResult<String> {
+    if let Some(id) = s.store.oauth_user(provider.as_str(), &who.subject).await? {
+        return Ok(id);
+    }
+    let id = crate::users::new_account(
+        s,
+        None,
+        who.name.as_deref().unwrap_or(provider.as_str()),
+        who.email.as_deref(),
+    )
+    .await?;
+    if s.store
+        .link_oauth(provider.as_str(), &who.subject, &id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("the sign-in could not be linked"))?;
-    Ok(Json(crate::users::sign_in(s, &id, headers).await?))
+    {
+        return Ok(id);
+    }
+    // Another sign-in of the same identity linked first: that account.
+    s.store
+        .oauth_user(provider.as_str(), &who.subject)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the sign-in could not be linked"))
 }

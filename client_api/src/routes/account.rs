@@ -282,18 +282,41 @@ async fn available(
 
 /// GET /_matrix/client/v3/login
 async fn login_types(
+    State(s): State<AppState>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
     use get_login_types::v3::{
-        ApplicationServiceLoginType, LoginType, PasswordLoginType, TokenLoginType,
+        ApplicationServiceLoginType, IdentityProvider, IdentityProviderBrand, LoginType,
+        PasswordLoginType, SsoLoginType, TokenLoginType,
     };
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
-    Ok(RumaResponse(get_login_types::v3::Response::new(vec![
+    let mut types = vec![
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
         LoginType::ApplicationService(ApplicationServiceLoginType::new()),
-    ])))
+    ];
+    let providers: Vec<IdentityProvider> = s
+        .config
+        .sign_in_providers
+        .iter()
+        .map(|id| {
+            let (name, brand) = match id.as_str() {
+                "github" => ("GitHub", IdentityProviderBrand::GitHub),
+                "google" => ("Google", IdentityProviderBrand::Google),
+                other => (other, IdentityProviderBrand::from(other)),
+            };
+            let mut p = IdentityProvider::new(id.clone(), name.to_owned());
+            p.brand = Some(brand);
+            p
+        })
+        .collect();
+    if !providers.is_empty() {
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers = providers;
+        types.push(LoginType::Sso(sso));
+    }
+    Ok(RumaResponse(get_login_types::v3::Response::new(types)))
 }
 
 /// POST /_matrix/client/v3/login
