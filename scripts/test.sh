@@ -60,10 +60,15 @@ SANDCAT_TEST_PROFILE=pipeline cargo test --workspace --test client_api --test sa
 
 echo "== interop: matrix-nio, matrix-js-sdk and mautrix against the sandcat binary"
 cargo build --bin sandcat
-PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+# The mail relay is the js-sdk accounts check's SMTP receiver; link previews may fetch its
+# page on loopback.
+SMTP_PORT=$(free_port)
 DATA=$(mktemp -d)
 SANDCAT_LISTEN="127.0.0.1:$PORT" SANDCAT_DATA_DIR="$DATA" SANDCAT_REGISTRATION_ENABLED=true SANDCAT_LOG=warn \
-    SANDCAT_RATE_LIMIT_PER_SECOND=0 \
+    SANDCAT_RATE_LIMIT_PER_SECOND=0 SANDCAT_EMAIL_SMTP_HOST=127.0.0.1 SANDCAT_EMAIL_SMTP_PORT="$SMTP_PORT" \
+    SANDCAT_EMAIL_SMTP_SECURITY=none SANDCAT_MEDIA_URL_PREVIEW_ALLOW_PRIVATE=true \
     "$CARGO_TARGET_DIR/debug/sandcat" serve > "$DATA/sandcat.log" 2>&1 &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
@@ -79,6 +84,7 @@ fail() {
 }
 "$VENV/bin/python" tests/interop/nio_interop.py "http://127.0.0.1:$PORT" || fail
 (cd tests/interop/js && node js_sdk_interop.mjs "http://127.0.0.1:$PORT" 2>&1 | grep -v 'MatrixRTCSessionManager\|default global .* push rule') || fail
+(cd tests/interop/js && node js_sdk_accounts.mjs "http://127.0.0.1:$PORT" "$SMTP_PORT") || fail
 "$VENV/bin/python" tests/interop/mautrix_echo.py "http://127.0.0.1:$PORT" "$CARGO_TARGET_DIR/debug/sandcat" "$DATA" || fail
 
 echo "== interop: matrix-rust-sdk (the SDK under Element X: sliding sync, timeline, encryption)"
