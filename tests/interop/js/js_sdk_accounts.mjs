@@ -6,6 +6,7 @@
 // Usage: node js_sdk_accounts.mjs http://127.0.0.1:PORT SMTP_PORT
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { check, done } from "./checks.mjs";
 import net from "node:net";
 import http from "node:http";
 
@@ -13,16 +14,6 @@ logger.setLevel("warn");
 const hs = process.argv[2] ?? "http://127.0.0.1:8008";
 const smtpPort = Number(process.argv[3]);
 const run = Math.random().toString(36).slice(2, 8);
-let passed = 0;
-
-function check(cond, what) {
-  if (!cond) {
-    console.log(`FAIL: ${what}`);
-    process.exit(1);
-  }
-  passed++;
-  console.log(`ok: ${what}`);
-}
 
 // An SMTP receiver: keeps each message's text (quoted-printable soft breaks joined).
 const inbox = [];
@@ -131,5 +122,4 @@ check(String(preview["og:image"]).startsWith("mxc://") && preview["og:image:widt
 
 site.close();
 smtp.close();
-console.log(`${passed} passed, 0 failed`);
-process.exit(0);
+done();

@@ -6,20 +6,11 @@
 // and a pusher. Usage: node js_sdk_interop.mjs http://127.0.0.1:PORT
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { check, done } from "./checks.mjs";
 
 logger.setLevel("warn");
 const hs = process.argv[2] ?? "http://127.0.0.1:8008";
 const run = Math.random().toString(36).slice(2, 8);
-let passed = 0;
-
-function check(cond, what) {
-  if (!cond) {
-    console.log(`FAIL: ${what}`);
-    process.exit(1);
-  }
-  passed++;
-  console.log(`ok: ${what}`);
-}
 
 async function account(name) {
   const anon = sdk.createClient({ baseUrl: hs });
@@ -146,5 +137,4 @@ check(pushers.length === 1 && pushers[0].pushkey === "js-key" && pushers[0].data
 
 alice.stopClient();
 bob.stopClient();
-console.log(`${passed} passed, 0 failed`);
-process.exit(0);
+done();
