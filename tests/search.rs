@@ -152,3 +152,58 @@ async fn messages_are_found_by_their_words() {
     let found = search(&alice, json!({ "search_term": "\"*()" }), None).await;
     assert_eq!(found["count"], 0);
 }
+
+#[tokio::test]
+async fn results_come_grouped_and_with_their_rooms_state_when_asked() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Garden" }))
+        .await;
+    bob.join(&room).await;
+    let other = alice.create_room(json!({ "name": "Kitchen" })).await;
+    let a1 = alice.send_text(&room, "1", "tomato one").await;
+    let b1 = bob.send_text(&room, "2", "tomato two").await;
+    let a2 = alice.send_text(&other, "3", "tomato three").await;
+
+    let found = search(
+        &alice,
+        json!({
+            "search_term": "tomato",
+            "order_by": "recent",
+            "include_state": true,
+            "groupings": { "group_by": [{ "key": "room_id" }, { "key": "sender" }] },
+        }),
+        None,
+    )
+    .await;
+    assert_eq!(found["count"], 3, "{found}");
+    // Newest first: the kitchen's message, then bob's and alice's in the garden.
+    let by_room = &found["groups"]["room_id"];
+    assert_eq!(by_room[&other]["results"], json!([a2]), "{found}");
+    assert_eq!(by_room[&other]["order"], 1);
+    assert_eq!(by_room[&room]["results"], json!([b1, a1]));
+    assert_eq!(by_room[&room]["order"], 2);
+    let by_sender = &found["groups"]["sender"];
+    assert_eq!(by_sender[&alice.user_id]["results"], json!([a2, a1]));
+    assert_eq!(by_sender[&bob.user_id]["results"], json!([b1]));
+    // Each room's current state, as /rooms/{roomId}/state answers it.
+    let name_of = |room: &str| {
+        found["state"][room]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "m.room.name")
+            .map(|e| e["content"]["name"].clone())
+    };
+    assert_eq!(name_of(&room), Some(json!("Garden")));
+    assert_eq!(name_of(&other), Some(json!("Kitchen")));
+
+    // Not asked: neither.
+    let plain = search(&alice, json!({ "search_term": "tomato" }), None).await;
+    assert!(
+        plain.get("groups").is_none() && plain.get("state").is_none(),
+        "{plain}"
+    );
+}

@@ -1,7 +1,8 @@
 //! URL previews (`/media/preview_url`) of pages served by a real web server in the test's
 //! process: Open Graph properties, the title and description standing in, the page's image
 //! kept as this server's media, an image URL itself, redirects, answers kept, and what is
-//! refused (private addresses by default, other schemes, errors, previews turned off). Runs
+//! refused (private addresses by default: 403; pages not there: 404; other schemes; previews
+//! turned off). Runs
 //! on the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -141,7 +142,13 @@ async fn pages_and_images_are_previewed_with_the_image_kept_here() {
     let (s, b) = preview(&alice, &format!("{web}/missing")).await;
     assert_eq!(
         (s, b["errcode"].as_str()),
-        (502, Some("M_CONNECTION_FAILED")),
+        (404, Some("M_NOT_FOUND")),
+        "{b}"
+    );
+    let (s, b) = preview(&alice, "https://no-such-host.invalid/").await;
+    assert_eq!(
+        (s, b["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
         "{b}"
     );
     let (s, b) = preview(&alice, "ftp://example.org/file").await;
@@ -162,7 +169,7 @@ async fn private_addresses_and_turned_off_previews_are_refused() {
         let (s, b) = preview(&alice, &url).await;
         assert_eq!(
             (s, b["errcode"].as_str()),
-            (502, Some("M_CONNECTION_FAILED")),
+            (403, Some("M_FORBIDDEN")),
             "{url}: {b}"
         );
         assert!(b["error"].as_str().unwrap().contains("private"), "{b}");

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sandcat_core::{
     error::with_causes,
     ports::{WebContent, WebPages},
-    Error, ErrorCode, Result,
+    Error, Result,
 };
 
 use super::{guarded_client, is_private_literal, read_body};
@@ -45,8 +45,15 @@ pub struct WebFetcher {
     options: PageOptions,
 }
 
+/// A page that cannot be previewed: not allowed (a private address) or not there (no such
+/// host, no answer, an error status) — the client's URL, so a 4xx either way.
 fn refused(url: &str, why: impl std::fmt::Display) -> Error {
-    Error::matrix(ErrorCode::ConnectionFailed, format!("{url}: {why}"))
+    let why = why.to_string();
+    if why.contains("private address") {
+        Error::forbidden(format!("{url} may not be previewed: {why}"))
+    } else {
+        Error::not_found(format!("{url} cannot be previewed: {why}"))
+    }
 }
 
 impl WebFetcher {

@@ -2,10 +2,12 @@
 //! shape (results with rank and context, count, highlights, next_batch).
 
 use axum::{extract::State, response::IntoResponse, Json};
-use ruma::api::client::search::search_events::v3::{self as search, OrderBy, SearchKeys};
+use ruma::api::client::search::search_events::v3::{
+    self as search, GroupingKey, OrderBy, SearchKeys,
+};
 use sandcat_core::{
     ports::SearchOrder,
-    services::rooms::{ContextRequest, SearchRequest, SearchResults},
+    services::rooms::{ContextRequest, SearchGrouping, SearchRequest, SearchResults},
     Error,
 };
 use serde_json::{json, Map, Value};
@@ -70,6 +72,17 @@ async fn search_events(
             .map_or(10, |l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX)),
         next_batch: b.next_batch,
         context,
+        include_state: criteria.include_state.unwrap_or(false),
+        group_by: criteria
+            .groupings
+            .group_by
+            .iter()
+            .filter_map(|g| match g.key {
+                Some(GroupingKey::RoomId) => Some(SearchGrouping::RoomId),
+                Some(GroupingKey::Sender) => Some(SearchGrouping::Sender),
+                _ => None,
+            })
+            .collect(),
     };
     let found = s.rooms.search(&user, request).await?;
     Ok(
@@ -120,6 +133,37 @@ fn body(user: &ruma::UserId, found: &SearchResults) -> Value {
     out.insert("highlights".into(), json!(found.highlights));
     if let Some(n) = &found.next_batch {
         out.insert("next_batch".into(), json!(n));
+    }
+    if !found.state.is_empty() {
+        let state: Map<String, Value> = found
+            .state
+            .iter()
+            .map(|(room, evs)| (room.to_string(), Value::Array(client_events(user, evs))))
+            .collect();
+        out.insert("state".into(), Value::Object(state));
+    }
+    if !found.groups.is_empty() {
+        let groups: Map<String, Value> = found
+            .groups
+            .iter()
+            .map(|(by, groups)| {
+                let key = match by {
+                    SearchGrouping::RoomId => "room_id",
+                    SearchGrouping::Sender => "sender",
+                };
+                let of_key: Map<String, Value> = groups
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.key.clone(),
+                            json!({ "results": g.event_ids, "order": g.order }),
+                        )
+                    })
+                    .collect();
+                (key.to_owned(), Value::Object(of_key))
+            })
+            .collect();
+        out.insert("groups".into(), Value::Object(groups));
     }
     Value::Object(out)
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     ports::{WebContent, WebPages},
     services::media::Media,
-    Error, ErrorCode, Result,
+    Error, Result,
 };
 
 /// How long an answer is kept.
@@ -87,7 +87,7 @@ impl UrlPreviews {
         if let Some(answer) = self.kept(url, now) {
             return Ok(answer);
         }
-        let answer = match web.fetch(url).await.map_err(unreachable)? {
+        let answer = match web.fetch(url).await? {
             WebContent::Page(meta) => self.page(web.as_ref(), user, meta).await?,
             WebContent::Image {
                 bytes,
@@ -151,12 +151,5 @@ impl UrlPreviews {
             answer.insert("og:image:height".into(), json!(h));
         }
         Ok(answer)
-    }
-}
-
-fn unreachable(e: Error) -> Error {
-    match e {
-        Error::Matrix { message, .. } => Error::matrix(ErrorCode::ConnectionFailed, message),
-        other => other,
     }
 }

@@ -14,8 +14,8 @@ pub use mutual::{MutualRooms, MUTUAL_ROOMS_PAGE};
 mod remote;
 mod search;
 pub use search::{
-    ContextRequest, ResultContext, SearchRequest, SearchResult, SearchResults, MAX_SEARCH_CONTEXT,
-    MAX_SEARCH_RESULTS, MAX_SEARCH_WORDS,
+    ContextRequest, ResultContext, ResultGroup, SearchGrouping, SearchRequest, SearchResult,
+    SearchResults, MAX_SEARCH_CONTEXT, MAX_SEARCH_RESULTS, MAX_SEARCH_WORDS,
 };
 mod send;
 mod threads;

@@ -29,6 +29,28 @@ pub struct SearchRequest {
     pub limit: usize,
     pub next_batch: Option<String>,
     pub context: Option<ContextRequest>,
+    /// Answer the current state of the rooms the results are in (`include_state`).
+    pub include_state: bool,
+    /// Group the page's results by these keys (`groupings`).
+    pub group_by: Vec<SearchGrouping>,
+}
+
+/// What results may be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchGrouping {
+    RoomId,
+    Sender,
+}
+
+/// The results of a page that share a room or a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultGroup {
+    /// The room id or the sender.
+    pub key: String,
+    /// Their events, in the page's order.
+    pub event_ids: Vec<ruma::OwnedEventId>,
+    /// Where the group stands among the page's groups (1: the one with the first result).
+    pub order: usize,
 }
 
 /// The events around each result: how many before and after, and the senders' profiles.
@@ -46,6 +68,10 @@ pub struct SearchResults {
     /// The words searched, for the client to highlight.
     pub highlights: Vec<String>,
     pub next_batch: Option<String>,
+    /// The current state of each room of the results, when asked.
+    pub state: BTreeMap<OwnedRoomId, Vec<StoredEvent>>,
+    /// The page's results grouped, per grouping asked.
+    pub groups: Vec<(SearchGrouping, Vec<ResultGroup>)>,
 }
 
 #[derive(Debug)]
@@ -78,6 +104,30 @@ fn words(term: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// A page's results grouped by room or sender, groups in the order of their first result.
+fn group(results: &[SearchResult], by: SearchGrouping) -> Vec<ResultGroup> {
+    let mut groups: Vec<ResultGroup> = Vec::new();
+    for r in results {
+        let key = match by {
+            SearchGrouping::RoomId => r.event.pdu.room_id().to_string(),
+            SearchGrouping::Sender => r.event.pdu.sender.to_string(),
+        };
+        let id = r.event.pdu.event_id.clone();
+        match groups.iter_mut().find(|g| g.key == key) {
+            Some(g) => g.event_ids.push(id),
+            None => {
+                let order = groups.len() + 1;
+                groups.push(ResultGroup {
+                    key,
+                    event_ids: vec![id],
+                    order,
+                });
+            }
+        }
+    }
+    groups
 }
 
 /// Where a page starts: results skipped (rank order, `r…`) or a position (recent, `p…`).
@@ -147,11 +197,27 @@ impl Rooms {
                 context,
             });
         }
+        let mut state = BTreeMap::new();
+        if req.include_state {
+            for r in &results {
+                let room_id = r.event.pdu.room_id();
+                if !state.contains_key(room_id) {
+                    state.insert(room_id.to_owned(), self.state(user, room_id).await?);
+                }
+            }
+        }
+        let groups = req
+            .group_by
+            .iter()
+            .map(|g| (*g, group(&results, *g)))
+            .collect();
         Ok(SearchResults {
             count: found.count,
             results,
             highlights: words,
             next_batch,
+            state,
+            groups,
         })
     }
 
