@@ -48,7 +48,7 @@ async fn set(
             let pusher = &post.pusher;
             let PusherKind::Http(http) = &pusher.kind else {
                 return Err(Error::invalid_param(
-                    "only http pushers are supported (this server sends no email)",
+                    "only http pushers are supported (no notification is mailed yet)",
                 )
                 .into());
             };

@@ -257,11 +257,16 @@ async fn main() -> Result<()> {
     // Unread counts rise with bob's messages and fall with alice's read receipt.
     send(&bob, &shared, "unread one").await?;
     send(&bob, &shared, "unread two").await?;
+    // The receipt goes to the last event of *this* timeline: wait until it holds bob's
+    // second message (another timeline of the room may see it first).
     eventually("alice's room shows unread messages", || async {
         let room = alice.client.get_room(&shared)?;
-        let bodies = bodies(&alice, &shared).await;
+        let latest = timeline.items().await.iter().rev().find_map(|item| {
+            let message = item.as_event()?.content().as_message()?.body().to_owned();
+            Some(message)
+        });
         (room.unread_notification_counts().notification_count > 0
-            && bodies.iter().any(|b| b == "unread two"))
+            && latest.as_deref() == Some("unread two"))
         .then_some(())
     })
     .await?;
