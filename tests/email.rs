@@ -482,3 +482,63 @@ async fn phone_numbers_bad_input_and_servers_without_mail_are_refused() {
     assert_eq!(b["flows"], json!([{ "stages": ["m.login.dummy"] }]));
     assert!(addresses(&bob).await.is_empty());
 }
+
+#[tokio::test]
+async fn sandcat_verification_codes_go_through_the_relay() {
+    // Built as the binary builds it (no test outbox): codes are mailed.
+    let mailbox = Mailbox::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = sandcat::Config {
+        data_dir: dir.path().to_path_buf(),
+        registration_enabled: true,
+        rate_limit_per_second: 0.0,
+        public_base_url: base.clone(),
+        ..Default::default()
+    };
+    if common::pipeline_profile() {
+        common::use_pipeline(&mut config, dir.path()).await;
+    }
+    config.email.smtp_host = "127.0.0.1".into();
+    config.email.smtp_port = mailbox.port;
+    config.email.smtp_security = sandcat::config::SmtpSecurity::None;
+    let app = sandcat::build(&config).await.unwrap();
+    tokio::spawn(sandcat::serve(app, listener, std::future::pending()));
+
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{base}/api/user/mail/send"))
+        .json(&json!({ "email": "frank@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mail = mailbox.nth("frank@example.org", 1).await;
+    assert!(
+        mail.text.contains("Subject: Your verification code"),
+        "{}",
+        mail.text
+    );
+    let at = mail.text.find("code is ").expect("a code") + "code is ".len();
+    let code: String = mail.text[at..].chars().take(6).collect();
+    let res = http
+        .post(format!("{base}/api/user"))
+        .json(&json!({ "avatar": "", "name": "frank", "password": "pw-frank", "email": "frank@example.org", "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // The address is the account's on the Matrix side too.
+    let (s, b) = common::anon_at(&base)
+        .post(
+            "/_matrix/client/v3/login",
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "frank@example.org" },
+                "password": "pw-frank",
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
