@@ -318,3 +318,61 @@ async fn bad_requests_are_refused_and_the_feature_is_advertised() {
     let (s, _) = srv.anon().post(PATH, json!({})).await;
     assert_eq!(s, 401);
 }
+
+#[tokio::test]
+async fn a_list_filtered_by_space_holds_that_spaces_children() {
+    let srv = Server::start().await;
+    let alice = srv.register("alice").await;
+    let space = alice
+        .create_room(json!({ "creation_content": { "type": "m.space" } }))
+        .await;
+    let inside = alice.create_room(json!({ "name": "Inside" })).await;
+    let outside = alice.create_room(json!({ "name": "Outside" })).await;
+    let unlinked = alice.create_room(json!({ "name": "Unlinked" })).await;
+    let server_name = alice.user_id.split(':').nth(1).unwrap().to_owned();
+    for (child, via) in [
+        (&inside, json!([server_name])),
+        // A child event without `via` is a removed link.
+        (&unlinked, json!([])),
+    ] {
+        let (s, r) = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+                    enc(&space),
+                    enc(child)
+                ),
+                json!({ "via": via }),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let ask = |spaces: Value| {
+        json!({
+            "lists": {
+                "in_space": {
+                    "ranges": [[0, 9]],
+                    "timeline_limit": 0,
+                    "filters": { "spaces": spaces },
+                },
+                "all": { "ranges": [[0, 9]], "timeline_limit": 0 },
+            },
+        })
+    };
+    let (s, resp) = alice.post(PATH, ask(json!([space]))).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(resp["lists"]["in_space"]["count"], 1, "{resp}");
+    assert_eq!(resp["lists"]["all"]["count"], 4, "{resp}");
+    assert!(resp["rooms"][&inside].is_object());
+    assert!(resp["rooms"][&outside].is_object());
+
+    // A space the user is not in filters everything out; a malformed id is refused.
+    let bob = srv.register("bob").await;
+    let mine = bob.create_room(json!({})).await;
+    let (s, resp) = bob.post(PATH, ask(json!([space]))).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(resp["lists"]["in_space"]["count"], 0, "{resp}");
+    assert!(resp["rooms"][&mine].is_object());
+    let (s, err) = bob.post(PATH, ask(json!(["not a room id"]))).await;
+    assert_eq!((s, err["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+}

@@ -29,6 +29,8 @@ pub struct Ruma<T> {
     pub body: T,
     /// The caller, for endpoints that take an access token.
     pub session: Option<Session>,
+    /// The body as it came, for the fields ruma does not type (yet).
+    pub raw: bytes::Bytes,
 }
 
 impl<T> Ruma<T> {
@@ -263,7 +265,11 @@ where
             tracing::debug!(error = %msg, "request did not parse");
             ApiError(Error::bad_json(msg))
         })?;
-        Ok(Ruma { body, session })
+        Ok(Ruma {
+            body,
+            session,
+            raw: bytes,
+        })
     }
 }
 

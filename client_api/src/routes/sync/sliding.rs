@@ -2,8 +2,10 @@
 //! The wire request is read here, once, into the service's request; every limit is checked
 //! here too.
 
+use std::collections::BTreeMap;
+
 use axum::{extract::State, response::IntoResponse, Json};
-use ruma::api::client::sync::sync_events::v5;
+use ruma::{api::client::sync::sync_events::v5, OwnedRoomId};
 use sandcat_core::{
     services::sync::sliding::request::{
         ExtensionScope, ExtensionsSpec, ListFilters, ListSpec, RequiredState, RoomSpec,
@@ -11,6 +13,7 @@ use sandcat_core::{
     },
     Error,
 };
+use serde::Deserialize;
 
 use super::sliding_body::SlidingBody;
 use crate::{ruma_wrapper::Ruma, ApiError, AppState};
@@ -24,10 +27,46 @@ pub(super) async fn sliding_sync(
     req: Ruma<v5::Request>,
 ) -> Result<axum::response::Response, ApiError> {
     let session = req.session()?.clone();
-    let request = parse(req.body)?;
+    let spaces = spaces(&req.raw)?;
+    let mut request = parse(req.body)?;
+    for (name, list) in &mut request.lists {
+        list.filters.spaces = spaces.get(name).cloned().unwrap_or_default();
+    }
     let out = s.sync.sliding_sync(&session, request).await?;
     let viewer = (&*session.user_id, Some(session.device_id.as_str()));
     Ok(Json(SlidingBody::new(&out, viewer)).into_response())
+}
+
+/// Each list's `filters.spaces`, which ruma's request type does not carry (MSC4186 has it).
+fn spaces(raw: &[u8]) -> Result<BTreeMap<String, Vec<OwnedRoomId>>, Error> {
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        lists: BTreeMap<String, List>,
+    }
+    #[derive(Deserialize)]
+    struct List {
+        #[serde(default)]
+        filters: Option<Filters>,
+    }
+    #[derive(Deserialize)]
+    struct Filters {
+        #[serde(default)]
+        spaces: Vec<OwnedRoomId>,
+    }
+    let body: Body = serde_json::from_slice(raw)
+        .map_err(|e| Error::bad_json(format!("a list's filters.spaces: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, list) in body.lists {
+        let spaces = list.filters.map(|f| f.spaces).unwrap_or_default();
+        if spaces.len() > MAX_ENTRIES {
+            return Err(Error::invalid_param(format!(
+                "at most {MAX_ENTRIES} spaces a list filters by"
+            )));
+        }
+        out.insert(name, spaces);
+    }
+    Ok(out)
 }
 
 fn parse(b: v5::Request) -> Result<SlidingRequest, Error> {
@@ -121,6 +160,7 @@ fn filters(f: v5::request::ListFilters) -> ListFilters {
         is_invite: f.is_invite,
         room_types: types(f.room_types),
         not_room_types: types(f.not_room_types),
+        spaces: Vec::new(),
     }
 }
 

@@ -107,14 +107,67 @@ pub(super) async fn candidates(
     Ok(out)
 }
 
+/// The children of the spaces the lists filter by (`m.space.child` with a `via`), of the
+/// spaces the user has joined only: a space the user is not in tells nothing.
+pub(super) async fn space_children(
+    rooms: &dyn RoomStore,
+    req: &SlidingRequest,
+    candidates: &[Candidate],
+) -> Result<SpaceChildren> {
+    let joined: HashSet<&OwnedRoomId> = candidates
+        .iter()
+        .filter(|c| c.membership.membership == MembershipState::Join)
+        .map(|c| &c.membership.room_id)
+        .collect();
+    let spaces: Vec<OwnedRoomId> = req
+        .lists
+        .values()
+        .flat_map(|l| &l.filters.spaces)
+        .filter(|s| joined.contains(s))
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = SpaceChildren::new();
+    if spaces.is_empty() {
+        return Ok(out);
+    }
+    for e in rooms.state_of_rooms(&spaces, &["m.space.child"]).await? {
+        let linked = e
+            .pdu
+            .content_value()
+            .get("via")
+            .and_then(Value::as_array)
+            .is_some_and(|via| !via.is_empty());
+        let child = e
+            .pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| OwnedRoomId::try_from(k).ok());
+        if let (true, Some(child)) = (linked, child) {
+            out.entry(e.pdu.room_id().to_owned())
+                .or_default()
+                .insert(child);
+        }
+    }
+    Ok(out)
+}
+
+/// Each space's children.
+pub(super) type SpaceChildren = HashMap<OwnedRoomId, HashSet<OwnedRoomId>>;
+
 /// Each list's rooms in order, and the rooms its windows show; then the subscriptions (to
 /// rooms of the user's only).
-pub(super) fn select(req: &SlidingRequest, candidates: &[Candidate]) -> Selection {
+pub(super) fn select(
+    req: &SlidingRequest,
+    candidates: &[Candidate],
+    children: &SpaceChildren,
+) -> Selection {
     let mut out = Selection::default();
     for (name, list) in &req.lists {
         let members: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| passes(&list.filters, c))
+            .filter(|c| passes(&list.filters, c, children))
             .collect();
         out.counts.insert(name.clone(), members.len() as u64);
         let shown: Vec<OwnedRoomId> = members
@@ -137,13 +190,21 @@ pub(super) fn select(req: &SlidingRequest, candidates: &[Candidate]) -> Selectio
     out
 }
 
-fn passes(f: &ListFilters, c: &Candidate) -> bool {
+fn passes(f: &ListFilters, c: &Candidate, children: &SpaceChildren) -> bool {
     let is_invite = c.membership.membership == MembershipState::Invite;
+    let in_space = || {
+        f.spaces.iter().any(|s| {
+            children
+                .get(s)
+                .is_some_and(|set| set.contains(&c.membership.room_id))
+        })
+    };
     f.is_dm.is_none_or(|want| want == c.is_dm)
         && f.is_invite.is_none_or(|want| want == is_invite)
         && f.is_encrypted.is_none_or(|want| want == c.kind.encrypted)
         && (f.room_types.is_empty() || f.room_types.contains(&c.kind.room_type))
         && !f.not_room_types.contains(&c.kind.room_type)
+        && (f.spaces.is_empty() || in_space())
 }
 
 /// The type and encryption of rooms, from their create and encryption events.

@@ -122,7 +122,8 @@ impl Sync {
             need_kinds,
         )
         .await?;
-        let selection = lists::select(req, &candidates);
+        let children = lists::space_children(self.rooms.as_ref(), req, &candidates).await?;
+        let selection = lists::select(req, &candidates, &children);
         let mut next = Connection {
             pos: now_pos,
             ephemeral: now_eph,

@@ -147,6 +147,8 @@ pub struct ListFilters {
     /// Room types a room must have one of (`None`: a room without a type).
     pub room_types: Vec<Option<String>>,
     pub not_room_types: Vec<Option<String>>,
+    /// Spaces (of the user's) a room must be a child of, one of them (`m.space.child`).
+    pub spaces: Vec<OwnedRoomId>,
 }
 
 impl ListFilters {
