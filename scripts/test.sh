@@ -56,7 +56,7 @@ echo "== cargo test --workspace"
 cargo test --workspace
 
 echo "== the end-to-end tests again, on the pipeline (PostgreSQL, Kafka, Redis, S3)"
-SANDCAT_TEST_PROFILE=pipeline cargo test --workspace --test client_api --test sandcat_api --test appservice --test media --test hardening --test oauth --test sandcat_delivery --test federation --test federation_peer --test federation_invites --test federation_edus --test federation_keys --test federation_acl --test federation_sandcat --test federation_media --test federation_malicious --test join_rules --test spaces --test key_backup --test discovery --test threads --test reports --test sliding_sync --test refresh_tokens --test mutual_rooms --test room_upgrade --test search --test profile_fields --test push --test registration_tokens --test moderation --test email --test url_preview
+SANDCAT_TEST_PROFILE=pipeline cargo test --workspace --test client_api --test sandcat_api --test appservice --test media --test hardening --test oauth --test sandcat_delivery --test federation --test federation_peer --test federation_invites --test federation_edus --test federation_keys --test federation_acl --test federation_sandcat --test federation_media --test federation_malicious --test join_rules --test spaces --test key_backup --test discovery --test threads --test reports --test sliding_sync --test refresh_tokens --test mutual_rooms --test room_upgrade --test search --test profile_fields --test push --test registration_tokens --test moderation --test email --test url_preview --test identity_server
 
 echo "== interop: matrix-nio, matrix-js-sdk and mautrix against the sandcat binary"
 cargo build --bin sandcat

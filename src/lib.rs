@@ -6,7 +6,7 @@ mod email;
 pub mod listener;
 mod pipeline;
 pub mod signing_key;
-mod tls;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,6 +58,7 @@ use sandcat_core::{
 use sandcat_federation::{
     client::{ClientOptions, FederationClient, RemoteEvents},
     edus::EduSender,
+    identity::IdentityClient,
     sender::FederationSender,
 };
 use sandcat_push::{GatewayOptions, Gateways, PushSenders};
@@ -578,14 +579,17 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         media.clone(),
         server.server_name.clone(),
     ));
-    let threepids = Arc::new(ThreePids::new(
-        store.clone(),
-        store.clone(),
-        accounts.clone(),
-        server.clone(),
-        email::mailer(config, server.server_name.as_str())?,
-        config.email.validation_lifetime_secs.saturating_mul(1000),
-    ));
+    let threepids = Arc::new(
+        ThreePids::new(
+            store.clone(),
+            store.clone(),
+            accounts.clone(),
+            server.clone(),
+            email::mailer(config, server.server_name.as_str())?,
+            config.email.validation_lifetime_secs.saturating_mul(1000),
+        )
+        .with_identity_servers(Arc::new(IdentityClient::new(outbound.clone()))),
+    );
     let deactivation = Arc::new(Deactivation::new(
         accounts.clone(),
         rooms.clone(),

@@ -12,7 +12,7 @@ use tokio_rustls::{
 };
 
 /// The acceptor of TLS connections with the certificate chain and key of these files.
-pub(crate) fn acceptor(certificate: &str, private_key: &str) -> Result<TlsAcceptor> {
+pub fn acceptor(certificate: &str, private_key: &str) -> Result<TlsAcceptor> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .with_context(|| format!("reading the TLS certificate {certificate}"))?
         .collect::<Result<_, _>>()

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    federation::{federating, heard, joined_members, signed_pdu, signing_as},
+    federation::{federating, get_json, heard, joined_members, signed_pdu, signing_as},
     Server,
 };
 use ruma::{
@@ -134,18 +134,7 @@ async fn another_server_reads_a_room_over_signed_tls() {
     assert!(kinds.contains(&json!("m.room.power_levels")), "{kinds:?}");
     assert!(kinds.contains(&json!("m.room.member")), "{kinds:?}");
     // Which software answers (no signature needed).
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let version: Value = http
-        .get(format!("https://{a_name}/_matrix/federation/v1/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version = get_json(&format!("https://{a_name}/_matrix/federation/v1/version")).await;
     assert_eq!(version["server"]["name"], "Sandcat", "{version}");
     // History from "three" back, deepest first; and the gap between "one" and "three".
     let back = as_b

@@ -114,6 +114,24 @@ impl FederationClient {
         Ok(endpoint.base_url())
     }
 
+    /// `https://{server}` as it is named, without server discovery (identity servers have
+    /// none); an IP address is checked here, a name by the resolver as it connects.
+    pub(crate) fn direct_url(&self, server: &ServerName) -> Result<String> {
+        let host = server.host();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            self.dns
+                .check(literal, vec![ip])
+                .map_err(|e| Error::forbidden(format!("{server}: {e}")))?;
+        }
+        Ok(format!("https://{server}"))
+    }
+
+    /// This server's signing key.
+    pub(crate) fn signing(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// `https://{host}/.well-known/matrix/server`, if it answers a JSON document.
     async fn well_known(&self, host: String) -> Option<Value> {
         let (timeout, max) = WELL_KNOWN_LIMITS;
@@ -261,7 +279,11 @@ impl FederationClient {
 /// on keep their code (a join that is forbidden, a room that is not there or of a version
 /// this server does not speak, a restricted join that server cannot vouch for); the rest
 /// are `M_UNKNOWN`. The message names the server and its status.
-fn remote_error(destination: &ServerName, status: http::StatusCode, body: &[u8]) -> Error {
+pub(crate) fn remote_error(
+    destination: &ServerName,
+    status: http::StatusCode,
+    body: &[u8],
+) -> Error {
     #[derive(serde::Deserialize)]
     struct Refusal {
         errcode: Option<String>,

@@ -22,6 +22,7 @@ pub mod client;
 mod directory;
 mod discovery;
 pub mod edus;
+pub mod identity;
 mod keys;
 mod media;
 mod membership;

@@ -78,6 +78,22 @@ pub(crate) async fn federating_as(
     .await
 }
 
+/// The JSON a server's TLS listener answers to a plain GET of `url` (its self-signed
+/// certificate accepted).
+pub(crate) async fn get_json(url: &str) -> Value {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub(crate) fn loopback() -> ClientOptions {
     ClientOptions {
         verify_certificates: false,

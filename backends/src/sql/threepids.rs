@@ -250,6 +250,17 @@ impl ThreePidStore for SqlStore {
         .map_err(db)
     }
 
+    async fn bound_threepids(&self, user_id: &UserId) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT DISTINCT medium, address FROM threepid_id_server_binds \
+             WHERE user_id = $1 ORDER BY medium, address",
+        )
+        .bind(user_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
     async fn remove_id_server_bind(
         &self,
         user_id: &UserId,

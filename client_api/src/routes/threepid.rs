@@ -227,6 +227,7 @@ async fn delete(
             &req.session()?.user_id,
             req.body.medium.as_str(),
             &req.body.address,
+            req.body.id_server.as_deref(),
         )
         .await?;
     Ok(RumaResponse(delete_3pid::v3::Response::new(
@@ -245,6 +246,7 @@ async fn unbind(
             &req.session()?.user_id,
             req.body.medium.as_str(),
             &req.body.address,
+            req.body.id_server.as_deref(),
         )
         .await?;
     Ok(RumaResponse(unbind_3pid::v3::Response::new(

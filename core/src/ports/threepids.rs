@@ -118,6 +118,8 @@ pub trait ThreePidStore: Send + Sync {
         medium: &str,
         address: &str,
     ) -> Result<Vec<String>>;
+    /// The addresses (medium, address) some identity server binds to the account.
+    async fn bound_threepids(&self, user_id: &UserId) -> Result<Vec<(String, String)>>;
     async fn remove_id_server_bind(
         &self,
         user_id: &UserId,

@@ -7,7 +7,7 @@
 //! address of the account here too, and an address added through Matrix signs in Sandcat
 //! clients.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use ruma::{OwnedUserId, UserId};
 
@@ -395,8 +395,14 @@ impl ThreePids {
     }
 
     /// Removes an address from the account (and from its Sandcat profile), unbinding it
-    /// from the identity servers that bind it.
-    pub async fn remove(&self, user_id: &UserId, medium: &str, address: &str) -> Result<Unbound> {
+    /// from the identity servers that bind it (or from `id_server` alone, when given).
+    pub async fn remove(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: Option<&str>,
+    ) -> Result<Unbound> {
         let address = if medium == EMAIL {
             address.trim().to_lowercase()
         } else {
@@ -414,12 +420,22 @@ impl ThreePids {
                 }
             }
         }
-        self.unbind(user_id, medium, &address).await
+        self.unbind(user_id, medium, &address, id_server).await
     }
 
-    /// Unbinds an address from every identity server this server bound it through.
-    pub async fn unbind(&self, user_id: &UserId, medium: &str, address: &str) -> Result<Unbound> {
-        let servers = self.store.id_server_binds(user_id, medium, address).await?;
+    /// Unbinds an address from `id_server`, or when not given from every identity server
+    /// this server bound it through.
+    pub async fn unbind(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: Option<&str>,
+    ) -> Result<Unbound> {
+        let servers = match id_server {
+            Some(server) => vec![server.to_owned()],
+            None => self.store.id_server_binds(user_id, medium, address).await?,
+        };
         if servers.is_empty() {
             return Ok(Unbound::Success);
         }
@@ -472,11 +488,20 @@ impl ThreePids {
             .await
     }
 
-    /// Forgets every address of an account (deactivation), unbinding each.
+    /// Forgets every address of an account (deactivation), unbinding each, and every
+    /// address an identity server binds to it through this server.
     pub async fn forget(&self, user_id: &UserId) -> Result<Unbound> {
+        let mut addresses: BTreeSet<(String, String)> = self
+            .store
+            .threepids(user_id)
+            .await?
+            .into_iter()
+            .map(|t| (t.medium, t.address))
+            .collect();
+        addresses.extend(self.store.bound_threepids(user_id).await?);
         let mut result = Unbound::Success;
-        for t in self.store.threepids(user_id).await? {
-            if self.unbind(user_id, &t.medium, &t.address).await? == Unbound::NoSupport {
+        for (medium, address) in addresses {
+            if self.unbind(user_id, &medium, &address, None).await? == Unbound::NoSupport {
                 result = Unbound::NoSupport;
             }
         }
