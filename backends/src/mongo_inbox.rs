@@ -52,7 +52,7 @@ impl From<&InboxEntry> for Entry {
             pos: i.pos,
             room: i.room.clone(),
             event_id: i.event_id.clone(),
-            event: i.event.clone(),
+            event: i.event.to_string(),
             ts: i.ts,
         }
     }
@@ -67,7 +67,7 @@ impl From<Entry> for InboxEntry {
                 room: e.room,
                 event_id: e.event_id,
                 sent: e.sent,
-                event: e.event,
+                event: e.event.into(),
                 ts: e.ts,
             },
             seq: e.seq,

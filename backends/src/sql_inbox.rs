@@ -1,6 +1,9 @@
 //! The inbox in the SQL store (SQLite or PostgreSQL): the embedded profile's `Inbox`, and the
 //! pipeline's when no MongoDB is configured. A step is one transaction: its entries, the
-//! counters they advance and the indexed position commit together.
+//! counters they advance and the indexed position commit together. An entry points at its
+//! event's JSON, kept once per event in `inbox_events` (a membership change of a group of N
+//! members has N entries; N joins, N² — copies of the event would be most of the write).
+//! Entries written before that table kept their copy in `inbox.event`.
 
 use std::collections::HashMap;
 
@@ -24,7 +27,7 @@ fn entry(r: &AnyRow) -> Result<InboxEntry> {
             room: r.try_get("room_id").map_err(db)?,
             event_id: r.try_get("event_id").map_err(db)?,
             sent: r.try_get::<i64, _>("sent").map_err(db)? != 0,
-            event: r.try_get("event").map_err(db)?,
+            event: r.try_get::<String, _>("event").map_err(db)?.into(),
             ts: r.try_get("ts").map_err(db)?,
         },
         seq: r.try_get("seq").map_err(db)?,
@@ -50,7 +53,39 @@ async fn counters(tx: &mut AnyConnection, users: &[&str]) -> Result<HashMap<Stri
     Ok(out)
 }
 
+/// An entry's columns, its event read from `inbox_events` (or its own copy, if older); `FROM`
+/// the inbox as `i`.
+const ENTRY: &str = "SELECT i.user_id, i.sent, i.seq, i.pos, i.room_id, i.event_id, i.ts, \
+     COALESCE(e.event, i.event) AS event \
+     FROM inbox i LEFT JOIN inbox_events e ON e.pos = i.pos";
+
+/// Each event of `entries` once.
+async fn insert_events(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let events: Vec<&InboxItem> = entries
+        .iter()
+        .map(|e| &e.item)
+        .filter(|i| seen.insert(i.pos))
+        .collect();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", params(i * 2 + 1, 2)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox_events (pos, event) VALUES {} ON CONFLICT (pos) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for i in chunk {
+            q = q.bind(i.pos).bind(&*i.event);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
 async fn insert(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result<()> {
+    insert_events(tx, entries).await?;
     for chunk in entries.chunks(ROWS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", params(i * 8 + 1, 8)))
@@ -68,7 +103,7 @@ async fn insert(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result<()> {
                 .bind(e.item.pos)
                 .bind(&e.item.room)
                 .bind(&e.item.event_id)
-                .bind(&e.item.event)
+                .bind("")
                 .bind(e.item.ts);
         }
         q.execute(&mut *tx).await.map_err(db)?;
@@ -118,6 +153,14 @@ impl Inbox for SqlStore {
             save_counters(&mut tx, &counters).await?;
         }
         for event_id in redacted {
+            sqlx::query(
+                "DELETE FROM inbox_events WHERE pos IN \
+                 (SELECT pos FROM inbox WHERE event_id = $1)",
+            )
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             sqlx::query("DELETE FROM inbox WHERE event_id = $1")
                 .bind(event_id)
                 .execute(&mut *tx)
@@ -146,38 +189,41 @@ impl Inbox for SqlStore {
         sent: SeqRange,
         limit: usize,
     ) -> Result<Vec<InboxEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM inbox WHERE user_id = $1 \
-             AND ((sent = 0 AND seq > $2 AND seq <= $3) OR (sent = 1 AND seq > $4 AND seq <= $5)) \
-             ORDER BY pos LIMIT $6",
-        )
-        .bind(user)
-        .bind(received.after)
-        .bind(received.until)
-        .bind(sent.after)
-        .bind(sent.until)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let sql = format!(
+            "{ENTRY} WHERE i.user_id = $1 \
+             AND ((i.sent = 0 AND i.seq > $2 AND i.seq <= $3) \
+             OR (i.sent = 1 AND i.seq > $4 AND i.seq <= $5)) \
+             ORDER BY i.pos LIMIT $6"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user)
+            .bind(received.after)
+            .bind(received.until)
+            .bind(sent.after)
+            .bind(sent.until)
+            .bind(limit as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
         rows.iter().map(entry).collect()
     }
 
     async fn since(&self, user: &str, after: i64, limit: usize) -> Result<Vec<InboxEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM inbox WHERE user_id = $1 AND pos > $2 ORDER BY pos, sent LIMIT $3",
-        )
-        .bind(user)
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let sql =
+            format!("{ENTRY} WHERE i.user_id = $1 AND i.pos > $2 ORDER BY i.pos, i.sent LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(user)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
         rows.iter().map(entry).collect()
     }
 
     async fn received(&self, user: &str, seq: i64) -> Result<Option<InboxEntry>> {
-        let row = sqlx::query("SELECT * FROM inbox WHERE user_id = $1 AND sent = 0 AND seq = $2")
+        let sql = format!("{ENTRY} WHERE i.user_id = $1 AND i.sent = 0 AND i.seq = $2");
+        let row = sqlx::query(&sql)
             .bind(user)
             .bind(seq)
             .fetch_optional(self.pool())

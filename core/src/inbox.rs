@@ -262,6 +262,7 @@ impl InboxIndexer {
         let Ok(event) = serde_json::to_string(&ev.pdu) else {
             return Vec::new();
         };
+        let event: Arc<str> = event.into();
         let sender = ev.pdu.sender.as_str();
         let target = ev.pdu.state_key.as_deref().unwrap_or_default();
         let mut users: Vec<&str> = match recipients {
@@ -295,6 +296,7 @@ impl InboxIndexer {
         let Ok(event) = serde_json::to_string(&ev.pdu) else {
             return Vec::new();
         };
+        let event: Arc<str> = event.into();
         let mut users: Vec<&str> = members.iter().map(String::as_str).collect();
         if ev.pdu.sender.server_name() == self.server_name && !members.contains(sender) {
             users.push(sender);
@@ -307,14 +309,14 @@ impl InboxIndexer {
 }
 
 /// The item of `ev` (its PDU as JSON: `event`) for `user`.
-fn item(ev: &StoredEvent, event: &str, user: &str, sent: bool) -> InboxItem {
+fn item(ev: &StoredEvent, event: &Arc<str>, user: &str, sent: bool) -> InboxItem {
     InboxItem {
         user: user.to_owned(),
         pos: ev.pos,
         room: ev.pdu.room_id().to_string(),
         event_id: ev.pdu.event_id.to_string(),
         sent,
-        event: event.to_owned(),
+        event: event.clone(),
         ts: i64::from(ev.pdu.origin_server_ts.get()),
     }
 }

@@ -6,7 +6,7 @@
 //! one as lost messages and pull, so a gap costs a round trip and a hole is a lost message.
 //! The indexer is the one writer of both counters, cluster-wide.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use ruma::{OwnedEventId, OwnedRoomId};
@@ -24,8 +24,9 @@ pub struct InboxItem {
     pub event_id: String,
     /// Whether the owner sent it: it then takes the next `send_seq`, else the next `seq`.
     pub sent: bool,
-    /// The event's PDU (JSON), so that a read needs no second lookup.
-    pub event: String,
+    /// The event's PDU (JSON), so that a read needs no second lookup; shared by the items
+    /// of one event (a group's membership change has one per member).
+    pub event: Arc<str>,
     /// `origin_server_ts`.
     pub ts: i64,
 }
