@@ -14,7 +14,7 @@ use sandcat_core::{
 };
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
-use crate::sql::{db, params, SqlStore};
+use crate::sql::{db, params, value_rows, SqlStore};
 
 /// Rows per statement (8 parameters each at most, well below SQLite's limit).
 const ROWS_PER_INSERT: usize = 500;
@@ -68,12 +68,9 @@ async fn insert_events(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result
         .filter(|i| seen.insert(i.pos))
         .collect();
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 2 + 1, 2)))
-            .collect();
         let sql = format!(
             "INSERT INTO inbox_events (pos, event) VALUES {} ON CONFLICT (pos) DO NOTHING",
-            rows.join(", ")
+            value_rows(chunk.len(), 2)
         );
         let mut q = sqlx::query(&sql);
         for i in chunk {
@@ -87,12 +84,9 @@ async fn insert_events(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result
 async fn insert(tx: &mut AnyConnection, entries: &[InboxEntry]) -> Result<()> {
     insert_events(tx, entries).await?;
     for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 8 + 1, 8)))
-            .collect();
         let sql = format!(
             "INSERT INTO inbox (user_id, sent, seq, pos, room_id, event_id, event, ts) VALUES {}",
-            rows.join(", ")
+            value_rows(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {
@@ -117,13 +111,10 @@ async fn save_counters(
 ) -> Result<()> {
     let all: Vec<(&String, &InboxSeqs)> = counters.iter().collect();
     for chunk in all.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 3 + 1, 3)))
-            .collect();
         let sql = format!(
             "INSERT INTO inbox_counters (user_id, seq, send_seq) VALUES {} \
              ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq, send_seq = excluded.send_seq",
-            rows.join(", ")
+            value_rows(chunk.len(), 3)
         );
         let mut q = sqlx::query(&sql);
         for (user, c) in chunk {

@@ -170,13 +170,10 @@ async fn insert_push_actions(
         .flat_map(|(ev, pos, _)| ev.push.iter().map(move |a| (*ev, *pos, a)))
         .collect();
     for chunk in rows.chunks(PUSH_ACTIONS_PER_INSERT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 8 + 1, 8)))
-            .collect();
         let sql = format!(
             "INSERT INTO push_actions (user_id, room_id, pos, event_id, thread_id, highlight, actions, ts) \
              VALUES {} ON CONFLICT DO NOTHING",
-            values.join(", ")
+            value_rows(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql);
         for (ev, pos, action) in chunk {
@@ -435,12 +432,9 @@ async fn record_resets(
     if resets.is_empty() {
         return Ok(());
     }
-    let rows: Vec<String> = (0..resets.len())
-        .map(|i| format!("({})", params(i * 5 + 1, 5)))
-        .collect();
     let sql = format!(
         "INSERT INTO state_resets (room_id, pos, type, state_key, event_id) VALUES {}",
-        rows.join(", ")
+        value_rows(resets.len(), 5)
     );
     let mut q = sqlx::query(&sql);
     for r in resets {

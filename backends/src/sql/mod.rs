@@ -93,6 +93,15 @@ pub(crate) fn params(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The `VALUES` of a multi-row insert: `rows` tuples of `width` placeholders, numbered from
+/// `$1` — `($1, $2), ($3, $4), …`.
+pub(crate) fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", params(i * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A count or a time in milliseconds as the databases store it (`BIGINT`), saturating.
 fn to_db_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

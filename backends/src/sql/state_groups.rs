@@ -112,12 +112,9 @@ async fn insert_group(
     .map_err(db)?;
     let entries: Vec<_> = delta.into_iter().collect();
     for chunk in entries.chunks(200) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", params(i * 4 + 1, 4)))
-            .collect();
         let sql = format!(
             "INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES {}",
-            rows.join(", ")
+            value_rows(chunk.len(), 4)
         );
         let mut q = sqlx::query(&sql);
         for ((kind, key), event_id) in chunk {
