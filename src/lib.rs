@@ -31,7 +31,7 @@ use sandcat_core::{
     ephemeral::Ephemeral,
     inbox::{InboxIndexer, InboxWatch},
     notifier::Notifier,
-    ports::{EventBus, Inbox, StreamPosition},
+    ports::{EventBus, IdentityServers, Inbox, StreamPosition},
     push::PushRules,
     ratelimit::Limiter,
     sequencer::{Sequencer, SigningKey},
@@ -50,6 +50,7 @@ use sandcat_core::{
         rooms::Rooms,
         server_keys::ServerKeys,
         sync::{Sync, SyncStores},
+        third_party_invites::ThirdPartyInvites,
         threepids::ThreePids,
         url_previews::UrlPreviews,
     },
@@ -514,6 +515,12 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         store.clone(),
         signing.server_name.clone(),
     ));
+    let identity: Arc<dyn IdentityServers> = Arc::new(IdentityClient::new(outbound.clone()));
+    let third_party_invites = Arc::new(ThirdPartyInvites::new(
+        rooms.clone(),
+        identity.clone(),
+        server.clone(),
+    ));
     let federation = sandcat_federation::FederationState::new(
         signing.server_name.clone(),
         sandcat_federation::FederationServices {
@@ -532,6 +539,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             media: media.clone(),
             rooms: rooms.clone(),
             openid: openid.clone(),
+            third_party_invites: third_party_invites.clone(),
         },
         well_known,
         Limiter::new(
@@ -588,7 +596,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             email::mailer(config, server.server_name.as_str())?,
             config.email.validation_lifetime_secs.saturating_mul(1000),
         )
-        .with_identity_servers(Arc::new(IdentityClient::new(outbound.clone()))),
+        .with_identity_servers(identity),
     );
     let deactivation = Arc::new(Deactivation::new(
         accounts.clone(),
@@ -622,6 +630,7 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         )),
         threepids,
         previews,
+        third_party_invites,
     )
     .with_rate_limit(config.rate_limit_per_second, config.rate_limit_burst);
     let push_senders = Arc::new(

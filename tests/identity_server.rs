@@ -17,14 +17,14 @@ use std::{
 use axum::{
     extract::{Request, State},
     http::{header::AUTHORIZATION, HeaderMap, StatusCode},
-    routing::post,
+    routing::{get, post},
     Json, Router,
 };
 use common::federation::{certificate, federating, free_port, get_json};
 use ruma::{
     api::{auth_scheme::AuthScheme, federation::authentication::ServerSignatures},
     serde::Base64,
-    signatures::PublicKeyMap,
+    signatures::{Ed25519KeyPair, PublicKeyMap},
     ServerName,
 };
 use serde_json::{json, Value};
@@ -42,6 +42,93 @@ struct Identity {
     bound: Mutex<Option<String>>,
     /// The unbinds received, each `(origin, mxid, address)`, signature checked.
     unbinds: Mutex<Vec<(String, String, String)>>,
+    /// The key invites by address are signed with.
+    key: Option<Ed25519KeyPair>,
+    /// The invites kept, each `(address, room, sender)`.
+    invites: Mutex<Vec<(String, String, String)>>,
+}
+
+const PEPPER: &str = "matrixrocks";
+/// The address bound to a user before any invite (to `BOUND_TO`).
+const BOUND: &str = "bob@example.org";
+
+fn authorised(headers: &HeaderMap) -> bool {
+    let bearer = format!("Bearer {TOKEN}");
+    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(bearer.as_str())
+}
+
+async fn hash_details(headers: HeaderMap) -> Answer {
+    if !authorised(&headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
+    }
+    let answer = json!({ "algorithms": ["none", "sha256"], "lookup_pepper": PEPPER });
+    (StatusCode::OK, Json(answer))
+}
+
+/// Knows `BOUND` as the user the test named in `bound`.
+async fn lookup(
+    State(is): State<Arc<Identity>>,
+    headers: HeaderMap,
+    Json(b): Json<Value>,
+) -> Answer {
+    use base64::Engine;
+    use sha2::Digest;
+    if !authorised(&headers) || b["algorithm"] != "sha256" || b["pepper"] != PEPPER {
+        return refuse(StatusCode::BAD_REQUEST, "M_INVALID_PEPPER");
+    }
+    let digest = sha2::Sha256::digest(format!("{BOUND} email {PEPPER}").as_bytes());
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    let mut mappings = serde_json::Map::new();
+    let bound_to = is.bound.lock().unwrap().clone();
+    if let Some(user) = bound_to {
+        if b["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| *a == hash)
+        {
+            mappings.insert(hash, json!(user));
+        }
+    }
+    (StatusCode::OK, Json(json!({ "mappings": mappings })))
+}
+
+fn public_key(is: &Identity) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(is.key.as_ref().unwrap().public_key())
+}
+
+async fn store_invite(
+    State(is): State<Arc<Identity>>,
+    headers: HeaderMap,
+    Json(b): Json<Value>,
+) -> Answer {
+    if !authorised(&headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
+    }
+    let mut invites = is.invites.lock().unwrap();
+    invites.push((
+        b["address"].as_str().unwrap().to_owned(),
+        b["room_id"].as_str().unwrap().to_owned(),
+        b["sender"].as_str().unwrap().to_owned(),
+    ));
+    let validity = format!("https://{}/_matrix/identity/v2/pubkey/isvalid", is.name);
+    let key = json!({ "public_key": public_key(&is), "key_validity_url": validity });
+    let answer = json!({
+        "token": format!("token{}", invites.len()),
+        "public_keys": [key, key],
+        "display_name": "c...@e...",
+    });
+    (StatusCode::OK, Json(answer))
+}
+
+/// The identity server's proof that `mxid` holds the address invited with `token`, signed
+/// with `key`.
+fn signed(is: &Identity, key: &Ed25519KeyPair, mxid: &str, token: &str) -> Value {
+    let mut object: ruma::CanonicalJsonObject =
+        serde_json::from_value(json!({ "mxid": mxid, "token": token })).unwrap();
+    ruma::signatures::sign_json(&is.name, key, &mut object).unwrap();
+    serde_json::to_value(object).unwrap()
 }
 
 type Answer = (StatusCode, Json<Value>);
@@ -54,8 +141,7 @@ fn refuse(status: StatusCode, errcode: &str) -> Answer {
 }
 
 async fn bind(State(is): State<Arc<Identity>>, headers: HeaderMap, Json(b): Json<Value>) -> Answer {
-    let bearer = format!("Bearer {TOKEN}");
-    if headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+    if !authorised(&headers) {
         return refuse(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
     }
     if b["sid"] != SID || b["client_secret"] != SECRET {
@@ -105,6 +191,11 @@ async fn unbind(State(is): State<Arc<Identity>>, request: Request) -> Answer {
     (StatusCode::OK, Json(json!({})))
 }
 
+fn identity_key() -> Ed25519KeyPair {
+    let der = Ed25519KeyPair::generate();
+    Ed25519KeyPair::from_der(&der, "0".into()).unwrap()
+}
+
 /// Starts the identity server, `localhost:PORT` over TLS.
 async fn identity_server(certs: &std::path::Path) -> Arc<Identity> {
     let port = free_port();
@@ -115,11 +206,15 @@ async fn identity_server(certs: &std::path::Path) -> Arc<Identity> {
         .unwrap();
     let is = Arc::new(Identity {
         name: format!("localhost:{port}"),
+        key: Some(identity_key()),
         ..Identity::default()
     });
     let router = Router::new()
         .route("/_matrix/identity/v2/3pid/bind", post(bind))
         .route("/_matrix/identity/v2/3pid/unbind", post(unbind))
+        .route("/_matrix/identity/v2/hash_details", get(hash_details))
+        .route("/_matrix/identity/v2/lookup", post(lookup))
+        .route("/_matrix/identity/v2/store-invite", post(store_invite))
         .with_state(is.clone());
     tokio::spawn(async move {
         let limits = sandcat::listener::Limits::default();
@@ -227,4 +322,110 @@ async fn addresses_bind_and_unbind_through_an_identity_server() {
     assert_eq!(b["id_server_unbind_result"], "success");
     assert_eq!(*is.unbinds.lock().unwrap(), [expected.clone(), expected]);
     assert_eq!(*is.bound.lock().unwrap(), None);
+}
+
+#[tokio::test]
+async fn invites_by_address_through_an_identity_server() {
+    let certs = tempfile::tempdir().unwrap();
+    let is_certs = tempfile::tempdir().unwrap();
+    let (srv, hs_name) = federating(certs.path()).await;
+    let is = identity_server(is_certs.path()).await;
+    let alice = srv.register("alice").await;
+    let bob = srv.register("bob").await;
+    let room = alice.create_room(json!({ "name": "Garden" })).await;
+    let invite = |address: &str| json!({ "id_server": is.name, "id_access_token": TOKEN, "medium": "email", "address": address });
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", common::enc(&room));
+    let member = |user: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            common::enc(&room),
+            common::enc(user)
+        )
+    };
+
+    // An address the identity server binds invites its user.
+    *is.bound.lock().unwrap() = Some(bob.user_id.clone());
+    let (s, b) = alice.post(&path, invite(BOUND)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, m) = alice.get(&member(&bob.user_id)).await;
+    assert_eq!((s, m["membership"].as_str()), (200, Some("invite")), "{m}");
+    assert!(is.invites.lock().unwrap().is_empty());
+
+    // Any other address: the identity server keeps the invite, the room marks it.
+    let (s, b) = alice.post(&path, invite("carol@example.org")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        *is.invites.lock().unwrap(),
+        [(
+            "carol@example.org".to_owned(),
+            room.clone(),
+            alice.user_id.clone()
+        )]
+    );
+    let (s, marked) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.third_party_invite/token1",
+            common::enc(&room)
+        ))
+        .await;
+    assert_eq!(s, 200, "{marked}");
+    assert_eq!(marked["display_name"], "c...@e...");
+    assert_eq!(marked["public_key"], public_key(&is));
+
+    // Carol registers and binds the address: the identity server hands the invite on.
+    let carol = srv.register("carol").await;
+    let on_bind = |mxid: &str, token: &str, key: &Ed25519KeyPair| {
+        json!({
+            "medium": "email", "address": "carol@example.org", "mxid": mxid,
+            "invites": [{
+                "medium": "email", "address": "carol@example.org", "mxid": mxid,
+                "room_id": room, "sender": alice.user_id,
+                "signed": signed(&is, key, mxid, token),
+            }],
+        })
+    };
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://{hs_name}/_matrix/federation/v1/3pid/onbind");
+    // A proof signed with another key, or for another invite, makes no invite.
+    let dave = srv.register("dave").await;
+    for body in [
+        on_bind(&dave.user_id, "token1", &identity_key()),
+        on_bind(&dave.user_id, "token9", is.key.as_ref().unwrap()),
+    ] {
+        let r = http.put(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (s, _) = alice.get(&member(&dave.user_id)).await;
+    assert_eq!(s, 404, "a forged proof made an invite");
+    let body = on_bind(&carol.user_id, "token1", is.key.as_ref().unwrap());
+    let r = http.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, m) = alice.get(&member(&carol.user_id)).await;
+    assert_eq!((s, m["membership"].as_str()), (200, Some("invite")), "{m}");
+    assert_eq!(m["third_party_invite"]["display_name"], "c...@e...", "{m}");
+    let (s, b) = carol
+        .post(
+            &format!("/_matrix/client/v3/join/{}", common::enc(&room)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Only a member invites, and a body that is not an onbind is refused.
+    let (s, b) = dave.post(&path, invite("erin@example.org")).await;
+    assert_eq!(
+        (s, b["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{b}"
+    );
+    let r = http
+        .put(&url)
+        .json(&json!({ "mxid": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

@@ -22,7 +22,7 @@ use sandcat_core::{
         accounts::Accounts, data::ClientData, deactivation::Deactivation, key_backup::KeyBackup,
         keys::Keys, media::Media, openid::OpenId, push::Push,
         registration_tokens::RegistrationGate, reports::ContentReports, rooms::Rooms, sync::Sync,
-        threepids::ThreePids, url_previews::UrlPreviews,
+        third_party_invites::ThirdPartyInvites, threepids::ThreePids, url_previews::UrlPreviews,
     },
     ServerConfig,
 };
@@ -57,6 +57,7 @@ pub struct AppState {
     pub registration: Arc<RegistrationGate>,
     pub threepids: Arc<ThreePids>,
     pub previews: Arc<UrlPreviews>,
+    pub third_party_invites: Arc<ThirdPartyInvites>,
 }
 
 impl AppState {
@@ -79,6 +80,7 @@ impl AppState {
         registration: Arc<RegistrationGate>,
         threepids: Arc<ThreePids>,
         previews: Arc<UrlPreviews>,
+        third_party_invites: Arc<ThirdPartyInvites>,
     ) -> Self {
         AppState {
             config,
@@ -100,6 +102,7 @@ impl AppState {
             registration,
             threepids,
             previews,
+            third_party_invites,
         }
     }
 }

@@ -26,7 +26,8 @@ pub use login_tokens::LoginTokens;
 mod registration_tokens;
 mod threepids;
 pub use threepids::{
-    IdentityServers, ThreePid, ThreePidStore, ValidationPurpose, ValidationSession,
+    AddressInvite, IdentityServers, StoredInvite, ThreePid, ThreePidStore, ValidationPurpose,
+    ValidationSession,
 };
 mod web_pages;
 pub use web_pages::{WebContent, WebPages};

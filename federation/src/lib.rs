@@ -16,6 +16,7 @@ use sandcat_core::services::{
     openid::OpenId,
     rooms::Rooms,
     server_keys::ServerKeys,
+    third_party_invites::ThirdPartyInvites,
 };
 
 pub mod client;
@@ -35,6 +36,7 @@ mod resolve;
 mod rooms;
 pub mod sender;
 pub mod signed;
+mod third_party;
 mod transactions;
 mod user_keys;
 
@@ -55,6 +57,8 @@ pub struct FederationServices {
     pub rooms: Arc<Rooms>,
     /// Whose an OpenID token is.
     pub openid: Arc<OpenId>,
+    /// Invites by address that identity servers hand on.
+    pub third_party_invites: Arc<ThirdPartyInvites>,
 }
 
 /// What the federation endpoints share.
@@ -70,6 +74,7 @@ pub struct FederationState {
     media: Arc<Media>,
     rooms: Arc<Rooms>,
     openid: Arc<OpenId>,
+    third_party_invites: Arc<ThirdPartyInvites>,
     /// Requests per other server.
     limiter: Arc<Limiter>,
     /// `m.server` of `/.well-known/matrix/server`; none: the document is not served.
@@ -94,6 +99,7 @@ impl FederationState {
             media,
             rooms,
             openid,
+            third_party_invites,
         } = services;
         FederationState {
             server_name,
@@ -105,6 +111,7 @@ impl FederationState {
             media,
             rooms,
             openid,
+            third_party_invites,
             well_known_server,
             limiter: Arc::new(limiter),
             sender: None,
@@ -130,6 +137,7 @@ pub fn router(state: FederationState) -> Router {
     let r = query::routes(r);
     let r = directory::routes(r);
     let r = openid::routes(r);
+    let r = third_party::routes(r);
     let r = user_keys::routes(r);
     let r = media::routes(r);
     r.with_state(state)

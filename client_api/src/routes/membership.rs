@@ -14,7 +14,7 @@ use ruma::{
     },
     events::room::member::MembershipState,
 };
-use sandcat_core::{Error, StoredEvent};
+use sandcat_core::{services::third_party_invites::ByAddress, Error, StoredEvent};
 use serde_json::{json, Map};
 
 use super::rooms::client_events;
@@ -112,12 +112,21 @@ async fn invite(
     State(s): State<AppState>,
     req: Ruma<invite_user::v3::Request>,
 ) -> ApiResult<invite_user::v3::Response> {
-    let invite_user::v3::InvitationRecipient::UserId(r) = &req.body.recipient else {
-        return Err(Error::matrix(
-            sandcat_core::ErrorCode::Unknown,
-            "third-party invites are not supported",
-        )
-        .into());
+    let r = match &req.body.recipient {
+        invite_user::v3::InvitationRecipient::UserId(r) => r,
+        invite_user::v3::InvitationRecipient::ThirdPartyId(t) => {
+            let to = ByAddress {
+                id_server: &t.id_server,
+                id_access_token: &t.id_access_token,
+                medium: t.medium.as_str(),
+                address: &t.address,
+            };
+            s.third_party_invites
+                .invite(req.session()?, &req.body.room_id, to)
+                .await?;
+            return Ok(RumaResponse(invite_user::v3::Response::new()));
+        }
+        _ => return Err(Error::bad_json("an invite names a user or an address").into()),
     };
     super::appservice::user_known(&s, &r.user_id).await?;
     s.rooms

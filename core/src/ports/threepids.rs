@@ -2,7 +2,7 @@
 //! with the account they identify, and the validation sessions that prove them.
 
 use async_trait::async_trait;
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 
 use crate::Result;
 
@@ -153,4 +153,50 @@ pub trait IdentityServers: Send + Sync {
         medium: &str,
         address: &str,
     ) -> Result<bool>;
+    /// The Matrix user `id_server` binds the address to, if any (its hashed lookup, with
+    /// the user's token there).
+    async fn lookup(
+        &self,
+        id_server: &str,
+        id_access_token: &str,
+        medium: &str,
+        address: &str,
+    ) -> Result<Option<OwnedUserId>>;
+    /// Asks `id_server` to keep an invite for an address no one has bound yet (it tells the
+    /// invitee, and hands the invite on once the address is bound); answers what the room's
+    /// `m.room.third_party_invite` event carries.
+    async fn store_invite(
+        &self,
+        id_server: &str,
+        id_access_token: &str,
+        invite: &AddressInvite,
+    ) -> Result<StoredInvite>;
+}
+
+/// An invite to a room by address, as an identity server keeps it.
+#[derive(Debug, Clone)]
+pub struct AddressInvite {
+    pub medium: String,
+    pub address: String,
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub room_name: Option<String>,
+    pub room_avatar_url: Option<String>,
+    pub room_alias: Option<String>,
+    pub room_join_rules: Option<String>,
+    pub room_type: Option<String>,
+    pub sender_display_name: Option<String>,
+    pub sender_avatar_url: Option<String>,
+}
+
+/// What an identity server answers an invite it keeps with.
+#[derive(Debug, Clone)]
+pub struct StoredInvite {
+    /// The invite's token: the state key of the room's `m.room.third_party_invite`.
+    pub token: String,
+    /// The address, obscured, to show in the room.
+    pub display_name: String,
+    /// The keys the identity server will sign the bound invite with, each with the URL
+    /// that tells whether it is still valid; the first is its long-term key.
+    pub public_keys: Vec<(String, String)>,
 }

@@ -14,6 +14,7 @@ pub mod reports;
 pub mod rooms;
 pub mod server_keys;
 pub mod sync;
+pub mod third_party_invites;
 pub mod threepids;
 pub mod url_previews;
 pub mod voip;

@@ -225,6 +225,25 @@ impl Rooms {
 }
 
 /// The `m.room.member` event `sender` sends about `target`, with `content`.
+impl Rooms {
+    /// The invite an identity server hands on once an invited address is bound to `target`:
+    /// sent as the user who invited the address, with the identity server's signed proof
+    /// (`third_party_invite`), which the room's authorization rules check against its
+    /// `m.room.third_party_invite` event (token, sender, signature).
+    pub async fn invite_bound_address(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        third_party_invite: Value,
+    ) -> Result<OwnedEventId> {
+        let mut c = self.member_content(target, MembershipState::Invite).await?;
+        c.insert("third_party_invite".into(), third_party_invite);
+        self.submit_one(room_id, member_intent(sender, target, c))
+            .await
+    }
+}
+
 fn member_intent(sender: &UserId, target: &UserId, content: Map<String, Value>) -> EventIntent {
     EventIntent::new(
         sender.to_owned(),
