@@ -45,6 +45,15 @@ pub enum Unbound {
     NoSupport,
 }
 
+/// An address as it is kept: an email address trimmed and in lower case, others as given.
+fn normalized(medium: &str, address: &str) -> String {
+    if medium == EMAIL {
+        address.trim().to_lowercase()
+    } else {
+        address.to_owned()
+    }
+}
+
 /// The address in canonical form (lower case), or `M_INVALID_PARAM`.
 pub fn canonical_email(input: &str) -> Result<String> {
     let address = input.trim().to_lowercase();
@@ -403,11 +412,7 @@ impl ThreePids {
         address: &str,
         id_server: Option<&str>,
     ) -> Result<Unbound> {
-        let address = if medium == EMAIL {
-            address.trim().to_lowercase()
-        } else {
-            address.to_owned()
-        };
+        let address = normalized(medium, address);
         self.store
             .remove_threepid(user_id, medium, &address)
             .await?;
@@ -432,6 +437,7 @@ impl ThreePids {
         address: &str,
         id_server: Option<&str>,
     ) -> Result<Unbound> {
+        let address = &normalized(medium, address);
         let servers = match id_server {
             Some(server) => vec![server.to_owned()],
             None => self.store.id_server_binds(user_id, medium, address).await?,

@@ -114,21 +114,19 @@ pub(super) async fn space_children(
     req: &SlidingRequest,
     candidates: &[Candidate],
 ) -> Result<SpaceChildren> {
-    let joined: HashSet<&OwnedRoomId> = candidates
+    let mut out = SpaceChildren::new();
+    let asked: HashSet<&OwnedRoomId> = req.lists.values().flat_map(|l| &l.filters.spaces).collect();
+    // Most requests filter by no space: nothing to read.
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let spaces: Vec<OwnedRoomId> = candidates
         .iter()
         .filter(|c| c.membership.membership == MembershipState::Join)
         .map(|c| &c.membership.room_id)
-        .collect();
-    let spaces: Vec<OwnedRoomId> = req
-        .lists
-        .values()
-        .flat_map(|l| &l.filters.spaces)
-        .filter(|s| joined.contains(s))
+        .filter(|r| asked.contains(r))
         .cloned()
-        .collect::<HashSet<_>>()
-        .into_iter()
         .collect();
-    let mut out = SpaceChildren::new();
     if spaces.is_empty() {
         return Ok(out);
     }
