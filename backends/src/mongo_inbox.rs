@@ -1,18 +1,26 @@
-//! The inbox on MongoDB: one document per entry, `{user, sent, seq, pos, room, event_id,
-//! event, ts}` (unique on `(user, sent, seq)`), one counter document per user, and one
-//! document recording how far the stream is indexed.
+//! The inbox on MongoDB: one document per entry, `{user, sent, seq, pos, room, event_id, ts}`
+//! (unique on `(user, sent, seq)`), the event's JSON once per event in `inbox_events`
+//! (`{_id: pos, event_id, event}`: a membership change of a group of N members has N entries,
+//! N joins N², and a copy of the event in each would be most of what is written), one counter
+//! document per user, and one document recording how far the stream is indexed. Entries
+//! written before `inbox_events` carry their own copy in `event`.
 //!
 //! A step writes several documents, and MongoDB without a replica set has no transactions,
 //! so a step is made safe to cut short instead:
 //! - the progress document first notes the step as started;
-//! - entries are written before the counters that cover them, and a user's counter
+//! - events are written before the entries that point at them, entries before the counters
+//!   that cover them (a redaction removes entries before their event), and a user's counter
 //!   records the stream position it covers (`upto`) and the numbers readers may see until the
 //!   step completes (`prev_*`);
 //! - readers see only entries at or below the indexed position;
 //! - a step that finds an earlier one started and never completed first removes its entries
 //!   that no counter covers, then numbers after the counters.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -36,10 +44,21 @@ struct Entry {
     pos: i64,
     room: String,
     event_id: String,
+    /// The PDU as JSON text, in entries from before `inbox_events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
+    ts: i64,
+}
+
+/// An event of the inbox, kept once for all its entries.
+#[derive(Serialize, Deserialize)]
+struct EventDoc {
+    #[serde(rename = "_id")]
+    pos: i64,
+    event_id: String,
     /// The PDU as JSON text: its keys (`m.relates_to`, `org.sandcat.…`) and numbers stay
     /// exactly as signed.
     event: String,
-    ts: i64,
 }
 
 impl From<&InboxEntry> for Entry {
@@ -52,25 +71,30 @@ impl From<&InboxEntry> for Entry {
             pos: i.pos,
             room: i.room.clone(),
             event_id: i.event_id.clone(),
-            event: i.event.to_string(),
+            event: None,
             ts: i.ts,
         }
     }
 }
 
-impl From<Entry> for InboxEntry {
-    fn from(e: Entry) -> Self {
+impl Entry {
+    /// The entry with its event: its own copy, else the one kept in `events`.
+    fn with_event(self, events: &HashMap<i64, Arc<str>>) -> InboxEntry {
+        let event = match self.event {
+            Some(copy) => copy.into(),
+            None => events.get(&self.pos).cloned().unwrap_or_else(|| "".into()),
+        };
         InboxEntry {
             item: InboxItem {
-                user: e.user,
-                pos: e.pos,
-                room: e.room,
-                event_id: e.event_id,
-                sent: e.sent,
-                event: e.event.into(),
-                ts: e.ts,
+                user: self.user,
+                pos: self.pos,
+                room: self.room,
+                event_id: self.event_id,
+                sent: self.sent,
+                event,
+                ts: self.ts,
             },
-            seq: e.seq,
+            seq: self.seq,
         }
     }
 }
@@ -133,9 +157,14 @@ fn bson(e: mongodb::bson::ser::Error) -> Error {
 /// short enough that a wrong address fails at once rather than after the driver's 30 s.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
+/// Updates sent in one command: an event is 64 KiB at most, so a command stays below
+/// MongoDB's 16 MB.
+const UPDATES_PER_COMMAND: usize = 100;
+
 pub struct MongoInbox {
     db: Database,
     entries: Collection<Entry>,
+    events: Collection<EventDoc>,
     counters: Collection<CounterDoc>,
     progress: Collection<Document>,
 }
@@ -179,8 +208,14 @@ impl MongoInbox {
         for index in indexes {
             entries.create_index(index).await.map_err(mongo)?;
         }
+        let events = db.collection::<EventDoc>("inbox_events");
+        events
+            .create_index(IndexModel::builder().keys(doc! { "event_id": 1 }).build())
+            .await
+            .map_err(mongo)?;
         Ok(MongoInbox {
             entries,
+            events,
             counters: db.collection("inbox_counters"),
             progress: db.collection("inbox_indexed"),
             db,
@@ -251,22 +286,62 @@ impl MongoInbox {
         Ok(())
     }
 
-    /// Writes the counters in one command.
-    async fn save_counters(&self, updates: Vec<Document>) -> Result<()> {
-        if updates.is_empty() {
-            return Ok(());
+    /// Applies `updates` to `collection`, [`UPDATES_PER_COMMAND`] to a command (a command is
+    /// at most 16 MB).
+    async fn command_updates(&self, collection: &str, updates: Vec<Document>) -> Result<()> {
+        for chunk in updates.chunks(UPDATES_PER_COMMAND) {
+            let reply = self
+                .db
+                .run_command(doc! { "update": collection, "updates": chunk, "ordered": true })
+                .await
+                .map_err(mongo)?;
+            if let Some(Bson::Array(errors)) = reply.get("writeErrors") {
+                if !errors.is_empty() {
+                    return Err(Error::storage(format!("writing {collection}: {errors:?}")));
+                }
+            }
         }
-        let reply = self
-            .db
-            .run_command(doc! { "update": "inbox_counters", "updates": updates, "ordered": true })
-            .await
-            .map_err(mongo)?;
-        match reply.get("writeErrors") {
-            Some(Bson::Array(errors)) if !errors.is_empty() => Err(Error::storage(format!(
-                "writing inbox counters: {errors:?}"
-            ))),
-            _ => Ok(()),
+        Ok(())
+    }
+
+    /// Keeps each event of `entries` once (an event kept by a step cut short stays as it is).
+    async fn write_events(&self, entries: &[InboxEntry]) -> Result<()> {
+        let mut seen = HashSet::new();
+        let updates: Vec<Document> = entries
+            .iter()
+            .map(|e| &e.item)
+            .filter(|i| seen.insert(i.pos))
+            .map(|i| {
+                doc! {
+                    "q": { "_id": i.pos },
+                    "u": { "$setOnInsert": { "event_id": &i.event_id, "event": &*i.event } },
+                    "upsert": true,
+                }
+            })
+            .collect();
+        self.command_updates("inbox_events", updates).await
+    }
+
+    /// `docs` with their events, read from `inbox_events` for those that carry none.
+    async fn with_events(&self, docs: Vec<Entry>) -> Result<Vec<InboxEntry>> {
+        let mut wanted: Vec<i64> = docs
+            .iter()
+            .filter(|d| d.event.is_none())
+            .map(|d| d.pos)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut events = HashMap::new();
+        if !wanted.is_empty() {
+            let cursor = self
+                .events
+                .find(doc! { "_id": { "$in": wanted } })
+                .await
+                .map_err(mongo)?;
+            let found: Vec<EventDoc> = cursor.try_collect().await.map_err(mongo)?;
+            events = found.into_iter().map(|e| (e.pos, e.event.into())).collect();
         }
+        Ok(docs.into_iter().map(|d| d.with_event(&events)).collect())
     }
 
     /// Numbers and writes the items of a step; `indexed` is the position before it.
@@ -301,6 +376,7 @@ impl MongoInbox {
         if entries.is_empty() {
             return Ok(());
         }
+        self.write_events(&entries).await?;
         let docs: Vec<Entry> = entries.iter().map(Entry::from).collect();
         self.entries.insert_many(docs).await.map_err(mongo)?;
         let mut updates = Vec::new();
@@ -320,7 +396,7 @@ impl MongoInbox {
             let set = mongodb::bson::to_document(&counter).map_err(bson)?;
             updates.push(doc! { "q": { "_id": user }, "u": { "$set": set }, "upsert": true });
         }
-        self.save_counters(updates).await
+        self.command_updates("inbox_counters", updates).await
     }
 }
 
@@ -367,6 +443,10 @@ impl Inbox for MongoInbox {
                 .delete_many(doc! { "event_id": { "$in": redacted } })
                 .await
                 .map_err(mongo)?;
+            self.events
+                .delete_many(doc! { "event_id": { "$in": redacted } })
+                .await
+                .map_err(mongo)?;
         }
         self.progress
             .update_one(
@@ -406,7 +486,7 @@ impl Inbox for MongoInbox {
             .await
             .map_err(mongo)?;
         let docs: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
-        Ok(docs.into_iter().map(InboxEntry::from).collect())
+        self.with_events(docs).await
     }
 
     async fn since(&self, user: &str, after: i64, limit: usize) -> Result<Vec<InboxEntry>> {
@@ -419,7 +499,7 @@ impl Inbox for MongoInbox {
             .await
             .map_err(mongo)?;
         let docs: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
-        Ok(docs.into_iter().map(InboxEntry::from).collect())
+        self.with_events(docs).await
     }
 
     async fn received(&self, user: &str, seq: i64) -> Result<Option<InboxEntry>> {
@@ -429,7 +509,7 @@ impl Inbox for MongoInbox {
                 .find(doc! { "user": user, "sent": false, "seq": seq, "pos": { "$lte": indexed } }),
         )
         .await?;
-        Ok(found.map(InboxEntry::from))
+        Ok(self.with_events(found.into_iter().collect()).await?.pop())
     }
 
     async fn latest(&self, user: &str) -> Result<InboxSeqs> {

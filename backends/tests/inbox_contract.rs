@@ -583,3 +583,53 @@ async fn mongodb_entries_from_before_the_counters_are_kept() {
         vec![(40, false, 40), (41, false, 41)]
     );
 }
+
+/// An event's JSON is kept once, however many entries it has (a group's membership change has
+/// one per member), and goes with its entries when the event is redacted.
+#[tokio::test]
+async fn mongodb_an_event_is_kept_once_for_all_its_entries() {
+    use ::mongodb::bson::{doc, Document};
+    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
+    let name = fresh_name();
+    let inbox: Arc<dyn Inbox> =
+        Arc::new(MongoInbox::connect(&url, &name).await.unwrap_or_else(|e| {
+            panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
+        }));
+    let users: Vec<String> = (0..20).map(|i| format!("@u{i}:localhost")).collect();
+    let items: Vec<InboxItem> = users.iter().map(|u| item(u, 7, false)).collect();
+    inbox.append(&items, &[], 7).await.unwrap();
+    // The step repeated (an indexer taking over) keeps the one copy.
+    inbox.append(&items, &[], 7).await.unwrap();
+    let db = ::mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&name);
+    let entries = db.collection::<Document>("inbox");
+    let events = db.collection::<Document>("inbox_events");
+    assert_eq!(entries.count_documents(doc! {}).await.unwrap(), 20);
+    assert_eq!(
+        entries
+            .count_documents(doc! { "event": { "$exists": true } })
+            .await
+            .unwrap(),
+        0,
+        "no entry carries a copy"
+    );
+    assert_eq!(events.count_documents(doc! {}).await.unwrap(), 1);
+    for u in &users {
+        let got = all(&inbox, u).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].item, item(u, 7, false), "read back with its event");
+    }
+    assert_eq!(
+        inbox.received(&users[3], 1).await.unwrap().map(|e| e.item),
+        Some(item(&users[3], 7, false))
+    );
+    inbox.append(&[], &["$e7".to_owned()], 8).await.unwrap();
+    assert_eq!(entries.count_documents(doc! {}).await.unwrap(), 0);
+    assert_eq!(
+        events.count_documents(doc! {}).await.unwrap(),
+        0,
+        "the redacted event goes with its entries"
+    );
+}
