@@ -428,4 +428,14 @@ async fn invites_by_address_through_an_identity_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // More invites than one request may hand on are refused whole, with the reason.
+    let mut many = on_bind(&dave.user_id, "token1", is.key.as_ref().unwrap());
+    let one = many["invites"][0].clone();
+    many["invites"] = json!(vec![one; 101]);
+    let r = http.put(&url).json(&many).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["errcode"], "M_INVALID_PARAM", "{b}");
+    let (s, _) = alice.get(&member(&dave.user_id)).await;
+    assert_eq!(s, 404, "nothing of a refused request was made");
 }

@@ -18,6 +18,10 @@ use crate::{
     Error, ErrorCode, Result, ServerConfig,
 };
 
+/// The most invites one `/3pid/onbind` may hand on: each costs an authorization check in
+/// its room's lane, and the request is not signed.
+pub const MAX_INVITES_PER_BIND: usize = 100;
+
 /// The address an invite names, and the identity server to reach it through.
 #[derive(Debug, Clone, Copy)]
 pub struct ByAddress<'a> {
@@ -165,8 +169,14 @@ impl ThirdPartyInvites {
     /// Makes the invites an identity server hands on the users' invites. Each needs the
     /// invitee to be a user of this server, and the room and its inviter to be here too;
     /// one that fails is logged and the others go on (the identity server cannot act on a
-    /// refusal). Answers how many became invites.
+    /// refusal). Answers how many became invites. The request is not signed, so what one
+    /// may cost is bounded: more than [`MAX_INVITES_PER_BIND`] is refused whole.
     pub async fn bound(&self, invites: Vec<BoundInvite>) -> Result<usize> {
+        if invites.len() > MAX_INVITES_PER_BIND {
+            return Err(Error::invalid_param(format!(
+                "at most {MAX_INVITES_PER_BIND} invites are taken in one request"
+            )));
+        }
         let mut made = 0;
         for invite in invites {
             match self.make(&invite).await {
