@@ -232,12 +232,8 @@ impl MongoInbox {
     }
 
     async fn counters(&self, users: &[&str]) -> Result<HashMap<String, Counter>> {
-        let cursor = self
-            .counters
-            .find(doc! { "_id": { "$in": users } })
-            .await
-            .map_err(mongo)?;
-        let docs: Vec<CounterDoc> = cursor.try_collect().await.map_err(mongo)?;
+        let docs: Vec<CounterDoc> =
+            all(self.counters.find(doc! { "_id": { "$in": users } })).await?;
         Ok(docs.into_iter().map(|d| (d.user, d.counter)).collect())
     }
 
@@ -266,12 +262,7 @@ impl MongoInbox {
     /// Removes what a step cut short left behind: entries above the indexed position that no
     /// counter covers.
     async fn recover(&self, indexed: i64) -> Result<()> {
-        let cursor = self
-            .entries
-            .find(doc! { "pos": { "$gt": indexed } })
-            .await
-            .map_err(mongo)?;
-        let left: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
+        let left: Vec<Entry> = all(self.entries.find(doc! { "pos": { "$gt": indexed } })).await?;
         let mut users: Vec<&str> = left.iter().map(|e| e.user.as_str()).collect();
         users.sort_unstable();
         users.dedup();
@@ -333,12 +324,8 @@ impl MongoInbox {
         wanted.dedup();
         let mut events = HashMap::new();
         if !wanted.is_empty() {
-            let cursor = self
-                .events
-                .find(doc! { "_id": { "$in": wanted } })
-                .await
-                .map_err(mongo)?;
-            let found: Vec<EventDoc> = cursor.try_collect().await.map_err(mongo)?;
+            let found: Vec<EventDoc> =
+                all(self.events.find(doc! { "_id": { "$in": wanted } })).await?;
             events = found.into_iter().map(|e| (e.pos, e.event.into())).collect();
         }
         Ok(docs.into_iter().map(|d| d.with_event(&events)).collect())
@@ -408,6 +395,15 @@ fn int(b: Option<&Bson>) -> Option<i64> {
     }
 }
 
+/// Every document a query finds.
+async fn all<T>(find: mongodb::action::Find<'_, T>) -> Result<Vec<T>>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    let cursor = find.await.map_err(mongo)?;
+    cursor.try_collect().await.map_err(mongo)
+}
+
 /// The first document a query finds. (`find_one` asks for `limit: -1`, which not every
 /// server of the wire protocol accepts; `limit: 1` means the same.)
 async fn first<T>(find: mongodb::action::Find<'_, T>) -> Result<Option<T>>
@@ -474,7 +470,7 @@ impl Inbox for MongoInbox {
         let range = |sent: bool, r: SeqRange| {
             doc! { "sent": sent, "seq": { "$gt": r.after, "$lte": r.until } }
         };
-        let cursor = self
+        let find = self
             .entries
             .find(doc! {
                 "user": user,
@@ -482,23 +478,19 @@ impl Inbox for MongoInbox {
                 "$or": [range(false, received), range(true, sent)],
             })
             .sort(doc! { "pos": 1 })
-            .limit(limit as i64)
-            .await
-            .map_err(mongo)?;
-        let docs: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
+            .limit(limit as i64);
+        let docs: Vec<Entry> = all(find).await?;
         self.with_events(docs).await
     }
 
     async fn since(&self, user: &str, after: i64, limit: usize) -> Result<Vec<InboxEntry>> {
         let indexed = self.indexed().await?;
-        let cursor = self
+        let find = self
             .entries
             .find(doc! { "user": user, "pos": { "$gt": after, "$lte": indexed } })
             .sort(doc! { "pos": 1, "sent": 1 })
-            .limit(limit as i64)
-            .await
-            .map_err(mongo)?;
-        let docs: Vec<Entry> = cursor.try_collect().await.map_err(mongo)?;
+            .limit(limit as i64);
+        let docs: Vec<Entry> = all(find).await?;
         self.with_events(docs).await
     }
 

@@ -66,14 +66,8 @@ async fn postgres() -> Backend {
 const TEST_MONGO: &str = "mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=30000";
 
 async fn mongodb() -> Backend {
-    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
-    let inbox = MongoInbox::connect(&url, &fresh_name())
-        .await
-        .unwrap_or_else(|e| {
-            panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
-        });
     Backend {
-        inbox: Arc::new(inbox),
+        inbox: fresh_mongo_inbox().await.0,
         _dir: None,
     }
 }
@@ -463,18 +457,24 @@ impl StreamPosition for PublishedAt {
     }
 }
 
-/// A step cut short on MongoDB (which has no transactions without a replica set): the next
-/// step removes what no counter covers and numbers on without a gap or a repeat, even when
-/// membership changed in between.
-#[tokio::test]
-async fn mongodb_a_step_cut_short_is_completed_without_gaps() {
-    use ::mongodb::bson::{doc, Document};
+/// An inbox on a fresh MongoDB database, with the server's URL and the database's name.
+async fn fresh_mongo_inbox() -> (Arc<dyn Inbox>, String, String) {
     let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
     let name = fresh_name();
     let inbox: Arc<dyn Inbox> =
         Arc::new(MongoInbox::connect(&url, &name).await.unwrap_or_else(|e| {
             panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
         }));
+    (inbox, url, name)
+}
+
+/// A step cut short on MongoDB (which has no transactions without a replica set): the next
+/// step removes what no counter covers and numbers on without a gap or a repeat, even when
+/// membership changed in between.
+#[tokio::test]
+async fn mongodb_a_step_cut_short_is_completed_without_gaps() {
+    use ::mongodb::bson::{doc, Document};
+    let (inbox, url, name) = fresh_mongo_inbox().await;
     let (a, b, c) = ("@a:localhost", "@b:localhost", "@c:localhost");
     inbox.append(&[item(a, 1, false)], &[], 1).await.unwrap();
 
@@ -589,12 +589,7 @@ async fn mongodb_entries_from_before_the_counters_are_kept() {
 #[tokio::test]
 async fn mongodb_an_event_is_kept_once_for_all_its_entries() {
     use ::mongodb::bson::{doc, Document};
-    let url = std::env::var("SANDCAT_TEST_MONGO").unwrap_or_else(|_| TEST_MONGO.into());
-    let name = fresh_name();
-    let inbox: Arc<dyn Inbox> =
-        Arc::new(MongoInbox::connect(&url, &name).await.unwrap_or_else(|e| {
-            panic!("MongoDB at {url} is needed ({e}); start it with scripts/services.sh")
-        }));
+    let (inbox, url, name) = fresh_mongo_inbox().await;
     let users: Vec<String> = (0..20).map(|i| format!("@u{i}:localhost")).collect();
     let items: Vec<InboxItem> = users.iter().map(|u| item(u, 7, false)).collect();
     inbox.append(&items, &[], 7).await.unwrap();
