@@ -2,7 +2,6 @@
 //! conversion to the client format.
 
 use ruma::events::room::member::MembershipState;
-use std::collections::BTreeMap;
 
 use ruma::{
     events::TimelineEventType, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
@@ -31,10 +30,17 @@ pub struct Pdu {
     pub depth: UInt,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub redacts: Option<OwnedEventId>,
-    #[serde(default)]
-    pub hashes: BTreeMap<String, String>,
-    #[serde(default)]
-    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
+    /// `hashes` and `signatures` as they were signed: checked where an event arrives (on the
+    /// canonical JSON), and otherwise only carried on, so never taken apart (reading them
+    /// into maps was a tenth of an initial sync).
+    #[serde(default = "empty_object")]
+    pub hashes: Box<RawJsonValue>,
+    #[serde(default = "empty_object")]
+    pub signatures: Box<RawJsonValue>,
+}
+
+fn empty_object() -> Box<RawJsonValue> {
+    RawJsonValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
 }
 
 fn placeholder_event_id() -> OwnedEventId {

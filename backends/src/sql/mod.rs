@@ -14,6 +14,7 @@ mod key_backups;
 mod keys;
 mod native;
 mod overview;
+mod packed;
 mod profile_fields;
 mod push;
 mod received_transactions;
@@ -289,23 +290,25 @@ impl SqlStore {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let row = rows::EventRow::read(&row)?;
-            let redacted_by = row.redacted_by.clone();
-            let mut ev = row.into_event()?;
-            if let Some(r) = redacted_by {
-                let r = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
-                ))
-                .bind(r)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-                if let Some(r) = r {
-                    ev.redacted_because = Some(Box::new(Self::event_from_row(&r)?));
-                }
+            let mut ev = row.fields().into_event()?;
+            if let Some(by) = &row.redacted_by {
+                ev.redacted_because = self.redaction(by).await?.map(Box::new);
             }
             out.push(ev);
         }
         Ok(out)
+    }
+
+    /// The redaction event `event_id` (of a redacted event), if stored.
+    async fn redaction(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| Self::event_from_row(&r)).transpose()
     }
 
     /// Upserts a key (`sql` binds user, key name, JSON, position) as a change of the key set.

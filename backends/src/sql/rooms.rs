@@ -1,5 +1,6 @@
 //! Rooms: the log, state, memberships, aliases, the directory, timelines.
 
+use super::packed;
 use super::rows::MembershipRow;
 use super::*;
 use ruma::events::room::member::MembershipState;
@@ -160,12 +161,12 @@ impl RoomStore for SqlStore {
     }
 
     async fn current_state(&self, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query("SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 ORDER BY e.pos")
-            .bind(room_id.as_str())
-            .fetch_all(&self.pool)
+        let sql = packed::events_query(
+            self.dialect,
+            "SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1",
+        );
+        self.read_events(sqlx::query(&sql).bind(room_id.as_str()))
             .await
-            .map_err(db)?;
-        self.events_from_rows(rows).await
     }
 
     async fn state_after(
@@ -379,15 +380,20 @@ impl RoomStore for SqlStore {
             Direction::Forward => "ASC",
             Direction::Backward => "DESC",
         };
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"))
+        let sql = packed::events_query(
+            self.dialect,
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos {order} LIMIT $4"),
+        );
+        let query = sqlx::query(&sql)
             .bind(room_id.as_str())
             .bind(after)
             .bind(until)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        self.events_from_rows(rows).await
+            .bind(limit as i64);
+        let mut events = self.read_events(query).await?;
+        if dir == Direction::Backward {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     async fn history(

@@ -30,20 +30,59 @@ impl EventRow {
         Self::from_row(row).map_err(db)
     }
 
+    pub(super) fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            pos: self.pos,
+            event_id: &self.event_id,
+            room_id: &self.room_id,
+            json: &self.json,
+            unsigned: self.unsigned.as_deref(),
+            redacted_by: self.redacted_by.as_deref(),
+            txn_user: self.txn_user.as_deref(),
+            txn_device: self.txn_device.as_deref(),
+            txn_id: self.txn_id.as_deref(),
+        }
+    }
+
     pub(super) fn into_event(self) -> Result<StoredEvent> {
+        self.fields().into_event()
+    }
+}
+
+/// The columns of an event (`EVENT_COLUMNS`), borrowed from a row or a packed list.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EventFields<'a> {
+    pub pos: i64,
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub json: &'a str,
+    pub unsigned: Option<&'a str>,
+    pub redacted_by: Option<&'a str>,
+    pub txn_user: Option<&'a str>,
+    pub txn_device: Option<&'a str>,
+    pub txn_id: Option<&'a str>,
+}
+
+impl EventFields<'_> {
+    pub(super) fn into_event(self) -> Result<StoredEvent> {
+        let invalid = || Error::storage("invalid identifier in database");
         let pdu = Pdu::from_stored(
-            &self.json,
-            parse_id(self.event_id)?,
-            parse_id(self.room_id)?,
+            self.json,
+            self.event_id.try_into().map_err(|_| invalid())?,
+            self.room_id.try_into().map_err(|_| invalid())?,
         )?;
         let txn = match (self.txn_user, self.txn_device, self.txn_id) {
-            (Some(u), Some(d), Some(t)) => Some((parse_id(u)?, d, t)),
+            (Some(u), Some(d), Some(t)) => Some((
+                u.try_into().map_err(|_| invalid())?,
+                d.to_owned(),
+                t.to_owned(),
+            )),
             _ => None,
         };
         Ok(StoredEvent {
             pos: self.pos,
             pdu,
-            unsigned: self.unsigned.and_then(|u| serde_json::from_str(&u).ok()),
+            unsigned: self.unsigned.and_then(|u| serde_json::from_str(u).ok()),
             redacted_because: None,
             txn,
         })
