@@ -33,7 +33,7 @@ pub(super) fn events_query(dialect: Dialect, inner: &str) -> String {
         Dialect::Sqlite => {
             let row = EVENT_COLUMNS
                 .split(", ")
-                .map(|c| packed_column(c))
+                .map(packed_column)
                 .collect::<Vec<_>>()
                 .join(", ");
             format!("SELECT group_concat(concat({row}), '') FROM ({inner}) AS packed")
