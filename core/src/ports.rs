@@ -254,7 +254,6 @@ pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + S
     async fn memberships(&self, user_id: &UserId) -> Result<Vec<Membership>>;
     /// `(user, membership)` of everyone with a membership in the room.
     async fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipState)>>;
-    /// The servers with a joined member in the room (this one too, if it has one).
     /// Whether this server is in the room: it has the room's state (its create event), not
     /// only memberships of its users outside it (see the sequencer's `outside.rs`).
     async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
@@ -263,6 +262,23 @@ pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + S
             .await?
             .is_some())
     }
+    /// The other servers with a joined member in a room `user_id` has joined: where what the
+    /// user does outside rooms (presence, device keys) is told. Only rooms shared with another
+    /// server can name one, so a store that knows them reads only those.
+    async fn servers_sharing_rooms_with(
+        &self,
+        user_id: &UserId,
+    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>> {
+        let mut servers = std::collections::BTreeSet::new();
+        for m in self.memberships(user_id).await? {
+            if m.membership == MembershipState::Join {
+                servers.extend(self.joined_servers(&m.room_id).await?);
+            }
+        }
+        servers.remove(user_id.server_name());
+        Ok(servers)
+    }
+    /// The servers with a joined member in the room (this one too, if it has one).
     async fn joined_servers(
         &self,
         room_id: &RoomId,

@@ -16,7 +16,6 @@ use std::{
 
 use ruma::{
     api::federation::transactions::{edu::Edu, send_transaction_message},
-    events::room::member::MembershipState,
     serde::Raw,
     EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, ServerName, UserId,
 };
@@ -90,25 +89,13 @@ impl Queues {
         let this = self.clone();
         let user_id = user_id.to_owned();
         tokio::spawn(async move {
-            let mut servers = std::collections::BTreeSet::new();
-            let rooms = match this.rooms.memberships(&user_id).await {
-                Ok(m) => m,
+            let servers = match this.rooms.servers_sharing_rooms_with(&user_id).await {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(%user_id, error = %e, "a user's rooms could not be read; an EDU is dropped");
+                    tracing::warn!(%user_id, error = %e, "the servers sharing a user's rooms could not be read; an EDU is dropped");
                     return;
                 }
             };
-            for m in rooms
-                .into_iter()
-                .filter(|m| m.membership == MembershipState::Join)
-            {
-                match this.rooms.joined_servers(&m.room_id).await {
-                    Ok(s) => servers.extend(s),
-                    Err(e) => {
-                        tracing::warn!(room_id = %m.room_id, error = %e, "the servers of a room could not be read")
-                    }
-                }
-            }
             for server in servers.into_iter().filter(|s| *s != this.own) {
                 this.enqueue(server, edu.clone());
             }

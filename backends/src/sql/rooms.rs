@@ -331,6 +331,31 @@ impl RoomStore for SqlStore {
             .collect()
     }
 
+    async fn servers_sharing_rooms_with(
+        &self,
+        user_id: &UserId,
+    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>> {
+        // Rooms only this server writes to (not `federated`) have members of this server alone.
+        let members: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT o.state_key FROM current_state m \
+             JOIN rooms r ON r.room_id = m.room_id AND r.federated \
+             JOIN current_state o ON o.room_id = m.room_id AND o.type = 'm.room.member' AND o.membership = 'join' \
+             WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join'",
+        )
+        .bind(user_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut servers = std::collections::BTreeSet::new();
+        for m in members {
+            let server = parse_id::<OwnedUserId>(m)?.server_name().to_owned();
+            if server != user_id.server_name() {
+                servers.insert(server);
+            }
+        }
+        Ok(servers)
+    }
+
     async fn members_at(
         &self,
         room_id: &RoomId,
