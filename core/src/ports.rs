@@ -278,6 +278,32 @@ pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + S
         servers.remove(user_id.server_name());
         Ok(servers)
     }
+    /// Those of `users` who share a joined room with `user_id` (`user_id` too, if listed).
+    async fn sharing_rooms_with(
+        &self,
+        user_id: &UserId,
+        users: &[OwnedUserId],
+    ) -> Result<std::collections::HashSet<OwnedUserId>> {
+        let mine: std::collections::HashSet<OwnedRoomId> = self
+            .memberships(user_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.membership == MembershipState::Join)
+            .map(|m| m.room_id)
+            .collect();
+        let mut out = std::collections::HashSet::new();
+        for other in users {
+            let shares =
+                other == user_id
+                    || self.memberships(other).await?.iter().any(|m| {
+                        m.membership == MembershipState::Join && mine.contains(&m.room_id)
+                    });
+            if shares {
+                out.insert(other.clone());
+            }
+        }
+        Ok(out)
+    }
     /// The servers with a joined member in the room (this one too, if it has one).
     async fn joined_servers(
         &self,

@@ -331,6 +331,34 @@ impl RoomStore for SqlStore {
             .collect()
     }
 
+    async fn sharing_rooms_with(
+        &self,
+        user_id: &UserId,
+        users: &[OwnedUserId],
+    ) -> Result<std::collections::HashSet<OwnedUserId>> {
+        let mut out = std::collections::HashSet::new();
+        if users.iter().any(|u| u == user_id) {
+            out.insert(user_id.to_owned());
+        }
+        for chunk in users.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT o.state_key FROM current_state m \
+                 JOIN current_state o ON o.room_id = m.room_id AND o.type = 'm.room.member' AND o.membership = 'join' \
+                 WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join' \
+                 AND o.state_key IN ({})",
+                params(2, chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(user_id.as_str());
+            for u in chunk {
+                q = q.bind(u.as_str());
+            }
+            for u in q.fetch_all(&self.pool).await.map_err(db)? {
+                out.insert(parse_id(u)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn servers_sharing_rooms_with(
         &self,
         user_id: &UserId,

@@ -2,7 +2,7 @@
 //! appended in one transaction, and every batch still gets its own answer — a refusal, a
 //! replay, a second batch of one room, and a stale head in the group change nothing for the
 //! others. Overviews: what an initial sync reads for all its rooms in a few queries is what
-//! the per-room reads give.
+//! the per-room reads give, and so is who shares a room with a user.
 
 use ruma::{OwnedRoomId, OwnedUserId};
 
@@ -215,4 +215,17 @@ async fn overviews_match_the_per_room_reads(db: Db) {
         9,
         "no receipt: every message of others since the join"
     );
+    // Who shares a joined room with Bob: Alice and Bob, not Carol (in no room); and no other
+    // server, since none is in these rooms.
+    let carol = user_id!("@carol:localhost").to_owned();
+    let sharing = store
+        .sharing_rooms_with(&bob, &[alice(), carol, bob.clone()])
+        .await
+        .unwrap();
+    assert_eq!(sharing, [alice(), bob.clone()].into_iter().collect());
+    assert!(store
+        .servers_sharing_rooms_with(&bob)
+        .await
+        .unwrap()
+        .is_empty());
 }

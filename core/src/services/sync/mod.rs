@@ -3,7 +3,7 @@
 
 use ruma::events::room::member::MembershipState;
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -263,30 +263,23 @@ impl Sync {
         }
     }
 
-    /// The users whose keys changed in `(since, now]` that `user` shares one of `joined`
-    /// with (or `user`).
+    /// The users whose keys changed in `(since, now]` that `user` shares a joined room with
+    /// (or `user`), whatever rooms the filter shows.
     async fn shared_key_changes(
         &self,
         user: &UserId,
-        joined: &HashSet<&OwnedRoomId>,
         since: i64,
         now: i64,
     ) -> Result<Vec<OwnedUserId>> {
-        let mut out = Vec::new();
         if !self.changes.has_changed(&Change::Keys, since) {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        for other in self.keys.key_changes(since, now).await? {
-            let shares =
-                other == *user
-                    || self.rooms.memberships(&other).await?.iter().any(|m| {
-                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
-                    });
-            if shares {
-                out.push(other);
-            }
-        }
-        Ok(out)
+        let changed = self.keys.key_changes(since, now).await?;
+        let sharing = self.rooms.sharing_rooms_with(user, &changed).await?;
+        Ok(changed
+            .into_iter()
+            .filter(|u| sharing.contains(u))
+            .collect())
     }
 
     async fn compute(
@@ -371,14 +364,12 @@ impl Sync {
                 self.client.receipts_of(&whole).await?,
             )
         };
-        let mut joined_rooms = Vec::new();
         for m in memberships {
             if !filter.allows_room(&m.room_id) {
                 continue;
             }
             match m.membership {
                 MembershipState::Join => {
-                    joined_rooms.push(m.room_id.clone());
                     let fresh = initial || req.full_state || m.pos > since_pos;
                     let quiet = !fresh
                         && !self
@@ -490,11 +481,8 @@ impl Sync {
             }
         }
 
-        let joined: HashSet<&OwnedRoomId> = joined_rooms.iter().collect();
         if !initial {
-            out.device_lists_changed = self
-                .shared_key_changes(user, &joined, since_pos, now_pos)
-                .await?;
+            out.device_lists_changed = self.shared_key_changes(user, since_pos, now_pos).await?;
         }
         out.one_time_key_counts = self
             .keys
@@ -518,14 +506,16 @@ impl Sync {
         }
 
         if initial || since_eph < now_eph {
-            for (u, rec) in self.ephemeral.presence_changed_since(since_eph) {
-                let shares = u == *user
-                    || self.rooms.memberships(&u).await?.iter().any(|m| {
-                        m.membership == MembershipState::Join && joined.contains(&m.room_id)
-                    });
-                if shares && filter.presence.allows("m.presence", Some(u.as_str())) {
-                    out.presence.push(json!({ "type": "m.presence", "sender": u, "content": presence_content(&u, Some(&rec)) }));
-                }
+            let changed: Vec<_> = self
+                .ephemeral
+                .presence_changed_since(since_eph)
+                .into_iter()
+                .filter(|(u, _)| filter.presence.allows("m.presence", Some(u.as_str())))
+                .collect();
+            let users: Vec<OwnedUserId> = changed.iter().map(|(u, _)| u.clone()).collect();
+            let sharing = self.rooms.sharing_rooms_with(user, &users).await?;
+            for (u, rec) in changed.into_iter().filter(|(u, _)| sharing.contains(u)) {
+                out.presence.push(json!({ "type": "m.presence", "sender": u, "content": presence_content(&u, Some(&rec)) }));
             }
         }
         Ok(out)

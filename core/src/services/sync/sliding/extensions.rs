@@ -98,7 +98,6 @@ pub(super) struct ExtensionWindow<'a> {
     pub now_pos: i64,
     /// Rooms sent afresh in this response: they get all their data, not only changes.
     pub fresh_rooms: &'a HashSet<OwnedRoomId>,
-    pub joined: &'a HashSet<&'a OwnedRoomId>,
 }
 
 impl super::super::Sync {
@@ -137,10 +136,7 @@ impl super::super::Sync {
         }
         if spec.e2ee {
             let changed = match since {
-                Some(since) => {
-                    self.shared_key_changes(user, w.joined, since, w.now_pos)
-                        .await?
-                }
+                Some(since) => self.shared_key_changes(user, since, w.now_pos).await?,
                 None => Vec::new(),
             };
             out.e2ee = Some(E2eeOutput {

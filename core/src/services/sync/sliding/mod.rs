@@ -138,17 +138,11 @@ impl Sync {
             .filter(|(_, r)| r.initial)
             .map(|(id, _)| id.clone())
             .collect();
-        let joined: HashSet<&OwnedRoomId> = candidates
-            .iter()
-            .filter(|c| c.membership.membership == MembershipState::Join)
-            .map(|c| &c.membership.room_id)
-            .collect();
         let window = extensions::ExtensionWindow {
             session,
             previous,
             now_pos,
             fresh_rooms: &fresh_rooms,
-            joined: &joined,
         };
         let extensions = self
             .extensions(&req.extensions, req, &selection, &window)
