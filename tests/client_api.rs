@@ -1067,15 +1067,36 @@ async fn e2ee_keys_and_to_device() {
         .await;
     assert_eq!(s, 400);
 
-    // Bob learns that Alice's keys changed, queries and claims them.
+    // Carol, who shares no room with Bob, changes her keys too.
+    let carol = srv.register("carol").await;
+    let (_, who) = carol.get("/_matrix/client/v3/account/whoami").await;
+    let carol_dev = who["device_id"].as_str().unwrap().to_owned();
+    let (s, b) = carol
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({ "device_keys": {
+                "user_id": carol.user_id, "device_id": carol_dev,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": { format!("ed25519:{carol_dev}"): "carolkey" },
+                "signatures": { carol.user_id.clone(): { format!("ed25519:{carol_dev}"): "sig" } },
+            } }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Bob learns that Alice's keys changed (not Carol's), queries and claims them.
     let s1 = bob.sync(Some(&bob_since), 0).await;
-    assert!(
-        s1["device_lists"]["changed"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(alice.user_id)),
-        "{s1}"
-    );
+    let changed = s1["device_lists"]["changed"].as_array().unwrap();
+    assert!(changed.contains(&json!(alice.user_id)), "{s1}");
+    assert!(!changed.contains(&json!(carol.user_id)), "{s1}");
+    let (s, c) = bob
+        .get(&format!(
+            "/_matrix/client/v3/keys/changes?from={bob_since}&to={}",
+            s1["next_batch"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["changed"], json!([alice.user_id]), "{c}");
     let (s, q) = bob
         .post(
             "/_matrix/client/v3/keys/query",

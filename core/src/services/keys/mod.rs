@@ -6,7 +6,6 @@
 mod federation;
 pub use federation::KeysFederation;
 
-use ruma::events::room::member::MembershipState;
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{OwnedUserId, UserId};
@@ -64,26 +63,12 @@ impl Keys {
 
     /// `GET /keys/changes`: users sharing a room with `user_id` whose keys changed.
     pub async fn changes(&self, user_id: &UserId, from: i64, to: i64) -> Result<Vec<OwnedUserId>> {
-        let mine: Vec<_> = self
-            .rooms
-            .memberships(user_id)
-            .await?
+        let changed = self.keys.key_changes(from, to).await?;
+        let sharing = self.rooms.sharing_rooms_with(user_id, &changed).await?;
+        Ok(changed
             .into_iter()
-            .filter(|m| m.membership == MembershipState::Join)
-            .map(|m| m.room_id)
-            .collect();
-        let mut out = Vec::new();
-        for other in self.keys.key_changes(from, to).await? {
-            let shares =
-                other == user_id
-                    || self.rooms.memberships(&other).await?.iter().any(|m| {
-                        m.membership == MembershipState::Join && mine.contains(&m.room_id)
-                    });
-            if shares {
-                out.push(other);
-            }
-        }
-        Ok(out)
+            .filter(|u| sharing.contains(u))
+            .collect())
     }
 
     /// `POST /keys/upload`: returns the unclaimed one-time key counts.
