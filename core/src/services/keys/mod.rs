@@ -63,12 +63,7 @@ impl Keys {
 
     /// `GET /keys/changes`: users sharing a room with `user_id` whose keys changed.
     pub async fn changes(&self, user_id: &UserId, from: i64, to: i64) -> Result<Vec<OwnedUserId>> {
-        let changed = self.keys.key_changes(from, to).await?;
-        let sharing = self.rooms.sharing_rooms_with(user_id, &changed).await?;
-        Ok(changed
-            .into_iter()
-            .filter(|u| sharing.contains(u))
-            .collect())
+        shared_key_changes(self.keys.as_ref(), self.rooms.as_ref(), user_id, from, to).await
     }
 
     /// `POST /keys/upload`: returns the unclaimed one-time key counts.
@@ -446,4 +441,21 @@ fn merge_signatures(stored: &mut Value, signer: &str, sigs: &Map<String, Value>)
     for (k, v) in sigs {
         entry[k] = v.clone();
     }
+}
+
+/// The users whose keys changed in `(from, to]` who share a joined room with `user_id` (or are
+/// `user_id`): what `/keys/changes` and `/sync`'s `device_lists.changed` tell.
+pub(crate) async fn shared_key_changes(
+    keys: &dyn KeyStore,
+    rooms: &dyn RoomStore,
+    user_id: &UserId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<OwnedUserId>> {
+    let changed = keys.key_changes(from, to).await?;
+    let sharing = rooms.sharing_rooms_with(user_id, &changed).await?;
+    Ok(changed
+        .into_iter()
+        .filter(|u| sharing.contains(u))
+        .collect())
 }

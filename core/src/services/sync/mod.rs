@@ -274,12 +274,14 @@ impl Sync {
         if !self.changes.has_changed(&Change::Keys, since) {
             return Ok(Vec::new());
         }
-        let changed = self.keys.key_changes(since, now).await?;
-        let sharing = self.rooms.sharing_rooms_with(user, &changed).await?;
-        Ok(changed
-            .into_iter()
-            .filter(|u| sharing.contains(u))
-            .collect())
+        crate::services::keys::shared_key_changes(
+            self.keys.as_ref(),
+            self.rooms.as_ref(),
+            user,
+            since,
+            now,
+        )
+        .await
     }
 
     async fn compute(
