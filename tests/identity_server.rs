@@ -230,16 +230,39 @@ async fn identity_server(certs: &std::path::Path) -> Arc<Identity> {
     is
 }
 
+/// A federating homeserver and an identity server, with the directories of their
+/// certificates (kept while they run).
+struct Servers {
+    srv: common::Server,
+    hs_name: ruma::OwnedServerName,
+    is: Arc<Identity>,
+    _certs: [tempfile::TempDir; 2],
+}
+
+async fn servers() -> Servers {
+    let certs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (srv, hs_name) = federating(certs[0].path()).await;
+    let is = identity_server(certs[1].path()).await;
+    Servers {
+        srv,
+        hs_name,
+        is,
+        _certs: certs,
+    }
+}
+
 fn bind_body(is: &Identity, token: &str, sid: &str) -> Value {
     json!({ "client_secret": SECRET, "id_server": is.name, "id_access_token": token, "sid": sid })
 }
 
 #[tokio::test]
 async fn addresses_bind_and_unbind_through_an_identity_server() {
-    let certs = tempfile::tempdir().unwrap();
-    let is_certs = tempfile::tempdir().unwrap();
-    let (srv, hs_name) = federating(certs.path()).await;
-    let is = identity_server(is_certs.path()).await;
+    let Servers {
+        srv,
+        hs_name,
+        is,
+        _certs,
+    } = servers().await;
     let alice = srv.register("alice").await;
     const BIND: &str = "/_matrix/client/v3/account/3pid/bind";
     const UNBIND: &str = "/_matrix/client/v3/account/3pid/unbind";
@@ -326,10 +349,12 @@ async fn addresses_bind_and_unbind_through_an_identity_server() {
 
 #[tokio::test]
 async fn invites_by_address_through_an_identity_server() {
-    let certs = tempfile::tempdir().unwrap();
-    let is_certs = tempfile::tempdir().unwrap();
-    let (srv, hs_name) = federating(certs.path()).await;
-    let is = identity_server(is_certs.path()).await;
+    let Servers {
+        srv,
+        hs_name,
+        is,
+        _certs,
+    } = servers().await;
     let alice = srv.register("alice").await;
     let bob = srv.register("bob").await;
     let room = alice.create_room(json!({ "name": "Garden" })).await;
