@@ -264,46 +264,17 @@ pub trait RoomStore: RoomThreads + RoomLists + RoomTimes + RoomSearch + Send + S
     }
     /// The other servers with a joined member in a room `user_id` has joined: where what the
     /// user does outside rooms (presence, device keys) is told. Only rooms shared with another
-    /// server can name one, so a store that knows them reads only those.
+    /// server can name one, so only those need reading.
     async fn servers_sharing_rooms_with(
         &self,
         user_id: &UserId,
-    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>> {
-        let mut servers = std::collections::BTreeSet::new();
-        for m in self.memberships(user_id).await? {
-            if m.membership == MembershipState::Join {
-                servers.extend(self.joined_servers(&m.room_id).await?);
-            }
-        }
-        servers.remove(user_id.server_name());
-        Ok(servers)
-    }
+    ) -> Result<std::collections::BTreeSet<ruma::OwnedServerName>>;
     /// Those of `users` who share a joined room with `user_id` (`user_id` too, if listed).
     async fn sharing_rooms_with(
         &self,
         user_id: &UserId,
         users: &[OwnedUserId],
-    ) -> Result<std::collections::HashSet<OwnedUserId>> {
-        let mine: std::collections::HashSet<OwnedRoomId> = self
-            .memberships(user_id)
-            .await?
-            .into_iter()
-            .filter(|m| m.membership == MembershipState::Join)
-            .map(|m| m.room_id)
-            .collect();
-        let mut out = std::collections::HashSet::new();
-        for other in users {
-            let shares =
-                other == user_id
-                    || self.memberships(other).await?.iter().any(|m| {
-                        m.membership == MembershipState::Join && mine.contains(&m.room_id)
-                    });
-            if shares {
-                out.insert(other.clone());
-            }
-        }
-        Ok(out)
-    }
+    ) -> Result<std::collections::HashSet<OwnedUserId>>;
     /// The servers with a joined member in the room (this one too, if it has one).
     async fn joined_servers(
         &self,

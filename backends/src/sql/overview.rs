@@ -46,7 +46,7 @@ impl SqlStore {
     async fn states_of(&self, rooms: &[OwnedRoomId]) -> Result<Vec<StoredEvent>> {
         let inner = format!(
             "SELECT e.pos, e.event_id, e.room_id, e.json, e.unsigned, e.redacted_by, e.txn_user, e.txn_device, e.txn_id \
-             FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({}) ORDER BY e.pos",
+             FROM current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({})",
             params(1, rooms.len())
         );
         let sql = packed::events_query(self.dialect, &inner);
