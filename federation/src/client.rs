@@ -63,6 +63,9 @@ impl Default for ClientOptions {
     }
 }
 
+/// Redirects a `.well-known/matrix/server` answer may take before it counts as none.
+const WELL_KNOWN_REDIRECTS: usize = 5;
+
 pub struct FederationClient {
     http: reqwest::Client,
     signing: Arc<SigningKey>,
@@ -132,19 +135,46 @@ impl FederationClient {
         &self.signing
     }
 
-    /// `https://{host}/.well-known/matrix/server`, if it answers a JSON document.
+    /// `https://{host}/.well-known/matrix/server`, if it answers a JSON document, following
+    /// at most [`WELL_KNOWN_REDIRECTS`] redirects (as the spec asks) to other `https` URLs,
+    /// each checked like a server's address.
     async fn well_known(&self, host: String) -> Option<Value> {
         let (timeout, max) = WELL_KNOWN_LIMITS;
-        let url = format!("https://{host}/.well-known/matrix/server");
-        let request = self.http.get(url).timeout(timeout).build().ok()?;
         let name = ServerName::parse(host.as_str()).ok()?;
-        match self.execute(&name, request, max).await {
-            Ok(answer) => parse_well_known(answer.status(), answer.body()),
-            Err(e) => {
-                tracing::debug!(host, error = %e, "no .well-known delegation");
-                None
+        let mut url =
+            reqwest::Url::parse(&format!("https://{host}/.well-known/matrix/server")).ok()?;
+        for _ in 0..=WELL_KNOWN_REDIRECTS {
+            let mut request = match self.checked_get(&name, url.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(host, %url, error = %e, "a .well-known location refused");
+                    return None;
+                }
+            };
+            *request.timeout_mut() = Some(timeout);
+            let answer = match self.execute(&name, request, max).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::debug!(host, error = %e, "no .well-known delegation");
+                    return None;
+                }
+            };
+            if !answer.status().is_redirection() {
+                return parse_well_known(answer.status(), answer.body());
             }
+            let location = answer
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())?;
+            if location.scheme() != "https" {
+                tracing::debug!(host, %location, "a .well-known redirect away from https");
+                return None;
+            }
+            url = location;
         }
+        tracing::debug!(host, "too many .well-known redirects");
+        None
     }
 
     /// Hashes and signs an event built from a template (as this server), and answers its id
@@ -254,24 +284,29 @@ impl FederationClient {
         limit: usize,
     ) -> Result<http::Response<Vec<u8>>> {
         let parsed = reqwest::Url::parse(url).map_err(|e| unreachable_server(destination, e))?;
-        let Some(host) = parsed.host_str() else {
+        let request = self.checked_get(destination, parsed)?;
+        self.execute(destination, request, limit).await
+    }
+
+    /// A GET of `url`, an http(s) URL `destination` pointed to, if its address may be
+    /// reached: a name is checked by the resolver as it connects; an address, here.
+    fn checked_get(&self, destination: &ServerName, url: reqwest::Url) -> Result<reqwest::Request> {
+        let Some(host) = url.host_str() else {
             return Err(unreachable_server(destination, "a location without a host"));
         };
-        if !matches!(parsed.scheme(), "https" | "http") {
+        if !matches!(url.scheme(), "https" | "http") {
             return Err(unreachable_server(
                 destination,
                 "a location that is not http(s)",
             ));
         }
-        // A name is checked by the resolver as it connects; an address, here.
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = literal.parse::<IpAddr>() {
             self.dns
                 .check(&ip.to_string(), vec![ip])
                 .map_err(|e| Error::forbidden(format!("{destination}: {e}")))?;
         }
-        let request = self.http.get(parsed).build().map_err(Error::internal)?;
-        self.execute(destination, request, limit).await
+        self.http.get(url).build().map_err(Error::internal)
     }
 }
 
