@@ -419,9 +419,16 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }
     };
     let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
-    let edu_sender = EduSender::new(outbound.clone(), store.clone(), signing.server_name.clone());
+    let edu_sender = EduSender::new(
+        outbound.clone(),
+        store.clone(),
+        store.clone(),
+        notifier.clone(),
+        signing.server_name.clone(),
+    );
     let federation_sender = Arc::new(FederationSender::new(
         outbound.clone(),
+        store.clone(),
         store.clone(),
         store.clone(),
         store.clone(),
@@ -846,6 +853,7 @@ pub async fn serve(
     app.push_senders.stop();
     app.pushers.stop();
     app.bus.shutdown().await;
+    app.store.close().await;
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{
-    federation::{shared_room, signing_as, sync_until, SharedRoom},
+    federation::{device_keys, device_of, shared_room, signing_as, sync_until, SharedRoom},
     Client,
 };
 use ruma::{
@@ -41,24 +41,6 @@ async fn told_of_change(client: &Client, since: String, user: &str) -> Option<Va
         )
         .await;
     Some(body)
-}
-
-async fn device_of(client: &Client) -> String {
-    let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
-    me["device_id"].as_str().unwrap().to_owned()
-}
-
-fn device_keys(user: &str, device: &str, ed: &str) -> Value {
-    json!({
-        "user_id": user,
-        "device_id": device,
-        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-        "keys": {
-            format!("curve25519:{device}"): "Y3VydmUyNTUxOSBrZXkgb2YgdGhlIGRldmljZQ",
-            format!("ed25519:{device}"): ed,
-        },
-        "signatures": { user: { format!("ed25519:{device}"): "c2lnbmF0dXJl" } },
-    })
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! transactions waited, persisted, and were retried — at once when that server makes a
 //! request here again. And while one server is away, a user on each side changes the room's
 //! topic: the fork resolves to the same state on both once they hear of each other. Runs on
-//! the embedded profile.
+//! the embedded profile. To-device messages and key changes sent while a server is away
+//! reach it when it is back too: they wait with the room's events, not beside them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
@@ -11,7 +12,10 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    federation::{federating_in, heard, room_bodies, shared_room, SharedRoom},
+    federation::{
+        device_keys, device_of, federating_in, heard, room_bodies, shared_room, sync_until,
+        SharedRoom,
+    },
     Client,
 };
 use serde_json::{json, Value};
@@ -159,4 +163,81 @@ async fn concurrent_state_changes_on_two_servers_resolve_the_same_on_both() {
     assert!(heard(&bob, &room, "merged").await);
     bob.send_text(&room, "t2", "merged too").await;
     assert!(heard(&alice, &room, "merged too").await);
+}
+
+#[tokio::test]
+async fn to_device_messages_and_key_changes_wait_for_a_server_that_is_down() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a: _a,
+        b,
+        b_name,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room(certs.path()).await;
+    let bob_dev = device_of(&bob).await;
+    let since: String = bob.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let data = b.stop().await;
+    // A room key for Bob's device, and a new device of Alice's: neither may be lost.
+    let (status, body) = alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room.encrypted/k1",
+            json!({ "messages": { bob.user_id.as_str(): { bob_dev.as_str(): { "ciphertext": "room key" } } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let alice_dev = device_of(&alice).await;
+    let (status, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({ "device_keys": device_keys(&alice.user_id, &alice_dev, "ZWQyNTUxOSBrZXk") }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Long enough for a few attempts to fail: the EDUs must outlive them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let b = federating_in(certs.path(), data, b_name.port().unwrap(), |_| {}).await;
+    let bob = Client {
+        base: b.base.clone(),
+        ..bob
+    };
+    // Bob's message tells A that B is back.
+    bob.send_text(&room, "b1", "back").await;
+    let got = sync_until(&bob, Some(since.clone()), |s| {
+        s["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["ciphertext"] == "room key"))
+    })
+    .await;
+    let got = got.expect("the to-device message sent while B was down never arrived");
+    let event = got["to_device"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["ciphertext"] == "room key")
+        .unwrap();
+    assert_eq!(event["sender"], alice.user_id.as_str());
+    let told = sync_until(&bob, Some(since.clone()), |s| {
+        s["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == alice.user_id.as_str()))
+    })
+    .await;
+    assert!(told.is_some(), "B never heard of Alice's new device keys");
+    // Once only: the next sync from there has it no more.
+    let next = got["next_batch"].as_str().unwrap().to_owned();
+    let again = bob.sync(Some(&next), 0).await;
+    assert!(
+        again["to_device"]["events"]
+            .as_array()
+            .is_none_or(|e| e.iter().all(|e| e["content"]["ciphertext"] != "room key")),
+        "{again}"
+    );
 }

@@ -76,6 +76,8 @@ macro_rules! on_both_backends {
     };
 }
 
+#[path = "store_contract/federation_outbox.rs"]
+mod federation_outbox;
 #[path = "store_contract/lists.rs"]
 mod lists;
 #[path = "store_contract/many_rooms.rs"]

@@ -68,6 +68,8 @@ pub use push::{
 };
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
+mod federation_outbox;
+pub use federation_outbox::{FederationOutbox, QueuedEdu};
 
 /// A room's heads and current state, as the sequencer needs it to append.
 #[derive(Debug, Clone)]
@@ -547,26 +549,35 @@ pub trait EduSink: Send + Sync {
 
 /// EDUs of this server's users for other servers (federation), as they happen: typing
 /// changes and public read receipts for the servers in the room, to-device messages, and
-/// device changes for the servers that share a room with the user.
+/// device changes for the servers that share a room with the user. Typing, receipts and
+/// presence are sent at once, best effort (the next change supersedes them); to-device
+/// messages and key changes are kept until accepted (`Ok` once they are), since a lost one
+/// leaves another server's users unable to decrypt.
+#[async_trait::async_trait]
 pub trait FederationEdus: Send + Sync {
     fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool);
     /// To-device messages of a user of this server for users of `destination`: the content
     /// of an `m.direct_to_device` EDU.
-    fn to_device(&self, destination: &ruma::ServerName, content: Value);
+    async fn to_device(&self, destination: &ruma::ServerName, content: Value) -> Result<()>;
     /// A user's device changed (its keys: `None` when it was deleted), for the servers that
     /// share a room with the user.
-    fn device_list_update(&self, user_id: &UserId, device_id: &str, keys: Option<Value>);
+    async fn device_list_update(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: Option<Value>,
+    ) -> Result<()>;
     /// A user's presence changed (the content of an `m.presence` event), for the servers that
     /// share a room with the user.
     fn presence(&self, user_id: &UserId, content: Value);
     /// A user's master or self-signing key changed (the new ones), for the servers that
     /// share a room with the user.
-    fn signing_key_update(
+    async fn signing_key_update(
         &self,
         user_id: &UserId,
         master: Option<Value>,
         self_signing: Option<Value>,
-    );
+    ) -> Result<()>;
     fn read(
         &self,
         room_id: &RoomId,

@@ -1,9 +1,15 @@
-//! EDUs of this server's users out to other servers: typing and public read receipts (for
-//! the servers in the room), to-device messages (for the recipients' server) and device list
-//! updates (for the servers that share a room with the user), queued per destination as they
-//! happen and sent in transactions of their own (at most 100 EDUs each). A destination that
-//! cannot be reached after a few attempts loses them: typing and receipts are superseded by
-//! the next ones; a lost device update leaves the other server's clients asking again later.
+//! EDUs of this server's users out to other servers.
+//!
+//! - Typing, public read receipts (for the servers in the room) and presence (for the servers
+//!   that share a room with the user) are queued per destination as they happen, on the
+//!   instance where they happen, and sent in transactions of their own (at most 100 EDUs
+//!   each). A destination that cannot be reached after a few attempts loses them: the next
+//!   change supersedes them.
+//! - To-device messages (for the recipients' server) and device-list and signing-key changes
+//!   (for the servers that share a room with the user) must not be lost: a lost room key is a
+//!   message nobody there can read. They are kept in the [`FederationOutbox`] at stream
+//!   positions, and the destination's event sender (`sender.rs`, one instance cluster-wide)
+//!   carries them in its transactions until they are accepted.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,7 +25,11 @@ use ruma::{
     serde::Raw,
     EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, ServerName, UserId,
 };
-use sandcat_core::ports::{FederationEdus, RoomStore};
+use sandcat_core::{
+    notifier::Notifier,
+    ports::{FederationEdus, FederationOutbox, RoomStore},
+    Result,
+};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -40,6 +50,8 @@ pub struct EduSender(Arc<Queues>);
 struct Queues {
     client: Arc<FederationClient>,
     rooms: Arc<dyn RoomStore>,
+    outbox: Arc<dyn FederationOutbox>,
+    notifier: Notifier,
     own: OwnedServerName,
     queues: Mutex<HashMap<OwnedServerName, mpsc::Sender<Value>>>,
     /// Distinguishes this process's EDU transactions from each other and from the event
@@ -52,11 +64,15 @@ impl EduSender {
     pub fn new(
         client: Arc<FederationClient>,
         rooms: Arc<dyn RoomStore>,
+        outbox: Arc<dyn FederationOutbox>,
+        notifier: Notifier,
         own: OwnedServerName,
     ) -> Self {
         EduSender(Arc::new(Queues {
             client,
             rooms,
+            outbox,
+            notifier,
             own,
             queues: Mutex::default(),
             next_txn: AtomicU64::new(0),
@@ -100,6 +116,29 @@ impl Queues {
                 this.enqueue(server, edu.clone());
             }
         });
+    }
+
+    /// Keeps `edu` for every other server that shares a room with `user_id`, until each has
+    /// accepted it.
+    async fn keep_for_user_rooms(&self, user_id: &UserId, edu: Value) -> Result<()> {
+        let servers = self.rooms.servers_sharing_rooms_with(user_id).await?;
+        let edu = edu.to_string();
+        let queued: Vec<(OwnedServerName, String)> = servers
+            .into_iter()
+            .filter(|s| *s != self.own)
+            .map(|s| (s, edu.clone()))
+            .collect();
+        self.keep(&queued).await
+    }
+
+    /// Keeps EDUs for their destinations, and wakes the sender.
+    async fn keep(&self, edus: &[(OwnedServerName, String)]) -> Result<()> {
+        if edus.is_empty() {
+            return Ok(());
+        }
+        self.outbox.queue_edus(edus).await?;
+        self.notifier.notify();
+        Ok(())
     }
 
     /// Queues `edu` for `destination`, or drops it when the queue is full.
@@ -165,17 +204,24 @@ impl Queues {
     }
 }
 
+#[async_trait::async_trait]
 impl FederationEdus for EduSender {
-    fn to_device(&self, destination: &ServerName, content: Value) {
-        if destination != self.0.own {
-            self.0.enqueue(
-                destination.to_owned(),
-                json!({ "edu_type": "m.direct_to_device", "content": content }),
-            );
+    async fn to_device(&self, destination: &ServerName, content: Value) -> Result<()> {
+        if destination == self.0.own {
+            return Ok(());
         }
+        let edu = json!({ "edu_type": "m.direct_to_device", "content": content });
+        self.0
+            .keep(&[(destination.to_owned(), edu.to_string())])
+            .await
     }
 
-    fn device_list_update(&self, user_id: &UserId, device_id: &str, keys: Option<Value>) {
+    async fn device_list_update(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: Option<Value>,
+    ) -> Result<()> {
         let mut content = json!({
             "user_id": user_id,
             "device_id": device_id,
@@ -186,10 +232,12 @@ impl FederationEdus for EduSender {
         if let Some(keys) = keys {
             content["keys"] = keys;
         }
-        self.0.to_user_rooms(
-            user_id,
-            json!({ "edu_type": "m.device_list_update", "content": content }),
-        );
+        self.0
+            .keep_for_user_rooms(
+                user_id,
+                json!({ "edu_type": "m.device_list_update", "content": content }),
+            )
+            .await
     }
 
     fn presence(&self, user_id: &UserId, content: Value) {
@@ -199,12 +247,12 @@ impl FederationEdus for EduSender {
         );
     }
 
-    fn signing_key_update(
+    async fn signing_key_update(
         &self,
         user_id: &UserId,
         master: Option<Value>,
         self_signing: Option<Value>,
-    ) {
+    ) -> Result<()> {
         let mut content = json!({ "user_id": user_id });
         if let Some(master) = master {
             content["master_key"] = master;
@@ -212,10 +260,12 @@ impl FederationEdus for EduSender {
         if let Some(self_signing) = self_signing {
             content["self_signing_key"] = self_signing;
         }
-        self.0.to_user_rooms(
-            user_id,
-            json!({ "edu_type": "m.signing_key_update", "content": content }),
-        );
+        self.0
+            .keep_for_user_rooms(
+                user_id,
+                json!({ "edu_type": "m.signing_key_update", "content": content }),
+            )
+            .await
     }
 
     fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {

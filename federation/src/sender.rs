@@ -10,6 +10,12 @@
 //! (found at start, and from joins as they arrive). Their state is kept with the application
 //! services' transaction streams, under `federation:<server name>`. A destination that makes a
 //! signed request here is up again: its transaction waiting out a backoff goes at once.
+//!
+//! The EDUs that must not be lost (to-device messages, device-list and signing-key changes:
+//! `edus.rs`) wait in the [`FederationOutbox`] at stream positions, so the same scan finds
+//! them: a transaction carries the destination's EDUs up to the position its events reach
+//! (at most 100), and they are forgotten once it is accepted. A server that only has EDUs
+//! waiting (a to-device message to a server sharing no room) gets a task of its own too.
 
 use std::{
     collections::HashMap,
@@ -20,14 +26,16 @@ use std::{
 use ruma::{
     api::federation::transactions::send_transaction_message,
     events::{room::member::MembershipState, TimelineEventType},
+    serde::Raw,
     MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, ServerName, UserId,
 };
 use sandcat_core::{
     notifier::Notifier,
-    ports::{AppserviceState, AppserviceStore, RoomStore, StreamPosition},
+    ports::{AppserviceState, AppserviceStore, FederationOutbox, RoomStore, StreamPosition},
     transaction_stream::{self, Backoff},
-    Error, Result, StoredEvent,
+    Result, StoredEvent,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::{sync::Notify, task::JoinHandle};
 
@@ -57,7 +65,15 @@ impl transaction_stream::Receiver for Destination<'_> {
     }
 
     async fn send(&self, txn: u64, body: &str) -> Result<()> {
-        self.sender.send(&self.name, txn, body).await
+        let body = Body::parse(body)?;
+        self.sender.send(&self.name, txn, &body).await?;
+        if let Some(upto) = body.edus_upto {
+            // Forgotten only to keep the table small: the position has moved past them.
+            if let Err(e) = self.sender.outbox.forget_edus(&self.name, upto).await {
+                tracing::warn!(destination = %self.name, error = %e, "forgetting EDUs sent");
+            }
+        }
+        Ok(())
     }
 
     async fn back(&self) {
@@ -65,10 +81,43 @@ impl transaction_stream::Receiver for Destination<'_> {
     }
 }
 
+/// The most EDUs one transaction carries (the spec's limit).
+const MAX_EDUS_PER_TRANSACTION: usize = 100;
+
+/// A transaction as persisted until accepted: the PDUs' JSON and the EDUs kept for the
+/// destination up to `edus_upto`. Transactions persisted before EDUs were kept are a bare
+/// array of the PDUs' JSON, and read as such.
+#[derive(Serialize, Deserialize)]
+struct Body {
+    pdus: Vec<Box<RawValue>>,
+    #[serde(default)]
+    edus: Vec<Box<RawValue>>,
+    #[serde(default)]
+    edus_upto: Option<i64>,
+}
+
+impl Body {
+    fn parse(body: &str) -> Result<Body> {
+        if body.trim_start().starts_with('[') {
+            let pdus: Vec<String> = serde_json::from_str(body)?;
+            return Ok(Body {
+                pdus: pdus
+                    .into_iter()
+                    .map(RawValue::from_string)
+                    .collect::<std::result::Result<_, _>>()?,
+                edus: Vec::new(),
+                edus_upto: None,
+            });
+        }
+        Ok(serde_json::from_str(body)?)
+    }
+}
+
 pub struct FederationSender {
     client: Arc<FederationClient>,
     state: Arc<dyn AppserviceStore>,
     rooms: Arc<dyn RoomStore>,
+    outbox: Arc<dyn FederationOutbox>,
     stream: Arc<dyn StreamPosition>,
     notifier: Notifier,
     own: OwnedServerName,
@@ -92,6 +141,7 @@ impl FederationSender {
         client: Arc<FederationClient>,
         state: Arc<dyn AppserviceStore>,
         rooms: Arc<dyn RoomStore>,
+        outbox: Arc<dyn FederationOutbox>,
         stream: Arc<dyn StreamPosition>,
         notifier: Notifier,
         own: OwnedServerName,
@@ -100,6 +150,7 @@ impl FederationSender {
             client,
             state,
             rooms,
+            outbox,
             stream,
             notifier,
             own,
@@ -175,9 +226,12 @@ impl FederationSender {
             Err(e) => tracing::warn!(error = %e, "listing the servers of shared rooms"),
         }
         let mut last = self.stream.current_pos();
+        // EDUs queued before a restart, for servers whose task has no state yet.
+        self.ensure_edu_destinations(0, last).await;
         loop {
             let mut wake = self.notifier.subscribe();
             let until = self.stream.current_pos();
+            self.ensure_edu_destinations(last, until).await;
             while last < until {
                 let batch = match self.rooms.events_between(last, until, 500).await {
                     Ok(b) => b,
@@ -217,6 +271,22 @@ impl FederationSender {
         }
     }
 
+    /// Starts a task for each server with EDUs queued at positions in `(after, until]`, from
+    /// just before its first.
+    async fn ensure_edu_destinations(self: &Arc<Self>, after: i64, until: i64) {
+        if after >= until {
+            return;
+        }
+        match self.outbox.edu_destinations(after, until).await {
+            Ok(found) => {
+                for (server, first) in found {
+                    self.ensure(server, Some(first - 1));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the servers EDUs wait for"),
+        }
+    }
+
     /// Sends a destination's transactions, one at a time, as events for it arrive.
     async fn run(self: Arc<Self>, destination: OwnedServerName, from: Option<i64>) {
         let id = state_id(&destination);
@@ -248,7 +318,7 @@ impl FederationSender {
     ) -> Result<AppserviceState> {
         let until = self.stream.current_pos();
         let mut scanned = state.last_pos;
-        let mut pdus: Vec<String> = Vec::new();
+        let mut pdus: Vec<(i64, String)> = Vec::new();
         let mut shared: HashMap<OwnedRoomId, bool> = HashMap::new();
         'scan: while scanned < until {
             let batch = self.rooms.events_between(scanned, until, 500).await?;
@@ -259,7 +329,7 @@ impl FederationSender {
             for ev in batch {
                 if self.is_for(destination, &ev, &mut shared).await? {
                     if let Some(json) = self.rooms.event_json(&ev.pdu.event_id).await? {
-                        pdus.push(json);
+                        pdus.push((ev.pos, json));
                     }
                 }
                 scanned = ev.pos;
@@ -268,12 +338,40 @@ impl FederationSender {
                 }
             }
         }
-        let mut next = state.clone();
-        if pdus.is_empty() {
-            next.last_pos = scanned.max(state.last_pos);
-        } else {
-            next.pending = Some((state.next_txn, scanned, serde_json::to_string(&pdus)?));
+        let edus = self
+            .outbox
+            .queued_edus(
+                destination,
+                state.last_pos,
+                scanned,
+                MAX_EDUS_PER_TRANSACTION,
+            )
+            .await?;
+        if edus.len() == MAX_EDUS_PER_TRANSACTION {
+            // The transaction is full of EDUs: it ends at the last one, and the events after
+            // it go in the next.
+            if let Some(last) = edus.last() {
+                scanned = last.pos;
+                pdus.retain(|(pos, _)| *pos <= scanned);
+            }
         }
+        let mut next = state.clone();
+        if pdus.is_empty() && edus.is_empty() {
+            next.last_pos = scanned.max(state.last_pos);
+            return Ok(next);
+        }
+        let body = Body {
+            edus_upto: edus.last().map(|e| e.pos),
+            pdus: pdus
+                .into_iter()
+                .map(|(_, json)| RawValue::from_string(json))
+                .collect::<std::result::Result<_, _>>()?,
+            edus: edus
+                .into_iter()
+                .map(|e| RawValue::from_string(e.edu))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        next.pending = Some((state.next_txn, scanned, serde_json::to_string(&body)?));
         Ok(next)
     }
 
@@ -301,18 +399,18 @@ impl FederationSender {
         Ok(yes)
     }
 
-    async fn send(&self, destination: &ServerName, txn: u64, body: &str) -> Result<()> {
-        let pdus: Vec<String> = serde_json::from_str(body)?;
+    async fn send(&self, destination: &ServerName, txn: u64, body: &Body) -> Result<()> {
         let mut request = send_transaction_message::v1::Request::new(
             txn.to_string().into(),
             self.own.clone(),
             MilliSecondsSinceUnixEpoch::now(),
         );
-        request.pdus = pdus
-            .into_iter()
-            .map(RawValue::from_string)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(Error::internal)?;
+        request.pdus = body.pdus.clone();
+        request.edus = body
+            .edus
+            .iter()
+            .map(|e| Raw::from_json(e.clone()))
+            .collect();
         let answer = self.client.send(destination, request).await?;
         for (event_id, outcome) in answer.pdus {
             if let Err(why) = outcome {

@@ -238,3 +238,24 @@ pub(crate) fn signed_pdu(
         RawValue::from_string(json).unwrap(),
     )
 }
+
+/// The device of `client`'s session.
+pub(crate) async fn device_of(client: &Client) -> String {
+    let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
+    me["device_id"].as_str().unwrap().to_owned()
+}
+
+/// Device keys of `user`'s `device` with `ed` as its ed25519 key (signed for show: servers
+/// do not check device signatures).
+pub(crate) fn device_keys(user: &str, device: &str, ed: &str) -> Value {
+    serde_json::json!({
+        "user_id": user,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): "Y3VydmUyNTUxOSBrZXkgb2YgdGhlIGRldmljZQ",
+            format!("ed25519:{device}"): ed,
+        },
+        "signatures": { user: { format!("ed25519:{device}"): "c2lnbmF0dXJl" } },
+    })
+}

@@ -10,6 +10,7 @@ mod account_standing;
 mod append;
 mod client;
 mod expiring_tokens;
+mod federation_outbox;
 mod key_backups;
 mod keys;
 mod native;
@@ -81,6 +82,9 @@ pub struct SqlStore {
     observations: tokio::sync::Mutex<stream::Observations>,
     changes: Arc<ChangeLog>,
 }
+
+/// How long a stopping server waits for its database connections in use.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) fn db(e: sqlx::Error) -> Error {
     Error::storage(e)
@@ -274,6 +278,19 @@ impl SqlStore {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Closes the pool when the server stops: connections in use have [`CLOSE_WAIT`] to come
+    /// back, then every connection is closed. A closed SQLite connection rolls back whatever
+    /// it had open, so a task of this instance that outlives it cannot keep the database
+    /// locked for the next process (or the next instance in the same process).
+    pub async fn close(&self) {
+        if tokio::time::timeout(CLOSE_WAIT, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still in use were closed");
+        }
     }
 
     /// The pool, for other parts of the pipeline that keep their tables in this database.

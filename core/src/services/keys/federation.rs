@@ -82,26 +82,32 @@ impl Keys {
         }
     }
 
-    /// Hands to-device messages for other servers' users to their servers, one EDU each.
-    pub(super) fn to_device_remote(
+    /// Hands to-device messages for other servers' users to their servers, one EDU each:
+    /// `Ok` once they are kept for sending.
+    pub(super) async fn to_device_remote(
         &self,
         sender: &UserId,
         kind: &str,
         txn_id: &str,
         remote: ByServer<BTreeMap<String, Value>>,
-    ) {
-        let Some(f) = &self.federation else { return };
+    ) -> Result<()> {
+        let Some(f) = &self.federation else {
+            return Ok(());
+        };
         for (server, messages) in remote {
-            f.edus.to_device(
-                &server,
-                json!({
-                    "sender": sender,
-                    "type": kind,
-                    "message_id": format!("{txn_id}.{}", crate::now_ms()),
-                    "messages": messages,
-                }),
-            );
+            f.edus
+                .to_device(
+                    &server,
+                    json!({
+                        "sender": sender,
+                        "type": kind,
+                        "message_id": format!("{txn_id}.{}", crate::now_ms()),
+                        "messages": messages,
+                    }),
+                )
+                .await?;
         }
+        Ok(())
     }
 
     /// The keys of this server's users, for another server (`/user/keys/query`).

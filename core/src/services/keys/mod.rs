@@ -88,7 +88,8 @@ impl Keys {
                 .await?;
             if let Some(f) = &self.federation {
                 f.edus
-                    .device_list_update(&session.user_id, &session.device_id, Some(keys));
+                    .device_list_update(&session.user_id, &session.device_id, Some(keys))
+                    .await?;
             }
         }
         if !one_time.is_empty() {
@@ -284,7 +285,8 @@ impl Keys {
             let (master, self_signing) = (of("master"), of("self_signing"));
             if master.is_some() || self_signing.is_some() {
                 f.edus
-                    .signing_key_update(&session.user_id, master, self_signing);
+                    .signing_key_update(&session.user_id, master, self_signing)
+                    .await?;
             }
         }
         self.notifier.notify();
@@ -326,7 +328,9 @@ impl Keys {
                         .as_ref()
                         .filter(|_| user_id == session.user_id)
                     {
-                        f.edus.device_list_update(&user_id, &device, Some(stored));
+                        f.edus
+                            .device_list_update(&user_id, &device, Some(stored))
+                            .await?;
                     }
                 } else if let Some((kind, mut stored)) = cross
                     .iter()
@@ -352,7 +356,9 @@ impl Keys {
                         } else {
                             (None, Some(stored))
                         };
-                        f.edus.signing_key_update(&user_id, master, self_signing);
+                        f.edus
+                            .signing_key_update(&user_id, master, self_signing)
+                            .await?;
                     }
                 }
             }
@@ -383,7 +389,8 @@ impl Keys {
             return Ok(());
         }
         let (local, remote) = self.split(messages);
-        self.to_device_remote(&session.user_id, kind, txn_id, remote);
+        self.to_device_remote(&session.user_id, kind, txn_id, remote)
+            .await?;
         self.deliver(&session.user_id, kind, &local).await?;
         self.seen_txns
             .lock()
