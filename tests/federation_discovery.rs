@@ -20,25 +20,49 @@ use common::{
 };
 use serde_json::json;
 
-#[tokio::test]
-async fn a_server_is_found_through_its_srv_record() {
-    let certs = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let dns = dns::start(&[("_matrix-fed._tcp.chat.test", "localhost", port)]).await;
-    let (a, _) = federating_with(certs.path(), move |c| {
+/// Two servers: `a` asks the DNS server at `dns`; `b` is named `name` (without a port) and
+/// listens on `port`, where `a` must find it. Keep the servers: they stop when dropped.
+struct Found {
+    a: common::Server,
+    b: common::Server,
+    alice: common::Client,
+    bob: common::Client,
+}
+
+async fn found_by_name(
+    certs: &std::path::Path,
+    dns: std::net::SocketAddr,
+    name: &str,
+    port: u16,
+) -> Found {
+    let (a, _) = federating_with(certs, move |c| {
         c.federation.dns_server = dns.to_string();
     })
     .await;
     let b = federating_as(
-        certs.path(),
+        certs,
         tempfile::tempdir().unwrap(),
-        "chat.test".into(),
+        name.into(),
         port,
         |_| {},
     )
     .await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
+    Found { a, b, alice, bob }
+}
+
+#[tokio::test]
+async fn a_server_is_found_through_its_srv_record() {
+    let certs = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dns = dns::start(&[("_matrix-fed._tcp.chat.test", "localhost", port)]).await;
+    let Found {
+        a: _a,
+        b: _b,
+        alice,
+        bob,
+    } = found_by_name(certs.path(), dns, "chat.test", port).await;
     assert_eq!(bob.user_id, "@bob:chat.test");
     let room = bob
         .create_room(json!({ "preset": "public_chat", "room_alias_name": "hall" }))
@@ -121,20 +145,12 @@ async fn a_server_is_found_through_well_known_redirects() {
     let port = free_port();
     serve_redirected_well_known(port).await;
     let dns = dns::start(&[]).await;
-    let (a, _) = federating_with(certs.path(), move |c| {
-        c.federation.dns_server = dns.to_string();
-    })
-    .await;
-    let b = federating_as(
-        certs.path(),
-        tempfile::tempdir().unwrap(),
-        "old.test".into(),
-        port,
-        |_| {},
-    )
-    .await;
-    let alice = a.register("alice").await;
-    let bob = b.register("bob").await;
+    let Found {
+        a: _a,
+        b: _b,
+        alice,
+        bob,
+    } = found_by_name(certs.path(), dns, "old.test", port).await;
     let room = bob
         .create_room(json!({ "preset": "public_chat", "room_alias_name": "moved" }))
         .await;
