@@ -418,13 +418,17 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
             pipeline::kafka_bus(config, sequencer, store.clone(), notifier.clone()).await?
         }
     };
-    let accounts = Arc::new(Accounts::new(store.clone(), server.clone(), shared));
     let edu_sender = EduSender::new(
         outbound.clone(),
         store.clone(),
         store.clone(),
         notifier.clone(),
         signing.server_name.clone(),
+    );
+    let accounts = Arc::new(
+        Accounts::new(store.clone(), server.clone(), shared)
+            .with_federation_edus(Arc::new(edu_sender.clone()))
+            .with_notifier(notifier.clone()),
     );
     let federation_sender = Arc::new(FederationSender::new(
         outbound.clone(),

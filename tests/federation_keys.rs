@@ -1,7 +1,7 @@
 //! End-to-end encryption plumbing across servers, over loopback TLS: a user reads another
 //! server's user's device keys and claims a one-time key through its server, sends it a
 //! to-device message, and learns through `/sync` when that user's devices or cross-signing
-//! keys change. Runs on
+//! keys change, or one of its devices is deleted. Runs on
 //! the embedded profile and, with `SANDCAT_TEST_PROFILE=pipeline`, on the pipeline. A
 //! transaction sent again is taken once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
@@ -152,6 +152,74 @@ async fn keys_and_to_device_messages_cross_servers() {
         .expect("A never told Alice that Bob's signing keys changed");
     assert_eq!(
         body["master_keys"][&bob.user_id]["keys"], master["keys"],
+        "{body}"
+    );
+}
+
+/// Bob signs out of a second device that had keys: Alice's server is told
+/// (`m.device_list_update`, deleted) and her `/sync` lists him as changed, and the device is
+/// gone from his keys; a user on his own server who shares the room is told too.
+#[tokio::test]
+async fn a_deleted_device_is_told_to_the_users_who_share_a_room() {
+    let certs = tempfile::tempdir().unwrap();
+    let SharedRoom {
+        a: _a,
+        b,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room(certs.path()).await;
+    let carol = b.register("carol").await;
+    carol.join(&room).await;
+    let (status, body) = b
+        .anon()
+        .post(
+            "/_matrix/client/v3/login",
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": "bob" },
+                "password": "pw-bob",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let laptop = Client {
+        token: Some(body["access_token"].as_str().unwrap().to_owned()),
+        ..bob.clone()
+    };
+    let laptop_dev = body["device_id"].as_str().unwrap().to_owned();
+    let keys = device_keys(&bob.user_id, &laptop_dev, "bGFwdG9wIGtleQ");
+    let (status, body) = laptop
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            json!({ "device_keys": keys }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let body = told_of_change(&alice, now(&alice).await, &bob.user_id)
+        .await
+        .expect("A never heard of Bob's laptop");
+    assert_eq!(
+        body["device_keys"][&bob.user_id][&laptop_dev], keys,
+        "{body}"
+    );
+
+    let (alice_since, carol_since) = (now(&alice).await, now(&carol).await);
+    let (status, body) = laptop.post("/_matrix/client/v3/logout", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let body = told_of_change(&alice, alice_since, &bob.user_id)
+        .await
+        .expect("A never heard that Bob's laptop is gone");
+    assert!(
+        body["device_keys"][&bob.user_id].get(&laptop_dev).is_none(),
+        "{body}"
+    );
+    let body = told_of_change(&carol, carol_since, &bob.user_id)
+        .await
+        .expect("Carol, on Bob's server, never heard that his laptop is gone");
+    assert!(
+        body["device_keys"][&bob.user_id].get(&laptop_dev).is_none(),
         "{body}"
     );
 }

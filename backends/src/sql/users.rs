@@ -366,32 +366,46 @@ impl UserStore for SqlStore {
     }
 
     async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.begin().await?;
-        let mut tokens = Vec::new();
-        for d in device_ids {
-            let rows: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 RETURNING token",
-            )
-            .bind(user_id.as_str())
-            .bind(d)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-            tokens.extend(rows);
-            // A device's pushers go with it, as its tokens do.
-            for table in ["refresh_tokens", "devices", "pushers"] {
-                sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
-                ))
+        if device_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A key change at a new position: the users who share a room with this one see it in
+        // `device_lists.changed` and stop encrypting for the devices gone (their keys stay
+        // stored, hidden with the device, and carry the position).
+        self.with_positions(1, vec![Change::Keys], async |tx, pos| {
+            let mut tokens = Vec::new();
+            for d in device_ids {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 RETURNING token",
+                )
                 .bind(user_id.as_str())
                 .bind(d)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
+                tokens.extend(rows);
+                // A device's pushers go with it, as its tokens do.
+                for table in ["refresh_tokens", "devices", "pushers"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                    ))
+                    .bind(user_id.as_str())
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                sqlx::query("UPDATE device_keys SET pos = $1 WHERE user_id = $2 AND device_id = $3")
+                    .bind(pos[0])
+                    .bind(user_id.as_str())
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
             }
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(tokens)
+            Ok(tokens)
+        })
+        .await
     }
 
     async fn delete_tokens_except(

@@ -23,7 +23,8 @@ use ruma::{OwnedUserId, UserId};
 
 use crate::{
     error::ErrorCode,
-    ports::{DeviceRecord, UserRecord, UserStore},
+    notifier::Notifier,
+    ports::{DeviceRecord, FederationEdus, UserRecord, UserStore},
     ratelimit::Lockout,
     services::Session,
     Error, Result, ServerConfig,
@@ -48,6 +49,10 @@ pub struct Accounts {
     failures: Lockout,
     /// When this instance last recorded each device's use.
     last_seen: LastSeen,
+    /// Tells other servers of devices deleted, when federating.
+    federation: Option<Arc<dyn FederationEdus>>,
+    /// Wakes `/sync` long-polls when a device is deleted (its users' key change).
+    notifier: Option<Notifier>,
 }
 
 /// What a successful login, registration or refresh hands the client.
@@ -90,7 +95,21 @@ impl Accounts {
             hasher: HashPool::new(threads),
             failures,
             last_seen: LastSeen::default(),
+            federation: None,
+            notifier: None,
         }
+    }
+
+    /// Wakes `/sync` long-polls (here and on other instances) when devices are deleted.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Tells the servers that share a room with a user when one of its devices is deleted.
+    pub fn with_federation_edus(mut self, edus: Arc<dyn FederationEdus>) -> Self {
+        self.federation = Some(edus);
+        self
     }
 
     pub fn config(&self) -> &ServerConfig {

@@ -285,9 +285,7 @@ impl Accounts {
             .into_iter()
             .map(|d| d.device_id)
             .collect();
-        self.users.delete_devices(user_id, &devices).await?;
-        self.cache.forget_all();
-        Ok(())
+        self.delete_devices(user_id, &devices).await
     }
 
     /// Ends every session of the user except `keep`'s.
@@ -303,9 +301,25 @@ impl Accounts {
         self.delete_devices(user_id, &others).await
     }
 
+    /// Deletes devices with their tokens. Other servers sharing a room with the user are
+    /// told first (`m.device_list_update`, deleted), kept until they accept it: a failure
+    /// here deletes nothing, and the request can be made again.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        if let Some(edus) = &self.federation {
+            let existing = self.users.devices(user_id).await?;
+            for device in existing
+                .iter()
+                .filter(|d| device_ids.contains(&d.device_id))
+            {
+                edus.device_list_update(user_id, &device.device_id, None)
+                    .await?;
+            }
+        }
         self.users.delete_devices(user_id, device_ids).await?;
         self.cache.forget_all();
+        if let Some(n) = &self.notifier {
+            n.notify();
+        }
         Ok(())
     }
 
