@@ -87,6 +87,9 @@ fail() {
 (cd tests/interop/js && node js_sdk_accounts.mjs "http://127.0.0.1:$PORT" "$SMTP_PORT") || fail
 "$VENV/bin/python" tests/interop/mautrix_echo.py "http://127.0.0.1:$PORT" "$CARGO_TARGET_DIR/debug/sandcat" "$DATA" || fail
 
+echo "== the Complement image's entrypoint, without Docker (a CA-signed federation listener)"
+scripts/complement_check.sh "$CARGO_TARGET_DIR/debug/sandcat"
+
 echo "== interop: matrix-rust-sdk (the SDK under Element X: sliding sync, timeline, encryption)"
 # A crate of its own (the SDK pins another ruma), built into a target directory of its own.
 RUST_SDK_TARGET="${SANDCAT_RUST_SDK_TARGET:-$CARGO_TARGET_DIR/rust-sdk}"
