@@ -419,7 +419,6 @@ pub async fn build_with(config: &Config, mailer: Arc<dyn Mailer>) -> Result<App>
         }
     };
     let edu_sender = EduSender::new(
-        outbound.clone(),
         store.clone(),
         store.clone(),
         notifier.clone(),

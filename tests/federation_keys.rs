@@ -190,6 +190,9 @@ async fn a_deleted_device_is_told_to_the_users_who_share_a_room() {
     };
     let laptop_dev = body["device_id"].as_str().unwrap().to_owned();
     let keys = device_keys(&bob.user_id, &laptop_dev, "bGFwdG9wIGtleQ");
+    // Where Alice's sync starts is taken first: the news may reach A before the upload's
+    // answer reaches the test.
+    let since = now(&alice).await;
     let (status, body) = laptop
         .post(
             "/_matrix/client/v3/keys/upload",
@@ -197,7 +200,7 @@ async fn a_deleted_device_is_told_to_the_users_who_share_a_room() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let body = told_of_change(&alice, now(&alice).await, &bob.user_id)
+    let body = told_of_change(&alice, since, &bob.user_id)
         .await
         .expect("A never heard of Bob's laptop");
     assert_eq!(

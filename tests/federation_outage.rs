@@ -3,8 +3,8 @@
 //! transactions waited, persisted, and were retried — at once when that server makes a
 //! request here again. And while one server is away, a user on each side changes the room's
 //! topic: the fork resolves to the same state on both once they hear of each other. Runs on
-//! the embedded profile. To-device messages and key changes sent while a server is away
-//! reach it when it is back too: they wait with the room's events, not beside them.
+//! the embedded profile. To-device messages, key changes and a read receipt sent while a
+//! server is away reach it when it is back too: they wait with the room's events.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
@@ -178,12 +178,16 @@ async fn to_device_messages_and_key_changes_wait_for_a_server_that_is_down() {
         ..
     } = shared_room(certs.path()).await;
     let bob_dev = device_of(&bob).await;
+    let said = bob.send_text(&room, "r1", "read me later").await;
+    assert!(heard(&alice, &room, "read me later").await);
     let since: String = bob.sync(None, 0).await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
 
     let data = b.stop().await;
+    // Alice reads Bob's message: her receipt waits (an hour at most) for B.
+    alice.read_up_to(&room, &said).await;
     // A room key for Bob's device, and a new device of Alice's: neither may be lost.
     let (status, body) = alice
         .put(
@@ -231,6 +235,20 @@ async fn to_device_messages_and_key_changes_wait_for_a_server_that_is_down() {
     })
     .await;
     assert!(told.is_some(), "B never heard of Alice's new device keys");
+    let receipt = sync_until(&bob, Some(since.clone()), |s| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|e| {
+                e.iter().any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][said.as_str()]["m.read"]
+                            .get(alice.user_id.as_str())
+                            .is_some()
+                })
+            })
+    })
+    .await;
+    assert!(receipt.is_some(), "B never got Alice's receipt");
     // Once only: the next sync from there has it no more.
     let next = got["next_batch"].as_str().unwrap().to_owned();
     let again = bob.sync(Some(&next), 0).await;

@@ -69,7 +69,7 @@ pub use push::{
 mod server_keys;
 pub use server_keys::{KeyFetch, NoKeyFetch, ServerKey, ServerKeyStore};
 mod federation_outbox;
-pub use federation_outbox::{FederationOutbox, QueuedEdu};
+pub use federation_outbox::{FederationOutbox, NewEdu, QueuedEdu};
 
 /// A room's heads and current state, as the sequencer needs it to append.
 #[derive(Debug, Clone)]

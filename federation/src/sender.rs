@@ -11,11 +11,11 @@
 //! services' transaction streams, under `federation:<server name>`. A destination that makes a
 //! signed request here is up again: its transaction waiting out a backoff goes at once.
 //!
-//! The EDUs that must not be lost (to-device messages, device-list and signing-key changes:
-//! `edus.rs`) wait in the [`FederationOutbox`] at stream positions, so the same scan finds
-//! them: a transaction carries the destination's EDUs up to the position its events reach
-//! (at most 100), and they are forgotten once it is accepted. A server that only has EDUs
-//! waiting (a to-device message to a server sharing no room) gets a task of its own too.
+//! EDUs (`edus.rs`) wait in the [`FederationOutbox`] at stream positions, so the same scan
+//! finds them: a transaction carries the destination's EDUs up to the position its events
+//! reach (at most 100, those expired left out), and everything up to there is forgotten once
+//! it is accepted. A server that only has EDUs waiting (a to-device message to a server
+//! sharing no room) gets a task of its own too.
 
 use std::{
     collections::HashMap,
@@ -67,7 +67,7 @@ impl transaction_stream::Receiver for Destination<'_> {
     async fn send(&self, txn: u64, body: &str) -> Result<()> {
         let body = Body::parse(body)?;
         self.sender.send(&self.name, txn, &body).await?;
-        if let Some(upto) = body.edus_upto {
+        if let Some(upto) = body.upto {
             // Forgotten only to keep the table small: the position has moved past them.
             if let Err(e) = self.sender.outbox.forget_edus(&self.name, upto).await {
                 tracing::warn!(destination = %self.name, error = %e, "forgetting EDUs sent");
@@ -84,16 +84,32 @@ impl transaction_stream::Receiver for Destination<'_> {
 /// The most EDUs one transaction carries (the spec's limit).
 const MAX_EDUS_PER_TRANSACTION: usize = 100;
 
-/// A transaction as persisted until accepted: the PDUs' JSON and the EDUs kept for the
-/// destination up to `edus_upto`. Transactions persisted before EDUs were kept are a bare
-/// array of the PDUs' JSON, and read as such.
+/// A transaction as persisted until accepted: the PDUs' JSON, and the EDUs kept for the
+/// destination (with when each expires), which are forgotten up to `upto` once it is
+/// accepted. Transactions persisted before EDUs were kept are a bare array of the PDUs'
+/// JSON, and read as such.
 #[derive(Serialize, Deserialize)]
 struct Body {
     pdus: Vec<Box<RawValue>>,
     #[serde(default)]
     edus: Vec<Box<RawValue>>,
     #[serde(default)]
-    edus_upto: Option<i64>,
+    expires: Vec<Option<u64>>,
+    #[serde(default)]
+    upto: Option<i64>,
+}
+
+impl Body {
+    /// The EDUs still worth sending at `now_ms`. An attempt after one that failed leaves out
+    /// those expired meanwhile (a typing notification a minute late would mislead); the
+    /// transaction keeps its id, and a server that took the first attempt answers the retry
+    /// as it answered that.
+    fn edus_at(&self, now_ms: u64) -> impl Iterator<Item = &RawValue> {
+        self.edus.iter().enumerate().filter_map(move |(i, e)| {
+            let expires = self.expires.get(i).copied().flatten();
+            expires.is_none_or(|t| t > now_ms).then_some(&**e)
+        })
+    }
 }
 
 impl Body {
@@ -106,7 +122,8 @@ impl Body {
                     .map(RawValue::from_string)
                     .collect::<std::result::Result<_, _>>()?,
                 edus: Vec::new(),
-                edus_upto: None,
+                expires: Vec::new(),
+                upto: None,
             });
         }
         Ok(serde_json::from_str(body)?)
@@ -344,6 +361,7 @@ impl FederationSender {
                 destination,
                 state.last_pos,
                 scanned,
+                MilliSecondsSinceUnixEpoch::now().get().into(),
                 MAX_EDUS_PER_TRANSACTION,
             )
             .await?;
@@ -361,11 +379,12 @@ impl FederationSender {
             return Ok(next);
         }
         let body = Body {
-            edus_upto: edus.last().map(|e| e.pos),
+            upto: Some(scanned),
             pdus: pdus
                 .into_iter()
                 .map(|(_, json)| RawValue::from_string(json))
                 .collect::<std::result::Result<_, _>>()?,
+            expires: edus.iter().map(|e| e.expires_ms).collect(),
             edus: edus
                 .into_iter()
                 .map(|e| RawValue::from_string(e.edu))
@@ -407,9 +426,8 @@ impl FederationSender {
         );
         request.pdus = body.pdus.clone();
         request.edus = body
-            .edus
-            .iter()
-            .map(|e| Raw::from_json(e.clone()))
+            .edus_at(MilliSecondsSinceUnixEpoch::now().get().into())
+            .map(|e| Raw::from_json(e.to_owned()))
             .collect();
         let answer = self.client.send(destination, request).await?;
         for (event_id, outcome) in answer.pdus {
@@ -418,5 +436,36 @@ impl FederationSender {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Body;
+
+    #[test]
+    fn a_transaction_persisted_before_edus_reads_as_its_pdus() {
+        let old = serde_json::to_string(&vec![r#"{"type":"m.room.message"}"#]).unwrap();
+        let body = Body::parse(&old).unwrap();
+        assert_eq!(body.pdus.len(), 1);
+        assert_eq!(body.pdus[0].get(), r#"{"type":"m.room.message"}"#);
+        assert!(body.edus.is_empty());
+        assert_eq!(body.upto, None);
+        assert!(Body::parse("[1]").is_err(), "not a list of JSON strings");
+    }
+
+    #[test]
+    fn expired_edus_are_left_out_of_an_attempt() {
+        let body = Body::parse(
+            r#"{"pdus":[],"edus":[{"n":1},{"n":2},{"n":3}],"expires":[null,100,300],"upto":7}"#,
+        )
+        .unwrap();
+        let at = |now| body.edus_at(now).map(|e| e.get()).collect::<Vec<_>>();
+        assert_eq!(at(50), [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+        assert_eq!(at(100), [r#"{"n":1}"#, r#"{"n":3}"#]);
+        assert_eq!(at(400), [r#"{"n":1}"#]);
+        assert_eq!(body.upto, Some(7));
     }
 }

@@ -1,26 +1,30 @@
 //! EDUs kept for other servers until they accept them, at stream positions.
 
 use ruma::{OwnedServerName, ServerName};
-use sandcat_core::ports::{FederationOutbox, QueuedEdu};
+use sandcat_core::ports::{FederationOutbox, NewEdu, QueuedEdu};
 
 use super::*;
 
 #[async_trait]
 impl FederationOutbox for SqlStore {
-    async fn queue_edus(&self, edus: &[(OwnedServerName, String)]) -> Result<()> {
+    async fn queue_edus(&self, edus: &[NewEdu]) -> Result<()> {
         if edus.is_empty() {
             return Ok(());
         }
         self.with_positions(edus.len(), Vec::new(), async |tx, positions| {
             // Multi-row inserts, a bounded number of parameters each.
-            for (chunk, pos) in edus.chunks(300).zip(positions.chunks(300)) {
+            for (chunk, pos) in edus.chunks(200).zip(positions.chunks(200)) {
                 let sql = format!(
-                    "INSERT INTO federation_outbox (pos, destination, edu) VALUES {}",
-                    value_rows(chunk.len(), 3)
+                    "INSERT INTO federation_outbox (pos, destination, edu, expires_ts) VALUES {}",
+                    value_rows(chunk.len(), 4)
                 );
                 let mut q = sqlx::query(&sql);
-                for ((destination, edu), pos) in chunk.iter().zip(pos) {
-                    q = q.bind(*pos).bind(destination.as_str()).bind(edu.as_str());
+                for (e, pos) in chunk.iter().zip(pos) {
+                    q = q
+                        .bind(*pos)
+                        .bind(e.destination.as_str())
+                        .bind(e.edu.as_str())
+                        .bind(e.expires_ms.map(to_i64));
                 }
                 q.execute(&mut *tx).await.map_err(db)?;
             }
@@ -34,23 +38,28 @@ impl FederationOutbox for SqlStore {
         destination: &ServerName,
         after: i64,
         until: i64,
+        now_ms: u64,
         limit: usize,
     ) -> Result<Vec<QueuedEdu>> {
         let rows = sqlx::query(
-            "SELECT pos, edu FROM federation_outbox WHERE destination = $1 AND pos > $2 AND pos <= $3 ORDER BY pos LIMIT $4",
+            "SELECT pos, edu, expires_ts FROM federation_outbox WHERE destination = $1 AND pos > $2 AND pos <= $3 \
+             AND (expires_ts IS NULL OR expires_ts > $4) ORDER BY pos LIMIT $5",
         )
         .bind(destination.as_str())
         .bind(after)
         .bind(until)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(to_i64(now_ms))
+        .bind(to_i64(limit as u64))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         rows.iter()
             .map(|r| {
+                let expires: Option<i64> = r.try_get("expires_ts").map_err(db)?;
                 Ok(QueuedEdu {
                     pos: r.try_get("pos").map_err(db)?,
                     edu: r.try_get("edu").map_err(db)?,
+                    expires_ms: expires.map(|t| u64::try_from(t).unwrap_or(0)),
                 })
             })
             .collect()

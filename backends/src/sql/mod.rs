@@ -90,6 +90,11 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
     Error::storage(e)
 }
 
+/// A timestamp or count as a signed 64-bit column (a larger one is as good as forever).
+pub(crate) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// `$from, $from+1, …`: `n` numbered parameters, for statements built per batch.
 pub(crate) fn params(from: usize, n: usize) -> String {
     (from..from + n)

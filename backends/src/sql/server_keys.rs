@@ -56,8 +56,3 @@ impl ServerKeyStore for SqlStore {
             .collect()
     }
 }
-
-/// A timestamp as the column's signed 64 bits (a later one than that is as good as forever).
-fn to_i64(ts: u64) -> i64 {
-    i64::try_from(ts).unwrap_or(i64::MAX)
-}
