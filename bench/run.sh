@@ -164,9 +164,10 @@ fi
 FILES+=("$OUT/axum-hello.json")
 
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); mode: $MODE; $(date -u +%Y-%m-%d)"
-# The scale-out section is written by hand from bench/pipeline.sh and `sandcat-bench store`
-# runs: keep it.
-KEPT=$(sed -n '/^## Scale-out/,$p' "$ROOT/BENCHMARKS.md" 2>/dev/null || true)
+# The sections after the table (initial sync, the send path, scale-out from bench/pipeline.sh
+# and `sandcat-bench store`, federation from bench/federation.sh) are written by hand from
+# their own runs: keep them.
+KEPT=$(sed -n '/^## /,$p' "$ROOT/BENCHMARKS.md" 2>/dev/null || true)
 {
     echo "# Benchmarks"
     echo
